@@ -1,0 +1,211 @@
+// Command collabsync keeps a computing centre's systems in step with its
+// LDAP directory. This file is flag parsing and wiring only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/collabsync/collabsync/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // something failed (or, for violations, was found)
+	exitUsage   = 2 // bad flags or configuration
+	exitPanic   = 70
+)
+
+const defaultConfig = "/etc/collabsync/collabsync.yaml"
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, a *app, args []string) int
+}
+
+var commands = map[string]command{
+	"check-config": {"validate the configuration file, reporting every problem", cmdCheckConfig},
+	"plan":         {"print what a sync would change, per target; writes nothing", cmdPlan},
+	"sync":         {"read the directory and apply the plan to every target", cmdSync},
+	"version":      {"print the version", cmdVersion},
+}
+
+// app carries what every command needs; it is built once in run.
+type app struct {
+	stdout, stderr io.Writer
+	log            *slog.Logger
+	configPath     string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		// No panic reaches the user as a stack dump: say what happened and
+		// how to report it.
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "collabsync: internal error: %v\nplease report this with the following trace:\n%s", r, debug.Stack())
+			code = exitPanic
+		}
+	}()
+	fs := flag.NewFlagSet("collabsync", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	a := &app{stdout: stdout, stderr: stderr}
+	fs.StringVar(&a.configPath, "config", envOr("COLLABSYNC_CONFIG", defaultConfig), "configuration file (env COLLABSYNC_CONFIG)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "auto", "text, json, or auto (text on a terminal, else json)")
+	fs.Usage = func() { usage(fs) }
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	var err error
+	if a.log, err = newLogger(stderr, *logLevel, *logFormat); err != nil {
+		fmt.Fprintln(stderr, "collabsync:", err)
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		usage(fs)
+		return exitUsage
+	}
+	cmd, ok := commands[fs.Arg(0)]
+	if !ok {
+		fmt.Fprintf(stderr, "collabsync: unknown command %q\n", fs.Arg(0))
+		usage(fs)
+		return exitUsage
+	}
+	return cmd.run(ctx, a, fs.Args()[1:])
+}
+
+func usage(fs *flag.FlagSet) {
+	out := fs.Output()
+	fmt.Fprintln(out, "usage: collabsync [global flags] <command> [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(out, "  %-14s %s\n", n, commands[n].summary)
+	}
+	fmt.Fprintln(out, "\nglobal flags:")
+	fs.PrintDefaults()
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad -log-level %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "auto":
+		if isTerminal(w) {
+			return slog.New(slog.NewTextHandler(w, opts)), nil
+		}
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("bad -log-format %q (want text, json or auto)", format)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// loadConfig loads the configuration or prints every problem and returns nil.
+func (a *app) loadConfig() *config.Config {
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "collabsync:", err)
+		return nil
+	}
+	return cfg
+}
+
+// newFlagSet returns a subcommand's flag set with consistent usage output.
+func (a *app) newFlagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(a.stderr, "usage: collabsync %s %s\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses a subcommand's flags; it refuses stray arguments.
+func parseFlags(fs *flag.FlagSet, args []string) bool {
+	if err := fs.Parse(args); err != nil {
+		return false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		fs.Usage()
+		return false
+	}
+	return true
+}
+
+func cmdVersion(_ context.Context, a *app, args []string) int {
+	if !parseFlags(a.newFlagSet("version", ""), args) {
+		return exitUsage
+	}
+	fmt.Fprintln(a.stdout, "collabsync", version)
+	return exitOK
+}
+
+func cmdCheckConfig(_ context.Context, a *app, args []string) int {
+	if !parseFlags(a.newFlagSet("check-config", ""), args) {
+		return exitUsage
+	}
+	cfg := a.loadConfig()
+	if cfg == nil {
+		return exitUsage
+	}
+	fmt.Fprintf(a.stdout, "%s: OK\n", a.configPath)
+	return exitOK
+}
+
+// errorf prints a one-line error for the user.
+func (a *app) errorf(err error) {
+	var fe *config.FileError
+	if errors.As(err, &fe) {
+		fmt.Fprintln(a.stderr, "collabsync:", fe)
+		return
+	}
+	fmt.Fprintln(a.stderr, "collabsync:", err)
+}

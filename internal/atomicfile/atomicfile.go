@@ -1,0 +1,77 @@
+// Package atomicfile replaces files so that readers see the old content or
+// the new, never a mix, and a crash leaves no partial file behind.
+package atomicfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Write replaces path with data: it writes a temporary file in the same
+// directory, fsyncs it, checks it reads back identical and passes verify
+// (if not nil), renames it over path and fsyncs the directory. When path
+// already holds exactly data, nothing is written and changed is false, so
+// the file's mtime stays put.
+func Write(path string, data []byte, mode os.FileMode, verify func([]byte) error) (changed bool, err error) {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return false, fmt.Errorf("create temporary file for %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(data); err == nil {
+		if err = tmp.Chmod(mode); err == nil {
+			err = tmp.Sync()
+		}
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	back, err := os.ReadFile(tmp.Name())
+	if err != nil {
+		return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
+	}
+	if !bytes.Equal(back, data) {
+		return false, fmt.Errorf("verify %s: content read back differs from what was written", tmp.Name())
+	}
+	if verify != nil {
+		if err = verify(back); err != nil {
+			return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
+		}
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return false, fmt.Errorf("rename into %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		// The file is in place; only its durability across a power cut is in doubt.
+		return true, fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

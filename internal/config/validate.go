@@ -1,0 +1,298 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+	"gopkg.in/yaml.v3"
+)
+
+// Problem is one thing wrong with the configuration.
+type Problem struct {
+	Line int    // 0 when unknown
+	Path string // e.g. "ldap.uris[1]"
+	Msg  string
+}
+
+// FileError lists every problem of one configuration file.
+type FileError struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *FileError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d problem(s)", e.File, len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(e.File)
+		if p.Line > 0 {
+			fmt.Fprintf(&b, ":%d", p.Line)
+		}
+		b.WriteString(": ")
+		if p.Path != "" {
+			b.WriteString(p.Path)
+			b.WriteString(": ")
+		}
+		b.WriteString(p.Msg)
+	}
+	return b.String()
+}
+
+type problems []Problem
+
+func (ps *problems) add(path, format string, args ...any) {
+	*ps = append(*ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Validate reports every problem of a defaulted configuration at once.
+func (c *Config) Validate() []Problem {
+	var ps problems
+	c.LDAP.validate(&ps)
+	if !filepath.IsAbs(c.StateDir) {
+		ps.add("state_dir", "must be an absolute path, got %q", c.StateDir)
+	}
+	if n := c.Targets.NSS; n != nil {
+		if !filepath.IsAbs(n.Dir) {
+			ps.add("targets.nss.dir", "must be an absolute path, got %q", n.Dir)
+		}
+		n.Guard.validate(&ps, "targets.nss.guard")
+	}
+	return ps
+}
+
+func (g Guard) validate(ps *problems, path string) {
+	if g.MaxDeleteRatio < 0 || g.MaxDeleteRatio > 1 {
+		ps.add(path+".max_delete_ratio", "must be between 0 and 1, got %v", g.MaxDeleteRatio)
+	}
+	if g.MinDeletes < 0 {
+		ps.add(path+".min_deletes", "must not be negative, got %d", g.MinDeletes)
+	}
+}
+
+func (l *LDAP) validate(ps *problems) {
+	if len(l.URIs) == 0 {
+		ps.add("ldap.uris", "at least one LDAP URI is required")
+	}
+	for i, raw := range l.URIs {
+		path := fmt.Sprintf("ldap.uris[%d]", i)
+		u, err := ParseURI(raw)
+		if err != nil {
+			ps.add(path, "%v", err)
+			continue
+		}
+		if l.TLS.StartTLS && u.Scheme != "ldap" {
+			ps.add(path, "start_tls applies to ldap:// only, not %s://", u.Scheme)
+		}
+		if l.Bind.Method == BindExternal && u.Scheme == "ldap" && !l.TLS.StartTLS {
+			ps.add(path, "SASL EXTERNAL needs ldapi://, ldaps:// or start_tls")
+		}
+	}
+	switch l.Bind.Method {
+	case BindSimple:
+		if l.Bind.DN == "" {
+			ps.add("ldap.bind.dn", "simple bind needs a bind DN")
+		} else if _, err := ldap.ParseDN(l.Bind.DN); err != nil {
+			ps.add("ldap.bind.dn", "not a valid DN: %v", err)
+		}
+		if l.Bind.PasswordFile == "" {
+			ps.add("ldap.bind.password_file", "simple bind needs password_file (e.g. a systemd credential)")
+		} else if f, err := os.Open(l.Bind.PasswordFile); err != nil {
+			ps.add("ldap.bind.password_file", "cannot read: %v", err)
+		} else {
+			f.Close()
+		}
+	case BindExternal, BindAnonymous:
+		if l.Bind.PasswordFile != "" {
+			ps.add("ldap.bind.password_file", "not used by %s bind", l.Bind.Method)
+		}
+	default:
+		ps.add("ldap.bind.method", "unknown method %q (want simple, external or anonymous)", l.Bind.Method)
+	}
+	if l.TLS.CAFile != "" {
+		if _, err := os.Stat(l.TLS.CAFile); err != nil {
+			ps.add("ldap.tls.ca_file", "cannot read: %v", err)
+		}
+	}
+	if l.Timeout < 0 {
+		ps.add("ldap.timeout", "must be positive")
+	}
+	if l.PageSize < 1 || l.PageSize > 1<<20 {
+		ps.add("ldap.page_size", "must be between 1 and 1048576, got %d", l.PageSize)
+	}
+	l.Users.Search.validate(ps, "ldap.users")
+	l.Collaborations.Search.validate(ps, "ldap.collaborations")
+	u := l.Users.Attributes
+	for _, a := range []struct{ key, val string }{
+		{"uid", u.UID}, {"uid_number", u.UIDNumber}, {"gid_number", u.GIDNumber},
+	} {
+		if a.val == "" {
+			ps.add("ldap.users.attributes."+a.key, "required")
+		}
+	}
+	for _, a := range []struct{ key, val string }{
+		{"uid", u.UID}, {"uid_number", u.UIDNumber}, {"gid_number", u.GIDNumber},
+		{"name", u.Name}, {"mail", u.Mail}, {"home", u.Home}, {"shell", u.Shell},
+	} {
+		validAttr(ps, "ldap.users.attributes."+a.key, a.val)
+	}
+	if !strings.HasPrefix(l.Users.DefaultHome, "/") {
+		ps.add("ldap.users.default_home", "must be an absolute path, got %q", l.Users.DefaultHome)
+	}
+	if !strings.HasPrefix(l.Users.DefaultShell, "/") {
+		ps.add("ldap.users.default_shell", "must be an absolute path, got %q", l.Users.DefaultShell)
+	}
+	g := l.Collaborations
+	switch g.Membership {
+	case MembershipUID, MembershipDN:
+	default:
+		ps.add("ldap.collaborations.membership", "unknown %q (want member_uid or member_dn)", g.Membership)
+	}
+	for _, a := range []struct{ key, val string }{
+		{"name", g.Attributes.Name}, {"gid_number", g.Attributes.GIDNumber}, {"members", g.Attributes.Members},
+	} {
+		if a.val == "" {
+			ps.add("ldap.collaborations.attributes."+a.key, "required")
+		}
+		validAttr(ps, "ldap.collaborations.attributes."+a.key, a.val)
+	}
+}
+
+func (s Search) validate(ps *problems, path string) {
+	if s.BaseDN == "" {
+		ps.add(path+".base_dn", "required")
+	} else if _, err := ldap.ParseDN(s.BaseDN); err != nil {
+		ps.add(path+".base_dn", "not a valid DN: %v", err)
+	}
+	switch s.Scope {
+	case "sub", "one", "base":
+	default:
+		ps.add(path+".scope", "unknown scope %q (want sub, one or base)", s.Scope)
+	}
+	if _, err := ldap.CompileFilter(s.Filter); err != nil {
+		ps.add(path+".filter", "invalid LDAP filter %q: %v", s.Filter, err)
+	}
+}
+
+// attrName is an RFC 4512 attribute description (descr or numeric OID, options).
+var attrName = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9-]*|[0-9]+(\.[0-9]+)+)(;[A-Za-z0-9-]+)*$`)
+
+func validAttr(ps *problems, path, name string) {
+	if name != "" && !attrName.MatchString(name) {
+		ps.add(path, "not an LDAP attribute name: %q", name)
+	}
+}
+
+// ParseURI checks an LDAP URI: ldap://host[:port], ldaps://host[:port] or
+// ldapi://<percent-encoded socket path>.
+func ParseURI(raw string) (*url.URL, error) {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil, fmt.Errorf("%q is not a URI (want ldap://, ldaps:// or ldapi://)", raw)
+	}
+	switch scheme {
+	case "ldapi":
+		host, _, _ := strings.Cut(rest, "/")
+		path, err := url.PathUnescape(host)
+		if err != nil {
+			return nil, fmt.Errorf("%q: bad socket path: %w", raw, err)
+		}
+		if path != "" && !strings.HasPrefix(path, "/") {
+			return nil, fmt.Errorf("%q: socket path must be absolute (percent-encode / as %%2F)", raw)
+		}
+		return &url.URL{Scheme: scheme, Host: path}, nil
+	case "ldap", "ldaps":
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", raw, err)
+		}
+		if u.Hostname() == "" {
+			return nil, fmt.Errorf("%q: missing host", raw)
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				return nil, fmt.Errorf("%q: bad port %q", raw, p)
+			}
+		}
+		if u.Path != "" && u.Path != "/" {
+			return nil, fmt.Errorf("%q: base DN and filters belong in the users/collaborations sections, not the URI", raw)
+		}
+		return u, nil
+	default:
+		return nil, fmt.Errorf("%q: unsupported scheme %q (want ldap, ldaps or ldapi)", raw, scheme)
+	}
+}
+
+// lineOf finds the line of a dotted path like "ldap.uris[1]" in the parsed
+// document, falling back to the nearest existing parent.
+func lineOf(root *yaml.Node, path string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	if n.Kind != 0 {
+		line = n.Line
+	}
+	for _, part := range strings.Split(path, ".") {
+		key, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 && strings.HasSuffix(part, "]") {
+			key = part[:i]
+			idx, _ = strconv.Atoi(part[i+1 : len(part)-1])
+		}
+		next := mappingValue(n, key)
+		if next == nil {
+			return line
+		}
+		n, line = next, next.Line
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}
+
+// mappingValue returns the value of key in a mapping node, looking through
+// inline (merged) keys the way the struct decoding does.
+func mappingValue(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// problemsFromYAML turns yaml.v3's "line N: msg" errors into Problems.
+func problemsFromYAML(err error) []Problem {
+	var msgs []string
+	if te, ok := err.(*yaml.TypeError); ok {
+		msgs = te.Errors
+	} else {
+		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	out := make([]Problem, 0, len(msgs))
+	for _, m := range msgs {
+		p := Problem{Msg: m}
+		var line int
+		if n, _ := fmt.Sscanf(m, "line %d:", &line); n == 1 {
+			p.Line = line
+			p.Msg = strings.TrimSpace(m[strings.IndexByte(m, ':')+1:])
+		}
+		out = append(out, p)
+	}
+	return out
+}

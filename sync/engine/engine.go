@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+// Source gives a full, consistent view of the directory.
+type Source interface {
+	Snapshot(ctx context.Context) (*directory.Snapshot, error)
+}
+
+// Target is one downstream system.
+type Target interface {
+	Name() string
+	// Desired computes what the target should hold; it does no I/O.
+	Desired(snap *directory.Snapshot) ([]Record, error)
+	// Current reads what the target holds now.
+	Current(ctx context.Context) ([]Record, error)
+	// Apply carries out a plan that passed the guards.
+	Apply(ctx context.Context, p *Plan) error
+}
+
+// GuardedTarget pairs a target with its guard.
+type GuardedTarget struct {
+	Target
+	Guard Guard
+}
+
+// Engine plans and applies every target against one source.
+type Engine struct {
+	Source  Source
+	Targets []GuardedTarget
+	Log     *slog.Logger
+}
+
+// Options changes one run.
+type Options struct {
+	DryRun         bool // plan only
+	AllowDeletions bool // approve deletions beyond the guard ratio
+}
+
+// Result is one target's outcome.
+type Result struct {
+	Plan     *Plan
+	Applied  bool
+	Err      error
+	Duration time.Duration
+}
+
+// Run reads the source once, then plans (and unless DryRun, applies) every
+// target. Targets fail alone: one target's error does not stop the others.
+// The returned error is the source's, or all targets' errors joined.
+func (e *Engine) Run(ctx context.Context, opts Options) (*directory.Snapshot, []Result, error) {
+	snap, err := e.Source.Snapshot(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read directory: %w", err)
+	}
+	results := make([]Result, 0, len(e.Targets))
+	var errs []error
+	for _, t := range e.Targets {
+		start := time.Now()
+		r := e.runTarget(ctx, t, snap, opts)
+		r.Duration = time.Since(start)
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("target %s: %w", t.Name(), r.Err))
+		}
+		results = append(results, r)
+	}
+	return snap, results, errors.Join(errs...)
+}
+
+func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, snap *directory.Snapshot, opts Options) Result {
+	plan, err := MakePlan(ctx, t.Target, snap)
+	if err != nil {
+		return Result{Err: err}
+	}
+	t.Guard.Check(plan, opts.AllowDeletions)
+	r := Result{Plan: plan}
+	switch {
+	case plan.Refused != "":
+		e.Log.Warn("plan refused by guard", "target", plan.Target, "reason", plan.Refused)
+		r.Err = fmt.Errorf("guard: %s", plan.Refused)
+	case opts.DryRun || len(plan.Changes) == 0:
+	default:
+		if err := t.Apply(ctx, plan); err != nil {
+			r.Err = fmt.Errorf("apply: %w", err)
+			return r
+		}
+		r.Applied = true
+	}
+	add, mod, del := plan.Counts()
+	e.Log.Info("reconciled", "target", plan.Target, "add", add, "modify", mod, "delete", del,
+		"applied", r.Applied, "dry_run", opts.DryRun)
+	return r
+}
+
+// MakePlan diffs a target's current records against the snapshot.
+func MakePlan(ctx context.Context, t Target, snap *directory.Snapshot) (*Plan, error) {
+	desired, err := t.Desired(snap)
+	if err != nil {
+		return nil, fmt.Errorf("desired state: %w", err)
+	}
+	current, err := t.Current(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read current state: %w", err)
+	}
+	changes, err := Diff(current, desired)
+	if err != nil {
+		return nil, err
+	}
+	return &Plan{Target: t.Name(), Changes: changes, Current: len(current), Desired: desired}, nil
+}

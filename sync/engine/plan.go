@@ -1,0 +1,131 @@
+// Package engine reconciles downstream targets with the directory: it asks a
+// Source for a snapshot, each Target for its desired and current records,
+// diffs them into a Plan, checks the guards, and applies.
+package engine
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Record is one thing a target manages: a passwd line, a list member, a
+// Slurm association. Key identifies it within its Kind; Value is compared to
+// decide whether it must change.
+type Record struct {
+	Kind  string `json:"kind"`
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Op is what a change does.
+type Op string
+
+// The change operations.
+const (
+	OpAdd    Op = "add"
+	OpModify Op = "modify"
+	OpDelete Op = "delete"
+)
+
+// Change is one difference between current and desired state.
+type Change struct {
+	Op   Op     `json:"op"`
+	Kind string `json:"kind"`
+	Key  string `json:"key"`
+	Old  string `json:"old,omitempty"`
+	New  string `json:"new,omitempty"`
+}
+
+// Plan is what applying would do to one target.
+type Plan struct {
+	Target  string   `json:"target"`
+	Changes []Change `json:"changes"`
+	// Current is how many records the target holds now.
+	Current int `json:"current"`
+	// Refused says why a guard stopped this plan; a refused plan is not applied.
+	Refused string `json:"refused,omitempty"`
+	// Desired is the full desired state, for targets that rewrite whole files.
+	Desired []Record `json:"-"`
+}
+
+// Counts returns the number of adds, modifies and deletes.
+func (p *Plan) Counts() (add, modify, del int) {
+	for _, c := range p.Changes {
+		switch c.Op {
+		case OpAdd:
+			add++
+		case OpModify:
+			modify++
+		case OpDelete:
+			del++
+		}
+	}
+	return add, modify, del
+}
+
+// Diff compares current with desired records. It is pure: the same inputs
+// always give the same changes, in (kind, key) order. Duplicate keys in
+// desired are an error, since one of them would silently win.
+func Diff(current, desired []Record) ([]Change, error) {
+	type id struct{ kind, key string }
+	want := make(map[id]string, len(desired))
+	for _, r := range desired {
+		k := id{r.Kind, r.Key}
+		if _, dup := want[k]; dup {
+			return nil, fmt.Errorf("desired state has %s %q twice", r.Kind, r.Key)
+		}
+		want[k] = r.Value
+	}
+	var changes []Change
+	have := make(map[id]bool, len(current))
+	for _, r := range current {
+		k := id{r.Kind, r.Key}
+		if have[k] {
+			continue // a duplicate line downstream: the rewrite drops it
+		}
+		have[k] = true
+		v, ok := want[k]
+		switch {
+		case !ok:
+			changes = append(changes, Change{Op: OpDelete, Kind: r.Kind, Key: r.Key, Old: r.Value})
+		case v != r.Value:
+			changes = append(changes, Change{Op: OpModify, Kind: r.Kind, Key: r.Key, Old: r.Value, New: v})
+		}
+	}
+	for _, r := range desired {
+		if !have[id{r.Kind, r.Key}] {
+			changes = append(changes, Change{Op: OpAdd, Kind: r.Kind, Key: r.Key, New: r.Value})
+		}
+	}
+	sort.Slice(changes, func(i, j int) bool {
+		if changes[i].Kind != changes[j].Kind {
+			return changes[i].Kind < changes[j].Kind
+		}
+		return changes[i].Key < changes[j].Key
+	})
+	return changes, nil
+}
+
+// Guard holds the limits on what one apply may remove.
+type Guard struct {
+	MaxDeleteRatio float64
+	// MinDeletes: below this many deletions the ratio is not checked, so a
+	// small directory can still lose a user without approval.
+	MinDeletes int
+}
+
+// Check sets p.Refused when the plan would empty the target, or delete more
+// than the allowed share of it without approval.
+func (g Guard) Check(p *Plan, approved bool) {
+	_, _, del := p.Counts()
+	switch {
+	case p.Current > 0 && len(p.Desired) == 0:
+		// An empty desired state is far more often a broken source (a wrong
+		// base DN, an ACL change) than a centre with no users left.
+		p.Refused = fmt.Sprintf("desired state is empty but the target holds %d records; refusing to empty it", p.Current)
+	case approved:
+	case del >= g.MinDeletes && float64(del) > g.MaxDeleteRatio*float64(p.Current):
+		p.Refused = fmt.Sprintf("would delete %d of %d records (more than %.0f%%); rerun with --allow-deletions to approve",
+			del, p.Current, 100*g.MaxDeleteRatio)
+	}
+}

@@ -1,0 +1,141 @@
+// Package nss writes Unix users and groups as passwd and group files in the
+// classic colon format that libnss-extrausers reads.
+package nss
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/collabsync/collabsync/internal/atomicfile"
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/sync/engine"
+)
+
+// Record kinds, which are also the file names.
+const (
+	KindPasswd = "passwd"
+	KindGroup  = "group"
+)
+
+// fields per line of each file.
+var fieldCount = map[string]int{KindPasswd: 7, KindGroup: 4}
+
+// Target is the nss target. It is an engine.Target.
+type Target struct {
+	Dir string
+}
+
+// Name implements engine.Target.
+func (t *Target) Name() string { return "nss" }
+
+// Desired implements engine.Target: a passwd line per user and a group line
+// per collaboration.
+func (t *Target) Desired(snap *directory.Snapshot) ([]engine.Record, error) {
+	recs := make([]engine.Record, 0, len(snap.Users)+len(snap.Collaborations))
+	for _, u := range snap.Users {
+		line := fmt.Sprintf("%s:x:%d:%d:%s:%s:%s", u.UID, u.UIDNumber, u.GIDNumber, gecos(u.Name), u.Home, u.Shell)
+		recs = append(recs, engine.Record{Kind: KindPasswd, Key: u.UID, Value: line})
+	}
+	for _, c := range snap.Collaborations {
+		line := fmt.Sprintf("%s:x:%d:%s", c.Name, c.GIDNumber, strings.Join(c.Members, ","))
+		recs = append(recs, engine.Record{Kind: KindGroup, Key: c.Name, Value: line})
+	}
+	return recs, nil
+}
+
+// gecos keeps a display name from breaking the colon format.
+func gecos(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == ':' || r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, name)
+}
+
+// Current implements engine.Target by reading the files; a missing file
+// holds nothing.
+func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
+	var recs []engine.Record
+	for _, kind := range []string{KindPasswd, KindGroup} {
+		data, err := os.ReadFile(filepath.Join(t.Dir, kind))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		r, err := parse(filepath.Join(t.Dir, kind), kind, data)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, r...)
+	}
+	return recs, nil
+}
+
+// parse reads a passwd or group file; name is used in errors.
+func parse(name, kind string, data []byte) ([]engine.Record, error) {
+	var recs []engine.Record
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024) // large groups make long lines
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Split(line, ":")
+		if len(fields) != fieldCount[kind] {
+			return nil, fmt.Errorf("%s:%d: %d fields, want %d", name, n, len(fields), fieldCount[kind])
+		}
+		if _, err := strconv.ParseUint(fields[2], 10, 32); err != nil {
+			return nil, fmt.Errorf("%s:%d: id %q is not a number", name, n, fields[2])
+		}
+		recs = append(recs, engine.Record{Kind: kind, Key: fields[0], Value: line})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return recs, nil
+}
+
+// Apply implements engine.Target: each file is rewritten whole from the
+// desired state, atomically, and only if its content changes.
+func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
+	if err := os.MkdirAll(t.Dir, 0o755); err != nil {
+		return err
+	}
+	for _, kind := range []string{KindPasswd, KindGroup} {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var b bytes.Buffer
+		want := 0
+		for _, r := range p.Desired {
+			if r.Kind == kind {
+				b.WriteString(r.Value)
+				b.WriteByte('\n')
+				want++
+			}
+		}
+		path := filepath.Join(t.Dir, kind)
+		verify := func(data []byte) error {
+			recs, err := parse(path, kind, data)
+			if err == nil && len(recs) != want {
+				err = fmt.Errorf("parsed %d records, want %d", len(recs), want)
+			}
+			return err
+		}
+		if _, err := atomicfile.Write(path, b.Bytes(), 0o644, verify); err != nil {
+			return err
+		}
+	}
+	return nil
+}
