@@ -2,7 +2,10 @@ package ldapx
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	ber "github.com/go-asn1-ber/asn1-ber"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -10,8 +13,13 @@ import (
 // Stream runs a paged search (RFC 2696) and hands each entry to fn as it
 // arrives. Only one page is ever in flight, so memory does not grow with the
 // size of the result (go-ldap's SearchWithPaging buffers it all).
+//
+// The paging control is sent as critical, so a server must either page or
+// refuse; then every complete page ends with a paging control, and a page
+// without one means the result was cut short (go-ldap ends a search on a
+// closing connection without an error).
 func Stream(ctx context.Context, conn Conn, req *ldap.SearchRequest, pageSize uint32, fn func(*ldap.Entry) error) error {
-	paging := ldap.NewControlPaging(pageSize)
+	paging := &criticalPaging{ControlPaging: ldap.ControlPaging{PagingSize: pageSize}}
 	page := *req
 	page.Controls = append(append([]ldap.Control(nil), req.Controls...), paging)
 	for {
@@ -32,7 +40,7 @@ func streamPage(ctx context.Context, conn Conn, req *ldap.SearchRequest, fn func
 	defer cancel()
 	resp := conn.SearchAsync(ctx, req, 64)
 	var cookie []byte
-	sawPaging := false
+	sawDone := false
 	for resp.Next() {
 		if e := resp.Entry(); e != nil {
 			if err := fn(e); err != nil {
@@ -41,7 +49,7 @@ func streamPage(ctx context.Context, conn Conn, req *ldap.SearchRequest, fn func
 			continue
 		}
 		if c, ok := ldap.FindControl(resp.Controls(), ldap.ControlTypePaging).(*ldap.ControlPaging); ok {
-			cookie, sawPaging = c.Cookie, true
+			cookie, sawDone = c.Cookie, true
 		}
 	}
 	if err := resp.Err(); err != nil {
@@ -51,10 +59,23 @@ func streamPage(ctx context.Context, conn Conn, req *ldap.SearchRequest, fn func
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !sawPaging && req.Controls != nil {
-		// A server that ignores the (non-critical) paging control returns
-		// everything in one go; that is complete, not truncated.
-		return nil, nil
+	if !sawDone {
+		return nil, errors.New("result cut short: the page ended without its paging control (connection lost?)")
 	}
 	return cookie, nil
+}
+
+// criticalPaging is go-ldap's paging control marked critical (RFC 2696
+// allows either; go-ldap always sends it non-critical).
+type criticalPaging struct {
+	ldap.ControlPaging
+}
+
+func (c *criticalPaging) Encode() *ber.Packet {
+	inner := c.ControlPaging.Encode() // SEQUENCE { type, value }
+	packet := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "Control")
+	packet.AppendChild(inner.Children[0])
+	packet.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, true, "Criticality"))
+	packet.AppendChild(inner.Children[1])
+	return packet
 }

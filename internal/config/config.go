@@ -136,7 +136,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: invalid duration %q (want e.g. 10s, 1m30s)", n.Line, s)
+		// A *yaml.TypeError lets the decoder go on and report other problems too.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q (want e.g. 10s, 1m30s)", n.Line, s)}}
 	}
 	*d = Duration(v)
 	return nil

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/go-ldap/ldap/v3"
 	"gopkg.in/yaml.v3"
@@ -103,10 +104,8 @@ func (l *LDAP) validate(ps *problems) {
 		}
 		if l.Bind.PasswordFile == "" {
 			ps.add("ldap.bind.password_file", "simple bind needs password_file (e.g. a systemd credential)")
-		} else if f, err := os.Open(l.Bind.PasswordFile); err != nil {
+		} else if err := readableFile(l.Bind.PasswordFile); err != nil {
 			ps.add("ldap.bind.password_file", "cannot read: %v", err)
-		} else {
-			f.Close()
 		}
 	case BindExternal, BindAnonymous:
 		if l.Bind.PasswordFile != "" {
@@ -116,7 +115,7 @@ func (l *LDAP) validate(ps *problems) {
 		ps.add("ldap.bind.method", "unknown method %q (want simple, external or anonymous)", l.Bind.Method)
 	}
 	if l.TLS.CAFile != "" {
-		if _, err := os.Stat(l.TLS.CAFile); err != nil {
+		if err := readableFile(l.TLS.CAFile); err != nil {
 			ps.add("ldap.tls.ca_file", "cannot read: %v", err)
 		}
 	}
@@ -162,6 +161,22 @@ func (l *LDAP) validate(ps *problems) {
 		}
 		validAttr(ps, "ldap.collaborations.attributes."+a.key, a.val)
 	}
+}
+
+// readableFile checks without opening it (opening a device or FIFO can
+// block) that path is a regular file this process may read.
+func readableFile(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if err := syscall.Access(path, 4 /* R_OK */); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
 
 func (s Search) validate(ps *problems, path string) {
@@ -246,11 +261,11 @@ func lineOf(root *yaml.Node, path string) int {
 			key = part[:i]
 			idx, _ = strconv.Atoi(part[i+1 : len(part)-1])
 		}
-		next := mappingValue(n, key)
+		k, next := mappingEntry(n, key)
 		if next == nil {
 			return line
 		}
-		n, line = next, next.Line
+		n, line = next, k.Line
 		if idx >= 0 {
 			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
 				return line
@@ -262,18 +277,17 @@ func lineOf(root *yaml.Node, path string) int {
 	return line
 }
 
-// mappingValue returns the value of key in a mapping node, looking through
-// inline (merged) keys the way the struct decoding does.
-func mappingValue(n *yaml.Node, key string) *yaml.Node {
+// mappingEntry returns the key and value nodes of key in a mapping node.
+func mappingEntry(n *yaml.Node, key string) (k, v *yaml.Node) {
 	if n.Kind != yaml.MappingNode {
-		return nil
+		return nil, nil
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if n.Content[i].Value == key {
-			return n.Content[i+1]
+			return n.Content[i], n.Content[i+1]
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // problemsFromYAML turns yaml.v3's "line N: msg" errors into Problems.

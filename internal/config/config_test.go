@@ -1,0 +1,225 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func secretFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func minimal(pw string) string {
+	return `
+ldap:
+  uris: ["ldap://127.0.0.1:389", "ldapi://%2Frun%2Fslapd%2Fldapi"]
+  bind: {dn: "cn=sync,dc=example,dc=org", password_file: "` + pw + `"}
+  users: {base_dn: "ou=people,dc=example,dc=org"}
+  collaborations: {base_dn: "ou=groups,dc=example,dc=org"}
+targets:
+  nss: {}
+`
+}
+
+func TestParseDefaults(t *testing.T) {
+	cfg, err := Parse("c.yaml", []byte(minimal(secretFile(t))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"bind method", cfg.LDAP.Bind.Method, BindSimple},
+		{"timeout", time.Duration(cfg.LDAP.Timeout), 10 * time.Second},
+		{"page size", cfg.LDAP.PageSize, 1000},
+		{"user filter", cfg.LDAP.Users.Filter, "(objectClass=posixAccount)"},
+		{"uid attr", cfg.LDAP.Users.Attributes.UID, "uid"},
+		{"membership", cfg.LDAP.Collaborations.Membership, MembershipUID},
+		{"members attr", cfg.LDAP.Collaborations.Attributes.Members, "memberUid"},
+		{"nss dir", cfg.Targets.NSS.Dir, "/var/lib/extrausers"},
+		{"nss guard", cfg.Targets.NSS.Guard.MaxDeleteRatio, 0.2},
+		{"state dir", cfg.StateDir, "/var/lib/collabsync"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestMemberDNDefault(t *testing.T) {
+	doc := strings.Replace(minimal(secretFile(t)), `collaborations: {`, `collaborations: {membership: member_dn, `, 1)
+	cfg, err := Parse("c.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.LDAP.Collaborations.Attributes.Members; got != "member" {
+		t.Errorf("members attribute for member_dn = %q, want member", got)
+	}
+}
+
+// TestProblems checks that each mistake is reported, with its line, and
+// that all of them come at once.
+func TestProblems(t *testing.T) {
+	doc := `ldap:
+  uris:
+    - ldap://ok.example.org
+    - http://wrong.example.org
+  bind:
+    method: simple
+    password_file: /nonexistent/pw
+  tls:
+    start_tls: true
+  page_size: -1
+  users:
+    base_dn: "not a dn"
+    filter: "(uid=unclosed"
+    scope: deep
+  collaborations:
+    base_dn: ou=groups,dc=example,dc=org
+    membership: nested
+state_dir: relative/dir
+targets:
+  nss:
+    dir: also/relative
+    guard:
+      max_delete_ratio: 3
+`
+	_, err := Parse("bad.yaml", []byte(doc))
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("want *FileError, got %v", err)
+	}
+	want := []struct {
+		line int
+		path string
+		msg  string
+	}{
+		{4, "ldap.uris[1]", `unsupported scheme "http"`},
+		{5, "ldap.bind.dn", "simple bind needs a bind DN"},
+		{7, "ldap.bind.password_file", "cannot read"},
+		{10, "ldap.page_size", "must be between"},
+		{12, "ldap.users.base_dn", "not a valid DN"},
+		{14, "ldap.users.scope", `unknown scope "deep"`},
+		{13, "ldap.users.filter", "invalid LDAP filter"},
+		{17, "ldap.collaborations.membership", `unknown "nested"`},
+		{18, "state_dir", "absolute path"},
+		{21, "targets.nss.dir", "absolute path"},
+		{23, "targets.nss.guard.max_delete_ratio", "between 0 and 1"},
+	}
+	for _, w := range want {
+		found := false
+		for _, p := range fe.Problems {
+			if p.Path == w.path && strings.Contains(p.Msg, w.msg) {
+				found = true
+				if p.Line != w.line {
+					t.Errorf("%s: line %d, want %d", w.path, p.Line, w.line)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no problem %s: %s in\n%v", w.path, w.msg, err)
+		}
+	}
+	if len(fe.Problems) != len(want) {
+		t.Errorf("%d problems, want %d:\n%v", len(fe.Problems), len(want), err)
+	}
+	if !strings.Contains(err.Error(), "bad.yaml:14: ldap.users.scope") {
+		t.Errorf("message does not read file:line: path:\n%v", err)
+	}
+}
+
+func TestUnknownKeysAndTypes(t *testing.T) {
+	doc := minimal(secretFile(t)) + "extra_key: 1\n"
+	doc = strings.Replace(doc, "ldap:\n", "ldap:\n  page_sise: 10\n  timeout: soon\n", 1)
+	_, err := Parse("c.yaml", []byte(doc))
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		t.Fatalf("want *FileError, got %v", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"c.yaml:3: field page_sise not found", `c.yaml:4: invalid duration "soon"`, "field extra_key not found"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+}
+
+func TestEmptyFile(t *testing.T) {
+	_, err := Parse("empty.yaml", nil)
+	if err == nil || !strings.Contains(err.Error(), "ldap.uris: at least one LDAP URI is required") {
+		t.Errorf("empty file: %v", err)
+	}
+}
+
+func TestParseURI(t *testing.T) {
+	tests := []struct {
+		in, scheme, host string
+		bad              bool
+	}{
+		{in: "ldap://h.example.org", scheme: "ldap", host: "h.example.org"},
+		{in: "ldaps://h:636", scheme: "ldaps", host: "h:636"},
+		{in: "ldapi://%2Frun%2Fslapd%2Fldapi", scheme: "ldapi", host: "/run/slapd/ldapi"},
+		{in: "ldapi://", scheme: "ldapi", host: ""},
+		{in: "ldapi://relative", bad: true},
+		{in: "ldap://h:99999", bad: true},
+		{in: "ldap:///", bad: true},
+		{in: "ldap://h/dc=example", bad: true},
+		{in: "h.example.org", bad: true},
+		{in: "https://h", bad: true},
+	}
+	for _, tt := range tests {
+		u, err := ParseURI(tt.in)
+		if tt.bad {
+			if err == nil {
+				t.Errorf("%s: accepted", tt.in)
+			}
+			continue
+		}
+		if err != nil || u.Scheme != tt.scheme || u.Host != tt.host {
+			t.Errorf("%s: got %v %v", tt.in, u, err)
+		}
+	}
+}
+
+func TestExampleConfig(t *testing.T) {
+	// The shipped example must be valid apart from files that only exist on
+	// a real host.
+	_, err := Load("../../configs/collabsync.example.yaml")
+	var fe *FileError
+	if !errors.As(err, &fe) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, p := range fe.Problems {
+		if !strings.Contains(p.Msg, "cannot read") {
+			t.Errorf("example config: line %d: %s: %s", p.Line, p.Path, p.Msg)
+		}
+	}
+}
+
+// FuzzParse: no input makes Parse panic, and an accepted config validates.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal("/etc/hostname")))
+	f.Add([]byte("ldap: {uris: [ldap://x]}\n"))
+	f.Add([]byte("ldap:\n  timeout: 5s\n  page_size: [1]\n"))
+	f.Add([]byte("{{{"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.yaml", data)
+		if err == nil && len(cfg.Validate()) != 0 {
+			t.Errorf("accepted config does not validate")
+		}
+	})
+}

@@ -1,0 +1,154 @@
+package ldapx
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+func testLDAPConfig() config.LDAP {
+	c := config.LDAP{
+		Users: config.UserMapping{
+			Attributes:   config.UserAttributes{UID: "uid", UIDNumber: "uidNumber", GIDNumber: "gidNumber", Name: "cn", Mail: "mail", Home: "homeDirectory", Shell: "loginShell"},
+			DefaultShell: "/bin/bash", DefaultHome: "/home/{uid}",
+		},
+		Collaborations: config.CollaborationMapping{
+			Membership: config.MembershipUID,
+			Attributes: config.CollaborationAttributes{Name: "cn", GIDNumber: "gidNumber", Members: "memberUid"},
+		},
+	}
+	return c
+}
+
+func TestMapUser(t *testing.T) {
+	base := map[string][]string{"uid": {"alice"}, "uidNumber": {"10001"}, "gidNumber": {"20001"}, "cn": {"Alice"}}
+	with := func(k string, v ...string) map[string][]string {
+		m := map[string][]string{}
+		for a, vs := range base {
+			m[a] = vs
+		}
+		if v == nil {
+			delete(m, k)
+		} else {
+			m[k] = v
+		}
+		return m
+	}
+	tests := []struct {
+		name  string
+		dn    string
+		attrs map[string][]string
+		want  directory.User
+		err   string
+	}{
+		{name: "defaults for home and shell", attrs: base,
+			want: directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice", Home: "/home/alice", Shell: "/bin/bash"}},
+		{name: "missing uidNumber", attrs: with("uidNumber"), err: "missing uidNumber"},
+		{name: "non-numeric gidNumber", attrs: with("gidNumber", "x1"), err: `gidNumber "x1" is not a number`},
+		{name: "negative uidNumber", attrs: with("uidNumber", "-5"), err: "not a number"},
+		{name: "uidNumber 0 is root", attrs: with("uidNumber", "0"), err: "uidNumber 0 is reserved"},
+		{name: "uidNumber too big", attrs: with("uidNumber", "4294967296"), err: "not a number"},
+		{name: "two uidNumbers", attrs: with("uidNumber", "1", "2"), err: "uidNumber has 2 values"},
+		{name: "bad user name", attrs: with("uid", "al ice"), err: "not a valid user name"},
+		{name: "numeric user name", attrs: with("uid", "123"), err: "not a valid user name"},
+		{name: "missing uid", attrs: with("uid"), err: "missing uid"},
+		{name: "several uids, RDN wins", dn: "uid=alice,ou=people,dc=example,dc=org", attrs: with("uid", "amartin", "alice"),
+			want: directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice", Home: "/home/alice", Shell: "/bin/bash"}},
+		{name: "several uids, none the RDN", dn: "cn=Alice,ou=people,dc=example,dc=org", attrs: with("uid", "a", "b"), err: "uid has 2 values and none is the RDN"},
+		{name: "home with colon", attrs: with("homeDirectory", "/home/a:b"), err: "not an absolute path"},
+		{name: "relative shell", attrs: with("loginShell", "bash"), err: "not an absolute path"},
+		{name: "two mails", attrs: with("mail", "a@x", "b@x"), err: "mail has 2 values"},
+	}
+	m := NewMapper(testLDAPConfig())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dn := tt.dn
+			if dn == "" {
+				dn = "uid=alice,ou=people,dc=example,dc=org"
+			}
+			u, err := m.User(ldap.NewEntry(dn, tt.attrs))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.want.DN = dn
+			if u != tt.want {
+				t.Errorf("got %+v\nwant %+v", u, tt.want)
+			}
+		})
+	}
+}
+
+func TestMembers(t *testing.T) {
+	known := map[string]bool{"alice": true, "bob": true}
+	uids, unknown := Members([]string{"bob", "ghost", "alice", "bob"}, func(v string) (string, bool) { return v, known[v] })
+	if strings.Join(uids, ",") != "alice,bob" || strings.Join(unknown, ",") != "ghost" {
+		t.Errorf("uids %v unknown %v", uids, unknown)
+	}
+}
+
+func TestEscaping(t *testing.T) {
+	if got := EqualityFilter("uid", "a*)(uid=*"); got != `(uid=a\2a\29\28uid=\2a)` {
+		t.Errorf("EqualityFilter = %s", got)
+	}
+	if _, err := ldap.CompileFilter(EqualityFilter("cn", `\*()`+"\x00")); err != nil {
+		t.Errorf("escaped filter does not compile: %v", err)
+	}
+	if got := ChildDN("cn", "a,b+c=d", "ou=roles,dc=x"); got != `cn=a\,b\+c=d,ou=roles,dc=x` {
+		t.Errorf("ChildDN = %s", got)
+	}
+	if got := And(); got != "(objectClass=*)" {
+		t.Errorf("And() = %s", got)
+	}
+	if got := And("(a=1)", "(b=2)"); got != "(&(a=1)(b=2))" {
+		t.Errorf("And = %s", got)
+	}
+}
+
+func TestNormalizeDN(t *testing.T) {
+	same := [][2]string{
+		{"uid=Alice,ou=People,dc=Example,dc=org", "UID=alice, OU=people, DC=example, DC=org"},
+		{`cn=a\,b,dc=x`, `cn=a\2cb,dc=x`},
+		{"cn=a+uid=b,dc=x", "uid=b+cn=a,dc=x"},
+	}
+	for _, p := range same {
+		if a, b := NormalizeDN(p[0]), NormalizeDN(p[1]); a != b || a == "" {
+			t.Errorf("%q → %q, %q → %q: want equal", p[0], a, p[1], b)
+		}
+	}
+	if NormalizeDN("not a dn") != "" {
+		t.Error("invalid DN normalized to non-empty")
+	}
+}
+
+// FuzzMapUser: arbitrary attribute values never panic the mapper, and an
+// accepted user is safe to write into a passwd line.
+func FuzzMapUser(f *testing.F) {
+	f.Add("uid=alice,dc=x", "alice", "10001", "20001", "Alice", "/home/alice", "/bin/bash")
+	f.Add("cn=\\,,dc=x", "a b", "-1", "", "x:y", "rel", "")
+	m := NewMapper(testLDAPConfig())
+	f.Fuzz(func(t *testing.T, dn, uid, uidn, gidn, cn, home, shell string) {
+		e := ldap.NewEntry(dn, map[string][]string{"uid": {uid}, "uidNumber": {uidn}, "gidNumber": {gidn}, "cn": {cn}, "homeDirectory": {home}, "loginShell": {shell}})
+		u, err := m.User(e)
+		if err != nil {
+			return
+		}
+		for _, s := range []string{u.UID, u.Home, u.Shell} {
+			if strings.ContainsAny(s, ":\n") {
+				t.Errorf("accepted field %q would break passwd", s)
+			}
+		}
+		if u.UIDNumber == 0 || u.GIDNumber == 0 {
+			t.Errorf("accepted id 0: %+v", u)
+		}
+	})
+}

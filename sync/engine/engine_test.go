@@ -1,0 +1,103 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+type fakeSource struct {
+	snap *directory.Snapshot
+	err  error
+}
+
+func (f fakeSource) Snapshot(context.Context) (*directory.Snapshot, error) { return f.snap, f.err }
+
+// fakeTarget holds records in memory; applyErr makes Apply fail.
+type fakeTarget struct {
+	name     string
+	held     []Record
+	applyErr error
+	applied  int
+}
+
+func (f *fakeTarget) Name() string { return f.name }
+func (f *fakeTarget) Desired(s *directory.Snapshot) ([]Record, error) {
+	var out []Record
+	for _, u := range s.Users {
+		out = append(out, Record{Kind: "user", Key: u.UID, Value: u.Name})
+	}
+	return out, nil
+}
+func (f *fakeTarget) Current(context.Context) ([]Record, error) { return f.held, nil }
+func (f *fakeTarget) Apply(_ context.Context, p *Plan) error {
+	f.applied++
+	if f.applyErr != nil {
+		return f.applyErr
+	}
+	f.held = p.Desired
+	return nil
+}
+
+func users(names ...string) *directory.Snapshot {
+	s := &directory.Snapshot{}
+	for _, n := range names {
+		s.Users = append(s.Users, directory.User{UID: n, Name: strings.ToUpper(n)})
+	}
+	return s
+}
+
+func newEngine(src Source, targets ...*fakeTarget) *Engine {
+	e := &Engine{Source: src, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, t := range targets {
+		e.Targets = append(e.Targets, GuardedTarget{Target: t, Guard: Guard{MaxDeleteRatio: 0.5, MinDeletes: 1}})
+	}
+	return e
+}
+
+func TestRunTargetsFailAlone(t *testing.T) {
+	bad := &fakeTarget{name: "bad", applyErr: errors.New("HTTP 500")}
+	good := &fakeTarget{name: "good"}
+	_, results, err := newEngine(fakeSource{snap: users("a", "b")}, bad, good).Run(context.Background(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "target bad: apply: HTTP 500") {
+		t.Errorf("err = %v", err)
+	}
+	if len(good.held) != 2 || !results[1].Applied || results[0].Applied {
+		t.Errorf("good target not applied alone: %+v", results)
+	}
+}
+
+func TestRunDryRunAndNoChange(t *testing.T) {
+	tg := &fakeTarget{name: "t"}
+	e := newEngine(fakeSource{snap: users("a")}, tg)
+	if _, _, err := e.Run(context.Background(), Options{DryRun: true}); err != nil || tg.applied != 0 {
+		t.Fatalf("dry run applied %d times (err %v)", tg.applied, err)
+	}
+	e.Run(context.Background(), Options{})
+	e.Run(context.Background(), Options{})
+	if tg.applied != 1 {
+		t.Errorf("applied %d times, want once (second run has nothing to do)", tg.applied)
+	}
+}
+
+func TestRunGuardAndSourceError(t *testing.T) {
+	tg := &fakeTarget{name: "t", held: []Record{{"user", "a", "A"}, {"user", "b", "B"}, {"user", "c", "C"}}}
+	e := newEngine(fakeSource{snap: users("a")}, tg)
+	_, results, err := e.Run(context.Background(), Options{})
+	if err == nil || results[0].Plan.Refused == "" || tg.applied != 0 {
+		t.Fatalf("deleting 2 of 3 was not refused: %v %+v", err, results[0].Plan)
+	}
+	if _, _, err := e.Run(context.Background(), Options{AllowDeletions: true}); err != nil || len(tg.held) != 1 {
+		t.Fatalf("approved run: %v, held %v", err, tg.held)
+	}
+	srcErr := errors.New("ldap down")
+	_, results, err = newEngine(fakeSource{err: srcErr}, tg).Run(context.Background(), Options{})
+	if !errors.Is(err, srcErr) || results != nil || len(tg.held) != 1 {
+		t.Errorf("source error: %v, results %v, held %v", err, results, tg.held)
+	}
+}

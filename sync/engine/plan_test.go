@@ -1,0 +1,87 @@
+package engine
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func rec(kind, key, value string) Record { return Record{Kind: kind, Key: key, Value: value} }
+
+func TestDiff(t *testing.T) {
+	tests := []struct {
+		name             string
+		current, desired []Record
+		want             []Change
+		err              string
+	}{
+		{name: "nothing", want: nil},
+		{name: "same", current: []Record{rec("passwd", "a", "1")}, desired: []Record{rec("passwd", "a", "1")}, want: nil},
+		{name: "add modify delete, ordered by kind then key",
+			current: []Record{rec("passwd", "z", "1"), rec("passwd", "b", "1"), rec("group", "g", "x")},
+			desired: []Record{rec("passwd", "b", "2"), rec("passwd", "a", "1"), rec("group", "g", "x")},
+			want: []Change{
+				{Op: OpAdd, Kind: "passwd", Key: "a", New: "1"},
+				{Op: OpModify, Kind: "passwd", Key: "b", Old: "1", New: "2"},
+				{Op: OpDelete, Kind: "passwd", Key: "z", Old: "1"},
+			}},
+		{name: "same key, different kinds are different records",
+			current: []Record{rec("passwd", "a", "1")}, desired: []Record{rec("group", "a", "1")},
+			want: []Change{{Op: OpAdd, Kind: "group", Key: "a", New: "1"}, {Op: OpDelete, Kind: "passwd", Key: "a", Old: "1"}}},
+		{name: "duplicate current lines are not deleted twice",
+			current: []Record{rec("passwd", "a", "1"), rec("passwd", "a", "2")}, desired: []Record{rec("passwd", "a", "1")}, want: nil},
+		{name: "duplicate desired is an error",
+			desired: []Record{rec("passwd", "a", "1"), rec("passwd", "a", "2")}, err: `passwd "a" twice`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Diff(tt.current, tt.desired)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestGuard(t *testing.T) {
+	g := Guard{MaxDeleteRatio: 0.2, MinDeletes: 3}
+	deletes := func(n int) []Change {
+		out := make([]Change, n)
+		for i := range out {
+			out[i].Op = OpDelete
+		}
+		return out
+	}
+	tests := []struct {
+		name     string
+		plan     Plan
+		approved bool
+		refused  string
+	}{
+		{name: "emptying a target is refused", plan: Plan{Current: 5, Changes: deletes(5)}, refused: "desired state is empty"},
+		{name: "emptying is refused even when approved", plan: Plan{Current: 5, Changes: deletes(5)}, approved: true, refused: "desired state is empty"},
+		{name: "empty target stays empty", plan: Plan{Current: 0}},
+		{name: "few deletions pass", plan: Plan{Current: 4, Changes: deletes(2), Desired: make([]Record, 2)}},
+		{name: "many deletions beyond ratio are held", plan: Plan{Current: 10, Changes: deletes(3), Desired: make([]Record, 7)}, refused: "would delete 3 of 10"},
+		{name: "approval lets them through", plan: Plan{Current: 10, Changes: deletes(3), Desired: make([]Record, 7)}, approved: true},
+		{name: "within ratio", plan: Plan{Current: 100, Changes: deletes(20), Desired: make([]Record, 80)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.plan
+			g.Check(&p, tt.approved)
+			if tt.refused == "" && p.Refused != "" || tt.refused != "" && !strings.Contains(p.Refused, tt.refused) {
+				t.Errorf("refused = %q, want %q", p.Refused, tt.refused)
+			}
+		})
+	}
+}

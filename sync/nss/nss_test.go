@@ -1,0 +1,134 @@
+package nss
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/sync/engine"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+func testSnapshot() *directory.Snapshot {
+	return &directory.Snapshot{
+		Users: []directory.User{
+			{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice Martin", Home: "/home/alice", Shell: "/bin/bash"},
+			{UID: "bob", UIDNumber: 10002, GIDNumber: 20001, Name: "Bob: the\nBuilder", Home: "/home/bob", Shell: "/bin/zsh"},
+		},
+		Collaborations: []directory.Collaboration{
+			{Name: "empty", GIDNumber: 20003},
+			{Name: "proj1", GIDNumber: 20001, Members: []string{"alice", "bob"}},
+		},
+	}
+}
+
+func apply(t *testing.T, tg *Target, snap *directory.Snapshot) *engine.Plan {
+	t.Helper()
+	p, err := engine.MakePlan(context.Background(), tg, snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Apply(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestGolden(t *testing.T) {
+	tg := &Target{Dir: t.TempDir()}
+	apply(t, tg, testSnapshot())
+	for _, f := range []string{"passwd", "group"} {
+		got, err := os.ReadFile(filepath.Join(tg.Dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden := filepath.Join("testdata", f+".golden")
+		if *update {
+			os.WriteFile(golden, got, 0o644)
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s:\n%s\nwant:\n%s", f, got, want)
+		}
+		if st, _ := os.Stat(filepath.Join(tg.Dir, f)); st.Mode().Perm() != 0o644 {
+			t.Errorf("%s mode %v, want 0644", f, st.Mode().Perm())
+		}
+	}
+}
+
+func TestApplyIdempotent(t *testing.T) {
+	tg := &Target{Dir: t.TempDir()}
+	apply(t, tg, testSnapshot())
+	passwd := filepath.Join(tg.Dir, "passwd")
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(passwd, old, old)
+
+	p := apply(t, tg, testSnapshot())
+	if len(p.Changes) != 0 {
+		t.Errorf("second plan has changes: %+v", p.Changes)
+	}
+	if st, _ := os.Stat(passwd); !st.ModTime().Equal(old) {
+		t.Errorf("unchanged file rewritten (mtime %v)", st.ModTime())
+	}
+	// A change to groups only leaves passwd alone.
+	snap := testSnapshot()
+	snap.Collaborations[1].Members = []string{"alice"}
+	if p = apply(t, tg, snap); len(p.Changes) != 1 {
+		t.Errorf("changes = %+v", p.Changes)
+	}
+	if st, _ := os.Stat(passwd); !st.ModTime().Equal(old) {
+		t.Errorf("passwd rewritten for a group change")
+	}
+	entries, _ := os.ReadDir(tg.Dir)
+	if len(entries) != 2 {
+		t.Errorf("leftover files: %v", entries)
+	}
+}
+
+func TestCurrentParseErrors(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "passwd"), []byte("alice:x:1:1:A:/h:/bin/sh\n# comment\n\nbroken:line\n"), 0o644)
+	_, err := (&Target{Dir: dir}).Current(context.Background())
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "passwd")+":4: 2 fields, want 7") {
+		t.Errorf("err = %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "passwd"), []byte("alice:x:one:1:A:/h:/bin/sh\n"), 0o644)
+	if _, err := (&Target{Dir: dir}).Current(context.Background()); err == nil || !strings.Contains(err.Error(), ":1: id \"one\"") {
+		t.Errorf("err = %v", err)
+	}
+	recs, err := (&Target{Dir: filepath.Join(dir, "missing")}).Current(context.Background())
+	if err != nil || len(recs) != 0 {
+		t.Errorf("missing dir: %v %v", recs, err)
+	}
+}
+
+// FuzzParse: no file content makes the parser panic, and every record it
+// accepts has the right number of fields.
+func FuzzParse(f *testing.F) {
+	f.Add("passwd", "alice:x:1:1:A:/h:/bin/sh\n")
+	f.Add("group", "g:x:5:a,b\n#c\n")
+	f.Add("group", "::::\n")
+	f.Fuzz(func(t *testing.T, kind, data string) {
+		if kind != KindPasswd && kind != KindGroup {
+			kind = KindGroup
+		}
+		recs, err := parse("f", kind, []byte(data))
+		if err != nil {
+			return
+		}
+		for _, r := range recs {
+			if n := strings.Count(r.Value, ":") + 1; n != fieldCount[kind] {
+				t.Errorf("accepted %q with %d fields", r.Value, n)
+			}
+		}
+	})
+}
