@@ -39,8 +39,9 @@ func (s *Source) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
 
 func (s *Source) read(ctx context.Context, conn Conn) (*directory.Snapshot, error) {
 	snap := &directory.Snapshot{}
-	byDN := make(map[string]string) // normalized user DN → uid, for member_dn
-	known := make(map[string]bool)  // uids, for member_uid
+	byDN := s.cfg.Collaborations.Membership == config.MembershipDN
+	uidByDN := make(map[string]string) // normalized user DN → uid, for member_dn
+	known := make(map[string]bool)     // uids, for member_uid
 	err := Stream(ctx, conn, searchRequest(s.cfg.Users.Search, s.mapper.UserAttributes()), uint32(s.cfg.PageSize),
 		func(e *ldap.Entry) error {
 			u, err := s.mapper.User(e)
@@ -49,8 +50,11 @@ func (s *Source) read(ctx context.Context, conn Conn) (*directory.Snapshot, erro
 				return nil
 			}
 			snap.Users = append(snap.Users, u)
-			byDN[NormalizeDN(u.DN)] = u.UID
-			known[u.UID] = true
+			if byDN {
+				uidByDN[NormalizeDN(u.DN)] = u.UID
+			} else {
+				known[u.UID] = true
+			}
 			return nil
 		})
 	if err != nil {
@@ -58,8 +62,8 @@ func (s *Source) read(ctx context.Context, conn Conn) (*directory.Snapshot, erro
 	}
 
 	uidOf := func(v string) (string, bool) { return v, known[v] }
-	if s.cfg.Collaborations.Membership == config.MembershipDN {
-		uidOf = func(v string) (string, bool) { uid, ok := byDN[NormalizeDN(v)]; return uid, ok }
+	if byDN {
+		uidOf = func(v string) (string, bool) { uid, ok := uidByDN[NormalizeDN(v)]; return uid, ok }
 	}
 	err = Stream(ctx, conn, searchRequest(s.cfg.Collaborations.Search, s.mapper.CollaborationAttributes()), uint32(s.cfg.PageSize),
 		func(e *ldap.Entry) error {

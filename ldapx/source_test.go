@@ -23,7 +23,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 
 // configFor parses a real config document pointing at s, so tests use the
 // same defaults as production.
-func configFor(t *testing.T, s *slapd.Server, ldapYAML string) config.LDAP {
+func configFor(t testing.TB, s *slapd.Server, ldapYAML string) config.LDAP {
 	t.Helper()
 	doc := "ldap:\n" + ldapYAML + `
   users: {base_dn: "ou=people,dc=example,dc=org"}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/internal/testharness/gendir"
+	"github.com/collabsync/collabsync/internal/testharness/slapd"
+	"github.com/collabsync/collabsync/ldapx"
+)
+
+// bigDirectory starts slapd with a generated directory of users and
+// collaborations (memberUid) and returns a config for it.
+func bigDirectory(b *testing.B, users, collabs int) (*slapd.Server, string, *config.Config) {
+	b.Helper()
+	testharness.Require(b, "ldapsearch", "/usr/bin/time")
+	dir := b.TempDir()
+	ldif := filepath.Join(dir, "dir.ldif")
+	f, err := os.Create(ldif)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := gendir.Write(f, gendir.Params{Users: users, Collaborations: collabs}); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	s := slapd.StartT(b, slapd.Options{LDIF: []string{ldif}})
+	os.Mkdir(filepath.Join(dir, "nss"), 0o755)
+	path := filepath.Join(dir, "collabsync.yaml")
+	doc := fmt.Sprintf(standardConfig, s.URI, s.RootDN, s.RootPWFile, filepath.Join(dir, "state"), filepath.Join(dir, "nss"))
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, path, cfg
+}
+
+var maxRSS = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+
+// timed runs a command under /usr/bin/time -v with stdout discarded and
+// returns its wall time and peak RSS in MiB.
+func timed(b *testing.B, name string, args ...string) (time.Duration, float64) {
+	b.Helper()
+	cmd := exec.Command("/usr/bin/time", append([]string{"-v", name}, args...)...)
+	cmd.Stdout = io.Discard
+	stderr, _ := os.CreateTemp(b.TempDir(), "time")
+	cmd.Stderr = stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		out, _ := os.ReadFile(stderr.Name())
+		b.Fatalf("%s: %v\n%s", name, err, out)
+	}
+	elapsed := time.Since(start)
+	out, _ := os.ReadFile(stderr.Name())
+	m := maxRSS.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("no RSS in /usr/bin/time output:\n%s", out)
+	}
+	kb, _ := strconv.Atoi(string(m[1]))
+	return elapsed, float64(kb) / 1024
+}
+
+func median(xs []float64) float64 {
+	sort.Float64s(xs)
+	return xs[len(xs)/2]
+}
+
+// BenchmarkFullRead100k reads 100k users and 10k collaborations from slapd
+// three ways, interleaved so machine noise hits all alike: ldapsearch
+// dumping the same entries and attributes (the reference), collabsync's
+// streaming Source in-process, and a whole `collabsync plan` process
+// against an nss target that is already in sync (read, map, diff).
+func BenchmarkFullRead100k(b *testing.B) {
+	const users, collabs = 100_000, 10_000
+	s, cfgPath, cfg := bigDirectory(b, users, collabs)
+	if r := collabsyncB(b, cfgPath, "sync", "--once"); r != nil {
+		b.Fatal(r)
+	}
+	search := func(base, filter string, attrs ...string) []string {
+		return append([]string{"-LLL", "-x", "-H", s.URI, "-D", s.RootDN, "-y", s.RootPWFile + ".raw",
+			"-E", "pr=1000/noprompt", "-b", base, filter}, attrs...)
+	}
+	// ldapsearch -y takes the password byte for byte: no trailing newline.
+	os.WriteFile(s.RootPWFile+".raw", []byte(s.RootPassword), 0o600)
+	src := ldapx.NewSource(cfg.LDAP, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	mapper := ldapx.NewMapper(cfg.LDAP)
+
+	// rawReceive is the floor set by the LDAP library: the same two paged
+	// searches with every entry discarded unmapped.
+	rawReceive := func() float64 {
+		conn, err := ldapx.NewClient(cfg.LDAP, slog.New(slog.NewTextHandler(io.Discard, nil))).Connect(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		start := time.Now()
+		for _, q := range []struct {
+			s     config.Search
+			attrs []string
+		}{{cfg.LDAP.Users.Search, mapper.UserAttributes()}, {cfg.LDAP.Collaborations.Search, mapper.CollaborationAttributes()}} {
+			req := ldap.NewSearchRequest(q.s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false, q.s.Filter, q.attrs, nil)
+			if err := ldapx.Stream(context.Background(), conn, req, 1000, func(*ldap.Entry) error { return nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return time.Since(start).Seconds()
+	}
+
+	var refT, rawT, srcT, planT, refRSS, planRSS []float64
+	for i := 0; i < b.N; i++ {
+		for rep := 0; rep < 3; rep++ {
+			t1, r1 := timed(b, "ldapsearch", search(cfg.LDAP.Users.BaseDN, cfg.LDAP.Users.Filter, mapper.UserAttributes()...)...)
+			t2, r2 := timed(b, "ldapsearch", search(cfg.LDAP.Collaborations.BaseDN, cfg.LDAP.Collaborations.Filter, mapper.CollaborationAttributes()...)...)
+			refT = append(refT, (t1 + t2).Seconds())
+			refRSS = append(refRSS, max(r1, r2))
+
+			rawT = append(rawT, rawReceive())
+
+			start := time.Now()
+			snap, err := src.Snapshot(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			srcT = append(srcT, time.Since(start).Seconds())
+			if len(snap.Users) != users || len(snap.Collaborations) != collabs {
+				b.Fatalf("read %d users, %d collaborations", len(snap.Users), len(snap.Collaborations))
+			}
+
+			t3, r3 := timed(b, binary, "-config", cfgPath, "-log-level", "warn", "plan")
+			planT = append(planT, t3.Seconds())
+			planRSS = append(planRSS, r3)
+		}
+	}
+	ref := median(refT)
+	b.ReportMetric(ref, "ldapsearch_s")
+	b.ReportMetric(median(rawT), "raw_receive_s")
+	b.ReportMetric(median(rawT)/ref, "raw_receive/ldapsearch")
+	b.ReportMetric(median(srcT), "source_s")
+	b.ReportMetric(median(srcT)/ref, "source/ldapsearch")
+	b.ReportMetric(median(planT), "plan_s")
+	b.ReportMetric(median(planT)/ref, "plan/ldapsearch")
+	b.ReportMetric(median(refRSS), "ldapsearch_maxrss_MiB")
+	b.ReportMetric(median(planRSS), "plan_maxrss_MiB")
+}
+
+// collabsyncB runs the binary for a benchmark and returns an error on failure.
+func collabsyncB(b *testing.B, cfgPath string, args ...string) error {
+	cmd := exec.Command(binary, append([]string{"-config", cfgPath, "-log-level", "warn"}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("collabsync %v: %w\n%s", args, err, out)
+	}
+	return nil
+}
