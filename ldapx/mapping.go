@@ -3,9 +3,11 @@ package ldapx
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -25,13 +27,26 @@ func NewMapper(cfg config.LDAP) *Mapper { return &Mapper{cfg: cfg} }
 // UserAttributes lists the attributes to request for users: only the mapped ones.
 func (m *Mapper) UserAttributes() []string {
 	a := m.cfg.Users.Attributes
-	return nonEmpty(a.UID, a.UIDNumber, a.GIDNumber, a.Name, a.Mail, a.Home, a.Shell)
+	return nonEmpty(a.UID, a.UIDNumber, a.GIDNumber, a.Name, a.Mail, a.Home, a.Shell,
+		a.Status, a.Affiliation, a.ValidatedBy, a.OptOuts)
 }
 
 // CollaborationAttributes lists the attributes to request for collaborations.
 func (m *Mapper) CollaborationAttributes() []string {
 	a := m.cfg.Collaborations.Attributes
-	return nonEmpty(a.Name, a.GIDNumber, a.Members)
+	attrs := nonEmpty(a.Name, a.GIDNumber, a.Members, a.Kind, a.Status, a.ReviewedUntil, a.Fairshare, a.Lists, a.Activity)
+	for _, role := range config.Roles {
+		if attr := m.cfg.Collaborations.Contacts.Attributes[role]; attr != "" {
+			attrs = append(attrs, attr)
+		}
+	}
+	return attrs
+}
+
+// ProductionAttributes lists the attributes to request for production accounts.
+func (m *Mapper) ProductionAttributes() []string {
+	a := m.cfg.ProductionAccounts.Attributes
+	return nonEmpty(a.Name, a.UIDNumber, a.GIDNumber, a.Home, a.Shell, a.Collaboration, a.Managers)
 }
 
 // namePattern is what a Unix user or group name may look like: portable
@@ -41,8 +56,42 @@ var namePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
 // ValidName reports whether s can be a Unix user or group name.
 func ValidName(s string) bool { return namePattern.MatchString(s) }
 
+// RawUser is a user whose validator is not resolved to a uid yet.
+type RawUser struct {
+	directory.User
+	ValidatedBy string // a DN or a uid
+}
+
 // User maps a user entry.
-func (m *Mapper) User(e *ldap.Entry) (directory.User, error) {
+func (m *Mapper) User(e *ldap.Entry) (RawUser, error) {
+	u, err := m.user(e)
+	if err != nil {
+		return RawUser{}, err
+	}
+	a := m.cfg.Users.Attributes
+	raw := RawUser{User: u}
+	if raw.ValidatedBy, err = optionalSingle(e, a.ValidatedBy); err != nil {
+		return RawUser{}, err
+	}
+	if a.OptOuts != "" {
+		raw.OptOuts = e.GetEqualFoldAttributeValues(a.OptOuts)
+	}
+	if raw.Affiliation, err = optionalSingle(e, a.Affiliation); err != nil {
+		return RawUser{}, err
+	}
+	status, err := optionalSingle(e, a.Status)
+	if err != nil {
+		return RawUser{}, err
+	}
+	for _, v := range m.cfg.Users.SuspendedValues {
+		if status != "" && strings.EqualFold(v, status) {
+			raw.Suspended = true
+		}
+	}
+	return raw, nil
+}
+
+func (m *Mapper) user(e *ldap.Entry) (directory.User, error) {
 	a := m.cfg.Users.Attributes
 	u := directory.User{DN: e.DN}
 	var err error
@@ -85,11 +134,13 @@ func (m *Mapper) User(e *ldap.Entry) (directory.User, error) {
 	return u, nil
 }
 
-// RawCollaboration is a collaboration whose member values are not resolved
-// to uids yet (member DNs need the users read first).
+// RawCollaboration is a collaboration whose member and contact values are
+// not resolved to uids yet (DNs need the users read first).
 type RawCollaboration struct {
 	directory.Collaboration
 	MemberValues []string
+	// ContactValues are DNs or uids by role.
+	ContactValues map[string][]string
 }
 
 // Collaboration maps a collaboration entry.
@@ -107,7 +158,143 @@ func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
 		return c, err
 	}
 	c.MemberValues = e.GetEqualFoldAttributeValues(a.Members)
+
+	g := m.cfg.Collaborations
+	c.Kind = g.DefaultKind
+	if v, err := optionalSingle(e, a.Kind); err != nil {
+		return c, err
+	} else if v != "" {
+		if c.Kind = lookupValue(g.KindValues, v, directory.KindAdministrative, directory.KindScientific); c.Kind == "" {
+			return c, fmt.Errorf("%s %q is not a known kind (kind_values)", a.Kind, v)
+		}
+	}
+	c.Status = directory.StatusActive
+	if v, err := optionalSingle(e, a.Status); err != nil {
+		return c, err
+	} else if v != "" {
+		if c.Status = lookupValue(g.StatusValues, v, directory.StatusPending, directory.StatusActive,
+			directory.StatusSuspended, directory.StatusClosed); c.Status == "" {
+			return c, fmt.Errorf("%s %q is not a known status (status_values)", a.Status, v)
+		}
+	}
+	if v, err := optionalSingle(e, a.ReviewedUntil); err != nil {
+		return c, err
+	} else if v != "" {
+		if c.ReviewedUntil, err = parseDate(v); err != nil {
+			return c, fmt.Errorf("%s: %w", a.ReviewedUntil, err)
+		}
+	}
+	c.Fairshare = g.DefaultFairshare
+	if v, err := optionalSingle(e, a.Fairshare); err != nil {
+		return c, err
+	} else if v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("%s %q is not a non-negative number", a.Fairshare, v)
+		}
+		c.Fairshare = n
+	}
+	if a.Lists != "" {
+		c.Lists = e.GetEqualFoldAttributeValues(a.Lists)
+		for _, l := range c.Lists {
+			if !ValidName(l) {
+				return c, fmt.Errorf("%s %q is not a valid list name", a.Lists, l)
+			}
+		}
+	}
+	if c.Activity, err = optionalSingle(e, a.Activity); err != nil {
+		return c, err
+	}
+	c.ContactValues = map[string][]string{}
+	for role, attr := range g.Contacts.Attributes {
+		if vals := e.GetEqualFoldAttributeValues(attr); len(vals) > 0 {
+			c.ContactValues[role] = vals
+		}
+	}
 	return c, nil
+}
+
+// lookupValue maps an LDAP value to the model value whose list in m holds
+// it. A model value that m does not remap stands for itself, so the shipped
+// schema's values need no mapping. "" means unknown.
+func lookupValue(m map[string][]string, v string, models ...string) string {
+	for model, values := range m {
+		for _, x := range values {
+			if strings.EqualFold(x, v) {
+				return model
+			}
+		}
+	}
+	lv := strings.ToLower(v)
+	if _, remapped := m[lv]; !remapped && slices.Contains(models, lv) {
+		return lv
+	}
+	return ""
+}
+
+// parseDate reads a GeneralizedTime (20261231000000Z) or a plain date
+// (2026-12-31, taken as the end of that day in UTC).
+func parseDate(v string) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return t.Add(24*time.Hour - time.Second), nil
+	}
+	for _, layout := range []string{"20060102150405Z0700", "20060102150405Z", "20060102150405.999999Z0700"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is neither a GeneralizedTime nor YYYY-MM-DD", v)
+}
+
+// RawProduction is a production account whose owner is not resolved yet.
+type RawProduction struct {
+	directory.ProductionAccount
+	Owner string // a DN or a name
+}
+
+// Production maps a production account entry.
+func (m *Mapper) Production(e *ldap.Entry) (RawProduction, error) {
+	a := m.cfg.ProductionAccounts.Attributes
+	p := RawProduction{ProductionAccount: directory.ProductionAccount{DN: e.DN}}
+	var err error
+	if p.Name, err = rdnPreferred(e, a.Name); err != nil {
+		return p, err
+	}
+	if !ValidName(p.Name) {
+		return p, fmt.Errorf("%s %q is not a valid user name", a.Name, p.Name)
+	}
+	if p.UIDNumber, err = idNumber(e, a.UIDNumber); err != nil {
+		return p, err
+	}
+	if p.GIDNumber, err = idNumber(e, a.GIDNumber); err != nil {
+		return p, err
+	}
+	if p.Home, err = optionalSingle(e, a.Home); err != nil {
+		return p, err
+	}
+	if p.Home == "" {
+		p.Home = strings.ReplaceAll(m.cfg.Users.DefaultHome, "{uid}", p.Name)
+	}
+	if err := checkPath(a.Home, p.Home); err != nil {
+		return p, err
+	}
+	if p.Shell, err = optionalSingle(e, a.Shell); err != nil {
+		return p, err
+	}
+	if p.Shell == "" {
+		p.Shell = m.cfg.Users.DefaultShell
+	}
+	if err := checkPath(a.Shell, p.Shell); err != nil {
+		return p, err
+	}
+	if p.Owner, err = optionalSingle(e, a.Collaboration); err != nil {
+		return p, err
+	}
+	if a.Managers != "" {
+		p.Managers = e.GetEqualFoldAttributeValues(a.Managers)
+		sort.Strings(p.Managers)
+	}
+	return p, nil
 }
 
 // Members resolves member values to sorted, unique uids. uidOf maps a member

@@ -1,6 +1,7 @@
 package ldapx
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -81,7 +82,7 @@ func TestMapUser(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.want.DN = dn
-			if u != tt.want {
+			if !reflect.DeepEqual(u.User, tt.want) {
 				t.Errorf("got %+v\nwant %+v", u, tt.want)
 			}
 		})

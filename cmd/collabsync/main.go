@@ -39,6 +39,8 @@ type command struct {
 
 var commands = map[string]command{
 	"check-config": {"validate the configuration file, reporting every problem", cmdCheckConfig},
+	"contacts":     {"print a collaboration's contacts of one role (like laboinfo)", cmdContacts},
+	"violations":   {"list broken account rules; exit 1 when there are any", cmdViolations},
 	"plan":         {"print what a sync would change, per target; writes nothing", cmdPlan},
 	"sync":         {"read the directory and apply the plan to every target", cmdSync},
 	"version":      {"print the version", cmdVersion},

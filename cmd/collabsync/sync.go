@@ -3,17 +3,47 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"regexp"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/nss"
 )
 
-// newEngine wires the configured source and targets.
-func newEngine(cfg *config.Config, a *app) *engine.Engine {
-	e := &engine.Engine{Source: ldapx.NewSource(cfg.LDAP, a.log), Log: a.log}
+// policy turns the configured rules into the directory's Policy.
+func policy(cfg *config.Config, now time.Time) directory.Policy {
+	r := cfg.Rules
+	return directory.Policy{
+		Now:                 now,
+		ReviewGrace:         time.Duration(r.ReviewGrace),
+		ReviewWarning:       time.Duration(r.ReviewWarning),
+		ReviewTracked:       cfg.LDAP.Collaborations.Attributes.ReviewedUntil != "",
+		MemberDomains:       r.MemberDomains,
+		MemberAffiliations:  r.MemberAffiliations,
+		AcceptedDomains:     r.AcceptedDomains,
+		ProductionSeparator: r.ProductionSeparator,
+		ProductionLabel:     regexp.MustCompile(r.ProductionLabel), // validated by config
+		Actions:             r.Actions,
+	}
+}
+
+func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
+	return store.Open(ctx, filepath.Join(cfg.StateDir, "collabsync.db"))
+}
+
+// newEngine wires the configured source, rules and targets.
+func newEngine(cfg *config.Config, a *app, prev directory.Previous) *engine.Engine {
+	pol := policy(cfg, time.Now())
+	e := &engine.Engine{
+		Source:   ldapx.NewSource(cfg.LDAP, a.log),
+		Evaluate: func(s *directory.Snapshot) *directory.State { return directory.Evaluate(s, pol, prev) },
+		Log:      a.log,
+	}
 	if n := cfg.Targets.NSS; n != nil {
 		e.Targets = append(e.Targets, engine.GuardedTarget{
 			Target: &nss.Target{Dir: n.Dir},
@@ -55,15 +85,42 @@ func cmdSync(ctx context.Context, a *app, args []string) int {
 	return a.reconcile(ctx, engine.Options{DryRun: *dryRun, AllowDeletions: *allow}, "text")
 }
 
-// reconcile runs the engine once and prints the plans and directory problems.
+// reconcile runs the engine once and prints the plans and a summary of the
+// violations. Only a run that writes records the rule history.
 func (a *app) reconcile(ctx context.Context, opts engine.Options, format string) int {
 	cfg := a.loadConfig()
 	if cfg == nil {
 		return exitUsage
 	}
-	snap, results, err := newEngine(cfg, a).Run(ctx, opts)
-	if snap != nil {
-		printProblems(a, snap)
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	defer st.Close()
+	prev, err := st.Statuses(ctx)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	state, results, err := newEngine(cfg, a, prev).Run(ctx, opts)
+	if state != nil {
+		now := time.Now()
+		var serr error
+		if opts.DryRun {
+			serr = st.ViolationsSince(ctx, state.Violations, now)
+		} else {
+			serr = st.RecordViolations(ctx, state.Violations, now)
+			// History moves on only when every target took the state.
+			if serr == nil && err == nil {
+				serr = st.SaveStatuses(ctx, state.Statuses(), now)
+			}
+		}
+		if serr != nil {
+			a.errorf(fmt.Errorf("state store: %w", serr))
+			return exitFailure
+		}
+		summarizeViolations(a, state.Violations)
 	}
 	plans := make([]*engine.Plan, 0, len(results))
 	for _, r := range results {
@@ -85,12 +142,15 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 	return exitOK
 }
 
-func printProblems(a *app, snap *directory.Snapshot) {
-	if len(snap.Problems) == 0 {
+func summarizeViolations(a *app, vs []directory.Violation) {
+	if len(vs) == 0 {
 		return
 	}
-	fmt.Fprintf(a.stderr, "directory: %d entries left out:\n", len(snap.Problems))
-	for _, p := range snap.Problems {
-		fmt.Fprintf(a.stderr, "  %s\n", p)
+	errs := 0
+	for _, v := range vs {
+		if v.Severity == directory.SeverityError {
+			errs++
+		}
 	}
+	fmt.Fprintf(a.stderr, "directory: %d violation(s), %d warning(s); 'collabsync violations' lists them\n", errs, len(vs)-errs)
 }

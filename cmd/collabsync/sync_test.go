@@ -72,12 +72,18 @@ func TestSyncGetent(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("sync: code %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
+	if !strings.Contains(r.stderr, "directory: 3 violation(s), 1 warning(s)") {
+		t.Errorf("no violation summary:\n%s", r.stderr)
+	}
+	v := collabsync(t, e.config, "violations")
 	for _, want := range []string{
-		`uid=broken,ou=people,dc=example,dc=org: uidNumber "abc" is not a number`,
-		`cn=proj2,ou=groups,dc=example,dc=org: member "ghost" is not a known user`,
+		`malformed_entry           error     -  `,
+		`uid=broken,ou=people,dc=example,dc=org  uidNumber "abc" is not a number`,
+		`cn=proj2,ou=groups,dc=example,dc=org    member "ghost" is not a known user`,
+		`no_collaboration_contact  error     proj1`,
 	} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		if !strings.Contains(v.stdout, want) {
+			t.Errorf("violations lack %q:\n%s", want, v.stdout)
 		}
 	}
 	checks := []struct{ cmd, want string }{

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -16,6 +18,7 @@ import (
 // Config is the whole configuration file.
 type Config struct {
 	LDAP     LDAP    `yaml:"ldap"`
+	Rules    Rules   `yaml:"rules"`
 	StateDir string  `yaml:"state_dir"`
 	Targets  Targets `yaml:"targets"`
 }
@@ -29,8 +32,9 @@ type LDAP struct {
 	Timeout  Duration `yaml:"timeout"`
 	PageSize int      `yaml:"page_size"`
 
-	Users          UserMapping          `yaml:"users"`
-	Collaborations CollaborationMapping `yaml:"collaborations"`
+	Users              UserMapping          `yaml:"users"`
+	Collaborations     CollaborationMapping `yaml:"collaborations"`
+	ProductionAccounts *ProductionMapping   `yaml:"production_accounts"`
 }
 
 // Bind methods.
@@ -71,6 +75,9 @@ type UserMapping struct {
 	// DefaultHome may contain {uid}.
 	DefaultShell string `yaml:"default_shell"`
 	DefaultHome  string `yaml:"default_home"`
+	// SuspendedValues are the values of the status attribute that mean
+	// "suspended"; any other value (or none) leaves the decision to the rules.
+	SuspendedValues []string `yaml:"suspended_values"`
 }
 
 // UserAttributes names the LDAP attribute behind each user field. An empty
@@ -83,6 +90,11 @@ type UserAttributes struct {
 	Mail      string `yaml:"mail"`
 	Home      string `yaml:"home"`
 	Shell     string `yaml:"shell"`
+	// The rest are optional: a site without them maps nothing.
+	Status      string `yaml:"status"`
+	Affiliation string `yaml:"affiliation"`
+	ValidatedBy string `yaml:"validated_by"` // DN or uid of the validating contact
+	OptOuts     string `yaml:"opt_outs"`     // list names the user opted out of
 }
 
 // Membership styles for collaboration groups.
@@ -96,13 +108,99 @@ type CollaborationMapping struct {
 	Search     `yaml:",inline"`
 	Membership string                  `yaml:"membership"`
 	Attributes CollaborationAttributes `yaml:"attributes"`
+	// KindValues maps attribute values to the two kinds; DefaultKind applies
+	// when the kind attribute is absent or unmapped.
+	KindValues  map[string][]string `yaml:"kind_values"`
+	DefaultKind string              `yaml:"default_kind"`
+	// StatusValues maps attribute values to pending, active, suspended,
+	// closed; without a status attribute a collaboration is active unless
+	// its review is overdue.
+	StatusValues     map[string][]string `yaml:"status_values"`
+	DefaultFairshare int                 `yaml:"default_fairshare"`
+	Contacts         ContactMapping      `yaml:"contacts"`
 }
 
 // CollaborationAttributes names the LDAP attribute behind each collaboration field.
 type CollaborationAttributes struct {
+	Name          string `yaml:"name"`
+	GIDNumber     string `yaml:"gid_number"`
+	Members       string `yaml:"members"`
+	Kind          string `yaml:"kind"`
+	Status        string `yaml:"status"`
+	ReviewedUntil string `yaml:"reviewed_until"` // GeneralizedTime or YYYY-MM-DD
+	Fairshare     string `yaml:"fairshare"`
+	Lists         string `yaml:"lists"`
+	Activity      string `yaml:"activity"`
+}
+
+// Contact roles.
+const (
+	RoleCollaboration = "collaboration"
+	RoleComputing     = "computing"
+	RoleStorage       = "storage"
+	RoleReporting     = "reporting"
+	RoleValidator     = "validator"
+)
+
+// Roles lists every contact role.
+var Roles = []string{RoleCollaboration, RoleComputing, RoleStorage, RoleReporting, RoleValidator}
+
+// ContactMapping says where contacts come from: DN-valued attributes on the
+// collaboration (Attributes, keyed by role), role groups (Groups), or both.
+type ContactMapping struct {
+	Attributes map[string]string `yaml:"attributes"`
+	Groups     *RoleGroups       `yaml:"groups"`
+}
+
+// RoleGroups are groups such as cn=atlas-computing,ou=roles,... whose
+// members hold a role in a collaboration.
+type RoleGroups struct {
+	Search `yaml:",inline"`
+	// Name is the group name pattern, with {collaboration} and {role}.
+	Name          string `yaml:"name"`
+	NameAttribute string `yaml:"name_attribute"`
+	Membership    string `yaml:"membership"`
+	Members       string `yaml:"members"`
+}
+
+// ProductionMapping maps production accounts: collaboration-owned accounts.
+type ProductionMapping struct {
+	Search     `yaml:",inline"`
+	Attributes ProductionAttributes `yaml:"attributes"`
+}
+
+// ProductionAttributes names the LDAP attribute behind each production account field.
+type ProductionAttributes struct {
 	Name      string `yaml:"name"`
+	UIDNumber string `yaml:"uid_number"`
 	GIDNumber string `yaml:"gid_number"`
-	Members   string `yaml:"members"`
+	Home      string `yaml:"home"`
+	Shell     string `yaml:"shell"`
+	// Collaboration holds the owner's DN or name; unmapped, the owner is
+	// the collaboration whose name prefixes the account's.
+	Collaboration string `yaml:"collaboration"`
+	Managers      string `yaml:"managers"` // managers' e-mail addresses
+}
+
+// Rules are the centre's account rules.
+type Rules struct {
+	// ReviewGrace is how long past its reviewed-until date a collaboration
+	// stays active; ReviewWarning is how early "review due soon" appears.
+	ReviewGrace   Duration `yaml:"review_grace"`
+	ReviewWarning Duration `yaml:"review_warning"`
+	// MemberDomains and MemberAffiliations decide who belongs to a member
+	// institution (internal); AcceptedDomains are all institutional e-mail
+	// domains (member domains are always accepted). Empty AcceptedDomains
+	// disables the e-mail domain rule.
+	MemberDomains      []string `yaml:"member_domains"`
+	MemberAffiliations []string `yaml:"member_affiliations"`
+	AcceptedDomains    []string `yaml:"accepted_domains"`
+	// ProductionSeparator and ProductionLabel give the production account
+	// syntax: <collaboration>[<separator><label>].
+	ProductionSeparator string `yaml:"production_separator"`
+	ProductionLabel     string `yaml:"production_label"`
+	// Actions per violation kind (see directory.Kind*).
+	Actions map[string]string `yaml:"actions"`
 }
 
 // Targets configures the downstream systems; a nil target is disabled.
@@ -134,13 +232,26 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&s); err != nil {
 		return err
 	}
-	v, err := time.ParseDuration(s)
+	v, err := ParseDuration(s)
 	if err != nil {
 		// A *yaml.TypeError lets the decoder go on and report other problems too.
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q (want e.g. 10s, 1m30s)", n.Line, s)}}
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q (want e.g. 10s, 1m30s, 30d)", n.Line, s)}}
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ParseDuration is time.ParseDuration that also takes whole days ("30d"),
+// the unit review periods are thought in.
+func ParseDuration(s string) (time.Duration, error) {
+	if d, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 0 || n > 100*365 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // Load reads, defaults and validates the file. A *FileError lists every
@@ -216,6 +327,46 @@ func (c *Config) applyDefaults() {
 	} else {
 		defaultString(&ga.Members, "memberUid")
 	}
+
+	defaultString(&g.DefaultKind, "scientific")
+	if g.DefaultFairshare == 0 {
+		g.DefaultFairshare = 1
+	}
+	if rg := g.Contacts.Groups; rg != nil {
+		defaultString(&rg.Scope, "sub")
+		defaultString(&rg.Filter, "(objectClass=*)")
+		defaultString(&rg.Name, "{collaboration}-{role}")
+		defaultString(&rg.NameAttribute, "cn")
+		defaultString(&rg.Membership, MembershipDN)
+		if rg.Membership == MembershipDN {
+			defaultString(&rg.Members, "member")
+		} else {
+			defaultString(&rg.Members, "memberUid")
+		}
+	}
+	if p := l.ProductionAccounts; p != nil {
+		defaultString(&p.Scope, "sub")
+		defaultString(&p.Filter, "(objectClass=posixAccount)")
+		pa := &p.Attributes
+		defaultString(&pa.Name, "uid")
+		defaultString(&pa.UIDNumber, "uidNumber")
+		defaultString(&pa.GIDNumber, "gidNumber")
+		defaultString(&pa.Home, "homeDirectory")
+		defaultString(&pa.Shell, "loginShell")
+	}
+	if len(u.SuspendedValues) == 0 {
+		u.SuspendedValues = []string{"suspended"}
+	}
+
+	r := &c.Rules
+	if r.ReviewGrace == 0 {
+		r.ReviewGrace = Duration(30 * 24 * time.Hour)
+	}
+	if r.ReviewWarning == 0 {
+		r.ReviewWarning = Duration(30 * 24 * time.Hour)
+	}
+	defaultString(&r.ProductionSeparator, "_")
+	defaultString(&r.ProductionLabel, "^[a-z0-9]{1,16}$")
 
 	defaultString(&c.StateDir, "/var/lib/collabsync")
 	if n := c.Targets.NSS; n != nil {

@@ -6,11 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/collabsync/collabsync/internal/directory"
 	"gopkg.in/yaml.v3"
 )
 
@@ -56,6 +59,7 @@ func (ps *problems) add(path, format string, args ...any) {
 func (c *Config) Validate() []Problem {
 	var ps problems
 	c.LDAP.validate(&ps)
+	c.Rules.validate(&ps)
 	if !filepath.IsAbs(c.StateDir) {
 		ps.add("state_dir", "must be an absolute path, got %q", c.StateDir)
 	}
@@ -138,6 +142,7 @@ func (l *LDAP) validate(ps *problems) {
 	for _, a := range []struct{ key, val string }{
 		{"uid", u.UID}, {"uid_number", u.UIDNumber}, {"gid_number", u.GIDNumber},
 		{"name", u.Name}, {"mail", u.Mail}, {"home", u.Home}, {"shell", u.Shell},
+		{"status", u.Status}, {"affiliation", u.Affiliation}, {"validated_by", u.ValidatedBy}, {"opt_outs", u.OptOuts},
 	} {
 		validAttr(ps, "ldap.users.attributes."+a.key, a.val)
 	}
@@ -153,13 +158,103 @@ func (l *LDAP) validate(ps *problems) {
 	default:
 		ps.add("ldap.collaborations.membership", "unknown %q (want member_uid or member_dn)", g.Membership)
 	}
+	ga := g.Attributes
 	for _, a := range []struct{ key, val string }{
-		{"name", g.Attributes.Name}, {"gid_number", g.Attributes.GIDNumber}, {"members", g.Attributes.Members},
+		{"name", ga.Name}, {"gid_number", ga.GIDNumber}, {"members", ga.Members},
 	} {
 		if a.val == "" {
 			ps.add("ldap.collaborations.attributes."+a.key, "required")
 		}
+	}
+	for _, a := range []struct{ key, val string }{
+		{"name", ga.Name}, {"gid_number", ga.GIDNumber}, {"members", ga.Members}, {"kind", ga.Kind},
+		{"status", ga.Status}, {"reviewed_until", ga.ReviewedUntil}, {"fairshare", ga.Fairshare},
+		{"lists", ga.Lists}, {"activity", ga.Activity},
+	} {
 		validAttr(ps, "ldap.collaborations.attributes."+a.key, a.val)
+	}
+	validValueMap(ps, "ldap.collaborations.kind_values", g.KindValues, "administrative", "scientific")
+	validValueMap(ps, "ldap.collaborations.status_values", g.StatusValues, "pending", "active", "suspended", "closed")
+	if g.DefaultKind != "administrative" && g.DefaultKind != "scientific" {
+		ps.add("ldap.collaborations.default_kind", "unknown kind %q (want administrative or scientific)", g.DefaultKind)
+	}
+	if g.DefaultFairshare < 0 {
+		ps.add("ldap.collaborations.default_fairshare", "must not be negative")
+	}
+	for role, attr := range g.Contacts.Attributes {
+		path := "ldap.collaborations.contacts.attributes." + role
+		if !slices.Contains(Roles, role) {
+			ps.add(path, "unknown role %q (want one of %s)", role, strings.Join(Roles, ", "))
+		}
+		validAttr(ps, path, attr)
+	}
+	if rg := g.Contacts.Groups; rg != nil {
+		const path = "ldap.collaborations.contacts.groups"
+		rg.Search.validate(ps, path)
+		if !strings.Contains(rg.Name, "{collaboration}") || !strings.Contains(rg.Name, "{role}") {
+			ps.add(path+".name", "must contain {collaboration} and {role}, got %q", rg.Name)
+		}
+		if rg.Membership != MembershipUID && rg.Membership != MembershipDN {
+			ps.add(path+".membership", "unknown %q (want member_uid or member_dn)", rg.Membership)
+		}
+		validAttr(ps, path+".name_attribute", rg.NameAttribute)
+		validAttr(ps, path+".members", rg.Members)
+	}
+	if p := l.ProductionAccounts; p != nil {
+		const path = "ldap.production_accounts"
+		p.Search.validate(ps, path)
+		pa := p.Attributes
+		for _, a := range []struct{ key, val string }{
+			{"name", pa.Name}, {"uid_number", pa.UIDNumber}, {"gid_number", pa.GIDNumber}, {"home", pa.Home},
+			{"shell", pa.Shell}, {"collaboration", pa.Collaboration}, {"managers", pa.Managers},
+		} {
+			validAttr(ps, path+".attributes."+a.key, a.val)
+		}
+	}
+}
+
+// validValueMap checks a map from model values to LDAP values.
+func validValueMap(ps *problems, path string, m map[string][]string, keys ...string) {
+	for k := range m {
+		if !slices.Contains(keys, k) {
+			ps.add(path, "unknown key %q (want %s)", k, strings.Join(keys, ", "))
+		}
+	}
+}
+
+func (r *Rules) validate(ps *problems) {
+	if r.ReviewGrace < 0 {
+		ps.add("rules.review_grace", "must not be negative")
+	}
+	if r.ReviewWarning < 0 {
+		ps.add("rules.review_warning", "must not be negative")
+	}
+	for _, list := range []struct {
+		path    string
+		domains []string
+	}{{"rules.member_domains", r.MemberDomains}, {"rules.accepted_domains", r.AcceptedDomains}} {
+		for i, d := range list.domains {
+			if d == "" || strings.ContainsAny(d, "@ /") || d != strings.ToLower(d) {
+				ps.add(fmt.Sprintf("%s[%d]", list.path, i), "%q is not a lower-case domain name", d)
+			}
+		}
+	}
+	if r.ProductionSeparator == "" || strings.ContainsAny(r.ProductionSeparator, ":,\n ") {
+		ps.add("rules.production_separator", "must be a non-empty string without ':', ',' or spaces")
+	}
+	if _, err := regexp.Compile(r.ProductionLabel); err != nil {
+		ps.add("rules.production_label", "not a regular expression: %v", err)
+	}
+	for kind, action := range r.Actions {
+		path := "rules.actions." + kind
+		if _, ok := directory.DefaultActions[kind]; !ok {
+			ps.add(path, "no configurable rule %q", kind)
+		}
+		switch action {
+		case directory.ActionExclude, directory.ActionHold, directory.ActionReport, directory.ActionOff:
+		default:
+			ps.add(path, "unknown action %q (want exclude, hold, report or off)", action)
+		}
 	}
 }
 

@@ -5,9 +5,32 @@ package directory
 
 import (
 	"fmt"
-	"slices"
 	"sort"
-	"strings"
+	"time"
+)
+
+// Account and collaboration statuses.
+const (
+	StatusPending   = "pending"
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+	StatusClosed    = "closed"  // collaborations only
+	StatusExpired   = "expired" // collaborations whose review is overdue
+)
+
+// Collaboration kinds.
+const (
+	KindAdministrative = "administrative"
+	KindScientific     = "scientific"
+)
+
+// Contact roles (the same names as in the configuration).
+const (
+	RoleCollaboration = "collaboration"
+	RoleComputing     = "computing"
+	RoleStorage       = "storage"
+	RoleReporting     = "reporting"
+	RoleValidator     = "validator"
 )
 
 // User is a person's account as the directory holds it.
@@ -20,6 +43,14 @@ type User struct {
 	Mail      string
 	Home      string
 	Shell     string
+	// Suspended is the directory's own decision; whether the account is
+	// otherwise active is for the rules.
+	Suspended   bool
+	Affiliation string
+	// ValidatedBy is the uid of the contact who validated an external user.
+	ValidatedBy string
+	// OptOuts are list names the user does not want to receive.
+	OptOuts []string
 }
 
 // Collaboration is an experiment, project or scientific group; it becomes a
@@ -30,6 +61,30 @@ type Collaboration struct {
 	GIDNumber uint32
 	// Members are uids, sorted and unique.
 	Members []string
+	Kind    string // administrative or scientific
+	// Status is the directory's: pending, active, suspended or closed.
+	Status string
+	// ReviewedUntil is the end of the current yearly review; zero when the
+	// site does not track reviews.
+	ReviewedUntil time.Time
+	// Contacts are uids by role, sorted.
+	Contacts  map[string][]string
+	Fairshare int
+	Lists     []string
+	Activity  string
+}
+
+// ProductionAccount is an account owned by a collaboration (robots,
+// transfers, services); it lives as long as its collaboration is active.
+type ProductionAccount struct {
+	DN            string
+	Name          string
+	UIDNumber     uint32
+	GIDNumber     uint32
+	Home          string
+	Shell         string
+	Collaboration string // owner's name; empty when not known
+	Managers      []string
 }
 
 // Problem is an entry the directory holds that collabsync cannot use as it
@@ -38,15 +93,19 @@ type Collaboration struct {
 type Problem struct {
 	DN     string `json:"dn"`
 	Reason string `json:"reason"`
+	// Reference marks a dangling reference (a member or contact that is not
+	// a known user): the value is skipped but the entry is used.
+	Reference bool `json:"reference,omitempty"`
 }
 
 func (p Problem) String() string { return fmt.Sprintf("%s: %s", p.DN, p.Reason) }
 
 // Snapshot is one consistent read of the directory.
 type Snapshot struct {
-	Users          []User
-	Collaborations []Collaboration
-	Problems       []Problem
+	Users              []User
+	Collaborations     []Collaboration
+	ProductionAccounts []ProductionAccount
+	Problems           []Problem
 }
 
 // Sort puts every list in a stable order so that plans and files do not
@@ -54,56 +113,11 @@ type Snapshot struct {
 func (s *Snapshot) Sort() {
 	sort.Slice(s.Users, func(i, j int) bool { return s.Users[i].UID < s.Users[j].UID })
 	sort.Slice(s.Collaborations, func(i, j int) bool { return s.Collaborations[i].Name < s.Collaborations[j].Name })
+	sort.Slice(s.ProductionAccounts, func(i, j int) bool { return s.ProductionAccounts[i].Name < s.ProductionAccounts[j].Name })
 	sort.Slice(s.Problems, func(i, j int) bool {
 		if s.Problems[i].DN != s.Problems[j].DN {
 			return s.Problems[i].DN < s.Problems[j].DN
 		}
 		return s.Problems[i].Reason < s.Problems[j].Reason
 	})
-}
-
-// Finish sorts the snapshot and leaves out every user that shares its uid
-// with another entry, and every collaboration that shares its name: which of
-// two conflicting entries is "right" is for an admin to decide, so neither
-// is provisioned and both are reported.
-func (s *Snapshot) Finish() {
-	s.Users = dropDuplicates(s, s.Users, func(u User) (string, string) { return u.UID, u.DN }, "uid")
-	s.Collaborations = dropDuplicates(s, s.Collaborations, func(c Collaboration) (string, string) { return c.Name, c.DN }, "collaboration name")
-	// A member whose user entry was just left out must not linger in groups.
-	users := make(map[string]bool, len(s.Users))
-	for _, u := range s.Users {
-		users[u.UID] = true
-	}
-	for i := range s.Collaborations {
-		c := &s.Collaborations[i]
-		c.Members = slices.DeleteFunc(c.Members, func(uid string) bool { return !users[uid] })
-	}
-	s.Sort()
-}
-
-func dropDuplicates[T any](s *Snapshot, items []T, key func(T) (name, dn string), what string) []T {
-	byName := make(map[string][]string, len(items))
-	for _, it := range items {
-		name, dn := key(it)
-		byName[name] = append(byName[name], dn)
-	}
-	kept := items[:0]
-	for _, it := range items {
-		name, dn := key(it)
-		dns := byName[name]
-		if len(dns) == 1 {
-			kept = append(kept, it)
-			continue
-		}
-		var others []string
-		for _, o := range dns {
-			if o != dn {
-				others = append(others, o)
-			}
-		}
-		sort.Strings(others)
-		s.Problems = append(s.Problems, Problem{DN: dn,
-			Reason: fmt.Sprintf("duplicate %s %q, also used by %s; neither is provisioned", what, name, strings.Join(others, "; "))})
-	}
-	return kept
 }

@@ -18,8 +18,9 @@ type Source interface {
 // Target is one downstream system.
 type Target interface {
 	Name() string
-	// Desired computes what the target should hold; it does no I/O.
-	Desired(snap *directory.Snapshot) ([]Record, error)
+	// Desired computes what the target should hold from the effective
+	// state (after the account rules); it does no I/O.
+	Desired(state *directory.State) ([]Record, error)
 	// Current reads what the target holds now.
 	Current(ctx context.Context) ([]Record, error)
 	// Apply carries out a plan that passed the guards.
@@ -34,9 +35,11 @@ type GuardedTarget struct {
 
 // Engine plans and applies every target against one source.
 type Engine struct {
-	Source  Source
-	Targets []GuardedTarget
-	Log     *slog.Logger
+	Source Source
+	// Evaluate applies the account rules to a snapshot.
+	Evaluate func(*directory.Snapshot) *directory.State
+	Targets  []GuardedTarget
+	Log      *slog.Logger
 }
 
 // Options changes one run.
@@ -53,30 +56,32 @@ type Result struct {
 	Duration time.Duration
 }
 
-// Run reads the source once, then plans (and unless DryRun, applies) every
-// target. Targets fail alone: one target's error does not stop the others.
-// The returned error is the source's, or all targets' errors joined.
-func (e *Engine) Run(ctx context.Context, opts Options) (*directory.Snapshot, []Result, error) {
+// Run reads the source once, applies the rules, then plans (and unless
+// DryRun, applies) every target. Targets fail alone: one target's error
+// does not stop the others. The returned error is the source's, or all
+// targets' errors joined.
+func (e *Engine) Run(ctx context.Context, opts Options) (*directory.State, []Result, error) {
 	snap, err := e.Source.Snapshot(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read directory: %w", err)
 	}
+	state := e.Evaluate(snap)
 	results := make([]Result, 0, len(e.Targets))
 	var errs []error
 	for _, t := range e.Targets {
 		start := time.Now()
-		r := e.runTarget(ctx, t, snap, opts)
+		r := e.runTarget(ctx, t, state, opts)
 		r.Duration = time.Since(start)
 		if r.Err != nil {
 			errs = append(errs, fmt.Errorf("target %s: %w", t.Name(), r.Err))
 		}
 		results = append(results, r)
 	}
-	return snap, results, errors.Join(errs...)
+	return state, results, errors.Join(errs...)
 }
 
-func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, snap *directory.Snapshot, opts Options) Result {
-	plan, err := MakePlan(ctx, t.Target, snap)
+func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *directory.State, opts Options) Result {
+	plan, err := MakePlan(ctx, t.Target, state)
 	if err != nil {
 		return Result{Err: err}
 	}
@@ -100,9 +105,9 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, snap *directory
 	return r
 }
 
-// MakePlan diffs a target's current records against the snapshot.
-func MakePlan(ctx context.Context, t Target, snap *directory.Snapshot) (*Plan, error) {
-	desired, err := t.Desired(snap)
+// MakePlan diffs a target's current records against the effective state.
+func MakePlan(ctx context.Context, t Target, state *directory.State) (*Plan, error) {
+	desired, err := t.Desired(state)
 	if err != nil {
 		return nil, fmt.Errorf("desired state: %w", err)
 	}

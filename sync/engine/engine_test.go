@@ -27,7 +27,7 @@ type fakeTarget struct {
 }
 
 func (f *fakeTarget) Name() string { return f.name }
-func (f *fakeTarget) Desired(s *directory.Snapshot) ([]Record, error) {
+func (f *fakeTarget) Desired(s *directory.State) ([]Record, error) {
 	var out []Record
 	for _, u := range s.Users {
 		out = append(out, Record{Kind: "user", Key: u.UID, Value: u.Name})
@@ -44,6 +44,15 @@ func (f *fakeTarget) Apply(_ context.Context, p *Plan) error {
 	return nil
 }
 
+// allActive stands in for the account rules: every user is active.
+func allActive(s *directory.Snapshot) *directory.State {
+	st := &directory.State{}
+	for _, u := range s.Users {
+		st.Users = append(st.Users, directory.UserState{User: u, Status: directory.StatusActive})
+	}
+	return st
+}
+
 func users(names ...string) *directory.Snapshot {
 	s := &directory.Snapshot{}
 	for _, n := range names {
@@ -53,7 +62,7 @@ func users(names ...string) *directory.Snapshot {
 }
 
 func newEngine(src Source, targets ...*fakeTarget) *Engine {
-	e := &Engine{Source: src, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	e := &Engine{Source: src, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Evaluate: allActive}
 	for _, t := range targets {
 		e.Targets = append(e.Targets, GuardedTarget{Target: t, Guard: Guard{MaxDeleteRatio: 0.5, MinDeletes: 1}})
 	}

@@ -35,17 +35,30 @@ type Target struct {
 // Name implements engine.Target.
 func (t *Target) Name() string { return "nss" }
 
-// Desired implements engine.Target: a passwd line per user and a group line
-// per collaboration.
-func (t *Target) Desired(snap *directory.Snapshot) ([]engine.Record, error) {
-	recs := make([]engine.Record, 0, len(snap.Users)+len(snap.Collaborations))
-	for _, u := range snap.Users {
-		line := fmt.Sprintf("%s:x:%d:%d:%s:%s:%s", u.UID, u.UIDNumber, u.GIDNumber, gecos(u.Name), u.Home, u.Shell)
-		recs = append(recs, engine.Record{Kind: KindPasswd, Key: u.UID, Value: line})
+// Desired implements engine.Target: a passwd line per active user and
+// active production account, a group line per provisioned collaboration
+// listing its active members.
+func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
+	recs := make([]engine.Record, 0, len(state.Users)+len(state.Collaborations))
+	passwd := func(name string, uid, gid uint32, gecosName, home, shell string) {
+		line := fmt.Sprintf("%s:x:%d:%d:%s:%s:%s", name, uid, gid, gecos(gecosName), home, shell)
+		recs = append(recs, engine.Record{Kind: KindPasswd, Key: name, Value: line})
 	}
-	for _, c := range snap.Collaborations {
-		line := fmt.Sprintf("%s:x:%d:%s", c.Name, c.GIDNumber, strings.Join(c.Members, ","))
-		recs = append(recs, engine.Record{Kind: KindGroup, Key: c.Name, Value: line})
+	for _, u := range state.Users {
+		if u.Status == directory.StatusActive {
+			passwd(u.UID, u.UIDNumber, u.GIDNumber, u.Name, u.Home, u.Shell)
+		}
+	}
+	for _, p := range state.ProductionAccounts {
+		if p.Active {
+			passwd(p.Name, p.UIDNumber, p.GIDNumber, "production account of "+p.Collaboration, p.Home, p.Shell)
+		}
+	}
+	for _, c := range state.Collaborations {
+		if c.Provisioned {
+			line := fmt.Sprintf("%s:x:%d:%s", c.Name, c.GIDNumber, strings.Join(c.ActiveMembers, ","))
+			recs = append(recs, engine.Record{Kind: KindGroup, Key: c.Name, Value: line})
+		}
 	}
 	return recs, nil
 }

@@ -15,20 +15,32 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-func testSnapshot() *directory.Snapshot {
-	return &directory.Snapshot{
-		Users: []directory.User{
-			{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice Martin", Home: "/home/alice", Shell: "/bin/bash"},
-			{UID: "bob", UIDNumber: 10002, GIDNumber: 20001, Name: "Bob: the\nBuilder", Home: "/home/bob", Shell: "/bin/zsh"},
+// testState has what nss provisions (active users, a production account,
+// provisioned collaborations with their active members) and what it must
+// leave out.
+func testState() *directory.State {
+	active := directory.StatusActive
+	return &directory.State{
+		Users: []directory.UserState{
+			{User: directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice Martin", Home: "/home/alice", Shell: "/bin/bash"}, Status: active},
+			{User: directory.User{UID: "bob", UIDNumber: 10002, GIDNumber: 20001, Name: "Bob: the\nBuilder", Home: "/home/bob", Shell: "/bin/zsh"}, Status: active},
+			{User: directory.User{UID: "carol", UIDNumber: 10003, GIDNumber: 20001, Home: "/home/carol", Shell: "/bin/sh"}, Status: directory.StatusPending},
+			{User: directory.User{UID: "dave", UIDNumber: 10004, GIDNumber: 20001, Home: "/home/dave", Shell: "/bin/sh"}, Status: directory.StatusSuspended},
 		},
-		Collaborations: []directory.Collaboration{
-			{Name: "empty", GIDNumber: 20003},
-			{Name: "proj1", GIDNumber: 20001, Members: []string{"alice", "bob"}},
+		Collaborations: []directory.CollaborationState{
+			{Collaboration: directory.Collaboration{Name: "empty", GIDNumber: 20003}, Status: active, Provisioned: true},
+			{Collaboration: directory.Collaboration{Name: "proj1", GIDNumber: 20001, Members: []string{"alice", "bob", "carol"}},
+				Status: active, Provisioned: true, ActiveMembers: []string{"alice", "bob"}},
+			{Collaboration: directory.Collaboration{Name: "old", GIDNumber: 20004, Members: []string{"alice"}}, Status: directory.StatusExpired},
+		},
+		ProductionAccounts: []directory.ProductionState{
+			{ProductionAccount: directory.ProductionAccount{Name: "proj1_robot", UIDNumber: 30001, GIDNumber: 20001, Home: "/home/proj1_robot", Shell: "/bin/bash", Collaboration: "proj1"}, Active: true},
+			{ProductionAccount: directory.ProductionAccount{Name: "old_robot", UIDNumber: 30002, GIDNumber: 20004, Home: "/home/old_robot", Shell: "/bin/bash", Collaboration: "old"}},
 		},
 	}
 }
 
-func apply(t *testing.T, tg *Target, snap *directory.Snapshot) *engine.Plan {
+func apply(t *testing.T, tg *Target, snap *directory.State) *engine.Plan {
 	t.Helper()
 	p, err := engine.MakePlan(context.Background(), tg, snap)
 	if err != nil {
@@ -42,7 +54,7 @@ func apply(t *testing.T, tg *Target, snap *directory.Snapshot) *engine.Plan {
 
 func TestGolden(t *testing.T) {
 	tg := &Target{Dir: t.TempDir()}
-	apply(t, tg, testSnapshot())
+	apply(t, tg, testState())
 	for _, f := range []string{"passwd", "group"} {
 		got, err := os.ReadFile(filepath.Join(tg.Dir, f))
 		if err != nil {
@@ -67,12 +79,12 @@ func TestGolden(t *testing.T) {
 
 func TestApplyIdempotent(t *testing.T) {
 	tg := &Target{Dir: t.TempDir()}
-	apply(t, tg, testSnapshot())
+	apply(t, tg, testState())
 	passwd := filepath.Join(tg.Dir, "passwd")
 	old := time.Now().Add(-time.Hour)
 	os.Chtimes(passwd, old, old)
 
-	p := apply(t, tg, testSnapshot())
+	p := apply(t, tg, testState())
 	if len(p.Changes) != 0 {
 		t.Errorf("second plan has changes: %+v", p.Changes)
 	}
@@ -80,8 +92,8 @@ func TestApplyIdempotent(t *testing.T) {
 		t.Errorf("unchanged file rewritten (mtime %v)", st.ModTime())
 	}
 	// A change to groups only leaves passwd alone.
-	snap := testSnapshot()
-	snap.Collaborations[1].Members = []string{"alice"}
+	snap := testState()
+	snap.Collaborations[1].ActiveMembers = []string{"alice"}
 	if p = apply(t, tg, snap); len(p.Changes) != 1 {
 		t.Errorf("changes = %+v", p.Changes)
 	}

@@ -1,0 +1,500 @@
+package directory
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Policy is the centre's configuration of the account rules.
+type Policy struct {
+	Now           time.Time
+	ReviewGrace   time.Duration
+	ReviewWarning time.Duration
+	// ReviewTracked says the site maps a reviewed-until date: then a
+	// collaboration without one is overdue.
+	ReviewTracked bool
+
+	MemberDomains      []string
+	MemberAffiliations []string
+	AcceptedDomains    []string
+
+	ProductionSeparator string
+	ProductionLabel     *regexp.Regexp
+
+	// Actions override DefaultActions per violation kind.
+	Actions map[string]string
+}
+
+func (p *Policy) action(kind string) string {
+	if a, ok := p.Actions[kind]; ok {
+		return a
+	}
+	return DefaultActions[kind]
+}
+
+// Previous holds the last provisioned status of each subject, keyed by
+// SubjectKey; the hold action keeps a subject no better than this.
+type Previous map[string]string
+
+// Subject kinds for SubjectKey.
+const (
+	SubjectUser          = "user"
+	SubjectCollaboration = "collaboration"
+	SubjectProduction    = "production"
+)
+
+// SubjectKey names a subject across runs: "user/alice".
+func SubjectKey(kind, name string) string { return kind + "/" + name }
+
+// UserState is a user with the status the rules give it.
+type UserState struct {
+	User
+	Status   string // active, pending or suspended
+	Internal bool   // member of a member institution
+	Held     bool   // kept no better than last provisioned, by a hold action
+}
+
+// CollaborationState is a collaboration with its effective status.
+type CollaborationState struct {
+	Collaboration
+	Status string // pending, active, suspended, closed or expired
+	// Provisioned: active and not left out or held back by a rule.
+	Provisioned bool
+	// ActiveMembers are the members whose account is active.
+	ActiveMembers []string
+}
+
+// ProductionState is a production account with its effective state.
+type ProductionState struct {
+	ProductionAccount
+	Active bool
+}
+
+// State is the effective state of the directory after the rules: what
+// every target provisions from.
+type State struct {
+	Users              []UserState
+	Collaborations     []CollaborationState
+	ProductionAccounts []ProductionState
+	Violations         []Violation
+
+	users  map[string]int
+	collab map[string]int
+}
+
+// User returns the user with that uid.
+func (s *State) User(uid string) (*UserState, bool) {
+	i, ok := s.users[uid]
+	if !ok {
+		return nil, false
+	}
+	return &s.Users[i], true
+}
+
+// Collaboration returns the collaboration with that name.
+func (s *State) Collaboration(name string) (*CollaborationState, bool) {
+	i, ok := s.collab[name]
+	if !ok {
+		return nil, false
+	}
+	return &s.Collaborations[i], true
+}
+
+// Statuses returns every subject's status for the history kept between
+// runs (the input of the hold action next time).
+func (s *State) Statuses() Previous {
+	out := make(Previous, len(s.Users)+len(s.Collaborations)+len(s.ProductionAccounts))
+	for _, u := range s.Users {
+		out[SubjectKey(SubjectUser, u.UID)] = u.Status
+	}
+	for _, c := range s.Collaborations {
+		st := StatusPending
+		if c.Provisioned {
+			st = StatusActive
+		}
+		out[SubjectKey(SubjectCollaboration, c.Name)] = st
+	}
+	for _, p := range s.ProductionAccounts {
+		st := StatusPending
+		if p.Active {
+			st = StatusActive
+		}
+		out[SubjectKey(SubjectProduction, p.Name)] = st
+	}
+	return out
+}
+
+// verdict gathers what rules said about one subject.
+type verdict struct {
+	exclude, hold bool
+}
+
+// evaluation is the work area of one Evaluate call.
+type evaluation struct {
+	p    *Policy
+	prev Previous
+	st   *State
+	// verdicts by SubjectKey
+	verdicts map[string]*verdict
+}
+
+func (e *evaluation) violate(kind, subjectKind, name, dn, reason string) {
+	action := e.p.action(kind)
+	if action == ActionOff {
+		return
+	}
+	e.st.Violations = append(e.st.Violations, Violation{Kind: kind, Severity: SeverityError, Subject: dn, Name: name, Reason: reason, Action: action})
+	key := SubjectKey(subjectKind, name)
+	v := e.verdicts[key]
+	if v == nil {
+		v = &verdict{}
+		e.verdicts[key] = v
+	}
+	switch action {
+	case ActionExclude:
+		v.exclude = true
+	case ActionHold:
+		v.hold = true
+	}
+}
+
+// decide applies the verdicts to what the other rules allow: excluded
+// subjects are never active; held ones are active only if they were last
+// time too (a hold keeps access, it never grants it).
+func (e *evaluation) decide(subjectKind, name string, allowed bool) (active, held bool) {
+	v := e.verdicts[SubjectKey(subjectKind, name)]
+	switch {
+	case v == nil:
+		return allowed, false
+	case v.exclude:
+		return false, false
+	case v.hold:
+		return allowed && e.prev[SubjectKey(subjectKind, name)] == StatusActive, true
+	}
+	return allowed, false
+}
+
+// Evaluate applies the account rules to a snapshot. It is pure: the same
+// snapshot, policy and history always give the same state.
+func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
+	e := &evaluation{p: &p, prev: prev, st: &State{}, verdicts: map[string]*verdict{}}
+	for _, pr := range snap.Problems {
+		v := Violation{Kind: KindMalformedEntry, Severity: SeverityError, Subject: pr.DN, Reason: pr.Reason, Action: ActionExclude}
+		if pr.Reference {
+			v.Kind, v.Severity, v.Action = KindUnknownReference, SeverityWarning, "skipped"
+		}
+		e.st.Violations = append(e.st.Violations, v)
+	}
+	e.checkUnique(snap)
+	e.collaborations(snap)
+	e.users(snap)
+	e.production(snap)
+	e.activeMembers()
+	sort.SliceStable(e.st.Violations, func(i, j int) bool {
+		a, b := e.st.Violations[i], e.st.Violations[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.Subject < b.Subject
+	})
+	return e.st
+}
+
+// checkUnique is rule 7: names are unique across users, collaborations and
+// production accounts; uid numbers across users and production accounts;
+// gid numbers across collaborations.
+func (e *evaluation) checkUnique(snap *Snapshot) {
+	type subject struct{ kind, name, dn string }
+	names := map[string][]subject{}
+	uids := map[uint32][]subject{}
+	gids := map[uint32][]subject{}
+	for _, u := range snap.Users {
+		s := subject{SubjectUser, u.UID, u.DN}
+		names[u.UID] = append(names[u.UID], s)
+		uids[u.UIDNumber] = append(uids[u.UIDNumber], s)
+	}
+	collabNames := make(map[string]bool, len(snap.Collaborations))
+	for _, c := range snap.Collaborations {
+		collabNames[c.Name] = true
+	}
+	for _, pa := range snap.ProductionAccounts {
+		s := subject{SubjectProduction, pa.Name, pa.DN}
+		// The syntax <collaboration>[_<label>] lets a collaboration's own
+		// production account bear its name: that is no clash.
+		own := collabNames[pa.Name] && (pa.Collaboration == "" || pa.Collaboration == pa.Name)
+		if !own {
+			names[pa.Name] = append(names[pa.Name], s)
+		}
+		uids[pa.UIDNumber] = append(uids[pa.UIDNumber], s)
+	}
+	for _, c := range snap.Collaborations {
+		s := subject{SubjectCollaboration, c.Name, c.DN}
+		names[c.Name] = append(names[c.Name], s)
+		gids[c.GIDNumber] = append(gids[c.GIDNumber], s)
+	}
+	report := func(kind, what string, group []subject) {
+		for _, s := range group {
+			var others []string
+			for _, o := range group {
+				if o.dn != s.dn {
+					others = append(others, o.dn)
+				}
+			}
+			sort.Strings(others)
+			e.violate(kind, s.kind, s.name, s.dn, fmt.Sprintf("%s is also used by %s", what, strings.Join(others, "; ")))
+		}
+	}
+	for name, group := range names {
+		if len(group) > 1 {
+			report(KindDuplicateName, fmt.Sprintf("name %q", name), group)
+		}
+	}
+	for n, group := range uids {
+		if len(group) > 1 {
+			report(KindDuplicateID, fmt.Sprintf("uidNumber %d", n), group)
+		}
+	}
+	for n, group := range gids {
+		if len(group) > 1 {
+			report(KindDuplicateID, fmt.Sprintf("gidNumber %d", n), group)
+		}
+	}
+}
+
+// collaborations applies rules 3 (yearly review) and 5 (contacts).
+func (e *evaluation) collaborations(snap *Snapshot) {
+	e.st.collab = make(map[string]int, len(snap.Collaborations))
+	for _, c := range snap.Collaborations {
+		cs := CollaborationState{Collaboration: c, Status: c.Status}
+		if cs.Status == "" {
+			cs.Status = StatusActive
+		}
+		cs.Contacts = EffectiveContacts(c.Contacts)
+		if cs.Status == StatusActive {
+			cs.Status = e.review(c)
+		}
+		if len(cs.Contacts[RoleCollaboration]) == 0 {
+			e.violate(KindNoCollabContact, SubjectCollaboration, c.Name, c.DN, "has no collaboration contact")
+		}
+		e.st.collab[c.Name] = len(e.st.Collaborations)
+		e.st.Collaborations = append(e.st.Collaborations, cs)
+	}
+	for i := range e.st.Collaborations {
+		c := &e.st.Collaborations[i]
+		c.Provisioned, _ = e.decide(SubjectCollaboration, c.Name, c.Status == StatusActive)
+	}
+}
+
+// EffectiveContacts is rule 5's second half: collaboration, computing and
+// storage contacts also hold the reporting role. The input is not changed.
+func EffectiveContacts(contacts map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(contacts)+1)
+	for role, uids := range contacts {
+		out[role] = uids
+	}
+	var reporting []string
+	for _, role := range []string{RoleReporting, RoleCollaboration, RoleComputing, RoleStorage} {
+		reporting = append(reporting, contacts[role]...)
+	}
+	sort.Strings(reporting)
+	if reporting = slices.Compact(reporting); len(reporting) > 0 {
+		out[RoleReporting] = reporting
+	}
+	return out
+}
+
+// review is rule 3: an active collaboration stays active while its review
+// is current, plus the grace period; warnings come before it falls due.
+func (e *evaluation) review(c Collaboration) string {
+	if c.ReviewedUntil.IsZero() {
+		if !e.p.ReviewTracked {
+			return StatusActive
+		}
+		e.st.Violations = append(e.st.Violations, Violation{Kind: KindReviewOverdue, Severity: SeverityError,
+			Subject: c.DN, Name: c.Name, Reason: "has no reviewed-until date; treated as overdue", Action: StatusExpired})
+		return StatusExpired
+	}
+	due := c.ReviewedUntil
+	day := due.Format(time.DateOnly)
+	switch now := e.p.Now; {
+	case now.After(due.Add(e.p.ReviewGrace)):
+		e.st.Violations = append(e.st.Violations, Violation{Kind: KindReviewOverdue, Severity: SeverityError,
+			Subject: c.DN, Name: c.Name, Reason: fmt.Sprintf("review was due on %s (grace period ended %s)", day, due.Add(e.p.ReviewGrace).Format(time.DateOnly)),
+			Action: StatusExpired})
+		return StatusExpired
+	case now.After(due):
+		e.st.Violations = append(e.st.Violations, Violation{Kind: KindReviewDueSoon, Severity: SeverityWarning,
+			Subject: c.DN, Name: c.Name, Reason: fmt.Sprintf("review was due on %s; expires after the grace period, on %s", day, due.Add(e.p.ReviewGrace).Format(time.DateOnly)),
+			Action: "warn"})
+	case now.After(due.Add(-e.p.ReviewWarning)):
+		e.st.Violations = append(e.st.Violations, Violation{Kind: KindReviewDueSoon, Severity: SeverityWarning,
+			Subject: c.DN, Name: c.Name, Reason: fmt.Sprintf("review falls due on %s", day), Action: "warn"})
+	}
+	return StatusActive
+}
+
+// users applies rules 1 (one administrative collaboration), 2 (active only
+// in an active collaboration) and 4 (institutional e-mail, validation of
+// external users).
+func (e *evaluation) users(snap *Snapshot) {
+	memberOf := make(map[string][]int, len(snap.Users))
+	for i, c := range e.st.Collaborations {
+		for _, uid := range c.Members {
+			memberOf[uid] = append(memberOf[uid], i)
+		}
+	}
+	e.st.users = make(map[string]int, len(snap.Users))
+	for _, u := range snap.Users {
+		us := UserState{User: u}
+		collabs := memberOf[u.UID]
+		var admin []string
+		inActive, validated := false, false
+		for _, i := range collabs {
+			c := &e.st.Collaborations[i]
+			if c.Kind == KindAdministrative && c.Status != StatusClosed {
+				admin = append(admin, c.Name)
+			}
+			if c.Provisioned {
+				inActive = true
+			}
+			if u.ValidatedBy != "" && slices.Contains(c.Contacts[RoleValidator], u.ValidatedBy) {
+				validated = true
+			}
+		}
+		if len(admin) > 1 {
+			e.violate(KindMultipleAdmin, SubjectUser, u.UID, u.DN,
+				fmt.Sprintf("is a member of %d administrative collaborations (%s); at most one is allowed", len(admin), strings.Join(admin, ", ")))
+		}
+		domain := mailDomain(u.Mail)
+		us.Internal = e.internal(domain, u.Affiliation)
+		if len(e.p.AcceptedDomains) > 0 && !us.Internal && !inDomains(domain, e.p.AcceptedDomains) && !inDomains(domain, e.p.MemberDomains) {
+			reason := fmt.Sprintf("e-mail domain %q is not an institutional domain", domain)
+			if u.Mail == "" {
+				reason = "has no e-mail address; only institutional addresses are accepted"
+			}
+			e.violate(KindMailDomain, SubjectUser, u.UID, u.DN, reason)
+		}
+		if !us.Internal && !validated {
+			reason := "is external and not validated by a validator contact of one of their collaborations"
+			if u.ValidatedBy != "" {
+				reason = fmt.Sprintf("is external; validated by %s, who is not a validator contact of any of their collaborations", u.ValidatedBy)
+			}
+			e.violate(KindUnvalidatedExternal, SubjectUser, u.UID, u.DN, reason)
+		}
+		active, held := e.decide(SubjectUser, u.UID, inActive)
+		us.Held = held
+		switch {
+		case u.Suspended:
+			us.Status = StatusSuspended
+		case active:
+			us.Status = StatusActive
+		default:
+			us.Status = StatusPending
+		}
+		e.st.users[u.UID] = len(e.st.Users)
+		e.st.Users = append(e.st.Users, us)
+	}
+}
+
+func (e *evaluation) internal(domain, affiliation string) bool {
+	if inDomains(domain, e.p.MemberDomains) {
+		return true
+	}
+	for _, a := range e.p.MemberAffiliations {
+		if affiliation != "" && strings.EqualFold(a, affiliation) {
+			return true
+		}
+	}
+	// A site that lists no member institutions treats everyone as internal.
+	return len(e.p.MemberDomains) == 0 && len(e.p.MemberAffiliations) == 0
+}
+
+func mailDomain(mail string) string {
+	_, domain, ok := strings.Cut(mail, "@")
+	if !ok {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSpace(domain))
+}
+
+// inDomains reports whether domain is one of domains or a subdomain of one.
+func inDomains(domain string, domains []string) bool {
+	if domain == "" {
+		return false
+	}
+	for _, d := range domains {
+		if domain == d || strings.HasSuffix(domain, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// production applies rule 6: the naming syntax, and the account's life
+// tied to its collaboration's.
+func (e *evaluation) production(snap *Snapshot) {
+	for _, pa := range snap.ProductionAccounts {
+		ps := ProductionState{ProductionAccount: pa}
+		owner := pa.Collaboration
+		if owner == "" {
+			owner = e.ownerByName(pa.Name)
+			ps.Collaboration = owner
+		}
+		c, known := e.st.Collaboration(owner)
+		switch {
+		case !known && owner == "":
+			e.violate(KindProductionOwner, SubjectProduction, pa.Name, pa.DN, "no collaboration owns it")
+		case !known:
+			e.violate(KindProductionOwner, SubjectProduction, pa.Name, pa.DN, fmt.Sprintf("its collaboration %q does not exist", owner))
+		default:
+			if reason := e.nameSyntax(pa.Name, owner); reason != "" {
+				e.violate(KindProductionName, SubjectProduction, pa.Name, pa.DN, reason)
+			}
+		}
+		ps.Active, _ = e.decide(SubjectProduction, pa.Name, known && c.Provisioned)
+		e.st.ProductionAccounts = append(e.st.ProductionAccounts, ps)
+	}
+}
+
+// ownerByName finds the collaboration whose name the account's name
+// starts with (the longest, so "cta_north" prefers "cta_n" over "cta").
+func (e *evaluation) ownerByName(name string) string {
+	best := ""
+	for _, c := range e.st.Collaborations {
+		if (name == c.Name || strings.HasPrefix(name, c.Name+e.p.ProductionSeparator)) && len(c.Name) > len(best) {
+			best = c.Name
+		}
+	}
+	return best
+}
+
+func (e *evaluation) nameSyntax(name, owner string) string {
+	want := fmt.Sprintf("%s or %s%s<label>", owner, owner, e.p.ProductionSeparator)
+	if name == owner {
+		return ""
+	}
+	label, ok := strings.CutPrefix(name, owner+e.p.ProductionSeparator)
+	if !ok {
+		return fmt.Sprintf("name %q does not follow the syntax %s", name, want)
+	}
+	if e.p.ProductionLabel != nil && !e.p.ProductionLabel.MatchString(label) {
+		return fmt.Sprintf("label %q of %q does not match %s", label, name, e.p.ProductionLabel)
+	}
+	return ""
+}
+
+// activeMembers fills each collaboration's members whose account is active.
+func (e *evaluation) activeMembers() {
+	for i := range e.st.Collaborations {
+		c := &e.st.Collaborations[i]
+		for _, uid := range c.Members {
+			if u, ok := e.st.User(uid); ok && u.Status == StatusActive {
+				c.ActiveMembers = append(c.ActiveMembers, uid)
+			}
+		}
+	}
+}

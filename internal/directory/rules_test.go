@@ -1,0 +1,372 @@
+package directory
+
+import (
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var now = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+func basePolicy() Policy {
+	return Policy{
+		Now: now, ReviewGrace: 30 * 24 * time.Hour, ReviewWarning: 30 * 24 * time.Hour,
+		ProductionSeparator: "_", ProductionLabel: regexp.MustCompile(`^[a-z0-9]{1,16}$`),
+	}
+}
+
+// fixture builds snapshots tersely: every user gets a mail in the member
+// domain unless a test says otherwise; every collaboration is an active
+// scientific one with alice as its collaboration contact.
+type fixture struct{ snap Snapshot }
+
+func (f *fixture) user(uid string, edit ...func(*User)) *fixture {
+	u := User{DN: "uid=" + uid + ",ou=people", UID: uid, UIDNumber: uint32(10000 + len(f.snap.Users)), GIDNumber: 100, Mail: uid + "@lab.example.org"}
+	for _, e := range edit {
+		e(&u)
+	}
+	f.snap.Users = append(f.snap.Users, u)
+	return f
+}
+
+func (f *fixture) collab(name string, members []string, edit ...func(*Collaboration)) *fixture {
+	c := Collaboration{DN: "cn=" + name + ",ou=groups", Name: name, GIDNumber: uint32(20000 + len(f.snap.Collaborations)),
+		Members: members, Kind: KindScientific, Status: StatusActive,
+		Contacts: map[string][]string{RoleCollaboration: {"alice"}}}
+	for _, e := range edit {
+		e(&c)
+	}
+	f.snap.Collaborations = append(f.snap.Collaborations, c)
+	return f
+}
+
+func (f *fixture) production(name, owner string) *fixture {
+	f.snap.ProductionAccounts = append(f.snap.ProductionAccounts, ProductionAccount{
+		DN: "uid=" + name + ",ou=production", Name: name, UIDNumber: uint32(30000 + len(f.snap.ProductionAccounts)), GIDNumber: 100, Collaboration: owner})
+	return f
+}
+
+func newFixture() *fixture { return &fixture{} }
+
+func admin(c *Collaboration)     { c.Kind = KindAdministrative }
+func noContact(c *Collaboration) { c.Contacts = nil }
+
+func status(t *testing.T, st *State, uid string) string {
+	t.Helper()
+	u, ok := st.User(uid)
+	if !ok {
+		t.Fatalf("no user %s", uid)
+	}
+	return u.Status
+}
+
+func kinds(st *State) string {
+	var out []string
+	for _, v := range st.Violations {
+		out = append(out, v.Kind+":"+v.Name)
+	}
+	return strings.Join(out, " ")
+}
+
+func withActions(p Policy, kind, action string) Policy {
+	p.Actions = map[string]string{kind: action}
+	return p
+}
+
+// Rule 1: at most one administrative collaboration per user.
+func TestRule1OneAdministrativeCollaboration(t *testing.T) {
+	snap := newFixture().user("alice").user("bob").
+		collab("lab1", []string{"alice", "bob"}, admin).
+		collab("lab2", []string{"bob"}, admin).
+		collab("lab3", []string{"alice"}, admin, func(c *Collaboration) { c.Status = StatusClosed }).snap
+	tests := []struct {
+		name       string
+		action     string
+		prev       Previous
+		wantBob    string
+		wantHeld   bool
+		violations string
+	}{
+		{"hold keeps a provisioned user active", ActionHold, Previous{"user/bob": StatusActive}, StatusActive, true, "multiple_administrative:bob"},
+		{"hold never grants access", ActionHold, nil, StatusPending, true, "multiple_administrative:bob"},
+		{"exclude leaves the user out", ActionExclude, Previous{"user/bob": StatusActive}, StatusPending, false, "multiple_administrative:bob"},
+		{"report only lists it", ActionReport, nil, StatusActive, false, "multiple_administrative:bob"},
+		{"off does not check", ActionOff, nil, StatusActive, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := Evaluate(&snap, withActions(basePolicy(), KindMultipleAdmin, tt.action), tt.prev)
+			bob, _ := st.User("bob")
+			if bob.Status != tt.wantBob || bob.Held != tt.wantHeld {
+				t.Errorf("bob: %s held=%v, want %s held=%v", bob.Status, bob.Held, tt.wantBob, tt.wantHeld)
+			}
+			// alice is in one open and one closed administrative collaboration: fine.
+			if status(t, st, "alice") != StatusActive {
+				t.Errorf("alice: %s", status(t, st, "alice"))
+			}
+			if got := kinds(st); got != tt.violations {
+				t.Errorf("violations %q, want %q", got, tt.violations)
+			}
+		})
+	}
+	st := Evaluate(&snap, basePolicy(), nil)
+	if v := st.Violations[0]; !strings.Contains(v.Reason, "2 administrative collaborations (lab1, lab2)") || v.Subject != "uid=bob,ou=people" {
+		t.Errorf("violation = %+v", v)
+	}
+}
+
+// Rule 2: active only while a member of at least one active collaboration;
+// suspended is suspended.
+func TestRule2ActiveOnlyInActiveCollaboration(t *testing.T) {
+	snap := newFixture().user("alice").user("pat").user("nora").user("sam", func(u *User) { u.Suspended = true }).user("eve").
+		collab("active1", []string{"alice", "sam"}).
+		collab("pending1", []string{"pat", "eve"}, func(c *Collaboration) { c.Status = StatusPending }).
+		collab("suspended1", []string{"eve"}, func(c *Collaboration) { c.Status = StatusSuspended }).
+		collab("expired1", []string{"eve"}, func(c *Collaboration) { c.ReviewedUntil = now.AddDate(-1, 0, 0) }).snap
+	st := Evaluate(&snap, basePolicy(), nil)
+	for uid, want := range map[string]string{"alice": StatusActive, "pat": StatusPending, "nora": StatusPending, "sam": StatusSuspended, "eve": StatusPending} {
+		if got := status(t, st, uid); got != want {
+			t.Errorf("%s: %s, want %s", uid, got, want)
+		}
+	}
+	c, _ := st.Collaboration("active1")
+	if !reflect.DeepEqual(c.ActiveMembers, []string{"alice"}) {
+		t.Errorf("active1 active members = %v (suspended sam must not be one)", c.ActiveMembers)
+	}
+}
+
+// Rule 3: a collaboration is active while its review is current, plus the
+// grace period; warnings come before.
+func TestRule3YearlyReview(t *testing.T) {
+	day := 24 * time.Hour
+	tests := []struct {
+		name      string
+		until     time.Time
+		tracked   bool
+		want      string
+		violation string
+	}{
+		{"far in the future", now.Add(200 * day), true, StatusActive, ""},
+		{"due within the warning period", now.Add(10 * day), true, StatusActive, "review_due_soon"},
+		{"overdue but within grace", now.Add(-10 * day), true, StatusActive, "review_due_soon"},
+		{"overdue past grace", now.Add(-31 * day), true, StatusExpired, "review_overdue"},
+		{"no date while reviews are tracked", time.Time{}, true, StatusExpired, "review_overdue"},
+		{"no date, reviews not tracked", time.Time{}, false, StatusActive, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			snap := newFixture().user("alice").collab("p", []string{"alice"}, func(c *Collaboration) { c.ReviewedUntil = tt.until }).snap
+			p := basePolicy()
+			p.ReviewTracked = tt.tracked
+			st := Evaluate(&snap, p, nil)
+			c, _ := st.Collaboration("p")
+			if c.Status != tt.want || c.Provisioned != (tt.want == StatusActive) {
+				t.Errorf("status %s provisioned %v, want %s", c.Status, c.Provisioned, tt.want)
+			}
+			var got string
+			for _, v := range st.Violations {
+				got = v.Kind
+				if v.Kind == KindReviewDueSoon && v.Severity != SeverityWarning {
+					t.Errorf("due-soon is not a warning: %+v", v)
+				}
+			}
+			if got != tt.violation {
+				t.Errorf("violation %q, want %q", got, tt.violation)
+			}
+			// The member follows: an expired collaboration's only member is pending.
+			if want := map[bool]string{true: StatusActive, false: StatusPending}[tt.want == StatusActive]; status(t, st, "alice") != want {
+				t.Errorf("alice %s, want %s", status(t, st, "alice"), want)
+			}
+		})
+	}
+}
+
+// Rule 4: external users need validation by a validator contact; e-mail
+// domains outside the institutional list are rejected.
+func TestRule4ExternalUsers(t *testing.T) {
+	ext := func(mail string) func(*User) { return func(u *User) { u.Mail = mail } }
+	validated := func(by string) func(*User) { return func(u *User) { u.ValidatedBy = by } }
+	snap := newFixture().
+		user("alice").
+		user("ivan", ext("ivan@cern.example.ch"), validated("alice")).
+		user("oscar", ext("oscar@uni.example.es")).
+		user("olga", ext("olga@uni.example.es"), validated("bob")).
+		user("bob").
+		user("mal", ext("mal@gmail.example.com"), validated("alice")).
+		user("sub", ext("sub@physics.cern.example.ch"), validated("alice")).
+		user("aff", ext("aff@uni.example.es"), func(u *User) { u.Affiliation = "LAB" }).
+		user("nomail", ext("")).
+		collab("p", []string{"alice", "ivan", "oscar", "olga", "bob", "mal", "sub", "aff", "nomail"}, func(c *Collaboration) {
+			c.Contacts = map[string][]string{RoleCollaboration: {"alice", "bob"}, RoleValidator: {"alice"}}
+		}).snap
+	p := basePolicy()
+	p.MemberDomains = []string{"lab.example.org"}
+	p.MemberAffiliations = []string{"lab"}
+	p.AcceptedDomains = []string{"cern.example.ch", "uni.example.es"}
+	st := Evaluate(&snap, p, nil)
+	want := map[string]string{
+		"alice": StatusActive, "bob": StatusActive, // internal
+		"ivan":   StatusActive,  // external, validated by a validator
+		"sub":    StatusActive,  // subdomain of an accepted domain
+		"aff":    StatusActive,  // internal by affiliation
+		"oscar":  StatusPending, // external, not validated
+		"olga":   StatusPending, // validated by someone who is not a validator
+		"mal":    StatusPending, // non-institutional domain
+		"nomail": StatusPending,
+	}
+	for uid, w := range want {
+		if got := status(t, st, uid); got != w {
+			t.Errorf("%s: %s, want %s", uid, got, w)
+		}
+	}
+	wantViolations := "mail_domain:mal mail_domain:nomail unvalidated_external:nomail unvalidated_external:olga unvalidated_external:oscar"
+	if got := kinds(st); got != wantViolations {
+		t.Errorf("violations:\n %s\nwant\n %s", got, wantViolations)
+	}
+	for _, v := range st.Violations {
+		if v.Name == "mal" && !strings.Contains(v.Reason, `e-mail domain "gmail.example.com" is not an institutional domain`) {
+			t.Errorf("reason = %q", v.Reason)
+		}
+		if v.Name == "olga" && !strings.Contains(v.Reason, "validated by bob, who is not a validator contact") {
+			t.Errorf("reason = %q", v.Reason)
+		}
+	}
+	// A site without member institutions treats everyone as internal.
+	if st := Evaluate(&snap, basePolicy(), nil); status(t, st, "oscar") != StatusActive || kinds(st) != "" {
+		t.Errorf("no institution lists: oscar %s, violations %q", status(t, st, "oscar"), kinds(st))
+	}
+}
+
+// Rule 5: every collaboration has a collaboration contact; computing,
+// storage and collaboration contacts also hold the reporting role.
+func TestRule5Contacts(t *testing.T) {
+	snap := newFixture().user("alice").user("bob").user("carol").user("dave").
+		collab("p", []string{"alice"}, func(c *Collaboration) {
+			c.Contacts = map[string][]string{RoleCollaboration: {"alice"}, RoleComputing: {"bob"}, RoleStorage: {"carol", "bob"}, RoleReporting: {"dave"}}
+		}).
+		collab("orphan", []string{"bob"}, noContact).snap
+	st := Evaluate(&snap, basePolicy(), nil)
+	p, _ := st.Collaboration("p")
+	if got := p.Contacts[RoleReporting]; !reflect.DeepEqual(got, []string{"alice", "bob", "carol", "dave"}) {
+		t.Errorf("reporting = %v", got)
+	}
+	if snap.Collaborations[0].Contacts[RoleReporting][0] != "dave" || len(snap.Collaborations[0].Contacts[RoleReporting]) != 1 {
+		t.Errorf("the snapshot was modified: %v", snap.Collaborations[0].Contacts)
+	}
+	if got := kinds(st); got != "no_collaboration_contact:orphan" {
+		t.Errorf("violations %q", got)
+	}
+	o, _ := st.Collaboration("orphan")
+	if !o.Provisioned {
+		t.Error("report action left the collaboration out")
+	}
+	st = Evaluate(&snap, withActions(basePolicy(), KindNoCollabContact, ActionExclude), nil)
+	if o, _ := st.Collaboration("orphan"); o.Provisioned || status(t, st, "bob") != StatusPending {
+		t.Errorf("exclude: orphan provisioned %v, bob %s", o.Provisioned, status(t, st, "bob"))
+	}
+}
+
+// Rule 6: production accounts follow the naming syntax and their
+// collaboration's state.
+func TestRule6ProductionAccounts(t *testing.T) {
+	snap := newFixture().user("alice").
+		collab("atlas", []string{"alice"}).
+		collab("old", []string{"alice"}, func(c *Collaboration) { c.Status = StatusClosed }).
+		production("atlas", "atlas").
+		production("atlas_transfer", "").       // owner from the name
+		production("atlas_Bad-Label", "atlas"). // label syntax
+		production("robot", "atlas").           // prefix syntax
+		production("old_sync", "old").          // follows its closed collaboration
+		production("ghost_x", "ghost").         // unknown owner
+		production("nobody", "").snap
+	st := Evaluate(&snap, basePolicy(), nil)
+	want := map[string]bool{"atlas": true, "atlas_transfer": true, "atlas_Bad-Label": false, "robot": false, "old_sync": false, "ghost_x": false, "nobody": false}
+	for _, p := range st.ProductionAccounts {
+		if p.Active != want[p.Name] {
+			t.Errorf("%s active=%v, want %v", p.Name, p.Active, want[p.Name])
+		}
+		if p.Name == "atlas_transfer" && p.Collaboration != "atlas" {
+			t.Errorf("owner from name = %q", p.Collaboration)
+		}
+	}
+	// "atlas" is the collaboration's own account: sharing the group's name is the syntax, not a clash.
+	wantV := "production_name:atlas_Bad-Label production_name:robot production_owner:ghost_x production_owner:nobody"
+	if got := kinds(st); got != wantV {
+		t.Errorf("violations:\n %s\nwant\n %s", got, wantV)
+	}
+}
+
+// Rule 7: uid/gid numbers and names unique across users, collaborations
+// and production accounts.
+func TestRule7Unique(t *testing.T) {
+	snap := newFixture().
+		user("alice").
+		user("bob", func(u *User) { u.UIDNumber = 10000 }). // alice's uidNumber
+		user("carol").
+		user("carol", func(u *User) { u.DN = "cn=Carol Two,ou=people" }).
+		user("dave").
+		collab("p", []string{"alice", "bob", "carol", "dave"}).
+		collab("q", []string{"dave"}, func(c *Collaboration) { c.GIDNumber = 20000 }). // p's gidNumber
+		collab("dave", nil).                                                           // a user's name
+		production("p_robot", "p").
+		production("p_copy", "p").snap
+	snap.ProductionAccounts[1].UIDNumber = snap.ProductionAccounts[0].UIDNumber
+	st := Evaluate(&snap, basePolicy(), nil)
+	for uid, want := range map[string]string{"alice": StatusPending, "bob": StatusPending, "carol": StatusPending, "dave": StatusPending} {
+		if got := status(t, st, uid); got != want {
+			t.Errorf("%s: %s, want %s", uid, got, want)
+		}
+	}
+	// Ordered by kind, then subject DN.
+	wantV := "duplicate_id:p duplicate_id:q duplicate_id:alice duplicate_id:bob duplicate_id:p_copy duplicate_id:p_robot " +
+		"duplicate_name:carol duplicate_name:dave duplicate_name:carol duplicate_name:dave"
+	if got := kinds(st); got != wantV {
+		t.Errorf("violations:\n %s\nwant\n %s", got, wantV)
+	}
+	for _, c := range st.Collaborations {
+		if c.Provisioned {
+			t.Errorf("%s provisioned despite a clash", c.Name)
+		}
+	}
+	for _, v := range st.Violations {
+		if v.Name == "bob" && v.Reason != "uidNumber 10000 is also used by uid=alice,ou=people" {
+			t.Errorf("reason = %q", v.Reason)
+		}
+	}
+	// With report, the clash is listed but nobody is left out.
+	p := basePolicy()
+	p.Actions = map[string]string{KindDuplicateID: ActionReport, KindDuplicateName: ActionReport}
+	if st := Evaluate(&snap, p, nil); status(t, st, "alice") != StatusActive {
+		t.Errorf("report: alice %s", status(t, st, "alice"))
+	}
+}
+
+func TestMalformedEntriesAreViolations(t *testing.T) {
+	snap := Snapshot{Problems: []Problem{{DN: "uid=x,ou=people", Reason: `uidNumber "abc" is not a number`}}}
+	st := Evaluate(&snap, basePolicy(), nil)
+	if len(st.Violations) != 1 || st.Violations[0].Kind != KindMalformedEntry || st.Violations[0].Subject != "uid=x,ou=people" {
+		t.Errorf("violations = %+v", st.Violations)
+	}
+}
+
+func TestEvaluateIsDeterministic(t *testing.T) {
+	snap := newFixture().user("a").user("b", func(u *User) { u.UIDNumber = 10000 }).user("c", func(u *User) { u.UIDNumber = 10000 }).
+		collab("x", []string{"a", "b", "c"}).collab("y", nil, func(c *Collaboration) { c.GIDNumber = 20000 }).snap
+	first := Evaluate(&snap, basePolicy(), nil)
+	for i := 0; i < 20; i++ {
+		if again := Evaluate(&snap, basePolicy(), nil); !reflect.DeepEqual(first.Violations, again.Violations) {
+			t.Fatalf("run %d differs:\n%v\n%v", i, first.Violations, again.Violations)
+		}
+	}
+}
+
+func TestStatusesRoundTrip(t *testing.T) {
+	snap := newFixture().user("alice").user("bob").collab("p", []string{"alice"}).production("p_robot", "p").snap
+	got := Evaluate(&snap, basePolicy(), nil).Statuses()
+	want := Previous{"user/alice": StatusActive, "user/bob": StatusPending, "collaboration/p": StatusActive, "production/p_robot": StatusActive}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("statuses = %v", got)
+	}
+}

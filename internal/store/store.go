@@ -1,0 +1,88 @@
+// Package store is collabsync's SQLite state (modernc.org/sqlite, no cgo):
+// opening with the right pragmas, and schema migrations. Each feature keeps
+// its tables and queries in its own file here.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	_ "modernc.org/sqlite" // the "sqlite" driver
+)
+
+// Store is an open state database.
+type Store struct {
+	DB   *sql.DB
+	path string
+}
+
+// migrations are applied in order, each once; never edit one that shipped.
+var migrations = []string{
+	// 1: rule history
+	`CREATE TABLE subject_status (
+		subject    TEXT PRIMARY KEY,
+		status     TEXT NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE TABLE violation (
+		kind       TEXT NOT NULL,
+		subject    TEXT NOT NULL,
+		first_seen INTEGER NOT NULL, -- unix nanoseconds
+		last_seen  INTEGER NOT NULL,
+		PRIMARY KEY (kind, subject)
+	);`,
+}
+
+// Open opens (creating if needed) the database at path and migrates it.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	// WAL lets readers (status, reports) run beside the writer; a busy
+	// timeout waits for a concurrent CLI instead of failing at once.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{DB: db, path: path}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.DB.Close() }
+
+func (s *Store) migrate(ctx context.Context) error {
+	var version int
+	if err := s.DB.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this collabsync knows (%d)", version, len(migrations))
+	}
+	for v := version; v < len(migrations); v++ {
+		tx, err := s.DB.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", v+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
