@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -150,6 +151,38 @@ func FuzzMapUser(f *testing.F) {
 		}
 		if u.UIDNumber == 0 || u.GIDNumber == 0 {
 			t.Errorf("accepted id 0: %+v", u)
+		}
+	})
+}
+
+func TestParseDate(t *testing.T) {
+	for in, want := range map[string]string{
+		"20261231000000Z":     "2026-12-31T00:00:00Z",
+		"20261231120000+0100": "2026-12-31T11:00:00Z",
+		"2026-12-31":          "2026-12-31T23:59:59Z",
+		"20261231000000.5Z":   "2026-12-31T00:00:00.5Z",
+	} {
+		got, err := parseDate(in)
+		if err != nil || got.Format(time.RFC3339Nano) != want {
+			t.Errorf("%s: %v %v, want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "2026-13-01", "31/12/2026", "tomorrow"} {
+		if _, err := parseDate(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// FuzzParseDate: no review date string makes the parser panic, and an
+// accepted one is in UTC.
+func FuzzParseDate(f *testing.F) {
+	for _, s := range []string{"20261231000000Z", "2026-12-31", "20261231120000+0100", "2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if d, err := parseDate(s); err == nil && d.Location() != time.UTC {
+			t.Errorf("%q parsed to non-UTC %v", s, d)
 		}
 	})
 }

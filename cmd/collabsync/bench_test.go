@@ -17,6 +17,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/gendir"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
@@ -123,7 +124,12 @@ func BenchmarkFullRead100k(b *testing.B) {
 		return time.Since(start).Seconds()
 	}
 
-	var refT, rawT, srcT, planT, refRSS, planRSS []float64
+	// The rules over the same snapshot, with institution lists so the
+	// e-mail rules run for every user.
+	pol := policy(cfg, time.Now())
+	pol.MemberDomains, pol.AcceptedDomains = []string{"example.org"}, []string{"partner.example.net"}
+
+	var refT, rawT, srcT, rulesT, planT, refRSS, planRSS []float64
 	for i := 0; i < b.N; i++ {
 		for rep := 0; rep < 3; rep++ {
 			t1, r1 := timed(b, "ldapsearch", search(cfg.LDAP.Users.BaseDN, cfg.LDAP.Users.Filter, mapper.UserAttributes()...)...)
@@ -142,6 +148,12 @@ func BenchmarkFullRead100k(b *testing.B) {
 			if len(snap.Users) != users || len(snap.Collaborations) != collabs {
 				b.Fatalf("read %d users, %d collaborations", len(snap.Users), len(snap.Collaborations))
 			}
+			start = time.Now()
+			state := directory.Evaluate(snap, pol, nil)
+			rulesT = append(rulesT, time.Since(start).Seconds())
+			if len(state.Users) != users {
+				b.Fatalf("evaluated %d users", len(state.Users))
+			}
 
 			t3, r3 := timed(b, binary, "-config", cfgPath, "-log-level", "warn", "plan")
 			planT = append(planT, t3.Seconds())
@@ -154,6 +166,8 @@ func BenchmarkFullRead100k(b *testing.B) {
 	b.ReportMetric(median(rawT)/ref, "raw_receive/ldapsearch")
 	b.ReportMetric(median(srcT), "source_s")
 	b.ReportMetric(median(srcT)/ref, "source/ldapsearch")
+	b.ReportMetric(median(rulesT), "rules_s")
+	b.ReportMetric(median(rulesT)/median(srcT), "rules/source")
 	b.ReportMetric(median(planT), "plan_s")
 	b.ReportMetric(median(planT)/ref, "plan/ldapsearch")
 	b.ReportMetric(median(refRSS), "ldapsearch_maxrss_MiB")

@@ -66,7 +66,7 @@ func TestRulesDecideWhatGetentSees(t *testing.T) {
 	e.sync(t)
 	want := map[string]bool{
 		"alice": true, "ivan": true, "atlas_transfer": true, "atlas": true, // active; validated external; production accounts
-		"trent": false, // rule 2: in no collaboration
+		"trent": false,                       // rule 2: in no collaboration
 		"heidi": false, "km3net_sync": false, // rule 3: km3net expired
 		"oscar": false, "mallory": false, // rule 4
 		"judy":      false, // rule 1, held but never provisioned

@@ -140,6 +140,9 @@ type evaluation struct {
 	st   *State
 	// verdicts by SubjectKey
 	verdicts map[string]*verdict
+	// memberIdx holds each collaboration's members as user indexes,
+	// resolved once (map lookups dominate the cost of the rules).
+	memberIdx [][]int32
 }
 
 func (e *evaluation) violate(kind, subjectKind, name, dn, reason string) {
@@ -206,16 +209,18 @@ func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 
 // checkUnique is rule 7: names are unique across users, collaborations and
 // production accounts; uid numbers across users and production accounts;
-// gid numbers across collaborations.
+// gid numbers across collaborations. Clashes are rare, so the first pass
+// only remembers the first holder of each key and collects the rest.
 func (e *evaluation) checkUnique(snap *Snapshot) {
 	type subject struct{ kind, name, dn string }
-	names := map[string][]subject{}
-	uids := map[uint32][]subject{}
-	gids := map[uint32][]subject{}
+	n := len(snap.Users) + len(snap.ProductionAccounts) + len(snap.Collaborations)
+	names := newClashes[string, subject](n)
+	uids := newClashes[uint32, subject](len(snap.Users) + len(snap.ProductionAccounts))
+	gids := newClashes[uint32, subject](len(snap.Collaborations))
 	for _, u := range snap.Users {
 		s := subject{SubjectUser, u.UID, u.DN}
-		names[u.UID] = append(names[u.UID], s)
-		uids[u.UIDNumber] = append(uids[u.UIDNumber], s)
+		names.add(u.UID, s)
+		uids.add(u.UIDNumber, s)
 	}
 	collabNames := make(map[string]bool, len(snap.Collaborations))
 	for _, c := range snap.Collaborations {
@@ -227,14 +232,14 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		// production account bear its name: that is no clash.
 		own := collabNames[pa.Name] && (pa.Collaboration == "" || pa.Collaboration == pa.Name)
 		if !own {
-			names[pa.Name] = append(names[pa.Name], s)
+			names.add(pa.Name, s)
 		}
-		uids[pa.UIDNumber] = append(uids[pa.UIDNumber], s)
+		uids.add(pa.UIDNumber, s)
 	}
 	for _, c := range snap.Collaborations {
 		s := subject{SubjectCollaboration, c.Name, c.DN}
-		names[c.Name] = append(names[c.Name], s)
-		gids[c.GIDNumber] = append(gids[c.GIDNumber], s)
+		names.add(c.Name, s)
+		gids.add(c.GIDNumber, s)
 	}
 	report := func(kind, what string, group []subject) {
 		for _, s := range group {
@@ -248,20 +253,36 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 			e.violate(kind, s.kind, s.name, s.dn, fmt.Sprintf("%s is also used by %s", what, strings.Join(others, "; ")))
 		}
 	}
-	for name, group := range names {
-		if len(group) > 1 {
-			report(KindDuplicateName, fmt.Sprintf("name %q", name), group)
-		}
+	for name, group := range names.clashes {
+		report(KindDuplicateName, fmt.Sprintf("name %q", name), group)
 	}
-	for n, group := range uids {
-		if len(group) > 1 {
-			report(KindDuplicateID, fmt.Sprintf("uidNumber %d", n), group)
-		}
+	for n, group := range uids.clashes {
+		report(KindDuplicateID, fmt.Sprintf("uidNumber %d", n), group)
 	}
-	for n, group := range gids {
-		if len(group) > 1 {
-			report(KindDuplicateID, fmt.Sprintf("gidNumber %d", n), group)
-		}
+	for n, group := range gids.clashes {
+		report(KindDuplicateID, fmt.Sprintf("gidNumber %d", n), group)
+	}
+}
+
+// clashes finds keys held by more than one value.
+type clashes[K comparable, V any] struct {
+	first   map[K]V
+	clashes map[K][]V
+}
+
+func newClashes[K comparable, V any](n int) *clashes[K, V] {
+	return &clashes[K, V]{first: make(map[K]V, n), clashes: map[K][]V{}}
+}
+
+func (c *clashes[K, V]) add(k K, v V) {
+	first, seen := c.first[k]
+	switch {
+	case !seen:
+		c.first[k] = v
+	case len(c.clashes[k]) == 0:
+		c.clashes[k] = []V{first, v}
+	default:
+		c.clashes[k] = append(c.clashes[k], v)
 	}
 }
 
@@ -341,20 +362,19 @@ func (e *evaluation) review(c Collaboration) string {
 // in an active collaboration) and 4 (institutional e-mail, validation of
 // external users).
 func (e *evaluation) users(snap *Snapshot) {
-	memberOf := make(map[string][]int, len(snap.Users))
-	for i, c := range e.st.Collaborations {
-		for _, uid := range c.Members {
-			memberOf[uid] = append(memberOf[uid], i)
-		}
-	}
 	e.st.users = make(map[string]int, len(snap.Users))
-	for _, u := range snap.Users {
+	for i, u := range snap.Users {
+		e.st.users[u.UID] = i
+	}
+	memberOf := e.memberships(len(snap.Users))
+	e.st.Users = make([]UserState, 0, len(snap.Users))
+	for i, u := range snap.Users {
 		us := UserState{User: u}
-		collabs := memberOf[u.UID]
+		collabs := memberOf(i)
 		var admin []string
 		inActive, validated := false, false
-		for _, i := range collabs {
-			c := &e.st.Collaborations[i]
+		for _, ci := range collabs {
+			c := &e.st.Collaborations[ci]
 			if c.Kind == KindAdministrative && c.Status != StatusClosed {
 				admin = append(admin, c.Name)
 			}
@@ -395,9 +415,38 @@ func (e *evaluation) users(snap *Snapshot) {
 		default:
 			us.Status = StatusPending
 		}
-		e.st.users[u.UID] = len(e.st.Users)
 		e.st.Users = append(e.st.Users, us)
 	}
+}
+
+// memberships inverts the collaborations' member lists into, for each user
+// index, the indexes of its collaborations: one flat slice, no per-user
+// allocation.
+func (e *evaluation) memberships(users int) func(user int) []int32 {
+	count := make([]int32, users+1)
+	e.memberIdx = make([][]int32, len(e.st.Collaborations))
+	for ci, c := range e.st.Collaborations {
+		idx := make([]int32, 0, len(c.Members))
+		for _, uid := range c.Members {
+			if i, ok := e.st.users[uid]; ok {
+				idx = append(idx, int32(i))
+				count[i+1]++
+			}
+		}
+		e.memberIdx[ci] = idx
+	}
+	for i := 1; i <= users; i++ {
+		count[i] += count[i-1] // count[i] is now where user i's collaborations start
+	}
+	flat := make([]int32, count[users])
+	next := slices.Clone(count[:users])
+	for ci, idx := range e.memberIdx {
+		for _, i := range idx {
+			flat[next[i]] = int32(ci)
+			next[i]++
+		}
+	}
+	return func(user int) []int32 { return flat[count[user]:count[user+1]] }
 }
 
 func (e *evaluation) internal(domain, affiliation string) bool {
@@ -489,11 +538,11 @@ func (e *evaluation) nameSyntax(name, owner string) string {
 
 // activeMembers fills each collaboration's members whose account is active.
 func (e *evaluation) activeMembers() {
-	for i := range e.st.Collaborations {
-		c := &e.st.Collaborations[i]
-		for _, uid := range c.Members {
-			if u, ok := e.st.User(uid); ok && u.Status == StatusActive {
-				c.ActiveMembers = append(c.ActiveMembers, uid)
+	for ci := range e.st.Collaborations {
+		c := &e.st.Collaborations[ci]
+		for _, i := range e.memberIdx[ci] {
+			if u := &e.st.Users[i]; u.Status == StatusActive {
+				c.ActiveMembers = append(c.ActiveMembers, u.UID)
 			}
 		}
 	}
