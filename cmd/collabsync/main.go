@@ -42,6 +42,7 @@ var commands = map[string]command{
 	"contacts":     {"print a collaboration's contacts of one role (like laboinfo)", cmdContacts},
 	"violations":   {"list broken account rules; exit 1 when there are any", cmdViolations},
 	"plan":         {"print what a sync would change, per target; writes nothing", cmdPlan},
+	"serve":        {"run the daemon: change stream, schedules, metrics, health", cmdServe},
 	"sync":         {"read the directory and apply the plan to every target", cmdSync},
 	"version":      {"print the version", cmdVersion},
 }

@@ -21,6 +21,12 @@ func newDemoEnv(t *testing.T, extraConfig string) *syncEnv {
 	testharness.RequireRoot(t)
 	schema, _ := filepath.Abs("../../configs/ldap/collabsync.ldif")
 	s := slapd.StartT(t, slapd.Options{LDIF: []string{"../../configs/demo/directory.ldif"}, Schemas: []string{schema}})
+	return demoEnvOn(t, s, extraConfig)
+}
+
+// demoEnvOn is newDemoEnv on a server the test started itself.
+func demoEnvOn(t *testing.T, s *slapd.Server, extraConfig string) *syncEnv {
+	t.Helper()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "extrausers")
 	os.Mkdir(out, 0o755)

@@ -3,59 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"regexp"
-	"time"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
-	"github.com/collabsync/collabsync/internal/store"
-	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
-	"github.com/collabsync/collabsync/sync/nss"
 )
-
-// policy turns the configured rules into the directory's Policy.
-func policy(cfg *config.Config, now time.Time) directory.Policy {
-	r := cfg.Rules
-	return directory.Policy{
-		Now:                 now,
-		ReviewGrace:         time.Duration(r.ReviewGrace),
-		ReviewWarning:       time.Duration(r.ReviewWarning),
-		ReviewTracked:       cfg.LDAP.Collaborations.Attributes.ReviewedUntil != "",
-		MemberDomains:       r.MemberDomains,
-		MemberAffiliations:  r.MemberAffiliations,
-		AcceptedDomains:     r.AcceptedDomains,
-		ProductionSeparator: r.ProductionSeparator,
-		ProductionLabel:     regexp.MustCompile(r.ProductionLabel), // validated by config
-		Actions:             r.Actions,
-	}
-}
-
-func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
-	return store.Open(ctx, filepath.Join(cfg.StateDir, "collabsync.db"))
-}
-
-// newEngine wires the configured source, rules and targets.
-func newEngine(cfg *config.Config, a *app, prev directory.Previous) *engine.Engine {
-	pol := policy(cfg, time.Now())
-	e := &engine.Engine{
-		Source:   ldapx.NewSource(cfg.LDAP, a.log),
-		Evaluate: func(s *directory.Snapshot) *directory.State { return directory.Evaluate(s, pol, prev) },
-		Log:      a.log,
-	}
-	if n := cfg.Targets.NSS; n != nil {
-		e.Targets = append(e.Targets, engine.GuardedTarget{
-			Target: &nss.Target{Dir: n.Dir},
-			Guard:  guard(n.Guard),
-		})
-	}
-	return e
-}
-
-func guard(g config.Guard) engine.Guard {
-	return engine.Guard{MaxDeleteRatio: g.MaxDeleteRatio, MinDeletes: g.MinDeletes}
-}
 
 func cmdPlan(ctx context.Context, a *app, args []string) int {
 	fs := a.newFlagSet("plan", "[--format text|json]")
@@ -98,25 +49,9 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		return exitFailure
 	}
 	defer st.Close()
-	prev, err := st.Statuses(ctx)
-	if err != nil {
-		a.errorf(err)
-		return exitFailure
-	}
-	state, results, err := newEngine(cfg, a, prev).Run(ctx, opts)
+	state, results, err := newEngine(cfg, a.log, st).Run(ctx, opts)
 	if state != nil {
-		now := time.Now()
-		var serr error
-		if opts.DryRun {
-			serr = st.ViolationsSince(ctx, state.Violations, now)
-		} else {
-			serr = st.RecordViolations(ctx, state.Violations, now)
-			// History moves on only when every target took the state.
-			if serr == nil && err == nil {
-				serr = st.SaveStatuses(ctx, state.Statuses(), now)
-			}
-		}
-		if serr != nil {
+		if serr := recordHistory(ctx, st, state, err, opts.DryRun); serr != nil {
 			a.errorf(fmt.Errorf("state store: %w", serr))
 			return exitFailure
 		}

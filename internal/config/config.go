@@ -19,8 +19,33 @@ import (
 type Config struct {
 	LDAP     LDAP    `yaml:"ldap"`
 	Rules    Rules   `yaml:"rules"`
+	Serve    Serve   `yaml:"serve"`
 	StateDir string  `yaml:"state_dir"`
 	Targets  Targets `yaml:"targets"`
+}
+
+// Change stream modes.
+const (
+	ChangesAuto     = "auto"     // syncrepl, polling if the server has no syncprov
+	ChangesSyncrepl = "syncrepl" // syncrepl only
+	ChangesPoll     = "poll"     // polling only
+)
+
+// Serve configures the daemon.
+type Serve struct {
+	// Listen is the address of /metrics, /healthz, /readyz and /status.
+	Listen string `yaml:"listen"`
+	// Changes selects how directory changes are noticed.
+	Changes string `yaml:"changes"`
+	// Debounce gathers a burst of changes into one reconcile.
+	Debounce Duration `yaml:"debounce"`
+	// PollInterval is the reconcile interval when polling.
+	PollInterval Duration `yaml:"poll_interval"`
+	// FullReconcile is a cron schedule for a full reconcile that repairs drift.
+	FullReconcile string `yaml:"full_reconcile"`
+	// RetryMin and RetryMax bound the backoff of a failed target's retries.
+	RetryMin Duration `yaml:"retry_min"`
+	RetryMax Duration `yaml:"retry_max"`
 }
 
 // LDAP says how to reach the directory and how its entries map to the model.
@@ -367,6 +392,19 @@ func (c *Config) applyDefaults() {
 	}
 	defaultString(&r.ProductionSeparator, "_")
 	defaultString(&r.ProductionLabel, "^[a-z0-9]{1,16}$")
+
+	sv := &c.Serve
+	defaultString(&sv.Listen, "127.0.0.1:9465")
+	defaultString(&sv.Changes, ChangesAuto)
+	defaultString(&sv.FullReconcile, "0 3 * * *")
+	for _, d := range []struct {
+		v   *Duration
+		def time.Duration
+	}{{&sv.Debounce, 200 * time.Millisecond}, {&sv.PollInterval, 5 * time.Minute}, {&sv.RetryMin, 5 * time.Second}, {&sv.RetryMax, 15 * time.Minute}} {
+		if *d.v == 0 {
+			*d.v = Duration(d.def)
+		}
+	}
 
 	defaultString(&c.StateDir, "/var/lib/collabsync")
 	if n := c.Targets.NSS; n != nil {

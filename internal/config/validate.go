@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -10,8 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
+	"github.com/robfig/cron/v3"
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"gopkg.in/yaml.v3"
@@ -60,6 +63,7 @@ func (c *Config) Validate() []Problem {
 	var ps problems
 	c.LDAP.validate(&ps)
 	c.Rules.validate(&ps)
+	c.Serve.validate(&ps)
 	if !filepath.IsAbs(c.StateDir) {
 		ps.add("state_dir", "must be an absolute path, got %q", c.StateDir)
 	}
@@ -219,6 +223,29 @@ func validValueMap(ps *problems, path string, m map[string][]string, keys ...str
 		if !slices.Contains(keys, k) {
 			ps.add(path, "unknown key %q (want %s)", k, strings.Join(keys, ", "))
 		}
+	}
+}
+
+func (s *Serve) validate(ps *problems) {
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		ps.add("serve.listen", "not host:port: %v", err)
+	}
+	switch s.Changes {
+	case ChangesAuto, ChangesSyncrepl, ChangesPoll:
+	default:
+		ps.add("serve.changes", "unknown %q (want auto, syncrepl or poll)", s.Changes)
+	}
+	if _, err := cron.ParseStandard(s.FullReconcile); err != nil {
+		ps.add("serve.full_reconcile", "not a cron schedule: %v", err)
+	}
+	if s.Debounce < 0 || time.Duration(s.Debounce) > time.Minute {
+		ps.add("serve.debounce", "must be between 0 and 1m")
+	}
+	if time.Duration(s.PollInterval) < time.Second {
+		ps.add("serve.poll_interval", "must be at least 1s")
+	}
+	if s.RetryMin <= 0 || s.RetryMax < s.RetryMin {
+		ps.add("serve.retry_max", "retry_min must be positive and retry_max at least retry_min")
 	}
 }
 

@@ -34,6 +34,18 @@ var migrations = []string{
 		last_seen  INTEGER NOT NULL,
 		PRIMARY KEY (kind, subject)
 	);`,
+	// 2: the daemon's change stream and retry queue
+	`CREATE TABLE sync_cookie (
+		stream TEXT PRIMARY KEY,
+		cookie BLOB NOT NULL
+	);
+	CREATE TABLE outbox (
+		target       TEXT PRIMARY KEY,
+		changes      INTEGER NOT NULL, -- how many changes wait
+		attempts     INTEGER NOT NULL,
+		next_attempt INTEGER NOT NULL, -- unix nanoseconds
+		last_error   TEXT NOT NULL
+	);`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.

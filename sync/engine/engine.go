@@ -37,7 +37,7 @@ type GuardedTarget struct {
 type Engine struct {
 	Source Source
 	// Evaluate applies the account rules to a snapshot.
-	Evaluate func(*directory.Snapshot) *directory.State
+	Evaluate func(context.Context, *directory.Snapshot) (*directory.State, error)
 	Targets  []GuardedTarget
 	Log      *slog.Logger
 }
@@ -46,10 +46,13 @@ type Engine struct {
 type Options struct {
 	DryRun         bool // plan only
 	AllowDeletions bool // approve deletions beyond the guard ratio
+	// Skip names targets left out of this run (waiting for their retry).
+	Skip map[string]bool
 }
 
 // Result is one target's outcome.
 type Result struct {
+	Target   string
 	Plan     *Plan
 	Applied  bool
 	Err      error
@@ -65,12 +68,19 @@ func (e *Engine) Run(ctx context.Context, opts Options) (*directory.State, []Res
 	if err != nil {
 		return nil, nil, fmt.Errorf("read directory: %w", err)
 	}
-	state := e.Evaluate(snap)
+	state, err := e.Evaluate(ctx, snap)
+	if err != nil {
+		return nil, nil, fmt.Errorf("account rules: %w", err)
+	}
 	results := make([]Result, 0, len(e.Targets))
 	var errs []error
 	for _, t := range e.Targets {
+		if opts.Skip[t.Name()] {
+			continue
+		}
 		start := time.Now()
 		r := e.runTarget(ctx, t, state, opts)
+		r.Target = t.Name()
 		r.Duration = time.Since(start)
 		if r.Err != nil {
 			errs = append(errs, fmt.Errorf("target %s: %w", t.Name(), r.Err))

@@ -45,12 +45,12 @@ func (f *fakeTarget) Apply(_ context.Context, p *Plan) error {
 }
 
 // allActive stands in for the account rules: every user is active.
-func allActive(s *directory.Snapshot) *directory.State {
+func allActive(_ context.Context, s *directory.Snapshot) (*directory.State, error) {
 	st := &directory.State{}
 	for _, u := range s.Users {
 		st.Users = append(st.Users, directory.UserState{User: u, Status: directory.StatusActive})
 	}
-	return st
+	return st, nil
 }
 
 func users(names ...string) *directory.Snapshot {

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/sync/engine"
+)
+
+// metrics are the daemon's, on a private registry (never the global one).
+type metrics struct {
+	reg *prometheus.Registry
+
+	runs           *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	changes        *prometheus.CounterVec
+	lastSuccess    *prometheus.GaugeVec
+	directoryReads *prometheus.CounterVec
+	objects        *prometheus.GaugeVec
+	violations     *prometheus.GaugeVec
+	ldapConnected  prometheus.Gauge
+	changeMode     *prometheus.GaugeVec
+	syncEvents     *prometheus.CounterVec
+	queueChanges   *prometheus.GaugeVec
+	reloads        *prometheus.CounterVec
+}
+
+func newMetrics(version string) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_reconcile_runs_total", Help: "Reconcile runs per target and result (success, failure, refused).",
+		}, []string{"target", "result"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "collabsync_reconcile_duration_seconds", Help: "Time to plan and apply one target.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"target"}),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_changes_applied_total", Help: "Records changed downstream, per target and operation.",
+		}, []string{"target", "op"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_last_success_timestamp_seconds", Help: "When each target last reconciled successfully.",
+		}, []string{"target"}),
+		directoryReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_directory_reads_total", Help: "Full directory reads, by result.",
+		}, []string{"result"}),
+		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_directory_objects", Help: "Directory objects by kind and effective state, as of the last read.",
+		}, []string{"kind", "state"}),
+		violations: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_violations", Help: "Current rule violations by kind and severity.",
+		}, []string{"kind", "severity"}),
+		ldapConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "collabsync_ldap_connected", Help: "1 while the change stream is connected to the directory.",
+		}),
+		changeMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_change_stream_mode", Help: "How changes are noticed: 1 for the mode in use (syncrepl or poll).",
+		}, []string{"mode"}),
+		syncEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_syncrepl_events_total", Help: "Syncrepl messages per stream and type (add, modify, delete, present, info).",
+		}, []string{"stream", "type"}),
+		queueChanges: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_retry_queue_changes", Help: "Changes waiting in the retry queue, per target.",
+		}, []string{"target"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_config_reloads_total", Help: "Configuration reloads (SIGHUP) by result.",
+		}, []string{"result"}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
+	})
+	build.Set(1)
+	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
+		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeRun updates the metrics from one reconcile.
+func (m *metrics) observeRun(r engine.RunReport) {
+	if r.State == nil {
+		m.directoryReads.WithLabelValues("failure").Inc()
+		return
+	}
+	m.directoryReads.WithLabelValues("success").Inc()
+	for _, res := range r.Results {
+		result := "success"
+		switch {
+		case res.Plan != nil && res.Plan.Refused != "":
+			result = "refused"
+		case res.Err != nil:
+			result = "failure"
+		}
+		m.runs.WithLabelValues(res.Target, result).Inc()
+		m.duration.WithLabelValues(res.Target).Observe(res.Duration.Seconds())
+		if res.Applied {
+			add, mod, del := res.Plan.Counts()
+			m.changes.WithLabelValues(res.Target, string(engine.OpAdd)).Add(float64(add))
+			m.changes.WithLabelValues(res.Target, string(engine.OpModify)).Add(float64(mod))
+			m.changes.WithLabelValues(res.Target, string(engine.OpDelete)).Add(float64(del))
+		}
+		if result == "success" {
+			m.lastSuccess.WithLabelValues(res.Target).Set(float64(r.Started.Add(r.Duration).Unix()))
+		}
+	}
+	m.objects.Reset()
+	for _, u := range r.State.Users {
+		m.objects.WithLabelValues("user", u.Status).Inc()
+	}
+	for _, c := range r.State.Collaborations {
+		m.objects.WithLabelValues("collaboration", c.Status).Inc()
+	}
+	for _, p := range r.State.ProductionAccounts {
+		state := directory.StatusPending
+		if p.Active {
+			state = directory.StatusActive
+		}
+		m.objects.WithLabelValues("production_account", state).Inc()
+	}
+	m.violations.Reset()
+	for _, v := range r.State.Violations {
+		m.violations.WithLabelValues(v.Kind, v.Severity).Inc()
+	}
+}
+
+// Connected, SyncEvent and Live make metrics an ldapx.WatchEvents.
+func (m *metrics) Connected(up bool) {
+	if up {
+		m.ldapConnected.Set(1)
+	} else {
+		m.ldapConnected.Set(0)
+	}
+}
+
+func (m *metrics) SyncEvent(stream, kind string) { m.syncEvents.WithLabelValues(stream, kind).Inc() }
+
+func (m *metrics) Live(string, bool) {}
+
+func (m *metrics) setMode(mode string) {
+	for _, x := range []string{"syncrepl", "poll"} {
+		v := 0.0
+		if x == mode {
+			v = 1
+		}
+		m.changeMode.WithLabelValues(x).Set(v)
+	}
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/store"
+	"github.com/collabsync/collabsync/ldapx"
+	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/nss"
+)
+
+// policy turns the configured rules into the directory's Policy.
+func policy(cfg *config.Config, now time.Time) directory.Policy {
+	r := cfg.Rules
+	return directory.Policy{
+		Now:                 now,
+		ReviewGrace:         time.Duration(r.ReviewGrace),
+		ReviewWarning:       time.Duration(r.ReviewWarning),
+		ReviewTracked:       cfg.LDAP.Collaborations.Attributes.ReviewedUntil != "",
+		MemberDomains:       r.MemberDomains,
+		MemberAffiliations:  r.MemberAffiliations,
+		AcceptedDomains:     r.AcceptedDomains,
+		ProductionSeparator: r.ProductionSeparator,
+		ProductionLabel:     regexp.MustCompile(r.ProductionLabel), // validated by config
+		Actions:             r.Actions,
+	}
+}
+
+func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
+	return store.Open(ctx, filepath.Join(cfg.StateDir, "collabsync.db"))
+}
+
+// newEngine wires the configured source, rules (with the stored history)
+// and targets. It is shared by the one-shot commands and the daemon.
+func newEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.Engine {
+	e := &engine.Engine{
+		Source: ldapx.NewSource(cfg.LDAP, log),
+		Evaluate: func(ctx context.Context, s *directory.Snapshot) (*directory.State, error) {
+			prev, err := st.Statuses(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return directory.Evaluate(s, policy(cfg, time.Now()), prev), nil
+		},
+		Log: log,
+	}
+	if n := cfg.Targets.NSS; n != nil {
+		e.Targets = append(e.Targets, engine.GuardedTarget{Target: &nss.Target{Dir: n.Dir}, Guard: guard(n.Guard)})
+	}
+	return e
+}
+
+func guard(g config.Guard) engine.Guard {
+	return engine.Guard{MaxDeleteRatio: g.MaxDeleteRatio, MinDeletes: g.MinDeletes}
+}
+
+// recordHistory stores what a run decided: violations (with their
+// first-seen dates, filled into state) and, when every target took the
+// state, the statuses the hold action compares against next time. A dry
+// run only reads the dates.
+func recordHistory(ctx context.Context, st *store.Store, state *directory.State, runErr error, dryRun bool) error {
+	now := time.Now()
+	if dryRun {
+		return st.ViolationsSince(ctx, state.Violations, now)
+	}
+	if err := st.RecordViolations(ctx, state.Violations, now); err != nil {
+		return fmt.Errorf("record violations: %w", err)
+	}
+	if runErr != nil {
+		return nil
+	}
+	if err := st.SaveStatuses(ctx, state.Statuses(), now); err != nil {
+		return fmt.Errorf("save statuses: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/internal/testharness/slapd"
+)
+
+// daemonProc is `collabsync serve` running for a test.
+type daemonProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	base   string // http://127.0.0.1:port
+	mu     sync.Mutex
+	log    bytes.Buffer
+	exited chan error
+}
+
+func freeListen(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// serveConfig is the serve: section for tests: fast debounce and retries.
+func serveConfig(listen, extra string) string {
+	return fmt.Sprintf("serve:\n  listen: %q\n  debounce: 50ms\n  retry_min: 200ms\n  retry_max: 2s\n  poll_interval: 1s\n%s", listen, extra)
+}
+
+func startServe(t *testing.T, configPath string, env ...string) *daemonProc {
+	t.Helper()
+	cfg, err := os.ReadFile(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ""
+	for _, line := range strings.Split(string(cfg), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "listen: "); ok {
+			listen = strings.Trim(v, `"`)
+		}
+	}
+	d := &daemonProc{t: t, base: "http://" + listen, exited: make(chan error, 1)}
+	d.cmd = exec.Command(binary, "-config", configPath, "-log-format", "json", "serve")
+	d.cmd.Env = append(os.Environ(), env...)
+	stderr, _ := d.cmd.StderrPipe()
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.log.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+		}
+		d.exited <- d.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.logText())
+		}
+	})
+	return d
+}
+
+func (d *daemonProc) logText() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log.String()
+}
+
+// get fetches a path of the daemon's HTTP server.
+func (d *daemonProc) get(path string) (int, string) { return httpGet(d.base + path) }
+
+func httpGet(u string) (int, string) {
+	resp, err := http.Get(u)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// eventually polls cond until it holds or the limit passes.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemonProc) waitReady(t *testing.T) {
+	t.Helper()
+	eventually(t, 20*time.Second, "/readyz", func() bool { code, _ := d.get("/readyz"); return code == 200 })
+}
+
+func (d *daemonProc) status(t *testing.T) statusJSON {
+	t.Helper()
+	_, body := d.get("/status")
+	var s statusJSON
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("status %q: %v", body, err)
+	}
+	return s
+}
+
+// stop sends SIGTERM and checks a clean exit within 10 s.
+func (d *daemonProc) stop(t *testing.T) {
+	t.Helper()
+	start := time.Now()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.exited:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("took %v to stop", took)
+		}
+	case <-time.After(12 * time.Second):
+		t.Fatal("did not stop within 12 s of SIGTERM")
+	}
+}
+
+// metric returns the value of one sample line of /metrics ("" if absent).
+func (d *daemonProc) metric(name string) string {
+	_, body := d.get("/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func (e *syncEnv) inGroup(t *testing.T, group, uid string) bool {
+	out := e.getent(t, "getent group "+group+" || true")
+	_, members, _ := strings.Cut(strings.TrimSpace(out), ":x:")
+	_, list, _ := strings.Cut(members, ":")
+	for _, m := range strings.Split(list, ",") {
+		if m == uid {
+			return true
+		}
+	}
+	return false
+}
+
+func TestServeChangeStream(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	if e.inGroup(t, "lsst", "trent") {
+		t.Fatal("trent in lsst before the change")
+	}
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
+	eventually(t, 10*time.Second, "trent in getent group lsst", func() bool { return e.inGroup(t, "lsst", "trent") })
+	// And out again on removal.
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: trent\n")
+	eventually(t, 10*time.Second, "trent out of lsst", func() bool { return !e.inGroup(t, "lsst", "trent") })
+
+	st := d.status(t)
+	if st.ChangeStream.Mode != "syncrepl" || !st.ChangeStream.Connected || len(st.ChangeStream.Live) != 3 {
+		t.Errorf("change stream status = %+v", st.ChangeStream)
+	}
+	if st.Targets["nss"] == nil || st.Targets["nss"].Result != "success" || !st.Ready {
+		t.Errorf("status = %+v", st)
+	}
+	if v := d.metric(`collabsync_reconcile_runs_total{result="success",target="nss"}`); v == "" || v == "0" {
+		t.Errorf("runs metric = %q", v)
+	}
+	if v := d.metric(`collabsync_change_stream_mode{mode="syncrepl"}`); v != "1" {
+		t.Errorf("mode metric = %q", v)
+	}
+	if !strings.Contains(d.logText(), `"msg":"reconciled","target":"nss"`) {
+		t.Error("no JSON reconcile log line per target")
+	}
+	d.stop(t)
+}
+
+func TestServeNotify(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	d := startServe(t, e.config, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=300000")
+	seen := map[string]bool{}
+	deadline := time.After(15 * time.Second)
+	for !(seen["READY=1"] && seen["WATCHDOG=1"] && seen["STATUS"]) {
+		select {
+		case m := <-msgs:
+			if strings.HasPrefix(m, "STATUS=") {
+				seen["STATUS"] = true
+				if !strings.Contains(m, "nss success") && !strings.Contains(m, "directory") {
+					t.Errorf("status line %q says nothing useful", m)
+				}
+			}
+			seen[m] = true
+		case <-deadline:
+			t.Fatalf("sd_notify messages so far: %v", seen)
+		}
+	}
+	d.stop(t)
+	stopping := false
+	for len(msgs) > 0 {
+		if <-msgs == "STOPPING=1" {
+			stopping = true
+		}
+	}
+	if !stopping {
+		t.Error("no STOPPING=1")
+	}
+}
+
+func TestServeRestartResumesFromCookie(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	eventually(t, 5*time.Second, "streams live", func() bool { return len(d.status(t).ChangeStream.Live) == 3 })
+	if fresh := d.metric(`collabsync_syncrepl_events_total{stream="users",type="add"}`); fresh != "14" {
+		t.Errorf("first refresh delivered %q user entries, want all 14", fresh)
+	}
+	d.stop(t)
+
+	// A change while the daemon is down is caught up on restart, and the
+	// stream resumes from its cookie instead of a full refresh.
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
+	d = startServe(t, e.config)
+	d.waitReady(t)
+	eventually(t, 10*time.Second, "trent in lsst", func() bool { return e.inGroup(t, "lsst", "trent") })
+	eventually(t, 5*time.Second, "streams live", func() bool { return len(d.status(t).ChangeStream.Live) == 3 })
+	for stream, resumed := range d.status(t).ChangeStream.Live {
+		if !resumed {
+			t.Errorf("stream %s did not resume from its cookie", stream)
+		}
+	}
+	if n := d.metric(`collabsync_syncrepl_events_total{stream="users",type="add"}`); n != "" {
+		t.Errorf("resumed users stream re-sent %s entries", n)
+	}
+	d.stop(t)
+}
+
+func TestServeSlapdDiesAndReturns(t *testing.T) {
+	// A full reconcile every second, so runs happen while slapd is down.
+	e := newDemoEnv(t, serveConfig(freeListen(t), "  full_reconcile: \"@every 1s\"\n"))
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	before := statFiles(t, e.outDir)
+	e.server.Kill()
+	eventually(t, 10*time.Second, "failed directory reads", func() bool {
+		v := d.metric(`collabsync_directory_reads_total{result="failure"}`)
+		return v != "" && v != "0" && v != "1"
+	})
+	if after := statFiles(t, e.outDir); after != before {
+		t.Fatal("downstream changed while the directory was down")
+	}
+	if st := d.status(t); st.ChangeStream.Connected || st.Directory.LastError == "" {
+		t.Errorf("status while down = %+v", st)
+	}
+	if err := e.server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
+	eventually(t, 20*time.Second, "trent in lsst after slapd came back", func() bool { return e.inGroup(t, "lsst", "trent") })
+	eventually(t, 10*time.Second, "reconnected", func() bool { return d.status(t).ChangeStream.Connected })
+	d.stop(t)
+}
+
+func TestServeReload(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	good, _ := os.ReadFile(e.config)
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	os.WriteFile(e.config, []byte("ldap: [this is not\n"), 0o600)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "refused reload", func() bool {
+		return d.metric(`collabsync_config_reloads_total{result="failure"}`) == "1"
+	})
+	if !strings.Contains(d.logText(), "configuration reload refused") {
+		t.Error("refusal not logged")
+	}
+	// The old configuration keeps running.
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
+	eventually(t, 10*time.Second, "trent in lsst", func() bool { return e.inGroup(t, "lsst", "trent") })
+
+	// A valid new configuration is taken (and the service restarted with it).
+	os.WriteFile(e.config, append(good, []byte("  # reloaded\n")...), 0o600)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "accepted reload", func() bool {
+		return d.metric(`collabsync_config_reloads_total{result="success"}`) == "1"
+	})
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: trent\n")
+	eventually(t, 10*time.Second, "trent out of lsst", func() bool { return !e.inGroup(t, "lsst", "trent") })
+	d.stop(t)
+}
+
+func TestServePollsWithoutSyncprov(t *testing.T) {
+	testharness.Require(t, "unshare", "getent")
+	testharness.RequireRoot(t)
+	schema, _ := filepath.Abs("../../configs/ldap/collabsync.ldif")
+	s := slapd.StartT(t, slapd.Options{LDIF: []string{"../../configs/demo/directory.ldif"}, Schemas: []string{schema}, NoSyncprov: true})
+	e := demoEnvOn(t, s, serveConfig(freeListen(t), ""))
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	eventually(t, 10*time.Second, "poll mode", func() bool { return d.metric(`collabsync_change_stream_mode{mode="poll"}`) == "1" })
+	if !strings.Contains(d.logText(), "falling back to polling") {
+		t.Error("fallback not said in the log")
+	}
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
+	eventually(t, 10*time.Second, "trent in lsst by polling", func() bool { return e.inGroup(t, "lsst", "trent") })
+	d.stop(t)
+}
+

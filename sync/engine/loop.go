@@ -1,0 +1,175 @@
+package engine
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+// Queue is where targets whose apply failed wait for their retry; it
+// outlives the process (the store's outbox).
+type Queue interface {
+	// Waiting returns each queued target's next attempt.
+	Waiting(ctx context.Context) (map[string]time.Time, error)
+	// Fail queues a target again, with a longer backoff.
+	Fail(ctx context.Context, target string, changes int, cause error) error
+	// Succeed takes a target off the queue.
+	Succeed(ctx context.Context, target string) error
+}
+
+// Trigger asks the loop for a reconcile.
+type Trigger struct {
+	Reason string
+	// Full also retries targets still waiting out their backoff.
+	Full bool
+}
+
+// RunReport is what one reconcile did, for history, metrics and status.
+type RunReport struct {
+	Reason   string
+	Started  time.Time
+	Duration time.Duration
+	State    *directory.State // nil when the directory could not be read
+	Results  []Result
+	Err      error
+}
+
+// Loop runs the engine when asked: at start, on (debounced) triggers, and
+// when a failed target or an unreadable directory is due for a retry.
+type Loop struct {
+	Engine   *Engine
+	Queue    Queue
+	Debounce time.Duration
+	// SourceBackoff is the wait before re-reading a directory that failed
+	// attempts times in a row.
+	SourceBackoff func(attempts int) time.Duration
+	// After sees every run (it must not block for long).
+	After func(context.Context, RunReport)
+	// Heartbeat, if set, is called at least every second while the loop
+	// is idle and after every run: a stuck loop stops beating (the
+	// systemd watchdog listens).
+	Heartbeat func()
+	Log       *slog.Logger
+}
+
+// Run reconciles until stop ends; runs use ctx, so a run in progress when
+// stop ends may finish until ctx ends too. A cancelled run is safe:
+// targets write atomically, so an abandoned apply leaves the old state,
+// and the next run redoes it.
+func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
+	beat := func() {
+		if l.Heartbeat != nil {
+			l.Heartbeat()
+		}
+	}
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	var (
+		debounce       *time.Timer
+		debounceC      <-chan time.Time
+		pending        = Trigger{Reason: "start", Full: true}
+		retry          = time.NewTimer(0) // the first run, at once
+		sourceFailures int
+	)
+	defer retry.Stop()
+	for {
+		beat()
+		select {
+		case <-stop.Done():
+			return
+		case <-ticker.C:
+			continue
+		case t := <-triggers:
+			pending.Full = pending.Full || t.Full
+			if debounce == nil {
+				pending.Reason = t.Reason
+				debounce = time.NewTimer(l.Debounce)
+				debounceC = debounce.C
+			}
+			continue
+		case <-debounceC:
+			debounce, debounceC = nil, nil
+		case <-retry.C:
+			if pending.Reason == "" {
+				pending.Reason = "retry"
+			}
+			if debounce != nil { // this run covers the pending trigger too
+				debounce.Stop()
+				debounce, debounceC = nil, nil
+			}
+		}
+		next, ok := l.runOnce(ctx, pending, &sourceFailures)
+		pending = Trigger{}
+		beat()
+		if !retry.Stop() {
+			select {
+			case <-retry.C:
+			default:
+			}
+		}
+		if ok {
+			retry.Reset(time.Until(next))
+		}
+	}
+}
+
+// runOnce runs the engine and returns when the next retry is due (ok is
+// false when nothing waits).
+func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (next time.Time, ok bool) {
+	start := time.Now()
+	waiting, err := l.Queue.Waiting(ctx)
+	if err != nil {
+		l.Log.Error("read retry queue", "err", err)
+	}
+	skip := map[string]bool{}
+	for target, at := range waiting {
+		if !t.Full && at.After(start) {
+			skip[target] = true
+		}
+	}
+	state, results, err := l.Engine.Run(ctx, Options{Skip: skip})
+	report := RunReport{Reason: t.Reason, Started: start, Duration: time.Since(start), State: state, Results: results, Err: err}
+	if ctx.Err() != nil {
+		return time.Time{}, false
+	}
+	if state == nil {
+		*sourceFailures++
+		wait := l.SourceBackoff(*sourceFailures)
+		l.Log.Error("reconcile failed: directory unreadable; downstream keeps its last state", "err", err, "retry_in", wait)
+		l.After(ctx, report)
+		return start.Add(wait), true
+	}
+	*sourceFailures = 0
+	for _, r := range results {
+		switch {
+		case r.Err != nil && (r.Plan == nil || r.Plan.Refused == ""):
+			changes := 0
+			if r.Plan != nil {
+				changes = len(r.Plan.Changes)
+			}
+			if qerr := l.Queue.Fail(ctx, r.Target, changes, r.Err); qerr != nil {
+				l.Log.Error("queue failed target", "target", r.Target, "err", qerr)
+			}
+			l.Log.Error("target failed; queued for retry", "target", r.Target, "err", r.Err)
+		case r.Err == nil:
+			if _, queued := waiting[r.Target]; queued {
+				if qerr := l.Queue.Succeed(ctx, r.Target); qerr != nil {
+					l.Log.Error("dequeue target", "target", r.Target, "err", qerr)
+				}
+			}
+		}
+	}
+	l.After(ctx, report)
+	waiting, err = l.Queue.Waiting(ctx)
+	if err != nil || len(waiting) == 0 {
+		return time.Time{}, false
+	}
+	for _, at := range waiting {
+		if !ok || at.Before(next) {
+			next, ok = at, true
+		}
+	}
+	return next, ok
+}
