@@ -351,4 +351,3 @@ func TestServePollsWithoutSyncprov(t *testing.T) {
 	eventually(t, 10*time.Second, "trent in lsst by polling", func() bool { return e.inGroup(t, "lsst", "trent") })
 	d.stop(t)
 }
-
