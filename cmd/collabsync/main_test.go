@@ -61,7 +61,7 @@ func collabsync(t *testing.T, configPath string, args ...string) result {
 	return r
 }
 
-func writeFile(t *testing.T, path, content string) string {
+func writeFile(t testing.TB, path, content string) string {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 
 // newDemoEnv runs the demo directory and configuration (the shipped schema)
 // on a throwaway slapd, with getent looking at the nss output.
-func newDemoEnv(t *testing.T, extraConfig string) *syncEnv {
+func newDemoEnv(t testing.TB, extraConfig string) *syncEnv {
 	t.Helper()
 	testharness.Require(t, "unshare", "getent", "id")
 	testharness.RequireRoot(t)
@@ -25,7 +25,7 @@ func newDemoEnv(t *testing.T, extraConfig string) *syncEnv {
 }
 
 // demoEnvOn is newDemoEnv on a server the test started itself.
-func demoEnvOn(t *testing.T, s *slapd.Server, extraConfig string) *syncEnv {
+func demoEnvOn(t testing.TB, s *slapd.Server, extraConfig string) *syncEnv {
 	t.Helper()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "extrausers")
@@ -52,7 +52,7 @@ func (e *syncEnv) sync(t *testing.T) {
 	}
 }
 
-func (e *syncEnv) modify(t *testing.T, ldif string) {
+func (e *syncEnv) modify(t testing.TB, ldif string) {
 	t.Helper()
 	if err := e.server.Modify(context.Background(), ldif); err != nil {
 		t.Fatal(err)

@@ -23,7 +23,6 @@ import (
 
 // daemonProc is `collabsync serve` running for a test.
 type daemonProc struct {
-	t      *testing.T
 	cmd    *exec.Cmd
 	base   string // http://127.0.0.1:port
 	mu     sync.Mutex
@@ -31,7 +30,7 @@ type daemonProc struct {
 	exited chan error
 }
 
-func freeListen(t *testing.T) string {
+func freeListen(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,7 +45,7 @@ func serveConfig(listen, extra string) string {
 	return fmt.Sprintf("serve:\n  listen: %q\n  debounce: 50ms\n  retry_min: 200ms\n  retry_max: 2s\n  poll_interval: 1s\n%s", listen, extra)
 }
 
-func startServe(t *testing.T, configPath string, env ...string) *daemonProc {
+func startServe(t testing.TB, configPath string, env ...string) *daemonProc {
 	t.Helper()
 	cfg, err := os.ReadFile(configPath)
 	if err != nil {
@@ -58,7 +57,7 @@ func startServe(t *testing.T, configPath string, env ...string) *daemonProc {
 			listen = strings.Trim(v, `"`)
 		}
 	}
-	d := &daemonProc{t: t, base: "http://" + listen, exited: make(chan error, 1)}
+	d := &daemonProc{base: "http://" + listen, exited: make(chan error, 1)}
 	d.cmd = exec.Command(binary, "-config", configPath, "-log-format", "json", "serve")
 	d.cmd.Env = append(os.Environ(), env...)
 	stderr, _ := d.cmd.StderrPipe()
@@ -106,7 +105,7 @@ func httpGet(u string) (int, string) {
 }
 
 // eventually polls cond until it holds or the limit passes.
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -117,7 +116,7 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 	}
 }
 
-func (d *daemonProc) waitReady(t *testing.T) {
+func (d *daemonProc) waitReady(t testing.TB) {
 	t.Helper()
 	eventually(t, 20*time.Second, "/readyz", func() bool { code, _ := d.get("/readyz"); return code == 200 })
 }
@@ -133,7 +132,7 @@ func (d *daemonProc) status(t *testing.T) statusJSON {
 }
 
 // stop sends SIGTERM and checks a clean exit within 10 s.
-func (d *daemonProc) stop(t *testing.T) {
+func (d *daemonProc) stop(t testing.TB) {
 	t.Helper()
 	start := time.Now()
 	d.cmd.Process.Signal(syscall.SIGTERM)
@@ -161,7 +160,7 @@ func (d *daemonProc) metric(name string) string {
 	return ""
 }
 
-func (e *syncEnv) inGroup(t *testing.T, group, uid string) bool {
+func (e *syncEnv) inGroup(t testing.TB, group, uid string) bool {
 	out := e.getent(t, "getent group "+group+" || true")
 	_, members, _ := strings.Cut(strings.TrimSpace(out), ":x:")
 	_, list, _ := strings.Cut(members, ":")

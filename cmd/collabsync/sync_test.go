@@ -55,7 +55,7 @@ func newSyncEnv(t *testing.T, ldif string) *syncEnv {
 	return &syncEnv{server: s, config: cfg, outDir: out, view: view}
 }
 
-func (e *syncEnv) getent(t *testing.T, cmdline string) string {
+func (e *syncEnv) getent(t testing.TB, cmdline string) string {
 	t.Helper()
 	out, err := e.view.Run(cmdline)
 	if err != nil {

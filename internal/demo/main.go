@@ -4,15 +4,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
@@ -62,9 +67,13 @@ func run(bin, dir string) error {
 	if err != nil {
 		return err
 	}
+	listen, err := freeAddr()
+	if err != nil {
+		return err
+	}
 	vars := map[string]string{
 		"LDAP_URI": srv.URI, "BIND_DN": srv.RootDN, "PASSWORD_FILE": srv.RootPWFile,
-		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": nssDir,
+		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": nssDir, "LISTEN": listen,
 	}
 	cfg := filepath.Join(dir, "collabsync.yaml")
 	if err := os.WriteFile(cfg, []byte(os.Expand(string(tmpl), func(k string) string { return vars[k] })), 0o600); err != nil {
@@ -108,7 +117,90 @@ func run(bin, dir string) error {
 			return err
 		}
 	}
+	section("The daemon: collabsync serve (syncrepl change stream, metrics, health)")
+	return showDaemon(bin, cfg, listen, srv)
+}
+
+// showDaemon runs `collabsync serve` for a moment: it becomes ready, a
+// directory change reaches getent-visible files, and the metrics are there.
+func showDaemon(bin, cfg, listen string, srv *slapd.Server) error {
+	logf, err := os.Create(filepath.Join(filepath.Dir(cfg), "serve.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, "-config", cfg, "-log-format", "json", "serve")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	base := "http://" + listen
+	if err := waitFor(20*time.Second, func() bool { code, _ := httpGet(base + "/readyz"); return code == 200 }); err != nil {
+		return fmt.Errorf("daemon not ready (log in %s): %w", logf.Name(), err)
+	}
+	fmt.Printf("collabsync serve is ready (log: %s)\n", logf.Name())
+	fmt.Printf("  metrics: %s/metrics   health: %s/healthz  %s/readyz   status: %s/status\n", base, base, base, base)
+
+	fmt.Println("$ ldapmodify: trent joins lsst")
+	change := "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n"
+	start := time.Now()
+	if err := srv.Modify(context.Background(), change); err != nil {
+		return err
+	}
+	group := filepath.Join(filepath.Dir(cfg), "extrausers", "group")
+	if err := waitFor(10*time.Second, func() bool {
+		b, _ := os.ReadFile(group)
+		return strings.Contains(string(b), "lsst:x:21002:dave,erin,frank,trent")
+	}); err != nil {
+		return fmt.Errorf("change not applied: %w", err)
+	}
+	fmt.Printf("  %s now has lsst:x:21002:dave,erin,frank,trent (%d ms after the change)\n", group, time.Since(start).Milliseconds())
+
+	_, metrics := httpGet(base + "/metrics")
+	fmt.Printf("$ curl -s %s/metrics | grep '^collabsync_' (some of them)\n", base)
+	for _, line := range strings.Split(metrics, "\n") {
+		for _, prefix := range []string{"collabsync_reconcile_runs_total", "collabsync_changes_applied_total", "collabsync_directory_objects{kind=\"user\"",
+			"collabsync_violations", "collabsync_change_stream_mode", "collabsync_ldap_connected"} {
+			if strings.HasPrefix(line, prefix) {
+				fmt.Println("  " + line)
+			}
+		}
+	}
 	return nil
+}
+
+func waitFor(limit time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v", limit)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}
+
+func httpGet(u string) (int, string) {
+	resp, err := http.Get(u)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func showGetent(nssDir, scratch string) error {
