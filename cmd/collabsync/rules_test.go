@@ -35,8 +35,14 @@ func demoEnvOn(t testing.TB, s *slapd.Server, extraConfig string) *syncEnv {
 		t.Fatal(err)
 	}
 	vars := map[string]string{"LDAP_URI": s.URI, "BIND_DN": s.RootDN, "PASSWORD_FILE": s.RootPWFile,
-		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": out}
-	doc := os.Expand(string(tmpl), func(k string) string { return vars[k] }) + extraConfig
+		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": out, "LISTEN": freeListen(t)}
+	doc := os.Expand(string(tmpl), func(k string) string { return vars[k] })
+	if strings.Contains(extraConfig, "serve:") {
+		// The test's serve section replaces the demo's (the file's last).
+		doc, _, _ = strings.Cut(doc, "\nserve:\n")
+		doc += "\n"
+	}
+	doc += extraConfig
 	cfg := writeFile(t, filepath.Join(dir, "collabsync.yaml"), doc)
 	view, err := testharness.NewNSSView(out, dir)
 	if err != nil {
