@@ -46,6 +46,63 @@ var migrations = []string{
 		next_attempt INTEGER NOT NULL, -- unix nanoseconds
 		last_error   TEXT NOT NULL
 	);`,
+	// 3: accounting. A job's natural key makes ingest idempotent; usage is
+	// kept per day as well, so reports never scan the jobs.
+	`CREATE TABLE job (
+		id            INTEGER PRIMARY KEY,
+		cluster       TEXT NOT NULL,
+		job_id        TEXT NOT NULL,
+		array_index   INTEGER NOT NULL,
+		het_offset    INTEGER NOT NULL,
+		submit        INTEGER NOT NULL, -- unix seconds, 0 unknown
+		start         INTEGER NOT NULL,
+		end_time      INTEGER NOT NULL,
+		user          TEXT NOT NULL,
+		uid           INTEGER NOT NULL,
+		grp           TEXT NOT NULL,
+		account       TEXT NOT NULL,
+		partition     TEXT NOT NULL,
+		name          TEXT NOT NULL,
+		elapsed       INTEGER NOT NULL,
+		cpus          INTEGER NOT NULL,
+		nodes         INTEGER NOT NULL,
+		gpus          INTEGER NOT NULL,
+		state         TEXT NOT NULL,
+		exit_code     TEXT NOT NULL,
+		core_seconds  INTEGER NOT NULL,
+		collaboration TEXT NOT NULL, -- attributed at ingest, so reports are stable
+		source        TEXT NOT NULL
+	);
+	CREATE UNIQUE INDEX job_natural_key ON job (cluster, job_id, array_index, het_offset, submit, start, end_time);
+	CREATE TABLE usage_daily (
+		day           INTEGER NOT NULL, -- unix day of the job's end (UTC)
+		cluster       TEXT NOT NULL,
+		collaboration TEXT NOT NULL,
+		user          TEXT NOT NULL,
+		state         TEXT NOT NULL,
+		jobs          INTEGER NOT NULL,
+		core_seconds  INTEGER NOT NULL,
+		PRIMARY KEY (day, cluster, collaboration, user, state)
+	) WITHOUT ROWID;
+	CREATE TABLE ingest_checkpoint (
+		source      TEXT NOT NULL,
+		dev         INTEGER NOT NULL,
+		inode       INTEGER NOT NULL,
+		path        TEXT NOT NULL,
+		offset      INTEGER NOT NULL, -- bytes of (uncompressed) content consumed
+		line        INTEGER NOT NULL, -- lines consumed, for error messages
+		fingerprint BLOB NOT NULL,    -- hash of the first bytes, to notice a reused inode
+		state       TEXT NOT NULL,    -- the decoder's (a header)
+		complete    INTEGER NOT NULL, -- a compressed file read to its end
+		updated_at  INTEGER NOT NULL,
+		PRIMARY KEY (source, dev, inode)
+	);
+	CREATE TABLE ingest_run (
+		source     TEXT PRIMARY KEY,
+		last_run   INTEGER NOT NULL,
+		newest_end INTEGER NOT NULL, -- the newest job end seen, for lag
+		bad_lines  INTEGER NOT NULL
+	);`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.

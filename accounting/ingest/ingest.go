@@ -1,0 +1,354 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/collabsync/collabsync/accounting"
+)
+
+// Source is one configured log source.
+type Source struct {
+	Name    string
+	Format  string
+	Options accounting.Options
+}
+
+// Ingester writes jobs into the store.
+type Ingester struct {
+	DB *sql.DB
+	// Attribute names the collaboration a job is charged to.
+	Attribute func(*accounting.Job) string
+	Log       *slog.Logger
+	// BatchLines is how many lines go into one transaction (default 20000).
+	BatchLines int
+	// Progress, if set, hears how far a file has been read.
+	Progress func(path string, done, total int64)
+	// Now is the clock (tests set it).
+	Now func() time.Time
+}
+
+// UsageKey identifies ingested usage for metrics.
+type UsageKey struct{ Cluster, Collaboration string }
+
+// Stats is what an ingest did.
+type Stats struct {
+	Files      int
+	Lines      int64
+	BadLines   int64
+	Jobs       int64 // decoded
+	Inserted   int64 // new to the store
+	Duplicates int64 // already stored (a re-read)
+	// CoreSeconds of the inserted jobs.
+	CoreSeconds map[UsageKey]int64
+	NewestEnd   time.Time
+}
+
+func (s *Stats) add(o Stats) {
+	s.Files += o.Files
+	s.Lines += o.Lines
+	s.BadLines += o.BadLines
+	s.Jobs += o.Jobs
+	s.Inserted += o.Inserted
+	s.Duplicates += o.Duplicates
+	for k, v := range o.CoreSeconds {
+		if s.CoreSeconds == nil {
+			s.CoreSeconds = map[UsageKey]int64{}
+		}
+		s.CoreSeconds[k] += v
+	}
+	if o.NewestEnd.After(s.NewestEnd) {
+		s.NewestEnd = o.NewestEnd
+	}
+}
+
+// BadLineError reports one bad line with its file and line number.
+type BadLineError struct {
+	Path string
+	Line int64
+	Err  error
+}
+
+func (e *BadLineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.Path, e.Line, e.Err) }
+
+// reportedBadLines is how many bad lines per file are logged one by one.
+const reportedBadLines = 10
+
+// maxLine bounds a line; a longer one is a bad line, skipped.
+const maxLine = 1 << 20
+
+// fingerprintLen is how many leading bytes identify a file's content.
+const fingerprintLen = 64
+
+// Ingest reads the source's files, oldest first (rotated files before the
+// live one), and records what it did for the source.
+func (in *Ingester) Ingest(ctx context.Context, src Source, paths []string) (Stats, error) {
+	type file struct {
+		path  string
+		mtime time.Time
+	}
+	files := make([]file, 0, len(paths))
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return Stats{}, err
+		}
+		if st.Mode().IsRegular() {
+			files = append(files, file{p, st.ModTime()})
+		}
+	}
+	sort.Slice(files, func(i, j int) bool {
+		if !files[i].mtime.Equal(files[j].mtime) {
+			return files[i].mtime.Before(files[j].mtime)
+		}
+		return files[i].path > files[j].path // sacct.log.2 before sacct.log.1
+	})
+	var total Stats
+	for _, f := range files {
+		st, err := in.IngestFile(ctx, src, f.path)
+		total.add(st)
+		if err != nil {
+			return total, err
+		}
+	}
+	if err := in.recordRun(ctx, src.Name, total); err != nil {
+		return total, err
+	}
+	return total, nil
+}
+
+func (in *Ingester) now() time.Time {
+	if in.Now != nil {
+		return in.Now()
+	}
+	return time.Now()
+}
+
+// checkpoint is how far a file has been read.
+type checkpoint struct {
+	offset, line int64
+	fingerprint  []byte
+	state        string
+	complete     bool
+}
+
+func (in *Ingester) loadCheckpoint(ctx context.Context, source string, dev, ino uint64) (*checkpoint, error) {
+	var c checkpoint
+	var complete int
+	err := in.DB.QueryRowContext(ctx, `SELECT offset, line, fingerprint, state, complete FROM ingest_checkpoint
+		WHERE source = ? AND dev = ? AND inode = ?`, source, int64(dev), int64(ino)).Scan(&c.offset, &c.line, &c.fingerprint, &c.state, &complete)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	c.complete = complete != 0
+	return &c, err
+}
+
+// IngestFile reads one file from its checkpoint on.
+func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (Stats, error) {
+	stats := Stats{Files: 1}
+	newDecoder, ok := Formats[src.Format]
+	if !ok {
+		return stats, fmt.Errorf("source %s: unknown format %q", src.Name, src.Format)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return stats, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return stats, err
+	}
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return stats, fmt.Errorf("%s: no inode information", path)
+	}
+	dev, ino := uint64(sys.Dev), sys.Ino
+	cp, err := in.loadCheckpoint(ctx, src.Name, dev, ino)
+	if err != nil {
+		return stats, fmt.Errorf("%s: load checkpoint: %w", path, err)
+	}
+	compressed, err := isGzip(f)
+	if err != nil {
+		return stats, fmt.Errorf("%s: %w", path, err)
+	}
+	if cp != nil && (cp.complete || (!compressed && cp.offset == fi.Size())) {
+		if ok, err := sameStart(f, compressed, cp.fingerprint); err != nil || ok {
+			return stats, err // nothing new (or an error reading it)
+		}
+	}
+	var r io.Reader = f
+	if compressed {
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return stats, fmt.Errorf("%s: %w", path, err)
+		}
+		defer gz.Close()
+		r = gz
+	}
+	dec := newDecoder(src.Options)
+	br := bufio.NewReaderSize(r, maxLine)
+	var offset, line int64
+	head, err := br.Peek(fingerprintLen)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return stats, fmt.Errorf("%s: %w", path, err)
+	}
+	if cp != nil && cp.offset > 0 && bytes.HasPrefix(head, cp.fingerprint) {
+		if _, err := io.CopyN(io.Discard, br, cp.offset); err != nil {
+			return stats, fmt.Errorf("%s: skip to checkpoint at byte %d: %w", path, cp.offset, err)
+		}
+		offset, line = cp.offset, cp.line
+		if err := dec.Restore(cp.state); err != nil {
+			return stats, fmt.Errorf("%s: restore decoder state: %w", path, err)
+		}
+	} else if cp != nil {
+		in.Log.Info("file content changed under its inode; reading it from the start", "source", src.Name, "path", path)
+	}
+	fp := append([]byte(nil), head[:min(len(head), fingerprintLen)]...)
+	w, err := in.newBatch(ctx, src.Name)
+	if err != nil {
+		return stats, err
+	}
+	defer func() { w.rollback() }() // whichever batch is open when we return
+	safe := checkpoint{offset: offset, line: line, state: dec.State(), fingerprint: fp}
+	batchLines := in.BatchLines
+	if batchLines <= 0 {
+		batchLines = 20000
+	}
+	inBatch := 0
+	commit := func(complete bool) error {
+		safe.complete = complete
+		if len(safe.fingerprint) > int(safe.offset) && !complete {
+			safe.fingerprint = safe.fingerprint[:safe.offset]
+		}
+		if err := w.commit(ctx, src.Name, dev, ino, path, safe, in.now(), &stats); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		if in.Progress != nil {
+			in.Progress(path, safe.offset, fi.Size())
+		}
+		inBatch = 0
+		var err error
+		w, err = in.newBatch(ctx, src.Name)
+		return err
+	}
+	handle := func(jobs []accounting.Job, derr error) error {
+		if derr != nil {
+			stats.BadLines++
+			if stats.BadLines <= reportedBadLines {
+				in.Log.Warn("bad line skipped", "source", src.Name, "err", &BadLineError{Path: path, Line: line, Err: derr})
+			}
+		}
+		for i := range jobs {
+			if err := w.add(&jobs[i], in.Attribute(&jobs[i]), &stats); err != nil {
+				return fmt.Errorf("%s:%d: store job %s: %w", path, line, jobs[i].JobID, err)
+			}
+		}
+		return nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return stats, err
+		}
+		raw, rerr := br.ReadSlice('\n')
+		if errors.Is(rerr, bufio.ErrBufferFull) {
+			// Skip the rest of an overlong line.
+			n := int64(len(raw))
+			for errors.Is(rerr, bufio.ErrBufferFull) {
+				raw, rerr = br.ReadSlice('\n')
+				n += int64(len(raw))
+			}
+			offset += n
+			line++
+			stats.Lines++
+			if err := handle(nil, fmt.Errorf("line longer than %d bytes", maxLine)); err != nil {
+				return stats, err
+			}
+			continue
+		}
+		if errors.Is(rerr, io.EOF) {
+			// A last line without its newline is still being written to a
+			// live file; a compressed file is complete.
+			if len(raw) > 0 && compressed {
+				offset += int64(len(raw))
+				line++
+				stats.Lines++
+				jobs, _, derr := dec.Line(raw)
+				if err := handle(jobs, derr); err != nil {
+					return stats, err
+				}
+			}
+			break
+		}
+		if rerr != nil {
+			return stats, fmt.Errorf("%s: read at byte %d: %w", path, offset, rerr)
+		}
+		offset += int64(len(raw))
+		line++
+		stats.Lines++
+		inBatch++
+		jobs, boundary, derr := dec.Line(raw[:len(raw)-1])
+		if err := handle(jobs, derr); err != nil {
+			return stats, err
+		}
+		if boundary {
+			safe.offset, safe.line, safe.state = offset, line, dec.State()
+			if inBatch >= batchLines {
+				if err := commit(false); err != nil {
+					return stats, err
+				}
+			}
+		}
+	}
+	if compressed {
+		jobs, derr := dec.Flush()
+		if err := handle(jobs, derr); err != nil {
+			return stats, err
+		}
+		safe.offset, safe.line, safe.state = offset, line, dec.State()
+	}
+	if err := commit(compressed); err != nil {
+		return stats, err
+	}
+	return stats, nil
+}
+
+// isGzip sniffs the gzip magic number and rewinds.
+func isGzip(f *os.File) (bool, error) {
+	var magic [2]byte
+	n, err := f.ReadAt(magic[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	return n == 2 && magic[0] == 0x1f && magic[1] == 0x8b, nil
+}
+
+// sameStart reports whether the file still begins with the fingerprint.
+func sameStart(f *os.File, compressed bool, fp []byte) (bool, error) {
+	var r io.Reader = io.NewSectionReader(f, 0, 1<<62)
+	if compressed {
+		gz, err := gzip.NewReader(io.NewSectionReader(f, 0, 1<<62))
+		if err != nil {
+			return false, err
+		}
+		defer gz.Close()
+		r = gz
+	}
+	head := make([]byte, len(fp))
+	if _, err := io.ReadFull(r, head); err != nil {
+		return false, nil
+	}
+	return bytes.Equal(head, fp), nil
+}

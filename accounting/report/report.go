@@ -1,0 +1,175 @@
+// Package report sums stored usage: core-hours and jobs, by collaboration,
+// user, month or cluster, with a breakdown by job state. It reads the
+// per-day totals kept at ingest, never the jobs themselves.
+package report
+
+import (
+	"context"
+	"database/sql"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"text/tabwriter"
+	"time"
+)
+
+// Groupings.
+const (
+	ByCollaboration = "collaboration"
+	ByUser          = "user"
+	ByMonth         = "month"
+	ByCluster       = "cluster"
+)
+
+// Query selects what to sum.
+type Query struct {
+	By            string
+	Collaboration string    // only this collaboration (a reporting contact's view)
+	Since, Until  time.Time // days [Since, Until); zero is open
+}
+
+// Row is one group's usage.
+type Row struct {
+	Key       string           `json:"key"`
+	Jobs      int64            `json:"jobs"`
+	CoreHours float64          `json:"core_hours"`
+	ByState   map[string]int64 `json:"jobs_by_state"`
+}
+
+var groupExpr = map[string]string{
+	ByCollaboration: "collaboration",
+	ByUser:          "user",
+	ByCluster:       "cluster",
+	ByMonth:         "strftime('%Y-%m', day * 86400, 'unixepoch')",
+}
+
+// Run sums usage as asked; rows come sorted by key.
+func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
+	expr, ok := groupExpr[q.By]
+	if !ok {
+		return nil, fmt.Errorf("unknown grouping %q (want collaboration, user, month or cluster)", q.By)
+	}
+	since, until := int64(0), int64(1)<<40
+	if !q.Since.IsZero() {
+		since = q.Since.Unix() / 86400
+	}
+	if !q.Until.IsZero() {
+		until = q.Until.Unix() / 86400
+	}
+	sqlText := "SELECT " + expr + ", state, SUM(jobs), SUM(core_seconds) FROM usage_daily WHERE day >= ? AND day < ?"
+	args := []any{since, until}
+	if q.Collaboration != "" {
+		sqlText += " AND collaboration = ?"
+		args = append(args, q.Collaboration)
+	}
+	sqlText += " GROUP BY 1, 2"
+	rows, err := db.QueryContext(ctx, sqlText, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	byKey := map[string]*Row{}
+	for rows.Next() {
+		var key, state string
+		var jobs, cs int64
+		if err := rows.Scan(&key, &state, &jobs, &cs); err != nil {
+			return nil, err
+		}
+		r := byKey[key]
+		if r == nil {
+			r = &Row{Key: key, ByState: map[string]int64{}}
+			byKey[key] = r
+		}
+		r.Jobs += jobs
+		r.CoreHours += float64(cs) / 3600
+		r.ByState[state] += jobs
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]Row, 0, len(byKey))
+	for _, r := range byKey {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// states lists the states present, the common ones first.
+func states(rows []Row) []string {
+	seen := map[string]bool{}
+	for _, r := range rows {
+		for s := range r.ByState {
+			seen[s] = true
+		}
+	}
+	var out []string
+	for _, s := range []string{"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"} {
+		if seen[s] {
+			out = append(out, s)
+			delete(seen, s)
+		}
+	}
+	var rest []string
+	for s := range seen {
+		rest = append(rest, s)
+	}
+	sort.Strings(rest)
+	return append(out, rest...)
+}
+
+// Write prints rows as table, csv or json, with a total line (table).
+func Write(w io.Writer, format, keyName string, rows []Row) error {
+	st := states(rows)
+	switch format {
+	case "json":
+		if rows == nil {
+			rows = []Row{}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	case "csv":
+		cw := csv.NewWriter(w)
+		header := append([]string{keyName, "jobs", "core_hours"}, st...)
+		cw.Write(header)
+		for _, r := range rows {
+			rec := []string{r.Key, strconv.FormatInt(r.Jobs, 10), strconv.FormatFloat(r.CoreHours, 'f', 2, 64)}
+			for _, s := range st {
+				rec = append(rec, strconv.FormatInt(r.ByState[s], 10))
+			}
+			cw.Write(rec)
+		}
+		cw.Flush()
+		return cw.Error()
+	case "table":
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "%s\tJOBS\tCORE-HOURS\t", keyName)
+		for _, s := range st {
+			fmt.Fprintf(tw, "%s\t", s)
+		}
+		fmt.Fprintln(tw)
+		var total Row
+		total.ByState = map[string]int64{}
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t", r.Key, r.Jobs, r.CoreHours)
+			for _, s := range st {
+				fmt.Fprintf(tw, "%d\t", r.ByState[s])
+				total.ByState[s] += r.ByState[s]
+			}
+			fmt.Fprintln(tw)
+			total.Jobs += r.Jobs
+			total.CoreHours += r.CoreHours
+		}
+		fmt.Fprintf(tw, "total\t%d\t%.2f\t", total.Jobs, total.CoreHours)
+		for _, s := range st {
+			fmt.Fprintf(tw, "%d\t", total.ByState[s])
+		}
+		fmt.Fprintln(tw)
+		return tw.Flush()
+	}
+	return fmt.Errorf("unknown format %q (want table, csv or json)", format)
+}
