@@ -302,4 +302,3 @@ func TestPeerSGEAndUGE(t *testing.T) {
 		}
 	}
 }
-
