@@ -99,10 +99,13 @@ func SlurmState(s string) (string, error) {
 // HH:MM:SS where HH may exceed 24.
 func ParseElapsed(s string) (int64, error) {
 	s = strings.TrimSpace(s)
+	// Bounds keep a corrupt value from overflowing: a century of days, and
+	// no component above a billion.
+	const maxDays, maxPart = 36500, 1_000_000_000
 	var days int64
 	if d, rest, ok := strings.Cut(s, "-"); ok {
 		n, err := strconv.ParseInt(d, 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n < 0 || n > maxDays {
 			return 0, fmt.Errorf("bad duration %q", s)
 		}
 		days, s = n, rest
@@ -117,7 +120,7 @@ func ParseElapsed(s string) (int64, error) {
 	var total int64
 	for i, p := range parts {
 		n, err := strconv.ParseInt(p, 10, 64)
-		if err != nil || n < 0 || (i > 0 && n >= 60) {
+		if err != nil || n < 0 || n > maxPart || (i > 0 && n >= 60) {
 			return 0, fmt.Errorf("bad duration %q", s)
 		}
 		total = total*60 + n
