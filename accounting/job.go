@@ -38,6 +38,28 @@ type Job struct {
 // CoreSeconds is elapsed × allocated CPUs.
 func (j *Job) CoreSeconds() int64 { return j.Elapsed * j.CPUs }
 
+// Limits of a plausible job; beyond them a record is corrupt, and its
+// core-seconds could overflow every total it joined.
+const (
+	maxCPUs    = 100_000_000
+	maxElapsed = 100 * 365 * 86400
+)
+
+// Check rejects a job no scheduler could have run.
+func (j *Job) Check() error {
+	switch {
+	case j.JobID == "":
+		return fmt.Errorf("no job id")
+	case j.Elapsed < 0 || j.Elapsed > maxElapsed:
+		return fmt.Errorf("implausible elapsed time %d s", j.Elapsed)
+	case j.CPUs < 0 || j.CPUs > maxCPUs:
+		return fmt.Errorf("implausible CPU count %d", j.CPUs)
+	case j.Nodes < 0 || j.GPUs < 0:
+		return fmt.Errorf("negative node or GPU count")
+	}
+	return nil
+}
+
 // Decoder turns the lines of one log into jobs. Formats whose records span
 // several lines (HTCondor) say where records end, so checkpoints fall on
 // record boundaries; formats with header lines (SWF, sacct with a header)

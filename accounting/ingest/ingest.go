@@ -244,7 +244,8 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 		w, err = in.newBatch(ctx, src.Name)
 		return err
 	}
-	handle := func(jobs []accounting.Job, derr error) error {
+	var handle func(jobs []accounting.Job, derr error) error
+	handle = func(jobs []accounting.Job, derr error) error {
 		if derr != nil {
 			stats.BadLines++
 			if stats.BadLines <= reportedBadLines {
@@ -252,6 +253,9 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 			}
 		}
 		for i := range jobs {
+			if err := jobs[i].Check(); err != nil {
+				return handle(nil, fmt.Errorf("job %s: %w", jobs[i].JobID, err))
+			}
 			if err := w.add(&jobs[i], in.Attribute(&jobs[i]), &stats); err != nil {
 				return fmt.Errorf("%s:%d: store job %s: %w", path, line, jobs[i].JobID, err)
 			}

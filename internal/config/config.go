@@ -17,11 +17,31 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	LDAP     LDAP    `yaml:"ldap"`
-	Rules    Rules   `yaml:"rules"`
-	Serve    Serve   `yaml:"serve"`
+	LDAP       LDAP       `yaml:"ldap"`
+	Rules      Rules      `yaml:"rules"`
+	Serve      Serve      `yaml:"serve"`
+	Accounting Accounting `yaml:"accounting"`
 	StateDir string  `yaml:"state_dir"`
 	Targets  Targets `yaml:"targets"`
+}
+
+// Accounting configures the ingest of batch-scheduler logs.
+type Accounting struct {
+	Sources []AccountingSource `yaml:"sources"`
+}
+
+// AccountingSource is one log: where, which format, which cluster, when.
+type AccountingSource struct {
+	Name   string `yaml:"name"`
+	Format string `yaml:"format"`
+	// Paths are globs; rotated (.1, dated) and gzipped files are matched too.
+	Paths   []string `yaml:"paths"`
+	Cluster string   `yaml:"cluster"`
+	// TimeZone is the zone of times written without an offset (jobcomp,
+	// sacct run without TZ=UTC); default UTC.
+	TimeZone string `yaml:"time_zone"`
+	// Schedule is the cron schedule of the ingest inside serve.
+	Schedule string `yaml:"schedule"`
 }
 
 // Change stream modes.
@@ -404,6 +424,12 @@ func (c *Config) applyDefaults() {
 		if *d.v == 0 {
 			*d.v = Duration(d.def)
 		}
+	}
+
+	for i := range c.Accounting.Sources {
+		src := &c.Accounting.Sources[i]
+		defaultString(&src.TimeZone, "UTC")
+		defaultString(&src.Schedule, "*/15 * * * *")
 	}
 
 	defaultString(&c.StateDir, "/var/lib/collabsync")

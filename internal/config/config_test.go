@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,4 +223,27 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("accepted config does not validate")
 		}
 	})
+}
+
+func TestAccountingSources(t *testing.T) {
+	doc := minimal(secretFile(t)) + `accounting:
+  sources:
+    - {name: c1-sacct, format: slurm-sacct, paths: ["/var/log/sacct*"], cluster: c1}
+    - {name: c1-sacct, format: lsf, paths: [relative], time_zone: Mars/Olympus, schedule: "every day"}
+`
+	_, err := Parse("c.yaml", []byte(doc))
+	msg := fmt.Sprint(err)
+	for _, want := range []string{`source "c1-sacct" is defined twice`, `unknown format "lsf"`, `"relative" must be an absolute path`,
+		"accounting.sources[1].cluster: required", `unknown time zone "Mars/Olympus"`, "accounting.sources[1].schedule: not a cron schedule"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	cfg, err := Parse("c.yaml", []byte(minimal(secretFile(t))+"accounting:\n  sources:\n    - {name: a, format: pbs, paths: [/x], cluster: c}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.Accounting.Sources[0]; s.TimeZone != "UTC" || s.Schedule != "*/15 * * * *" {
+		t.Errorf("defaults: %+v", s)
+	}
 }

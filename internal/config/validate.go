@@ -64,6 +64,7 @@ func (c *Config) Validate() []Problem {
 	c.LDAP.validate(&ps)
 	c.Rules.validate(&ps)
 	c.Serve.validate(&ps)
+	c.Accounting.validate(&ps)
 	if !filepath.IsAbs(c.StateDir) {
 		ps.add("state_dir", "must be an absolute path, got %q", c.StateDir)
 	}
@@ -225,6 +226,48 @@ func validValueMap(ps *problems, path string, m map[string][]string, keys ...str
 		}
 	}
 }
+
+// AccountingFormats are the log formats accounting sources may name; the
+// ingest package keeps the decoders (and a test checks both agree).
+var AccountingFormats = []string{"htcondor", "pbs", "sge", "slurm-jobcomp", "slurm-sacct", "swf"}
+
+func (a *Accounting) validate(ps *problems) {
+	names := map[string]bool{}
+	for i, s := range a.Sources {
+		path := fmt.Sprintf("accounting.sources[%d]", i)
+		if !ValidSourceName(s.Name) {
+			ps.add(path+".name", "%q is not a source name (letters, digits, '-', '_')", s.Name)
+		} else if names[s.Name] {
+			ps.add(path+".name", "source %q is defined twice", s.Name)
+		}
+		names[s.Name] = true
+		if !slices.Contains(AccountingFormats, s.Format) {
+			ps.add(path+".format", "unknown format %q (want one of %s)", s.Format, strings.Join(AccountingFormats, ", "))
+		}
+		if len(s.Paths) == 0 {
+			ps.add(path+".paths", "at least one path (glob) is required")
+		}
+		for j, p := range s.Paths {
+			if _, err := filepath.Match(p, ""); err != nil || !filepath.IsAbs(p) {
+				ps.add(fmt.Sprintf("%s.paths[%d]", path, j), "%q must be an absolute path or glob", p)
+			}
+		}
+		if s.Cluster == "" {
+			ps.add(path+".cluster", "required (the name reports and natural keys use)")
+		}
+		if _, err := time.LoadLocation(s.TimeZone); err != nil {
+			ps.add(path+".time_zone", "unknown time zone %q", s.TimeZone)
+		}
+		if _, err := cron.ParseStandard(s.Schedule); err != nil {
+			ps.add(path+".schedule", "not a cron schedule: %v", err)
+		}
+	}
+}
+
+var sourceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+
+// ValidSourceName reports whether s can name an accounting source.
+func ValidSourceName(s string) bool { return sourceName.MatchString(s) }
 
 func (s *Serve) validate(ps *problems) {
 	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
