@@ -210,4 +210,3 @@ func TestHeaderStateSurvivesRestart(t *testing.T) {
 		t.Errorf("job 2 submitted at %d: the header's start time was lost", submit)
 	}
 }
-

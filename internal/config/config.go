@@ -21,8 +21,8 @@ type Config struct {
 	Rules      Rules      `yaml:"rules"`
 	Serve      Serve      `yaml:"serve"`
 	Accounting Accounting `yaml:"accounting"`
-	StateDir string  `yaml:"state_dir"`
-	Targets  Targets `yaml:"targets"`
+	StateDir   string     `yaml:"state_dir"`
+	Targets    Targets    `yaml:"targets"`
 }
 
 // Accounting configures the ingest of batch-scheduler logs.

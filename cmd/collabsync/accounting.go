@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/ingest"
+	"github.com/collabsync/collabsync/accounting/report"
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/store"
+	"github.com/collabsync/collabsync/ldapx"
+)
+
+// ingestSource turns a configured source into the ingester's.
+func ingestSource(s config.AccountingSource) (ingest.Source, error) {
+	loc, err := time.LoadLocation(s.TimeZone)
+	if err != nil {
+		return ingest.Source{}, err
+	}
+	return ingest.Source{Name: s.Name, Format: s.Format, Options: accounting.Options{Cluster: s.Cluster, Location: loc}}, nil
+}
+
+// sourcePaths expands a source's globs.
+func sourcePaths(s config.AccountingSource) ([]string, error) {
+	var out []string
+	for _, g := range s.Paths {
+		m, err := filepath.Glob(g)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", s.Name, err)
+		}
+		out = append(out, m...)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// directoryState reads the directory and applies the rules, for attribution.
+func directoryState(ctx context.Context, cfg *config.Config, a *app, st *store.Store) (*directory.State, error) {
+	snap, err := ldapx.NewSource(cfg.LDAP, a.log).Snapshot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read directory (needed to attribute jobs to collaborations): %w", err)
+	}
+	prev, err := st.Statuses(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return directory.Evaluate(snap, policy(cfg, time.Now()), prev), nil
+}
+
+func cmdIngest(ctx context.Context, a *app, args []string) int {
+	fs := a.newFlagSet("ingest", "[--source NAME] [--from FILE]")
+	only := fs.String("source", "", "ingest only this source")
+	from := fs.String("from", "", "ingest this file (with the source's format) instead of the source's paths")
+	if !parseFlags(fs, args) {
+		return exitUsage
+	}
+	cfg := a.loadConfig()
+	if cfg == nil {
+		return exitUsage
+	}
+	var sources []config.AccountingSource
+	for _, s := range cfg.Accounting.Sources {
+		if *only == "" || s.Name == *only {
+			sources = append(sources, s)
+		}
+	}
+	switch {
+	case len(sources) == 0 && *only != "":
+		fmt.Fprintf(a.stderr, "collabsync ingest: no source %q in %s\n", *only, a.configPath)
+		return exitUsage
+	case len(sources) == 0:
+		fmt.Fprintf(a.stderr, "collabsync ingest: %s configures no accounting sources\n", a.configPath)
+		return exitUsage
+	case *from != "" && len(sources) > 1:
+		fmt.Fprintln(a.stderr, "collabsync ingest: --from needs --source to say the file's format")
+		return exitUsage
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	defer st.Close()
+	state, err := directoryState(ctx, cfg, a, st)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	in := &ingest.Ingester{DB: st.DB, Attribute: accounting.NewAttributor(state).Attribute, Log: a.log}
+	if isTerminal(a.stderr) {
+		in.Progress = progressPrinter(a.stderr)
+	}
+	code := exitOK
+	for _, s := range sources {
+		src, err := ingestSource(s)
+		if err != nil {
+			a.errorf(err)
+			return exitUsage
+		}
+		paths := []string{*from}
+		if *from == "" {
+			if paths, err = sourcePaths(s); err != nil {
+				a.errorf(err)
+				return exitUsage
+			}
+		}
+		stats, err := in.Ingest(ctx, src, paths)
+		printIngest(a.stdout, s.Name, stats)
+		if err != nil {
+			a.errorf(fmt.Errorf("source %s: %w", s.Name, err))
+			code = exitFailure
+		}
+	}
+	return code
+}
+
+func printIngest(w io.Writer, name string, s ingest.Stats) {
+	var cs int64
+	for _, v := range s.CoreSeconds {
+		cs += v
+	}
+	fmt.Fprintf(w, "source %s: %d file(s), %d line(s), %d new job(s), %d already stored, %d bad line(s), %.1f new core-hours\n",
+		name, s.Files, s.Lines, s.Inserted, s.Duplicates, s.BadLines, float64(cs)/3600)
+}
+
+// progressPrinter shows how far a long ingest is, at most twice a second.
+func progressPrinter(w io.Writer) func(path string, done, total int64) {
+	var mu sync.Mutex
+	var last time.Time
+	return func(path string, done, total int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(last) < 500*time.Millisecond && done < total {
+			return
+		}
+		last = time.Now()
+		pct := 100.0
+		if total > 0 {
+			pct = min(100, 100*float64(done)/float64(total))
+		}
+		fmt.Fprintf(w, "\r%s: %5.1f%% (%d MiB)", filepath.Base(path), pct, done>>20)
+		if done >= total {
+			fmt.Fprintln(w)
+		}
+	}
+}
+
+// parseDay reads YYYY-MM-DD or YYYY-MM (the first of the month).
+func parseDay(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01", s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither YYYY-MM-DD nor YYYY-MM", s)
+}
+
+func cmdReport(ctx context.Context, a *app, args []string) int {
+	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster] [--collaboration X] [--since DAY] [--until DAY] [--format table|csv|json]")
+	by := fs.String("by", report.ByCollaboration, "collaboration, user, month or cluster")
+	collab := fs.String("collaboration", "", "only this collaboration (a reporting contact's view: --by user --collaboration X)")
+	since := fs.String("since", "", "from this day (YYYY-MM-DD or YYYY-MM), inclusive")
+	until := fs.String("until", "", "to this day (YYYY-MM-DD or YYYY-MM), exclusive")
+	format := fs.String("format", "table", "table, csv or json")
+	if !parseFlags(fs, args) {
+		return exitUsage
+	}
+	q := report.Query{By: *by, Collaboration: *collab}
+	var err error
+	if q.Since, err = parseDay(*since); err == nil {
+		q.Until, err = parseDay(*until)
+	}
+	if err != nil {
+		fmt.Fprintln(a.stderr, "collabsync report:", err)
+		return exitUsage
+	}
+	switch *format {
+	case "table", "csv", "json":
+	default:
+		fmt.Fprintf(a.stderr, "collabsync report: bad --format %q\n", *format)
+		return exitUsage
+	}
+	cfg := a.loadConfig()
+	if cfg == nil {
+		return exitUsage
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	defer st.Close()
+	rows, err := report.Run(ctx, st.DB, q)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "collabsync report:", err)
+		return exitUsage
+	}
+	if err := report.Write(a.stdout, *format, strings.ToUpper(*by), rows); err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	return exitOK
+}
