@@ -71,9 +71,13 @@ func run(bin, dir string) error {
 	if err != nil {
 		return err
 	}
+	logsDir := filepath.Join(dir, "logs")
+	if err := os.CopyFS(logsDir, os.DirFS("configs/demo/logs")); err != nil {
+		return err
+	}
 	vars := map[string]string{
 		"LDAP_URI": srv.URI, "BIND_DN": srv.RootDN, "PASSWORD_FILE": srv.RootPWFile,
-		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": nssDir, "LISTEN": listen,
+		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": nssDir, "LISTEN": listen, "LOGS_DIR": logsDir,
 	}
 	cfg := filepath.Join(dir, "collabsync.yaml")
 	if err := os.WriteFile(cfg, []byte(os.Expand(string(tmpl), func(k string) string { return vars[k] })), 0o600); err != nil {
@@ -114,6 +118,24 @@ func run(bin, dir string) error {
 	section("Contacts of a collaboration, like laboinfo (reporting includes collaboration, computing, storage)")
 	for _, role := range []string{"collaboration", "reporting"} {
 		if err := cs(ok, "contacts", "-g", "atlas", "-p", role); err != nil {
+			return err
+		}
+	}
+	section("Accounting: ingest the batch logs in configs/demo/logs (one bad line, steps and a pending job skipped)")
+	if err := cs(ok, "ingest"); err != nil {
+		return err
+	}
+	fmt.Println("(a second run reads nothing new: checkpoints)")
+	if err := cs(ok, "ingest"); err != nil {
+		return err
+	}
+	section("Usage reports")
+	for _, args := range [][]string{
+		{"report", "--by", "collaboration"},
+		{"report", "--by", "month"},
+		{"report", "--by", "user", "--collaboration", "atlas"}, // what atlas's reporting contacts see
+	} {
+		if err := cs(ok, args...); err != nil {
 			return err
 		}
 	}
