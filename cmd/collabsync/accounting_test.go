@@ -1,0 +1,167 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/accounting/report"
+	"github.com/collabsync/collabsync/internal/testharness/genlog"
+)
+
+// accountingConfig is an accounting section for one sacct source.
+func accountingConfig(glob string) string {
+	return fmt.Sprintf("accounting:\n  sources:\n    - {name: gen, format: slurm-sacct, paths: [%q], cluster: gen}\n", glob)
+}
+
+// demoWithAccounting is the demo environment with its own accounting
+// section (replacing the demo's) and no serve section.
+func demoWithAccounting(t *testing.T, glob string) *syncEnv {
+	t.Helper()
+	e := newDemoEnv(t, "")
+	data, _ := os.ReadFile(e.config)
+	doc, _, _ := strings.Cut(string(data), "accounting:\n")
+	os.WriteFile(e.config, []byte(doc+accountingConfig(glob)), 0o600)
+	return e
+}
+
+func reportRows(t *testing.T, cfg string, args ...string) []report.Row {
+	t.Helper()
+	r := collabsync(t, cfg, append([]string{"report", "--format", "json"}, args...)...)
+	var rows []report.Row
+	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil || r.code != 0 {
+		t.Fatalf("report: code %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	return rows
+}
+
+func totalCoreSeconds(rows []report.Row) (jobs int64, cs int64) {
+	for _, r := range rows {
+		jobs += r.Jobs
+		cs += int64(r.CoreHours*3600 + 0.5)
+	}
+	return jobs, cs
+}
+
+// TestDemoIngestAndReport: the demo logs through the real binary, with
+// attribution from the real directory.
+func TestDemoIngestAndReport(t *testing.T) {
+	e := newDemoEnv(t, "")
+	data, _ := os.ReadFile(e.config)
+	logs := filepath.Join(t.TempDir(), "logs")
+	os.CopyFS(logs, os.DirFS("../../configs/demo/logs"))
+	// newDemoEnv left ${LOGS_DIR} empty: point it at the copy.
+	os.WriteFile(e.config, []byte(strings.ReplaceAll(string(data), `paths: ["/sacct.log*"]`, fmt.Sprintf("paths: [%q]", logs+"/sacct.log*"))), 0o600)
+	data, _ = os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.ReplaceAll(string(data), `paths: ["/jobcomp.log*"]`, fmt.Sprintf("paths: [%q]", logs+"/jobcomp.log*"))), 0o600)
+
+	r := collabsync(t, e.config, "ingest")
+	if r.code != 0 || !strings.Contains(r.stdout, "source demo-sacct: 1 file(s), 62 line(s), 56 new job(s), 0 already stored, 1 bad line(s)") ||
+		!strings.Contains(r.stderr, "sacct.log:31: 3 fields, want 26") {
+		t.Fatalf("ingest: code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	byCollab := reportRows(t, e.config, "--by", "collaboration")
+	got := map[string]int64{}
+	for _, row := range byCollab {
+		got[row.Key] = row.Jobs
+	}
+	// ghost is not in the directory and ran on an unknown account.
+	if got["unattributed"] == 0 || got["atlas"] == 0 || got["lsst"] == 0 {
+		t.Errorf("by collaboration: %+v", byCollab)
+	}
+	jobs, _ := totalCoreSeconds(byCollab)
+	if jobs != 68 {
+		t.Errorf("%d jobs reported, want 68 (56 sacct + 12 jobcomp)", jobs)
+	}
+	atlas := reportRows(t, e.config, "--by", "user", "--collaboration", "atlas")
+	for _, row := range atlas {
+		if !strings.Contains(" alice bob carol ivan ", " "+row.Key+" ") {
+			t.Errorf("atlas report has user %s", row.Key)
+		}
+	}
+	nov := reportRows(t, e.config, "--by", "month", "--since", "2026-11", "--until", "2026-12")
+	if len(nov) != 1 || nov[0].Key != "2026-11" {
+		t.Errorf("November: %+v", nov)
+	}
+	r = collabsync(t, e.config, "report", "--by", "cluster", "--format", "csv")
+	if !strings.HasPrefix(r.stdout, "CLUSTER,jobs,core_hours,COMPLETED") || !strings.Contains(r.stdout, "\ngpu,12,") {
+		t.Errorf("csv:\n%s", r.stdout)
+	}
+	if r := collabsync(t, e.config, "report", "--by", "planet"); r.code != exitUsage {
+		t.Errorf("bad grouping: code %d", r.code)
+	}
+}
+
+// TestIngestSurvivesSIGKILL: an ingest of a large log killed with SIGKILL
+// at random moments 20 times, then resumed to the end, stores exactly what
+// one clean ingest stores.
+func TestIngestSurvivesSIGKILL(t *testing.T) {
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "sacct.log")
+	f, _ := os.Create(logPath)
+	want, err := genlog.Write(f, genlog.Params{Jobs: 200_000})
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := demoWithAccounting(t, logPath)
+
+	// How long a clean ingest takes, to aim the kills inside it.
+	clean := filepath.Join(dir, "clean.yaml")
+	data, _ := os.ReadFile(e.config)
+	os.WriteFile(clean, []byte(replaceStateDir(string(data), filepath.Join(dir, "clean-state"))), 0o600)
+	start := time.Now()
+	if r := collabsync(t, clean, "ingest"); r.code != 0 {
+		t.Fatalf("clean ingest: %s", r.stderr)
+	}
+	took := time.Since(start)
+	cleanJobs, cleanCS := totalCoreSeconds(reportRows(t, clean, "--by", "user"))
+	if cleanJobs != 200_000 || cleanCS != want {
+		t.Fatalf("clean ingest stored %d jobs, %d core-seconds; the log has 200000 and %d", cleanJobs, cleanCS, want)
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	kills := 0
+	for kills < 20 {
+		cmd := exec.Command(binary, "-config", e.config, "-log-level", "error", "ingest")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.Int64N(int64(took))))
+		cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		if ee, ok := err.(*exec.ExitError); ok && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
+			kills++
+			continue
+		}
+		// It finished before the kill: start over from an empty store, so
+		// every kill lands in a run that still has work to do.
+		os.RemoveAll(filepath.Join(filepath.Dir(e.config), "state"))
+	}
+	if r := collabsync(t, e.config, "ingest"); r.code != 0 {
+		t.Fatalf("final ingest: %s", r.stderr)
+	}
+	jobs, cs := totalCoreSeconds(reportRows(t, e.config, "--by", "user"))
+	if jobs != cleanJobs || cs != cleanCS {
+		t.Errorf("after 20 SIGKILLs: %d jobs, %d core-seconds; clean ingest: %d, %d", jobs, cs, cleanJobs, cleanCS)
+	}
+}
+
+// replaceStateDir points a configuration at another state directory.
+func replaceStateDir(doc, dir string) string {
+	var out []string
+	for _, line := range strings.Split(doc, "\n") {
+		if strings.HasPrefix(line, "state_dir:") {
+			line = fmt.Sprintf("state_dir: %q", dir)
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n")
+}
