@@ -165,3 +165,38 @@ func replaceStateDir(doc, dir string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestServeIngestsOnSchedule: the daemon ingests each source on its cron
+// schedule, attributing with its directory state, and counts it in metrics.
+func TestServeIngestsOnSchedule(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "sacct.log")
+	f, _ := os.Create(logPath)
+	genlog.Write(f, genlog.Params{Jobs: 100})
+	f.Close()
+	e := newDemoEnv(t, "")
+	data, _ := os.ReadFile(e.config)
+	doc, _, _ := strings.Cut(string(data), "accounting:\n")
+	os.WriteFile(e.config, []byte(doc+strings.Replace(accountingConfig(logPath), "cluster: gen}", "cluster: gen, schedule: \"@every 1s\"}", 1)+
+		serveConfig(freeListen(t), "")), 0o600)
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	eventually(t, 15*time.Second, "100 jobs ingested", func() bool {
+		return d.metric(`collabsync_accounting_jobs_total{result="new",source="gen"}`) == "100"
+	})
+	f, _ = os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	genlog.Write(f, genlog.Params{Jobs: 150}) // the first 100 again, then 50 new
+	f.Close()
+	eventually(t, 15*time.Second, "150 jobs ingested", func() bool {
+		return d.metric(`collabsync_accounting_jobs_total{result="new",source="gen"}`) == "150"
+	})
+	if v := d.metric(`collabsync_accounting_jobs_total{result="duplicate",source="gen"}`); v != "100" {
+		t.Errorf("duplicates = %q", v)
+	}
+	if v := d.metric(`collabsync_accounting_core_seconds_total{cluster="gen",collaboration="unattributed"}`); v == "" {
+		t.Error("no core-seconds metric")
+	}
+	d.stop(t)
+	if rows := reportRows(t, e.config, "--by", "cluster"); len(rows) != 1 || rows[0].Jobs != 150 {
+		t.Errorf("report after serve: %+v", rows)
+	}
+}

@@ -24,6 +24,13 @@ type metrics struct {
 	syncEvents     *prometheus.CounterVec
 	queueChanges   *prometheus.GaugeVec
 	reloads        *prometheus.CounterVec
+
+	ingestCoreSeconds *prometheus.CounterVec
+	ingestJobs        *prometheus.CounterVec
+	ingestBadLines    *prometheus.CounterVec
+	ingestRuns        *prometheus.CounterVec
+	ingestLast        *prometheus.GaugeVec
+	ingestLag         *prometheus.GaugeVec
 }
 
 func newMetrics(version string) *metrics {
@@ -67,6 +74,25 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_config_reloads_total", Help: "Configuration reloads (SIGHUP) by result.",
 		}, []string{"result"}),
 	}
+	m.ingestCoreSeconds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "collabsync_accounting_core_seconds_total", Help: "Core-seconds of newly ingested jobs, per cluster and collaboration.",
+	}, []string{"cluster", "collaboration"})
+	m.ingestJobs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "collabsync_accounting_jobs_total", Help: "Jobs read from accounting logs, per source; result is new or duplicate.",
+	}, []string{"source", "result"})
+	m.ingestBadLines = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "collabsync_accounting_bad_lines_total", Help: "Accounting log lines that could not be read, per source.",
+	}, []string{"source"})
+	m.ingestRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "collabsync_accounting_ingest_runs_total", Help: "Scheduled ingests per source and result (success, failure, skipped).",
+	}, []string{"source", "result"})
+	m.ingestLast = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "collabsync_accounting_last_ingest_timestamp_seconds", Help: "When each source was last ingested successfully.",
+	}, []string{"source"})
+	m.ingestLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "collabsync_accounting_lag_seconds", Help: "Age of the newest job end each source has delivered.",
+	}, []string{"source"})
+	m.reg.MustRegister(m.ingestCoreSeconds, m.ingestJobs, m.ingestBadLines, m.ingestRuns, m.ingestLast, m.ingestLag)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
 	})

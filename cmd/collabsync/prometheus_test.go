@@ -88,6 +88,12 @@ func TestMetricsLint(t *testing.T) {
 	plan := &engine.Plan{Target: "nss", Changes: []engine.Change{{Op: engine.OpAdd}}}
 	m.observeRun(engine.RunReport{Started: time.Now(), State: state, Results: []engine.Result{{Target: "nss", Plan: plan, Applied: true}}})
 	m.setMode("syncrepl")
+	m.ingestJobs.WithLabelValues("s", "new").Add(3)
+	m.ingestCoreSeconds.WithLabelValues("c", "atlas").Add(7200)
+	m.ingestBadLines.WithLabelValues("s").Inc()
+	m.ingestRuns.WithLabelValues("s", "success").Inc()
+	m.ingestLast.WithLabelValues("s").Set(1)
+	m.ingestLag.WithLabelValues("s").Set(60)
 	problems, err := testutil.GatherAndLint(m.reg)
 	if err != nil {
 		t.Fatal(err)

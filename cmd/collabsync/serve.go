@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,7 +20,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/robfig/cron/v3"
 
+	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -38,6 +42,10 @@ type server struct {
 	// lastBeat is when the loop last showed it is alive.
 	beatMu   sync.Mutex
 	lastBeat time.Time
+	// state is the last effective directory state, for attributing jobs.
+	state atomic.Pointer[directory.State]
+	// newestEnd remembers each source's newest job end, for the lag gauge.
+	newestEnd sync.Map
 }
 
 func cmdServe(ctx context.Context, a *app, args []string) int {
@@ -136,8 +144,14 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	if _, err := sched.AddFunc(cfg.Serve.FullReconcile, func() { send(engine.Trigger{Reason: "schedule", Full: true}) }); err != nil {
 		s.log.Error("full_reconcile schedule", "err", err) // validated at load: not expected
 	}
+	for _, src := range cfg.Accounting.Sources {
+		job := cron.NewChain(cron.SkipIfStillRunning(cron.DiscardLogger)).Then(cron.FuncJob(func() { s.ingest(stop, src) }))
+		if _, err := sched.AddJob(src.Schedule, job); err != nil {
+			s.log.Error("accounting schedule", "source", src.Name, "err", err)
+		}
+	}
 	sched.Start()
-	defer sched.Stop()
+	defer func() { <-sched.Stop().Done() }() // an ingest in progress commits its batch first
 	loop := &engine.Loop{
 		Engine:   newEngine(cfg, s.log, s.store),
 		Queue:    &retryQueue{store: s.store, min: time.Duration(cfg.Serve.RetryMin), max: time.Duration(cfg.Serve.RetryMax)},
@@ -183,6 +197,7 @@ func (s *server) watch(ctx context.Context, cfg *config.Config, send func(engine
 // afterRun records history, metrics and status, and tells systemd.
 func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 	if r.State != nil {
+		s.state.Store(r.State)
 		if err := recordHistory(ctx, s.store, r.State, r.Err, false); err != nil {
 			s.log.Error("state store", "err", err)
 		}
@@ -202,6 +217,49 @@ func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 		s.log.Info("ready: directory read and every target reconciled")
 	}
 	notify("STATUS=" + s.status.line())
+}
+
+// ingest runs one scheduled ingest of a source, attributing jobs with the
+// directory state of the last reconcile.
+func (s *server) ingest(ctx context.Context, src config.AccountingSource) {
+	state := s.state.Load()
+	if state == nil {
+		s.metrics.ingestRuns.WithLabelValues(src.Name, "skipped").Inc()
+		s.log.Warn("accounting ingest skipped: the directory has not been read yet", "source", src.Name)
+		return
+	}
+	isrc, err := ingestSource(src)
+	var stats ingest.Stats
+	if err == nil {
+		var paths []string
+		if paths, err = sourcePaths(src); err == nil {
+			in := &ingest.Ingester{DB: s.store.DB, Attribute: accounting.NewAttributor(state).Attribute, Log: s.log}
+			stats, err = in.Ingest(ctx, isrc, paths)
+		}
+	}
+	s.metrics.ingestJobs.WithLabelValues(src.Name, "new").Add(float64(stats.Inserted))
+	s.metrics.ingestJobs.WithLabelValues(src.Name, "duplicate").Add(float64(stats.Duplicates))
+	s.metrics.ingestBadLines.WithLabelValues(src.Name).Add(float64(stats.BadLines))
+	for k, cs := range stats.CoreSeconds {
+		s.metrics.ingestCoreSeconds.WithLabelValues(k.Cluster, k.Collaboration).Add(float64(cs))
+	}
+	if !stats.NewestEnd.IsZero() {
+		if prev, ok := s.newestEnd.Load(src.Name); !ok || stats.NewestEnd.After(prev.(time.Time)) {
+			s.newestEnd.Store(src.Name, stats.NewestEnd)
+		}
+	}
+	if newest, ok := s.newestEnd.Load(src.Name); ok {
+		s.metrics.ingestLag.WithLabelValues(src.Name).Set(time.Since(newest.(time.Time)).Seconds())
+	}
+	if err != nil {
+		s.metrics.ingestRuns.WithLabelValues(src.Name, "failure").Inc()
+		s.log.Error("accounting ingest failed", "source", src.Name, "err", err)
+		return
+	}
+	s.metrics.ingestRuns.WithLabelValues(src.Name, "success").Inc()
+	s.metrics.ingestLast.WithLabelValues(src.Name).Set(float64(time.Now().Unix()))
+	s.log.Info("accounting ingested", "source", src.Name, "files", stats.Files, "lines", stats.Lines, "new_jobs", stats.Inserted,
+		"duplicates", stats.Duplicates, "bad_lines", stats.BadLines)
 }
 
 func (s *server) beat() {
