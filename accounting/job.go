@@ -160,11 +160,48 @@ func ParseLocalTime(s string, loc *time.Location) (time.Time, error) {
 	case "", "Unknown", "None", "N/A":
 		return time.Time{}, nil
 	}
+	if t, ok := fastLocalTime(s, loc); ok {
+		return t, nil
+	}
 	t, err := time.ParseInLocation("2006-01-02T15:04:05", s, loc)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("bad time %q", s)
 	}
 	return t.UTC(), nil
+}
+
+// fastLocalTime reads the fixed layout 2006-01-02T15:04:05 without the
+// general parser (a log has millions of them); anything unusual is left to
+// time.ParseInLocation, which also gives the error.
+func fastLocalTime(s string, loc *time.Location) (time.Time, bool) {
+	if len(s) != 19 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+		return time.Time{}, false
+	}
+	num := func(a, b int) (int, bool) {
+		n := 0
+		for i := a; i < b; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 7)
+	d, ok3 := num(8, 10)
+	h, ok4 := num(11, 13)
+	mi, ok5 := num(14, 16)
+	sec, ok6 := num(17, 19)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, 0, loc)
+	if t.Day() != d { // 31 February and the like: let the parser refuse it
+		return time.Time{}, false
+	}
+	return t.UTC(), true
 }
 
 // ParseEpoch reads a Unix time in seconds; 0 and -1 are unknown.

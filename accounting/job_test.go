@@ -1,6 +1,9 @@
 package accounting
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestParseElapsed(t *testing.T) {
 	for in, want := range map[string]int64{
@@ -39,6 +42,38 @@ func FuzzParseElapsed(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if n, err := ParseElapsed(s); err == nil && n < 0 {
 			t.Errorf("%q → %d", s, n)
+		}
+	})
+}
+
+func TestParseLocalTimeFastPathAgrees(t *testing.T) {
+	paris, _ := time.LoadLocation("Europe/Paris")
+	for _, s := range []string{"2026-01-01T00:00:00", "2026-07-01T12:30:05", "2026-03-29T02:30:00", "2026-10-25T02:30:00", "2024-02-29T23:59:59"} {
+		for _, loc := range []*time.Location{time.UTC, paris} {
+			want, err := time.ParseInLocation("2006-01-02T15:04:05", s, loc)
+			got, err2 := ParseLocalTime(s, loc)
+			if err != nil || err2 != nil || !got.Equal(want) {
+				t.Errorf("%s in %s: %v %v, want %v", s, loc, got, err2, want)
+			}
+		}
+	}
+	for _, bad := range []string{"2026-02-30T00:00:00", "2026-13-01T00:00:00", "2026-01-01T24:00:00", "2026-01-01 00:00:00", "x026-01-01T00:00:00"} {
+		if _, err := ParseLocalTime(bad, time.UTC); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzParseLocalTime(f *testing.F) {
+	f.Add("2026-07-01T12:30:05")
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseLocalTime(s, time.UTC)
+		want, werr := time.ParseInLocation("2006-01-02T15:04:05", s, time.UTC)
+		if err == nil && werr == nil && !got.Equal(want) {
+			t.Errorf("%q: fast %v, parser %v", s, got, want)
+		}
+		if err == nil && werr != nil && s != "" && s != "Unknown" && s != "None" && s != "N/A" {
+			t.Errorf("%q accepted by the fast path only", s)
 		}
 	})
 }

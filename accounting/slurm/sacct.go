@@ -31,7 +31,8 @@ var aliases = map[string]string{"alloccpus": "ncpus", "elapsedraw": "elapsedraw"
 type Sacct struct {
 	opts   accounting.Options
 	fields map[string]int
-	n      int // expected field count
+	n      int    // expected field count
+	state  string // the field order, joined (State is called per line)
 }
 
 // NewSacct returns a decoder with the XDMoD field order.
@@ -43,24 +44,21 @@ func NewSacct(opts accounting.Options) *Sacct {
 
 func (d *Sacct) setFields(names []string) {
 	d.fields = make(map[string]int, len(names))
+	canonical := make([]string, len(names))
 	for i, n := range names {
 		n = strings.ToLower(strings.TrimSpace(n))
 		if a, ok := aliases[n]; ok {
 			n = a
 		}
 		d.fields[n] = i
+		canonical[i] = n
 	}
 	d.n = len(names)
+	d.state = strings.Join(canonical, "|")
 }
 
 // State implements accounting.Decoder: the field order.
-func (d *Sacct) State() string {
-	names := make([]string, d.n)
-	for n, i := range d.fields {
-		names[i] = n
-	}
-	return strings.Join(names, "|")
-}
+func (d *Sacct) State() string { return d.state }
 
 // Restore implements accounting.Decoder.
 func (d *Sacct) Restore(state string) error {
