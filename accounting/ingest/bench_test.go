@@ -1,0 +1,170 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/report"
+	"github.com/collabsync/collabsync/internal/store"
+	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/internal/testharness/genlog"
+)
+
+// TestMain lets a benchmark re-run this binary as a child that only
+// ingests, so /usr/bin/time can measure that process's peak memory.
+func TestMain(m *testing.M) {
+	if db := os.Getenv("COLLABSYNC_BENCH_INGEST_DB"); db != "" {
+		if err := childIngest(db, os.Getenv("COLLABSYNC_BENCH_INGEST_LOG")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func childIngest(dbPath, logPath string) error {
+	st, err := store.Open(context.Background(), dbPath)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	in := &Ingester{DB: st.DB, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Attribute: func(j *accounting.Job) string { return j.Account }}
+	src := Source{Name: "bench", Format: "slurm-sacct", Options: accounting.Options{Cluster: "gen", Location: time.UTC}}
+	_, err = in.Ingest(context.Background(), src, []string{logPath})
+	return err
+}
+
+var maxRSS = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+
+// timed runs a command under /usr/bin/time -v: wall time and peak RSS (MiB).
+func timed(b *testing.B, env []string, name string, args ...string) (time.Duration, float64) {
+	b.Helper()
+	cmd := exec.Command("/usr/bin/time", append([]string{"-v", name}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = io.Discard
+	errf, _ := os.CreateTemp(b.TempDir(), "time")
+	cmd.Stderr = errf
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		out, _ := os.ReadFile(errf.Name())
+		b.Fatalf("%s: %v\n%s", name, err, out)
+	}
+	took := time.Since(start)
+	out, _ := os.ReadFile(errf.Name())
+	m := maxRSS.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("no RSS in:\n%s", out)
+	}
+	kb, _ := strconv.Atoi(string(m[1]))
+	return took, float64(kb) / 1024
+}
+
+func median(xs []float64) float64 {
+	sort.Float64s(xs)
+	return xs[len(xs)/2]
+}
+
+// awkSum is the reference: an awk one-liner summing core-hours per
+// account over the same file (elapsed is field 15, CPUs field 19).
+const awkSum = `{n=split($15,a,":"); s=a[1]*3600+a[2]*60+a[3]; h[$6]+=s*$19/3600} END{for(k in h) print k, h[k]}`
+
+// BenchmarkIngest1M: 1M sacct rows ingested durably into SQLite (WAL,
+// each batch of 20000 committed with its checkpoint), against awk merely
+// summing core-hours per account over the same file, run alternately.
+// Then the same content again under a new inode (a copied or recompressed
+// rotation): every job a duplicate.
+func BenchmarkIngest1M(b *testing.B) {
+	testharness.Require(b, "awk", "/usr/bin/time")
+	dir := b.TempDir()
+	logPath := filepath.Join(dir, "sacct.log")
+	f, _ := os.Create(logPath)
+	if _, err := genlog.Write(f, genlog.Params{Jobs: 1_000_000}); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	self, _ := os.Executable()
+	var awkT, ingT, reT, awkRSS, ingRSS []float64
+	for i := 0; i < b.N; i++ {
+		for rep := 0; rep < 3; rep++ {
+			t, r := timed(b, nil, "awk", "-F|", awkSum, logPath)
+			awkT, awkRSS = append(awkT, t.Seconds()), append(awkRSS, r)
+
+			db := filepath.Join(dir, fmt.Sprintf("db%d-%d", i, rep), "s.db")
+			env := []string{"COLLABSYNC_BENCH_INGEST_DB=" + db, "COLLABSYNC_BENCH_INGEST_LOG=" + logPath}
+			t, r = timed(b, env, self)
+			ingT, ingRSS = append(ingT, t.Seconds()), append(ingRSS, r)
+
+			copyPath := logPath + ".copy"
+			data, _ := os.ReadFile(logPath)
+			os.WriteFile(copyPath, data, 0o644)
+			data = nil
+			t, _ = timed(b, []string{"COLLABSYNC_BENCH_INGEST_DB=" + db, "COLLABSYNC_BENCH_INGEST_LOG=" + copyPath}, self)
+			reT = append(reT, t.Seconds())
+			os.Remove(copyPath)
+			os.RemoveAll(filepath.Dir(db))
+		}
+	}
+	b.ReportMetric(median(awkT), "awk_s")
+	b.ReportMetric(median(ingT), "ingest_s")
+	b.ReportMetric(median(ingT)/median(awkT), "ingest/awk")
+	b.ReportMetric(median(reT), "reingest_s")
+	b.ReportMetric(median(reT)/median(ingT), "reingest/ingest")
+	b.ReportMetric(median(awkRSS), "awk_maxrss_MiB")
+	b.ReportMetric(median(ingRSS), "ingest_maxrss_MiB")
+}
+
+// BenchmarkReportMonth10M: a month's report by collaboration over the day
+// totals of 10M jobs (a year, 1000 users in 100 collaborations, 5 states).
+// The totals are generated in SQL exactly as ingest keeps them; the report
+// never reads the jobs table, so it is left empty.
+func BenchmarkReportMonth10M(b *testing.B) {
+	st, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "s.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	const jobs = 10_000_000
+	// Job i ends on day 20454 + i*365/jobs, user i%1000 in collaboration
+	// (i%1000)%100, state i%5, with (i%7+1)*3600 core-seconds.
+	_, err = st.DB.Exec(`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+		INSERT INTO usage_daily (day, cluster, collaboration, user, state, jobs, core_seconds)
+		SELECT 20454 + i * 365 / ?, 'gen', printf('c%05d', (i % 1000) % 100), printf('u%06d', i % 1000),
+		       CASE i % 5 WHEN 0 THEN 'FAILED' WHEN 1 THEN 'TIMEOUT' ELSE 'COMPLETED' END, count(*), sum((i % 7 + 1) * 3600)
+		FROM n GROUP BY 1, 2, 3, 4, 5`, jobs, jobs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total int64
+	st.DB.QueryRow("SELECT sum(jobs) FROM usage_daily").Scan(&total)
+	if total != jobs {
+		b.Fatalf("day totals hold %d jobs", total)
+	}
+	since := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	q := report.Query{By: report.ByCollaboration, Since: since, Until: since.AddDate(0, 1, 0)}
+	var ms []float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for rep := 0; rep < 5; rep++ {
+			start := time.Now()
+			rows, err := report.Run(context.Background(), st.DB, q)
+			ms = append(ms, float64(time.Since(start).Microseconds())/1000)
+			if err != nil || len(rows) != 100 {
+				b.Fatalf("%d rows, %v", len(rows), err)
+			}
+		}
+	}
+	b.ReportMetric(median(ms), "report_ms")
+}
