@@ -111,11 +111,12 @@ func (b *batch) commit(ctx context.Context, source string, dev, ino uint64, path
 	if cp.complete {
 		complete = 1
 	}
-	_, err = b.tx.ExecContext(ctx, `INSERT INTO ingest_checkpoint (source, dev, inode, path, offset, line, fingerprint, state, complete, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dev, inode) DO UPDATE SET path = excluded.path,
-		offset = excluded.offset, line = excluded.line, fingerprint = excluded.fingerprint, state = excluded.state,
-		complete = excluded.complete, updated_at = excluded.updated_at`,
-		source, int64(dev), int64(ino), path, cp.offset, cp.line, cp.fingerprint, cp.state, complete, now.Unix())
+	_, err = b.tx.ExecContext(ctx, `INSERT INTO ingest_checkpoint (source, dev, inode, path, offset, line, fingerprint, state,
+		complete, hash_state, digest, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dev, inode)
+		DO UPDATE SET path = excluded.path, offset = excluded.offset, line = excluded.line, fingerprint = excluded.fingerprint,
+		state = excluded.state, complete = excluded.complete, hash_state = excluded.hash_state, digest = excluded.digest,
+		updated_at = excluded.updated_at`,
+		source, int64(dev), int64(ino), path, cp.offset, cp.line, cp.fingerprint, cp.state, complete, cp.hashState, cp.digest, now.Unix())
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -141,18 +143,67 @@ type checkpoint struct {
 	fingerprint  []byte
 	state        string
 	complete     bool
+	// hashState is the running SHA-256 of the content up to offset, digest
+	// its sum: a file under a new inode whose first offset bytes have that
+	// digest is a copy (a rotation compressed or renamed) and resumes there.
+	hashState, digest []byte
+}
+
+const checkpointColumns = "offset, line, fingerprint, state, complete, hash_state, digest"
+
+func scanCheckpoint(row interface{ Scan(...any) error }) (*checkpoint, error) {
+	var c checkpoint
+	var complete int
+	if err := row.Scan(&c.offset, &c.line, &c.fingerprint, &c.state, &complete, &c.hashState, &c.digest); err != nil {
+		return nil, err
+	}
+	c.complete = complete != 0
+	return &c, nil
 }
 
 func (in *Ingester) loadCheckpoint(ctx context.Context, source string, dev, ino uint64) (*checkpoint, error) {
-	var c checkpoint
-	var complete int
-	err := in.DB.QueryRowContext(ctx, `SELECT offset, line, fingerprint, state, complete FROM ingest_checkpoint
-		WHERE source = ? AND dev = ? AND inode = ?`, source, int64(dev), int64(ino)).Scan(&c.offset, &c.line, &c.fingerprint, &c.state, &complete)
+	c, err := scanCheckpoint(in.DB.QueryRowContext(ctx, "SELECT "+checkpointColumns+` FROM ingest_checkpoint
+		WHERE source = ? AND dev = ? AND inode = ?`, source, int64(dev), int64(ino)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
-	c.complete = complete != 0
-	return &c, err
+	return c, err
+}
+
+// findCopy looks for a checkpoint of another file of the source whose
+// content this file starts with, comparing SHA-256 digests; the file then
+// resumes where that one stopped instead of re-reading every job.
+func (in *Ingester) findCopy(ctx context.Context, source string, head []byte, open func() (io.ReadCloser, error)) (*checkpoint, error) {
+	rows, err := in.DB.QueryContext(ctx, "SELECT "+checkpointColumns+` FROM ingest_checkpoint
+		WHERE source = ? AND offset > 0 ORDER BY offset DESC`, source)
+	if err != nil {
+		return nil, err
+	}
+	var candidates []*checkpoint
+	for rows.Next() {
+		c, err := scanCheckpoint(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if len(c.digest) > 0 && len(c.fingerprint) > 0 && bytes.HasPrefix(head, c.fingerprint) {
+			candidates = append(candidates, c)
+		}
+	}
+	rows.Close()
+	for _, c := range candidates {
+		r, err := open()
+		if err != nil {
+			return nil, err
+		}
+		h := sha256.New()
+		n, err := io.CopyN(h, r, c.offset)
+		r.Close()
+		if err == nil && n == c.offset && bytes.Equal(h.Sum(nil), c.digest) {
+			return c, nil
+		}
+	}
+	return nil, nil
 }
 
 // IngestFile reads one file from its checkpoint on.
@@ -205,7 +256,20 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
 		return stats, fmt.Errorf("%s: %w", path, err)
 	}
+	if cp == nil && len(head) > 0 {
+		open := func() (io.ReadCloser, error) { return openContent(path) }
+		if cp, err = in.findCopy(ctx, src.Name, head, open); err != nil {
+			return stats, fmt.Errorf("%s: look for an ingested copy: %w", path, err)
+		}
+		if cp != nil {
+			in.Log.Info("file is a copy of one already ingested; resuming where it stopped", "source", src.Name, "path", path, "offset", cp.offset)
+		}
+	}
+	h := sha256.New()
 	if cp != nil && cp.offset > 0 && bytes.HasPrefix(head, cp.fingerprint) {
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(cp.hashState); err != nil {
+			return stats, fmt.Errorf("%s: checkpoint hash state: %w", path, err)
+		}
 		if _, err := io.CopyN(io.Discard, br, cp.offset); err != nil {
 			return stats, fmt.Errorf("%s: skip to checkpoint at byte %d: %w", path, cp.offset, err)
 		}
@@ -228,8 +292,13 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 		batchLines = 20000
 	}
 	inBatch := 0
+	var pending []byte // lines of a record not complete yet
 	commit := func(complete bool) error {
 		safe.complete = complete
+		if safe.hashState, err = h.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
+			return err
+		}
+		safe.digest = h.Sum(nil)
 		if len(safe.fingerprint) > int(safe.offset) && !complete {
 			safe.fingerprint = safe.fingerprint[:safe.offset]
 		}
@@ -286,6 +355,7 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 			// A last line without its newline is still being written to a
 			// live file; a compressed file is complete.
 			if len(raw) > 0 && compressed {
+				pending = append(pending, raw...)
 				offset += int64(len(raw))
 				line++
 				stats.Lines++
@@ -307,12 +377,17 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 		if err := handle(jobs, derr); err != nil {
 			return stats, err
 		}
-		if boundary {
-			safe.offset, safe.line, safe.state = offset, line, dec.State()
-			if inBatch >= batchLines {
-				if err := commit(false); err != nil {
-					return stats, err
-				}
+		if !boundary {
+			pending = append(pending, raw...) // hashed once its record is complete
+			continue
+		}
+		h.Write(pending)
+		h.Write(raw)
+		pending = pending[:0]
+		safe.offset, safe.line, safe.state = offset, line, dec.State()
+		if inBatch >= batchLines {
+			if err := commit(false); err != nil {
+				return stats, err
 			}
 		}
 	}
@@ -321,12 +396,34 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 		if err := handle(jobs, derr); err != nil {
 			return stats, err
 		}
+		h.Write(pending)
 		safe.offset, safe.line, safe.state = offset, line, dec.State()
 	}
 	if err := commit(compressed); err != nil {
 		return stats, err
 	}
 	return stats, nil
+}
+
+// openContent opens a file's content, decompressing gzip.
+func openContent(path string) (io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	gz, err := isGzip(f)
+	if err != nil || !gz {
+		return f, err
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{zr, f}, nil
 }
 
 // isGzip sniffs the gzip magic number and rewinds.

@@ -94,6 +94,8 @@ var migrations = []string{
 		fingerprint BLOB NOT NULL,    -- hash of the first bytes, to notice a reused inode
 		state       TEXT NOT NULL,    -- the decoder's (a header)
 		complete    INTEGER NOT NULL, -- a compressed file read to its end
+		hash_state  BLOB NOT NULL,    -- SHA-256 of the content up to offset, resumable
+		digest      BLOB NOT NULL,    -- ... and its sum, to recognize a renamed or recompressed copy
 		updated_at  INTEGER NOT NULL,
 		PRIMARY KEY (source, dev, inode)
 	);
