@@ -235,3 +235,20 @@ func TestCopyWithMoreContent(t *testing.T) {
 		t.Errorf("jobs = %d", jobs)
 	}
 }
+
+// TestRequeuedRunsAreSeparate: sacct --duplicates lists each run of a
+// requeued job; runs differ in start and end, so each is its own record.
+func TestRequeuedRunsAreSeparate(t *testing.T) {
+	e := newEnv(t)
+	first := sacctLine(7, 2, "a")
+	second := strings.NewReplacer("2026-01-01T01:00:00", "2026-01-01T03:00:00", "2026-01-01T02:00:00", "2026-01-01T04:00:00").Replace(first)
+	p := e.write("sacct.log", strings.Replace(first, "COMPLETED", "NODE_FAIL", 1)+second, os.O_TRUNC)
+	if st := e.ingest(sacctSource, p); st.Inserted != 2 {
+		t.Errorf("%+v", st)
+	}
+	var states string
+	e.db.QueryRow("SELECT group_concat(state, ',') FROM (SELECT state FROM job WHERE job_id = '7' ORDER BY start)").Scan(&states)
+	if states != "NODE_FAIL,COMPLETED" {
+		t.Errorf("runs = %s", states)
+	}
+}
