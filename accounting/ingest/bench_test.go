@@ -6,11 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
-	"sort"
-	"strconv"
 	"testing"
 	"time"
 
@@ -47,36 +43,6 @@ func childIngest(dbPath, logPath string) error {
 	return err
 }
 
-var maxRSS = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
-
-// timed runs a command under /usr/bin/time -v: wall time and peak RSS (MiB).
-func timed(b *testing.B, env []string, name string, args ...string) (time.Duration, float64) {
-	b.Helper()
-	cmd := exec.Command("/usr/bin/time", append([]string{"-v", name}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = io.Discard
-	errf, _ := os.CreateTemp(b.TempDir(), "time")
-	cmd.Stderr = errf
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		out, _ := os.ReadFile(errf.Name())
-		b.Fatalf("%s: %v\n%s", name, err, out)
-	}
-	took := time.Since(start)
-	out, _ := os.ReadFile(errf.Name())
-	m := maxRSS.FindSubmatch(out)
-	if m == nil {
-		b.Fatalf("no RSS in:\n%s", out)
-	}
-	kb, _ := strconv.Atoi(string(m[1]))
-	return took, float64(kb) / 1024
-}
-
-func median(xs []float64) float64 {
-	sort.Float64s(xs)
-	return xs[len(xs)/2]
-}
-
 // awkSum is the reference: an awk one-liner summing core-hours per
 // account over the same file (elapsed is field 15, CPUs field 19).
 const awkSum = `{n=split($15,a,":"); s=a[1]*3600+a[2]*60+a[3]; h[$6]+=s*$19/3600} END{for(k in h) print k, h[k]}`
@@ -99,12 +65,12 @@ func BenchmarkIngest1M(b *testing.B) {
 	var awkT, ingT, reT, dedupT, awkRSS, ingRSS []float64
 	for i := 0; i < b.N; i++ {
 		for rep := 0; rep < 3; rep++ {
-			t, r := timed(b, nil, "awk", "-F|", awkSum, logPath)
+			t, r := testharness.Measure(b, nil, "awk", "-F|", awkSum, logPath)
 			awkT, awkRSS = append(awkT, t.Seconds()), append(awkRSS, r)
 
 			db := filepath.Join(dir, fmt.Sprintf("db%d-%d", i, rep), "s.db")
 			env := []string{"COLLABSYNC_BENCH_INGEST_DB=" + db, "COLLABSYNC_BENCH_INGEST_LOG=" + logPath}
-			t, r = timed(b, env, self)
+			t, r = testharness.Measure(b, env, self)
 			ingT, ingRSS = append(ingT, t.Seconds()), append(ingRSS, r)
 
 			// The same content under a new inode (a rotation copied or
@@ -112,27 +78,27 @@ func BenchmarkIngest1M(b *testing.B) {
 			copyPath := logPath + ".copy"
 			data, _ := os.ReadFile(logPath)
 			os.WriteFile(copyPath, data, 0o644)
-			t, _ = timed(b, []string{"COLLABSYNC_BENCH_INGEST_DB=" + db, "COLLABSYNC_BENCH_INGEST_LOG=" + copyPath}, self)
+			t, _ = testharness.Measure(b, []string{"COLLABSYNC_BENCH_INGEST_DB=" + db, "COLLABSYNC_BENCH_INGEST_LOG=" + copyPath}, self)
 			reT = append(reT, t.Seconds())
 			// The same jobs in content that differs from the first byte: every
 			// job goes through the natural-key check and is a duplicate.
 			os.WriteFile(copyPath, append([]byte("\n"), data...), 0o644)
 			data = nil
-			t, _ = timed(b, []string{"COLLABSYNC_BENCH_INGEST_DB=" + db, "COLLABSYNC_BENCH_INGEST_LOG=" + copyPath}, self)
+			t, _ = testharness.Measure(b, []string{"COLLABSYNC_BENCH_INGEST_DB=" + db, "COLLABSYNC_BENCH_INGEST_LOG=" + copyPath}, self)
 			dedupT = append(dedupT, t.Seconds())
 			os.Remove(copyPath)
 			os.RemoveAll(filepath.Dir(db))
 		}
 	}
-	b.ReportMetric(median(awkT), "awk_s")
-	b.ReportMetric(median(ingT), "ingest_s")
-	b.ReportMetric(median(ingT)/median(awkT), "ingest/awk")
-	b.ReportMetric(median(reT), "reingest_copy_s")
-	b.ReportMetric(median(reT)/median(ingT), "reingest_copy/ingest")
-	b.ReportMetric(median(dedupT), "reingest_dedupe_s")
-	b.ReportMetric(median(dedupT)/median(ingT), "reingest_dedupe/ingest")
-	b.ReportMetric(median(awkRSS), "awk_maxrss_MiB")
-	b.ReportMetric(median(ingRSS), "ingest_maxrss_MiB")
+	b.ReportMetric(testharness.Median(awkT), "awk_s")
+	b.ReportMetric(testharness.Median(ingT), "ingest_s")
+	b.ReportMetric(testharness.Median(ingT)/testharness.Median(awkT), "ingest/awk")
+	b.ReportMetric(testharness.Median(reT), "reingest_copy_s")
+	b.ReportMetric(testharness.Median(reT)/testharness.Median(ingT), "reingest_copy/ingest")
+	b.ReportMetric(testharness.Median(dedupT), "reingest_dedupe_s")
+	b.ReportMetric(testharness.Median(dedupT)/testharness.Median(ingT), "reingest_dedupe/ingest")
+	b.ReportMetric(testharness.Median(awkRSS), "awk_maxrss_MiB")
+	b.ReportMetric(testharness.Median(ingRSS), "ingest_maxrss_MiB")
 }
 
 // BenchmarkReportMonth10M: a month's report by collaboration over the day
@@ -175,5 +141,5 @@ func BenchmarkReportMonth10M(b *testing.B) {
 			}
 		}
 	}
-	b.ReportMetric(median(ms), "report_ms")
+	b.ReportMetric(testharness.Median(ms), "report_ms")
 }

@@ -192,14 +192,9 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintf(a.stderr, "collabsync report: bad --format %q\n", *format)
 		return exitUsage
 	}
-	cfg := a.loadConfig()
-	if cfg == nil {
-		return exitUsage
-	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		a.errorf(err)
-		return exitFailure
+	_, st, code := a.openState(ctx)
+	if st == nil {
+		return code
 	}
 	defer st.Close()
 	rows, err := report.Run(ctx, st.DB, q)

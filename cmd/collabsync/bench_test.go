@@ -8,9 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"sort"
-	"strconv"
 	"testing"
 	"time"
 
@@ -51,36 +48,6 @@ func bigDirectory(b *testing.B, users, collabs int) (*slapd.Server, string, *con
 		b.Fatal(err)
 	}
 	return s, path, cfg
-}
-
-var maxRSS = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
-
-// timed runs a command under /usr/bin/time -v with stdout discarded and
-// returns its wall time and peak RSS in MiB.
-func timed(b *testing.B, name string, args ...string) (time.Duration, float64) {
-	b.Helper()
-	cmd := exec.Command("/usr/bin/time", append([]string{"-v", name}, args...)...)
-	cmd.Stdout = io.Discard
-	stderr, _ := os.CreateTemp(b.TempDir(), "time")
-	cmd.Stderr = stderr
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		out, _ := os.ReadFile(stderr.Name())
-		b.Fatalf("%s: %v\n%s", name, err, out)
-	}
-	elapsed := time.Since(start)
-	out, _ := os.ReadFile(stderr.Name())
-	m := maxRSS.FindSubmatch(out)
-	if m == nil {
-		b.Fatalf("no RSS in /usr/bin/time output:\n%s", out)
-	}
-	kb, _ := strconv.Atoi(string(m[1]))
-	return elapsed, float64(kb) / 1024
-}
-
-func median(xs []float64) float64 {
-	sort.Float64s(xs)
-	return xs[len(xs)/2]
 }
 
 // BenchmarkFullRead100k reads 100k users and 10k collaborations from slapd
@@ -132,8 +99,8 @@ func BenchmarkFullRead100k(b *testing.B) {
 	var refT, rawT, srcT, rulesT, planT, refRSS, planRSS []float64
 	for i := 0; i < b.N; i++ {
 		for rep := 0; rep < 3; rep++ {
-			t1, r1 := timed(b, "ldapsearch", search(cfg.LDAP.Users.BaseDN, cfg.LDAP.Users.Filter, mapper.UserAttributes()...)...)
-			t2, r2 := timed(b, "ldapsearch", search(cfg.LDAP.Collaborations.BaseDN, cfg.LDAP.Collaborations.Filter, mapper.CollaborationAttributes()...)...)
+			t1, r1 := testharness.Measure(b, nil, "ldapsearch", search(cfg.LDAP.Users.BaseDN, cfg.LDAP.Users.Filter, mapper.UserAttributes()...)...)
+			t2, r2 := testharness.Measure(b, nil, "ldapsearch", search(cfg.LDAP.Collaborations.BaseDN, cfg.LDAP.Collaborations.Filter, mapper.CollaborationAttributes()...)...)
 			refT = append(refT, (t1 + t2).Seconds())
 			refRSS = append(refRSS, max(r1, r2))
 
@@ -155,23 +122,23 @@ func BenchmarkFullRead100k(b *testing.B) {
 				b.Fatalf("evaluated %d users", len(state.Users))
 			}
 
-			t3, r3 := timed(b, binary, "-config", cfgPath, "-log-level", "warn", "plan")
+			t3, r3 := testharness.Measure(b, nil, binary, "-config", cfgPath, "-log-level", "warn", "plan")
 			planT = append(planT, t3.Seconds())
 			planRSS = append(planRSS, r3)
 		}
 	}
-	ref := median(refT)
+	ref := testharness.Median(refT)
 	b.ReportMetric(ref, "ldapsearch_s")
-	b.ReportMetric(median(rawT), "raw_receive_s")
-	b.ReportMetric(median(rawT)/ref, "raw_receive/ldapsearch")
-	b.ReportMetric(median(srcT), "source_s")
-	b.ReportMetric(median(srcT)/ref, "source/ldapsearch")
-	b.ReportMetric(median(rulesT), "rules_s")
-	b.ReportMetric(median(rulesT)/median(srcT), "rules/source")
-	b.ReportMetric(median(planT), "plan_s")
-	b.ReportMetric(median(planT)/ref, "plan/ldapsearch")
-	b.ReportMetric(median(refRSS), "ldapsearch_maxrss_MiB")
-	b.ReportMetric(median(planRSS), "plan_maxrss_MiB")
+	b.ReportMetric(testharness.Median(rawT), "raw_receive_s")
+	b.ReportMetric(testharness.Median(rawT)/ref, "raw_receive/ldapsearch")
+	b.ReportMetric(testharness.Median(srcT), "source_s")
+	b.ReportMetric(testharness.Median(srcT)/ref, "source/ldapsearch")
+	b.ReportMetric(testharness.Median(rulesT), "rules_s")
+	b.ReportMetric(testharness.Median(rulesT)/testharness.Median(srcT), "rules/source")
+	b.ReportMetric(testharness.Median(planT), "plan_s")
+	b.ReportMetric(testharness.Median(planT)/ref, "plan/ldapsearch")
+	b.ReportMetric(testharness.Median(refRSS), "ldapsearch_maxrss_MiB")
+	b.ReportMetric(testharness.Median(planRSS), "plan_maxrss_MiB")
 }
 
 // collabsyncB runs the binary for a benchmark and returns an error on failure.
@@ -210,8 +177,7 @@ func BenchmarkServeChangeLatency(b *testing.B) {
 			lat = append(lat, time.Since(start).Seconds()*1000)
 		}
 	}
-	sort.Float64s(lat)
-	b.ReportMetric(lat[len(lat)/2], "p50_ms")
+	b.ReportMetric(testharness.Median(lat), "p50_ms") // sorts lat
 	b.ReportMetric(lat[len(lat)*99/100], "p99_ms")
 	b.ReportMetric(lat[len(lat)-1], "max_ms")
 	d.stop(b)

@@ -32,14 +32,9 @@ func cmdViolations(ctx context.Context, a *app, args []string) int {
 	if !parseFlags(fs, args) || !checkFormat(a, "violations", *format) {
 		return exitUsage
 	}
-	cfg := a.loadConfig()
-	if cfg == nil {
-		return exitUsage
-	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		a.errorf(err)
-		return exitFailure
+	cfg, st, code := a.openState(ctx)
+	if st == nil {
+		return code
 	}
 	defer st.Close()
 	prev, err := st.Statuses(ctx)

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -159,6 +160,20 @@ func (a *app) loadConfig() *config.Config {
 		return nil
 	}
 	return cfg
+}
+
+// openState loads the configuration and opens the state store. On failure
+// it has said why, and code is the exit code to return.
+func (a *app) openState(ctx context.Context) (cfg *config.Config, st *store.Store, code int) {
+	if cfg = a.loadConfig(); cfg == nil {
+		return nil, nil, exitUsage
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		a.errorf(err)
+		return nil, nil, exitFailure
+	}
+	return cfg, st, exitOK
 }
 
 // newFlagSet returns a subcommand's flag set with consistent usage output.

@@ -52,14 +52,9 @@ func cmdServe(ctx context.Context, a *app, args []string) int {
 	if !parseFlags(a.newFlagSet("serve", ""), args) {
 		return exitUsage
 	}
-	cfg := a.loadConfig()
-	if cfg == nil {
-		return exitUsage
-	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		a.errorf(err)
-		return exitFailure
+	cfg, st, code := a.openState(ctx)
+	if st == nil {
+		return code
 	}
 	defer st.Close()
 	s := &server{log: a.log, metrics: newMetrics(version), status: newStatus(), store: st, lastBeat: time.Now()}

@@ -39,14 +39,9 @@ func cmdSync(ctx context.Context, a *app, args []string) int {
 // reconcile runs the engine once and prints the plans and a summary of the
 // violations. Only a run that writes records the rule history.
 func (a *app) reconcile(ctx context.Context, opts engine.Options, format string) int {
-	cfg := a.loadConfig()
-	if cfg == nil {
-		return exitUsage
-	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		a.errorf(err)
-		return exitFailure
+	cfg, st, code := a.openState(ctx)
+	if st == nil {
+		return code
 	}
 	defer st.Close()
 	state, results, err := newEngine(cfg, a.log, st).Run(ctx, opts)
