@@ -77,6 +77,19 @@ type Decoder interface {
 	Restore(state string) error
 }
 
+// LineDecoder gives decoders whose every line is a whole record the
+// Decoder methods they have nothing to do in: no open record, no state.
+type LineDecoder struct{}
+
+// Flush implements Decoder.
+func (LineDecoder) Flush() ([]Job, error) { return nil, nil }
+
+// State implements Decoder.
+func (LineDecoder) State() string { return "" }
+
+// Restore implements Decoder.
+func (LineDecoder) Restore(string) error { return nil }
+
 // Options are what a source's configuration tells every decoder.
 type Options struct {
 	Cluster string

@@ -14,15 +14,12 @@ import (
 
 // Decoder is a PBS accounting decoder.
 type Decoder struct {
+	accounting.LineDecoder
 	opts accounting.Options
 }
 
 // New returns a PBS decoder.
 func New(opts accounting.Options) *Decoder { return &Decoder{opts: opts} }
-
-func (*Decoder) Flush() ([]accounting.Job, error) { return nil, nil }
-func (*Decoder) State() string                    { return "" }
-func (*Decoder) Restore(string) error             { return nil }
 
 // Line implements accounting.Decoder. A record is
 // "MM/DD/YYYY HH:MM:SS;E;<job id>;key=value key=value ...".

@@ -38,15 +38,12 @@ const (
 
 // Decoder is an SGE/UGE accounting decoder.
 type Decoder struct {
+	accounting.LineDecoder
 	opts accounting.Options
 }
 
 // New returns an SGE/UGE decoder.
 func New(opts accounting.Options) *Decoder { return &Decoder{opts: opts} }
-
-func (*Decoder) Flush() ([]accounting.Job, error) { return nil, nil }
-func (*Decoder) State() string                    { return "" }
-func (*Decoder) Restore(string) error             { return nil }
 
 // Line implements accounting.Decoder.
 func (d *Decoder) Line(line []byte) ([]accounting.Job, bool, error) {

@@ -24,15 +24,12 @@ var jobcompSplit = regexp.MustCompile(`(?:^| )(` + strings.Join(jobcompKeys, "|"
 // one "Key=value ..." line per finished job, times in local time without
 // an offset (Options.Location).
 type Jobcomp struct {
+	accounting.LineDecoder
 	opts accounting.Options
 }
 
 // NewJobcomp returns a jobcomp decoder.
 func NewJobcomp(opts accounting.Options) *Jobcomp { return &Jobcomp{opts: opts} }
-
-func (*Jobcomp) Flush() ([]accounting.Job, error) { return nil, nil }
-func (*Jobcomp) State() string                    { return "" }
-func (*Jobcomp) Restore(string) error             { return nil }
 
 // splitJobcomp returns the line's key/value pairs.
 func splitJobcomp(line string) map[string]string {
