@@ -1,0 +1,87 @@
+package report
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/store"
+)
+
+func TestRunAndWrite(t *testing.T) {
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	day := func(s string) int64 { d, _ := time.Parse(time.DateOnly, s); return d.Unix() / 86400 }
+	for _, r := range []struct {
+		day                          string
+		collab, user, state, cluster string
+		jobs, cs                     int64
+	}{
+		{"2026-10-31", "atlas", "alice", "COMPLETED", "c1", 2, 7200},
+		{"2026-11-01", "atlas", "alice", "FAILED", "c1", 1, 3600},
+		{"2026-11-02", "atlas", "bob", "COMPLETED", "c2", 3, 10800},
+		{"2026-11-30", "lsst", "carol", "TIMEOUT", "c1", 1, 1800},
+		{"2026-12-01", "lsst", "carol", "NODE_FAIL", "c1", 1, 900},
+	} {
+		_, err := st.DB.Exec("INSERT INTO usage_daily VALUES (?, ?, ?, ?, ?, ?, ?)", day(r.day), r.cluster, r.collab, r.user, r.state, r.jobs, r.cs)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	nov := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		q    Query
+		want string // key:jobs:core-hours ...
+	}{
+		{Query{By: ByCollaboration}, "atlas:6:6.00 lsst:2:0.75"},
+		{Query{By: ByMonth}, "2026-10:2:2.00 2026-11:5:4.50 2026-12:1:0.25"},
+		{Query{By: ByUser, Collaboration: "atlas"}, "alice:3:3.00 bob:3:3.00"},
+		{Query{By: ByCollaboration, Since: nov, Until: nov.AddDate(0, 1, 0)}, "atlas:4:4.00 lsst:1:0.50"},
+		{Query{By: ByCluster}, "c1:5:3.75 c2:3:3.00"},
+	}
+	for _, tt := range tests {
+		rows, err := Run(context.Background(), st.DB, tt.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range rows {
+			got = append(got, r.Key+":"+itoa(r.Jobs)+":"+ftoa(r.CoreHours))
+		}
+		if strings.Join(got, " ") != tt.want {
+			t.Errorf("%+v: %s, want %s", tt.q, strings.Join(got, " "), tt.want)
+		}
+	}
+	if _, err := Run(context.Background(), st.DB, Query{By: "planet"}); err == nil {
+		t.Error("unknown grouping accepted")
+	}
+	rows, _ := Run(context.Background(), st.DB, Query{By: ByCollaboration})
+	var b bytes.Buffer
+	Write(&b, "table", "COLLABORATION", rows)
+	if !strings.Contains(b.String(), "COMPLETED  FAILED  TIMEOUT  NODE_FAIL") || !strings.Contains(b.String(), "total     8        6.75") {
+		t.Errorf("table:\n%s", b.String())
+	}
+	b.Reset()
+	Write(&b, "csv", "collaboration", rows)
+	if !strings.HasPrefix(b.String(), "collaboration,jobs,core_hours,COMPLETED,FAILED,TIMEOUT,NODE_FAIL\natlas,6,6.00,5,1,0,0\n") {
+		t.Errorf("csv:\n%s", b.String())
+	}
+	b.Reset()
+	Write(&b, "json", "x", nil)
+	if strings.TrimSpace(b.String()) != "[]" {
+		t.Errorf("empty json: %q", b.String())
+	}
+	if err := Write(&b, "xml", "x", rows); err == nil {
+		t.Error("xml accepted")
+	}
+}
+
+func itoa(n int64) string   { return strconv.FormatInt(n, 10) }
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) }
