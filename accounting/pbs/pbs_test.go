@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/internal/testharness"
 )
 
 func TestPBS(t *testing.T) {
@@ -18,15 +19,7 @@ func TestPBS(t *testing.T) {
 		`11/09/2026 23:59:51;E;11.host;user=bob jobname="unterminated`,
 		`11/09/2026 23:59:51;E;12.host;user=bob exec_host=n1/x`,
 	}
-	var jobs []accounting.Job
-	var bad []string
-	for _, l := range lines {
-		js, _, err := d.Line([]byte(l))
-		jobs = append(jobs, js...)
-		if err != nil {
-			bad = append(bad, err.Error())
-		}
-	}
+	jobs, bad := testharness.DecodeLines(d, lines)
 	if len(jobs) != 2 {
 		t.Fatalf("jobs: %+v", jobs)
 	}
@@ -36,7 +29,7 @@ func TestPBS(t *testing.T) {
 	if j := jobs[1]; j.State != "CANCELLED" || j.CPUs != 2 || j.Elapsed != 100 {
 		t.Errorf("job 10 = %+v", j)
 	}
-	if len(bad) != 3 || !strings.Contains(bad[1], "unterminated quote") {
+	if len(bad) != 3 || !strings.Contains(bad[1].Error(), "unterminated quote") {
 		t.Errorf("bad = %v", bad)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/internal/testharness"
 )
 
 // record builds an accounting line with the fields that matter set.
@@ -30,17 +31,9 @@ func TestSGE(t *testing.T) {
 		record(map[int]string{fJobNumber: "4", fOwner: "bob", fExitStatus: "137", fSubmit: "1700000000000", fStart: "1700000010000", fEnd: "1700000110500", fWallclock: "100.5", fSlots: "2"}),
 		"short:line",
 	}
-	var jobs []accounting.Job
-	var bad int
-	for _, l := range lines {
-		js, _, err := d.Line([]byte(l))
-		jobs = append(jobs, js...)
-		if err != nil {
-			bad++
-		}
-	}
-	if len(jobs) != 3 || bad != 1 {
-		t.Fatalf("jobs %+v, bad %d", jobs, bad)
+	jobs, bad := testharness.DecodeLines(d, lines)
+	if len(jobs) != 3 || len(bad) != 1 {
+		t.Fatalf("jobs %+v, bad %v", jobs, bad)
 	}
 	if j := jobs[0]; j.Account != "atlas" || j.ArrayIndex != 3 || j.CoreSeconds() != 400 || j.State != "COMPLETED" {
 		t.Errorf("job 1 = %+v", j)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/internal/testharness"
 )
 
 func TestParseJobID(t *testing.T) {
@@ -53,15 +54,7 @@ func TestSacctHeaderDriven(t *testing.T) {
 		"9|RUNNING|proj2|bob|2026-01-02T00:00:00|Unknown|00:10:00|2|Unknown|",
 		"10|COMPLETED|proj2|bob",
 	}
-	var jobs []accounting.Job
-	var bad []string
-	for _, l := range lines {
-		js, _, err := d.Line([]byte(l))
-		jobs = append(jobs, js...)
-		if err != nil {
-			bad = append(bad, err.Error())
-		}
-	}
+	jobs, bad := testharness.DecodeLines(d, lines)
 	if len(jobs) != 2 {
 		t.Fatalf("jobs = %+v", jobs)
 	}
@@ -71,7 +64,7 @@ func TestSacctHeaderDriven(t *testing.T) {
 	if j := jobs[1]; j.HetOffset != 1 || j.Elapsed != 86401 || j.State != "FAILED" || !j.Submit.IsZero() {
 		t.Errorf("job 8+1 = %+v", j)
 	}
-	if len(bad) != 1 || !strings.Contains(bad[0], "4 fields, want 10") {
+	if len(bad) != 1 || !strings.Contains(bad[0].Error(), "4 fields, want 10") {
 		t.Errorf("bad = %v", bad)
 	}
 	// The header survives a restart through State/Restore.

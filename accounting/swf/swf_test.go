@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/internal/testharness"
 )
 
 func TestSWF(t *testing.T) {
@@ -18,17 +19,9 @@ func TestSWF(t *testing.T) {
 3 120 0 50 -1 -1 -1 2 3600 -1 0 6 3 -1 1 1 -1 -1
 4 x 0 50
 `
-	var jobs []accounting.Job
-	bad := 0
-	for _, l := range strings.Split(data, "\n") {
-		js, _, err := d.Line([]byte(l))
-		jobs = append(jobs, js...)
-		if err != nil {
-			bad++
-		}
-	}
-	if len(jobs) != 3 || bad != 1 {
-		t.Fatalf("jobs %+v bad %d", jobs, bad)
+	jobs, bad := testharness.DecodeLines(d, strings.Split(data, "\n"))
+	if len(jobs) != 3 || len(bad) != 1 {
+		t.Fatalf("jobs %+v bad %v", jobs, bad)
 	}
 	if j := jobs[0]; j.Start != time.Unix(1700000010, 0).UTC() || j.CoreSeconds() != 800 || j.User != "u5" || j.Account != "g3" {
 		t.Errorf("job 1 = %+v", j)

@@ -367,11 +367,7 @@ func (c *Config) applyDefaults() {
 	ga := &g.Attributes
 	defaultString(&ga.Name, "cn")
 	defaultString(&ga.GIDNumber, "gidNumber")
-	if g.Membership == MembershipDN {
-		defaultString(&ga.Members, "member")
-	} else {
-		defaultString(&ga.Members, "memberUid")
-	}
+	defaultMembers(&ga.Members, g.Membership)
 
 	defaultString(&g.DefaultKind, "scientific")
 	if g.DefaultFairshare == 0 {
@@ -383,11 +379,7 @@ func (c *Config) applyDefaults() {
 		defaultString(&rg.Name, "{collaboration}-{role}")
 		defaultString(&rg.NameAttribute, "cn")
 		defaultString(&rg.Membership, MembershipDN)
-		if rg.Membership == MembershipDN {
-			defaultString(&rg.Members, "member")
-		} else {
-			defaultString(&rg.Members, "memberUid")
-		}
+		defaultMembers(&rg.Members, rg.Membership)
 	}
 	if p := l.ProductionAccounts; p != nil {
 		defaultString(&p.Scope, "sub")
@@ -445,6 +437,16 @@ func (g *Guard) applyDefaults() {
 	}
 	if g.MinDeletes == 0 {
 		g.MinDeletes = 10
+	}
+}
+
+// defaultMembers names the member attribute of a membership style:
+// groupOfNames' member for DNs, posixGroup's memberUid for uids.
+func defaultMembers(attr *string, membership string) {
+	if membership == MembershipDN {
+		defaultString(attr, "member")
+	} else {
+		defaultString(attr, "memberUid")
 	}
 }
 

@@ -1,0 +1,16 @@
+package testharness
+
+import "github.com/collabsync/collabsync/accounting"
+
+// DecodeLines feeds lines to an accounting decoder and returns the jobs
+// and the errors (bad lines) it gave.
+func DecodeLines(d accounting.Decoder, lines []string) (jobs []accounting.Job, bad []error) {
+	for _, l := range lines {
+		js, _, err := d.Line([]byte(l))
+		jobs = append(jobs, js...)
+		if err != nil {
+			bad = append(bad, err)
+		}
+	}
+	return jobs, bad
+}
