@@ -29,10 +29,19 @@ var aliases = map[string]string{"alloccpus": "ncpus", "elapsedraw": "elapsedraw"
 // XDMoDFields. Job steps (123.batch, 123.0) are skipped: core-hours come
 // from the allocation records.
 type Sacct struct {
-	opts   accounting.Options
-	fields map[string]int
-	n      int    // expected field count
-	state  string // the field order, joined (State is called per line)
+	opts  accounting.Options
+	col   columns
+	n     int    // expected field count
+	state string // the field order, joined (State is called per line)
+	// fields is reused from line to line: a log has millions.
+	fields []string
+}
+
+// columns holds the position of each field the decoder reads, -1 when the
+// field order lacks it; resolved once per header, not per line.
+type columns struct {
+	jobID, cluster, partition, account, group, user, uid, submit, start, end,
+	elapsed, elapsedRaw, exitCode, state, nodes, cpus, allocTRES, name int
 }
 
 // NewSacct returns a decoder with the XDMoD field order.
@@ -43,16 +52,26 @@ func NewSacct(opts accounting.Options) *Sacct {
 }
 
 func (d *Sacct) setFields(names []string) {
-	d.fields = make(map[string]int, len(names))
+	pos := make(map[string]int, len(names))
 	canonical := make([]string, len(names))
 	for i, n := range names {
 		n = strings.ToLower(strings.TrimSpace(n))
 		if a, ok := aliases[n]; ok {
 			n = a
 		}
-		d.fields[n] = i
+		pos[n] = i
 		canonical[i] = n
 	}
+	at := func(name string) int {
+		if i, ok := pos[name]; ok {
+			return i
+		}
+		return -1
+	}
+	d.col = columns{jobID: at("jobid"), cluster: at("cluster"), partition: at("partition"), account: at("account"),
+		group: at("group"), user: at("user"), uid: at("uid"), submit: at("submit"), start: at("start"), end: at("end"),
+		elapsed: at("elapsed"), elapsedRaw: at("elapsedraw"), exitCode: at("exitcode"), state: at("state"),
+		nodes: at("nnodes"), cpus: at("ncpus"), allocTRES: at("alloctres"), name: at("jobname")}
 	d.n = len(names)
 	d.state = strings.Join(canonical, "|")
 }
@@ -80,12 +99,16 @@ func (d *Sacct) Line(line []byte) ([]accounting.Job, bool, error) {
 	if len(line) == 0 {
 		return nil, true, nil
 	}
-	fields := strings.Split(string(line), "|")
+	fields := split(d.fields[:0], string(line), '|')
+	d.fields = fields
 	if strings.EqualFold(fields[0], "JobID") {
 		d.setFields(fields)
-		for _, need := range []string{"jobid", "state", "elapsed", "ncpus"} {
-			if _, ok := d.fields[need]; !ok {
-				return nil, true, fmt.Errorf("header lacks the %s column", need)
+		for _, need := range []struct {
+			name string
+			at   int
+		}{{"jobid", d.col.jobID}, {"state", d.col.state}, {"elapsed", d.col.elapsed}, {"ncpus", d.col.cpus}} {
+			if need.at < 0 {
+				return nil, true, fmt.Errorf("header lacks the %s column", need.name)
 			}
 		}
 		return nil, true, nil
@@ -100,61 +123,75 @@ func (d *Sacct) Line(line []byte) ([]accounting.Job, bool, error) {
 	return jobs, true, err
 }
 
-func (d *Sacct) get(fields []string, name string) string {
-	if i, ok := d.fields[name]; ok {
-		return fields[i]
+// split is strings.Split into a reused slice; the fields share s's memory.
+func split(dst []string, s string, sep byte) []string {
+	for {
+		i := strings.IndexByte(s, sep)
+		if i < 0 {
+			return append(dst, s)
+		}
+		dst = append(dst, s[:i])
+		s = s[i+1:]
 	}
-	return ""
+}
+
+// get returns the field at column i, "" when the field order lacks it.
+func get(fields []string, i int) string {
+	if i < 0 {
+		return ""
+	}
+	return fields[i]
 }
 
 func (d *Sacct) record(f []string) ([]accounting.Job, error) {
-	id, err := ParseJobID(d.get(f, "jobid"))
+	c := &d.col
+	id, err := ParseJobID(get(f, c.jobID))
 	if err != nil {
 		return nil, err
 	}
 	if id.Step != "" {
 		return nil, errStep
 	}
-	state, err := accounting.SlurmState(d.get(f, "state"))
+	state, err := accounting.SlurmState(get(f, c.state))
 	if err != nil {
 		return nil, err
 	}
 	j := accounting.Job{Cluster: d.opts.Cluster, JobID: id.JobID, HetOffset: id.HetOffset, State: state,
-		User: d.get(f, "user"), Group: d.get(f, "group"), Account: d.get(f, "account"),
-		Partition: d.get(f, "partition"), Name: d.get(f, "jobname"), ExitCode: d.get(f, "exitcode"), UID: -1}
+		User: get(f, c.user), Group: get(f, c.group), Account: get(f, c.account),
+		Partition: get(f, c.partition), Name: get(f, c.name), ExitCode: get(f, c.exitCode), UID: -1}
 	if j.Cluster == "" {
-		j.Cluster = d.get(f, "cluster")
+		j.Cluster = get(f, c.cluster)
 	}
-	if uid := d.get(f, "uid"); uid != "" {
+	if uid := get(f, c.uid); uid != "" {
 		if j.UID, err = strconv.ParseInt(uid, 10, 64); err != nil {
 			return nil, fmt.Errorf("bad uid %q", uid)
 		}
 	}
-	if j.Submit, err = accounting.ParseLocalTime(d.get(f, "submit"), d.opts.Location); err != nil {
+	if j.Submit, err = accounting.ParseLocalTime(get(f, c.submit), d.opts.Location); err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
-	if j.Start, err = accounting.ParseLocalTime(d.get(f, "start"), d.opts.Location); err != nil {
+	if j.Start, err = accounting.ParseLocalTime(get(f, c.start), d.opts.Location); err != nil {
 		return nil, fmt.Errorf("start: %w", err)
 	}
-	if j.End, err = accounting.ParseLocalTime(d.get(f, "end"), d.opts.Location); err != nil {
+	if j.End, err = accounting.ParseLocalTime(get(f, c.end), d.opts.Location); err != nil {
 		return nil, fmt.Errorf("end: %w", err)
 	}
-	if raw := d.get(f, "elapsedraw"); raw != "" {
+	if raw := get(f, c.elapsedRaw); raw != "" {
 		j.Elapsed, err = strconv.ParseInt(raw, 10, 64)
 	} else {
-		j.Elapsed, err = accounting.ParseElapsed(d.get(f, "elapsed"))
+		j.Elapsed, err = accounting.ParseElapsed(get(f, c.elapsed))
 	}
 	if err != nil || j.Elapsed < 0 {
 		return nil, fmt.Errorf("elapsed: bad value")
 	}
-	if j.CPUs, err = count(d.get(f, "ncpus")); err != nil {
+	if j.CPUs, err = count(get(f, c.cpus)); err != nil {
 		return nil, fmt.Errorf("ncpus: %w", err)
 	}
-	if j.Nodes, err = count(d.get(f, "nnodes")); err != nil {
+	if j.Nodes, err = count(get(f, c.nodes)); err != nil {
 		return nil, fmt.Errorf("nnodes: %w", err)
 	}
-	j.GPUs = TRESCount(d.get(f, "alloctres"), "gres/gpu")
-	return expandArray(j, id), nil
+	j.GPUs = TRESCount(get(f, c.allocTRES), "gres/gpu")
+	return expandArray(make([]accounting.Job, 0, max(1, len(id.ArrayIndexes))), j, id), nil
 }
 
 // count parses a non-negative count; empty is 0.
@@ -189,17 +226,16 @@ func TRESCount(tres, name string) int64 {
 	return total
 }
 
-// expandArray turns a record of an array (123_[1-3,5]) into one job per
-// task; other records are one job.
-func expandArray(j accounting.Job, id JobID) []accounting.Job {
+// expandArray appends the jobs of a record to dst: one per task for an
+// array (123_[1-3,5]), else the record itself.
+func expandArray(dst []accounting.Job, j accounting.Job, id JobID) []accounting.Job {
 	if len(id.ArrayIndexes) == 0 {
 		j.ArrayIndex = -1
-		return []accounting.Job{j}
+		return append(dst, j)
 	}
-	out := make([]accounting.Job, len(id.ArrayIndexes))
-	for i, idx := range id.ArrayIndexes {
-		out[i] = j
-		out[i].ArrayIndex = idx
+	for _, idx := range id.ArrayIndexes {
+		j.ArrayIndex = idx
+		dst = append(dst, j)
 	}
-	return out
+	return dst
 }
