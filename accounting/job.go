@@ -148,19 +148,21 @@ func ParseElapsed(s string) (int64, error) {
 	if i := strings.IndexByte(s, '.'); i >= 0 {
 		s = s[:i] // fractional seconds
 	}
-	parts := strings.Split(s, ":")
-	if len(parts) < 1 || len(parts) > 3 || (days > 0 && len(parts) != 3) {
+	nparts := strings.Count(s, ":") + 1
+	if nparts > 3 || (days > 0 && nparts != 3) {
 		return 0, fmt.Errorf("bad duration %q", s)
 	}
 	var total int64
-	for i, p := range parts {
+	for i, rest := 0, s; i < nparts; i++ {
+		var p string
+		p, rest, _ = strings.Cut(rest, ":")
 		n, err := strconv.ParseInt(p, 10, 64)
 		if err != nil || n < 0 || n > maxPart || (i > 0 && n >= 60) {
 			return 0, fmt.Errorf("bad duration %q", s)
 		}
 		total = total*60 + n
 	}
-	if len(parts) == 1 {
+	if nparts == 1 {
 		total *= 60 // a lone number is minutes in Slurm's notation
 	}
 	return days*86400 + total, nil

@@ -1,6 +1,9 @@
 package accounting
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,10 +43,48 @@ func FuzzParseElapsed(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if n, err := ParseElapsed(s); err == nil && n < 0 {
+		n, err := ParseElapsed(s)
+		if err == nil && n < 0 {
 			t.Errorf("%q → %d", s, n)
 		}
+		if want, werr := plainParseElapsed(s); n != want || (err == nil) != (werr == nil) {
+			t.Errorf("%q → %d, %v; the plain reading gives %d, %v", s, n, err, want, werr)
+		}
 	})
+}
+
+// plainParseElapsed is ParseElapsed written the obvious way (split on ':'),
+// the reference the allocation-free version must agree with.
+func plainParseElapsed(s string) (int64, error) {
+	bad := fmt.Errorf("bad duration %q", s)
+	s = strings.TrimSpace(s)
+	var days int64
+	if d, rest, ok := strings.Cut(s, "-"); ok {
+		n, err := strconv.ParseInt(d, 10, 64)
+		if err != nil || n < 0 || n > 36500 {
+			return 0, bad
+		}
+		days, s = n, rest
+	}
+	if i := strings.IndexByte(s, '.'); i >= 0 {
+		s = s[:i]
+	}
+	parts := strings.Split(s, ":")
+	if len(parts) > 3 || (days > 0 && len(parts) != 3) {
+		return 0, bad
+	}
+	var total int64
+	for i, p := range parts {
+		n, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || n < 0 || n > 1_000_000_000 || (i > 0 && n >= 60) {
+			return 0, bad
+		}
+		total = total*60 + n
+	}
+	if len(parts) == 1 {
+		total *= 60
+	}
+	return days*86400 + total, nil
 }
 
 func TestParseLocalTimeFastPathAgrees(t *testing.T) {

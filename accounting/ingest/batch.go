@@ -4,41 +4,53 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
 )
 
-// batch is one transaction: jobs, the day totals they add, the checkpoint.
+// staged is a decoded job waiting for its batch's transaction.
+type staged struct {
+	job    accounting.Job
+	collab string
+}
+
+// batch is what the reader hands the writer: the jobs of whole records
+// and the checkpoint just after them.
 type batch struct {
-	tx     *sql.Tx
-	insert *sql.Stmt
-	source string
-	// days accumulates usage of inserted jobs, written at commit.
-	days map[dayKey]*dayUsage
-	done bool
+	jobs []staged
+	cp   checkpoint
 }
 
-type dayKey struct {
-	day                          int64
-	cluster, collab, user, state string
+// writer stores batches, each in one transaction with the day totals of
+// its new jobs and the file's checkpoint: a crash leaves all three before
+// or all after. It runs beside the reader, so decoding and SQLite share
+// the two cores.
+type writer struct {
+	db       *sql.DB
+	source   string
+	dev, ino uint64
+	path     string
+	now      func() time.Time
+	// stats holds what only the writer knows: Inserted, Duplicates,
+	// CoreSeconds, NewestEnd.
+	stats Stats
+	args  []any // reused for the multi-row INSERT
 }
 
-type dayUsage struct{ jobs, coreSeconds int64 }
+// naturalKey identifies a run of a job across re-reads of its log. It is
+// the job table's unique index, whose leading (cluster, end_time) lets a
+// batch fetch the stored keys near its jobs in a few range scans.
+type naturalKey struct {
+	cluster, jobID         string
+	arrayIndex, hetOffset  int64
+	submit, start, endTime int64
+}
 
-func (in *Ingester) newBatch(ctx context.Context, source string) (*batch, error) {
-	tx, err := in.DB.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	insert, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO job (cluster, job_id, array_index, het_offset, submit, start,
-		end_time, user, uid, grp, account, partition, name, elapsed, cpus, nodes, gpus, state, exit_code, core_seconds,
-		collaboration, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		tx.Rollback()
-		return nil, err
-	}
-	return &batch{tx: tx, insert: insert, source: source, days: map[dayKey]*dayUsage{}}, nil
+func keyOf(j *accounting.Job) naturalKey {
+	return naturalKey{j.Cluster, j.JobID, int64(j.ArrayIndex), int64(j.HetOffset), unix(j.Submit), unix(j.Start), unix(j.End)}
 }
 
 func unix(t time.Time) int64 {
@@ -58,79 +70,208 @@ func day(j *accounting.Job) int64 {
 	return 0
 }
 
-func (b *batch) add(j *accounting.Job, collab string, stats *Stats) error {
-	stats.Jobs++
-	cs := j.CoreSeconds()
-	res, err := b.insert.Exec(j.Cluster, j.JobID, j.ArrayIndex, j.HetOffset, unix(j.Submit), unix(j.Start), unix(j.End),
-		j.User, j.UID, j.Group, j.Account, j.Partition, j.Name, j.Elapsed, j.CPUs, j.Nodes, j.GPUs, j.State, j.ExitCode,
-		cs, collab, b.source)
+type dayKey struct {
+	day                          int64
+	cluster, collab, user, state string
+}
+
+type dayUsage struct{ jobs, coreSeconds int64 }
+
+// write stores one batch.
+func (w *writer) write(ctx context.Context, b *batch) error {
+	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if n, err := res.RowsAffected(); err != nil {
+	defer tx.Rollback() // a no-op after Commit
+	// The checkpoint is written first: it takes the write lock, so the
+	// duplicate check below sees every job another ingest has committed.
+	if err := w.saveCheckpoint(ctx, tx, b.cp); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	fresh, err := w.dedupe(ctx, tx, b.jobs)
+	if err != nil {
+		return fmt.Errorf("duplicate check: %w", err)
+	}
+	if err := w.insert(ctx, tx, fresh); err != nil {
 		return err
-	} else if n == 0 {
-		stats.Duplicates++
-		return nil
 	}
-	stats.Inserted++
-	k := dayKey{day(j), j.Cluster, collab, j.User, j.State}
-	u := b.days[k]
-	if u == nil {
-		u = &dayUsage{}
-		b.days[k] = u
+	// Day totals are summed here and upserted per (day, user, state):
+	// letting SQLite group the new rows itself measured 50 % slower.
+	days := map[dayKey]*dayUsage{}
+	for _, s := range fresh {
+		k := dayKey{day(&s.job), s.job.Cluster, s.collab, s.job.User, s.job.State}
+		u := days[k]
+		if u == nil {
+			u = &dayUsage{}
+			days[k] = u
+		}
+		u.jobs++
+		u.coreSeconds += s.job.CoreSeconds()
 	}
-	u.jobs++
-	u.coreSeconds += cs
-	if stats.CoreSeconds == nil {
-		stats.CoreSeconds = map[UsageKey]int64{}
+	if err := saveDays(ctx, tx, days); err != nil {
+		return fmt.Errorf("day totals: %w", err)
 	}
-	stats.CoreSeconds[UsageKey{j.Cluster, collab}] += cs
-	if j.End.After(stats.NewestEnd) {
-		stats.NewestEnd = j.End
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	w.stats.Inserted += int64(len(fresh))
+	w.stats.Duplicates += int64(len(b.jobs) - len(fresh))
+	for _, s := range fresh {
+		if w.stats.CoreSeconds == nil {
+			w.stats.CoreSeconds = map[UsageKey]int64{}
+		}
+		w.stats.CoreSeconds[UsageKey{s.job.Cluster, s.collab}] += s.job.CoreSeconds()
+		if s.job.End.After(w.stats.NewestEnd) {
+			w.stats.NewestEnd = s.job.End
+		}
 	}
 	return nil
 }
 
-// commit writes the day totals and the checkpoint with the jobs, in one
-// transaction: a crash anywhere leaves all three before or all after.
-func (b *batch) commit(ctx context.Context, source string, dev, ino uint64, path string, cp checkpoint, now time.Time, stats *Stats) error {
-	upsert, err := b.tx.PrepareContext(ctx, `INSERT INTO usage_daily (day, cluster, collaboration, user, state, jobs, core_seconds)
+// rangeGap splits a batch's span of end times where it has no job for this
+// long, so a batch of scattered jobs never scans the whole table.
+const rangeGap = 3600
+
+// dedupe returns the jobs of the batch not stored yet (and not repeated
+// within the batch). It reads the stored keys around the batch's end
+// times rather than probing the index job by job: one range scan costs a
+// fraction of the inserts it saves.
+func (w *writer) dedupe(ctx context.Context, tx *sql.Tx, jobs []staged) ([]*staged, error) {
+	ends := map[string][]int64{} // per cluster
+	for i := range jobs {
+		j := &jobs[i].job
+		ends[j.Cluster] = append(ends[j.Cluster], unix(j.End))
+	}
+	seen := make(map[naturalKey]bool, len(jobs))
+	for cluster, es := range ends {
+		slices.Sort(es)
+		lo := es[0]
+		for i := 1; i <= len(es); i++ {
+			if i < len(es) && es[i]-es[i-1] <= rangeGap {
+				continue
+			}
+			if err := storedKeys(ctx, tx, cluster, lo, es[i-1], seen); err != nil {
+				return nil, err
+			}
+			if i < len(es) {
+				lo = es[i]
+			}
+		}
+	}
+	fresh := make([]*staged, 0, len(jobs))
+	for i := range jobs {
+		k := keyOf(&jobs[i].job)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		fresh = append(fresh, &jobs[i])
+	}
+	return fresh, nil
+}
+
+func storedKeys(ctx context.Context, tx *sql.Tx, cluster string, lo, hi int64, into map[naturalKey]bool) error {
+	rows, err := tx.QueryContext(ctx, `SELECT job_id, array_index, het_offset, submit, start, end_time FROM job
+		WHERE cluster = ? AND end_time BETWEEN ? AND ?`, cluster, lo, hi)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		k := naturalKey{cluster: cluster}
+		if err := rows.Scan(&k.jobID, &k.arrayIndex, &k.hetOffset, &k.submit, &k.start, &k.endTime); err != nil {
+			return err
+		}
+		into[k] = true
+	}
+	return rows.Err()
+}
+
+const jobColumns = 22
+
+// rowsPerInsert is how many jobs one INSERT statement carries: fewer
+// statement executions for the same rows (−25 % measured against one row
+// per statement).
+const rowsPerInsert = 64
+
+func insertSQL(rows int) string {
+	row := "(" + strings.Repeat("?, ", jobColumns-1) + "?)"
+	return `INSERT OR FAIL INTO job (cluster, job_id, array_index, het_offset, submit, start, end_time, user, uid, grp, account,
+		partition, name, elapsed, cpus, nodes, gpus, state, exit_code, core_seconds, collaboration, source) VALUES ` +
+		strings.Repeat(row+", ", rows-1) + row
+}
+
+// insert adds the new jobs. OR FAIL, not OR IGNORE: dedupe has removed
+// every stored key, so a conflict is a bug to report, never a job to drop
+// silently while its usage is counted. And not the default OR ABORT,
+// whose undoing of a failed multi-row statement costs a statement journal
+// (a temporary file written with every page touched: +15 % measured);
+// the whole transaction is rolled back on any error anyway.
+func (w *writer) insert(ctx context.Context, tx *sql.Tx, jobs []*staged) error {
+	var full *sql.Stmt
+	if len(jobs) >= rowsPerInsert {
+		var err error
+		if full, err = tx.PrepareContext(ctx, insertSQL(rowsPerInsert)); err != nil {
+			return err
+		}
+		defer full.Close()
+	}
+	for len(jobs) > 0 {
+		n := min(len(jobs), rowsPerInsert)
+		w.args = w.args[:0]
+		for _, s := range jobs[:n] {
+			j := &s.job
+			w.args = append(w.args, j.Cluster, j.JobID, j.ArrayIndex, j.HetOffset, unix(j.Submit), unix(j.Start), unix(j.End),
+				j.User, j.UID, j.Group, j.Account, j.Partition, j.Name, j.Elapsed, j.CPUs, j.Nodes, j.GPUs, j.State, j.ExitCode,
+				j.CoreSeconds(), s.collab, w.source)
+		}
+		var err error
+		if n == rowsPerInsert {
+			_, err = full.ExecContext(ctx, w.args...)
+		} else {
+			_, err = tx.ExecContext(ctx, insertSQL(n), w.args...)
+		}
+		if err != nil {
+			return fmt.Errorf("store job %s (or one of the %d after it): %w", jobs[0].job.JobID, n-1, err)
+		}
+		jobs = jobs[n:]
+	}
+	return nil
+}
+
+func saveDays(ctx context.Context, tx *sql.Tx, days map[dayKey]*dayUsage) error {
+	if len(days) == 0 {
+		return nil
+	}
+	upsert, err := tx.PrepareContext(ctx, `INSERT INTO usage_daily (day, cluster, collaboration, user, state, jobs, core_seconds)
 		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, cluster, collaboration, user, state)
 		DO UPDATE SET jobs = jobs + excluded.jobs, core_seconds = core_seconds + excluded.core_seconds`)
 	if err != nil {
 		return err
 	}
 	defer upsert.Close()
-	for k, u := range b.days {
+	for k, u := range days {
 		if _, err := upsert.ExecContext(ctx, k.day, k.cluster, k.collab, k.user, k.state, u.jobs, u.coreSeconds); err != nil {
-			return fmt.Errorf("day totals: %w", err)
+			return err
 		}
 	}
+	return nil
+}
+
+func (w *writer) saveCheckpoint(ctx context.Context, tx *sql.Tx, cp checkpoint) error {
 	complete := 0
 	if cp.complete {
 		complete = 1
 	}
-	_, err = b.tx.ExecContext(ctx, `INSERT INTO ingest_checkpoint (source, dev, inode, path, offset, line, fingerprint, state,
+	_, err := tx.ExecContext(ctx, `INSERT INTO ingest_checkpoint (source, dev, inode, path, offset, line, fingerprint, state,
 		complete, hash_state, digest, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dev, inode)
 		DO UPDATE SET path = excluded.path, offset = excluded.offset, line = excluded.line, fingerprint = excluded.fingerprint,
 		state = excluded.state, complete = excluded.complete, hash_state = excluded.hash_state, digest = excluded.digest,
 		updated_at = excluded.updated_at`,
-		source, int64(dev), int64(ino), path, cp.offset, cp.line, cp.fingerprint, cp.state, complete, cp.hashState, cp.digest, now.Unix())
-	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	b.done = true
-	b.insert.Close()
-	return b.tx.Commit()
-}
-
-func (b *batch) rollback() {
-	if !b.done {
-		b.done = true
-		b.insert.Close()
-		b.tx.Rollback()
-	}
+		w.source, int64(w.dev), int64(w.ino), w.path, cp.offset, cp.line, cp.fingerprint, cp.state, complete, cp.hashState,
+		cp.digest, w.now().Unix())
+	return err
 }
 
 // recordRun notes the source's last run, newest job and bad lines.

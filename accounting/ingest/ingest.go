@@ -10,6 +10,7 @@ import (
 	"encoding"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -33,7 +34,7 @@ type Ingester struct {
 	// Attribute names the collaboration a job is charged to.
 	Attribute func(*accounting.Job) string
 	Log       *slog.Logger
-	// BatchLines is how many lines go into one transaction (default 20000).
+	// BatchLines is how many lines go into one transaction (default 10000).
 	BatchLines int
 	// Progress, if set, hears how far a file has been read.
 	Progress func(path string, done, total int64)
@@ -281,128 +282,185 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 		in.Log.Info("file content changed under its inode; reading it from the start", "source", src.Name, "path", path)
 	}
 	fp := append([]byte(nil), head[:min(len(head), fingerprintLen)]...)
-	w, err := in.newBatch(ctx, src.Name)
-	if err != nil {
-		return stats, err
-	}
-	defer func() { w.rollback() }() // whichever batch is open when we return
-	safe := checkpoint{offset: offset, line: line, state: dec.State(), fingerprint: fp}
-	batchLines := in.BatchLines
-	if batchLines <= 0 {
-		batchLines = 20000
-	}
-	inBatch := 0
-	var pending []byte // lines of a record not complete yet
-	commit := func(complete bool) error {
-		safe.complete = complete
-		if safe.hashState, err = h.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
-			return err
-		}
-		safe.digest = h.Sum(nil)
-		if len(safe.fingerprint) > int(safe.offset) && !complete {
-			safe.fingerprint = safe.fingerprint[:safe.offset]
-		}
-		if err := w.commit(ctx, src.Name, dev, ino, path, safe, in.now(), &stats); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		if in.Progress != nil {
-			in.Progress(path, safe.offset, fi.Size())
-		}
-		inBatch = 0
+	w := &writer{db: in.DB, source: src.Name, dev: dev, ino: ino, path: path, now: in.now}
+	rd := &reader{in: in, src: src, path: path, size: fi.Size(), compressed: compressed, dec: dec, br: br, hash: h,
+		offset: offset, line: line, fp: fp}
+	stats.add(rd.run(ctx, w))
+	stats.add(w.stats)
+	return stats, rd.err
+}
+
+// reader decodes a file from its checkpoint on, handing batches of jobs to
+// the writer running beside it.
+type reader struct {
+	in         *Ingester
+	src        Source
+	path       string
+	size       int64
+	compressed bool
+	dec        accounting.Decoder
+	br         *bufio.Reader
+	hash       hash.Hash // SHA-256 of the content up to the last record boundary
+
+	offset, line int64  // consumed so far
+	fp           []byte // the file's first bytes
+	pending      []byte // lines of a record not complete yet
+	cur          *batch
+	stats        Stats // Lines, BadLines, Jobs
+	err          error
+}
+
+// run reads to the end of the file (or the first error) and returns the
+// reader's statistics; r.err says why it stopped early.
+func (r *reader) run(ctx context.Context, w *writer) Stats {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// One batch in the channel, one being written, one being filled: the
+	// memory stays bounded while both cores work.
+	batches := make(chan *batch, 1)
+	written := make(chan error, 1)
+	go func() {
 		var err error
-		w, err = in.newBatch(ctx, src.Name)
+		for b := range batches {
+			if err != nil {
+				continue // drain: the reader stops at its next send
+			}
+			if err = w.write(ctx, b); err != nil {
+				err = fmt.Errorf("%s: %w", r.path, err)
+				cancel()
+			} else if r.in.Progress != nil {
+				r.in.Progress(r.path, b.cp.offset, r.size)
+			}
+		}
+		written <- err
+	}()
+	r.cur = &batch{cp: checkpoint{offset: r.offset, line: r.line, state: r.dec.State(), fingerprint: r.fp}}
+	readErr := r.read(ctx, batches)
+	if readErr == nil {
+		readErr = r.send(ctx, batches, r.compressed)
+	}
+	close(batches)
+	writeErr := <-written
+	// The writer's error is the cause when it cancelled the reader.
+	r.err = writeErr
+	if r.err == nil {
+		r.err = readErr
+	}
+	return r.stats
+}
+
+func (r *reader) batchLines() int {
+	if r.in.BatchLines > 0 {
+		return r.in.BatchLines
+	}
+	return 10000
+}
+
+// send finishes the current batch's checkpoint and hands the batch over.
+func (r *reader) send(ctx context.Context, batches chan<- *batch, complete bool) error {
+	b := r.cur
+	b.cp.complete = complete
+	var err error
+	if b.cp.hashState, err = r.hash.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
 		return err
 	}
-	var handle func(jobs []accounting.Job, derr error) error
-	handle = func(jobs []accounting.Job, derr error) error {
-		if derr != nil {
-			stats.BadLines++
-			if stats.BadLines <= reportedBadLines {
-				in.Log.Warn("bad line skipped", "source", src.Name, "err", &BadLineError{Path: path, Line: line, Err: derr})
-			}
-		}
-		for i := range jobs {
-			if err := jobs[i].Check(); err != nil {
-				return handle(nil, fmt.Errorf("job %s: %w", jobs[i].JobID, err))
-			}
-			if err := w.add(&jobs[i], in.Attribute(&jobs[i]), &stats); err != nil {
-				return fmt.Errorf("%s:%d: store job %s: %w", path, line, jobs[i].JobID, err)
-			}
-		}
-		return nil
+	b.cp.digest = r.hash.Sum(nil)
+	if len(b.cp.fingerprint) > int(b.cp.offset) && !complete {
+		b.cp.fingerprint = b.cp.fingerprint[:b.cp.offset]
 	}
+	select {
+	case batches <- b:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r.cur = &batch{cp: b.cp, jobs: make([]staged, 0, len(b.jobs))}
+	r.cur.cp.fingerprint = r.fp
+	return nil
+}
+
+// handle stages a line's jobs, or counts and reports a bad line.
+func (r *reader) handle(jobs []accounting.Job, derr error) {
+	if derr != nil {
+		r.stats.BadLines++
+		if r.stats.BadLines <= reportedBadLines {
+			r.in.Log.Warn("bad line skipped", "source", r.src.Name, "err", &BadLineError{Path: r.path, Line: r.line, Err: derr})
+		}
+	}
+	for i := range jobs {
+		if err := jobs[i].Check(); err != nil {
+			r.handle(nil, fmt.Errorf("job %s: %w", jobs[i].JobID, err))
+			return
+		}
+		r.stats.Jobs++
+		r.cur.jobs = append(r.cur.jobs, staged{job: jobs[i], collab: r.in.Attribute(&jobs[i])})
+	}
+}
+
+// read decodes lines, sending a batch at the first record boundary after
+// every batchLines lines.
+func (r *reader) read(ctx context.Context, batches chan<- *batch) error {
+	inBatch := 0
 	for {
 		if err := ctx.Err(); err != nil {
-			return stats, err
+			return err
 		}
-		raw, rerr := br.ReadSlice('\n')
+		raw, rerr := r.br.ReadSlice('\n')
 		if errors.Is(rerr, bufio.ErrBufferFull) {
 			// Skip the rest of an overlong line.
 			n := int64(len(raw))
 			for errors.Is(rerr, bufio.ErrBufferFull) {
-				raw, rerr = br.ReadSlice('\n')
+				raw, rerr = r.br.ReadSlice('\n')
 				n += int64(len(raw))
 			}
-			offset += n
-			line++
-			stats.Lines++
-			if err := handle(nil, fmt.Errorf("line longer than %d bytes", maxLine)); err != nil {
-				return stats, err
-			}
+			r.offset += n
+			r.line++
+			r.stats.Lines++
+			r.handle(nil, fmt.Errorf("line longer than %d bytes", maxLine))
 			continue
 		}
 		if errors.Is(rerr, io.EOF) {
 			// A last line without its newline is still being written to a
 			// live file; a compressed file is complete.
-			if len(raw) > 0 && compressed {
-				pending = append(pending, raw...)
-				offset += int64(len(raw))
-				line++
-				stats.Lines++
-				jobs, _, derr := dec.Line(raw)
-				if err := handle(jobs, derr); err != nil {
-					return stats, err
+			if r.compressed {
+				if len(raw) > 0 {
+					r.pending = append(r.pending, raw...)
+					r.offset += int64(len(raw))
+					r.line++
+					r.stats.Lines++
+					jobs, _, derr := r.dec.Line(raw)
+					r.handle(jobs, derr)
 				}
+				jobs, derr := r.dec.Flush()
+				r.handle(jobs, derr)
+				r.hash.Write(r.pending)
+				r.cur.cp.offset, r.cur.cp.line, r.cur.cp.state = r.offset, r.line, r.dec.State()
 			}
-			break
+			return nil
 		}
 		if rerr != nil {
-			return stats, fmt.Errorf("%s: read at byte %d: %w", path, offset, rerr)
+			return fmt.Errorf("%s: read at byte %d: %w", r.path, r.offset, rerr)
 		}
-		offset += int64(len(raw))
-		line++
-		stats.Lines++
+		r.offset += int64(len(raw))
+		r.line++
+		r.stats.Lines++
 		inBatch++
-		jobs, boundary, derr := dec.Line(raw[:len(raw)-1])
-		if err := handle(jobs, derr); err != nil {
-			return stats, err
-		}
+		jobs, boundary, derr := r.dec.Line(raw[:len(raw)-1])
+		r.handle(jobs, derr)
 		if !boundary {
-			pending = append(pending, raw...) // hashed once its record is complete
+			r.pending = append(r.pending, raw...) // hashed once its record is complete
 			continue
 		}
-		h.Write(pending)
-		h.Write(raw)
-		pending = pending[:0]
-		safe.offset, safe.line, safe.state = offset, line, dec.State()
-		if inBatch >= batchLines {
-			if err := commit(false); err != nil {
-				return stats, err
+		r.hash.Write(r.pending)
+		r.hash.Write(raw)
+		r.pending = r.pending[:0]
+		r.cur.cp.offset, r.cur.cp.line, r.cur.cp.state = r.offset, r.line, r.dec.State()
+		if inBatch >= r.batchLines() {
+			if err := r.send(ctx, batches, false); err != nil {
+				return err
 			}
+			inBatch = 0
 		}
 	}
-	if compressed {
-		jobs, derr := dec.Flush()
-		if err := handle(jobs, derr); err != nil {
-			return stats, err
-		}
-		h.Write(pending)
-		safe.offset, safe.line, safe.state = offset, line, dec.State()
-	}
-	if err := commit(compressed); err != nil {
-		return stats, err
-	}
-	return stats, nil
 }
 
 // openContent opens a file's content, decompressing gzip.

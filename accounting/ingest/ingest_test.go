@@ -252,3 +252,111 @@ func TestRequeuedRunsAreSeparate(t *testing.T) {
 		t.Errorf("runs = %s", states)
 	}
 }
+
+// sacctLineEnding is a job of one CPU for an hour, ending at end.
+func sacctLineEnding(id int, end time.Time) string {
+	const tf = "2006-01-02T15:04:05"
+	start := end.Add(-time.Hour)
+	return fmt.Sprintf("%d|%d|c|part|qos|acct|grp|100|user|1000|%s|%s|%s|%s|01:00:00|0:0|COMPLETED|1|1|1|1G||cpu=1|02:00:00|n1|job\n",
+		id, id, start.Format(tf), start.Format(tf), start.Format(tf), end.Format(tf))
+}
+
+// TestDuplicateCheckAcrossScatteredEnds: jobs whose ends lie days apart
+// (the duplicate check reads the stored keys in several ranges), repeated
+// within one batch, and read again in another order beside new ones, in
+// batches larger than one INSERT statement and smaller.
+func TestDuplicateCheckAcrossScatteredEnds(t *testing.T) {
+	for _, batchLines := range []int{7, 1000} {
+		t.Run(fmt.Sprint(batchLines), func(t *testing.T) {
+			e := newEnv(t)
+			e.in.BatchLines = batchLines
+			t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+			end := func(i int) time.Time { return t0.Add(time.Duration(i%5)*50*time.Hour + time.Duration(i)*time.Minute) }
+			var first, second strings.Builder
+			for i := 1; i <= 150; i++ {
+				first.WriteString(sacctLineEnding(i, end(i)))
+				if i%10 == 0 {
+					first.WriteString(sacctLineEnding(i, end(i))) // repeated within the file
+				}
+			}
+			for i := 200; i >= 1; i-- {
+				second.WriteString(sacctLineEnding(i, end(i)))
+			}
+			a := e.write("a.log", first.String(), os.O_TRUNC)
+			if st := e.ingest(sacctSource, a); st.Inserted != 150 || st.Duplicates != 15 {
+				t.Errorf("first file: %+v", st)
+			}
+			b := e.write("b.log", second.String(), os.O_TRUNC)
+			if st := e.ingest(sacctSource, b); st.Inserted != 50 || st.Duplicates != 150 {
+				t.Errorf("second file: %+v", st)
+			}
+			if jobs, cs := e.totals(); jobs != 200 || cs != 200*3600 {
+				t.Errorf("totals %d jobs, %d core-seconds", jobs, cs)
+			}
+		})
+	}
+}
+
+// TestFailedWriteLosesNothing: the store refuses one job mid-file; the
+// ingest stops with an error naming the file, keeps the batches before it,
+// and once the fault is gone resumes to totals equal to a clean ingest.
+func TestFailedWriteLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	var b strings.Builder
+	for i := 1; i <= 20; i++ {
+		b.WriteString(sacctLine(i, 1, "a"))
+	}
+	p := e.write("sacct.log", b.String(), os.O_TRUNC)
+	if _, err := e.db.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON job WHEN NEW.job_id = '11'
+		BEGIN SELECT RAISE(FAIL, 'injected fault'); END`); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.in.Ingest(context.Background(), sacctSource, []string{p})
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "injected fault") {
+		t.Fatalf("err = %v", err)
+	}
+	if jobs, _ := e.totals(); jobs != 9 || st.Inserted != 9 { // batches of 3 lines: 1-9 stored
+		t.Errorf("before the fault: %d jobs stored, stats %+v", jobs, st)
+	}
+	e.db.Exec("DROP TRIGGER refuse")
+	if st := e.ingest(sacctSource, p); st.Inserted != 11 || st.Duplicates != 0 {
+		t.Errorf("resumed: %+v", st)
+	}
+	if jobs, cs := e.totals(); jobs != 20 || cs != 20*3600 {
+		t.Errorf("totals %d %d", jobs, cs)
+	}
+}
+
+// TestConcurrentIngestsCountOnce: two processes' worth of ingests (own
+// connections) read the same file at once, in many small transactions;
+// every job is stored and counted once.
+func TestConcurrentIngestsCountOnce(t *testing.T) {
+	e := newEnv(t)
+	var b strings.Builder
+	for i := 1; i <= 300; i++ {
+		b.WriteString(sacctLine(i, 2, "a"))
+	}
+	p := e.write("sacct.log", b.String(), os.O_TRUNC)
+	errs := make(chan error, 2)
+	for k := 0; k < 2; k++ {
+		st, err := store.Open(context.Background(), filepath.Join(e.dir, "state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		in := *e.in
+		in.DB = st.DB
+		go func() {
+			_, err := in.Ingest(context.Background(), sacctSource, []string{p})
+			errs <- err
+		}()
+	}
+	for k := 0; k < 2; k++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if jobs, cs := e.totals(); jobs != 300 || cs != 300*2*3600 {
+		t.Errorf("totals %d jobs, %d core-seconds", jobs, cs)
+	}
+}

@@ -211,7 +211,9 @@ func count(s string) (int64, error) {
 // entries ("gres/gpu:a100=2") add up.
 func TRESCount(tres, name string) int64 {
 	var total int64
-	for _, kv := range strings.Split(tres, ",") {
+	for tres != "" {
+		var kv string
+		kv, tres, _ = strings.Cut(tres, ",")
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || (k != name && !strings.HasPrefix(k, name+":")) {
 			continue

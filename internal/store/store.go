@@ -105,6 +105,11 @@ var migrations = []string{
 		newest_end INTEGER NOT NULL, -- the newest job end seen, for lag
 		bad_lines  INTEGER NOT NULL
 	);`,
+	// 4: the natural key leads with (cluster, end_time), so an ingest batch
+	// reads the stored keys around its jobs in a few range scans instead of
+	// probing the index job by job.
+	`DROP INDEX job_natural_key;
+	CREATE UNIQUE INDEX job_natural_key ON job (cluster, end_time, job_id, array_index, het_offset, submit, start);`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.
