@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,18 +41,22 @@ type writer struct {
 	args  []any // reused for the multi-row INSERT
 }
 
-// naturalKey identifies a run of a job across re-reads of its log. It is
-// the job table's unique index, whose leading (cluster, end_time) lets a
-// batch fetch the stored keys near its jobs in a few range scans.
-type naturalKey struct {
-	cluster, jobID         string
-	arrayIndex, hetOffset  int64
-	submit, start, endTime int64
+// naturalKey identifies a run of a job across re-reads of its log: its
+// cluster and job id, array index, het offset, submit, start and end, the
+// job table's unique index. Within one cluster it is compared as the text
+// keyText writes, which SQLite can build itself while scanning that index:
+// one column per stored job to read instead of six.
+func keyText(buf []byte, j *accounting.Job) []byte {
+	buf = append(buf, j.JobID...)
+	for _, n := range []int64{int64(j.ArrayIndex), int64(j.HetOffset), unix(j.Submit), unix(j.Start), unix(j.End)} {
+		buf = append(buf, ',')
+		buf = strconv.AppendInt(buf, n, 10)
+	}
+	return buf
 }
 
-func keyOf(j *accounting.Job) naturalKey {
-	return naturalKey{j.Cluster, j.JobID, int64(j.ArrayIndex), int64(j.HetOffset), unix(j.Submit), unix(j.Start), unix(j.End)}
-}
+// keyTextSQL is keyText in SQL, over the job table's columns.
+const keyTextSQL = "job_id || ',' || array_index || ',' || het_offset || ',' || submit || ',' || start || ',' || end_time"
 
 func unix(t time.Time) int64 {
 	if t.IsZero() {
@@ -143,15 +148,17 @@ func (w *writer) dedupe(ctx context.Context, tx *sql.Tx, jobs []staged) ([]*stag
 		j := &jobs[i].job
 		ends[j.Cluster] = append(ends[j.Cluster], unix(j.End))
 	}
-	seen := make(map[naturalKey]bool, len(jobs))
+	seen := make(map[string]map[string]bool, len(ends)) // cluster → keys
 	for cluster, es := range ends {
+		keys := make(map[string]bool, len(jobs))
+		seen[cluster] = keys
 		slices.Sort(es)
 		lo := es[0]
 		for i := 1; i <= len(es); i++ {
 			if i < len(es) && es[i]-es[i-1] <= rangeGap {
 				continue
 			}
-			if err := storedKeys(ctx, tx, cluster, lo, es[i-1], seen); err != nil {
+			if err := storedKeys(ctx, tx, cluster, lo, es[i-1], keys); err != nil {
 				return nil, err
 			}
 			if i < len(es) {
@@ -160,27 +167,29 @@ func (w *writer) dedupe(ctx context.Context, tx *sql.Tx, jobs []staged) ([]*stag
 		}
 	}
 	fresh := make([]*staged, 0, len(jobs))
+	var buf []byte
 	for i := range jobs {
-		k := keyOf(&jobs[i].job)
-		if seen[k] {
+		j := &jobs[i].job
+		buf = keyText(buf[:0], j)
+		keys := seen[j.Cluster]
+		if keys[string(buf)] {
 			continue
 		}
-		seen[k] = true
+		keys[string(buf)] = true
 		fresh = append(fresh, &jobs[i])
 	}
 	return fresh, nil
 }
 
-func storedKeys(ctx context.Context, tx *sql.Tx, cluster string, lo, hi int64, into map[naturalKey]bool) error {
-	rows, err := tx.QueryContext(ctx, `SELECT job_id, array_index, het_offset, submit, start, end_time FROM job
-		WHERE cluster = ? AND end_time BETWEEN ? AND ?`, cluster, lo, hi)
+func storedKeys(ctx context.Context, tx *sql.Tx, cluster string, lo, hi int64, into map[string]bool) error {
+	rows, err := tx.QueryContext(ctx, "SELECT "+keyTextSQL+" FROM job WHERE cluster = ? AND end_time BETWEEN ? AND ?", cluster, lo, hi)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
-		k := naturalKey{cluster: cluster}
-		if err := rows.Scan(&k.jobID, &k.arrayIndex, &k.hetOffset, &k.submit, &k.start, &k.endTime); err != nil {
+		var k string
+		if err := rows.Scan(&k); err != nil {
 			return err
 		}
 		into[k] = true
