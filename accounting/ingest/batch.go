@@ -41,11 +41,12 @@ type writer struct {
 	args  []any // reused for the multi-row INSERT
 }
 
-// naturalKey identifies a run of a job across re-reads of its log: its
-// cluster and job id, array index, het offset, submit, start and end, the
-// job table's unique index. Within one cluster it is compared as the text
-// keyText writes, which SQLite can build itself while scanning that index:
-// one column per stored job to read instead of six.
+// keyText appends a job's natural key within its cluster: what identifies
+// a run of a job across re-reads of its log (job id, array index, het
+// offset, submit, start, end; with the cluster, the job table's unique
+// index). As text, SQLite builds it itself while scanning that index: one
+// column per stored job to read instead of six. The five integers come
+// last and hold no comma, so the text reads back one way only.
 func keyText(buf []byte, j *accounting.Job) []byte {
 	buf = append(buf, j.JobID...)
 	for _, n := range []int64{int64(j.ArrayIndex), int64(j.HetOffset), unix(j.Submit), unix(j.Start), unix(j.End)} {

@@ -36,7 +36,8 @@ type Ingester struct {
 	Log       *slog.Logger
 	// BatchLines is how many lines go into one transaction (default 10000).
 	BatchLines int
-	// Progress, if set, hears how far a file has been read.
+	// Progress, if set, hears how far a file has been stored (from the
+	// goroutine that writes to the store; calls never overlap).
 	Progress func(path string, done, total int64)
 	// Now is the clock (tests set it).
 	Now func() time.Time
