@@ -47,6 +47,15 @@ func sacctLine(id, cpus int, account string) string {
 		id, id, account, id%3, cpus, cpus, cpus)
 }
 
+// sacctLines is jobs 1..n, each of cpus CPUs for an hour.
+func sacctLines(n, cpus int, account string) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		b.WriteString(sacctLine(i, cpus, account))
+	}
+	return b.String()
+}
+
 func (e *env) write(name, content string, flag int) string {
 	p := filepath.Join(e.dir, name)
 	f, err := os.OpenFile(p, flag|os.O_WRONLY|os.O_CREATE, 0o644)
@@ -82,11 +91,7 @@ func (e *env) totals() (int64, int64) {
 
 func TestIncrementalIdempotentRotated(t *testing.T) {
 	e := newEnv(t)
-	var b strings.Builder
-	for i := 1; i <= 10; i++ {
-		b.WriteString(sacctLine(i, 2, "atlas"))
-	}
-	live := e.write("sacct.log", b.String(), os.O_TRUNC)
+	live := e.write("sacct.log", sacctLines(10, 2, "atlas"), os.O_TRUNC)
 	if st := e.ingest(sacctSource, live); st.Inserted != 10 || st.Lines != 10 {
 		t.Fatalf("first ingest: %+v", st)
 	}
@@ -302,11 +307,7 @@ func TestDuplicateCheckAcrossScatteredEnds(t *testing.T) {
 // and once the fault is gone resumes to totals equal to a clean ingest.
 func TestFailedWriteLosesNothing(t *testing.T) {
 	e := newEnv(t)
-	var b strings.Builder
-	for i := 1; i <= 20; i++ {
-		b.WriteString(sacctLine(i, 1, "a"))
-	}
-	p := e.write("sacct.log", b.String(), os.O_TRUNC)
+	p := e.write("sacct.log", sacctLines(20, 1, "a"), os.O_TRUNC)
 	if _, err := e.db.Exec(`CREATE TRIGGER refuse BEFORE INSERT ON job WHEN NEW.job_id = '11'
 		BEGIN SELECT RAISE(FAIL, 'injected fault'); END`); err != nil {
 		t.Fatal(err)
@@ -332,11 +333,7 @@ func TestFailedWriteLosesNothing(t *testing.T) {
 // every job is stored and counted once.
 func TestConcurrentIngestsCountOnce(t *testing.T) {
 	e := newEnv(t)
-	var b strings.Builder
-	for i := 1; i <= 300; i++ {
-		b.WriteString(sacctLine(i, 2, "a"))
-	}
-	p := e.write("sacct.log", b.String(), os.O_TRUNC)
+	p := e.write("sacct.log", sacctLines(300, 2, "a"), os.O_TRUNC)
 	errs := make(chan error, 2)
 	for k := 0; k < 2; k++ {
 		st, err := store.Open(context.Background(), filepath.Join(e.dir, "state.db"))
