@@ -286,9 +286,10 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 	w := &writer{db: in.DB, source: src.Name, dev: dev, ino: ino, path: path, now: in.now}
 	rd := &reader{in: in, src: src, path: path, size: fi.Size(), compressed: compressed, dec: dec, br: br, hash: h,
 		offset: offset, line: line, fp: fp}
-	stats.add(rd.run(ctx, w))
+	err = rd.run(ctx, w)
+	stats.add(rd.stats)
 	stats.add(w.stats)
-	return stats, rd.err
+	return stats, err
 }
 
 // reader decodes a file from its checkpoint on, handing batches of jobs to
@@ -308,12 +309,11 @@ type reader struct {
 	pending      []byte // lines of a record not complete yet
 	cur          *batch
 	stats        Stats // Lines, BadLines, Jobs
-	err          error
 }
 
-// run reads to the end of the file (or the first error) and returns the
-// reader's statistics; r.err says why it stopped early.
-func (r *reader) run(ctx context.Context, w *writer) Stats {
+// run reads to the end of the file, or to the first error of the reader
+// or the writer.
+func (r *reader) run(ctx context.Context, w *writer) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// One batch in the channel, one being written, one being filled: the
@@ -341,13 +341,11 @@ func (r *reader) run(ctx context.Context, w *writer) Stats {
 		readErr = r.send(ctx, batches, r.compressed)
 	}
 	close(batches)
-	writeErr := <-written
 	// The writer's error is the cause when it cancelled the reader.
-	r.err = writeErr
-	if r.err == nil {
-		r.err = readErr
+	if writeErr := <-written; writeErr != nil {
+		return writeErr
 	}
-	return r.stats
+	return readErr
 }
 
 func (r *reader) batchLines() int {
