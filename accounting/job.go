@@ -56,6 +56,8 @@ func (j *Job) Check() error {
 		return fmt.Errorf("implausible CPU count %d", j.CPUs)
 	case j.Nodes < 0 || j.GPUs < 0:
 		return fmt.Errorf("negative node or GPU count")
+	case !j.Start.IsZero() && !j.End.IsZero() && j.End.Before(j.Start):
+		return fmt.Errorf("ends before it starts (start %s, end %s)", j.Start.Format(time.RFC3339), j.End.Format(time.RFC3339))
 	}
 	return nil
 }

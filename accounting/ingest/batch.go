@@ -278,7 +278,7 @@ func (w *writer) saveCheckpoint(ctx context.Context, tx *sql.Tx, cp checkpoint) 
 		complete, hash_state, digest, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, dev, inode)
 		DO UPDATE SET path = excluded.path, offset = excluded.offset, line = excluded.line, fingerprint = excluded.fingerprint,
 		state = excluded.state, complete = excluded.complete, hash_state = excluded.hash_state, digest = excluded.digest,
-		updated_at = excluded.updated_at`,
+		updated_at = excluded.updated_at, damage = '', damage_size = 0, damage_mtime = 0`,
 		w.source, int64(w.dev), int64(w.ino), w.path, cp.offset, cp.line, cp.fingerprint, cp.state, complete, cp.hashState,
 		cp.digest, w.now().Unix())
 	return err

@@ -110,6 +110,12 @@ var migrations = []string{
 	// probing the index job by job.
 	`DROP INDEX job_natural_key;
 	CREATE UNIQUE INDEX job_natural_key ON job (cluster, end_time, job_id, array_index, het_offset, submit, start);`,
+	// 5: a file that could not be read to its end (a truncated .gz, an
+	// unreadable file) is remembered with its size and mtime: reported
+	// once, skipped until it changes.
+	`ALTER TABLE ingest_checkpoint ADD COLUMN damage TEXT NOT NULL DEFAULT '';
+	ALTER TABLE ingest_checkpoint ADD COLUMN damage_size INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE ingest_checkpoint ADD COLUMN damage_mtime INTEGER NOT NULL DEFAULT 0; -- unix nanoseconds`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.
