@@ -163,6 +163,7 @@ func (e *FormatError) Error() string {
 		"nothing of the file was stored or checkpointed: check the source's format (or its max_bad_ratio)",
 		e.Source, e.Path, e.Bad, e.Of, e.Format, 100*e.MaxRatio, e.First)
 }
+
 // reportedBadLines is how many bad lines per file are logged one by one.
 const reportedBadLines = 10
 
