@@ -3,11 +3,9 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +40,11 @@ type AccountingSource struct {
 	TimeZone string `yaml:"time_zone"`
 	// Schedule is the cron schedule of the ingest inside serve.
 	Schedule string `yaml:"schedule"`
+	// MaxBadRatio: a file more than this share of whose first SampleLines
+	// lines do not decode is taken to be in another format; it fails the
+	// run and nothing of it is stored (0 refuses any bad line there).
+	MaxBadRatio float64 `yaml:"max_bad_ratio"`
+	SampleLines int     `yaml:"sample_lines"`
 }
 
 // Change stream modes.
@@ -309,149 +312,151 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// Parse is Load on bytes already read; name is used in messages.
+// Parse is Load on bytes already read; name is used in messages. Every
+// problem is reported at once, in the file's own words: unknown keys (with
+// the key most likely meant), values of the wrong type, and what
+// validation finds, each with its line. Only absent keys get defaults: an
+// explicit value, zero included, is honoured when validation allows it.
 func Parse(name string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &FileError{File: name, Problems: problemsFromYAML(err)}
+		// Not YAML at all: nothing further can be said.
+		return nil, &FileError{File: name, Problems: (&document{}).decodeProblems(err)}
 	}
+	doc := walkDocument(&root)
+	problems := doc.unknown
 	var cfg Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	// An empty file decodes to io.EOF: let validation say what is missing.
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, &FileError{File: name, Problems: problemsFromYAML(err)}
-	}
-	cfg.applyDefaults()
-	if problems := cfg.Validate(); len(problems) > 0 {
-		for i := range problems {
-			problems[i].Line = lineOf(&root, problems[i].Path)
+	if root.Kind != 0 {
+		if err := root.Decode(&cfg); err != nil {
+			problems = append(problems, doc.decodeProblems(err)...)
 		}
+	}
+	cfg.applyDefaults(doc.has)
+	// A value that failed to decode is reported once, not again by validation.
+	failed := map[string]bool{}
+	for _, p := range problems {
+		failed[p.Path] = true
+	}
+	for _, p := range cfg.Validate() {
+		if !failed[p.Path] {
+			p.Line = lineOf(&root, p.Path)
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
 		return nil, &FileError{File: name, Problems: problems}
 	}
 	return &cfg, nil
 }
 
-func (c *Config) applyDefaults() {
+// def sets *p to v unless the file gives path a value.
+func def[T any](has func(string) bool, path string, p *T, v T) {
+	if !has(path) {
+		*p = v
+	}
+}
+
+func (c *Config) applyDefaults(has func(string) bool) {
 	l := &c.LDAP
-	if l.Bind.Method == "" {
+	if !has("ldap.bind.method") {
 		l.Bind.Method = BindSimple
 		if l.Bind.DN == "" && l.Bind.PasswordFile == "" {
 			l.Bind.Method = BindAnonymous
 		}
 	}
-	if l.Timeout == 0 {
-		l.Timeout = Duration(10 * time.Second)
-	}
-	if l.PageSize == 0 {
-		l.PageSize = 1000
-	}
+	def(has, "ldap.timeout", &l.Timeout, Duration(10*time.Second))
+	def(has, "ldap.page_size", &l.PageSize, 1000)
 	u := &l.Users
-	defaultString(&u.Scope, "sub")
-	defaultString(&u.Filter, "(objectClass=posixAccount)")
+	const up = "ldap.users."
+	def(has, up+"scope", &u.Scope, "sub")
+	def(has, up+"filter", &u.Filter, "(objectClass=posixAccount)")
 	a := &u.Attributes
-	defaultString(&a.UID, "uid")
-	defaultString(&a.UIDNumber, "uidNumber")
-	defaultString(&a.GIDNumber, "gidNumber")
-	defaultString(&a.Name, "cn")
-	defaultString(&a.Mail, "mail")
-	defaultString(&a.Home, "homeDirectory")
-	defaultString(&a.Shell, "loginShell")
-	defaultString(&u.DefaultShell, "/bin/bash")
-	defaultString(&u.DefaultHome, "/home/{uid}")
+	for _, d := range []struct {
+		key string
+		p   *string
+		v   string
+	}{{"uid", &a.UID, "uid"}, {"uid_number", &a.UIDNumber, "uidNumber"}, {"gid_number", &a.GIDNumber, "gidNumber"},
+		{"name", &a.Name, "cn"}, {"mail", &a.Mail, "mail"}, {"home", &a.Home, "homeDirectory"}, {"shell", &a.Shell, "loginShell"}} {
+		def(has, up+"attributes."+d.key, d.p, d.v)
+	}
+	def(has, up+"default_shell", &u.DefaultShell, "/bin/bash")
+	def(has, up+"default_home", &u.DefaultHome, "/home/{uid}")
+	def(has, up+"suspended_values", &u.SuspendedValues, []string{"suspended"})
 
 	g := &l.Collaborations
-	defaultString(&g.Scope, "sub")
-	defaultString(&g.Membership, MembershipUID)
-	defaultString(&g.Filter, "(objectClass=posixGroup)")
+	const gp = "ldap.collaborations."
+	def(has, gp+"scope", &g.Scope, "sub")
+	def(has, gp+"membership", &g.Membership, MembershipUID)
+	def(has, gp+"filter", &g.Filter, "(objectClass=posixGroup)")
 	ga := &g.Attributes
-	defaultString(&ga.Name, "cn")
-	defaultString(&ga.GIDNumber, "gidNumber")
-	defaultMembers(&ga.Members, g.Membership)
-
-	defaultString(&g.DefaultKind, "scientific")
-	if g.DefaultFairshare == 0 {
-		g.DefaultFairshare = 1
-	}
+	def(has, gp+"attributes.name", &ga.Name, "cn")
+	def(has, gp+"attributes.gid_number", &ga.GIDNumber, "gidNumber")
+	def(has, gp+"attributes.members", &ga.Members, defaultMembers(g.Membership))
+	def(has, gp+"default_kind", &g.DefaultKind, "scientific")
+	def(has, gp+"default_fairshare", &g.DefaultFairshare, 1)
 	if rg := g.Contacts.Groups; rg != nil {
-		defaultString(&rg.Scope, "sub")
-		defaultString(&rg.Filter, "(objectClass=*)")
-		defaultString(&rg.Name, "{collaboration}-{role}")
-		defaultString(&rg.NameAttribute, "cn")
-		defaultString(&rg.Membership, MembershipDN)
-		defaultMembers(&rg.Members, rg.Membership)
+		const rp = gp + "contacts.groups."
+		def(has, rp+"scope", &rg.Scope, "sub")
+		def(has, rp+"filter", &rg.Filter, "(objectClass=*)")
+		def(has, rp+"name", &rg.Name, "{collaboration}-{role}")
+		def(has, rp+"name_attribute", &rg.NameAttribute, "cn")
+		def(has, rp+"membership", &rg.Membership, MembershipDN)
+		def(has, rp+"members", &rg.Members, defaultMembers(rg.Membership))
 	}
 	if p := l.ProductionAccounts; p != nil {
-		defaultString(&p.Scope, "sub")
-		defaultString(&p.Filter, "(objectClass=posixAccount)")
+		const pp = "ldap.production_accounts."
+		def(has, pp+"scope", &p.Scope, "sub")
+		def(has, pp+"filter", &p.Filter, "(objectClass=posixAccount)")
 		pa := &p.Attributes
-		defaultString(&pa.Name, "uid")
-		defaultString(&pa.UIDNumber, "uidNumber")
-		defaultString(&pa.GIDNumber, "gidNumber")
-		defaultString(&pa.Home, "homeDirectory")
-		defaultString(&pa.Shell, "loginShell")
-	}
-	if len(u.SuspendedValues) == 0 {
-		u.SuspendedValues = []string{"suspended"}
+		def(has, pp+"attributes.name", &pa.Name, "uid")
+		def(has, pp+"attributes.uid_number", &pa.UIDNumber, "uidNumber")
+		def(has, pp+"attributes.gid_number", &pa.GIDNumber, "gidNumber")
+		def(has, pp+"attributes.home", &pa.Home, "homeDirectory")
+		def(has, pp+"attributes.shell", &pa.Shell, "loginShell")
 	}
 
 	r := &c.Rules
-	if r.ReviewGrace == 0 {
-		r.ReviewGrace = Duration(30 * 24 * time.Hour)
-	}
-	if r.ReviewWarning == 0 {
-		r.ReviewWarning = Duration(30 * 24 * time.Hour)
-	}
-	defaultString(&r.ProductionSeparator, "_")
-	defaultString(&r.ProductionLabel, "^[a-z0-9]{1,16}$")
+	def(has, "rules.review_grace", &r.ReviewGrace, Duration(30*24*time.Hour))
+	def(has, "rules.review_warning", &r.ReviewWarning, Duration(30*24*time.Hour))
+	def(has, "rules.production_separator", &r.ProductionSeparator, "_")
+	def(has, "rules.production_label", &r.ProductionLabel, "^[a-z0-9]{1,16}$")
 
 	sv := &c.Serve
-	defaultString(&sv.Listen, "127.0.0.1:9465")
-	defaultString(&sv.Changes, ChangesAuto)
-	defaultString(&sv.FullReconcile, "0 3 * * *")
-	for _, d := range []struct {
-		v   *Duration
-		def time.Duration
-	}{{&sv.Debounce, 200 * time.Millisecond}, {&sv.PollInterval, 5 * time.Minute}, {&sv.RetryMin, 5 * time.Second}, {&sv.RetryMax, 15 * time.Minute}} {
-		if *d.v == 0 {
-			*d.v = Duration(d.def)
-		}
-	}
+	def(has, "serve.listen", &sv.Listen, "127.0.0.1:9465")
+	def(has, "serve.changes", &sv.Changes, ChangesAuto)
+	def(has, "serve.full_reconcile", &sv.FullReconcile, "0 3 * * *")
+	def(has, "serve.debounce", &sv.Debounce, Duration(200*time.Millisecond))
+	def(has, "serve.poll_interval", &sv.PollInterval, Duration(5*time.Minute))
+	def(has, "serve.retry_min", &sv.RetryMin, Duration(5*time.Second))
+	def(has, "serve.retry_max", &sv.RetryMax, Duration(15*time.Minute))
 
 	for i := range c.Accounting.Sources {
 		src := &c.Accounting.Sources[i]
-		defaultString(&src.TimeZone, "UTC")
-		defaultString(&src.Schedule, "*/15 * * * *")
+		sp := fmt.Sprintf("accounting.sources[%d].", i)
+		def(has, sp+"time_zone", &src.TimeZone, "UTC")
+		def(has, sp+"schedule", &src.Schedule, "*/15 * * * *")
+		def(has, sp+"max_bad_ratio", &src.MaxBadRatio, 0.5)
+		def(has, sp+"sample_lines", &src.SampleLines, 1000)
 	}
 
-	defaultString(&c.StateDir, "/var/lib/collabsync")
+	def(has, "state_dir", &c.StateDir, "/var/lib/collabsync")
 	if n := c.Targets.NSS; n != nil {
-		defaultString(&n.Dir, "/var/lib/extrausers")
-		n.Guard.applyDefaults()
+		def(has, "targets.nss.dir", &n.Dir, "/var/lib/extrausers")
+		n.Guard.applyDefaults(has, "targets.nss.guard.")
 	}
 }
 
-func (g *Guard) applyDefaults() {
-	if g.MaxDeleteRatio == 0 {
-		g.MaxDeleteRatio = 0.2
-	}
-	if g.MinDeletes == 0 {
-		g.MinDeletes = 10
-	}
+func (g *Guard) applyDefaults(has func(string) bool, path string) {
+	def(has, path+"max_delete_ratio", &g.MaxDeleteRatio, 0.2)
+	def(has, path+"min_deletes", &g.MinDeletes, 10)
 }
 
 // defaultMembers names the member attribute of a membership style:
 // groupOfNames' member for DNs, posixGroup's memberUid for uids.
-func defaultMembers(attr *string, membership string) {
+func defaultMembers(membership string) string {
 	if membership == MembershipDN {
-		defaultString(attr, "member")
-	} else {
-		defaultString(attr, "memberUid")
+		return "member"
 	}
-}
-
-func defaultString(s *string, v string) {
-	if *s == "" {
-		*s = v
-	}
+	return "memberUid"
 }

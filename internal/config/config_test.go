@@ -149,10 +149,80 @@ func TestUnknownKeysAndTypes(t *testing.T) {
 		t.Fatalf("want *FileError, got %v", err)
 	}
 	msg := err.Error()
-	for _, want := range []string{"c.yaml:3: field page_sise not found", `c.yaml:4: invalid duration "soon"`, "field extra_key not found"} {
-		if !strings.Contains(msg, want) {
+	for _, want := range []string{"c.yaml:3: ldap.page_sise: unknown key (did you mean page_size?)",
+		`c.yaml:4: ldap.timeout: invalid duration "soon"`, "c.yaml:11: extra_key: unknown key\n"} {
+		if !strings.Contains(msg+"\n", want) {
 			t.Errorf("missing %q in:\n%s", want, msg)
 		}
+	}
+}
+
+// TestEveryProblemAtOnce: decoding problems (unknown keys, wrong types)
+// and validation problems come together, in the YAML's words, by line.
+func TestEveryProblemAtOnce(t *testing.T) {
+	doc := `ldap:
+  uris: [ldap://h]
+  pagesize: 10
+  page_size: lots
+  users:
+    base_dn: ou=people,dc=example,dc=org
+    scope: deep
+  collaborations:
+    base_dn: ou=groups,dc=example,dc=org
+    default_fairshare: [1, 2]
+targets:
+  nss:
+    guard: {max_delete_ratio: 2, min_deletes: many}
+`
+	_, err := Parse("c.yaml", []byte(doc))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := `c.yaml: 6 problem(s)
+  c.yaml:3: ldap.pagesize: unknown key (did you mean page_size?)
+  c.yaml:4: ldap.page_size: want an integer, got "lots"
+  c.yaml:7: ldap.users.scope: unknown scope "deep" (want sub, one or base)
+  c.yaml:10: ldap.collaborations.default_fairshare: want an integer, got a list
+  c.yaml:13: targets.nss.guard.min_deletes: want an integer, got "many"
+  c.yaml:13: targets.nss.guard.max_delete_ratio: must be between 0 and 1, got 2`
+	if got := err.Error(); !strings.HasPrefix(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+	if strings.Contains(err.Error(), "config.") || strings.Contains(err.Error(), "!!") {
+		t.Errorf("message names Go or YAML internals:\n%v", err)
+	}
+}
+
+// TestExplicitZeroIsHonoured: only absent keys get defaults.
+func TestExplicitZeroIsHonoured(t *testing.T) {
+	doc := minimal(secretFile(t)) + `serve: {debounce: 0s}
+rules: {review_grace: 0s}
+`
+	doc = strings.Replace(doc, "nss: {}", "nss: {guard: {max_delete_ratio: 0, min_deletes: 0}}", 1)
+	doc = strings.Replace(doc, `collaborations: {`, `collaborations: {default_fairshare: 0, `, 1)
+	cfg, err := Parse("c.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"max_delete_ratio", cfg.Targets.NSS.Guard.MaxDeleteRatio, 0.0},
+		{"min_deletes", cfg.Targets.NSS.Guard.MinDeletes, 0},
+		{"debounce", cfg.Serve.Debounce, Duration(0)},
+		{"default_fairshare", cfg.LDAP.Collaborations.DefaultFairshare, 0},
+		{"review_grace", cfg.Rules.ReviewGrace, Duration(0)},
+		{"review_warning (absent)", cfg.Rules.ReviewWarning, Duration(30 * 24 * time.Hour)},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	// A zero validation refuses is reported, not replaced.
+	_, err = Parse("c.yaml", []byte(strings.Replace(doc, "ldap:\n", "ldap:\n  timeout: 0s\n", 1)))
+	if err == nil || !strings.Contains(err.Error(), "c.yaml:3: ldap.timeout: must be positive") {
+		t.Errorf("timeout 0s: %v", err)
 	}
 }
 

@@ -128,7 +128,7 @@ func (l *LDAP) validate(ps *problems) {
 			ps.add("ldap.tls.ca_file", "cannot read: %v", err)
 		}
 	}
-	if l.Timeout < 0 {
+	if l.Timeout <= 0 {
 		ps.add("ldap.timeout", "must be positive")
 	}
 	if l.PageSize < 1 || l.PageSize > 1<<20 {
@@ -260,6 +260,12 @@ func (a *Accounting) validate(ps *problems) {
 		}
 		if _, err := cron.ParseStandard(s.Schedule); err != nil {
 			ps.add(path+".schedule", "not a cron schedule: %v", err)
+		}
+		if s.MaxBadRatio < 0 || s.MaxBadRatio > 1 {
+			ps.add(path+".max_bad_ratio", "must be between 0 and 1, got %v", s.MaxBadRatio)
+		}
+		if s.SampleLines < 1 {
+			ps.add(path+".sample_lines", "must be at least 1, got %d", s.SampleLines)
 		}
 	}
 }
@@ -453,25 +459,4 @@ func mappingEntry(n *yaml.Node, key string) (k, v *yaml.Node) {
 		}
 	}
 	return nil, nil
-}
-
-// problemsFromYAML turns yaml.v3's "line N: msg" errors into Problems.
-func problemsFromYAML(err error) []Problem {
-	var msgs []string
-	if te, ok := err.(*yaml.TypeError); ok {
-		msgs = te.Errors
-	} else {
-		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
-	}
-	out := make([]Problem, 0, len(msgs))
-	for _, m := range msgs {
-		p := Problem{Msg: m}
-		var line int
-		if n, _ := fmt.Sscanf(m, "line %d:", &line); n == 1 {
-			p.Line = line
-			p.Msg = strings.TrimSpace(m[strings.IndexByte(m, ':')+1:])
-		}
-		out = append(out, p)
-	}
-	return out
 }
