@@ -16,33 +16,71 @@ const Unattributed = "unattributed"
 type Attributor struct {
 	collab  map[string]string // lower-cased name → name (schedulers lower-case accounts)
 	adminOf map[string]string // uid → administrative collaboration
+	// accountOnly: nothing is known of the directory; a job's account is
+	// taken for its collaboration.
+	accountOnly bool
 }
 
 // NewAttributor builds an attributor from the directory's state.
 func NewAttributor(st *directory.State) *Attributor {
-	a := &Attributor{collab: map[string]string{}, adminOf: map[string]string{}}
 	if st == nil {
-		return a
+		return NewAttributorFrom(nil, nil)
 	}
+	names := make([]string, 0, len(st.Collaborations))
 	admins := map[string][]string{}
 	for _, c := range st.Collaborations {
-		a.collab[strings.ToLower(c.Name)] = c.Name
+		names = append(names, c.Name)
 		if c.Kind == directory.KindAdministrative {
 			for _, uid := range c.Members {
 				admins[uid] = append(admins[uid], c.Name)
 			}
 		}
 	}
+	adminOf := make(map[string]string, len(admins))
 	for uid, names := range admins {
 		// Several is a rule 1 violation; the first by name keeps it stable.
 		sort.Strings(names)
-		a.adminOf[uid] = names[0]
+		adminOf[uid] = names[0]
+	}
+	return NewAttributorFrom(names, adminOf)
+}
+
+// NewAttributorFrom builds an attributor from collaboration names and each
+// user's administrative collaboration (as saved by the last sync).
+func NewAttributorFrom(collaborations []string, adminOf map[string]string) *Attributor {
+	a := &Attributor{collab: make(map[string]string, len(collaborations)), adminOf: adminOf}
+	if a.adminOf == nil {
+		a.adminOf = map[string]string{}
+	}
+	for _, c := range collaborations {
+		a.collab[strings.ToLower(c)] = c
 	}
 	return a
 }
 
+// AccountOnly is the attributor of last resort, when the directory cannot
+// be read and no sync has saved its state: a job is charged to the account
+// it ran under, as written, or to Unattributed when it names none.
+func AccountOnly() *Attributor { return &Attributor{accountOnly: true} }
+
+// Tables returns what the attributor knows: the collaborations' names,
+// sorted, and each user's administrative collaboration.
+func (a *Attributor) Tables() (collaborations []string, adminOf map[string]string) {
+	for _, name := range a.collab {
+		collaborations = append(collaborations, name)
+	}
+	sort.Strings(collaborations)
+	return collaborations, a.adminOf
+}
+
 // Attribute returns the collaboration a job is charged to.
 func (a *Attributor) Attribute(j *Job) string {
+	if a.accountOnly {
+		if j.Account != "" {
+			return j.Account
+		}
+		return Unattributed
+	}
 	if name, ok := a.collab[strings.ToLower(j.Account)]; ok && j.Account != "" {
 		return name
 	}

@@ -25,7 +25,9 @@ func ingestSource(s config.AccountingSource) (ingest.Source, error) {
 	if err != nil {
 		return ingest.Source{}, err
 	}
-	return ingest.Source{Name: s.Name, Format: s.Format, Options: accounting.Options{Cluster: s.Cluster, Location: loc}}, nil
+	ratio := s.MaxBadRatio
+	return ingest.Source{Name: s.Name, Format: s.Format, Options: accounting.Options{Cluster: s.Cluster, Location: loc},
+		MaxBadRatio: &ratio, SampleLines: s.SampleLines}, nil
 }
 
 // sourcePaths expands a source's globs.
@@ -42,23 +44,49 @@ func sourcePaths(s config.AccountingSource) ([]string, error) {
 	return out, nil
 }
 
-// directoryState reads the directory and applies the rules, for attribution.
-func directoryState(ctx context.Context, cfg *config.Config, a *app, st *store.Store) (*directory.State, error) {
+// attributor returns what charges jobs to collaborations: the state the
+// last sync saved; without one, the directory read once (and saved); when
+// that fails too, the jobs' account names alone, said in the log, so that
+// no job waits for LDAP.
+func attributor(ctx context.Context, cfg *config.Config, a *app, st *store.Store) (*accounting.Attributor, error) {
+	saved, err := st.LoadAttribution(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if saved != nil {
+		a.log.Debug("attributing jobs with the directory state saved by the last sync", "saved_at", saved.SavedAt)
+		return accounting.NewAttributorFrom(saved.Collaborations, saved.AdminOf), nil
+	}
 	snap, err := ldapx.NewSource(cfg.LDAP, a.log).Snapshot(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read directory (needed to attribute jobs to collaborations): %w", err)
+		a.log.Warn("no sync has saved the directory's state yet and the directory cannot be read: "+
+			"jobs are attributed by their account name alone (run 'collabsync sync --once' to attribute by membership)", "err", err)
+		return accounting.AccountOnly(), nil
 	}
 	prev, err := st.Statuses(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return directory.Evaluate(snap, policy(cfg, time.Now()), prev), nil
+	attr := accounting.NewAttributor(directory.Evaluate(snap, policy(cfg, time.Now()), prev))
+	if err := saveAttribution(ctx, st, attr, time.Now()); err != nil {
+		return nil, err
+	}
+	return attr, nil
+}
+
+func saveAttribution(ctx context.Context, st *store.Store, attr *accounting.Attributor, now time.Time) error {
+	collabs, adminOf := attr.Tables()
+	if err := st.SaveAttribution(ctx, &store.Attribution{Collaborations: collabs, AdminOf: adminOf}, now); err != nil {
+		return fmt.Errorf("save attribution: %w", err)
+	}
+	return nil
 }
 
 func cmdIngest(ctx context.Context, a *app, args []string) int {
-	fs := a.newFlagSet("ingest", "[--source NAME] [--from FILE]")
+	fs := a.newFlagSet("ingest", "[--source NAME] [--from FILE] [--rescan]")
 	only := fs.String("source", "", "ingest only this source")
 	from := fs.String("from", "", "ingest this file (with the source's format) instead of the source's paths")
+	rescan := fs.Bool("rescan", false, "read the files again from their start, ignoring checkpoints and recorded damage (jobs already stored are not counted twice)")
 	if !parseFlags(fs, args) {
 		return exitUsage
 	}
@@ -89,12 +117,12 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 		return exitFailure
 	}
 	defer st.Close()
-	state, err := directoryState(ctx, cfg, a, st)
+	attr, err := attributor(ctx, cfg, a, st)
 	if err != nil {
 		a.errorf(err)
 		return exitFailure
 	}
-	in := &ingest.Ingester{DB: st.DB, Attribute: accounting.NewAttributor(state).Attribute, Log: a.log}
+	in := &ingest.Ingester{DB: st.DB, Attribute: attr.Attribute, Log: a.log, Rescan: *rescan}
 	if isTerminal(a.stderr) {
 		in.Progress = progressPrinter(a.stderr)
 	}
@@ -115,7 +143,7 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 		stats, err := in.Ingest(ctx, src, paths)
 		printIngest(a.stdout, s.Name, stats)
 		if err != nil {
-			a.errorf(fmt.Errorf("source %s: %w", s.Name, err))
+			a.errorf(err)
 			code = exitFailure
 		}
 	}
@@ -127,8 +155,15 @@ func printIngest(w io.Writer, name string, s ingest.Stats) {
 	for _, v := range s.CoreSeconds {
 		cs += v
 	}
-	fmt.Fprintf(w, "source %s: %d file(s), %d line(s), %d new job(s), %d already stored, %d bad line(s), %.1f new core-hours\n",
+	fmt.Fprintf(w, "source %s: %d file(s), %d line(s), %d new job(s), %d already stored, %d bad line(s), %.1f new core-hours",
 		name, s.Files, s.Lines, s.Inserted, s.Duplicates, s.BadLines, float64(cs)/3600)
+	if s.FailedFiles > 0 {
+		fmt.Fprintf(w, ", %d file(s) failed", s.FailedFiles)
+	}
+	if s.DamagedFiles > 0 {
+		fmt.Fprintf(w, ", %d damaged file(s) skipped (reported before; 'ingest --rescan' reads them again)", s.DamagedFiles)
+	}
+	fmt.Fprintln(w)
 }
 
 // progressPrinter shows how far a long ingest is, at most twice a second.

@@ -31,6 +31,8 @@ type metrics struct {
 	ingestRuns        *prometheus.CounterVec
 	ingestLast        *prometheus.GaugeVec
 	ingestLag         *prometheus.GaugeVec
+	ingestFailedFiles *prometheus.CounterVec
+	ingestUnreadable  *prometheus.GaugeVec
 }
 
 func newMetrics(version string) *metrics {
@@ -92,7 +94,14 @@ func newMetrics(version string) *metrics {
 	m.ingestLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "collabsync_accounting_lag_seconds", Help: "Age of the newest job end each source has delivered.",
 	}, []string{"source"})
-	m.reg.MustRegister(m.ingestCoreSeconds, m.ingestJobs, m.ingestBadLines, m.ingestRuns, m.ingestLast, m.ingestLag)
+	m.ingestFailedFiles = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "collabsync_accounting_failed_files_total", Help: "Files an ingest could not read to their end (damaged, unreadable, another format), per source.",
+	}, []string{"source"})
+	m.ingestUnreadable = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "collabsync_accounting_unreadable_files", Help: "Files the last ingest of each source could not read: failed now, or damaged and skipped until they change.",
+	}, []string{"source"})
+	m.reg.MustRegister(m.ingestCoreSeconds, m.ingestJobs, m.ingestBadLines, m.ingestRuns, m.ingestLast, m.ingestLag,
+		m.ingestFailedFiles, m.ingestUnreadable)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
 	})

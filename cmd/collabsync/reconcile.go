@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/store"
@@ -62,7 +63,8 @@ func guard(g config.Guard) engine.Guard {
 }
 
 // recordHistory stores what a run decided: violations (with their
-// first-seen dates, filled into state) and, when every target took the
+// first-seen dates, filled into state), what attributing accounting jobs
+// needs (so an ingest reads no directory) and, when every target took the
 // state, the statuses the hold action compares against next time. A dry
 // run only reads the dates.
 func recordHistory(ctx context.Context, st *store.Store, state *directory.State, runErr error, dryRun bool) error {
@@ -72,6 +74,9 @@ func recordHistory(ctx context.Context, st *store.Store, state *directory.State,
 	}
 	if err := st.RecordViolations(ctx, state.Violations, now); err != nil {
 		return fmt.Errorf("record violations: %w", err)
+	}
+	if err := saveAttribution(ctx, st, accounting.NewAttributor(state), now); err != nil {
+		return err
 	}
 	if runErr != nil {
 		return nil

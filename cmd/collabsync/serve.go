@@ -215,12 +215,17 @@ func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 }
 
 // ingest runs one scheduled ingest of a source, attributing jobs with the
-// directory state of the last reconcile.
+// directory state of the last reconcile (before the first, the one the
+// last sync saved).
 func (s *server) ingest(ctx context.Context, src config.AccountingSource) {
-	state := s.state.Load()
-	if state == nil {
+	var attr *accounting.Attributor
+	if state := s.state.Load(); state != nil {
+		attr = accounting.NewAttributor(state)
+	} else if saved, err := s.store.LoadAttribution(ctx); err == nil && saved != nil {
+		attr = accounting.NewAttributorFrom(saved.Collaborations, saved.AdminOf)
+	} else {
 		s.metrics.ingestRuns.WithLabelValues(src.Name, "skipped").Inc()
-		s.log.Warn("accounting ingest skipped: the directory has not been read yet", "source", src.Name)
+		s.log.Warn("accounting ingest skipped: the directory has not been read yet", "source", src.Name, "err", err)
 		return
 	}
 	isrc, err := ingestSource(src)
@@ -228,13 +233,15 @@ func (s *server) ingest(ctx context.Context, src config.AccountingSource) {
 	if err == nil {
 		var paths []string
 		if paths, err = sourcePaths(src); err == nil {
-			in := &ingest.Ingester{DB: s.store.DB, Attribute: accounting.NewAttributor(state).Attribute, Log: s.log}
+			in := &ingest.Ingester{DB: s.store.DB, Attribute: attr.Attribute, Log: s.log}
 			stats, err = in.Ingest(ctx, isrc, paths)
 		}
 	}
 	s.metrics.ingestJobs.WithLabelValues(src.Name, "new").Add(float64(stats.Inserted))
 	s.metrics.ingestJobs.WithLabelValues(src.Name, "duplicate").Add(float64(stats.Duplicates))
 	s.metrics.ingestBadLines.WithLabelValues(src.Name).Add(float64(stats.BadLines))
+	s.metrics.ingestFailedFiles.WithLabelValues(src.Name).Add(float64(stats.FailedFiles))
+	s.metrics.ingestUnreadable.WithLabelValues(src.Name).Set(float64(stats.FailedFiles + stats.DamagedFiles))
 	for k, cs := range stats.CoreSeconds {
 		s.metrics.ingestCoreSeconds.WithLabelValues(k.Cluster, k.Collaboration).Add(float64(cs))
 	}

@@ -116,6 +116,19 @@ var migrations = []string{
 	`ALTER TABLE ingest_checkpoint ADD COLUMN damage TEXT NOT NULL DEFAULT '';
 	ALTER TABLE ingest_checkpoint ADD COLUMN damage_size INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE ingest_checkpoint ADD COLUMN damage_mtime INTEGER NOT NULL DEFAULT 0; -- unix nanoseconds`,
+	// 6: what attributing jobs needs from the directory, as the last sync
+	// saw it, so an ingest needs no LDAP read.
+	`CREATE TABLE attribution (
+		kind          TEXT NOT NULL, -- 'collaboration': a name; 'user': uid → administrative collaboration
+		name          TEXT NOT NULL,
+		collaboration TEXT NOT NULL,
+		PRIMARY KEY (kind, name)
+	) WITHOUT ROWID;
+	CREATE TABLE attribution_saved (
+		id       INTEGER PRIMARY KEY CHECK (id = 1),
+		digest   BLOB NOT NULL, -- of the rows, so an unchanged directory writes nothing
+		saved_at INTEGER NOT NULL -- unix seconds of the sync that last confirmed them
+	);`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.

@@ -1,0 +1,50 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	st, err := Open(context.Background(), filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func TestAttributionRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	st := open(t)
+	if a, err := st.LoadAttribution(ctx); a != nil || err != nil {
+		t.Fatalf("fresh store: %v %v", a, err)
+	}
+	t0 := time.Unix(1_800_000_000, 0)
+	steps := []Attribution{
+		{Collaborations: []string{"atlas", "irfu", "lpnhe"}, AdminOf: map[string]string{"alice": "lpnhe", "carol": "irfu"}},
+		// unchanged: only the date moves
+		{Collaborations: []string{"atlas", "irfu", "lpnhe"}, AdminOf: map[string]string{"alice": "lpnhe", "carol": "irfu"}},
+		// carol moves, alice leaves, a collaboration goes, one comes
+		{Collaborations: []string{"atlas", "cta", "lpnhe"}, AdminOf: map[string]string{"carol": "lpnhe", "dave": "lpnhe"}},
+	}
+	for i, want := range steps {
+		now := t0.Add(time.Duration(i) * time.Hour)
+		if err := st.SaveAttribution(ctx, &want, now); err != nil {
+			t.Fatal(err)
+		}
+		got, err := st.LoadAttribution(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(got.Collaborations)
+		if !reflect.DeepEqual(got.Collaborations, want.Collaborations) || !reflect.DeepEqual(got.AdminOf, want.AdminOf) || !got.SavedAt.Equal(now) {
+			t.Errorf("step %d: got %+v, want %+v at %v", i, got, want, now)
+		}
+	}
+}
