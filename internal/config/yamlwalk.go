@@ -124,7 +124,9 @@ func structFields(t reflect.Type) map[string]reflect.Type {
 // suggest finds the known key a mistyped one most likely meant: the same
 // letters without separators and case, or at most two edits away.
 func suggest(key string, known map[string]reflect.Type) string {
-	norm := func(s string) string { return strings.ToLower(strings.NewReplacer("_", "", "-", "", " ", "").Replace(s)) }
+	norm := func(s string) string {
+		return strings.ToLower(strings.NewReplacer("_", "", "-", "", " ", "").Replace(s))
+	}
 	best, bestDist := "", 3
 	for k := range known {
 		if norm(k) == norm(key) {
