@@ -111,6 +111,11 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "collabsync ingest: --from needs --source to say the file's format")
 		return exitUsage
 	}
+	lock, ok := a.lockState(ctx, cfg, "ingest")
+	if !ok {
+		return exitFailure
+	}
+	defer lock.Release()
 	st, err := openStore(ctx, cfg)
 	if err != nil {
 		a.errorf(err)

@@ -15,8 +15,10 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 )
 
@@ -55,6 +57,9 @@ type app struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	configPath     string
+	// lockWait bounds how long a mutating command waits for another run
+	// on the same state directory.
+	lockWait time.Duration
 }
 
 func main() {
@@ -79,6 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	fs.StringVar(&a.configPath, "config", envOr("COLLABSYNC_CONFIG", defaultConfig), "configuration file (env COLLABSYNC_CONFIG)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "auto", "text, json, or auto (text on a terminal, else json)")
+	fs.DurationVar(&a.lockWait, "lock-wait", time.Minute, "how long sync, ingest and approve wait while another run holds the state directory")
 	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -174,6 +180,19 @@ func (a *app) openState(ctx context.Context) (cfg *config.Config, st *store.Stor
 		return nil, nil, exitFailure
 	}
 	return cfg, st, exitOK
+}
+
+// lockState takes the state directory's lock for a mutating command,
+// saying so if it has to wait. On failure it has said why.
+func (a *app) lockState(ctx context.Context, cfg *config.Config, who string) (*statelock.Lock, bool) {
+	l, err := statelock.Acquire(ctx, cfg.StateDir, "collabsync "+who, a.lockWait, func(holder string) {
+		fmt.Fprintf(a.stderr, "collabsync %s: waiting up to %v for the state directory %s, in use by %s\n", who, a.lockWait, cfg.StateDir, holder)
+	})
+	if err != nil {
+		a.errorf(err)
+		return nil, false
+	}
+	return l, true
 }
 
 // newFlagSet returns a subcommand's flag set with consistent usage output.

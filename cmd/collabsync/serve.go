@@ -24,6 +24,7 @@ import (
 	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -140,7 +141,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		s.log.Error("full_reconcile schedule", "err", err) // validated at load: not expected
 	}
 	for _, src := range cfg.Accounting.Sources {
-		job := cron.NewChain(cron.SkipIfStillRunning(cron.DiscardLogger)).Then(cron.FuncJob(func() { s.ingest(stop, src) }))
+		job := cron.NewChain(cron.SkipIfStillRunning(cron.DiscardLogger)).Then(cron.FuncJob(func() { s.ingest(stop, cfg, src) }))
 		if _, err := sched.AddJob(src.Schedule, job); err != nil {
 			s.log.Error("accounting schedule", "source", src.Name, "err", err)
 		}
@@ -156,6 +157,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		},
 		After:     s.afterRun,
 		Heartbeat: s.beat,
+		Lock:      func(ctx context.Context) (func(), error) { return s.lock(ctx, cfg, "serve (reconcile)") },
 		Log:       s.log,
 	}
 	loop.Run(stop, run, triggers)
@@ -214,10 +216,32 @@ func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 	notify("STATUS=" + s.status.line())
 }
 
+// serveLockWait bounds how long one of serve's runs waits for another
+// process's run on the same state directory (well inside the watchdog).
+const serveLockWait = 30 * time.Second
+
+// lock takes the state directory's lock for one of serve's runs.
+func (s *server) lock(ctx context.Context, cfg *config.Config, who string) (func(), error) {
+	l, err := statelock.Acquire(ctx, cfg.StateDir, "collabsync "+who, serveLockWait, func(holder string) {
+		s.log.Info("waiting for the state directory", "holder", holder)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Release() }, nil
+}
+
 // ingest runs one scheduled ingest of a source, attributing jobs with the
 // directory state of the last reconcile (before the first, the one the
 // last sync saved).
-func (s *server) ingest(ctx context.Context, src config.AccountingSource) {
+func (s *server) ingest(ctx context.Context, cfg *config.Config, src config.AccountingSource) {
+	release, err := s.lock(ctx, cfg, "serve (ingest "+src.Name+")")
+	if err != nil {
+		s.metrics.ingestRuns.WithLabelValues(src.Name, "failure").Inc()
+		s.log.Error("accounting ingest postponed to its next schedule", "source", src.Name, "err", err)
+		return
+	}
+	defer release()
 	var attr *accounting.Attributor
 	if state := s.state.Load(); state != nil {
 		attr = accounting.NewAttributor(state)
@@ -524,7 +548,7 @@ func (s *status) line() string {
 	defer s.mu.Unlock()
 	d := s.data
 	if d.Directory.LastError != "" {
-		return "directory unreadable, downstream unchanged: " + firstLine(d.Directory.LastError)
+		return "reconcile failed, downstream unchanged: " + firstLine(d.Directory.LastError)
 	}
 	var parts []string
 	for _, t := range s.targets {

@@ -39,9 +39,23 @@ func cmdSync(ctx context.Context, a *app, args []string) int {
 // reconcile runs the engine once and prints the plans and a summary of the
 // violations. Only a run that writes records the rule history.
 func (a *app) reconcile(ctx context.Context, opts engine.Options, format string) int {
-	cfg, st, code := a.openState(ctx)
-	if st == nil {
-		return code
+	cfg := a.loadConfig()
+	if cfg == nil {
+		return exitUsage
+	}
+	if !opts.DryRun {
+		// Before the directory is read: a run that waited reads what is
+		// newer than what the run before it applied.
+		lock, ok := a.lockState(ctx, cfg, "sync")
+		if !ok {
+			return exitFailure
+		}
+		defer lock.Release()
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
 	}
 	defer st.Close()
 	state, results, err := newEngine(cfg, a.log, st).Run(ctx, opts)

@@ -6,9 +6,13 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/statelock"
 
 	_ "modernc.org/sqlite" // the "sqlite" driver
 )
@@ -131,20 +135,49 @@ var migrations = []string{
 	);`,
 }
 
+// openLockWait bounds the wait for another process opening the database.
+const openLockWait = time.Minute
+
 // Open opens (creating if needed) the database at path and migrates it.
+// The database and its -wal and -shm files are 0600 whatever the umask:
+// they hold directory data.
 func Open(ctx context.Context, path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
+	// Opening is serialised between processes: switching a new database to
+	// WAL fails at once (SQLITE_BUSY, no busy wait) while another process
+	// does the same, and migrations must run once. The lock is held only
+	// while opening, and is not the state directory's run lock, which the
+	// caller may hold.
+	lock, err := statelock.AcquireFile(ctx, path+".open-lock", "collabsync (opening the state database)", openLockWait)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	// SQLite creates -wal and -shm with the database file's mode, so the
+	// database is created first, with the mode wanted; files an older
+	// version created are narrowed.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("restrict %s to its owner: %w", p, err)
+		}
+	}
 	// WAL lets readers (status, reports) run beside the writer; a busy
-	// timeout waits for a concurrent CLI instead of failing at once.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+	// timeout waits for a concurrent CLI instead of failing at once, so it
+	// comes first: switching to WAL needs a moment alone.
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s := &Store{DB: db, path: path}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx); err != nil { // opens the first connection, inside the lock
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
@@ -154,30 +187,49 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.DB.Close() }
 
+// migrate applies the missing migrations in one IMMEDIATE transaction: it
+// takes SQLite's write lock before reading the schema version, so two
+// processes opening a new database at once migrate it once (the second
+// waits, then finds nothing to do).
 func (s *Store) migrate(ctx context.Context) error {
+	conn, err := s.DB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
 	var version int
-	if err := s.DB.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return err
+	}
+	if version == len(migrations) {
+		return nil // the common case takes no write lock
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	commit := false
+	defer func() {
+		if !commit {
+			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
 		return err
 	}
 	if version > len(migrations) {
 		return fmt.Errorf("database schema version %d is newer than this collabsync knows (%d)", version, len(migrations))
 	}
 	for v := version; v < len(migrations); v++ {
-		tx, err := s.DB.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
-			tx.Rollback()
+		if _, err := conn.ExecContext(ctx, migrations[v]); err != nil {
 			return fmt.Errorf("migration %d: %w", v+1, err)
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return err
-		}
 	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return err
+	}
+	commit = true
 	return nil
 }

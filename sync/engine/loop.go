@@ -51,7 +51,11 @@ type Loop struct {
 	// is idle and after every run: a stuck loop stops beating (the
 	// systemd watchdog listens).
 	Heartbeat func()
-	Log       *slog.Logger
+	// Lock, if set, is held for each run from before the directory is
+	// read until After has returned, so that runs of other processes on
+	// the same state interleave with this loop's, never inside them.
+	Lock func(ctx context.Context) (release func(), err error)
+	Log  *slog.Logger
 }
 
 // Run reconciles until stop ends; runs use ctx, so a run in progress when
@@ -119,6 +123,20 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 // false when nothing waits).
 func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (next time.Time, ok bool) {
 	start := time.Now()
+	if l.Lock != nil {
+		release, err := l.Lock(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return time.Time{}, false
+			}
+			*sourceFailures++
+			wait := l.SourceBackoff(*sourceFailures)
+			l.Log.Warn("reconcile postponed", "err", err, "retry_in", wait)
+			l.After(ctx, RunReport{Reason: t.Reason, Started: start, Duration: time.Since(start), Err: err})
+			return start.Add(wait), true
+		}
+		defer release()
+	}
 	waiting, err := l.Queue.Waiting(ctx)
 	if err != nil {
 		l.Log.Error("read retry queue", "err", err)

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/internal/testharness/gendir"
+	"github.com/collabsync/collabsync/internal/testharness/slapd"
+)
+
+// proc is a collabsync command running in the background.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr bytes.Buffer
+}
+
+func startCollabsync(t *testing.T, configPath string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary, append([]string{"-config", configPath, "-log-format", "text"}, args...)...)}
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+		}
+	})
+	return p
+}
+
+func (p *proc) wait(t *testing.T) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		p.cmd.Process.Kill()
+		t.Fatalf("%v did not end", p.cmd.Args)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// newLargeSyncEnv is a standard-schema directory big enough that a sync
+// spends a while reading it, so that it can be paused at chosen moments.
+func newLargeSyncEnv(t *testing.T, users, collabs int) *syncEnv {
+	t.Helper()
+	dir := t.TempDir()
+	ldif := filepath.Join(dir, "dir.ldif")
+	f, err := os.Create(ldif)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gendir.Write(f, gendir.Params{Users: users, Collaborations: collabs}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	testharness.Require(t, "unshare", "getent", "id")
+	testharness.RequireRoot(t)
+	s := slapd.StartT(t, slapd.Options{LDIF: []string{ldif}})
+	out := filepath.Join(dir, "extrausers")
+	os.Mkdir(out, 0o755)
+	cfg := writeFile(t, filepath.Join(dir, "collabsync.yaml"),
+		fmt.Sprintf(standardConfig, s.URI, s.RootDN, s.RootPWFile, filepath.Join(dir, "state"), out))
+	return &syncEnv{server: s, config: cfg, outDir: out}
+}
+
+func shellOf(t *testing.T, passwd, uid string) string {
+	t.Helper()
+	data, err := os.ReadFile(passwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Split(line, ":"); len(f) == 7 && f[0] == uid {
+			return f[6]
+		}
+	}
+	return ""
+}
+
+// TestPausedSyncNeverOverwritesNewer: a sync stopped (SIGSTOP) at three
+// moments of its run while the directory changes and a second sync runs.
+// The second waits for the first (the lock covers read and write), a third
+// with a short -lock-wait gives up naming the holder, and the files end
+// with the newest directory state every time.
+func TestPausedSyncNeverOverwritesNewer(t *testing.T) {
+	e := newLargeSyncEnv(t, 20000, 2000)
+	passwd := filepath.Join(e.outDir, "passwd")
+	e.sync(t)
+	start := time.Now()
+	e.sync(t) // a warm run, as the paused ones are
+	clean := time.Since(start)
+	uid := gendir.UID(1)
+	for round, frac := range []float64{0.2, 0.5, 0.8} {
+		shell := fmt.Sprintf("/bin/shell%d", round)
+		a := startCollabsync(t, e.config, "sync", "--once")
+		time.Sleep(time.Duration(frac * float64(clean)))
+		a.cmd.Process.Signal(syscall.SIGSTOP)
+		stopped := func() bool {
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.cmd.Process.Pid))
+			return strings.Contains(string(stat), ") T ")
+		}
+		eventually(t, time.Second, fmt.Sprintf("round %d: the sync stopped mid-run (a run takes %v)", round, clean), stopped)
+		e.modify(t, fmt.Sprintf("dn: uid=%s,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: loginShell\nloginShell: %s\n", uid, shell))
+
+		r := collabsync(t, e.config, "-lock-wait", "300ms", "sync", "--once")
+		want := fmt.Sprintf("is in use by collabsync sync (pid %d)", a.cmd.Process.Pid)
+		if r.code != exitFailure || !strings.Contains(r.stderr, want) {
+			t.Errorf("round %d: a sync while another holds the state: code %d, stderr:\n%s", round, r.code, r.stderr)
+		}
+		b := startCollabsync(t, e.config, "sync", "--once")
+		time.Sleep(300 * time.Millisecond)
+		a.cmd.Process.Signal(syscall.SIGCONT)
+		if code := a.wait(t); code != 0 {
+			t.Fatalf("round %d: paused sync: code %d\n%s", round, code, a.stderr.String())
+		}
+		if code := b.wait(t); code != 0 {
+			t.Fatalf("round %d: second sync: code %d\n%s", round, code, b.stderr.String())
+		}
+		if !strings.Contains(b.stderr.String(), "waiting up to") {
+			t.Errorf("round %d: the second sync did not say it waited:\n%s", round, b.stderr.String())
+		}
+		if got := shellOf(t, passwd, uid); got != shell {
+			t.Errorf("round %d (paused at %.0f%% of a run): %s's shell is %q, want the newest %q", round, 100*frac, uid, got, shell)
+		}
+	}
+}
+
+// TestConcurrentFirstRuns: a plan and a sync started together on a new
+// state directory, eight times: the schema is created once, both succeed.
+func TestConcurrentFirstRuns(t *testing.T) {
+	e := newSyncEnv(t, "../../ldapx/testdata/small.ldif")
+	base, _ := os.ReadFile(e.config)
+	for round := 0; round < 8; round++ {
+		state := filepath.Join(t.TempDir(), "state")
+		cfg := writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), replaceStateDir(string(base), state))
+		procs := []*proc{startCollabsync(t, cfg, "plan"), startCollabsync(t, cfg, "sync", "--once"), startCollabsync(t, cfg, "plan")}
+		for _, p := range procs {
+			if code := p.wait(t); code != 0 {
+				t.Errorf("round %d: %v: code %d\n%s", round, p.cmd.Args[5:], code, p.stderr.String())
+			}
+		}
+		if fi, err := os.Stat(filepath.Join(state, "collabsync.db")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("round %d: state database: %v %v", round, fi.Mode(), err)
+		}
+	}
+}

@@ -1,0 +1,54 @@
+package statelock
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHeldByAnotherProcess: flock(1), a real other process, holds the lock;
+// Acquire waits, says who holds it, gives up after the wait, and gets it
+// once the holder is gone.
+func TestHeldByAnotherProcess(t *testing.T) {
+	if _, err := exec.LookPath("flock"); err != nil {
+		t.Skip("flock(1) not installed")
+	}
+	dir := t.TempDir()
+	l, err := Acquire(context.Background(), dir, "first", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	// The description stays in the file, as a holder's would.
+	holder := exec.Command("flock", dir+"/"+FileName, "sleep", "1")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Wait()
+	time.Sleep(200 * time.Millisecond)
+	var told string
+	_, err = Acquire(context.Background(), dir, "second", 200*time.Millisecond, func(h string) { told = h })
+	var busy *BusyError
+	if !errors.As(err, &busy) || !strings.Contains(err.Error(), "is in use by first (pid ") {
+		t.Fatalf("err = %v", err)
+	}
+	if !strings.Contains(told, "first") {
+		t.Errorf("waiting was told %q", told)
+	}
+	start := time.Now()
+	l, err = Acquire(context.Background(), dir, "third", 5*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	if waited := time.Since(start); waited < 300*time.Millisecond {
+		t.Errorf("acquired after %v while flock held it", waited)
+	}
+	if b, _ := os.ReadFile(dir + "/" + FileName); !strings.HasPrefix(string(b), "third (pid ") {
+		t.Errorf("lock file says %q", b)
+	}
+}
