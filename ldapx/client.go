@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -31,6 +32,8 @@ type Conn interface {
 type Client struct {
 	cfg config.LDAP
 	log *slog.Logger
+	// modeChecked: the password file's mode is checked once per client.
+	modeChecked sync.Once
 }
 
 // NewClient returns a client for cfg. It does not connect.
@@ -124,6 +127,12 @@ func (c *Client) secureAndBind(conn *ldap.Conn, scheme, host string) error {
 	b := c.cfg.Bind
 	switch b.Method {
 	case config.BindSimple:
+		c.modeChecked.Do(func() {
+			if fi, err := os.Stat(b.PasswordFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
+				c.log.Warn("the LDAP password file is readable by every user of this machine; make it 0600 or 0640",
+					"password_file", b.PasswordFile, "mode", fi.Mode().Perm().String())
+			}
+		})
 		pw, err := ReadSecret(b.PasswordFile)
 		if err != nil {
 			return err

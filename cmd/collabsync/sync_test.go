@@ -147,3 +147,37 @@ func statFiles(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// TestSyncRecoversAndWarns: temporary files a killed sync left are removed
+// by the next sync (not by a plan, which writes nothing), and a password
+// file every user can read is warned about.
+func TestSyncRecoversAndWarns(t *testing.T) {
+	e := newSyncEnv(t, "../../ldapx/testdata/small.ldif")
+	stale := []string{filepath.Join(e.outDir, ".passwd.tmp123456"), filepath.Join(e.outDir, ".group.tmp42")}
+	for _, p := range stale {
+		writeFile(t, p, "half a file")
+	}
+	if err := os.Chmod(e.server.RootPWFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := collabsync(t, e.config, "plan"); r.code != 0 {
+		t.Fatalf("plan: %d %s", r.code, r.stderr)
+	}
+	for _, p := range stale {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("plan touched %s: %v", p, err)
+		}
+	}
+	r := collabsync(t, e.config, "sync", "--once")
+	if r.code != 0 {
+		t.Fatalf("sync: %d %s", r.code, r.stderr)
+	}
+	for _, p := range stale {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still there after a sync: %v", p, err)
+		}
+	}
+	if !strings.Contains(r.stderr, "the LDAP password file is readable by every user") || !strings.Contains(r.stderr, "-rw-r--r--") {
+		t.Errorf("no warning about the password file's mode:\n%s", r.stderr)
+	}
+}

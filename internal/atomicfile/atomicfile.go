@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write replaces path with data: it writes a temporary file in the same
@@ -65,6 +66,31 @@ func Write(path string, data []byte, mode os.FileMode, verify func([]byte) error
 		return true, fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return true, nil
+}
+
+// RemoveStale removes the temporary files Write leaves for path when it is
+// killed between creating one and renaming it. Only the caller's own lock
+// (no concurrent Write of path) makes this safe.
+func RemoveStale(path string) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	stale, err := filepath.Glob(filepath.Join(dir, "."+globEscape(base)+".tmp*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range stale {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func globEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "*", `\*`, "?", `\?`, "[", `\[`).Replace(s)
 }
 
 func syncDir(dir string) error {

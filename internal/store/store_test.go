@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,6 +47,34 @@ func TestAttributionRoundTrip(t *testing.T) {
 		sort.Strings(got.Collaborations)
 		if !reflect.DeepEqual(got.Collaborations, want.Collaborations) || !reflect.DeepEqual(got.AdminOf, want.AdminOf) || !got.SavedAt.Equal(now) {
 			t.Errorf("step %d: got %+v, want %+v at %v", i, got, want, now)
+		}
+	}
+}
+
+// TestFileModes: the database, -wal and -shm are 0600 whatever the umask,
+// and an older database's modes are narrowed.
+func TestFileModes(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.db")
+	os.WriteFile(path, nil, 0o666) // as an older version under a lax umask left it
+	st, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.SaveCookie(context.Background(), "s", []byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v", p, fi.Mode().Perm())
 		}
 	}
 }

@@ -27,6 +27,13 @@ type Target interface {
 	Apply(ctx context.Context, p *Plan) error
 }
 
+// Recoverer is a target that can repair what an interrupted apply left
+// behind (temporary files of a killed run). The engine calls it before
+// planning, on every run that may write.
+type Recoverer interface {
+	Recover(ctx context.Context) error
+}
+
 // GuardedTarget pairs a target with its guard.
 type GuardedTarget struct {
 	Target
@@ -91,6 +98,11 @@ func (e *Engine) Run(ctx context.Context, opts Options) (*directory.State, []Res
 }
 
 func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *directory.State, opts Options) Result {
+	if r, ok := t.Target.(Recoverer); ok && !opts.DryRun {
+		if err := r.Recover(ctx); err != nil {
+			return Result{Err: fmt.Errorf("recover from an interrupted apply: %w", err)}
+		}
+	}
 	plan, err := MakePlan(ctx, t.Target, state)
 	if err != nil {
 		return Result{Err: err}

@@ -32,6 +32,11 @@ type Target struct {
 	Dir string
 }
 
+var (
+	_ engine.Target    = (*Target)(nil)
+	_ engine.Recoverer = (*Target)(nil)
+)
+
 // Name implements engine.Target.
 func (t *Target) Name() string { return "nss" }
 
@@ -117,6 +122,17 @@ func parse(name, kind string, data []byte) ([]engine.Record, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return recs, nil
+}
+
+// Recover implements engine.Recoverer: it removes the temporary files a
+// killed apply left in the directory.
+func (t *Target) Recover(ctx context.Context) error {
+	for _, kind := range []string{KindPasswd, KindGroup} {
+		if err := atomicfile.RemoveStale(filepath.Join(t.Dir, kind)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Apply implements engine.Target: each file is rewritten whole from the
