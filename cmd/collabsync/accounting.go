@@ -14,7 +14,6 @@ import (
 	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/accounting/report"
 	"github.com/collabsync/collabsync/internal/config"
-	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 )
@@ -63,11 +62,11 @@ func attributor(ctx context.Context, cfg *config.Config, a *app, st *store.Store
 			"jobs are attributed by their account name alone (run 'collabsync sync --once' to attribute by membership)", "err", err)
 		return accounting.AccountOnly(), nil
 	}
-	prev, err := st.Statuses(ctx)
+	state, err := evaluate(ctx, cfg, st, snap)
 	if err != nil {
 		return nil, err
 	}
-	attr := accounting.NewAttributor(directory.Evaluate(snap, policy(cfg, time.Now()), prev))
+	attr := accounting.NewAttributor(state)
 	if err := saveAttribution(ctx, st, attr, time.Now()); err != nil {
 		return nil, err
 	}

@@ -93,7 +93,10 @@ func BenchmarkFullRead100k(b *testing.B) {
 
 	// The rules over the same snapshot, with institution lists so the
 	// e-mail rules run for every user.
-	pol := policy(cfg, time.Now())
+	pol, err := policy(cfg, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
 	pol.MemberDomains, pol.AcceptedDomains = []string{"example.org"}, []string{"partner.example.net"}
 
 	var refT, rawT, srcT, rulesT, planT, refRSS, planRSS []float64

@@ -37,19 +37,17 @@ func cmdViolations(ctx context.Context, a *app, args []string) int {
 		return code
 	}
 	defer st.Close()
-	prev, err := st.Statuses(ctx)
-	if err != nil {
-		a.errorf(err)
-		return exitFailure
-	}
 	snap, err := ldapx.NewSource(cfg.LDAP, a.log).Snapshot(ctx)
 	if err != nil {
 		a.errorf(fmt.Errorf("read directory: %w", err))
 		return exitFailure
 	}
-	now := time.Now()
-	state := directory.Evaluate(snap, policy(cfg, now), prev)
-	if err := st.RecordViolations(ctx, state.Violations, now); err != nil {
+	state, err := evaluate(ctx, cfg, st, snap)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	if err := st.RecordViolations(ctx, state.Violations, time.Now()); err != nil {
 		a.errorf(fmt.Errorf("state store: %w", err))
 		return exitFailure
 	}

@@ -11,15 +11,21 @@ import (
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/localaccounts"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/nss"
 )
 
-// policy turns the configured rules into the directory's Policy.
-func policy(cfg *config.Config, now time.Time) directory.Policy {
+// policy turns the configured rules into the directory's Policy. It reads
+// the machine's own accounts, which are reserved.
+func policy(cfg *config.Config, now time.Time) (directory.Policy, error) {
 	r := cfg.Rules
+	reserved, err := localaccounts.Read(r.LocalPasswd, r.LocalGroup, r.ReservedNames, "rules.reserved_names")
+	if err != nil {
+		return directory.Policy{}, err
+	}
 	return directory.Policy{
 		Now:                 now,
 		ReviewGrace:         time.Duration(r.ReviewGrace),
@@ -31,7 +37,23 @@ func policy(cfg *config.Config, now time.Time) directory.Policy {
 		ProductionSeparator: r.ProductionSeparator,
 		ProductionLabel:     regexp.MustCompile(r.ProductionLabel), // validated by config
 		Actions:             r.Actions,
+		UIDRange:            &directory.IDRange{Min: r.UIDRange.Min, Max: r.UIDRange.Max},
+		GIDRange:            &directory.IDRange{Min: r.GIDRange.Min, Max: r.GIDRange.Max},
+		Reserved:            reserved,
+	}, nil
+}
+
+// evaluate applies the rules, with the stored history, to a snapshot.
+func evaluate(ctx context.Context, cfg *config.Config, st *store.Store, snap *directory.Snapshot) (*directory.State, error) {
+	prev, err := st.Statuses(ctx)
+	if err != nil {
+		return nil, err
 	}
+	pol, err := policy(cfg, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return directory.Evaluate(snap, pol, prev), nil
 }
 
 func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
@@ -44,11 +66,7 @@ func newEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.En
 	e := &engine.Engine{
 		Source: ldapx.NewSource(cfg.LDAP, log),
 		Evaluate: func(ctx context.Context, s *directory.Snapshot) (*directory.State, error) {
-			prev, err := st.Statuses(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return directory.Evaluate(s, policy(cfg, time.Now()), prev), nil
+			return evaluate(ctx, cfg, st, s)
 		},
 		Log: log,
 	}

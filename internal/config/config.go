@@ -249,6 +249,21 @@ type Rules struct {
 	ProductionLabel     string `yaml:"production_label"`
 	// Actions per violation kind (see directory.Kind*).
 	Actions map[string]string `yaml:"actions"`
+	// UIDRange and GIDRange bound the numbers collabsync provisions;
+	// ReservedNames, with every name and number in LocalPasswd and
+	// LocalGroup (the machine's own accounts, read at each run), are never
+	// provisioned. An empty path reads nothing.
+	UIDRange      IDRange  `yaml:"uid_range"`
+	GIDRange      IDRange  `yaml:"gid_range"`
+	ReservedNames []string `yaml:"reserved_names"`
+	LocalPasswd   string   `yaml:"local_passwd"`
+	LocalGroup    string   `yaml:"local_group"`
+}
+
+// IDRange is an inclusive range of uid or gid numbers.
+type IDRange struct {
+	Min uint32 `yaml:"min"`
+	Max uint32 `yaml:"max"`
 }
 
 // Targets configures the downstream systems; a nil target is disabled.
@@ -421,6 +436,17 @@ func (c *Config) applyDefaults(has func(string) bool) {
 	def(has, "rules.review_warning", &r.ReviewWarning, Duration(30*24*time.Hour))
 	def(has, "rules.production_separator", &r.ProductionSeparator, "_")
 	def(has, "rules.production_label", &r.ProductionLabel, "^[a-z0-9]{1,16}$")
+	// As Debian's login.defs: regular accounts from 1000; up to the largest
+	// valid id (directories often number far above 60000).
+	for _, rg := range []struct {
+		path string
+		r    *IDRange
+	}{{"rules.uid_range", &r.UIDRange}, {"rules.gid_range", &r.GIDRange}} {
+		def(has, rg.path+".min", &rg.r.Min, 1000)
+		def(has, rg.path+".max", &rg.r.Max, 4294967294)
+	}
+	def(has, "rules.local_passwd", &r.LocalPasswd, "/etc/passwd")
+	def(has, "rules.local_group", &r.LocalGroup, "/etc/group")
 
 	sv := &c.Serve
 	def(has, "serve.listen", &sv.Listen, "127.0.0.1:9465")

@@ -321,6 +321,24 @@ func (r *Rules) validate(ps *problems) {
 	if _, err := regexp.Compile(r.ProductionLabel); err != nil {
 		ps.add("rules.production_label", "not a regular expression: %v", err)
 	}
+	for _, rg := range []struct {
+		path string
+		r    IDRange
+	}{{"rules.uid_range", r.UIDRange}, {"rules.gid_range", r.GIDRange}} {
+		if rg.r.Min > rg.r.Max || rg.r.Max == 4294967295 {
+			ps.add(rg.path, "want min <= max <= 4294967294, got %d-%d", rg.r.Min, rg.r.Max)
+		}
+	}
+	for i, n := range r.ReservedNames {
+		if n == "" || strings.ContainsAny(n, ":\n") {
+			ps.add(fmt.Sprintf("rules.reserved_names[%d]", i), "%q is not an account name", n)
+		}
+	}
+	for _, f := range []struct{ path, file string }{{"rules.local_passwd", r.LocalPasswd}, {"rules.local_group", r.LocalGroup}} {
+		if f.file != "" && !filepath.IsAbs(f.file) {
+			ps.add(f.path, "must be an absolute path, got %q", f.file)
+		}
+	}
 	for kind, action := range r.Actions {
 		path := "rules.actions." + kind
 		if _, ok := directory.DefaultActions[kind]; !ok {

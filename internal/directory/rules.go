@@ -27,6 +27,27 @@ type Policy struct {
 
 	// Actions override DefaultActions per violation kind.
 	Actions map[string]string
+
+	// UIDRange and GIDRange are the numbers collabsync may provision (nil:
+	// any); Reserved holds the machine's own names and numbers. A subject
+	// outside the ranges or with a reserved name or number is a "reserved"
+	// violation and always left out.
+	UIDRange, GIDRange *IDRange
+	Reserved           *Reserved
+}
+
+// IDRange is an inclusive range of uid or gid numbers.
+type IDRange struct{ Min, Max uint32 }
+
+func (r *IDRange) contains(id uint32) bool { return r == nil || (id >= r.Min && id <= r.Max) }
+
+// Reserved are names and numbers that belong to the machine itself (its
+// /etc/passwd and /etc/group) or that the configuration reserves; each
+// value says whose or why, for the violation's reason.
+type Reserved struct {
+	Names map[string]string
+	UIDs  map[uint32]string
+	GIDs  map[uint32]string
 }
 
 func (p *Policy) action(kind string) string {
@@ -36,9 +57,20 @@ func (p *Policy) action(kind string) string {
 	return DefaultActions[kind]
 }
 
-// Previous holds the last provisioned status of each subject, keyed by
-// SubjectKey; the hold action keeps a subject no better than this.
-type Previous map[string]string
+// Previous holds what the last run every target took provisioned of each
+// subject, keyed by SubjectKey: the hold action keeps a subject no better
+// than its status, and whoever was provisioned with a name or number keeps
+// it against a newcomer.
+type Previous map[string]Provisioned
+
+// Provisioned is one subject as last provisioned.
+type Provisioned struct {
+	Status string
+	DN     string // empty when not known (history from before DNs were kept)
+	// ID is the uidNumber (users, production accounts) or gidNumber
+	// (collaborations); -1 when not known.
+	ID int64
+}
 
 // Subject kinds for SubjectKey.
 const (
@@ -104,26 +136,31 @@ func (s *State) Collaboration(name string) (*CollaborationState, bool) {
 	return &s.Collaborations[i], true
 }
 
-// Statuses returns every subject's status for the history kept between
-// runs (the input of the hold action next time).
+// Statuses returns what this state provisions of every subject, for the
+// history kept between runs (the input of the hold action and of the
+// incumbents' claim to their names and numbers next time).
 func (s *State) Statuses() Previous {
 	out := make(Previous, len(s.Users)+len(s.Collaborations)+len(s.ProductionAccounts))
+	active := func(b bool) string {
+		if b {
+			return StatusActive
+		}
+		return StatusPending
+	}
+	// Of two entries with one name, the history keeps the provisioned one.
+	put := func(key string, p Provisioned) {
+		if old, ok := out[key]; !ok || old.Status != StatusActive {
+			out[key] = p
+		}
+	}
 	for _, u := range s.Users {
-		out[SubjectKey(SubjectUser, u.UID)] = u.Status
+		put(SubjectKey(SubjectUser, u.UID), Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)})
 	}
 	for _, c := range s.Collaborations {
-		st := StatusPending
-		if c.Provisioned {
-			st = StatusActive
-		}
-		out[SubjectKey(SubjectCollaboration, c.Name)] = st
+		put(SubjectKey(SubjectCollaboration, c.Name), Provisioned{Status: active(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)})
 	}
 	for _, p := range s.ProductionAccounts {
-		st := StatusPending
-		if p.Active {
-			st = StatusActive
-		}
-		out[SubjectKey(SubjectProduction, p.Name)] = st
+		put(SubjectKey(SubjectProduction, p.Name), Provisioned{Status: active(p.Active), DN: p.DN, ID: int64(p.UIDNumber)})
 	}
 	return out
 }
@@ -138,20 +175,24 @@ type evaluation struct {
 	p    *Policy
 	prev Previous
 	st   *State
-	// verdicts by SubjectKey
+	// verdicts by entry (DN, lower-cased): two entries with one name get
+	// one verdict each
 	verdicts map[string]*verdict
 	// memberIdx holds each collaboration's members as user indexes,
 	// resolved once (map lookups dominate the cost of the rules).
 	memberIdx [][]int32
 }
 
-func (e *evaluation) violate(kind, subjectKind, name, dn, reason string) {
-	action := e.p.action(kind)
+func (e *evaluation) violate(kind, name, dn, reason string) {
+	e.violateWith(kind, e.p.action(kind), name, dn, reason)
+}
+
+func (e *evaluation) violateWith(kind, action, name, dn, reason string) {
 	if action == ActionOff {
 		return
 	}
 	e.st.Violations = append(e.st.Violations, Violation{Kind: kind, Severity: SeverityError, Subject: dn, Name: name, Reason: reason, Action: action})
-	key := SubjectKey(subjectKind, name)
+	key := strings.ToLower(dn)
 	v := e.verdicts[key]
 	if v == nil {
 		v = &verdict{}
@@ -165,18 +206,24 @@ func (e *evaluation) violate(kind, subjectKind, name, dn, reason string) {
 	}
 }
 
+// excluded reports whether a rule leaves the entry out.
+func (e *evaluation) excluded(dn string) bool {
+	v := e.verdicts[strings.ToLower(dn)]
+	return v != nil && v.exclude
+}
+
 // decide applies the verdicts to what the other rules allow: excluded
 // subjects are never active; held ones are active only if they were last
 // time too (a hold keeps access, it never grants it).
-func (e *evaluation) decide(subjectKind, name string, allowed bool) (active, held bool) {
-	v := e.verdicts[SubjectKey(subjectKind, name)]
+func (e *evaluation) decide(subjectKind, name, dn string, allowed bool) (active, held bool) {
+	v := e.verdicts[strings.ToLower(dn)]
 	switch {
 	case v == nil:
 		return allowed, false
 	case v.exclude:
 		return false, false
 	case v.hold:
-		return allowed && e.prev[SubjectKey(subjectKind, name)] == StatusActive, true
+		return allowed && e.prev[SubjectKey(subjectKind, name)].Status == StatusActive, true
 	}
 	return allowed, false
 }
@@ -192,6 +239,7 @@ func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 		}
 		e.st.Violations = append(e.st.Violations, v)
 	}
+	e.reserved(snap)
 	e.checkUnique(snap)
 	e.collaborations(snap)
 	e.users(snap)
@@ -207,42 +255,108 @@ func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	return e.st
 }
 
+// reserved leaves out every subject whose name or number belongs to the
+// machine's own accounts, or whose number is outside the configured
+// ranges: an LDAP "root", a uidNumber 0, a group with sudo's gid.
+func (e *evaluation) reserved(snap *Snapshot) {
+	r := e.p.Reserved
+	if r == nil {
+		r = &Reserved{}
+	}
+	check := func(name, dn string, uid *uint32, gid uint32) {
+		var why []string
+		if owner, ok := r.Names[name]; ok {
+			why = append(why, fmt.Sprintf("name %q is reserved (%s)", name, owner))
+		}
+		if uid != nil {
+			if owner, ok := r.UIDs[*uid]; ok {
+				why = append(why, fmt.Sprintf("uidNumber %d is reserved (%s)", *uid, owner))
+			} else if !e.p.UIDRange.contains(*uid) {
+				why = append(why, fmt.Sprintf("uidNumber %d is outside rules.uid_range %d-%d", *uid, e.p.UIDRange.Min, e.p.UIDRange.Max))
+			}
+		}
+		what := "gidNumber"
+		if uid != nil {
+			what = "primary gidNumber"
+		}
+		if owner, ok := r.GIDs[gid]; ok {
+			why = append(why, fmt.Sprintf("%s %d is reserved (%s)", what, gid, owner))
+		} else if !e.p.GIDRange.contains(gid) {
+			why = append(why, fmt.Sprintf("%s %d is outside rules.gid_range %d-%d", what, gid, e.p.GIDRange.Min, e.p.GIDRange.Max))
+		}
+		if len(why) > 0 {
+			e.violateWith(KindReserved, ActionExclude, name, dn, strings.Join(why, "; "))
+		}
+	}
+	for _, u := range snap.Users {
+		check(u.UID, u.DN, &u.UIDNumber, u.GIDNumber)
+	}
+	for _, c := range snap.Collaborations {
+		check(c.Name, c.DN, nil, c.GIDNumber)
+	}
+	for _, p := range snap.ProductionAccounts {
+		check(p.Name, p.DN, &p.UIDNumber, p.GIDNumber)
+	}
+}
+
 // checkUnique is rule 7: names are unique across users, collaborations and
 // production accounts; uid numbers across users and production accounts;
 // gid numbers across collaborations. Clashes are rare, so the first pass
 // only remembers the first holder of each key and collects the rest.
+//
+// Whoever the last run provisioned with the name or number (the same DN,
+// the same number) keeps it, as a hold; the newcomers get the rule's
+// action. Without exactly one such incumbent, all get it.
 func (e *evaluation) checkUnique(snap *Snapshot) {
-	type subject struct{ kind, name, dn string }
+	type subject struct {
+		kind, name, dn string
+		id             int64 // the clashing number; -1 for names
+	}
 	n := len(snap.Users) + len(snap.ProductionAccounts) + len(snap.Collaborations)
 	names := newClashes[string, subject](n)
 	uids := newClashes[uint32, subject](len(snap.Users) + len(snap.ProductionAccounts))
 	gids := newClashes[uint32, subject](len(snap.Collaborations))
 	for _, u := range snap.Users {
-		s := subject{SubjectUser, u.UID, u.DN}
-		names.add(u.UID, s)
-		uids.add(u.UIDNumber, s)
+		names.add(u.UID, subject{SubjectUser, u.UID, u.DN, -1})
+		uids.add(u.UIDNumber, subject{SubjectUser, u.UID, u.DN, int64(u.UIDNumber)})
 	}
 	collabNames := make(map[string]bool, len(snap.Collaborations))
 	for _, c := range snap.Collaborations {
 		collabNames[c.Name] = true
 	}
 	for _, pa := range snap.ProductionAccounts {
-		s := subject{SubjectProduction, pa.Name, pa.DN}
 		// The syntax <collaboration>[_<label>] lets a collaboration's own
 		// production account bear its name: that is no clash.
 		own := collabNames[pa.Name] && (pa.Collaboration == "" || pa.Collaboration == pa.Name)
 		if !own {
-			names.add(pa.Name, s)
+			names.add(pa.Name, subject{SubjectProduction, pa.Name, pa.DN, -1})
 		}
-		uids.add(pa.UIDNumber, s)
+		uids.add(pa.UIDNumber, subject{SubjectProduction, pa.Name, pa.DN, int64(pa.UIDNumber)})
 	}
 	for _, c := range snap.Collaborations {
-		s := subject{SubjectCollaboration, c.Name, c.DN}
-		names.add(c.Name, s)
-		gids.add(c.GIDNumber, s)
+		names.add(c.Name, subject{SubjectCollaboration, c.Name, c.DN, -1})
+		gids.add(c.GIDNumber, subject{SubjectCollaboration, c.Name, c.DN, int64(c.GIDNumber)})
+	}
+	incumbent := func(s subject) bool {
+		p, ok := e.prev[SubjectKey(s.kind, s.name)]
+		return ok && p.Status == StatusActive && (p.DN == "" || strings.EqualFold(p.DN, s.dn)) &&
+			(s.id < 0 || p.ID < 0 || p.ID == s.id)
 	}
 	report := func(kind, what string, group []subject) {
-		for _, s := range group {
+		action := e.p.action(kind)
+		holder := -1
+		if action == ActionExclude || action == ActionHold {
+			for i, s := range group {
+				if incumbent(s) {
+					if holder >= 0 {
+						holder = -1 // two claim it: nobody keeps it
+						break
+					}
+					holder = i
+				}
+			}
+		}
+		for i, s := range group {
 			var others []string
 			for _, o := range group {
 				if o.dn != s.dn {
@@ -250,7 +364,15 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 				}
 			}
 			sort.Strings(others)
-			e.violate(kind, s.kind, s.name, s.dn, fmt.Sprintf("%s is also used by %s", what, strings.Join(others, "; ")))
+			switch {
+			case holder < 0:
+				e.violate(kind, s.name, s.dn, fmt.Sprintf("%s is also used by %s", what, strings.Join(others, "; ")))
+			case i == holder:
+				e.violateWith(kind, ActionHold, s.name, s.dn,
+					fmt.Sprintf("%s is also claimed by %s; this entry keeps it, as the one already provisioned", what, strings.Join(others, "; ")))
+			default:
+				e.violate(kind, s.name, s.dn, fmt.Sprintf("%s is already provisioned for %s; this newcomer is left out", what, group[holder].dn))
+			}
 		}
 	}
 	for name, group := range names.clashes {
@@ -299,14 +421,14 @@ func (e *evaluation) collaborations(snap *Snapshot) {
 			cs.Status = e.review(c)
 		}
 		if len(cs.Contacts[RoleCollaboration]) == 0 {
-			e.violate(KindNoCollabContact, SubjectCollaboration, c.Name, c.DN, "has no collaboration contact")
+			e.violate(KindNoCollabContact, c.Name, c.DN, "has no collaboration contact")
 		}
 		e.st.collab[c.Name] = len(e.st.Collaborations)
 		e.st.Collaborations = append(e.st.Collaborations, cs)
 	}
 	for i := range e.st.Collaborations {
 		c := &e.st.Collaborations[i]
-		c.Provisioned, _ = e.decide(SubjectCollaboration, c.Name, c.Status == StatusActive)
+		c.Provisioned, _ = e.decide(SubjectCollaboration, c.Name, c.DN, c.Status == StatusActive)
 	}
 }
 
@@ -364,6 +486,11 @@ func (e *evaluation) review(c Collaboration) string {
 func (e *evaluation) users(snap *Snapshot) {
 	e.st.users = make(map[string]int, len(snap.Users))
 	for i, u := range snap.Users {
+		// Of two entries with one uid, members and contacts naming it mean
+		// the one not left out (the incumbent of rule 7).
+		if j, dup := e.st.users[u.UID]; dup && !e.excluded(snap.Users[j].DN) {
+			continue
+		}
 		e.st.users[u.UID] = i
 	}
 	memberOf := e.memberships(len(snap.Users))
@@ -386,7 +513,7 @@ func (e *evaluation) users(snap *Snapshot) {
 			}
 		}
 		if len(admin) > 1 {
-			e.violate(KindMultipleAdmin, SubjectUser, u.UID, u.DN,
+			e.violate(KindMultipleAdmin, u.UID, u.DN,
 				fmt.Sprintf("is a member of %d administrative collaborations (%s); at most one is allowed", len(admin), strings.Join(admin, ", ")))
 		}
 		domain := mailDomain(u.Mail)
@@ -396,16 +523,16 @@ func (e *evaluation) users(snap *Snapshot) {
 			if u.Mail == "" {
 				reason = "has no e-mail address; only institutional addresses are accepted"
 			}
-			e.violate(KindMailDomain, SubjectUser, u.UID, u.DN, reason)
+			e.violate(KindMailDomain, u.UID, u.DN, reason)
 		}
 		if !us.Internal && !validated {
 			reason := "is external and not validated by a validator contact of one of their collaborations"
 			if u.ValidatedBy != "" {
 				reason = fmt.Sprintf("is external; validated by %s, who is not a validator contact of any of their collaborations", u.ValidatedBy)
 			}
-			e.violate(KindUnvalidatedExternal, SubjectUser, u.UID, u.DN, reason)
+			e.violate(KindUnvalidatedExternal, u.UID, u.DN, reason)
 		}
-		active, held := e.decide(SubjectUser, u.UID, inActive)
+		active, held := e.decide(SubjectUser, u.UID, u.DN, inActive)
 		us.Held = held
 		switch {
 		case u.Suspended:
@@ -496,15 +623,15 @@ func (e *evaluation) production(snap *Snapshot) {
 		c, known := e.st.Collaboration(owner)
 		switch {
 		case !known && owner == "":
-			e.violate(KindProductionOwner, SubjectProduction, pa.Name, pa.DN, "no collaboration owns it")
+			e.violate(KindProductionOwner, pa.Name, pa.DN, "no collaboration owns it")
 		case !known:
-			e.violate(KindProductionOwner, SubjectProduction, pa.Name, pa.DN, fmt.Sprintf("its collaboration %q does not exist", owner))
+			e.violate(KindProductionOwner, pa.Name, pa.DN, fmt.Sprintf("its collaboration %q does not exist", owner))
 		default:
 			if reason := e.nameSyntax(pa.Name, owner); reason != "" {
-				e.violate(KindProductionName, SubjectProduction, pa.Name, pa.DN, reason)
+				e.violate(KindProductionName, pa.Name, pa.DN, reason)
 			}
 		}
-		ps.Active, _ = e.decide(SubjectProduction, pa.Name, known && c.Provisioned)
+		ps.Active, _ = e.decide(SubjectProduction, pa.Name, pa.DN, known && c.Provisioned)
 		e.st.ProductionAccounts = append(e.st.ProductionAccounts, ps)
 	}
 }

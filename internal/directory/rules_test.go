@@ -89,9 +89,9 @@ func TestRule1OneAdministrativeCollaboration(t *testing.T) {
 		wantHeld   bool
 		violations string
 	}{
-		{"hold keeps a provisioned user active", ActionHold, Previous{"user/bob": StatusActive}, StatusActive, true, "multiple_administrative:bob"},
+		{"hold keeps a provisioned user active", ActionHold, Previous{"user/bob": {Status: StatusActive}}, StatusActive, true, "multiple_administrative:bob"},
 		{"hold never grants access", ActionHold, nil, StatusPending, true, "multiple_administrative:bob"},
-		{"exclude leaves the user out", ActionExclude, Previous{"user/bob": StatusActive}, StatusPending, false, "multiple_administrative:bob"},
+		{"exclude leaves the user out", ActionExclude, Previous{"user/bob": {Status: StatusActive}}, StatusPending, false, "multiple_administrative:bob"},
 		{"report only lists it", ActionReport, nil, StatusActive, false, "multiple_administrative:bob"},
 		{"off does not check", ActionOff, nil, StatusActive, false, ""},
 	}
@@ -365,8 +365,127 @@ func TestEvaluateIsDeterministic(t *testing.T) {
 func TestStatusesRoundTrip(t *testing.T) {
 	snap := newFixture().user("alice").user("bob").collab("p", []string{"alice"}).production("p_robot", "p").snap
 	got := Evaluate(&snap, basePolicy(), nil).Statuses()
-	want := Previous{"user/alice": StatusActive, "user/bob": StatusPending, "collaboration/p": StatusActive, "production/p_robot": StatusActive}
+	want := Previous{
+		"user/alice":         {Status: StatusActive, DN: "uid=alice,ou=people", ID: 10000},
+		"user/bob":           {Status: StatusPending, DN: "uid=bob,ou=people", ID: 10001},
+		"collaboration/p":    {Status: StatusActive, DN: "cn=p,ou=groups", ID: 20000},
+		"production/p_robot": {Status: StatusActive, DN: "uid=p_robot,ou=production", ID: 30000},
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("statuses = %v", got)
+	}
+}
+
+// TestReservedNamesAndNumbers: the machine's own names and numbers, and
+// numbers outside the ranges, are never provisioned, whatever the actions.
+func TestReservedNamesAndNumbers(t *testing.T) {
+	snap := newFixture().
+		user("alice", func(u *User) { u.UIDNumber, u.GIDNumber = 10000, 20000 }).
+		user("root", func(u *User) { u.UIDNumber, u.GIDNumber = 40011, 20000 }).
+		user("lowuid", func(u *User) { u.UIDNumber, u.GIDNumber = 1, 20000 }).
+		user("wheel", func(u *User) { u.UIDNumber, u.GIDNumber = 40012, 0 }). // root's group as primary group
+		collab("p", []string{"alice", "root", "lowuid", "wheel"}).
+		collab("sudo", []string{"alice"}, func(c *Collaboration) { c.GIDNumber = 20027 }).
+		collab("shadowroot", []string{"alice"}, func(c *Collaboration) { c.GIDNumber = 42 }).
+		collab("nogrp", []string{"alice"}, func(c *Collaboration) { c.GIDNumber = 65534 }).snap
+	p := basePolicy()
+	p.UIDRange, p.GIDRange = &IDRange{Min: 1000, Max: 60000}, &IDRange{Min: 1000, Max: 60000}
+	p.Reserved = &Reserved{
+		Names: map[string]string{"root": "/etc/passwd", "sudo": "/etc/group"},
+		UIDs:  map[uint32]string{0: "root in /etc/passwd"},
+		GIDs:  map[uint32]string{0: "root in /etc/group", 65534: "nogroup in /etc/group"},
+	}
+	p.Actions = map[string]string{KindDuplicateName: ActionReport} // no action lets a reserved subject in
+	st := Evaluate(&snap, p, nil)
+	if got := status(t, st, "alice"); got != StatusActive {
+		t.Errorf("alice: %s", got)
+	}
+	for _, uid := range []string{"root", "lowuid", "wheel"} {
+		if got := status(t, st, uid); got != StatusPending {
+			t.Errorf("%s: %s, want pending (left out)", uid, got)
+		}
+	}
+	for _, c := range st.Collaborations {
+		if want := c.Name == "p"; c.Provisioned != want {
+			t.Errorf("collaboration %s provisioned = %v", c.Name, c.Provisioned)
+		}
+	}
+	reasons := map[string]string{}
+	for _, v := range st.Violations {
+		if v.Kind == KindReserved {
+			reasons[v.Name] = v.Reason
+			if v.Action != ActionExclude {
+				t.Errorf("%s: action %s", v.Name, v.Action)
+			}
+		}
+	}
+	want := map[string]string{
+		"root":       `name "root" is reserved (/etc/passwd)`,
+		"lowuid":     "uidNumber 1 is outside rules.uid_range 1000-60000",
+		"wheel":      "primary gidNumber 0 is reserved (root in /etc/group)",
+		"sudo":       `name "sudo" is reserved (/etc/group)`,
+		"shadowroot": "gidNumber 42 is outside rules.gid_range 1000-60000",
+		"nogrp":      "gidNumber 65534 is reserved (nogroup in /etc/group)",
+	}
+	if !reflect.DeepEqual(reasons, want) {
+		t.Errorf("reasons:\n got %v\nwant %v", reasons, want)
+	}
+}
+
+// TestIncumbentKeepsItsNameAndNumber: a new entry taking a provisioned
+// user's uidNumber, a provisioned collaboration's gidNumber, or a
+// provisioned user's very uid does not revoke them: the newcomer is left
+// out, the incumbent is held. Without history, both are left out.
+func TestIncumbentKeepsItsNameAndNumber(t *testing.T) {
+	before := newFixture().user("alice").user("bob").collab("p", []string{"alice", "bob"}).collab("q", []string{"bob"}).snap
+	prev := Evaluate(&before, basePolicy(), nil).Statuses()
+
+	after := newFixture().user("alice").user("bob").
+		user("mallory", func(u *User) { u.UIDNumber = 10000 }). // alice's uidNumber
+		user("bob", func(u *User) { u.DN = "uid=bob,ou=guests"; u.UIDNumber = 10500 }). // bob's uid, another entry
+		collab("p", []string{"alice", "bob", "mallory"}).collab("q", []string{"bob"}).
+		collab("r", []string{"mallory"}, func(c *Collaboration) { c.GIDNumber = 20001 }). // q's gidNumber
+		snap
+	st := Evaluate(&after, basePolicy(), prev)
+	users := map[string]string{}
+	for _, u := range st.Users {
+		users[u.DN] = u.Status
+	}
+	for dn, want := range map[string]string{"uid=alice,ou=people": StatusActive, "uid=bob,ou=people": StatusActive,
+		"uid=mallory,ou=people": StatusPending, "uid=bob,ou=guests": StatusPending} {
+		if users[dn] != want {
+			t.Errorf("%s: %s, want %s", dn, users[dn], want)
+		}
+	}
+	for _, c := range st.Collaborations {
+		if want := c.Name != "r"; c.Provisioned != want {
+			t.Errorf("collaboration %s provisioned = %v", c.Name, c.Provisioned)
+		}
+	}
+	actions := map[string]string{}
+	for _, v := range st.Violations {
+		actions[v.Kind+" "+v.Subject] = v.Action
+		if v.Subject == "uid=mallory,ou=people" && v.Reason != "uidNumber 10000 is already provisioned for uid=alice,ou=people; this newcomer is left out" {
+			t.Errorf("mallory's reason: %q", v.Reason)
+		}
+	}
+	for k, want := range map[string]string{
+		"duplicate_id uid=alice,ou=people": ActionHold, "duplicate_id uid=mallory,ou=people": ActionExclude,
+		"duplicate_name uid=bob,ou=people": ActionHold, "duplicate_name uid=bob,ou=guests": ActionExclude,
+		"duplicate_id cn=q,ou=groups": ActionHold, "duplicate_id cn=r,ou=groups": ActionExclude,
+	} {
+		if actions[k] != want {
+			t.Errorf("%s: action %q, want %q (all: %v)", k, actions[k], want, actions)
+		}
+	}
+	// The history this run leaves keeps the incumbents, so the next run
+	// decides the same.
+	again := Evaluate(&after, basePolicy(), st.Statuses())
+	if !reflect.DeepEqual(again.Statuses(), st.Statuses()) {
+		t.Errorf("the next run decides otherwise:\n%v\n%v", st.Statuses(), again.Statuses())
+	}
+	// Without history nobody can tell who came first: both are left out.
+	if st := Evaluate(&after, basePolicy(), nil); status(t, st, "alice") != StatusPending {
+		t.Errorf("no history: alice %s", status(t, st, "alice"))
 	}
 }

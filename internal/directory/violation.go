@@ -20,6 +20,10 @@ const (
 	KindProductionOwner     = "production_owner"         // rule 6: owner unknown
 	KindReviewOverdue       = "review_overdue"           // rule 3
 	KindReviewDueSoon       = "review_due_soon"          // rule 3, a warning
+	// KindReserved: a name or number of the machine's own accounts, or a
+	// number outside the configured ranges. Always excluded: no action can
+	// be configured for it.
+	KindReserved = "reserved"
 )
 
 // Actions: what happens to a subject that breaks a rule.

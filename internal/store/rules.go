@@ -10,20 +10,21 @@ import (
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
-// Statuses returns each subject's last provisioned status.
+// Statuses returns what was last provisioned of each subject.
 func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
-	rows, err := s.DB.QueryContext(ctx, "SELECT subject, status FROM subject_status")
+	rows, err := s.DB.QueryContext(ctx, "SELECT subject, status, dn, number FROM subject_status")
 	if err != nil {
 		return nil, fmt.Errorf("read statuses: %w", err)
 	}
 	defer rows.Close()
 	prev := directory.Previous{}
 	for rows.Next() {
-		var subject, status string
-		if err := rows.Scan(&subject, &status); err != nil {
+		var subject string
+		var p directory.Provisioned
+		if err := rows.Scan(&subject, &p.Status, &p.DN, &p.ID); err != nil {
 			return nil, err
 		}
-		prev[subject] = status
+		prev[subject] = p
 	}
 	return prev, rows.Err()
 }
@@ -38,13 +39,13 @@ func (s *Store) SaveStatuses(ctx context.Context, statuses directory.Previous, n
 	if _, err := tx.ExecContext(ctx, "DELETE FROM subject_status"); err != nil {
 		return err
 	}
-	stmt, err := tx.PrepareContext(ctx, "INSERT INTO subject_status (subject, status, updated_at) VALUES (?, ?, ?)")
+	stmt, err := tx.PrepareContext(ctx, "INSERT INTO subject_status (subject, status, dn, number, updated_at) VALUES (?, ?, ?, ?, ?)")
 	if err != nil {
 		return err
 	}
 	defer stmt.Close()
-	for subject, status := range statuses {
-		if _, err := stmt.ExecContext(ctx, subject, status, now.Unix()); err != nil {
+	for subject, p := range statuses {
+		if _, err := stmt.ExecContext(ctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
 			return fmt.Errorf("save status of %s: %w", subject, err)
 		}
 	}

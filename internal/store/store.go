@@ -133,6 +133,10 @@ var migrations = []string{
 		digest   BLOB NOT NULL, -- of the rows, so an unchanged directory writes nothing
 		saved_at INTEGER NOT NULL -- unix seconds of the sync that last confirmed them
 	);`,
+	// 7: who was provisioned with which name and number, so an incumbent
+	// keeps them against a newcomer.
+	`ALTER TABLE subject_status ADD COLUMN dn TEXT NOT NULL DEFAULT '';
+	ALTER TABLE subject_status ADD COLUMN number INTEGER NOT NULL DEFAULT -1;`,
 }
 
 // openLockWait bounds the wait for another process opening the database.

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func (e *syncEnv) add(t *testing.T, ldif string) {
+	t.Helper()
+	if err := e.server.Add(context.Background(), ldif); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func posixUser(uid string, uidNumber int) string {
+	return "dn: uid=" + uid + ",ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\nuid: " + uid +
+		"\ncn: " + uid + "\nsn: " + uid + "\nmail: " + uid + "@example.org\nuidNumber: " + strconv.Itoa(uidNumber) +
+		"\ngidNumber: 20001\nhomeDirectory: /home/" + uid + "\n\n"
+}
+
+func posixGroup(cn string, gid int, members ...string) string {
+	s := "dn: cn=" + cn + ",ou=groups,dc=example,dc=org\nobjectClass: posixGroup\ncn: " + cn + "\ngidNumber: " + strconv.Itoa(gid) + "\n"
+	for _, m := range members {
+		s += "memberUid: " + m + "\n"
+	}
+	return s + "\n"
+}
+
+// TestReservedAccountsNeverProvisioned: LDAP entries named like the
+// machine's own accounts, or numbered below the range, never reach the
+// files: in a private mount namespace, getent shows the local root alone
+// and root gains no group.
+func TestReservedAccountsNeverProvisioned(t *testing.T) {
+	e := newSyncEnv(t, "../../ldapx/testdata/small.ldif")
+	e.sync(t)
+	baseline := e.getent(t, "getent initgroups root")
+	e.add(t, posixUser("root", 40011)+posixUser("lowuid", 1)+
+		posixGroup("sudo", 27, "root", "alice")+posixGroup("shadowroot", 42, "root", "alice"))
+	e.modify(t, "dn: cn=proj1,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: root\nmemberUid: lowuid\n")
+	r := collabsync(t, e.config, "sync", "--once")
+	if r.code != 0 {
+		t.Fatalf("sync: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, c := range []struct{ cmd, want string }{
+		{"getent initgroups root", baseline},
+		{"getent passwd 40011 || echo absent", "absent\n"},
+		{"getent passwd lowuid || echo absent", "absent\n"},
+		{"getent passwd 1 | cut -d: -f1", "daemon\n"},
+		{"getent group shadowroot || echo absent", "absent\n"},
+		{"getent group proj1", "proj1:x:20001:alice,bob\n"},
+		{"id -Gn alice", "proj1\n"},
+	} {
+		if got := e.getent(t, c.cmd); got != c.want {
+			t.Errorf("%s:\n got %q\nwant %q", c.cmd, got, c.want)
+		}
+	}
+	v := collabsync(t, e.config, "violations")
+	for _, want := range []string{
+		`name "root" is reserved (a local account in /etc/passwd)`,
+		"uid=lowuid,ou=people,dc=example,dc=org     uidNumber 1 is ", // the machine's daemon, or outside the range
+		`name "sudo" is reserved (a local account in /etc/group)`,
+		"cn=shadowroot,ou=groups,dc=example,dc=org  gidNumber 42 is ",
+	} {
+		if !strings.Contains(v.stdout, want) {
+			t.Errorf("violations lack %q:\n%s", want, v.stdout)
+		}
+	}
+}
+
+// TestNewcomerCannotRevokeAnAccount: entries that take a provisioned
+// user's uidNumber or uid, or a provisioned group's gidNumber, are left
+// out; the accounts already provisioned stay as they are.
+func TestNewcomerCannotRevokeAnAccount(t *testing.T) {
+	e := newSyncEnv(t, "../../ldapx/testdata/small.ldif")
+	e.sync(t)
+	before := statFiles(t, e.outDir)
+	e.add(t, posixUser("mallory", 10001)+ // alice's uidNumber
+		"dn: cn=Alice Again,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\nuid: alice\ncn: Alice Again\nsn: Again\nuidNumber: 10077\ngidNumber: 20001\nhomeDirectory: /home/alice2\n\n"+
+		posixGroup("proj3", 20002, "mallory", "alice")) // proj2's gidNumber
+	e.modify(t, "dn: cn=proj1,ou=groups,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: mallory\n")
+	r := collabsync(t, e.config, "sync", "--once")
+	if r.code != 0 {
+		t.Fatalf("sync: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if after := statFiles(t, e.outDir); after != before {
+		t.Errorf("the files changed:\nbefore %s\nafter  %s", before, after)
+	}
+	e.sync(t) // and the history it left decides the same next time
+	if after := statFiles(t, e.outDir); after != before {
+		t.Errorf("the files changed at the second sync:\nbefore %s\nafter  %s", before, after)
+	}
+	for _, c := range []struct{ cmd, want string }{
+		{"getent passwd alice", "alice:x:10001:20001:Alice Martin:/home/alice:/bin/bash\n"},
+		{"getent passwd 10001", "alice:x:10001:20001:Alice Martin:/home/alice:/bin/bash\n"},
+		{"getent passwd mallory || echo absent", "absent\n"},
+		{"getent group 20002", "proj2:x:20002:bob\n"},
+	} {
+		if got := e.getent(t, c.cmd); got != c.want {
+			t.Errorf("%s:\n got %q\nwant %q", c.cmd, got, c.want)
+		}
+	}
+	v := collabsync(t, e.config, "violations")
+	for _, want := range []string{
+		"uidNumber 10001 is already provisioned for uid=alice,ou=people,dc=example,dc=org; this newcomer is left out",
+		`name "alice" is already provisioned for uid=alice,ou=people,dc=example,dc=org; this newcomer is left out`,
+		"gidNumber 20002 is already provisioned for cn=proj2,ou=groups,dc=example,dc=org; this newcomer is left out",
+	} {
+		if !strings.Contains(v.stdout, want) {
+			t.Errorf("violations lack %q:\n%s", want, v.stdout)
+		}
+	}
+}
