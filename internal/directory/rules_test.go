@@ -441,7 +441,7 @@ func TestIncumbentKeepsItsNameAndNumber(t *testing.T) {
 	prev := Evaluate(&before, basePolicy(), nil).Statuses()
 
 	after := newFixture().user("alice").user("bob").
-		user("mallory", func(u *User) { u.UIDNumber = 10000 }). // alice's uidNumber
+		user("mallory", func(u *User) { u.UIDNumber = 10000 }).                         // alice's uidNumber
 		user("bob", func(u *User) { u.DN = "uid=bob,ou=guests"; u.UIDNumber = 10500 }). // bob's uid, another entry
 		collab("p", []string{"alice", "bob", "mallory"}).collab("q", []string{"bob"}).
 		collab("r", []string{"mallory"}, func(c *Collaboration) { c.GIDNumber = 20001 }). // q's gidNumber
