@@ -301,3 +301,36 @@ func TestEndBeforeStartIsBad(t *testing.T) {
 }
 
 var _ = accounting.Job{}
+
+// FuzzIngestFile: any file content, in any format, ingests without a
+// panic; read again unchanged it yields nothing new, and a gzipped copy of
+// it nothing new either, whatever happened the first time.
+func FuzzIngestFile(f *testing.F) {
+	f.Add(0, []byte(sacctRange(1, 3)+"garbage\n"+sacctLine(4, 1, "a")))
+	f.Add(2, []byte("ClusterId = 1\nProcId = 0\nOwner = \"u\"\nJobStatus = 4\nRemoteWallClockTime = 100\nRequestCpus = 2\nCompletionDate = 1700000000\n*** x\n"))
+	f.Add(5, []byte("; UnixStartTime: 1700000000\n1 0 0 10 1 -1 -1 1 10 -1 1 1 1 -1 1 1 -1 -1\n2 0 0 10"))
+	formats := FormatNames()
+	f.Fuzz(func(t *testing.T, format int, data []byte) {
+		if format < 0 {
+			format = -format
+		}
+		e := newEnv(t)
+		e.in.BatchLines = 2
+		src := Source{Name: "f", Format: formats[format%len(formats)], Options: sacctSource.Options}
+		p := e.write("log", string(data), os.O_TRUNC)
+		first, _ := e.in.Ingest(context.Background(), src, []string{p})
+		jobs, cs := e.totals()
+		if first.Inserted != jobs {
+			t.Errorf("stats say %d new jobs, the store has %d", first.Inserted, jobs)
+		}
+		again, err := e.in.Ingest(context.Background(), src, []string{p})
+		if err == nil && (again.Inserted != 0 || again.Duplicates != 0) {
+			t.Errorf("unchanged file read again: %+v", again)
+		}
+		gz := e.write("log.1.gz", string(gzipped(t, data)), os.O_TRUNC)
+		e.in.Ingest(context.Background(), src, []string{gz})
+		if j, c := e.totals(); j != jobs || c != cs {
+			t.Errorf("a gzipped copy changed the totals: %d/%d → %d/%d", jobs, cs, j, c)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package localaccounts
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,4 +29,24 @@ func TestRead(t *testing.T) {
 	if _, err := Read(filepath.Join(dir, "missing"), "", nil, ""); err == nil {
 		t.Error("a missing passwd file was accepted")
 	}
+}
+
+// FuzzRead: any file content reads without a panic, and every name and
+// number it returns comes from a line of the file.
+func FuzzRead(f *testing.F) {
+	f.Add([]byte("root:x:0:0:root:/root:/bin/bash\nsudo:x:27:\n"))
+	f.Add([]byte("+::::::\n:x:1:\nname:x:99999999999:\n\n#c\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "passwd")
+		os.WriteFile(p, data, 0o644)
+		r, err := Read(p, "", nil, "")
+		if err != nil {
+			return // a line longer than the scanner's limit
+		}
+		for name := range r.Names {
+			if name == "" || !bytes.Contains(data, []byte(name+":")) {
+				t.Errorf("name %q is not in the file", name)
+			}
+		}
+	})
 }
