@@ -18,6 +18,12 @@ import (
 // syncprov overlay, or access to it denied).
 var ErrNoSyncrepl = errors.New("the directory does not offer syncrepl (RFC 4533)")
 
+// errCookieRejected: the server refused a stream's stored cookie (restarted
+// after a crash before checkpointing, restored from an older backup,
+// another server): the cookie is dropped and the stream starts over with a
+// full refresh, at once.
+var errCookieRejected = errors.New("the directory rejected the stored syncrepl cookie")
+
 // CookieStore keeps each stream's syncrepl cookie across restarts.
 type CookieStore interface {
 	Cookie(ctx context.Context, stream string) ([]byte, error)
@@ -41,6 +47,10 @@ type Watcher struct {
 	log     *slog.Logger
 	cookies CookieStore
 	events  WatchEvents
+	// CatchUp makes the first connection call changed too, as every
+	// reconnect does: for a caller whose view may be older than the
+	// stream's start (coming back from polling).
+	CatchUp bool
 }
 
 // NewWatcher returns a watcher for the configured directory.
@@ -70,7 +80,7 @@ func (w *Watcher) Run(ctx context.Context, changed func()) error {
 		conn, err := w.client.Connect(ctx)
 		if err == nil {
 			w.events.Connected(true)
-			if !first {
+			if !first || w.CatchUp {
 				changed()
 			}
 			start := time.Now()
@@ -86,6 +96,11 @@ func (w *Watcher) Run(ctx context.Context, changed func()) error {
 		}
 		if errors.Is(err, ErrNoSyncrepl) {
 			return err
+		}
+		if errors.Is(err, errCookieRejected) {
+			w.log.Warn("directory change stream restarting with a full refresh", "err", err)
+			backoff = minBackoff
+			continue // the server is up and answering: at once
 		}
 		// Jitter keeps many daemons from hammering a recovering server together.
 		wait := backoff/2 + rand.N(backoff/2+1)
@@ -120,9 +135,23 @@ func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, changed func()) 
 	}
 	wg.Wait()
 	close(errs)
+	// A stream that ended because another failed reports the context's
+	// end; the cause is the other's error. No syncrepl weighs most, then
+	// a rejected cookie (restart at once).
+	rank := func(err error) int {
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, ErrNoSyncrepl):
+			return 3
+		case errors.Is(err, errCookieRejected):
+			return 2
+		}
+		return 1
+	}
 	var first error
 	for err := range errs {
-		if err != nil && (first == nil || errors.Is(err, ErrNoSyncrepl)) {
+		if rank(err) > rank(first) {
 			first = err
 		}
 	}
@@ -201,12 +230,17 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name string, sear
 	switch {
 	case ctx.Err() != nil:
 		return nil
-	case ldap.IsErrorWithCode(err, resultSyncRefreshRequired):
-		w.log.Info("directory asks for a full refresh; dropping the stored cookie", "stream", name)
+	case ldap.IsErrorWithCode(err, resultSyncRefreshRequired),
+		resumed && ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform):
+		// e-syncRefreshRequired, or slapd's 53 "consumer state is newer
+		// than provider!" (restarted before checkpointing its contextCSN,
+		// restored from an older backup): a 53 with a cookie is about the
+		// cookie. Without one, a 53 says no syncrepl (below).
+		w.log.Warn("the directory rejected the stored syncrepl cookie; dropping it for a full refresh", "stream", name, "err", err)
 		if err := w.cookies.SaveCookie(ctx, name, nil); err != nil {
 			return err
 		}
-		return fmt.Errorf("full refresh required")
+		return fmt.Errorf("%w: %v", errCookieRejected, err)
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultUnavailableCriticalExtension),
 		ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform):
 		return fmt.Errorf("%w: %v", ErrNoSyncrepl, err)

@@ -164,28 +164,35 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 }
 
 // watch notices directory changes: syncrepl, or polling when the server
-// has none (or the configuration says so).
+// has none (or the configuration says so). While polling in auto mode, it
+// tries syncrepl again at every poll: a server that offers it again is
+// followed live again.
 func (s *server) watch(ctx context.Context, cfg *config.Config, send func(engine.Trigger)) {
-	if cfg.Serve.Changes != config.ChangesPoll {
-		s.metrics.setMode("syncrepl")
-		s.status.setMode("syncrepl")
-		w := ldapx.NewWatcher(cfg.LDAP, s.log, s.store, watchEvents{s})
-		err := w.Run(ctx, func() { send(engine.Trigger{Reason: "directory change"}) })
-		if err == nil {
-			return
-		}
-		s.log.Error("no change stream: the directory offers no syncrepl (is the syncprov overlay loaded and readable?); falling back to polling",
-			"err", err, "poll_interval", time.Duration(cfg.Serve.PollInterval))
-	}
-	s.metrics.setMode("poll")
-	s.status.setMode("poll")
-	t := time.NewTicker(time.Duration(cfg.Serve.PollInterval))
-	defer t.Stop()
+	interval := time.Duration(cfg.Serve.PollInterval)
+	changed := func() { send(engine.Trigger{Reason: "directory change"}) }
+	fellBack := false
 	for {
+		if cfg.Serve.Changes != config.ChangesPoll {
+			s.metrics.setMode("syncrepl")
+			s.status.setMode("syncrepl")
+			w := ldapx.NewWatcher(cfg.LDAP, s.log, s.store, watchEvents{s})
+			w.CatchUp = fellBack // changes since the last poll
+			err := w.Run(ctx, changed)
+			if err == nil {
+				return
+			}
+			if !fellBack {
+				s.log.Error("no change stream: the directory offers no syncrepl (is the syncprov overlay loaded and readable?); "+
+					"falling back to polling, and trying syncrepl again at every poll", "err", err, "poll_interval", interval)
+			}
+			fellBack = true
+		}
+		s.metrics.setMode("poll")
+		s.status.setMode("poll")
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(interval):
 			send(engine.Trigger{Reason: "poll"})
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -348,5 +349,17 @@ func TestServePollsWithoutSyncprov(t *testing.T) {
 	}
 	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
 	eventually(t, 10*time.Second, "trent in lsst by polling", func() bool { return e.inGroup(t, "lsst", "trent") })
+
+	// The operator loads syncprov: the daemon follows the stream again.
+	if err := s.Add(context.Background(), "dn: olcOverlay=syncprov,olcDatabase={1}mdb,cn=config\nobjectClass: olcOverlayConfig\n"+
+		"objectClass: olcSyncProvConfig\nolcOverlay: syncprov\n"); err != nil {
+		t.Fatal(err)
+	}
+	d.live(t, 15*time.Second)
+	if v := d.metric(`collabsync_change_stream_mode{mode="poll"}`); v != "0" {
+		t.Errorf("poll mode metric = %q after syncrepl came back", v)
+	}
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: trent\n")
+	eventually(t, 10*time.Second, "trent out of lsst by syncrepl", func() bool { return !e.inGroup(t, "lsst", "trent") })
 	d.stop(t)
 }
