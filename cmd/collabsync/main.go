@@ -41,6 +41,7 @@ type command struct {
 }
 
 var commands = map[string]command{
+	"approve":      {"approve a plan a target's guard holds: approve <target> <digest>", cmdApprove},
 	"check-config": {"validate the configuration file, reporting every problem", cmdCheckConfig},
 	"contacts":     {"print a collaboration's contacts of one role (like laboinfo)", cmdContacts},
 	"violations":   {"list broken account rules; exit 1 when there are any", cmdViolations},

@@ -24,6 +24,7 @@ type metrics struct {
 	syncEvents     *prometheus.CounterVec
 	queueChanges   *prometheus.GaugeVec
 	reloads        *prometheus.CounterVec
+	held           *prometheus.GaugeVec
 
 	ingestCoreSeconds *prometheus.CounterVec
 	ingestJobs        *prometheus.CounterVec
@@ -75,6 +76,9 @@ func newMetrics(version string) *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "collabsync_config_reloads_total", Help: "Configuration reloads (SIGHUP) by result.",
 		}, []string{"result"}),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_plan_held", Help: "1 while a target's guard holds its plan for an operator's approval (collabsync approve).",
+		}, []string{"target"}),
 	}
 	m.ingestCoreSeconds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "collabsync_accounting_core_seconds_total", Help: "Core-seconds of newly ingested jobs, per cluster and collaboration.",
@@ -107,7 +111,7 @@ func newMetrics(version string) *metrics {
 	})
 	build.Set(1)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
-		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, build,
+		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -128,6 +132,11 @@ func (m *metrics) observeRun(r engine.RunReport) {
 			result = "failure"
 		}
 		m.runs.WithLabelValues(res.Target, result).Inc()
+		if result == "refused" {
+			m.held.WithLabelValues(res.Target).Set(1)
+		} else {
+			m.held.WithLabelValues(res.Target).Set(0)
+		}
 		m.duration.WithLabelValues(res.Target).Observe(res.Duration.Seconds())
 		if res.Applied {
 			add, mod, del := res.Plan.Counts()

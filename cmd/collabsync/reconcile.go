@@ -76,6 +76,15 @@ func newEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.En
 	return e
 }
 
+// targetNames lists the configured targets, as newEngine names them.
+func targetNames(cfg *config.Config) []string {
+	var names []string
+	if cfg.Targets.NSS != nil {
+		names = append(names, (&nss.Target{}).Name())
+	}
+	return names
+}
+
 func guard(g config.Guard) engine.Guard {
 	return engine.Guard{MaxDeleteRatio: g.MaxDeleteRatio, MinDeletes: g.MinDeletes}
 }
@@ -101,6 +110,29 @@ func recordHistory(ctx context.Context, st *store.Store, state *directory.State,
 	}
 	if err := st.SaveStatuses(ctx, state.Statuses(), now); err != nil {
 		return fmt.Errorf("save statuses: %w", err)
+	}
+	return nil
+}
+
+// recordGuards stores which plans their guards hold (for 'approve' and
+// status) and forgets those of targets that went through. A dry run
+// records nothing.
+func recordGuards(ctx context.Context, st *store.Store, results []engine.Result, dryRun bool) error {
+	if dryRun {
+		return nil
+	}
+	now := time.Now()
+	for _, r := range results {
+		switch {
+		case r.Plan != nil && r.Plan.Refused != "":
+			if err := st.HoldPlan(ctx, store.Held{Target: r.Target, Digest: r.Plan.Digest, Reason: r.Plan.Refused, Since: now}); err != nil {
+				return fmt.Errorf("record held plan of %s: %w", r.Target, err)
+			}
+		case r.Err == nil:
+			if err := st.Reconciled(ctx, r.Target); err != nil {
+				return fmt.Errorf("forget held plan of %s: %w", r.Target, err)
+			}
+		}
 	}
 	return nil
 }

@@ -158,6 +158,8 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		After:     s.afterRun,
 		Heartbeat: s.beat,
 		Lock:      func(ctx context.Context) (func(), error) { return s.lock(ctx, cfg, "serve (reconcile)") },
+		Approvals: s.store.Approvals,
+		HeldRetry: time.Duration(cfg.Serve.RetryMax),
 		Log:       s.log,
 	}
 	loop.Run(stop, run, triggers)
@@ -202,7 +204,11 @@ func (s *server) watch(ctx context.Context, cfg *config.Config, send func(engine
 func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 	if r.State != nil {
 		s.state.Store(r.State)
-		if err := recordHistory(ctx, s.store, r.State, r.Err, false); err != nil {
+		err := recordHistory(ctx, s.store, r.State, r.Err, false)
+		if err == nil {
+			err = recordGuards(ctx, s.store, r.Results, false)
+		}
+		if err != nil {
 			s.log.Error("state store", "err", err)
 		}
 	}
@@ -215,10 +221,13 @@ func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 	for _, q := range queue {
 		s.metrics.queueChanges.WithLabelValues(q.Target).Set(float64(q.Changes))
 	}
-	becameReady := s.status.record(r, queue)
-	if becameReady {
+	if s.status.record(r, queue) {
+		// Start-up is over: the directory is read and every target is
+		// reconciled or holds a plan for an operator to approve (/readyz
+		// says which). Waiting for the approval here would have systemd
+		// kill and restart the daemon at TimeoutStartSec.
 		notify("READY=1")
-		s.log.Info("ready: directory read and every target reconciled")
+		s.log.Info("started: directory read and every target reconciled or holding a plan for approval")
 	}
 	notify("STATUS=" + s.status.line())
 }
@@ -398,7 +407,9 @@ type status struct {
 	started time.Time
 	targets []string
 	data    statusJSON
-	isReady bool
+	// startedUp: every target has been reconciled or holds a plan since
+	// the daemon started (systemd's READY=1 was sent).
+	startedUp bool
 }
 
 type statusJSON struct {
@@ -421,11 +432,20 @@ type directoryStatus struct {
 type targetStatus struct {
 	LastRun     time.Time `json:"last_run,omitzero"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
-	Result      string    `json:"result"`
+	Result      string    `json:"result"` // success, failure, or held (by its guard, for approval)
 	Added       int       `json:"added"`
 	Modified    int       `json:"modified"`
 	Deleted     int       `json:"deleted"`
 	Error       string    `json:"error,omitempty"`
+	// Held is the plan the guard holds, with the command that approves it.
+	Held *heldStatus `json:"held,omitempty"`
+}
+
+type heldStatus struct {
+	Digest  string    `json:"digest"`
+	Reason  string    `json:"reason"`
+	Since   time.Time `json:"since"`
+	Approve string    `json:"approve"`
 }
 
 type changeStreamStatus struct {
@@ -443,10 +463,7 @@ func newStatus() *status {
 func (s *status) configure(cfg *config.Config) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.targets = s.targets[:0]
-	if cfg.Targets.NSS != nil {
-		s.targets = append(s.targets, "nss")
-	}
+	s.targets = targetNames(cfg)
 }
 
 func (s *status) setMode(mode string) {
@@ -492,22 +509,43 @@ func (s *status) record(r engine.RunReport, queue []store.Queued) bool {
 		t.LastRun, t.Error = r.Started, ""
 		t.Added, t.Modified, t.Deleted = 0, 0, 0
 		switch {
+		case res.Plan != nil && res.Plan.Refused != "":
+			p := res.Plan
+			if t.Held == nil || t.Held.Digest != p.Digest {
+				t.Held = &heldStatus{Digest: p.Digest, Reason: p.Refused, Since: r.Started,
+					Approve: "collabsync approve " + res.Target + " " + p.Digest}
+			}
+			t.Result, t.Error = "held", res.Err.Error()
 		case res.Err != nil:
 			t.Result, t.Error = "failure", res.Err.Error()
 		default:
-			t.Result, t.LastSuccess = "success", r.Started
+			t.Result, t.LastSuccess, t.Held = "success", r.Started, nil
 			if res.Applied {
 				t.Added, t.Modified, t.Deleted = res.Plan.Counts()
 			}
 		}
 	}
-	if !s.isReady {
-		if ok, _ := s.readyLocked(); ok {
-			s.isReady, d.Ready = true, true
-			return true
-		}
+	d.Ready, _ = s.readyLocked()
+	if !s.startedUp && s.startedUpLocked() {
+		s.startedUp = true
+		return true
 	}
 	return false
+}
+
+// startedUpLocked: the directory was read and every target has been
+// reconciled, or holds a plan for approval, since the daemon started.
+func (s *status) startedUpLocked() bool {
+	if s.data.Directory.LastRead.IsZero() {
+		return false
+	}
+	for _, t := range s.targets {
+		ts := s.data.Targets[t]
+		if ts == nil || (ts.LastSuccess.Before(s.started) && ts.Held == nil) {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *status) ready() (bool, string) {
@@ -520,17 +558,26 @@ func (s *status) readyLocked() (bool, string) {
 	if s.data.Directory.LastRead.IsZero() {
 		return false, "the directory has not been read yet"
 	}
-	var missing []string
+	var missing, held []string
 	for _, t := range s.targets {
-		if ts := s.data.Targets[t]; ts == nil || ts.LastSuccess.Before(s.started) {
+		ts := s.data.Targets[t]
+		switch {
+		case ts != nil && ts.Held != nil:
+			held = append(held, fmt.Sprintf("%s holds a plan its guard refused (%s); approve it with: %s", t, ts.Held.Reason, ts.Held.Approve))
+		case ts == nil || ts.LastSuccess.Before(s.started):
 			missing = append(missing, t)
 		}
 	}
+	var why []string
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return false, "not reconciled since start: " + strings.Join(missing, ", ")
+		why = append(why, "not reconciled since start: "+strings.Join(missing, ", "))
 	}
-	return true, ""
+	if len(held) > 0 {
+		sort.Strings(held)
+		why = append(why, held...)
+	}
+	return len(why) == 0, strings.Join(why, "; ")
 }
 
 func (s *status) snapshot() statusJSON {
@@ -540,6 +587,10 @@ func (s *status) snapshot() statusJSON {
 	out.Targets = make(map[string]*targetStatus, len(s.data.Targets))
 	for k, v := range s.data.Targets {
 		c := *v
+		if v.Held != nil {
+			h := *v.Held
+			c.Held = &h
+		}
 		out.Targets[k] = &c
 	}
 	out.ChangeStream.Live = make(map[string]bool, len(s.data.ChangeStream.Live))
@@ -559,7 +610,11 @@ func (s *status) line() string {
 	}
 	var parts []string
 	for _, t := range s.targets {
-		if ts := d.Targets[t]; ts != nil {
+		switch ts := d.Targets[t]; {
+		case ts == nil:
+		case ts.Held != nil:
+			parts = append(parts, fmt.Sprintf("%s HELD (%s; %s)", t, ts.Held.Reason, ts.Held.Approve))
+		default:
 			parts = append(parts, fmt.Sprintf("%s %s (+%d ~%d -%d)", t, ts.Result, ts.Added, ts.Modified, ts.Deleted))
 		}
 	}

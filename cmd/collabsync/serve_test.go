@@ -205,14 +205,15 @@ func TestServeChangeStream(t *testing.T) {
 	d.stop(t)
 }
 
-func TestServeNotify(t *testing.T) {
-	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+// notifySocket listens as systemd does for sd_notify messages.
+func notifySocket(t *testing.T) (string, <-chan string) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	msgs := make(chan string, 100)
 	go func() {
 		buf := make([]byte, 4096)
@@ -224,6 +225,12 @@ func TestServeNotify(t *testing.T) {
 			msgs <- string(buf[:n])
 		}
 	}()
+	return sock, msgs
+}
+
+func TestServeNotify(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	sock, msgs := notifySocket(t)
 	d := startServe(t, e.config, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=300000")
 	seen := map[string]bool{}
 	deadline := time.After(15 * time.Second)

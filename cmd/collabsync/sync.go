@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -58,9 +61,17 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		return exitFailure
 	}
 	defer st.Close()
+	if opts.Approved, err = st.Approvals(ctx); err != nil {
+		a.errorf(fmt.Errorf("state store: %w", err))
+		return exitFailure
+	}
 	state, results, err := newEngine(cfg, a.log, st).Run(ctx, opts)
 	if state != nil {
-		if serr := recordHistory(ctx, st, state, err, opts.DryRun); serr != nil {
+		serr := recordHistory(ctx, st, state, err, opts.DryRun)
+		if serr == nil {
+			serr = recordGuards(ctx, st, results, opts.DryRun)
+		}
+		if serr != nil {
 			a.errorf(fmt.Errorf("state store: %w", serr))
 			return exitFailure
 		}
@@ -97,4 +108,56 @@ func summarizeViolations(a *app, vs []directory.Violation) {
 		}
 	}
 	fmt.Fprintf(a.stderr, "directory: %d violation(s), %d warning(s); 'collabsync violations' lists them\n", errs, len(vs)-errs)
+}
+
+func cmdApprove(ctx context.Context, a *app, args []string) int {
+	fs := a.newFlagSet("approve", "<target> <digest>")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return exitUsage
+	}
+	target, digest := fs.Arg(0), fs.Arg(1)
+	cfg := a.loadConfig()
+	if cfg == nil {
+		return exitUsage
+	}
+	if !slices.Contains(targetNames(cfg), target) {
+		fmt.Fprintf(a.stderr, "collabsync approve: no target %q in %s (targets: %s)\n", target, a.configPath, strings.Join(targetNames(cfg), ", "))
+		return exitUsage
+	}
+	lock, ok := a.lockState(ctx, cfg, "approve")
+	if !ok {
+		return exitFailure
+	}
+	defer lock.Release()
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	defer st.Close()
+	held, err := st.HeldPlan(ctx, target)
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	switch {
+	case held != nil && held.Digest != digest:
+		fmt.Fprintf(a.stderr, "collabsync approve: the plan held for %s is %s (since %s: %s), not %s; nothing approved\n",
+			target, held.Digest, held.Since.Format(time.DateTime), held.Reason, digest)
+		return exitFailure
+	case held == nil:
+		fmt.Fprintf(a.stdout, "no plan of %s is held right now; approving plan %s: a run whose plan for %s is exactly it applies it\n", target, digest, target)
+	default:
+		fmt.Fprintf(a.stdout, "approved plan %s of %s (%s); serve applies it within seconds, or run 'collabsync sync --once'\n", digest, target, held.Reason)
+	}
+	if err := st.Approve(ctx, target, digest, time.Now()); err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	a.log.Info("plan approved", "target", target, "digest", digest)
+	return exitOK
 }

@@ -137,6 +137,21 @@ var migrations = []string{
 	// keeps them against a newcomer.
 	`ALTER TABLE subject_status ADD COLUMN dn TEXT NOT NULL DEFAULT '';
 	ALTER TABLE subject_status ADD COLUMN number INTEGER NOT NULL DEFAULT -1;`,
+	// 8: plans held by their guards, and operators' approvals of them
+	// (bound to a plan's digest), so serve can apply an approved plan.
+	`CREATE TABLE held_plan (
+		target TEXT PRIMARY KEY,
+		digest TEXT NOT NULL,
+		reason TEXT NOT NULL,
+		since  INTEGER NOT NULL -- unix seconds this digest was first held
+	);
+	CREATE TABLE approval (
+		target      TEXT PRIMARY KEY,
+		digest      TEXT NOT NULL,
+		approved_at INTEGER NOT NULL
+	);`,
+	// 9: how long a target has been failing, for the retry queue's metrics.
+	`ALTER TABLE outbox ADD COLUMN first_failed INTEGER NOT NULL DEFAULT 0; -- unix nanoseconds`,
 }
 
 // openLockWait bounds the wait for another process opening the database.

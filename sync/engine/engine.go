@@ -52,16 +52,21 @@ type Engine struct {
 // Options changes one run.
 type Options struct {
 	DryRun         bool // plan only
-	AllowDeletions bool // approve deletions beyond the guard ratio
+	AllowDeletions bool // approve every plan's deletions beyond the guard ratio
+	// Approved maps a target to the digest of the one plan an operator
+	// approved: a plan with that digest passes its guard's ratio.
+	Approved map[string]string
 	// Skip names targets left out of this run (waiting for their retry).
 	Skip map[string]bool
 }
 
 // Result is one target's outcome.
 type Result struct {
-	Target   string
-	Plan     *Plan
-	Applied  bool
+	Target  string
+	Plan    *Plan
+	Applied bool
+	// UsedApproval: the plan passed its guard by the recorded approval.
+	UsedApproval bool
 	Err      error
 	Duration time.Duration
 }
@@ -107,12 +112,14 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	if err != nil {
 		return Result{Err: err}
 	}
-	t.Guard.Check(plan, opts.AllowDeletions)
+	approved := opts.Approved[t.Name()] != "" && opts.Approved[t.Name()] == plan.Digest
+	t.Guard.Check(plan, opts.AllowDeletions || approved)
 	r := Result{Plan: plan}
 	switch {
 	case plan.Refused != "":
-		e.Log.Warn("plan refused by guard", "target", plan.Target, "reason", plan.Refused)
-		r.Err = fmt.Errorf("guard: %s", plan.Refused)
+		e.Log.Warn("plan refused by guard; it is held until approved", "target", plan.Target, "reason", plan.Refused,
+			"digest", plan.Digest, "approve", "collabsync approve "+plan.Target+" "+plan.Digest)
+		r.Err = fmt.Errorf("guard: %s; approve this plan with: collabsync approve %s %s", plan.Refused, plan.Target, plan.Digest)
 	case opts.DryRun || len(plan.Changes) == 0:
 	default:
 		if err := t.Apply(ctx, plan); err != nil {
@@ -120,6 +127,7 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 			return r
 		}
 		r.Applied = true
+		r.UsedApproval = approved
 	}
 	add, mod, del := plan.Counts()
 	e.Log.Info("reconciled", "target", plan.Target, "add", add, "modify", mod, "delete", del,
@@ -141,5 +149,5 @@ func MakePlan(ctx context.Context, t Target, state *directory.State) (*Plan, err
 	if err != nil {
 		return nil, err
 	}
-	return &Plan{Target: t.Name(), Changes: changes, Current: len(current), Desired: desired}, nil
+	return &Plan{Target: t.Name(), Changes: changes, Current: len(current), Desired: desired, Digest: digest(t.Name(), changes)}, nil
 }

@@ -51,11 +51,20 @@ type Loop struct {
 	// is idle and after every run: a stuck loop stops beating (the
 	// systemd watchdog listens).
 	Heartbeat func()
+	// Approvals, if set, returns the recorded approvals (target → plan
+	// digest). While a plan is held by its guard the loop asks every
+	// second, and runs at once when the held plan is approved.
+	Approvals func(ctx context.Context) (map[string]string, error)
+	// HeldRetry is how soon a run retries plans held by their guards when
+	// nothing else triggers one (the directory may have recovered).
+	HeldRetry time.Duration
 	// Lock, if set, is held for each run from before the directory is
 	// read until After has returned, so that runs of other processes on
 	// the same state interleave with this loop's, never inside them.
 	Lock func(ctx context.Context) (release func(), err error)
 	Log  *slog.Logger
+
+	held map[string]string // target → digest of its plan held by the guard
 }
 
 // Run reconciles until stop ends; runs use ctx, so a run in progress when
@@ -77,6 +86,7 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 		retry          = time.NewTimer(0) // the first run, at once
 		sourceFailures int
 	)
+	l.held = map[string]string{}
 	defer retry.Stop()
 	for {
 		beat()
@@ -84,7 +94,14 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 		case <-stop.Done():
 			return
 		case <-ticker.C:
-			continue
+			if !l.heldApproved(ctx) {
+				continue
+			}
+			pending.Reason = "approval"
+			if debounce != nil {
+				debounce.Stop()
+				debounce, debounceC = nil, nil
+			}
 		case t := <-triggers:
 			pending.Full = pending.Full || t.Full
 			if debounce == nil {
@@ -119,6 +136,25 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 	}
 }
 
+// heldApproved reports whether a plan held by its guard has been approved
+// since the last run.
+func (l *Loop) heldApproved(ctx context.Context) bool {
+	if len(l.held) == 0 || l.Approvals == nil {
+		return false
+	}
+	approved, err := l.Approvals(ctx)
+	if err != nil {
+		l.Log.Error("read approvals", "err", err)
+		return false
+	}
+	for target, digest := range l.held {
+		if approved[target] == digest {
+			return true
+		}
+	}
+	return false
+}
+
 // runOnce runs the engine and returns when the next retry is due (ok is
 // false when nothing waits).
 func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (next time.Time, ok bool) {
@@ -147,7 +183,13 @@ func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (nex
 			skip[target] = true
 		}
 	}
-	state, results, err := l.Engine.Run(ctx, Options{Skip: skip})
+	opts := Options{Skip: skip}
+	if l.Approvals != nil {
+		if opts.Approved, err = l.Approvals(ctx); err != nil {
+			l.Log.Error("read approvals", "err", err)
+		}
+	}
+	state, results, err := l.Engine.Run(ctx, opts)
 	report := RunReport{Reason: t.Reason, Started: start, Duration: time.Since(start), State: state, Results: results, Err: err}
 	if ctx.Err() != nil {
 		return time.Time{}, false
@@ -161,8 +203,13 @@ func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (nex
 	}
 	*sourceFailures = 0
 	for _, r := range results {
+		delete(l.held, r.Target)
 		switch {
-		case r.Err != nil && (r.Plan == nil || r.Plan.Refused == ""):
+		case r.Plan != nil && r.Plan.Refused != "":
+			// Held for approval: not a failure to back off from; planned
+			// again by every run, and retried after HeldRetry.
+			l.held[r.Target] = r.Plan.Digest
+		case r.Err != nil:
 			changes := 0
 			if r.Plan != nil {
 				changes = len(r.Plan.Changes)
@@ -180,9 +227,12 @@ func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (nex
 		}
 	}
 	l.After(ctx, report)
+	if len(l.held) > 0 && l.HeldRetry > 0 {
+		next, ok = start.Add(l.HeldRetry), true
+	}
 	waiting, err = l.Queue.Waiting(ctx)
-	if err != nil || len(waiting) == 0 {
-		return time.Time{}, false
+	if err != nil {
+		return next, ok
 	}
 	for _, at := range waiting {
 		if !ok || at.Before(next) {

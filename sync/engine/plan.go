@@ -4,6 +4,8 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sort"
 )
@@ -42,10 +44,27 @@ type Plan struct {
 	Changes []Change `json:"changes"`
 	// Current is how many records the target holds now.
 	Current int `json:"current"`
+	// Digest identifies the changes (not the reason or time): an approval
+	// names it, so it can approve this plan and no later, different one.
+	Digest string `json:"digest"`
 	// Refused says why a guard stopped this plan; a refused plan is not applied.
 	Refused string `json:"refused,omitempty"`
 	// Desired is the full desired state, for targets that rewrite whole files.
 	Desired []Record `json:"-"`
+}
+
+// digest is the first 16 hex digits of the SHA-256 of the target's name
+// and its changes in order.
+func digest(target string, changes []Change) string {
+	h := sha256.New()
+	h.Write([]byte(target))
+	for _, c := range changes {
+		// Lengths first, so no field's content can pass for a boundary.
+		for _, f := range []string{string(c.Op), c.Kind, c.Key, c.Old, c.New} {
+			fmt.Fprintf(h, "\x00%d:%s", len(f), f)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Counts returns the number of adds, modifies and deletes.
@@ -125,7 +144,6 @@ func (g Guard) Check(p *Plan, approved bool) {
 		p.Refused = fmt.Sprintf("desired state is empty but the target holds %d records; refusing to empty it", p.Current)
 	case approved:
 	case del >= g.MinDeletes && float64(del) > g.MaxDeleteRatio*float64(p.Current):
-		p.Refused = fmt.Sprintf("would delete %d of %d records (more than %.0f%%); rerun with --allow-deletions to approve",
-			del, p.Current, 100*g.MaxDeleteRatio)
+		p.Refused = fmt.Sprintf("would delete %d of %d records (more than %.0f%%)", del, p.Current, 100*g.MaxDeleteRatio)
 	}
 }

@@ -15,7 +15,7 @@ func WriteText(w io.Writer, plans []*Plan) error {
 		add, mod, del := p.Counts()
 		fmt.Fprintf(&b, "target %s: %d to add, %d to modify, %d to delete (holds %d)\n", p.Target, add, mod, del, p.Current)
 		if p.Refused != "" {
-			fmt.Fprintf(&b, "  REFUSED: %s\n", p.Refused)
+			fmt.Fprintf(&b, "  REFUSED: %s\n  approve this plan (and no other) with: collabsync approve %s %s\n", p.Refused, p.Target, p.Digest)
 		}
 		for _, c := range p.Changes {
 			switch c.Op {
