@@ -67,8 +67,8 @@ type Result struct {
 	Applied bool
 	// UsedApproval: the plan passed its guard by the recorded approval.
 	UsedApproval bool
-	Err      error
-	Duration time.Duration
+	Err          error
+	Duration     time.Duration
 }
 
 // Run reads the source once, applies the rules, then plans (and unless
