@@ -1,10 +1,14 @@
 package main
 
 import (
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 
@@ -25,6 +29,7 @@ type metrics struct {
 	queueChanges   *prometheus.GaugeVec
 	reloads        *prometheus.CounterVec
 	held           *prometheus.GaugeVec
+	queue          *queueCollector
 
 	ingestCoreSeconds *prometheus.CounterVec
 	ingestJobs        *prometheus.CounterVec
@@ -80,6 +85,7 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_plan_held", Help: "1 while a target's guard holds its plan for an operator's approval (collabsync approve).",
 		}, []string{"target"}),
 	}
+	m.queue = newQueueCollector()
 	m.ingestCoreSeconds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "collabsync_accounting_core_seconds_total", Help: "Core-seconds of newly ingested jobs, per cluster and collaboration.",
 	}, []string{"cluster", "collaboration"})
@@ -111,7 +117,7 @@ func newMetrics(version string) *metrics {
 	})
 	build.Set(1)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
-		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, build,
+		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -188,5 +194,50 @@ func (m *metrics) setMode(mode string) {
 			v = 1
 		}
 		m.changeMode.WithLabelValues(x).Set(v)
+	}
+}
+
+// queueCollector reports the retry queue as of the last run: how many
+// targets wait, and how old each one's first failure is at scrape time.
+type queueCollector struct {
+	mu       sync.Mutex
+	first    map[string]time.Time
+	attempts map[string]int
+	depth    *prometheus.Desc
+	age      *prometheus.Desc
+	tries    *prometheus.Desc
+}
+
+func newQueueCollector() *queueCollector {
+	return &queueCollector{
+		depth: prometheus.NewDesc("collabsync_retry_queue_targets", "Targets waiting in the retry queue.", nil, nil),
+		age: prometheus.NewDesc("collabsync_retry_queue_oldest_seconds",
+			"Seconds since the first failure of each queued target's current row of failures (across restarts).", []string{"target"}, nil),
+		tries: prometheus.NewDesc("collabsync_retry_queue_attempts", "Failed attempts of each queued target so far.", []string{"target"}, nil),
+	}
+}
+
+func (q *queueCollector) set(queue []store.Queued) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.first, q.attempts = map[string]time.Time{}, map[string]int{}
+	for _, e := range queue {
+		q.first[e.Target], q.attempts[e.Target] = e.FirstFailed, e.Attempts
+	}
+}
+
+func (q *queueCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- q.depth
+	ch <- q.age
+	ch <- q.tries
+}
+
+func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(q.depth, prometheus.GaugeValue, float64(len(q.first)))
+	for t, at := range q.first {
+		ch <- prometheus.MustNewConstMetric(q.age, prometheus.GaugeValue, time.Since(at).Seconds(), t)
+		ch <- prometheus.MustNewConstMetric(q.tries, prometheus.GaugeValue, float64(q.attempts[t]), t)
 	}
 }

@@ -221,6 +221,7 @@ func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 	for _, q := range queue {
 		s.metrics.queueChanges.WithLabelValues(q.Target).Set(float64(q.Changes))
 	}
+	s.metrics.queue.set(queue)
 	if s.status.record(r, queue) {
 		// Start-up is over: the directory is read and every target is
 		// reconciled or holds a plan for an operator to approve (/readyz

@@ -48,6 +48,12 @@ func serveConfig(listen, extra string) string {
 
 func startServe(t testing.TB, configPath string, env ...string) *daemonProc {
 	t.Helper()
+	return startServeIn(t, configPath, nil, env...)
+}
+
+// startServeIn starts serve under a wrapper command (nsenter ...).
+func startServeIn(t testing.TB, configPath string, wrap []string, env ...string) *daemonProc {
+	t.Helper()
 	cfg, err := os.ReadFile(configPath)
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +65,8 @@ func startServe(t testing.TB, configPath string, env ...string) *daemonProc {
 		}
 	}
 	d := &daemonProc{base: "http://" + listen, exited: make(chan error, 1)}
-	d.cmd = exec.Command(binary, "-config", configPath, "-log-format", "json", "serve")
+	argv := append(append([]string{}, wrap...), binary, "-config", configPath, "-log-format", "json", "serve")
+	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Env = append(os.Environ(), env...)
 	stderr, _ := d.cmd.StderrPipe()
 	if err := d.cmd.Start(); err != nil {

@@ -40,11 +40,14 @@ type Queued struct {
 	Attempts    int       `json:"attempts"`
 	NextAttempt time.Time `json:"next_attempt"`
 	LastError   string    `json:"last_error"`
+	// FirstFailed is when the target's first failure in this row of
+	// failures happened (kept across restarts).
+	FirstFailed time.Time `json:"first_failed"`
 }
 
 // Queue lists the targets waiting for a retry.
 func (s *Store) Queue(ctx context.Context) ([]Queued, error) {
-	rows, err := s.DB.QueryContext(ctx, "SELECT target, changes, attempts, next_attempt, last_error FROM outbox ORDER BY target")
+	rows, err := s.DB.QueryContext(ctx, "SELECT target, changes, attempts, next_attempt, last_error, first_failed FROM outbox ORDER BY target")
 	if err != nil {
 		return nil, err
 	}
@@ -52,11 +55,12 @@ func (s *Store) Queue(ctx context.Context) ([]Queued, error) {
 	var out []Queued
 	for rows.Next() {
 		var q Queued
-		var next int64
-		if err := rows.Scan(&q.Target, &q.Changes, &q.Attempts, &next, &q.LastError); err != nil {
+		var next, first int64
+		if err := rows.Scan(&q.Target, &q.Changes, &q.Attempts, &next, &q.LastError, &first); err != nil {
 			return nil, err
 		}
 		q.NextAttempt = time.Unix(0, next).UTC()
+		q.FirstFailed = time.Unix(0, first).UTC()
 		out = append(out, q)
 	}
 	return out, rows.Err()
@@ -72,10 +76,11 @@ func (s *Store) Enqueue(ctx context.Context, target string, changes int, cause e
 	q.Target, q.Changes, q.LastError = target, changes, cause.Error()
 	q.Attempts++
 	q.NextAttempt = now.Add(backoff(q.Attempts))
-	_, err = s.DB.ExecContext(ctx, `INSERT INTO outbox (target, changes, attempts, next_attempt, last_error) VALUES (?, ?, ?, ?, ?)
+	_, err = s.DB.ExecContext(ctx, `INSERT INTO outbox (target, changes, attempts, next_attempt, last_error, first_failed)
+		VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (target) DO UPDATE SET changes = excluded.changes, attempts = excluded.attempts,
 		next_attempt = excluded.next_attempt, last_error = excluded.last_error`,
-		q.Target, q.Changes, q.Attempts, q.NextAttempt.UnixNano(), q.LastError)
+		q.Target, q.Changes, q.Attempts, q.NextAttempt.UnixNano(), q.LastError, now.UnixNano())
 	return q, err
 }
 
