@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -163,14 +164,26 @@ func plainBinary(t *testing.T) string {
 	if !raceEnabled {
 		return binary
 	}
-	out := filepath.Join(t.TempDir(), "collabsync")
-	build := exec.Command("go", "build", "-o", out, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, msg)
+	plainOnce.Do(func() {
+		plainPath = filepath.Join(filepath.Dir(binary), "collabsync-norace")
+		build := exec.Command("go", "build", "-o", plainPath, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if msg, err := build.CombinedOutput(); err != nil {
+			plainErr = fmt.Errorf("build: %v\n%s", err, msg)
+		}
+	})
+	if plainErr != nil {
+		t.Fatal(plainErr)
 	}
-	return out
+	return plainPath
 }
+
+// The non-race build, made once for the tests that need it.
+var (
+	plainOnce sync.Once
+	plainPath string
+	plainErr  error
+)
 
 // replaceStateDir points a configuration at another state directory.
 func replaceStateDir(doc, dir string) string {
