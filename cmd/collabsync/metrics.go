@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/sync/engine"
 )
@@ -30,6 +32,7 @@ type metrics struct {
 	reloads        *prometheus.CounterVec
 	held           *prometheus.GaugeVec
 	queue          *queueCollector
+	lockBusy       prometheus.Counter
 
 	ingestCoreSeconds *prometheus.CounterVec
 	ingestJobs        *prometheus.CounterVec
@@ -86,6 +89,9 @@ func newMetrics(version string) *metrics {
 		}, []string{"target"}),
 	}
 	m.queue = newQueueCollector()
+	m.lockBusy = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "collabsync_state_lock_busy_total", Help: "Runs postponed because another process held the state directory's lock too long.",
+	})
 	m.ingestCoreSeconds = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "collabsync_accounting_core_seconds_total", Help: "Core-seconds of newly ingested jobs, per cluster and collaboration.",
 	}, []string{"cluster", "collaboration"})
@@ -117,13 +123,17 @@ func newMetrics(version string) *metrics {
 	})
 	build.Set(1)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
-		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, build,
+		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // observeRun updates the metrics from one reconcile.
 func (m *metrics) observeRun(r engine.RunReport) {
+	if busy := (*statelock.BusyError)(nil); errors.As(r.Err, &busy) {
+		m.lockBusy.Inc()
+		return
+	}
 	if r.State == nil {
 		m.directoryReads.WithLabelValues("failure").Inc()
 		return

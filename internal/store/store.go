@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -190,7 +191,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// WAL lets readers (status, reports) run beside the writer; a busy
 	// timeout waits for a concurrent CLI instead of failing at once, so it
 	// comes first: switching to WAL needs a moment alone.
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+	// The path is escaped: in a file: URI '#' would end it, '?' start the
+	// parameters and '%' escape, each opening another database.
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() +
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)

@@ -78,3 +78,41 @@ func TestFileModes(t *testing.T) {
 		}
 	}
 }
+
+// TestPathsWithURICharacters: the database is opened through a file: URI;
+// a state directory whose path holds '#', '?', '%' or a space must still
+// open its own database, not one named by a prefix of its path.
+func TestPathsWithURICharacters(t *testing.T) {
+	ctx := context.Background()
+	base := t.TempDir()
+	for _, dir := range []string{"a#1", "a#2", "b?x=1", "c%41", "d e"} {
+		path := filepath.Join(base, dir, "state.db")
+		st, err := Open(ctx, path)
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		if err := st.SaveCookie(ctx, "s", []byte(dir)); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("%s: the database is not where it was asked for: %v", dir, err)
+		}
+	}
+	for _, dir := range []string{"a#1", "a#2", "b?x=1", "c%41", "d e"} {
+		st, err := Open(ctx, filepath.Join(base, dir, "state.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := st.Cookie(ctx, "s"); string(c) != dir {
+			t.Errorf("%s: the database holds %q", dir, c)
+		}
+		st.Close()
+	}
+	entries, _ := os.ReadDir(base)
+	for _, e := range entries {
+		if !e.IsDir() {
+			t.Errorf("a stray database %s", e.Name())
+		}
+	}
+}
