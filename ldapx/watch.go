@@ -240,6 +240,11 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name string, sear
 		if err := w.cookies.SaveCookie(ctx, name, nil); err != nil {
 			return err
 		}
+		if !resumed {
+			// No cookie was sent (one saved since is dropped): reconnect
+			// with backoff, never in a loop.
+			return fmt.Errorf("full refresh required: %v", err)
+		}
 		return fmt.Errorf("%w: %v", errCookieRejected, err)
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultUnavailableCriticalExtension),
 		ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform):

@@ -110,17 +110,11 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "collabsync ingest: --from needs --source to say the file's format")
 		return exitUsage
 	}
-	lock, ok := a.lockState(ctx, cfg, "ingest")
+	st, done, ok := a.openStateFor(ctx, cfg, "ingest", true)
 	if !ok {
 		return exitFailure
 	}
-	defer lock.Release()
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		a.errorf(err)
-		return exitFailure
-	}
-	defer st.Close()
+	defer done()
 	attr, err := attributor(ctx, cfg, a, st)
 	if err != nil {
 		a.errorf(err)

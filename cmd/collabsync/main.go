@@ -183,17 +183,28 @@ func (a *app) openState(ctx context.Context) (cfg *config.Config, st *store.Stor
 	return cfg, st, exitOK
 }
 
-// lockState takes the state directory's lock for a mutating command,
-// saying so if it has to wait. On failure it has said why.
-func (a *app) lockState(ctx context.Context, cfg *config.Config, who string) (*statelock.Lock, bool) {
-	l, err := statelock.Acquire(ctx, cfg.StateDir, "collabsync "+who, a.lockWait, func(holder string) {
-		fmt.Fprintf(a.stderr, "collabsync %s: waiting up to %v for the state directory %s, in use by %s\n", who, a.lockWait, cfg.StateDir, holder)
-	})
-	if err != nil {
-		a.errorf(err)
-		return nil, false
+// openStateFor opens the store for a command. A mutating command (mutates)
+// first takes the state directory's lock, saying so if it has to wait, and
+// holds it until done. On failure it has said why.
+func (a *app) openStateFor(ctx context.Context, cfg *config.Config, who string, mutates bool) (st *store.Store, done func(), ok bool) {
+	var lock *statelock.Lock
+	if mutates {
+		var err error
+		lock, err = statelock.Acquire(ctx, cfg.StateDir, "collabsync "+who, a.lockWait, func(holder string) {
+			fmt.Fprintf(a.stderr, "collabsync %s: waiting up to %v for the state directory %s, in use by %s\n", who, a.lockWait, cfg.StateDir, holder)
+		})
+		if err != nil {
+			a.errorf(err)
+			return nil, nil, false
+		}
 	}
-	return l, true
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		lock.Release()
+		a.errorf(err)
+		return nil, nil, false
+	}
+	return st, func() { st.Close(); lock.Release() }, true
 }
 
 // newFlagSet returns a subcommand's flag set with consistent usage output.

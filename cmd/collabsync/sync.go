@@ -46,21 +46,14 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 	if cfg == nil {
 		return exitUsage
 	}
-	if !opts.DryRun {
-		// Before the directory is read: a run that waited reads what is
-		// newer than what the run before it applied.
-		lock, ok := a.lockState(ctx, cfg, "sync")
-		if !ok {
-			return exitFailure
-		}
-		defer lock.Release()
-	}
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		a.errorf(err)
+	// Locked before the directory is read: a run that waited reads what is
+	// newer than what the run before it applied.
+	st, done, ok := a.openStateFor(ctx, cfg, "sync", !opts.DryRun)
+	if !ok {
 		return exitFailure
 	}
-	defer st.Close()
+	defer done()
+	var err error
 	if opts.Approved, err = st.Approvals(ctx); err != nil {
 		a.errorf(fmt.Errorf("state store: %w", err))
 		return exitFailure
@@ -128,17 +121,11 @@ func cmdApprove(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintf(a.stderr, "collabsync approve: no target %q in %s (targets: %s)\n", target, a.configPath, strings.Join(targetNames(cfg), ", "))
 		return exitUsage
 	}
-	lock, ok := a.lockState(ctx, cfg, "approve")
+	st, done, ok := a.openStateFor(ctx, cfg, "approve", true)
 	if !ok {
 		return exitFailure
 	}
-	defer lock.Release()
-	st, err := openStore(ctx, cfg)
-	if err != nil {
-		a.errorf(err)
-		return exitFailure
-	}
-	defer st.Close()
+	defer done()
 	held, err := st.HeldPlan(ctx, target)
 	if err != nil {
 		a.errorf(err)
