@@ -156,3 +156,38 @@ func TestConcurrentFirstRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestServeWaitsForAPausedSync: serve and a sync on one state directory: a
+// sync stopped mid-run holds the lock, serve's reconcile of a change waits
+// for it (and says so) instead of writing beside it, then applies.
+func TestServeWaitsForAPausedSync(t *testing.T) {
+	e := newLargeSyncEnv(t, 20000, 2000)
+	data, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, append(data, serveConfig(freeListen(t), "")...), 0o600)
+	passwd := filepath.Join(e.outDir, "passwd")
+	e.sync(t)
+	start := time.Now()
+	e.sync(t)
+	clean := time.Since(start)
+	d := startServe(t, e.config)
+	d.waitReady(t)
+
+	a := startCollabsync(t, e.config, "sync", "--once")
+	time.Sleep(clean / 3)
+	a.cmd.Process.Signal(syscall.SIGSTOP)
+	uid := gendir.UID(2)
+	e.modify(t, fmt.Sprintf("dn: uid=%s,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: loginShell\nloginShell: /bin/serve\n", uid))
+	eventually(t, 10*time.Second, "serve waiting for the state directory", func() bool {
+		return strings.Contains(d.logText(), "waiting for the state directory")
+	})
+	time.Sleep(500 * time.Millisecond)
+	if got := shellOf(t, passwd, uid); got == "/bin/serve" {
+		t.Fatal("serve wrote while a sync held the state directory")
+	}
+	a.cmd.Process.Signal(syscall.SIGCONT)
+	if code := a.wait(t); code != 0 {
+		t.Fatalf("sync: %d\n%s", code, a.stderr.String())
+	}
+	eventually(t, 20*time.Second, "serve applying after the sync", func() bool { return shellOf(t, passwd, uid) == "/bin/serve" })
+	d.stop(t)
+}
