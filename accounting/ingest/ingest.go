@@ -309,9 +309,19 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 	if !ok {
 		return stats, fmt.Errorf("source %s: unknown format %q", src.Name, src.Format)
 	}
-	fi, err := os.Stat(path)
+	// The inode, size and mtime are the open file's, so a rotation between
+	// looking and reading cannot pair one file's checkpoint with another.
+	f, openErr := os.Open(path)
+	var fi os.FileInfo
+	var err error
+	if openErr == nil {
+		defer f.Close()
+		fi, err = f.Stat()
+	} else {
+		fi, err = os.Stat(path) // unreadable, but there: its damage is recorded
+	}
 	if err != nil {
-		return stats, &FileError{Source: src.Name, Path: path, Offset: -1, Err: err}
+		return stats, &FileError{Source: src.Name, Path: path, Offset: -1, Err: errors.Join(openErr, err)}
 	}
 	sys, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
@@ -332,11 +342,9 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 		}
 		in.Log.Info("damaged file changed; reading it again", "source", src.Name, "path", path)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: -1, Err: err})
+	if openErr != nil {
+		return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: -1, Err: openErr})
 	}
-	defer f.Close()
 	compressed, err := isGzip(f)
 	if err != nil {
 		return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: -1, Err: err})
