@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -207,7 +209,7 @@ func TestServeIngestsOnSchedule(t *testing.T) {
 	e := newDemoEnv(t, "")
 	data, _ := os.ReadFile(e.config)
 	doc, _, _ := strings.Cut(string(data), "accounting:\n")
-	os.WriteFile(e.config, []byte(doc+strings.Replace(accountingConfig(logPath), "cluster: gen}", "cluster: gen, schedule: \"@every 1s\"}", 1)+
+	os.WriteFile(e.config, []byte(doc+strings.Replace(accountingConfig(logPath+"*"), "cluster: gen}", "cluster: gen, schedule: \"@every 1s\"}", 1)+
 		serveConfig(freeListen(t), "")), 0o600)
 	d := startServe(t, e.config)
 	d.waitReady(t)
@@ -226,6 +228,33 @@ func TestServeIngestsOnSchedule(t *testing.T) {
 	if v := d.metric(`collabsync_accounting_core_seconds_total{cluster="gen",collaboration="unattributed"}`); v == "" {
 		t.Error("no core-seconds metric")
 	}
+
+	// A truncated rotation appears: the metrics say a file failed, once,
+	// and that it stays unreadable until it goes.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	genlog.Write(zw, genlog.Params{Jobs: 50})
+	zw.Close()
+	rotated := logPath + ".1.gz"
+	os.WriteFile(rotated, gz.Bytes()[:gz.Len()/2], 0o644)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(rotated, old, old)
+	eventually(t, 15*time.Second, "the damaged file in the metrics", func() bool {
+		return d.metric(`collabsync_accounting_failed_files_total{source="gen"}`) == "1" &&
+			d.metric(`collabsync_accounting_unreadable_files{source="gen"}`) == "1" &&
+			d.metric(`collabsync_accounting_ingest_runs_total{result="failure",source="gen"}`) == "1"
+	})
+	time.Sleep(2500 * time.Millisecond) // two more scheduled runs
+	if v := d.metric(`collabsync_accounting_failed_files_total{source="gen"}`); v != "1" {
+		t.Errorf("the damaged file failed again: %s", v)
+	}
+	if v := d.metric(`collabsync_accounting_unreadable_files{source="gen"}`); v != "1" {
+		t.Errorf("unreadable files while it is there: %s", v)
+	}
+	os.Remove(rotated)
+	eventually(t, 15*time.Second, "no unreadable file once it is gone", func() bool {
+		return d.metric(`collabsync_accounting_unreadable_files{source="gen"}`) == "0"
+	})
 	d.stop(t)
 	if rows := reportRows(t, e.config, "--by", "cluster"); len(rows) != 1 || rows[0].Jobs != 150 {
 		t.Errorf("report after serve: %+v", rows)
