@@ -108,7 +108,7 @@ func recordHistory(ctx context.Context, st *store.Store, state *directory.State,
 	if runErr != nil {
 		return nil
 	}
-	if err := st.SaveStatuses(ctx, state.Statuses(), now); err != nil {
+	if err := st.SaveStatuses(ctx, state.Basis(), state.Statuses(), now); err != nil {
 		return fmt.Errorf("save statuses: %w", err)
 	}
 	return nil

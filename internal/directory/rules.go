@@ -116,7 +116,11 @@ type State struct {
 
 	users  map[string]int
 	collab map[string]int
+	basis  Previous
 }
+
+// Basis is the history the state was evaluated against.
+func (s *State) Basis() Previous { return s.basis }
 
 // User returns the user with that uid.
 func (s *State) User(uid string) (*UserState, bool) {
@@ -231,7 +235,7 @@ func (e *evaluation) decide(subjectKind, name, dn string, allowed bool) (active,
 // Evaluate applies the account rules to a snapshot. It is pure: the same
 // snapshot, policy and history always give the same state.
 func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
-	e := &evaluation{p: &p, prev: prev, st: &State{}, verdicts: map[string]*verdict{}}
+	e := &evaluation{p: &p, prev: prev, st: &State{basis: prev}, verdicts: map[string]*verdict{}}
 	for _, pr := range snap.Problems {
 		v := Violation{Kind: KindMalformedEntry, Severity: SeverityError, Subject: pr.DN, Reason: pr.Reason, Action: ActionExclude}
 		if pr.Reference {

@@ -7,7 +7,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strconv"
 	"time"
 )
 
@@ -37,20 +38,32 @@ func (a *Attribution) rows() map[[2]string]string {
 	return out
 }
 
-func digestRows(rows map[[2]string]string) []byte {
-	keys := make([][2]string, 0, len(rows))
-	for k := range rows {
-		keys = append(keys, k)
+// digest hashes the attribution in a fixed order, without building rows:
+// confirming an unchanged one is what every run pays.
+func (a *Attribution) digest() []byte {
+	collabs := slices.Clone(a.Collaborations)
+	slices.Sort(collabs)
+	uids := make([]string, 0, len(a.AdminOf))
+	for uid := range a.AdminOf {
+		uids = append(uids, uid)
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i][0] != keys[j][0] {
-			return keys[i][0] < keys[j][0]
-		}
-		return keys[i][1] < keys[j][1]
-	})
+	slices.Sort(uids)
 	h := sha256.New()
-	for _, k := range keys {
-		fmt.Fprintf(h, "%s\x00%s\x00%s\n", k[0], k[1], rows[k])
+	var buf []byte
+	field := func(s string) {
+		buf = strconv.AppendInt(buf[:0], int64(len(s)), 10)
+		buf = append(buf, ':')
+		h.Write(buf)
+		h.Write([]byte(s))
+	}
+	for _, c := range collabs {
+		field(attrCollaboration)
+		field(c)
+	}
+	for _, uid := range uids {
+		field(attrUser)
+		field(uid)
+		field(a.AdminOf[uid])
 	}
 	return h.Sum(nil)
 }
@@ -58,8 +71,7 @@ func digestRows(rows map[[2]string]string) []byte {
 // SaveAttribution stores the attribution a sync computed. An unchanged one
 // only has its date renewed; a changed one writes just its differences.
 func (s *Store) SaveAttribution(ctx context.Context, a *Attribution, now time.Time) error {
-	want := a.rows()
-	digest := digestRows(want)
+	digest := a.digest()
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -71,7 +83,7 @@ func (s *Store) SaveAttribution(ctx context.Context, a *Attribution, now time.Ti
 		return err
 	}
 	if !bytes.Equal(old, digest) {
-		if err := writeAttributionRows(ctx, tx, want); err != nil {
+		if err := writeAttributionRows(ctx, tx, a.rows()); err != nil {
 			return fmt.Errorf("save attribution: %w", err)
 		}
 	}

@@ -29,23 +29,46 @@ func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 	return prev, rows.Err()
 }
 
-// SaveStatuses replaces the stored statuses with these, in one transaction.
-func (s *Store) SaveStatuses(ctx context.Context, statuses directory.Previous, now time.Time) error {
+// SaveStatuses makes the stored statuses these, in one transaction,
+// writing only the rows that differ from stored, what the store held when
+// the run read it (the caller's lock keeps it so): a run that changed one
+// subject of 100k writes one row, not 100k. A nil stored is read first.
+func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Previous, now time.Time) error {
+	if stored == nil {
+		var err error
+		if stored, err = s.Statuses(ctx); err != nil {
+			return err
+		}
+	}
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "DELETE FROM subject_status"); err != nil {
-		return err
-	}
-	stmt, err := tx.PrepareContext(ctx, "INSERT INTO subject_status (subject, status, dn, number, updated_at) VALUES (?, ?, ?, ?, ?)")
+	del, err := tx.PrepareContext(ctx, "DELETE FROM subject_status WHERE subject = ?")
 	if err != nil {
 		return err
 	}
-	defer stmt.Close()
+	defer del.Close()
+	for subject := range stored {
+		if _, ok := statuses[subject]; !ok {
+			if _, err := del.ExecContext(ctx, subject); err != nil {
+				return fmt.Errorf("forget status of %s: %w", subject, err)
+			}
+		}
+	}
+	upsert, err := tx.PrepareContext(ctx, `INSERT INTO subject_status (subject, status, dn, number, updated_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (subject) DO UPDATE SET status = excluded.status, dn = excluded.dn, number = excluded.number,
+		updated_at = excluded.updated_at`)
+	if err != nil {
+		return err
+	}
+	defer upsert.Close()
 	for subject, p := range statuses {
-		if _, err := stmt.ExecContext(ctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
+		if old, ok := stored[subject]; ok && old == p {
+			continue
+		}
+		if _, err := upsert.ExecContext(ctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
 			return fmt.Errorf("save status of %s: %w", subject, err)
 		}
 	}

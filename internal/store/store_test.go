@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
 )
 
 func open(t *testing.T) *Store {
@@ -114,5 +116,40 @@ func TestPathsWithURICharacters(t *testing.T) {
 		if !e.IsDir() {
 			t.Errorf("a stray database %s", e.Name())
 		}
+	}
+}
+
+// TestSaveStatusesWritesTheDifference: saving against what was stored
+// leaves exactly the new statuses, whatever changed, was added or went.
+func TestSaveStatusesWritesTheDifference(t *testing.T) {
+	ctx := context.Background()
+	st := open(t)
+	first := directory.Previous{
+		"user/alice": {Status: "active", DN: "uid=alice", ID: 10000},
+		"user/bob":   {Status: "active", DN: "uid=bob", ID: 10001},
+		"user/carol": {Status: "pending", DN: "uid=carol", ID: 10002},
+	}
+	if err := st.SaveStatuses(ctx, nil, first, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	second := directory.Previous{
+		"user/alice": {Status: "active", DN: "uid=alice", ID: 10000},   // unchanged
+		"user/bob":   {Status: "pending", DN: "uid=bob", ID: 10001},    // changed
+		"user/dave":  {Status: "active", DN: "uid=dave", ID: 10003},    // new
+		"user/carol": {Status: "pending", DN: "uid=carol2", ID: 10002}, // another entry
+	}
+	stored, _ := st.Statuses(ctx)
+	if err := st.SaveStatuses(ctx, stored, second, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.Statuses(ctx); !reflect.DeepEqual(got, second) {
+		t.Errorf("stored %v, want %v", got, second)
+	}
+	third := directory.Previous{"user/dave": second["user/dave"]} // the rest gone
+	if err := st.SaveStatuses(ctx, second, third, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := st.Statuses(ctx); !reflect.DeepEqual(got, third) {
+		t.Errorf("stored %v, want %v", got, third)
 	}
 }

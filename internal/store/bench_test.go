@@ -1,0 +1,79 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+// BenchmarkSaveStatuses: the history a run at 110k subjects saves, when one
+// subject changed since the last run (serve saves it after every change).
+func BenchmarkSaveStatuses(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, b.TempDir()+"/state.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	prev := directory.Previous{}
+	for i := 0; i < 100_000; i++ {
+		prev[directory.SubjectKey(directory.SubjectUser, fmt.Sprintf("u%06d", i))] = directory.Provisioned{
+			Status: directory.StatusActive, DN: fmt.Sprintf("uid=u%06d,ou=people,dc=example,dc=org", i), ID: int64(100000 + i)}
+	}
+	for i := 0; i < 10_000; i++ {
+		prev[directory.SubjectKey(directory.SubjectCollaboration, fmt.Sprintf("c%05d", i))] = directory.Provisioned{
+			Status: directory.StatusActive, DN: fmt.Sprintf("cn=c%05d,ou=groups,dc=example,dc=org", i), ID: int64(200000 + i)}
+	}
+	if err := st.SaveStatuses(ctx, nil, prev, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	b.StopTimer()
+	for i := 0; i < b.N; i++ {
+		key := directory.SubjectKey(directory.SubjectUser, fmt.Sprintf("u%06d", i%100_000))
+		stored := maps.Clone(prev)
+		p := prev[key]
+		if p.Status == directory.StatusActive {
+			p.Status = directory.StatusPending
+		} else {
+			p.Status = directory.StatusActive
+		}
+		prev[key] = p
+		b.StartTimer()
+		if err := st.SaveStatuses(ctx, stored, prev, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+	}
+}
+
+// BenchmarkSaveAttributionUnchanged: what every run at 100k users and 10k
+// collaborations pays to confirm an unchanged attribution.
+func BenchmarkSaveAttributionUnchanged(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, b.TempDir()+"/state.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	a := &Attribution{AdminOf: map[string]string{}}
+	for i := 0; i < 10_000; i++ {
+		a.Collaborations = append(a.Collaborations, fmt.Sprintf("c%05d", i))
+	}
+	for i := 0; i < 100_000; i++ {
+		a.AdminOf[fmt.Sprintf("u%06d", i)] = fmt.Sprintf("c%05d", i%10_000)
+	}
+	if err := st.SaveAttribution(ctx, a, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := st.SaveAttribution(ctx, a, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
