@@ -467,6 +467,12 @@ type reader struct {
 	firstBad  error
 }
 
+// batchWriter takes the reader's batches in order: the store's writer, or
+// a test's.
+type batchWriter interface {
+	write(ctx context.Context, b *batch) error
+}
+
 // readError is the file failing under the reader (not a bad line): a
 // truncated or corrupt .gz, an I/O error.
 type readError struct {
@@ -479,7 +485,7 @@ func (e *readError) Error() string { return fmt.Sprintf("read at byte %d: %v", e
 // run reads to the end of the file, or to the first error of the reader
 // or the writer. After a read error the jobs up to the last record
 // boundary are still stored.
-func (r *reader) run(ctx context.Context, w *writer) error {
+func (r *reader) run(ctx context.Context, w batchWriter) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// One batch in the channel, one being written, one being filled: the
