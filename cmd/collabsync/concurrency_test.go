@@ -166,3 +166,62 @@ func holdsFlock(pid int, path string) bool {
 	}
 	return false
 }
+
+// TestConcurrentFirstRuns: a plan and a sync started together on a new
+// state directory, eight times: the schema is created once, both succeed.
+func TestConcurrentFirstRuns(t *testing.T) {
+	e := newSyncEnv(t, "../../ldapx/testdata/small.ldif")
+	base, _ := os.ReadFile(e.config)
+	for round := 0; round < 8; round++ {
+		state := filepath.Join(t.TempDir(), "state")
+		cfg := writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), replaceStateDir(string(base), state))
+		procs := []*proc{startCollabsync(t, cfg, "plan"), startCollabsync(t, cfg, "sync", "--once"), startCollabsync(t, cfg, "plan")}
+		for _, p := range procs {
+			if code := p.wait(t); code != 0 {
+				t.Errorf("round %d: %v: code %d\n%s", round, p.cmd.Args[5:], code, p.stderr.String())
+			}
+		}
+		if fi, err := os.Stat(filepath.Join(state, "collabsync.db")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("round %d: state database: %v %v", round, fi.Mode(), err)
+		}
+	}
+}
+
+// TestServeWaitsForAPausedSync: serve and a sync on one state directory: a
+// sync stopped mid-run holds the lock, serve's reconcile of a change waits
+// for it (and says so) instead of writing beside it, then applies.
+func TestServeWaitsForAPausedSync(t *testing.T) {
+	e := newLargeSyncEnv(t, 20000, 2000)
+	data, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, append(data, serveConfig(freeListen(t), "")...), 0o600)
+	passwd := filepath.Join(e.outDir, "passwd")
+	e.sync(t)
+	start := time.Now()
+	e.sync(t)
+	clean := time.Since(start)
+	d := startServe(t, e.config)
+	d.waitReady(t)
+
+	a := startCollabsync(t, e.config, "sync", "--once")
+	time.Sleep(clean / 4)
+	a.cmd.Process.Signal(syscall.SIGSTOP)
+	lockFile := filepath.Join(filepath.Dir(e.outDir), "state", "collabsync.lock")
+	eventually(t, time.Second, fmt.Sprintf("the paused sync holding the lock (a run takes %v)", clean), func() bool {
+		return holdsFlock(a.cmd.Process.Pid, lockFile)
+	})
+	uid := gendir.UID(2)
+	e.modify(t, fmt.Sprintf("dn: uid=%s,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: loginShell\nloginShell: /bin/serve\n", uid))
+	eventually(t, 10*time.Second, "serve waiting for the state directory", func() bool {
+		return strings.Contains(d.logText(), "waiting for the state directory")
+	})
+	time.Sleep(500 * time.Millisecond)
+	if got := shellOf(t, passwd, uid); got == "/bin/serve" {
+		t.Fatal("serve wrote while a sync held the state directory")
+	}
+	a.cmd.Process.Signal(syscall.SIGCONT)
+	if code := a.wait(t); code != 0 {
+		t.Fatalf("sync: %d\n%s", code, a.stderr.String())
+	}
+	eventually(t, 20*time.Second, "serve applying after the sync", func() bool { return shellOf(t, passwd, uid) == "/bin/serve" })
+	d.stop(t)
+}
