@@ -9,7 +9,6 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
@@ -19,7 +18,7 @@ var ErrNotFound = errors.New("not found")
 // Contacts looks up one collaboration's contacts by role with targeted
 // searches (not a full read), like the centre's laboinfo command. The name
 // comes from a user, so it only ever reaches LDAP escaped.
-func (s *Source) Contacts(ctx context.Context, collaboration string) (map[string][]directory.User, error) {
+func (s *Source) Contacts(ctx context.Context, collaboration string) (map[directory.Role][]directory.User, error) {
 	conn, err := s.client.Connect(ctx)
 	if err != nil {
 		return nil, err
@@ -47,8 +46,8 @@ func (s *Source) Contacts(ctx context.Context, collaboration string) (map[string
 	}
 	values := found[0].ContactValues
 	if rg := g.Contacts.Groups; rg != nil {
-		for _, role := range config.Roles {
-			name := strings.NewReplacer("{collaboration}", collaboration, "{role}", role).Replace(rg.Name)
+		for _, role := range directory.Roles() {
+			name := strings.NewReplacer("{collaboration}", collaboration, "{role}", string(role)).Replace(rg.Name)
 			req := searchRequest(rg.Search, []string{rg.Members})
 			req.Filter = And(rg.Filter, EqualityFilter(rg.NameAttribute, name))
 			err := Stream(ctx, conn, req, uint32(s.cfg.PageSize), func(e *ldap.Entry) error {
@@ -62,7 +61,7 @@ func (s *Source) Contacts(ctx context.Context, collaboration string) (map[string
 	}
 	// Resolve every value once, then apply the reporting rule on uids.
 	users := map[string]directory.User{}
-	byRole := map[string][]string{}
+	byRole := map[directory.Role][]string{}
 	for role, vals := range values {
 		for _, v := range vals {
 			u, err := s.lookupUser(ctx, conn, v)
@@ -77,7 +76,7 @@ func (s *Source) Contacts(ctx context.Context, collaboration string) (map[string
 			byRole[role] = append(byRole[role], u.UID)
 		}
 	}
-	out := map[string][]directory.User{}
+	out := map[directory.Role][]directory.User{}
 	for role, uids := range directory.EffectiveContacts(byRole) {
 		sort.Strings(uids)
 		for i, uid := range uids {

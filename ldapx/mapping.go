@@ -35,7 +35,7 @@ func (m *Mapper) UserAttributes() []string {
 func (m *Mapper) CollaborationAttributes() []string {
 	a := m.cfg.Collaborations.Attributes
 	attrs := nonEmpty(a.Name, a.GIDNumber, a.Members, a.Kind, a.Status, a.ReviewedUntil, a.Fairshare, a.Lists, a.Activity)
-	for _, role := range config.Roles {
+	for _, role := range directory.Roles() {
 		if attr := m.cfg.Collaborations.Contacts.Attributes[role]; attr != "" {
 			attrs = append(attrs, attr)
 		}
@@ -140,7 +140,7 @@ type RawCollaboration struct {
 	directory.Collaboration
 	MemberValues []string
 	// ContactValues are DNs or uids by role.
-	ContactValues map[string][]string
+	ContactValues map[directory.Role][]string
 }
 
 // Collaboration maps a collaboration entry.
@@ -164,7 +164,7 @@ func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
 	if v, err := optionalSingle(e, a.Kind); err != nil {
 		return c, err
 	} else if v != "" {
-		if c.Kind = lookupValue(g.KindValues, v, directory.KindAdministrative, directory.KindScientific); c.Kind == "" {
+		if c.Kind = lookupValue(g.KindValues, v, directory.CollaborationKinds()); c.Kind == "" {
 			return c, fmt.Errorf("%s %q is not a known kind (kind_values)", a.Kind, v)
 		}
 	}
@@ -172,8 +172,7 @@ func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
 	if v, err := optionalSingle(e, a.Status); err != nil {
 		return c, err
 	} else if v != "" {
-		if c.Status = lookupValue(g.StatusValues, v, directory.StatusPending, directory.StatusActive,
-			directory.StatusSuspended, directory.StatusClosed); c.Status == "" {
+		if c.Status = lookupValue(g.StatusValues, v, directory.CollaborationStatuses()); c.Status == "" {
 			return c, fmt.Errorf("%s %q is not a known status (status_values)", a.Status, v)
 		}
 	}
@@ -205,7 +204,7 @@ func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
 	if c.Activity, err = optionalSingle(e, a.Activity); err != nil {
 		return c, err
 	}
-	c.ContactValues = map[string][]string{}
+	c.ContactValues = map[directory.Role][]string{}
 	for role, attr := range g.Contacts.Attributes {
 		if vals := e.GetEqualFoldAttributeValues(attr); len(vals) > 0 {
 			c.ContactValues[role] = vals
@@ -217,7 +216,7 @@ func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
 // lookupValue maps an LDAP value to the model value whose list in m holds
 // it. A model value that m does not remap stands for itself, so the shipped
 // schema's values need no mapping. "" means unknown.
-func lookupValue(m map[string][]string, v string, models ...string) string {
+func lookupValue[M ~string](m map[M][]string, v string, models []M) M {
 	for model, values := range m {
 		for _, x := range values {
 			if strings.EqualFold(x, v) {
@@ -225,7 +224,7 @@ func lookupValue(m map[string][]string, v string, models ...string) string {
 			}
 		}
 	}
-	lv := strings.ToLower(v)
+	lv := M(strings.ToLower(v))
 	if _, remapped := m[lv]; !remapped && slices.Contains(models, lv) {
 		return lv
 	}

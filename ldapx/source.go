@@ -149,7 +149,7 @@ func (r *reader) resolveCollaborations() {
 		for _, v := range unknown {
 			r.dangling(c.DN, "member %q is not a known user; left out", v)
 		}
-		c.Contacts = map[string][]string{}
+		c.Contacts = map[directory.Role][]string{}
 		for role, values := range raw.ContactValues {
 			uids, unknown := Members(values, r.uidOf)
 			for _, v := range unknown {
@@ -186,7 +186,7 @@ func (r *reader) readRoleGroups(ctx context.Context, conn Conn) error {
 			r.problem(e.DN, "role group name %q does not match %q", name, rg.Name)
 			return nil
 		}
-		collab, role := m[pattern.SubexpIndex("collab")], m[pattern.SubexpIndex("role")]
+		collab, role := m[pattern.SubexpIndex("collab")], directory.Role(m[pattern.SubexpIndex("role")])
 		i, ok := byName[collab]
 		if !ok {
 			r.problem(e.DN, "role group for unknown collaboration %q", collab)
@@ -203,7 +203,11 @@ func (r *reader) readRoleGroups(ctx context.Context, conn Conn) error {
 func roleGroupPattern(tmpl string) *regexp.Regexp {
 	q := regexp.QuoteMeta(tmpl)
 	q = strings.Replace(q, regexp.QuoteMeta("{collaboration}"), "(?P<collab>.+)", 1)
-	q = strings.Replace(q, regexp.QuoteMeta("{role}"), "(?P<role>"+strings.Join(config.Roles, "|")+")", 1)
+	roles := make([]string, 0, len(directory.Roles()))
+	for _, r := range directory.Roles() {
+		roles = append(roles, regexp.QuoteMeta(string(r)))
+	}
+	q = strings.Replace(q, regexp.QuoteMeta("{role}"), "(?P<role>"+strings.Join(roles, "|")+")", 1)
 	return regexp.MustCompile("^" + q + "$")
 }
 

@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/ldapx"
 )
@@ -101,9 +100,9 @@ type contactJSON struct {
 // cmdContacts prints a collaboration's contacts of one role, like the
 // centre's laboinfo command.
 func cmdContacts(ctx context.Context, a *app, args []string) int {
-	fs := a.newFlagSet("contacts", "-g <collaboration> -p <collaboration|computing|storage|reporting|validator> [--format table|json]")
+	fs := a.newFlagSet("contacts", "-g <collaboration> -p <"+roleNames("|")+"> [--format table|json]")
 	group := fs.String("g", "", "collaboration name")
-	role := fs.String("p", config.RoleCollaboration, "contact role: "+strings.Join(config.Roles, ", "))
+	role := fs.String("p", string(directory.RoleCollaboration), "contact role: "+roleNames(", "))
 	format := fs.String("format", "table", "table or json")
 	if !parseFlags(fs, args) || !checkFormat(a, "contacts", *format) {
 		return exitUsage
@@ -112,8 +111,8 @@ func cmdContacts(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "collabsync contacts: -g <collaboration> is required")
 		return exitUsage
 	}
-	if !slices.Contains(config.Roles, *role) {
-		fmt.Fprintf(a.stderr, "collabsync contacts: unknown role %q (want %s)\n", *role, strings.Join(config.Roles, ", "))
+	if !slices.Contains(directory.Roles(), directory.Role(*role)) {
+		fmt.Fprintf(a.stderr, "collabsync contacts: unknown role %q (want %s)\n", *role, roleNames(", "))
 		return exitUsage
 	}
 	cfg := a.loadConfig()
@@ -129,7 +128,7 @@ func cmdContacts(ctx context.Context, a *app, args []string) int {
 		a.errorf(err)
 		return exitFailure
 	}
-	users := contacts[*role]
+	users := contacts[directory.Role(*role)]
 	if *format == "json" {
 		out := make([]contactJSON, 0, len(users))
 		for _, u := range users {
@@ -151,4 +150,13 @@ func cmdContacts(ctx context.Context, a *app, args []string) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// roleNames lists the contact roles for usage messages.
+func roleNames(sep string) string {
+	var names []string
+	for _, r := range directory.Roles() {
+		names = append(names, string(r))
+	}
+	return strings.Join(names, sep)
 }

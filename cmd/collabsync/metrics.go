@@ -166,21 +166,21 @@ func (m *metrics) observeRun(r engine.RunReport) {
 	}
 	m.objects.Reset()
 	for _, u := range r.State.Users {
-		m.objects.WithLabelValues("user", u.Status).Inc()
+		m.objects.WithLabelValues("user", string(u.Status)).Inc()
 	}
 	for _, c := range r.State.Collaborations {
-		m.objects.WithLabelValues("collaboration", c.Status).Inc()
+		m.objects.WithLabelValues("collaboration", string(c.Status)).Inc()
 	}
 	for _, p := range r.State.ProductionAccounts {
 		state := directory.StatusPending
 		if p.Active {
 			state = directory.StatusActive
 		}
-		m.objects.WithLabelValues("production_account", state).Inc()
+		m.objects.WithLabelValues("production_account", string(state)).Inc()
 	}
 	m.violations.Reset()
 	for _, v := range r.State.Violations {
-		m.violations.WithLabelValues(v.Kind, v.Severity).Inc()
+		m.violations.WithLabelValues(string(v.Kind), string(v.Severity)).Inc()
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/collabsync/collabsync/internal/directory"
 )
 
 // Config is the whole configuration file.
@@ -158,14 +160,14 @@ type CollaborationMapping struct {
 	Attributes CollaborationAttributes `yaml:"attributes"`
 	// KindValues maps attribute values to the two kinds; DefaultKind applies
 	// when the kind attribute is absent or unmapped.
-	KindValues  map[string][]string `yaml:"kind_values"`
-	DefaultKind string              `yaml:"default_kind"`
+	KindValues  map[directory.CollaborationKind][]string `yaml:"kind_values"`
+	DefaultKind directory.CollaborationKind              `yaml:"default_kind"`
 	// StatusValues maps attribute values to pending, active, suspended,
 	// closed; without a status attribute a collaboration is active unless
 	// its review is overdue.
-	StatusValues     map[string][]string `yaml:"status_values"`
-	DefaultFairshare int                 `yaml:"default_fairshare"`
-	Contacts         ContactMapping      `yaml:"contacts"`
+	StatusValues     map[directory.Status][]string `yaml:"status_values"`
+	DefaultFairshare int                           `yaml:"default_fairshare"`
+	Contacts         ContactMapping                `yaml:"contacts"`
 }
 
 // CollaborationAttributes names the LDAP attribute behind each collaboration field.
@@ -181,23 +183,11 @@ type CollaborationAttributes struct {
 	Activity      string `yaml:"activity"`
 }
 
-// Contact roles.
-const (
-	RoleCollaboration = "collaboration"
-	RoleComputing     = "computing"
-	RoleStorage       = "storage"
-	RoleReporting     = "reporting"
-	RoleValidator     = "validator"
-)
-
-// Roles lists every contact role.
-var Roles = []string{RoleCollaboration, RoleComputing, RoleStorage, RoleReporting, RoleValidator}
-
 // ContactMapping says where contacts come from: DN-valued attributes on the
 // collaboration (Attributes, keyed by role), role groups (Groups), or both.
 type ContactMapping struct {
-	Attributes map[string]string `yaml:"attributes"`
-	Groups     *RoleGroups       `yaml:"groups"`
+	Attributes map[directory.Role]string `yaml:"attributes"`
+	Groups     *RoleGroups               `yaml:"groups"`
 }
 
 // RoleGroups are groups such as cn=atlas-computing,ou=roles,... whose
@@ -248,7 +238,7 @@ type Rules struct {
 	ProductionSeparator string `yaml:"production_separator"`
 	ProductionLabel     string `yaml:"production_label"`
 	// Actions per violation kind (see directory.Kind*).
-	Actions map[string]string `yaml:"actions"`
+	Actions map[directory.ViolationKind]directory.Action `yaml:"actions"`
 	// UIDRange and GIDRange bound the numbers collabsync provisions;
 	// ReservedNames, with every name and number in LocalPasswd and
 	// LocalGroup (the machine's own accounts, read at each run), are never
@@ -408,7 +398,7 @@ func (c *Config) applyDefaults(has func(string) bool) {
 	def(has, gp+"attributes.name", &ga.Name, "cn")
 	def(has, gp+"attributes.gid_number", &ga.GIDNumber, "gidNumber")
 	def(has, gp+"attributes.members", &ga.Members, defaultMembers(g.Membership))
-	def(has, gp+"default_kind", &g.DefaultKind, "scientific")
+	def(has, gp+"default_kind", &g.DefaultKind, directory.KindScientific)
 	def(has, gp+"default_fairshare", &g.DefaultFairshare, 1)
 	if rg := g.Contacts.Groups; rg != nil {
 		const rp = gp + "contacts.groups."

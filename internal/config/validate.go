@@ -16,6 +16,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/robfig/cron/v3"
 
+	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/directory"
 	"gopkg.in/yaml.v3"
 )
@@ -178,18 +179,18 @@ func (l *LDAP) validate(ps *problems) {
 	} {
 		validAttr(ps, "ldap.collaborations.attributes."+a.key, a.val)
 	}
-	validValueMap(ps, "ldap.collaborations.kind_values", g.KindValues, "administrative", "scientific")
-	validValueMap(ps, "ldap.collaborations.status_values", g.StatusValues, "pending", "active", "suspended", "closed")
-	if g.DefaultKind != "administrative" && g.DefaultKind != "scientific" {
-		ps.add("ldap.collaborations.default_kind", "unknown kind %q (want administrative or scientific)", g.DefaultKind)
+	validValueMap(ps, "ldap.collaborations.kind_values", g.KindValues, directory.CollaborationKinds())
+	validValueMap(ps, "ldap.collaborations.status_values", g.StatusValues, directory.CollaborationStatuses())
+	if kinds := directory.CollaborationKinds(); !slices.Contains(kinds, g.DefaultKind) {
+		ps.add("ldap.collaborations.default_kind", "unknown kind %q (want %s)", g.DefaultKind, joinNames(kinds))
 	}
 	if g.DefaultFairshare < 0 {
 		ps.add("ldap.collaborations.default_fairshare", "must not be negative")
 	}
 	for role, attr := range g.Contacts.Attributes {
-		path := "ldap.collaborations.contacts.attributes." + role
-		if !slices.Contains(Roles, role) {
-			ps.add(path, "unknown role %q (want one of %s)", role, strings.Join(Roles, ", "))
+		path := "ldap.collaborations.contacts.attributes." + string(role)
+		if !slices.Contains(directory.Roles(), role) {
+			ps.add(path, "unknown role %q (want one of %s)", role, joinNames(directory.Roles()))
 		}
 		validAttr(ps, path, attr)
 	}
@@ -219,17 +220,22 @@ func (l *LDAP) validate(ps *problems) {
 }
 
 // validValueMap checks a map from model values to LDAP values.
-func validValueMap(ps *problems, path string, m map[string][]string, keys ...string) {
+func validValueMap[K ~string](ps *problems, path string, m map[K][]string, keys []K) {
 	for k := range m {
 		if !slices.Contains(keys, k) {
-			ps.add(path, "unknown key %q (want %s)", k, strings.Join(keys, ", "))
+			ps.add(path, "unknown key %q (want %s)", k, joinNames(keys))
 		}
 	}
 }
 
-// AccountingFormats are the log formats accounting sources may name; the
-// ingest package keeps the decoders (and a test checks both agree).
-var AccountingFormats = []string{"htcondor", "pbs", "sge", "slurm-jobcomp", "slurm-sacct", "swf"}
+// joinNames lists names for a message: "a, b, c".
+func joinNames[S ~string](names []S) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = string(n)
+	}
+	return strings.Join(out, ", ")
+}
 
 func (a *Accounting) validate(ps *problems) {
 	names := map[string]bool{}
@@ -241,8 +247,8 @@ func (a *Accounting) validate(ps *problems) {
 			ps.add(path+".name", "source %q is defined twice", s.Name)
 		}
 		names[s.Name] = true
-		if !slices.Contains(AccountingFormats, s.Format) {
-			ps.add(path+".format", "unknown format %q (want one of %s)", s.Format, strings.Join(AccountingFormats, ", "))
+		if _, ok := ingest.Formats[s.Format]; !ok {
+			ps.add(path+".format", "unknown format %q (want one of %s)", s.Format, strings.Join(ingest.FormatNames(), ", "))
 		}
 		if len(s.Paths) == 0 {
 			ps.add(path+".paths", "at least one path (glob) is required")
@@ -340,14 +346,12 @@ func (r *Rules) validate(ps *problems) {
 		}
 	}
 	for kind, action := range r.Actions {
-		path := "rules.actions." + kind
-		if _, ok := directory.DefaultActions[kind]; !ok {
+		path := "rules.actions." + string(kind)
+		if _, ok := directory.DefaultAction(kind); !ok {
 			ps.add(path, "no configurable rule %q", kind)
 		}
-		switch action {
-		case directory.ActionExclude, directory.ActionHold, directory.ActionReport, directory.ActionOff:
-		default:
-			ps.add(path, "unknown action %q (want exclude, hold, report or off)", action)
+		if !slices.Contains(directory.Actions(), action) {
+			ps.add(path, "unknown action %q (want %s)", action, joinNames(directory.Actions()))
 		}
 	}
 }

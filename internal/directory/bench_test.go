@@ -23,7 +23,7 @@ func bigSnapshot(users, collabs int) *Snapshot {
 		name := fmt.Sprintf("c%05d", j)
 		s.Collaborations = append(s.Collaborations, Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
 			GIDNumber: uint32(200000 + j), Members: members[j], Kind: KindScientific, Status: StatusActive,
-			Contacts: map[string][]string{RoleCollaboration: {members[j][0]}}})
+			Contacts: map[Role][]string{RoleCollaboration: {members[j][0]}}})
 	}
 	return s
 }

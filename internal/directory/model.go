@@ -9,29 +9,54 @@ import (
 	"time"
 )
 
-// Account and collaboration statuses.
+// Status is an account's or a collaboration's status.
+type Status string
+
+// The statuses.
 const (
-	StatusPending   = "pending"
-	StatusActive    = "active"
-	StatusSuspended = "suspended"
-	StatusClosed    = "closed"  // collaborations only
-	StatusExpired   = "expired" // collaborations whose review is overdue
+	StatusPending   Status = "pending"
+	StatusActive    Status = "active"
+	StatusSuspended Status = "suspended"
+	StatusClosed    Status = "closed"  // collaborations only
+	StatusExpired   Status = "expired" // collaborations whose review is overdue
 )
 
-// Collaboration kinds.
+// CollaborationKind says whether a collaboration is a home institution's
+// (administrative: at most one per user) or a scientific one.
+type CollaborationKind string
+
+// The collaboration kinds.
 const (
-	KindAdministrative = "administrative"
-	KindScientific     = "scientific"
+	KindAdministrative CollaborationKind = "administrative"
+	KindScientific     CollaborationKind = "scientific"
 )
 
-// Contact roles (the same names as in the configuration).
+// CollaborationKinds lists the kinds.
+func CollaborationKinds() []CollaborationKind {
+	return []CollaborationKind{KindAdministrative, KindScientific}
+}
+
+// Role is a contact's role in a collaboration.
+type Role string
+
+// The contact roles (the configuration uses the same names).
 const (
-	RoleCollaboration = "collaboration"
-	RoleComputing     = "computing"
-	RoleStorage       = "storage"
-	RoleReporting     = "reporting"
-	RoleValidator     = "validator"
+	RoleCollaboration Role = "collaboration"
+	RoleComputing     Role = "computing"
+	RoleStorage       Role = "storage"
+	RoleReporting     Role = "reporting"
+	RoleValidator     Role = "validator"
 )
+
+// Roles lists every contact role: the one list of them.
+func Roles() []Role {
+	return []Role{RoleCollaboration, RoleComputing, RoleStorage, RoleReporting, RoleValidator}
+}
+
+// Statuses a collaboration's directory status attribute may map to.
+func CollaborationStatuses() []Status {
+	return []Status{StatusPending, StatusActive, StatusSuspended, StatusClosed}
+}
 
 // User is a person's account as the directory holds it.
 type User struct {
@@ -61,14 +86,14 @@ type Collaboration struct {
 	GIDNumber uint32
 	// Members are uids, sorted and unique.
 	Members []string
-	Kind    string // administrative or scientific
+	Kind    CollaborationKind
 	// Status is the directory's: pending, active, suspended or closed.
-	Status string
+	Status Status
 	// ReviewedUntil is the end of the current yearly review; zero when the
 	// site does not track reviews.
 	ReviewedUntil time.Time
 	// Contacts are uids by role, sorted.
-	Contacts  map[string][]string
+	Contacts  map[Role][]string
 	Fairshare int
 	Lists     []string
 	Activity  string

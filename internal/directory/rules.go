@@ -25,8 +25,8 @@ type Policy struct {
 	ProductionSeparator string
 	ProductionLabel     *regexp.Regexp
 
-	// Actions override DefaultActions per violation kind.
-	Actions map[string]string
+	// Actions override DefaultAction per violation kind.
+	Actions map[ViolationKind]Action
 
 	// UIDRange and GIDRange are the numbers collabsync may provision (nil:
 	// any); Reserved holds the machine's own names and numbers. A subject
@@ -50,11 +50,12 @@ type Reserved struct {
 	GIDs  map[uint32]string
 }
 
-func (p *Policy) action(kind string) string {
+func (p *Policy) action(kind ViolationKind) Action {
 	if a, ok := p.Actions[kind]; ok {
 		return a
 	}
-	return DefaultActions[kind]
+	a, _ := DefaultAction(kind)
+	return a
 }
 
 // Previous holds what the last run every target took provisioned of each
@@ -65,7 +66,7 @@ type Previous map[string]Provisioned
 
 // Provisioned is one subject as last provisioned.
 type Provisioned struct {
-	Status string
+	Status Status
 	DN     string // empty when not known (history from before DNs were kept)
 	// ID is the uidNumber (users, production accounts) or gidNumber
 	// (collaborations); -1 when not known.
@@ -85,7 +86,7 @@ func SubjectKey(kind, name string) string { return kind + "/" + name }
 // UserState is a user with the status the rules give it.
 type UserState struct {
 	User
-	Status   string // active, pending or suspended
+	Status   Status // active, pending or suspended
 	Internal bool   // member of a member institution
 	Held     bool   // kept no better than last provisioned, by a hold action
 }
@@ -93,7 +94,7 @@ type UserState struct {
 // CollaborationState is a collaboration with its effective status.
 type CollaborationState struct {
 	Collaboration
-	Status string // pending, active, suspended, closed or expired
+	Status Status // pending, active, suspended, closed or expired
 	// Provisioned: active and not left out or held back by a rule.
 	Provisioned bool
 	// ActiveMembers are the members whose account is active.
@@ -145,7 +146,7 @@ func (s *State) Collaboration(name string) (*CollaborationState, bool) {
 // incumbents' claim to their names and numbers next time).
 func (s *State) Statuses() Previous {
 	out := make(Previous, len(s.Users)+len(s.Collaborations)+len(s.ProductionAccounts))
-	active := func(b bool) string {
+	active := func(b bool) Status {
 		if b {
 			return StatusActive
 		}
@@ -187,11 +188,11 @@ type evaluation struct {
 	memberIdx [][]int32
 }
 
-func (e *evaluation) violate(kind, name, dn, reason string) {
+func (e *evaluation) violate(kind ViolationKind, name, dn, reason string) {
 	e.violateWith(kind, e.p.action(kind), name, dn, reason)
 }
 
-func (e *evaluation) violateWith(kind, action, name, dn, reason string) {
+func (e *evaluation) violateWith(kind ViolationKind, action Action, name, dn, reason string) {
 	if action == ActionOff {
 		return
 	}
@@ -239,7 +240,7 @@ func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	for _, pr := range snap.Problems {
 		v := Violation{Kind: KindMalformedEntry, Severity: SeverityError, Subject: pr.DN, Reason: pr.Reason, Action: ActionExclude}
 		if pr.Reference {
-			v.Kind, v.Severity, v.Action = KindUnknownReference, SeverityWarning, "skipped"
+			v.Kind, v.Severity, v.Action = KindUnknownReference, SeverityWarning, ActionSkipped
 		}
 		e.st.Violations = append(e.st.Violations, v)
 	}
@@ -346,7 +347,7 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		return ok && p.Status == StatusActive && (p.DN == "" || strings.EqualFold(p.DN, s.dn)) &&
 			(s.id < 0 || p.ID < 0 || p.ID == s.id)
 	}
-	report := func(kind, what string, group []subject) {
+	report := func(kind ViolationKind, what string, group []subject) {
 		action := e.p.action(kind)
 		holder := -1
 		if action == ActionExclude || action == ActionHold {
@@ -438,13 +439,13 @@ func (e *evaluation) collaborations(snap *Snapshot) {
 
 // EffectiveContacts is rule 5's second half: collaboration, computing and
 // storage contacts also hold the reporting role. The input is not changed.
-func EffectiveContacts(contacts map[string][]string) map[string][]string {
-	out := make(map[string][]string, len(contacts)+1)
+func EffectiveContacts(contacts map[Role][]string) map[Role][]string {
+	out := make(map[Role][]string, len(contacts)+1)
 	for role, uids := range contacts {
 		out[role] = uids
 	}
 	var reporting []string
-	for _, role := range []string{RoleReporting, RoleCollaboration, RoleComputing, RoleStorage} {
+	for _, role := range []Role{RoleReporting, RoleCollaboration, RoleComputing, RoleStorage} {
 		reporting = append(reporting, contacts[role]...)
 	}
 	sort.Strings(reporting)
@@ -456,13 +457,13 @@ func EffectiveContacts(contacts map[string][]string) map[string][]string {
 
 // review is rule 3: an active collaboration stays active while its review
 // is current, plus the grace period; warnings come before it falls due.
-func (e *evaluation) review(c Collaboration) string {
+func (e *evaluation) review(c Collaboration) Status {
 	if c.ReviewedUntil.IsZero() {
 		if !e.p.ReviewTracked {
 			return StatusActive
 		}
 		e.st.Violations = append(e.st.Violations, Violation{Kind: KindReviewOverdue, Severity: SeverityError,
-			Subject: c.DN, Name: c.Name, Reason: "has no reviewed-until date; treated as overdue", Action: StatusExpired})
+			Subject: c.DN, Name: c.Name, Reason: "has no reviewed-until date; treated as overdue", Action: ActionExpired})
 		return StatusExpired
 	}
 	due := c.ReviewedUntil
@@ -471,15 +472,15 @@ func (e *evaluation) review(c Collaboration) string {
 	case now.After(due.Add(e.p.ReviewGrace)):
 		e.st.Violations = append(e.st.Violations, Violation{Kind: KindReviewOverdue, Severity: SeverityError,
 			Subject: c.DN, Name: c.Name, Reason: fmt.Sprintf("review was due on %s (grace period ended %s)", day, due.Add(e.p.ReviewGrace).Format(time.DateOnly)),
-			Action: StatusExpired})
+			Action: ActionExpired})
 		return StatusExpired
 	case now.After(due):
 		e.st.Violations = append(e.st.Violations, Violation{Kind: KindReviewDueSoon, Severity: SeverityWarning,
 			Subject: c.DN, Name: c.Name, Reason: fmt.Sprintf("review was due on %s; expires after the grace period, on %s", day, due.Add(e.p.ReviewGrace).Format(time.DateOnly)),
-			Action: "warn"})
+			Action: ActionWarn})
 	case now.After(due.Add(-e.p.ReviewWarning)):
 		e.st.Violations = append(e.st.Violations, Violation{Kind: KindReviewDueSoon, Severity: SeverityWarning,
-			Subject: c.DN, Name: c.Name, Reason: fmt.Sprintf("review falls due on %s", day), Action: "warn"})
+			Subject: c.DN, Name: c.Name, Reason: fmt.Sprintf("review falls due on %s", day), Action: ActionWarn})
 	}
 	return StatusActive
 }

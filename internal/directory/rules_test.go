@@ -34,7 +34,7 @@ func (f *fixture) user(uid string, edit ...func(*User)) *fixture {
 func (f *fixture) collab(name string, members []string, edit ...func(*Collaboration)) *fixture {
 	c := Collaboration{DN: "cn=" + name + ",ou=groups", Name: name, GIDNumber: uint32(20000 + len(f.snap.Collaborations)),
 		Members: members, Kind: KindScientific, Status: StatusActive,
-		Contacts: map[string][]string{RoleCollaboration: {"alice"}}}
+		Contacts: map[Role][]string{RoleCollaboration: {"alice"}}}
 	for _, e := range edit {
 		e(&c)
 	}
@@ -53,7 +53,7 @@ func newFixture() *fixture { return &fixture{} }
 func admin(c *Collaboration)     { c.Kind = KindAdministrative }
 func noContact(c *Collaboration) { c.Contacts = nil }
 
-func status(t *testing.T, st *State, uid string) string {
+func status(t *testing.T, st *State, uid string) Status {
 	t.Helper()
 	u, ok := st.User(uid)
 	if !ok {
@@ -65,13 +65,13 @@ func status(t *testing.T, st *State, uid string) string {
 func kinds(st *State) string {
 	var out []string
 	for _, v := range st.Violations {
-		out = append(out, v.Kind+":"+v.Name)
+		out = append(out, string(v.Kind)+":"+v.Name)
 	}
 	return strings.Join(out, " ")
 }
 
-func withActions(p Policy, kind, action string) Policy {
-	p.Actions = map[string]string{kind: action}
+func withActions(p Policy, kind ViolationKind, action Action) Policy {
+	p.Actions = map[ViolationKind]Action{kind: action}
 	return p
 }
 
@@ -83,9 +83,9 @@ func TestRule1OneAdministrativeCollaboration(t *testing.T) {
 		collab("lab3", []string{"alice"}, admin, func(c *Collaboration) { c.Status = StatusClosed }).snap
 	tests := []struct {
 		name       string
-		action     string
+		action     Action
 		prev       Previous
-		wantBob    string
+		wantBob    Status
 		wantHeld   bool
 		violations string
 	}{
@@ -126,7 +126,7 @@ func TestRule2ActiveOnlyInActiveCollaboration(t *testing.T) {
 		collab("suspended1", []string{"eve"}, func(c *Collaboration) { c.Status = StatusSuspended }).
 		collab("expired1", []string{"eve"}, func(c *Collaboration) { c.ReviewedUntil = now.AddDate(-1, 0, 0) }).snap
 	st := Evaluate(&snap, basePolicy(), nil)
-	for uid, want := range map[string]string{"alice": StatusActive, "pat": StatusPending, "nora": StatusPending, "sam": StatusSuspended, "eve": StatusPending} {
+	for uid, want := range map[string]Status{"alice": StatusActive, "pat": StatusPending, "nora": StatusPending, "sam": StatusSuspended, "eve": StatusPending} {
 		if got := status(t, st, uid); got != want {
 			t.Errorf("%s: %s, want %s", uid, got, want)
 		}
@@ -145,8 +145,8 @@ func TestRule3YearlyReview(t *testing.T) {
 		name      string
 		until     time.Time
 		tracked   bool
-		want      string
-		violation string
+		want      Status
+		violation ViolationKind
 	}{
 		{"far in the future", now.Add(200 * day), true, StatusActive, ""},
 		{"due within the warning period", now.Add(10 * day), true, StatusActive, "review_due_soon"},
@@ -165,7 +165,7 @@ func TestRule3YearlyReview(t *testing.T) {
 			if c.Status != tt.want || c.Provisioned != (tt.want == StatusActive) {
 				t.Errorf("status %s provisioned %v, want %s", c.Status, c.Provisioned, tt.want)
 			}
-			var got string
+			var got ViolationKind
 			for _, v := range st.Violations {
 				got = v.Kind
 				if v.Kind == KindReviewDueSoon && v.Severity != SeverityWarning {
@@ -176,7 +176,7 @@ func TestRule3YearlyReview(t *testing.T) {
 				t.Errorf("violation %q, want %q", got, tt.violation)
 			}
 			// The member follows: an expired collaboration's only member is pending.
-			if want := map[bool]string{true: StatusActive, false: StatusPending}[tt.want == StatusActive]; status(t, st, "alice") != want {
+			if want := map[bool]Status{true: StatusActive, false: StatusPending}[tt.want == StatusActive]; status(t, st, "alice") != want {
 				t.Errorf("alice %s, want %s", status(t, st, "alice"), want)
 			}
 		})
@@ -199,14 +199,14 @@ func TestRule4ExternalUsers(t *testing.T) {
 		user("aff", ext("aff@uni.example.es"), func(u *User) { u.Affiliation = "LAB" }).
 		user("nomail", ext("")).
 		collab("p", []string{"alice", "ivan", "oscar", "olga", "bob", "mal", "sub", "aff", "nomail"}, func(c *Collaboration) {
-			c.Contacts = map[string][]string{RoleCollaboration: {"alice", "bob"}, RoleValidator: {"alice"}}
+			c.Contacts = map[Role][]string{RoleCollaboration: {"alice", "bob"}, RoleValidator: {"alice"}}
 		}).snap
 	p := basePolicy()
 	p.MemberDomains = []string{"lab.example.org"}
 	p.MemberAffiliations = []string{"lab"}
 	p.AcceptedDomains = []string{"cern.example.ch", "uni.example.es"}
 	st := Evaluate(&snap, p, nil)
-	want := map[string]string{
+	want := map[string]Status{
 		"alice": StatusActive, "bob": StatusActive, // internal
 		"ivan":   StatusActive,  // external, validated by a validator
 		"sub":    StatusActive,  // subdomain of an accepted domain
@@ -244,7 +244,7 @@ func TestRule4ExternalUsers(t *testing.T) {
 func TestRule5Contacts(t *testing.T) {
 	snap := newFixture().user("alice").user("bob").user("carol").user("dave").
 		collab("p", []string{"alice"}, func(c *Collaboration) {
-			c.Contacts = map[string][]string{RoleCollaboration: {"alice"}, RoleComputing: {"bob"}, RoleStorage: {"carol", "bob"}, RoleReporting: {"dave"}}
+			c.Contacts = map[Role][]string{RoleCollaboration: {"alice"}, RoleComputing: {"bob"}, RoleStorage: {"carol", "bob"}, RoleReporting: {"dave"}}
 		}).
 		collab("orphan", []string{"bob"}, noContact).snap
 	st := Evaluate(&snap, basePolicy(), nil)
@@ -314,7 +314,7 @@ func TestRule7Unique(t *testing.T) {
 		production("p_copy", "p").snap
 	snap.ProductionAccounts[1].UIDNumber = snap.ProductionAccounts[0].UIDNumber
 	st := Evaluate(&snap, basePolicy(), nil)
-	for uid, want := range map[string]string{"alice": StatusPending, "bob": StatusPending, "carol": StatusPending, "dave": StatusPending} {
+	for uid, want := range map[string]Status{"alice": StatusPending, "bob": StatusPending, "carol": StatusPending, "dave": StatusPending} {
 		if got := status(t, st, uid); got != want {
 			t.Errorf("%s: %s, want %s", uid, got, want)
 		}
@@ -337,7 +337,7 @@ func TestRule7Unique(t *testing.T) {
 	}
 	// With report, the clash is listed but nobody is left out.
 	p := basePolicy()
-	p.Actions = map[string]string{KindDuplicateID: ActionReport, KindDuplicateName: ActionReport}
+	p.Actions = map[ViolationKind]Action{KindDuplicateID: ActionReport, KindDuplicateName: ActionReport}
 	if st := Evaluate(&snap, p, nil); status(t, st, "alice") != StatusActive {
 		t.Errorf("report: alice %s", status(t, st, "alice"))
 	}
@@ -395,7 +395,7 @@ func TestReservedNamesAndNumbers(t *testing.T) {
 		UIDs:  map[uint32]string{0: "root in /etc/passwd"},
 		GIDs:  map[uint32]string{0: "root in /etc/group", 65534: "nogroup in /etc/group"},
 	}
-	p.Actions = map[string]string{KindDuplicateName: ActionReport} // no action lets a reserved subject in
+	p.Actions = map[ViolationKind]Action{KindDuplicateName: ActionReport} // no action lets a reserved subject in
 	st := Evaluate(&snap, p, nil)
 	if got := status(t, st, "alice"); got != StatusActive {
 		t.Errorf("alice: %s", got)
@@ -447,11 +447,11 @@ func TestIncumbentKeepsItsNameAndNumber(t *testing.T) {
 		collab("r", []string{"mallory"}, func(c *Collaboration) { c.GIDNumber = 20001 }). // q's gidNumber
 		snap
 	st := Evaluate(&after, basePolicy(), prev)
-	users := map[string]string{}
+	users := map[string]Status{}
 	for _, u := range st.Users {
 		users[u.DN] = u.Status
 	}
-	for dn, want := range map[string]string{"uid=alice,ou=people": StatusActive, "uid=bob,ou=people": StatusActive,
+	for dn, want := range map[string]Status{"uid=alice,ou=people": StatusActive, "uid=bob,ou=people": StatusActive,
 		"uid=mallory,ou=people": StatusPending, "uid=bob,ou=guests": StatusPending} {
 		if users[dn] != want {
 			t.Errorf("%s: %s, want %s", dn, users[dn], want)
@@ -462,14 +462,14 @@ func TestIncumbentKeepsItsNameAndNumber(t *testing.T) {
 			t.Errorf("collaboration %s provisioned = %v", c.Name, c.Provisioned)
 		}
 	}
-	actions := map[string]string{}
+	actions := map[string]Action{}
 	for _, v := range st.Violations {
-		actions[v.Kind+" "+v.Subject] = v.Action
+		actions[string(v.Kind)+" "+v.Subject] = v.Action
 		if v.Subject == "uid=mallory,ou=people" && v.Reason != "uidNumber 10000 is already provisioned for uid=alice,ou=people; this newcomer is left out" {
 			t.Errorf("mallory's reason: %q", v.Reason)
 		}
 	}
-	for k, want := range map[string]string{
+	for k, want := range map[string]Action{
 		"duplicate_id uid=alice,ou=people": ActionHold, "duplicate_id uid=mallory,ou=people": ActionExclude,
 		"duplicate_name uid=bob,ou=people": ActionHold, "duplicate_name uid=bob,ou=guests": ActionExclude,
 		"duplicate_id cn=q,ou=groups": ActionHold, "duplicate_id cn=r,ou=groups": ActionExclude,

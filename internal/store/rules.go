@@ -76,7 +76,7 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 }
 
 // violationKey identifies a violation across runs.
-func violationKey(v directory.Violation) (string, string) { return v.Kind, v.Subject }
+func violationKey(v directory.Violation) (string, string) { return string(v.Kind), v.Subject }
 
 // RecordViolations stores the current violations, forgets those that are
 // gone, and sets each one's Since to when it was first seen.
