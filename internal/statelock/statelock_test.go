@@ -8,15 +8,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/collabsync/collabsync/internal/testharness"
 )
 
 // TestHeldByAnotherProcess: flock(1), a real other process, holds the lock;
 // Acquire waits, says who holds it, gives up after the wait, and gets it
 // once the holder is gone.
 func TestHeldByAnotherProcess(t *testing.T) {
-	if _, err := exec.LookPath("flock"); err != nil {
-		t.Skip("flock(1) not installed")
-	}
+	testharness.Require(t, "flock") // util-linux
 	dir := t.TempDir()
 	l, err := Acquire(context.Background(), dir, "first", 0, nil)
 	if err != nil {
