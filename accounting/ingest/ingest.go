@@ -343,11 +343,11 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 		in.Log.Info("damaged file changed; reading it again", "source", src.Name, "path", path)
 	}
 	if openErr != nil {
-		return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: -1, Err: openErr})
+		return stats, in.damaged(ctx, id, &FileError{Offset: -1, Err: openErr})
 	}
 	compressed, err := isGzip(f)
 	if err != nil {
-		return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: -1, Err: err})
+		return stats, in.damaged(ctx, id, &FileError{Offset: -1, Err: err})
 	}
 	if cp != nil && cp.damage == "" && (cp.complete || (!compressed && cp.offset == fi.Size())) {
 		if ok, err := sameStart(f, compressed, cp.fingerprint); err != nil || ok {
@@ -358,7 +358,7 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 	if compressed {
 		gz, err := gzip.NewReader(f)
 		if err != nil {
-			return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: 0, Err: err})
+			return stats, in.damaged(ctx, id, &FileError{Offset: 0, Err: err})
 		}
 		defer gz.Close()
 		r = gz
@@ -368,7 +368,7 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 	var offset, line int64
 	head, err := br.Peek(fingerprintLen)
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
-		return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: 0, Err: err})
+		return stats, in.damaged(ctx, id, &FileError{Offset: 0, Err: err})
 	}
 	// Peek's bytes live in the reader's buffer, which skipping to the
 	// checkpoint below overwrites.
@@ -388,7 +388,7 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 			return stats, fmt.Errorf("source %s: %s: checkpoint hash state: %w", src.Name, path, err)
 		}
 		if _, err := io.CopyN(io.Discard, br, cp.offset); err != nil {
-			return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: 0, Err: fmt.Errorf("skip to the checkpoint at byte %d: %w", cp.offset, err)})
+			return stats, in.damaged(ctx, id, &FileError{Offset: 0, Err: fmt.Errorf("skip to the checkpoint at byte %d: %w", cp.offset, err)})
 		}
 		offset, line = cp.offset, cp.line
 		if err := dec.Restore(cp.state); err != nil {
@@ -409,7 +409,7 @@ func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (St
 	stats.add(w.stats)
 	var rerr *readError
 	if errors.As(err, &rerr) {
-		return stats, in.damaged(ctx, id, &FileError{Source: src.Name, Path: path, Offset: rerr.offset, Err: rerr.err,
+		return stats, in.damaged(ctx, id, &FileError{Offset: rerr.offset, Err: rerr.err,
 			FromLine: line + 1, Line: rerr.line, Kept: w.stats.Inserted + w.stats.Duplicates})
 	}
 	return stats, err
@@ -422,9 +422,11 @@ type fileID struct {
 	size, mtime  int64
 }
 
-// damaged records a file's damage, so later runs skip it until it changes,
-// reports it once in the log, and returns it.
+// damaged records a file's damage (fe says where and why; the file is
+// id's), so later runs skip it until it changes, reports it once in the
+// log, and returns it.
 func (in *Ingester) damaged(ctx context.Context, id fileID, fe *FileError) error {
+	fe.Source, fe.Path = id.source, id.path
 	in.Log.Error("accounting file damaged; the jobs before the damage are kept, the rest of it is skipped until the file changes",
 		"source", id.source, "err", fe)
 	_, err := in.DB.ExecContext(ctx, `INSERT INTO ingest_checkpoint (source, dev, inode, path, offset, line, fingerprint, state,

@@ -91,10 +91,11 @@ func guard(g config.Guard) engine.Guard {
 
 // recordHistory stores what a run decided: violations (with their
 // first-seen dates, filled into state), what attributing accounting jobs
-// needs (so an ingest reads no directory) and, when every target took the
-// state, the statuses the hold action compares against next time. A dry
-// run only reads the dates.
-func recordHistory(ctx context.Context, st *store.Store, state *directory.State, runErr error, dryRun bool) error {
+// needs (so an ingest reads no directory), which plans their guards hold
+// (for 'approve' and status; targets that went through are forgotten)
+// and, when every target took the state, the statuses the hold action
+// compares against next time. A dry run only reads the dates.
+func recordHistory(ctx context.Context, st *store.Store, state *directory.State, results []engine.Result, runErr error, dryRun bool) error {
 	now := time.Now()
 	if dryRun {
 		return st.ViolationsSince(ctx, state.Violations, now)
@@ -105,23 +106,6 @@ func recordHistory(ctx context.Context, st *store.Store, state *directory.State,
 	if err := saveAttribution(ctx, st, accounting.NewAttributor(state), now); err != nil {
 		return err
 	}
-	if runErr != nil {
-		return nil
-	}
-	if err := st.SaveStatuses(ctx, state.Basis(), state.Statuses(), now); err != nil {
-		return fmt.Errorf("save statuses: %w", err)
-	}
-	return nil
-}
-
-// recordGuards stores which plans their guards hold (for 'approve' and
-// status) and forgets those of targets that went through. A dry run
-// records nothing.
-func recordGuards(ctx context.Context, st *store.Store, results []engine.Result, dryRun bool) error {
-	if dryRun {
-		return nil
-	}
-	now := time.Now()
 	for _, r := range results {
 		switch {
 		case r.Plan != nil && r.Plan.Refused != "":
@@ -133,6 +117,12 @@ func recordGuards(ctx context.Context, st *store.Store, results []engine.Result,
 				return fmt.Errorf("forget held plan of %s: %w", r.Target, err)
 			}
 		}
+	}
+	if runErr != nil {
+		return nil
+	}
+	if err := st.SaveStatuses(ctx, state.Basis(), state.Statuses(), now); err != nil {
+		return fmt.Errorf("save statuses: %w", err)
 	}
 	return nil
 }

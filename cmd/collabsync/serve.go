@@ -204,11 +204,7 @@ func (s *server) watch(ctx context.Context, cfg *config.Config, send func(engine
 func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 	if r.State != nil {
 		s.state.Store(r.State)
-		err := recordHistory(ctx, s.store, r.State, r.Err, false)
-		if err == nil {
-			err = recordGuards(ctx, s.store, r.Results, false)
-		}
-		if err != nil {
+		if err := recordHistory(ctx, s.store, r.State, r.Results, r.Err, false); err != nil {
 			s.log.Error("state store", "err", err)
 		}
 	}

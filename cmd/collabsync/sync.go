@@ -60,11 +60,7 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 	}
 	state, results, err := newEngine(cfg, a.log, st).Run(ctx, opts)
 	if state != nil {
-		serr := recordHistory(ctx, st, state, err, opts.DryRun)
-		if serr == nil {
-			serr = recordGuards(ctx, st, results, opts.DryRun)
-		}
-		if serr != nil {
+		if serr := recordHistory(ctx, st, state, results, err, opts.DryRun); serr != nil {
 			a.errorf(fmt.Errorf("state store: %w", serr))
 			return exitFailure
 		}

@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
@@ -344,7 +345,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	for _, p := range cfg.Validate() {
 		if !failed[p.Path] {
-			p.Line = lineOf(&root, p.Path)
+			p.Line = doc.line(p.Path)
 			problems = append(problems, p)
 		}
 	}
@@ -452,8 +453,8 @@ func (c *Config) applyDefaults(has func(string) bool) {
 		sp := fmt.Sprintf("accounting.sources[%d].", i)
 		def(has, sp+"time_zone", &src.TimeZone, "UTC")
 		def(has, sp+"schedule", &src.Schedule, "*/15 * * * *")
-		def(has, sp+"max_bad_ratio", &src.MaxBadRatio, 0.5)
-		def(has, sp+"sample_lines", &src.SampleLines, 1000)
+		def(has, sp+"max_bad_ratio", &src.MaxBadRatio, ingest.DefaultMaxBadRatio)
+		def(has, sp+"sample_lines", &src.SampleLines, ingest.DefaultSampleLines)
 	}
 
 	def(has, "state_dir", &c.StateDir, "/var/lib/collabsync")

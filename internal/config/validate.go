@@ -18,7 +18,6 @@ import (
 
 	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/directory"
-	"gopkg.in/yaml.v3"
 )
 
 // Problem is one thing wrong with the configuration.
@@ -435,50 +434,4 @@ func ParseURI(raw string) (*url.URL, error) {
 	default:
 		return nil, fmt.Errorf("%q: unsupported scheme %q (want ldap, ldaps or ldapi)", raw, scheme)
 	}
-}
-
-// lineOf finds the line of a dotted path like "ldap.uris[1]" in the parsed
-// document, falling back to the nearest existing parent.
-func lineOf(root *yaml.Node, path string) int {
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	line := 0
-	if n.Kind != 0 {
-		line = n.Line
-	}
-	for _, part := range strings.Split(path, ".") {
-		key, idx := part, -1
-		if i := strings.IndexByte(part, '['); i >= 0 && strings.HasSuffix(part, "]") {
-			key = part[:i]
-			idx, _ = strconv.Atoi(part[i+1 : len(part)-1])
-		}
-		k, next := mappingEntry(n, key)
-		if next == nil {
-			return line
-		}
-		n, line = next, k.Line
-		if idx >= 0 {
-			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
-				return line
-			}
-			n = n.Content[idx]
-			line = n.Line
-		}
-	}
-	return line
-}
-
-// mappingEntry returns the key and value nodes of key in a mapping node.
-func mappingEntry(n *yaml.Node, key string) (k, v *yaml.Node) {
-	if n.Kind != yaml.MappingNode {
-		return nil, nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i], n.Content[i+1]
-		}
-	}
-	return nil, nil
 }

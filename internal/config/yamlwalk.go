@@ -17,6 +17,8 @@ import (
 type document struct {
 	present map[string]bool // dotted paths of non-null values: "ldap.page_size", "accounting.sources[0].name"
 	lines   map[int]string  // line → the path of the value on it (the innermost)
+	at      map[string]int  // path → the line of its key (or list item)
+	root    int             // the document's first line
 	unknown []Problem
 }
 
@@ -27,15 +29,32 @@ var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
 // walkDocument reads root against the schema of Config.
 func walkDocument(root *yaml.Node) *document {
-	d := &document{present: map[string]bool{}, lines: map[int]string{}}
+	d := &document{present: map[string]bool{}, lines: map[int]string{}, at: map[string]int{}}
 	n := root
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]
 	}
 	if n.Kind != 0 {
+		d.root = n.Line
 		d.walk(n, reflect.TypeOf(Config{}), "")
 	}
 	return d
+}
+
+// line finds the line of a path, or of its nearest parent in the file
+// (a missing key is reported where its section is).
+func (d *document) line(path string) int {
+	for path != "" {
+		if l, ok := d.at[path]; ok {
+			return l
+		}
+		if i := strings.LastIndexAny(path, ".["); i >= 0 {
+			path = path[:i]
+		} else {
+			path = ""
+		}
+	}
+	return d.root
 }
 
 func join(path, key string) string {
@@ -80,6 +99,7 @@ func (d *document) walk(n *yaml.Node, t reflect.Type, path string) {
 				continue
 			}
 			d.lines[k.Line] = join(path, k.Value)
+			d.at[join(path, k.Value)] = k.Line
 			d.walk(v, ft, join(path, k.Value))
 		}
 	case reflect.Map:
@@ -87,6 +107,7 @@ func (d *document) walk(n *yaml.Node, t reflect.Type, path string) {
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
+			d.at[join(path, n.Content[i].Value)] = n.Content[i].Line
 			d.walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))
 		}
 	case reflect.Slice:
@@ -94,6 +115,7 @@ func (d *document) walk(n *yaml.Node, t reflect.Type, path string) {
 			return
 		}
 		for i, item := range n.Content {
+			d.at[fmt.Sprintf("%s[%d]", path, i)] = item.Line
 			d.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
 		}
 	}

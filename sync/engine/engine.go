@@ -62,13 +62,11 @@ type Options struct {
 
 // Result is one target's outcome.
 type Result struct {
-	Target  string
-	Plan    *Plan
-	Applied bool
-	// UsedApproval: the plan passed its guard by the recorded approval.
-	UsedApproval bool
-	Err          error
-	Duration     time.Duration
+	Target   string
+	Plan     *Plan
+	Applied  bool
+	Err      error
+	Duration time.Duration
 }
 
 // Run reads the source once, applies the rules, then plans (and unless
@@ -127,7 +125,6 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 			return r
 		}
 		r.Applied = true
-		r.UsedApproval = approved
 	}
 	add, mod, del := plan.Counts()
 	e.Log.Info("reconciled", "target", plan.Target, "add", add, "modify", mod, "delete", del,
