@@ -180,8 +180,8 @@ type evaluation struct {
 	p    *Policy
 	prev Previous
 	st   *State
-	// verdicts by entry (DN, lower-cased): two entries with one name get
-	// one verdict each
+	// verdicts by entry (its DN, as the snapshot spells it in every rule):
+	// two entries with one name get one verdict each
 	verdicts map[string]*verdict
 	// memberIdx holds each collaboration's members as user indexes,
 	// resolved once (map lookups dominate the cost of the rules).
@@ -197,7 +197,7 @@ func (e *evaluation) violateWith(kind ViolationKind, action Action, name, dn, re
 		return
 	}
 	e.st.Violations = append(e.st.Violations, Violation{Kind: kind, Severity: SeverityError, Subject: dn, Name: name, Reason: reason, Action: action})
-	key := strings.ToLower(dn)
+	key := dn
 	v := e.verdicts[key]
 	if v == nil {
 		v = &verdict{}
@@ -213,7 +213,7 @@ func (e *evaluation) violateWith(kind ViolationKind, action Action, name, dn, re
 
 // excluded reports whether a rule leaves the entry out.
 func (e *evaluation) excluded(dn string) bool {
-	v := e.verdicts[strings.ToLower(dn)]
+	v := e.verdicts[dn]
 	return v != nil && v.exclude
 }
 
@@ -221,7 +221,7 @@ func (e *evaluation) excluded(dn string) bool {
 // subjects are never active; held ones are active only if they were last
 // time too (a hold keeps access, it never grants it).
 func (e *evaluation) decide(subjectKind, name, dn string, allowed bool) (active, held bool) {
-	v := e.verdicts[strings.ToLower(dn)]
+	v := e.verdicts[dn]
 	switch {
 	case v == nil:
 		return allowed, false
