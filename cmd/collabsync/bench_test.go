@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/testharness"
-	"github.com/collabsync/collabsync/internal/testharness/gendir"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
 	"github.com/collabsync/collabsync/ldapx"
 )
@@ -26,28 +24,12 @@ import (
 func bigDirectory(b *testing.B, users, collabs int) (*slapd.Server, string, *config.Config) {
 	b.Helper()
 	testharness.Require(b, "ldapsearch", "/usr/bin/time")
-	dir := b.TempDir()
-	ldif := filepath.Join(dir, "dir.ldif")
-	f, err := os.Create(ldif)
+	e := newLargeSyncEnv(b, users, collabs)
+	cfg, err := config.Load(e.config)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := gendir.Write(f, gendir.Params{Users: users, Collaborations: collabs}); err != nil {
-		b.Fatal(err)
-	}
-	f.Close()
-	s := slapd.StartT(b, slapd.Options{LDIF: []string{ldif}})
-	os.Mkdir(filepath.Join(dir, "nss"), 0o755)
-	path := filepath.Join(dir, "collabsync.yaml")
-	doc := fmt.Sprintf(standardConfig, s.URI, s.RootDN, s.RootPWFile, filepath.Join(dir, "state"), filepath.Join(dir, "nss"))
-	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s, path, cfg
+	return e.server, e.config, cfg
 }
 
 // BenchmarkFullRead100k reads 100k users and 10k collaborations from slapd
