@@ -116,7 +116,7 @@ func TestSnapshotFailsWhole(t *testing.T) {
 	cfg := testLDAPConfig()
 	cfg.PageSize = 1
 	cfg.Users.Search = config.Search{BaseDN: "dc=x", Filter: "(uid=*)"}
-	s := &Source{mapper: NewMapper(cfg), cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s := &Source{mapper: NewMapper(cfg), em: newEntryMapper(cfg), cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	snap, err := s.read(context.Background(), f)
 	if snap != nil || !errors.Is(err, netErr) {
 		t.Fatalf("snapshot %v, err %v: want nil and the error", snap, err)

@@ -136,13 +136,28 @@ type Snapshot struct {
 // Sort puts every list in a stable order so that plans and files do not
 // depend on the order the server returned entries in.
 func (s *Snapshot) Sort() {
-	sort.Slice(s.Users, func(i, j int) bool { return s.Users[i].UID < s.Users[j].UID })
-	sort.Slice(s.Collaborations, func(i, j int) bool { return s.Collaborations[i].Name < s.Collaborations[j].Name })
-	sort.Slice(s.ProductionAccounts, func(i, j int) bool { return s.ProductionAccounts[i].Name < s.ProductionAccounts[j].Name })
+	// Ties (two entries of one name: a rule violation) go by DN, so the
+	// order is total.
+	sort.Slice(s.Users, func(i, j int) bool {
+		a, b := &s.Users[i], &s.Users[j]
+		return a.UID < b.UID || a.UID == b.UID && a.DN < b.DN
+	})
+	sort.Slice(s.Collaborations, func(i, j int) bool {
+		a, b := &s.Collaborations[i], &s.Collaborations[j]
+		return a.Name < b.Name || a.Name == b.Name && a.DN < b.DN
+	})
+	sort.Slice(s.ProductionAccounts, func(i, j int) bool {
+		a, b := &s.ProductionAccounts[i], &s.ProductionAccounts[j]
+		return a.Name < b.Name || a.Name == b.Name && a.DN < b.DN
+	})
 	sort.Slice(s.Problems, func(i, j int) bool {
-		if s.Problems[i].DN != s.Problems[j].DN {
-			return s.Problems[i].DN < s.Problems[j].DN
+		a, b := s.Problems[i], s.Problems[j]
+		if a.DN != b.DN {
+			return a.DN < b.DN
 		}
-		return s.Problems[i].Reason < s.Problems[j].Reason
+		if a.Reason != b.Reason {
+			return a.Reason < b.Reason
+		}
+		return !a.Reference && b.Reference
 	})
 }

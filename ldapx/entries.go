@@ -1,0 +1,344 @@
+package ldapx
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+// StreamName names one of the configured searches; each is read (and watched)
+// on its own.
+type StreamName string
+
+// The streams.
+const (
+	StreamUsers          StreamName = "users"
+	StreamCollaborations StreamName = "collaborations"
+	StreamRoleGroups     StreamName = "role_groups"
+	StreamProduction     StreamName = "production_accounts"
+)
+
+// Mapped is one directory entry as its stream's mapping sees it: exactly
+// one of the values, or the Problem that kept it from being mapped. It does
+// not refer to other entries yet (member DNs, validators and owners are
+// resolved across the whole directory by Resolve).
+type Mapped struct {
+	DN string
+	// NormDN is the normalized DN, for entries other entries may name.
+	NormDN        string
+	User          *RawUser
+	Collaboration *RawCollaboration
+	RoleGroup     *RoleGroup
+	Production    *RawProduction
+	Problem       string
+}
+
+// RoleGroup is a group naming the contacts of one role of a collaboration,
+// e.g. cn=atlas-computing.
+type RoleGroup struct {
+	Collaboration string
+	Role          directory.Role
+	Values        []string // DNs or uids
+}
+
+// Entries is the directory as mapped entries, by stream and then by a key
+// unique within the stream (the entryUUID in a live model, the DN in a
+// full read). A full read and the live model both hold one, and Resolve
+// turns either into the same Snapshot.
+type Entries map[StreamName]map[string]*Mapped
+
+// streams lists the configured searches by stream.
+func streams(cfg config.LDAP) map[StreamName]config.Search {
+	s := map[StreamName]config.Search{StreamUsers: cfg.Users.Search, StreamCollaborations: cfg.Collaborations.Search}
+	if rg := cfg.Collaborations.Contacts.Groups; rg != nil {
+		s[StreamRoleGroups] = rg.Search
+	}
+	if p := cfg.ProductionAccounts; p != nil {
+		s[StreamProduction] = p.Search
+	}
+	return s
+}
+
+// entryMapper maps the entries of every stream.
+type entryMapper struct {
+	m    *Mapper
+	cfg  config.LDAP
+	role *regexp.Regexp // role group names
+	// byDN: some mapped value may be a user DN, so user DNs are normalized
+	// (normalizing 100k DNs is not free).
+	byDN bool
+}
+
+func newEntryMapper(cfg config.LDAP) *entryMapper {
+	g := cfg.Collaborations
+	em := &entryMapper{m: NewMapper(cfg), cfg: cfg, byDN: g.Membership == config.MembershipDN || g.Contacts.Groups != nil ||
+		len(g.Contacts.Attributes) > 0 || cfg.Users.Attributes.ValidatedBy != ""}
+	if rg := g.Contacts.Groups; rg != nil {
+		em.role = roleGroupPattern(rg.Name)
+	}
+	return em
+}
+
+// attributes lists what to request for a stream's entries.
+func (em *entryMapper) attributes(s StreamName) []string {
+	switch s {
+	case StreamUsers:
+		return em.m.UserAttributes()
+	case StreamCollaborations:
+		return em.m.CollaborationAttributes()
+	case StreamRoleGroups:
+		rg := em.cfg.Collaborations.Contacts.Groups
+		return []string{rg.NameAttribute, rg.Members}
+	case StreamProduction:
+		return em.m.ProductionAttributes()
+	}
+	return nil
+}
+
+// mapEntry maps one entry of a stream; it never fails: what cannot be
+// mapped is a Problem naming the DN.
+func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
+	out := &Mapped{DN: e.DN}
+	var err error
+	switch s {
+	case StreamUsers:
+		var u RawUser
+		if u, err = em.m.User(e); err == nil {
+			out.User = &u
+			if em.byDN {
+				out.NormDN = NormalizeDN(e.DN)
+			}
+		}
+	case StreamCollaborations:
+		var c RawCollaboration
+		if c, err = em.m.Collaboration(e); err == nil {
+			out.Collaboration = &c
+			out.NormDN = NormalizeDN(e.DN)
+		}
+	case StreamRoleGroups:
+		out.RoleGroup, err = em.roleGroup(e)
+	case StreamProduction:
+		var p RawProduction
+		if p, err = em.m.Production(e); err == nil {
+			out.Production = &p
+		}
+	}
+	if err != nil {
+		out.Problem = err.Error()
+	}
+	return out
+}
+
+func (em *entryMapper) roleGroup(e *ldap.Entry) (*RoleGroup, error) {
+	rg := em.cfg.Collaborations.Contacts.Groups
+	name, err := rdnPreferred(e, rg.NameAttribute)
+	if err != nil {
+		return nil, fmt.Errorf("role group: %w", err)
+	}
+	m := em.role.FindStringSubmatch(name)
+	if m == nil {
+		return nil, fmt.Errorf("role group name %q does not match %q", name, rg.Name)
+	}
+	return &RoleGroup{Collaboration: m[em.role.SubexpIndex("collab")], Role: directory.Role(m[em.role.SubexpIndex("role")]),
+		Values: e.GetEqualFoldAttributeValues(rg.Members)}, nil
+}
+
+// Resolve turns mapped entries into a snapshot: it resolves member,
+// contact, validator and owner references across the whole directory. It
+// is pure, and the result does not depend on the order of the entries.
+func Resolve(entries Entries) *directory.Snapshot {
+	return resolveWith(entries, resolveUsers(entries[StreamUsers]))
+}
+
+// userPart is the users' share of a snapshot: sorted users, their
+// problems, and the indexes the other streams resolve references with.
+// The live model keeps it while no user entry changes, so a membership
+// change does not pay for 100k users again. It is never modified.
+type userPart struct {
+	users    []directory.User
+	problems []directory.Problem
+	// uidByDN maps normalized user DNs to uids; known holds every uid.
+	uidByDN map[string]string
+	known   map[string]bool
+}
+
+// resolveWith resolves the other streams against users and assembles the
+// snapshot, which shares users' slice.
+func resolveWith(entries Entries, users *userPart) *directory.Snapshot {
+	r := &resolver{snap: &directory.Snapshot{Users: users.users}, users: users, collabByDN: map[string]string{}}
+	r.collaborations(entries[StreamCollaborations], entries[StreamRoleGroups])
+	r.production(entries[StreamProduction])
+	part := r.snap.Problems
+	r.snap.Problems = append(append(make([]directory.Problem, 0, len(users.problems)+len(part)), users.problems...), part...)
+	r.snap.Sort() // users are sorted already: a pass over them
+	return r.snap
+}
+
+// resolver is the work area of one Resolve.
+type resolver struct {
+	snap  *directory.Snapshot
+	users *userPart
+	// collabByDN maps normalized collaboration DNs to names.
+	collabByDN map[string]string
+}
+
+func (r *resolver) problem(dn, format string, args ...any) {
+	r.snap.Problems = append(r.snap.Problems, directory.Problem{DN: dn, Reason: fmt.Sprintf(format, args...)})
+}
+
+// dangling records a reference to a user that does not exist.
+func (r *resolver) dangling(dn, format string, args ...any) {
+	r.snap.Problems = append(r.snap.Problems, directory.Problem{DN: dn, Reason: fmt.Sprintf(format, args...), Reference: true})
+}
+
+// uidOf resolves a DN or a uid to a known uid.
+func (r *resolver) uidOf(v string) (string, bool) { return r.users.uidOf(v) }
+
+func (p *userPart) uidOf(v string) (string, bool) {
+	if strings.Contains(v, "=") {
+		uid, ok := p.uidByDN[NormalizeDN(v)]
+		return uid, ok
+	}
+	return v, p.known[v]
+}
+
+// resolveUsers maps user entries to sorted users, resolving validators.
+func resolveUsers(entries map[string]*Mapped) *userPart {
+	p := &userPart{users: make([]directory.User, 0, len(entries)), uidByDN: map[string]string{}, known: make(map[string]bool, len(entries))}
+	type pending struct {
+		dn, validator string // DN or uid
+	}
+	var validated []pending
+	for _, e := range entries {
+		if e.User == nil {
+			p.problems = append(p.problems, directory.Problem{DN: e.DN, Reason: e.Problem})
+			continue
+		}
+		u := e.User
+		if e.NormDN != "" {
+			p.uidByDN[e.NormDN] = u.UID
+		}
+		p.known[u.UID] = true
+		if u.ValidatedBy != "" {
+			validated = append(validated, pending{u.DN, u.ValidatedBy})
+		}
+		p.users = append(p.users, u.User)
+	}
+	sortUsers(p.users)
+	// Validators can only be resolved once every user is known.
+	byDN := make(map[string]int, len(validated))
+	for _, v := range validated {
+		byDN[v.dn] = -1
+	}
+	for i := range p.users {
+		if _, ok := byDN[p.users[i].DN]; ok {
+			byDN[p.users[i].DN] = i
+		}
+	}
+	for _, v := range validated {
+		u := &p.users[byDN[v.dn]]
+		if uid, ok := p.uidOf(v.validator); ok {
+			u.ValidatedBy = uid
+		} else {
+			p.problems = append(p.problems, directory.Problem{DN: u.DN, Reference: true,
+				Reason: fmt.Sprintf("validator %q is not a known user; the account counts as not validated", v.validator)})
+		}
+	}
+	return p
+}
+
+func sortUsers(users []directory.User) {
+	s := directory.Snapshot{Users: users}
+	s.Sort()
+}
+
+// collaborations resolves members and contacts (from the collaborations'
+// own attributes and from role groups) to uids.
+func (r *resolver) collaborations(entries, roleGroups map[string]*Mapped) {
+	raws := make([]*RawCollaboration, 0, len(entries))
+	for _, e := range entries {
+		if e.Collaboration == nil {
+			r.problem(e.DN, "%s", e.Problem)
+			continue
+		}
+		raws = append(raws, e.Collaboration)
+		r.collabByDN[e.NormDN] = e.Collaboration.Name
+	}
+	// In DN order, so that which of two collaborations of one name gets a
+	// role group's contacts does not depend on the order of reading.
+	sort.Slice(raws, func(i, j int) bool { return raws[i].DN < raws[j].DN })
+	byName := make(map[string]int, len(raws))
+	for i, c := range raws {
+		byName[c.Name] = i
+	}
+	fromGroups := make([]map[directory.Role][]string, len(raws))
+	for _, e := range roleGroups {
+		if e.RoleGroup == nil {
+			r.problem(e.DN, "%s", e.Problem)
+			continue
+		}
+		g := e.RoleGroup
+		i, ok := byName[g.Collaboration]
+		if !ok {
+			r.problem(e.DN, "role group for unknown collaboration %q", g.Collaboration)
+			continue
+		}
+		if fromGroups[i] == nil {
+			fromGroups[i] = map[directory.Role][]string{}
+		}
+		fromGroups[i][g.Role] = append(fromGroups[i][g.Role], g.Values...)
+	}
+	r.snap.Collaborations = make([]directory.Collaboration, 0, len(raws))
+	for i, raw := range raws {
+		c := raw.Collaboration
+		var unknown []string
+		c.Members, unknown = Members(raw.MemberValues, r.uidOf)
+		for _, v := range unknown {
+			r.dangling(c.DN, "member %q is not a known user; left out", v)
+		}
+		c.Contacts = map[directory.Role][]string{}
+		for _, role := range directory.Roles() {
+			values := append(append([]string(nil), raw.ContactValues[role]...), fromGroups[i][role]...)
+			if len(values) == 0 {
+				continue
+			}
+			uids, unknown := Members(values, r.uidOf)
+			for _, v := range unknown {
+				r.dangling(c.DN, "%s contact %q is not a known user; left out", role, v)
+			}
+			if len(uids) > 0 {
+				c.Contacts[role] = uids
+			}
+		}
+		r.snap.Collaborations = append(r.snap.Collaborations, c)
+	}
+}
+
+func (r *resolver) production(entries map[string]*Mapped) {
+	for _, e := range entries {
+		if e.Production == nil {
+			r.problem(e.DN, "%s", e.Problem)
+			continue
+		}
+		p := *e.Production
+		if p.Owner != "" {
+			if strings.Contains(p.Owner, "=") {
+				name, ok := r.collabByDN[NormalizeDN(p.Owner)]
+				if !ok {
+					r.problem(e.DN, "owner %q is not a known collaboration", p.Owner)
+					continue
+				}
+				p.Collaboration = name
+			} else {
+				p.Collaboration = p.Owner
+			}
+		}
+		r.snap.ProductionAccounts = append(r.snap.ProductionAccounts, p.ProductionAccount)
+	}
+}
