@@ -10,8 +10,19 @@ import (
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
-// Statuses returns what was last provisioned of each subject.
+// Statuses returns what was last provisioned of each subject. The map is
+// shared with later calls (it is cached while no process writes the
+// table): it must not be modified.
 func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
+	gen, err := s.generation(ctx, s.DB, "subject_status")
+	if err != nil {
+		return nil, fmt.Errorf("read statuses: %w", err)
+	}
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	if s.cache.statuses != nil && s.cache.statusGen == gen {
+		return s.cache.statuses, nil
+	}
 	rows, err := s.DB.QueryContext(ctx, "SELECT subject, status, dn, number FROM subject_status")
 	if err != nil {
 		return nil, fmt.Errorf("read statuses: %w", err)
@@ -26,13 +37,18 @@ func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 		}
 		prev[subject] = p
 	}
-	return prev, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	s.cache.statuses, s.cache.statusGen = prev, gen
+	return prev, nil
 }
 
 // SaveStatuses makes the stored statuses these, in one transaction,
 // writing only the rows that differ from stored, what the store held when
 // the run read it (the caller's lock keeps it so): a run that changed one
 // subject of 100k writes one row, not 100k. A nil stored is read first.
+// statuses is kept (as the cache of the table): it must not be modified.
 func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Previous, now time.Time) error {
 	if stored == nil {
 		var err error
@@ -50,11 +66,13 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 		return err
 	}
 	defer del.Close()
+	writes := 0
 	for subject := range stored {
 		if _, ok := statuses[subject]; !ok {
 			if _, err := del.ExecContext(ctx, subject); err != nil {
 				return fmt.Errorf("forget status of %s: %w", subject, err)
 			}
+			writes++
 		}
 	}
 	upsert, err := tx.PrepareContext(ctx, `INSERT INTO subject_status (subject, status, dn, number, updated_at) VALUES (?, ?, ?, ?, ?)
@@ -71,39 +89,127 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 		if _, err := upsert.ExecContext(ctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
 			return fmt.Errorf("save status of %s: %w", subject, err)
 		}
+		writes++
 	}
-	return tx.Commit()
+	if writes == 0 {
+		return nil
+	}
+	gen, err := s.bump(ctx, tx, "subject_status")
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.cache.mu.Lock()
+	s.cache.statuses, s.cache.statusGen = statuses, gen
+	s.cache.mu.Unlock()
+	return nil
 }
 
 // violationKey identifies a violation across runs.
-func violationKey(v directory.Violation) (string, string) { return string(v.Kind), v.Subject }
+type violationKey struct{ kind, subject string }
+
+func keyOf(v directory.Violation) violationKey { return violationKey{string(v.Kind), v.Subject} }
 
 // RecordViolations stores the current violations, forgets those that are
-// gone, and sets each one's Since to when it was first seen.
+// gone, and sets each one's Since to when it was first seen. Only new and
+// gone violations are written.
 func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, now time.Time) error {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	stored, err := s.violationsLocked(ctx)
+	if err != nil {
+		return err
+	}
+	current := make(map[violationKey]int64, len(vs))
+	var added []violationKey
+	for i := range vs {
+		k := keyOf(vs[i])
+		first, ok := stored[k]
+		if !ok {
+			first = now.UnixNano()
+			added = append(added, k)
+		}
+		current[k] = first
+		vs[i].Since = time.Unix(0, first).UTC()
+	}
+	var gone []violationKey
+	for k := range stored {
+		if _, ok := current[k]; !ok {
+			gone = append(gone, k)
+		}
+	}
+	if len(added) == 0 && len(gone) == 0 {
+		return nil
+	}
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	upsert, err := tx.PrepareContext(ctx, `INSERT INTO violation (kind, subject, first_seen, last_seen) VALUES (?, ?, ?, ?)
-		ON CONFLICT (kind, subject) DO UPDATE SET last_seen = excluded.last_seen RETURNING first_seen`)
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO violation (kind, subject, first_seen, last_seen) VALUES (?, ?, ?, ?)
+		ON CONFLICT (kind, subject) DO NOTHING`)
 	if err != nil {
 		return err
 	}
-	defer upsert.Close()
-	for i := range vs {
-		kind, subject := violationKey(vs[i])
-		var first int64
-		if err := upsert.QueryRowContext(ctx, kind, subject, now.UnixNano(), now.UnixNano()).Scan(&first); err != nil {
-			return fmt.Errorf("record violation %s of %s: %w", kind, subject, err)
+	defer ins.Close()
+	for _, k := range added {
+		if _, err := ins.ExecContext(ctx, k.kind, k.subject, current[k], now.UnixNano()); err != nil {
+			return fmt.Errorf("record violation %s of %s: %w", k.kind, k.subject, err)
 		}
-		vs[i].Since = time.Unix(0, first).UTC()
 	}
-	if _, err := tx.ExecContext(ctx, "DELETE FROM violation WHERE last_seen < ?", now.UnixNano()); err != nil {
+	del, err := tx.PrepareContext(ctx, "DELETE FROM violation WHERE kind = ? AND subject = ?")
+	if err != nil {
 		return err
 	}
-	return tx.Commit()
+	defer del.Close()
+	for _, k := range gone {
+		if _, err := del.ExecContext(ctx, k.kind, k.subject); err != nil {
+			return fmt.Errorf("forget violation %s of %s: %w", k.kind, k.subject, err)
+		}
+	}
+	gen, err := s.bump(ctx, tx, "violation")
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		s.cache.violations = nil
+		return err
+	}
+	s.cache.violations, s.cache.violationGen = current, gen
+	return nil
+}
+
+// violationsLocked returns the stored violations' first-seen times, from
+// the cache while no process wrote them (cache.mu held).
+func (s *Store) violationsLocked(ctx context.Context) (map[violationKey]int64, error) {
+	gen, err := s.generation(ctx, s.DB, "violation")
+	if err != nil {
+		return nil, fmt.Errorf("read violations: %w", err)
+	}
+	if s.cache.violations != nil && s.cache.violationGen == gen {
+		return s.cache.violations, nil
+	}
+	rows, err := s.DB.QueryContext(ctx, "SELECT kind, subject, first_seen FROM violation")
+	if err != nil {
+		return nil, fmt.Errorf("read violations: %w", err)
+	}
+	defer rows.Close()
+	out := map[violationKey]int64{}
+	for rows.Next() {
+		var k violationKey
+		var first int64
+		if err := rows.Scan(&k.kind, &k.subject, &first); err != nil {
+			return nil, err
+		}
+		out[k] = first
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	s.cache.violations, s.cache.violationGen = out, gen
+	return out, nil
 }
 
 // ViolationsSince fills Since from the store without recording anything,
@@ -115,7 +221,8 @@ func (s *Store) ViolationsSince(ctx context.Context, vs []directory.Violation, n
 	}
 	defer stmt.Close()
 	for i := range vs {
-		kind, subject := violationKey(vs[i])
+		k := keyOf(vs[i])
+		kind, subject := k.kind, k.subject
 		var first int64
 		switch err := stmt.QueryRowContext(ctx, kind, subject).Scan(&first); {
 		case err == nil:

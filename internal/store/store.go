@@ -22,6 +22,8 @@ import (
 type Store struct {
 	DB   *sql.DB
 	path string
+
+	cache cache
 }
 
 // migrations are applied in order, each once; never edit one that shipped.
@@ -153,6 +155,29 @@ var migrations = []string{
 	);`,
 	// 9: how long a target has been failing, for the retry queue's metrics.
 	`ALTER TABLE outbox ADD COLUMN first_failed INTEGER NOT NULL DEFAULT 0; -- unix nanoseconds`,
+	// 10: a counter per table that every write of it bumps, so a process
+	// may keep the table in memory and re-read it only when another
+	// process wrote it (the daemon's run per change reads no 100k rows).
+	`CREATE TABLE generation (
+		name TEXT PRIMARY KEY,
+		gen  INTEGER NOT NULL
+	) WITHOUT ROWID;`,
+	// 11: the daemon's live directory model, entry by entry as the
+	// directory sent it, so a restart resumes the change stream from its
+	// cookie instead of reading the whole directory again. digest names
+	// the searches and mappings it was built with.
+	`CREATE TABLE live_entry (
+		stream TEXT NOT NULL,
+		key    TEXT NOT NULL, -- entryUUID
+		dn     TEXT NOT NULL,
+		attrs  BLOB NOT NULL, -- JSON: attribute → values, as received
+		PRIMARY KEY (stream, key)
+	) WITHOUT ROWID;
+	CREATE TABLE live_model (
+		id     INTEGER PRIMARY KEY CHECK (id = 1),
+		digest TEXT NOT NULL
+	);
+	DELETE FROM sync_cookie; -- cookies from before the model was kept`,
 }
 
 // openLockWait bounds the wait for another process opening the database.

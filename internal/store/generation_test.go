@@ -1,0 +1,74 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+// TestCachedTablesFollowOtherProcesses: a store keeps the statuses and
+// violations it reads on every run in memory; a write by another process
+// (another Store on the same file) is seen by the next read, and the
+// first-seen date of a violation survives through both.
+func TestCachedTablesFollowOtherProcesses(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	a, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	t0 := time.Unix(1_800_000_000, 0)
+
+	if err := a.SaveStatuses(ctx, nil, directory.Previous{"user:alice": {Status: "active"}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.Statuses(ctx); got["user:alice"].Status != "active" {
+		t.Fatalf("b reads %v", got)
+	}
+	if got, _ := a.Statuses(ctx); len(got) != 1 {
+		t.Fatalf("a reads %v", got)
+	}
+	// b writes; a's cached copy is stale and must not be served.
+	if err := b.SaveStatuses(ctx, nil, directory.Previous{"user:alice": {Status: "suspended"}, "user:bob": {Status: "active"}}, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.Statuses(ctx); got["user:alice"].Status != "suspended" || len(got) != 2 {
+		t.Errorf("after b's write a reads %v", got)
+	}
+
+	v := func() []directory.Violation {
+		return []directory.Violation{{Kind: directory.KindMailDomain, Subject: "user:alice"}}
+	}
+	first := v()
+	if err := a.RecordViolations(ctx, first, t0); err != nil {
+		t.Fatal(err)
+	}
+	// b forgets it (alice fixed her mail) and sees it again later: a new first-seen.
+	if err := b.RecordViolations(ctx, nil, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	again := v()
+	if err := a.RecordViolations(ctx, again, t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if !again[0].Since.Equal(t0.Add(2 * time.Hour)) {
+		t.Errorf("a served its stale cache: since %v, want %v", again[0].Since, t0.Add(2*time.Hour))
+	}
+	// Unchanged: the first-seen date stays, through either store.
+	still := v()
+	if err := b.RecordViolations(ctx, still, t0.Add(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if !still[0].Since.Equal(t0.Add(2 * time.Hour)) {
+		t.Errorf("since %v, want %v", still[0].Since, t0.Add(2*time.Hour))
+	}
+}

@@ -1,0 +1,126 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// LiveOp is one change of the saved live model: an entry as received, or
+// (Attrs nil) its deletion.
+type LiveOp struct {
+	Stream, Key, DN string
+	Attrs           []byte
+}
+
+// LoadModel calls each for every entry of the live model saved under
+// digest and returns the streams' cookies. A model saved under another
+// digest (other searches or mappings) is discarded: nothing is returned.
+func (s *Store) LoadModel(ctx context.Context, digest string, each func(stream, key, dn string, attrs []byte) error) (map[string][]byte, error) {
+	var saved string
+	err := s.DB.QueryRowContext(ctx, "SELECT digest FROM live_model WHERE id = 1").Scan(&saved)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && saved != digest) {
+		return nil, s.clearModel(ctx, digest)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read saved live model: %w", err)
+	}
+	rows, err := s.DB.QueryContext(ctx, "SELECT stream, key, dn, attrs FROM live_entry")
+	if err != nil {
+		return nil, fmt.Errorf("read saved live model: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var stream, key, dn string
+		var attrs []byte
+		if err := rows.Scan(&stream, &key, &dn, &attrs); err != nil {
+			return nil, fmt.Errorf("read saved live model: %w", err)
+		}
+		if err := each(stream, key, dn, attrs); err != nil {
+			return nil, err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read saved live model: %w", err)
+	}
+	rows.Close()
+	cookies := map[string][]byte{}
+	crows, err := s.DB.QueryContext(ctx, "SELECT stream, cookie FROM sync_cookie")
+	if err != nil {
+		return nil, fmt.Errorf("read cookies: %w", err)
+	}
+	defer crows.Close()
+	for crows.Next() {
+		var stream string
+		var c []byte
+		if err := crows.Scan(&stream, &c); err != nil {
+			return nil, err
+		}
+		cookies[stream] = c
+	}
+	return cookies, crows.Err()
+}
+
+// clearModel forgets the saved model and cookies, and starts one under digest.
+func (s *Store) clearModel(ctx context.Context, digest string) error {
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, q := range []string{"DELETE FROM live_entry", "DELETE FROM sync_cookie"} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("clear saved live model: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO live_model (id, digest) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET digest = excluded.digest`, digest); err != nil {
+		return fmt.Errorf("clear saved live model: %w", err)
+	}
+	return tx.Commit()
+}
+
+// SaveModel applies changes of the live model and the cookies that cover
+// them in one transaction, so a saved cookie never runs ahead of the saved
+// entries (a nil cookie forgets the stream's).
+func (s *Store) SaveModel(ctx context.Context, ops []LiveOp, cookies map[string][]byte) error {
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	put, err := tx.PrepareContext(ctx, `INSERT INTO live_entry (stream, key, dn, attrs) VALUES (?, ?, ?, ?)
+		ON CONFLICT (stream, key) DO UPDATE SET dn = excluded.dn, attrs = excluded.attrs`)
+	if err != nil {
+		return err
+	}
+	defer put.Close()
+	del, err := tx.PrepareContext(ctx, "DELETE FROM live_entry WHERE stream = ? AND key = ?")
+	if err != nil {
+		return err
+	}
+	defer del.Close()
+	for _, op := range ops {
+		if op.Attrs == nil {
+			_, err = del.ExecContext(ctx, op.Stream, op.Key)
+		} else {
+			_, err = put.ExecContext(ctx, op.Stream, op.Key, op.DN, op.Attrs)
+		}
+		if err != nil {
+			return fmt.Errorf("save live model entry %s: %w", op.DN, err)
+		}
+	}
+	for stream, c := range cookies {
+		if c == nil {
+			_, err = tx.ExecContext(ctx, "DELETE FROM sync_cookie WHERE stream = ?", stream)
+		} else {
+			_, err = tx.ExecContext(ctx, `INSERT INTO sync_cookie (stream, cookie) VALUES (?, ?)
+				ON CONFLICT (stream) DO UPDATE SET cookie = excluded.cookie`, stream, c)
+		}
+		if err != nil {
+			return fmt.Errorf("save cookie of %s: %w", stream, err)
+		}
+	}
+	return tx.Commit()
+}
