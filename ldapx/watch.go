@@ -24,12 +24,6 @@ var ErrNoSyncrepl = errors.New("the directory does not offer syncrepl (RFC 4533)
 // full refresh, at once.
 var errCookieRejected = errors.New("the directory rejected the stored syncrepl cookie")
 
-// CookieStore keeps each stream's syncrepl cookie across restarts.
-type CookieStore interface {
-	Cookie(ctx context.Context, stream string) ([]byte, error)
-	SaveCookie(ctx context.Context, stream string, cookie []byte) error
-}
-
 // WatchEvents receives what the watcher sees, for metrics and status.
 type WatchEvents interface {
 	Connected(bool)
@@ -37,55 +31,35 @@ type WatchEvents interface {
 	Live(stream string, resumed bool)
 }
 
-// Watcher notices directory changes with syncrepl refreshAndPersist, one
-// stream per configured search, and calls changed for each. It reconnects
-// with backoff across the configured URIs; it never reads attributes (1.1):
-// the reconcile that follows reads the directory itself.
+// Watcher keeps a Model live with syncrepl refreshAndPersist, one stream
+// per configured search, all on one connection. It reconnects with backoff
+// across the configured URIs, resuming each stream from the model's
+// cookie: after a short outage only what changed is sent again.
 type Watcher struct {
-	client  *Client
-	cfg     config.LDAP
-	log     *slog.Logger
-	cookies CookieStore
-	events  WatchEvents
-	// CatchUp makes the first connection call changed too, as every
-	// reconnect does: for a caller whose view may be older than the
-	// stream's start (coming back from polling).
-	CatchUp bool
+	client *Client
+	cfg    config.LDAP
+	log    *slog.Logger
+	events WatchEvents
 }
 
 // NewWatcher returns a watcher for the configured directory.
-func NewWatcher(cfg config.LDAP, log *slog.Logger, cookies CookieStore, events WatchEvents) *Watcher {
-	return &Watcher{client: NewClient(cfg, log), cfg: cfg, log: log, cookies: cookies, events: events}
+func NewWatcher(cfg config.LDAP, log *slog.Logger, events WatchEvents) *Watcher {
+	return &Watcher{client: NewClient(cfg, log), cfg: cfg, log: log, events: events}
 }
 
-// streams are the searches watched, by name.
-func (w *Watcher) streams() map[string]config.Search {
-	s := map[string]config.Search{"users": w.cfg.Users.Search, "collaborations": w.cfg.Collaborations.Search}
-	if rg := w.cfg.Collaborations.Contacts.Groups; rg != nil {
-		s["role_groups"] = rg.Search
-	}
-	if p := w.cfg.ProductionAccounts; p != nil {
-		s["production_accounts"] = p.Search
-	}
-	return s
-}
-
-// Run watches until ctx ends (then it returns nil), or until it learns the
-// server has no syncrepl (ErrNoSyncrepl). After each reconnect it calls
-// changed once, since changes may have been missed while down.
-func (w *Watcher) Run(ctx context.Context, changed func()) error {
+// Run keeps m live until ctx ends (then it returns nil), or until it
+// learns the server has no syncrepl (ErrNoSyncrepl).
+func (w *Watcher) Run(ctx context.Context, m *Model) error {
 	const minBackoff, maxBackoff = time.Second, time.Minute
 	backoff := minBackoff
-	for first := true; ; first = false {
+	for {
 		conn, err := w.client.Connect(ctx)
 		if err == nil {
 			w.events.Connected(true)
-			if !first || w.CatchUp {
-				changed()
-			}
 			start := time.Now()
-			err = w.session(ctx, conn, changed)
+			err = w.session(ctx, conn, m)
 			conn.Close()
+			m.down()
 			w.events.Connected(false)
 			if time.Since(start) > 30*time.Second {
 				backoff = minBackoff // it had been working: retry soon
@@ -114,18 +88,19 @@ func (w *Watcher) Run(ctx context.Context, changed func()) error {
 	}
 }
 
-// session runs every stream on one connection until the first fails.
-func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, changed func()) error {
+// session runs every stream on one connection until the first fails, or
+// the model asks for a full refresh.
+func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, m *Model) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	streams := w.streams()
-	errs := make(chan error, len(streams))
+	search := streams(w.cfg)
+	errs := make(chan error, len(search)+1)
 	var wg sync.WaitGroup
-	for name, search := range streams {
+	for name, s := range search {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := w.stream(ctx, conn, name, search, changed)
+			err := w.stream(ctx, conn, name, s, m)
 			if err != nil {
 				err = fmt.Errorf("stream %s: %w", name, err)
 			}
@@ -133,8 +108,17 @@ func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, changed func()) 
 			cancel() // one stream down: reconnect all
 		}()
 	}
+	refresh := m.refreshRequired()
+	go func() {
+		select {
+		case <-refresh:
+			errs <- fmt.Errorf("%w: the live model differed from a full read", errCookieRejected)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	wg.Wait()
-	close(errs)
+	cancel()
 	// A stream that ended because another failed reports the context's
 	// end; the cause is the other's error. No syncrepl weighs most, then
 	// a rejected cookie (restart at once).
@@ -150,8 +134,8 @@ func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, changed func()) 
 		return 1
 	}
 	var first error
-	for err := range errs {
-		if rank(err) > rank(first) {
+	for len(errs) > 0 {
+		if err := <-errs; rank(err) > rank(first) {
 			first = err
 		}
 	}
@@ -163,67 +147,64 @@ const (
 	resultSyncRefreshRequired = 4096 // RFC 4533: start again without a cookie
 )
 
-func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name string, search config.Search, changed func()) error {
-	cookie, err := w.cookies.Cookie(ctx, name)
-	if err != nil {
-		return fmt.Errorf("load cookie: %w", err)
-	}
+func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, search config.Search, m *Model) error {
+	cookie := m.cookie(name)
 	resumed := len(cookie) > 0
-	req := searchRequest(search, []string{"1.1"})
+	req := searchRequest(search, m.em.attributes(name))
 	resp := conn.Syncrepl(ctx, req, 64, ldap.SyncRequestModeRefreshAndPersist, cookie, false)
-	refreshing := true
-	save := func(c []byte) error {
-		if len(c) == 0 {
-			return nil
-		}
-		return w.cookies.SaveCookie(ctx, name, c)
-	}
+	m.beginRefresh(name, resumed)
+	var err error
 	for resp.Next() {
 		if e := resp.Entry(); e != nil {
 			st, _ := ldap.FindControl(resp.Controls(), ldap.ControlTypeSyncState).(*ldap.ControlSyncState)
-			kind := "present"
-			if st != nil {
-				kind = syncStateName(st.State)
-				if err := save(st.Cookie); err != nil {
-					return err
-				}
+			if st == nil {
+				return fmt.Errorf("%w: entry %s came without a sync state control", ErrNoSyncrepl, e.DN)
 			}
-			w.events.SyncEvent(name, kind)
-			// Entries of a first refresh are the directory as it is, not
-			// changes; everything else is.
-			if !refreshing || resumed {
-				changed()
+			key := st.EntryUUID.String()
+			switch {
+			case st.State == ldap.SyncStateDelete:
+				m.remove(name, key)
+			case st.State == ldap.SyncStatePresent && len(e.Attributes) == 0:
+				m.present(name, key)
+			default: // add, modify (a rename is a modify), or present with its attributes
+				m.put(name, key, e)
 			}
+			m.saveCookie(name, st.Cookie)
+			w.events.SyncEvent(string(name), syncStateName(st.State))
 			continue
 		}
 		info, ok := ldap.FindControl(resp.Controls(), ldap.ControlTypeSyncInfo).(*ldap.ControlSyncInfo)
 		if !ok {
 			continue
 		}
-		w.events.SyncEvent(name, "info")
+		w.events.SyncEvent(string(name), "info")
 		switch {
 		case info.NewCookie != nil:
-			err = save(info.NewCookie.Cookie)
+			m.saveCookie(name, info.NewCookie.Cookie)
 		case info.RefreshDelete != nil:
-			err = save(info.RefreshDelete.Cookie)
+			m.saveCookie(name, info.RefreshDelete.Cookie)
 			if info.RefreshDelete.RefreshDone {
-				refreshing = false
-				w.events.Live(name, resumed)
+				if err := w.live(m, name, resumed); err != nil {
+					return err
+				}
 			}
 		case info.RefreshPresent != nil:
-			err = save(info.RefreshPresent.Cookie)
+			m.saveCookie(name, info.RefreshPresent.Cookie)
+			m.endPresent(name)
 			if info.RefreshPresent.RefreshDone {
-				refreshing = false
-				w.events.Live(name, resumed)
+				if err := w.live(m, name, resumed); err != nil {
+					return err
+				}
 			}
 		case info.SyncIdSet != nil:
-			err = save(info.SyncIdSet.Cookie)
-			if info.SyncIdSet.RefreshDeletes || !refreshing || resumed {
-				changed()
+			for _, id := range info.SyncIdSet.SyncUUIDs {
+				if info.SyncIdSet.RefreshDeletes {
+					m.remove(name, id.String())
+				} else {
+					m.present(name, id.String())
+				}
 			}
-		}
-		if err != nil {
-			return err
+			m.saveCookie(name, info.SyncIdSet.Cookie)
 		}
 	}
 	err = resp.Err()
@@ -236,13 +217,10 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name string, sear
 		// than provider!" (restarted before checkpointing its contextCSN,
 		// restored from an older backup): a 53 with a cookie is about the
 		// cookie. Without one, a 53 says no syncrepl (below).
-		w.log.Warn("the directory rejected the stored syncrepl cookie; dropping it for a full refresh", "stream", name, "err", err)
-		if err := w.cookies.SaveCookie(ctx, name, nil); err != nil {
-			return err
-		}
+		w.log.Warn("the directory rejected the syncrepl cookie; dropping it for a full refresh", "stream", name, "err", err)
+		m.dropCookie(name)
 		if !resumed {
-			// No cookie was sent (one saved since is dropped): reconnect
-			// with backoff, never in a loop.
+			// No cookie was sent: reconnect with backoff, never in a loop.
 			return fmt.Errorf("full refresh required: %v", err)
 		}
 		return fmt.Errorf("%w: %v", errCookieRejected, err)
@@ -253,6 +231,16 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name string, sear
 		return err
 	}
 	return errors.New("the server ended the change stream")
+}
+
+// live ends a stream's refresh.
+func (w *Watcher) live(m *Model, name StreamName, resumed bool) error {
+	if err := m.endRefresh(name); err != nil {
+		m.dropCookie(name)
+		return fmt.Errorf("%w: %v", errCookieRejected, err)
+	}
+	w.events.Live(string(name), resumed)
+	return nil
 }
 
 func syncStateName(s ldap.ControlSyncStateState) string {

@@ -5,81 +5,15 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/accounting/report"
 	"github.com/collabsync/collabsync/internal/config"
-	"github.com/collabsync/collabsync/internal/store"
-	"github.com/collabsync/collabsync/ldapx"
+	"github.com/collabsync/collabsync/sync/reconcile"
 )
-
-// ingestSource turns a configured source into the ingester's.
-func ingestSource(s config.AccountingSource) (ingest.Source, error) {
-	loc, err := time.LoadLocation(s.TimeZone)
-	if err != nil {
-		return ingest.Source{}, err
-	}
-	ratio := s.MaxBadRatio
-	return ingest.Source{Name: s.Name, Format: s.Format, Options: accounting.Options{Cluster: s.Cluster, Location: loc},
-		MaxBadRatio: &ratio, SampleLines: s.SampleLines}, nil
-}
-
-// sourcePaths expands a source's globs.
-func sourcePaths(s config.AccountingSource) ([]string, error) {
-	var out []string
-	for _, g := range s.Paths {
-		m, err := filepath.Glob(g)
-		if err != nil {
-			return nil, fmt.Errorf("source %s: %w", s.Name, err)
-		}
-		out = append(out, m...)
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
-// attributor returns what charges jobs to collaborations: the state the
-// last sync saved; without one, the directory read once (and saved); when
-// that fails too, the jobs' account names alone, said in the log, so that
-// no job waits for LDAP.
-func attributor(ctx context.Context, cfg *config.Config, a *app, st *store.Store) (*accounting.Attributor, error) {
-	saved, err := st.LoadAttribution(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if saved != nil {
-		a.log.Debug("attributing jobs with the directory state saved by the last sync", "saved_at", saved.SavedAt)
-		return accounting.NewAttributorFrom(saved.Collaborations, saved.AdminOf), nil
-	}
-	snap, err := ldapx.NewSource(cfg.LDAP, a.log).Snapshot(ctx)
-	if err != nil {
-		a.log.Warn("no sync has saved the directory's state yet and the directory cannot be read: "+
-			"jobs are attributed by their account name alone (run 'collabsync sync --once' to attribute by membership)", "err", err)
-		return accounting.AccountOnly(), nil
-	}
-	state, err := evaluate(ctx, cfg, st, snap)
-	if err != nil {
-		return nil, err
-	}
-	attr := accounting.NewAttributor(state)
-	if err := saveAttribution(ctx, st, attr, time.Now()); err != nil {
-		return nil, err
-	}
-	return attr, nil
-}
-
-func saveAttribution(ctx context.Context, st *store.Store, attr *accounting.Attributor, now time.Time) error {
-	collabs, adminOf := attr.Tables()
-	if err := st.SaveAttribution(ctx, &store.Attribution{Collaborations: collabs, AdminOf: adminOf}, now); err != nil {
-		return fmt.Errorf("save attribution: %w", err)
-	}
-	return nil
-}
 
 func cmdIngest(ctx context.Context, a *app, args []string) int {
 	fs := a.newFlagSet("ingest", "[--source NAME] [--from FILE] [--rescan]")
@@ -115,7 +49,7 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 		return exitFailure
 	}
 	defer done()
-	attr, err := attributor(ctx, cfg, a, st)
+	attr, err := reconcile.Attributor(ctx, cfg, a.log, st)
 	if err != nil {
 		a.errorf(err)
 		return exitFailure
@@ -126,14 +60,14 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 	}
 	code := exitOK
 	for _, s := range sources {
-		src, err := ingestSource(s)
+		src, err := reconcile.IngestSource(s)
 		if err != nil {
 			a.errorf(err)
 			return exitUsage
 		}
 		paths := []string{*from}
 		if *from == "" {
-			if paths, err = sourcePaths(s); err != nil {
+			if paths, err = reconcile.SourcePaths(s); err != nil {
 				a.errorf(err)
 				return exitUsage
 			}

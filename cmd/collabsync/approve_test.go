@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/collabsync/collabsync/sync/daemon"
 )
 
 // strictGuard makes every deletion need approval (explicit zeros are
@@ -16,7 +18,7 @@ func strictGuard(t *testing.T, e *syncEnv) {
 	os.WriteFile(e.config, []byte(doc), 0o600)
 }
 
-func (d *daemonProc) held(t *testing.T) *heldStatus {
+func (d *daemonProc) held(t *testing.T) *daemon.HeldPlan {
 	t.Helper()
 	if ts := d.status(t).Targets["nss"]; ts != nil {
 		return ts.Held

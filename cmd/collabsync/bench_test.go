@@ -17,6 +17,7 @@ import (
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
 	"github.com/collabsync/collabsync/ldapx"
+	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 // bigDirectory starts slapd with a generated directory of users and
@@ -75,7 +76,7 @@ func BenchmarkFullRead100k(b *testing.B) {
 
 	// The rules over the same snapshot, with institution lists so the
 	// e-mail rules run for every user.
-	pol, err := policy(cfg, time.Now())
+	pol, err := reconcile.Policy(cfg, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}

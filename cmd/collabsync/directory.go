@@ -13,6 +13,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/ldapx"
+	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 func checkFormat(a *app, cmd, format string) bool {
@@ -36,12 +37,7 @@ func cmdViolations(ctx context.Context, a *app, args []string) int {
 		return code
 	}
 	defer st.Close()
-	snap, err := ldapx.NewSource(cfg.LDAP, a.log).Snapshot(ctx)
-	if err != nil {
-		a.errorf(fmt.Errorf("read directory: %w", err))
-		return exitFailure
-	}
-	state, err := evaluate(ctx, cfg, st, snap)
+	state, err := reconcile.ReadAndEvaluate(ctx, cfg, st, a.log)
 	if err != nil {
 		a.errorf(err)
 		return exitFailure

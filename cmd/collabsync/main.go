@@ -20,6 +20,7 @@ import (
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
+	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -175,7 +176,7 @@ func (a *app) openState(ctx context.Context) (cfg *config.Config, st *store.Stor
 	if cfg = a.loadConfig(); cfg == nil {
 		return nil, nil, exitUsage
 	}
-	st, err := openStore(ctx, cfg)
+	st, err := reconcile.OpenStore(ctx, cfg)
 	if err != nil {
 		a.errorf(err)
 		return nil, nil, exitFailure
@@ -198,7 +199,7 @@ func (a *app) openStateFor(ctx context.Context, cfg *config.Config, who string, 
 			return nil, nil, false
 		}
 	}
-	st, err := openStore(ctx, cfg)
+	st, err := reconcile.OpenStore(ctx, cfg)
 	if err != nil {
 		lock.Release()
 		a.errorf(err)

@@ -11,11 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/testharness"
-	"github.com/collabsync/collabsync/sync/engine"
 )
 
 // TestServeScrapedByPrometheus: a real Prometheus server scrapes the
@@ -75,36 +71,4 @@ func TestServeScrapedByPrometheus(t *testing.T) {
 		t.Errorf("series labels = %v", m)
 	}
 	d.stop(t)
-}
-
-// TestMetricsLint runs client_golang's linter over every metric after a
-// run, so names, units and help texts follow Prometheus conventions.
-func TestMetricsLint(t *testing.T) {
-	m := newMetrics("test")
-	state := &directory.State{
-		Users:      []directory.UserState{{Status: directory.StatusActive}},
-		Violations: []directory.Violation{{Kind: directory.KindMailDomain, Severity: directory.SeverityError}},
-	}
-	plan := &engine.Plan{Target: "nss", Changes: []engine.Change{{Op: engine.OpAdd}}}
-	m.observeRun(engine.RunReport{Started: time.Now(), State: state, Results: []engine.Result{{Target: "nss", Plan: plan, Applied: true}}})
-	m.setMode("syncrepl")
-	m.ingestJobs.WithLabelValues("s", "new").Add(3)
-	m.ingestCoreSeconds.WithLabelValues("c", "atlas").Add(7200)
-	m.ingestBadLines.WithLabelValues("s").Inc()
-	m.ingestRuns.WithLabelValues("s", "success").Inc()
-	m.ingestLast.WithLabelValues("s").Set(1)
-	m.ingestLag.WithLabelValues("s").Set(60)
-	problems, err := testutil.GatherAndLint(m.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("%s: %s", p.Metric, p.Text)
-	}
-	if n := testutil.ToFloat64(m.runs.WithLabelValues("nss", "success")); n != 1 {
-		t.Errorf("runs = %v", n)
-	}
-	if n := testutil.ToFloat64(m.changes.WithLabelValues("nss", "add")); n != 1 {
-		t.Errorf("changes = %v", n)
-	}
 }

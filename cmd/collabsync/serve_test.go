@@ -20,6 +20,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
+	"github.com/collabsync/collabsync/sync/daemon"
 )
 
 // daemonProc is `collabsync serve` running for a test.
@@ -129,10 +130,10 @@ func (d *daemonProc) waitReady(t testing.TB) {
 	eventually(t, 20*time.Second, "/readyz", func() bool { code, _ := d.get("/readyz"); return code == 200 })
 }
 
-func (d *daemonProc) status(t *testing.T) statusJSON {
+func (d *daemonProc) status(t *testing.T) daemon.StatusReport {
 	t.Helper()
 	_, body := d.get("/status")
-	var s statusJSON
+	var s daemon.StatusReport
 	if err := json.Unmarshal([]byte(body), &s); err != nil {
 		t.Fatalf("status %q: %v", body, err)
 	}

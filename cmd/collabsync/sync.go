@@ -9,6 +9,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 func cmdPlan(ctx context.Context, a *app, args []string) int {
@@ -58,9 +59,9 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		a.errorf(fmt.Errorf("state store: %w", err))
 		return exitFailure
 	}
-	state, results, err := newEngine(cfg, a.log, st).Run(ctx, opts)
+	state, results, err := reconcile.NewEngine(cfg, a.log, st).Run(ctx, opts)
 	if state != nil {
-		if serr := recordHistory(ctx, st, state, results, err, opts.DryRun); serr != nil {
+		if serr := reconcile.RecordHistory(ctx, st, state, results, err, opts.DryRun); serr != nil {
 			a.errorf(fmt.Errorf("state store: %w", serr))
 			return exitFailure
 		}
@@ -113,8 +114,8 @@ func cmdApprove(ctx context.Context, a *app, args []string) int {
 	if cfg == nil {
 		return exitUsage
 	}
-	if !slices.Contains(targetNames(cfg), target) {
-		fmt.Fprintf(a.stderr, "collabsync approve: no target %q in %s (targets: %s)\n", target, a.configPath, strings.Join(targetNames(cfg), ", "))
+	if !slices.Contains(reconcile.TargetNames(cfg), target) {
+		fmt.Fprintf(a.stderr, "collabsync approve: no target %q in %s (targets: %s)\n", target, a.configPath, strings.Join(reconcile.TargetNames(cfg), ", "))
 		return exitUsage
 	}
 	st, done, ok := a.openStateFor(ctx, cfg, "approve", true)

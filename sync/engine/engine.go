@@ -15,6 +15,13 @@ type Source interface {
 	Snapshot(ctx context.Context) (*directory.Snapshot, error)
 }
 
+// FullReader is a source that serves snapshots from a live view of the
+// directory and can also read it whole: a full reconcile asks for that,
+// and the source checks its live view against the read.
+type FullReader interface {
+	FullSnapshot(ctx context.Context) (*directory.Snapshot, error)
+}
+
 // Target is one downstream system.
 type Target interface {
 	Name() string
@@ -41,12 +48,20 @@ type GuardedTarget struct {
 }
 
 // Engine plans and applies every target against one source.
+//
+// It keeps each target's known state: what the target held when last read
+// or what the engine last applied to it. A plan is the desired state
+// against the known one, so a run reads a target's real state only the
+// first time, after a failed apply, and on a full reconcile, which repairs
+// (and counts) drift: records changed downstream behind the engine's back.
 type Engine struct {
 	Source Source
 	// Evaluate applies the account rules to a snapshot.
 	Evaluate func(context.Context, *directory.Snapshot) (*directory.State, error)
 	Targets  []GuardedTarget
 	Log      *slog.Logger
+
+	known map[string][]Record // by target name; absent: not known
 }
 
 // Options changes one run.
@@ -58,6 +73,9 @@ type Options struct {
 	Approved map[string]string
 	// Skip names targets left out of this run (waiting for their retry).
 	Skip map[string]bool
+	// Full is a full reconcile: the directory is read whole (when the
+	// source is a FullReader) and every target's real state is read.
+	Full bool
 }
 
 // Result is one target's outcome.
@@ -67,6 +85,9 @@ type Result struct {
 	Applied  bool
 	Err      error
 	Duration time.Duration
+	// Drift counts the records whose real state differed from what the
+	// engine had applied, as a full reconcile found (and repairs).
+	Drift int
 }
 
 // Run reads the source once, applies the rules, then plans (and unless
@@ -74,7 +95,13 @@ type Result struct {
 // does not stop the others. The returned error is the source's, or all
 // targets' errors joined.
 func (e *Engine) Run(ctx context.Context, opts Options) (*directory.State, []Result, error) {
-	snap, err := e.Source.Snapshot(ctx)
+	var snap *directory.Snapshot
+	var err error
+	if fr, ok := e.Source.(FullReader); ok && opts.Full {
+		snap, err = fr.FullSnapshot(ctx)
+	} else {
+		snap, err = e.Source.Snapshot(ctx)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("read directory: %w", err)
 	}
@@ -106,24 +133,58 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 			return Result{Err: fmt.Errorf("recover from an interrupted apply: %w", err)}
 		}
 	}
-	plan, err := MakePlan(ctx, t.Target, state)
+	if e.known == nil {
+		e.known = map[string][]Record{}
+	}
+	name := t.Name()
+	desired, err := t.Desired(state)
+	if err != nil {
+		return Result{Err: fmt.Errorf("desired state: %w", err)}
+	}
+	current, known := e.known[name]
+	var r Result
+	if opts.Full || !known {
+		real, err := t.Current(ctx)
+		if err != nil {
+			delete(e.known, name)
+			return Result{Err: fmt.Errorf("read current state: %w", err)}
+		}
+		if known {
+			drift, err := Diff(current, real)
+			if err != nil {
+				return Result{Err: err}
+			}
+			if r.Drift = len(drift); r.Drift > 0 {
+				e.Log.Warn("target changed behind collabsync's back; repairing", "target", name, "records", r.Drift)
+			}
+		}
+		current = real
+	}
+	e.known[name] = current
+	plan, err := NewPlan(name, current, desired)
 	if err != nil {
 		return Result{Err: err}
 	}
-	approved := opts.Approved[t.Name()] != "" && opts.Approved[t.Name()] == plan.Digest
+	r.Plan = plan
+	approved := opts.Approved[name] != "" && opts.Approved[name] == plan.Digest
 	t.Guard.Check(plan, opts.AllowDeletions || approved)
-	r := Result{Plan: plan}
 	switch {
 	case plan.Refused != "":
+		// Held for an operator, who may well act on the target directly
+		// (a sync --allow-deletions): the next run reads it again.
+		delete(e.known, name)
 		e.Log.Warn("plan refused by guard; it is held until approved", "target", plan.Target, "reason", plan.Refused,
 			"digest", plan.Digest, "approve", "collabsync approve "+plan.Target+" "+plan.Digest)
 		r.Err = fmt.Errorf("guard: %s; approve this plan with: collabsync approve %s %s", plan.Refused, plan.Target, plan.Digest)
 	case opts.DryRun || len(plan.Changes) == 0:
 	default:
 		if err := t.Apply(ctx, plan); err != nil {
+			// What a failed apply left is unknown: read it next time.
+			delete(e.known, name)
 			r.Err = fmt.Errorf("apply: %w", err)
 			return r
 		}
+		e.known[name] = desired
 		r.Applied = true
 	}
 	add, mod, del := plan.Counts()
@@ -142,9 +203,14 @@ func MakePlan(ctx context.Context, t Target, state *directory.State) (*Plan, err
 	if err != nil {
 		return nil, fmt.Errorf("read current state: %w", err)
 	}
+	return NewPlan(t.Name(), current, desired)
+}
+
+// NewPlan diffs current against desired records of the named target.
+func NewPlan(target string, current, desired []Record) (*Plan, error) {
 	changes, err := Diff(current, desired)
 	if err != nil {
 		return nil, err
 	}
-	return &Plan{Target: t.Name(), Changes: changes, Current: len(current), Desired: desired, Digest: digest(t.Name(), changes)}, nil
+	return &Plan{Target: target, Changes: changes, Current: len(current), Desired: desired, Digest: digest(target, changes)}, nil
 }

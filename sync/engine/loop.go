@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
@@ -22,7 +23,9 @@ type Queue interface {
 // Trigger asks the loop for a reconcile.
 type Trigger struct {
 	Reason string
-	// Full also retries targets still waiting out their backoff.
+	// Full asks for a full reconcile: the directory read whole, every
+	// target's real state read (drift repaired), and targets still waiting
+	// out their backoff retried.
 	Full bool
 }
 
@@ -62,7 +65,10 @@ type Loop struct {
 	// read until After has returned, so that runs of other processes on
 	// the same state interleave with this loop's, never inside them.
 	Lock func(ctx context.Context) (release func(), err error)
-	Log  *slog.Logger
+	// WaitForTrigger holds the first run (a full reconcile) until the
+	// first trigger: a source that builds its view first announces it.
+	WaitForTrigger bool
+	Log            *slog.Logger
 
 	held map[string]string // target → digest of its plan held by the guard
 }
@@ -83,11 +89,14 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 		debounce       *time.Timer
 		debounceC      <-chan time.Time
 		pending        = Trigger{Reason: "start", Full: true}
-		retry          = time.NewTimer(0) // the first run, at once
+		retry          = time.NewTimer(0) // the first run, at once (unless WaitForTrigger)
 		sourceFailures int
 	)
 	l.held = map[string]string{}
 	defer retry.Stop()
+	if l.WaitForTrigger {
+		retry.Reset(math.MaxInt64) // never, until a trigger comes
+	}
 	for {
 		beat()
 		select {
@@ -183,7 +192,7 @@ func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (nex
 			skip[target] = true
 		}
 	}
-	opts := Options{Skip: skip}
+	opts := Options{Skip: skip, Full: t.Full}
 	if l.Approvals != nil {
 		if opts.Approved, err = l.Approvals(ctx); err != nil {
 			l.Log.Error("read approvals", "err", err)

@@ -135,15 +135,23 @@ func (t *Target) Recover(ctx context.Context) error {
 	return nil
 }
 
-// Apply implements engine.Target: each file is rewritten whole from the
-// desired state, atomically, and only if its content changes.
+// Apply implements engine.Target: each file the plan changes is rewritten
+// whole from the desired state, atomically, and only if its content
+// changes; a file the plan does not touch is not even read.
 func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	if err := os.MkdirAll(t.Dir, 0o755); err != nil {
 		return err
 	}
+	touched := map[string]bool{}
+	for _, c := range p.Changes {
+		touched[c.Kind] = true
+	}
 	for _, kind := range []string{KindPasswd, KindGroup} {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if !touched[kind] {
+			continue
 		}
 		var b bytes.Buffer
 		want := 0

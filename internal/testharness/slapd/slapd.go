@@ -34,6 +34,10 @@ type Options struct {
 	TLS bool
 	// NoSyncprov leaves the syncprov overlay out, for fallback tests.
 	NoSyncprov bool
+	// NoSessionLog leaves syncprov without a session log: a consumer
+	// resuming from a cookie gets a present phase (every unchanged entry
+	// named, the others to be deleted) instead of a list of deletions.
+	NoSessionLog bool
 	// MaxSizeBytes is the mdb map size (default 1 GiB).
 	MaxSizeBytes int64
 }
@@ -180,7 +184,9 @@ objectClass: olcOverlayConfig
 objectClass: olcSyncProvConfig
 olcOverlay: {1}syncprov
 olcSpCheckpoint: 100 10
+{{- if not .NoSessionLog}}
 olcSpSessionLog: 10000
+{{- end}}
 {{- end}}
 `))
 
@@ -193,7 +199,7 @@ func (s *Server) configure() error {
 	var b bytes.Buffer
 	err := configTemplate.Execute(&b, map[string]any{
 		"Dir": s.opts.Dir, "Suffix": s.opts.Suffix, "RootDN": s.RootDN, "RootPassword": s.RootPassword,
-		"MaxSizeBytes": s.opts.MaxSizeBytes, "Certs": s.Certs, "Schemas": s.opts.Schemas, "NoSyncprov": s.opts.NoSyncprov,
+		"MaxSizeBytes": s.opts.MaxSizeBytes, "Certs": s.Certs, "Schemas": s.opts.Schemas, "NoSyncprov": s.opts.NoSyncprov, "NoSessionLog": s.opts.NoSessionLog,
 	})
 	if err != nil {
 		return err

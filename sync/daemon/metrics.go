@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -23,6 +23,10 @@ type metrics struct {
 	changes        *prometheus.CounterVec
 	lastSuccess    *prometheus.GaugeVec
 	directoryReads *prometheus.CounterVec
+	fullReads      *prometheus.CounterVec
+	modelDiffs     *prometheus.CounterVec
+	modelEntries   *prometheus.GaugeVec
+	drift          *prometheus.CounterVec
 	objects        *prometheus.GaugeVec
 	violations     *prometheus.GaugeVec
 	ldapConnected  prometheus.Gauge
@@ -61,8 +65,23 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_last_success_timestamp_seconds", Help: "When each target last reconciled successfully.",
 		}, []string{"target"}),
 		directoryReads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "collabsync_directory_reads_total", Help: "Full directory reads, by result.",
+			Name: "collabsync_directory_reads_total", Help: "Reconciles that took the directory's state (from the live model or a full read), by result.",
 		}, []string{"result"}),
+		fullReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_directory_full_reads_total",
+			Help: "Whole-directory reads, by reason: refresh (a syncrepl refresh without a cookie: start, or the server asked), schedule (full_reconcile), poll.",
+		}, []string{"reason"}),
+		modelDiffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_live_model_differences_total",
+			Help: "Entries on which the live model differed from a scheduled full read, per stream (a bug: the model is rebuilt).",
+		}, []string{"stream"}),
+		modelEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_live_model_entries", Help: "Entries the live directory model holds, per stream.",
+		}, []string{"stream"}),
+		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_target_drift_total",
+			Help: "Records a full reconcile found changed downstream behind collabsync's back (and repaired), per target.",
+		}, []string{"target"}),
 		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "collabsync_directory_objects", Help: "Directory objects by kind and effective state, as of the last read.",
 		}, []string{"kind", "state"}),
@@ -122,6 +141,7 @@ func newMetrics(version string) *metrics {
 		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
+	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
 		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -154,6 +174,7 @@ func (m *metrics) observeRun(r engine.RunReport) {
 			m.held.WithLabelValues(res.Target).Set(0)
 		}
 		m.duration.WithLabelValues(res.Target).Observe(res.Duration.Seconds())
+		m.drift.WithLabelValues(res.Target).Add(float64(res.Drift))
 		if res.Applied {
 			add, mod, del := res.Plan.Counts()
 			m.changes.WithLabelValues(res.Target, string(engine.OpAdd)).Add(float64(add))
@@ -164,23 +185,34 @@ func (m *metrics) observeRun(r engine.RunReport) {
 			m.lastSuccess.WithLabelValues(res.Target).Set(float64(r.Started.Add(r.Duration).Unix()))
 		}
 	}
-	m.objects.Reset()
+	// Counted first: a labelled child per object would be 100k lookups.
+	type key struct{ kind, state string }
+	objects := map[key]int{}
 	for _, u := range r.State.Users {
-		m.objects.WithLabelValues("user", string(u.Status)).Inc()
+		objects[key{"user", string(u.Status)}]++
 	}
 	for _, c := range r.State.Collaborations {
-		m.objects.WithLabelValues("collaboration", string(c.Status)).Inc()
+		objects[key{"collaboration", string(c.Status)}]++
 	}
 	for _, p := range r.State.ProductionAccounts {
 		state := directory.StatusPending
 		if p.Active {
 			state = directory.StatusActive
 		}
-		m.objects.WithLabelValues("production_account", string(state)).Inc()
+		objects[key{"production_account", string(state)}]++
+	}
+	m.objects.Reset()
+	for k, n := range objects {
+		m.objects.WithLabelValues(k.kind, k.state).Set(float64(n))
+	}
+	type vkey struct{ kind, severity string }
+	violations := map[vkey]int{}
+	for _, v := range r.State.Violations {
+		violations[vkey{string(v.Kind), string(v.Severity)}]++
 	}
 	m.violations.Reset()
-	for _, v := range r.State.Violations {
-		m.violations.WithLabelValues(string(v.Kind), string(v.Severity)).Inc()
+	for k, n := range violations {
+		m.violations.WithLabelValues(k.kind, k.severity).Set(float64(n))
 	}
 }
 

@@ -1,7 +1,12 @@
-package main
+// Package reconcile turns the configuration into runs of the engine: the
+// directory source, the account rules with their stored history, the
+// configured targets, and what a run records afterwards. The one-shot
+// commands and the daemon share it.
+package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -18,9 +23,9 @@ import (
 	"github.com/collabsync/collabsync/sync/nss"
 )
 
-// policy turns the configured rules into the directory's Policy. It reads
+// Policy turns the configured rules into the directory's Policy. It reads
 // the machine's own accounts, which are reserved.
-func policy(cfg *config.Config, now time.Time) (directory.Policy, error) {
+func Policy(cfg *config.Config, now time.Time) (directory.Policy, error) {
 	r := cfg.Rules
 	reserved, err := localaccounts.Read(r.LocalPasswd, r.LocalGroup, r.ReservedNames, "rules.reserved_names")
 	if err != nil {
@@ -43,30 +48,46 @@ func policy(cfg *config.Config, now time.Time) (directory.Policy, error) {
 	}, nil
 }
 
-// evaluate applies the rules, with the stored history, to a snapshot.
-func evaluate(ctx context.Context, cfg *config.Config, st *store.Store, snap *directory.Snapshot) (*directory.State, error) {
+// Evaluate applies the rules, with the stored history, to a snapshot.
+func Evaluate(ctx context.Context, cfg *config.Config, st *store.Store, snap *directory.Snapshot) (*directory.State, error) {
 	prev, err := st.Statuses(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pol, err := policy(cfg, time.Now())
+	pol, err := Policy(cfg, time.Now())
 	if err != nil {
 		return nil, err
 	}
 	return directory.Evaluate(snap, pol, prev), nil
 }
 
-func openStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
+// ErrRead marks a failure to read the directory (as opposed to one of the
+// state store or the rules' inputs).
+var ErrRead = errors.New("read directory")
+
+// ReadAndEvaluate reads the whole directory and applies the rules: the
+// effective state, for commands that need it without reconciling.
+func ReadAndEvaluate(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger) (*directory.State, error) {
+	snap, err := ldapx.NewSource(cfg.LDAP, log).Snapshot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRead, err)
+	}
+	return Evaluate(ctx, cfg, st, snap)
+}
+
+// OpenStore opens the state directory's database.
+func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 	return store.Open(ctx, filepath.Join(cfg.StateDir, "collabsync.db"))
 }
 
-// newEngine wires the configured source, rules (with the stored history)
-// and targets. It is shared by the one-shot commands and the daemon.
-func newEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.Engine {
+// NewEngine wires the configured source, rules (with the stored history)
+// and targets. It is shared by the one-shot commands and the daemon, which
+// replaces the source with its live model.
+func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.Engine {
 	e := &engine.Engine{
 		Source: ldapx.NewSource(cfg.LDAP, log),
 		Evaluate: func(ctx context.Context, s *directory.Snapshot) (*directory.State, error) {
-			return evaluate(ctx, cfg, st, s)
+			return Evaluate(ctx, cfg, st, s)
 		},
 		Log: log,
 	}
@@ -76,8 +97,8 @@ func newEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.En
 	return e
 }
 
-// targetNames lists the configured targets, as newEngine names them.
-func targetNames(cfg *config.Config) []string {
+// TargetNames lists the configured targets, as NewEngine names them.
+func TargetNames(cfg *config.Config) []string {
 	var names []string
 	if cfg.Targets.NSS != nil {
 		names = append(names, (&nss.Target{}).Name())
@@ -89,13 +110,13 @@ func guard(g config.Guard) engine.Guard {
 	return engine.Guard{MaxDeleteRatio: g.MaxDeleteRatio, MinDeletes: g.MinDeletes}
 }
 
-// recordHistory stores what a run decided: violations (with their
+// RecordHistory stores what a run decided: violations (with their
 // first-seen dates, filled into state), what attributing accounting jobs
 // needs (so an ingest reads no directory), which plans their guards hold
 // (for 'approve' and status; targets that went through are forgotten)
 // and, when every target took the state, the statuses the hold action
 // compares against next time. A dry run only reads the dates.
-func recordHistory(ctx context.Context, st *store.Store, state *directory.State, results []engine.Result, runErr error, dryRun bool) error {
+func RecordHistory(ctx context.Context, st *store.Store, state *directory.State, results []engine.Result, runErr error, dryRun bool) error {
 	now := time.Now()
 	if dryRun {
 		return st.ViolationsSince(ctx, state.Violations, now)
@@ -103,7 +124,7 @@ func recordHistory(ctx context.Context, st *store.Store, state *directory.State,
 	if err := st.RecordViolations(ctx, state.Violations, now); err != nil {
 		return fmt.Errorf("record violations: %w", err)
 	}
-	if err := saveAttribution(ctx, st, accounting.NewAttributor(state), now); err != nil {
+	if err := SaveAttribution(ctx, st, accounting.NewAttributor(state), now); err != nil {
 		return err
 	}
 	for _, r := range results {
@@ -123,6 +144,15 @@ func recordHistory(ctx context.Context, st *store.Store, state *directory.State,
 	}
 	if err := st.SaveStatuses(ctx, state.Basis(), state.Statuses(), now); err != nil {
 		return fmt.Errorf("save statuses: %w", err)
+	}
+	return nil
+}
+
+// SaveAttribution stores what attributing jobs needs.
+func SaveAttribution(ctx context.Context, st *store.Store, attr *accounting.Attributor, now time.Time) error {
+	collabs, adminOf := attr.Tables()
+	if err := st.SaveAttribution(ctx, &store.Attribution{Collaborations: collabs, AdminOf: adminOf}, now); err != nil {
+		return fmt.Errorf("save attribution: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,556 @@
+package ldapx
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/store"
+)
+
+// errUnknownPresent: a refresh reported an entry as present that the
+// model does not hold and the server did not send: the model and the
+// cookie disagree, and only a refresh without the cookie can put them right.
+var errUnknownPresent = errors.New("the server reported an unchanged entry the live model does not hold")
+
+// Journal keeps a model across restarts (the state store): its entries as
+// received and each stream's cookie, saved together so that a cookie never
+// runs ahead of the entries it covers.
+type Journal interface {
+	LoadModel(ctx context.Context, digest string, each func(stream, key, dn string, attrs []byte) error) (map[string][]byte, error)
+	SaveModel(ctx context.Context, ops []store.LiveOp, cookies map[string][]byte) error
+}
+
+// journalKey names an entry in the journal.
+type journalKey struct {
+	stream StreamName
+	key    string
+}
+
+// Model is the directory kept in memory and live by syncrepl: every
+// stream's mapped entries by entryUUID. A Watcher feeds it: the refresh
+// builds it (or, after a reconnect with a cookie, catches it up), and the
+// persist phase applies each add, modify, delete and rename as it comes.
+// Nothing in it reads the directory.
+type Model struct {
+	em      *entryMapper
+	streams []StreamName
+	// changed is called after every change once all streams are live,
+	// and when the last stream becomes live (so a refresh is one call).
+	changed func()
+
+	mu      sync.Mutex
+	entries Entries
+	cookies map[StreamName][]byte
+	live    map[StreamName]bool
+	// seen holds, during a refresh, the keys the server reported; full
+	// marks a refresh without a cookie (the model becomes exactly what it
+	// reports).
+	seen map[StreamName]map[string]bool
+	full map[StreamName]bool
+	// touched, while a comparison runs, records the DNs changes touched.
+	touched map[StreamName]map[string]bool
+	// refresh, when closed, asks the watcher to start over without cookies.
+	refresh chan struct{}
+	// fullRefreshes counts the times the model became live after a
+	// refresh without a cookie in at least one stream: whole reads.
+	fullRefreshes uint64
+	fullPending   bool
+	// users is the users' share of the last snapshot, valid while
+	// usersChanged is false.
+	users        *userPart
+	usersChanged bool
+
+	// With a journal, changes wait in pending until Flush saves them;
+	// flushMu keeps flushes in order. digest names the searches and
+	// mappings, so a model saved under others is not loaded.
+	journal        Journal
+	digest         string
+	pending        map[journalKey]store.LiveOp
+	pendingCookies map[StreamName][]byte
+	flushMu        sync.Mutex
+	flushNow       chan struct{}
+}
+
+// NewModel returns an empty model of the configured streams.
+func NewModel(cfg config.LDAP, changed func()) *Model {
+	m := &Model{em: newEntryMapper(cfg), changed: changed, entries: Entries{}, cookies: map[StreamName][]byte{},
+		live: map[StreamName]bool{}, seen: map[StreamName]map[string]bool{}, full: map[StreamName]bool{}, refresh: make(chan struct{})}
+	for s := range streams(cfg) {
+		m.streams = append(m.streams, s)
+		m.entries[s] = map[string]*Mapped{}
+	}
+	sort.Slice(m.streams, func(i, j int) bool { return m.streams[i] < m.streams[j] })
+	search := streams(cfg)
+	h := sha256.New()
+	for _, st := range m.streams {
+		fmt.Fprintf(h, "%s\x00%+v\x00%q\x00", st, search[st], m.em.attributes(st))
+	}
+	m.digest = hex.EncodeToString(h.Sum(nil))
+	m.pending, m.pendingCookies, m.flushNow = map[journalKey]store.LiveOp{}, map[StreamName][]byte{}, make(chan struct{}, 1)
+	return m
+}
+
+// flushEvery is how often a journal is written; flushBatch how many
+// changes make it write at once.
+const (
+	flushEvery = 500 * time.Millisecond
+	flushBatch = 5000
+)
+
+// Load restores the model a journal saved under the same searches and
+// mappings, and keeps saving to it from now on (Persist writes). The
+// streams then resume from the saved cookies: after a restart only what
+// changed meanwhile is read. It returns how many entries it restored.
+func (m *Model) Load(ctx context.Context, j Journal) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.journal = j
+	n := 0
+	cookies, err := j.LoadModel(ctx, m.digest, func(stream, key, dn string, attrs []byte) error {
+		s := StreamName(stream)
+		if _, ok := m.entries[s]; !ok {
+			return nil
+		}
+		var a map[string][]string
+		if err := json.Unmarshal(attrs, &a); err != nil {
+			return fmt.Errorf("saved live model entry %s: %w", dn, err)
+		}
+		m.entries[s][key] = m.em.mapEntry(s, ldap.NewEntry(dn, a))
+		n++
+		return nil
+	})
+	if err != nil {
+		for s := range m.entries {
+			m.entries[s] = map[string]*Mapped{}
+		}
+		return 0, err
+	}
+	for s, c := range cookies {
+		if _, ok := m.entries[StreamName(s)]; ok {
+			m.cookies[StreamName(s)] = c
+		}
+	}
+	return n, nil
+}
+
+// Persist writes the journal every flushEvery (or sooner when many
+// changes wait) until ctx ends, then once more. Write errors go to
+// failed; the changes stay pending for the next write.
+func (m *Model) Persist(ctx context.Context, failed func(error)) {
+	t := time.NewTicker(flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := m.Flush(context.WithoutCancel(ctx)); err != nil {
+				failed(err)
+			}
+			return
+		case <-t.C:
+		case <-m.flushNow:
+		}
+		if err := m.Flush(ctx); err != nil {
+			failed(err)
+		}
+	}
+}
+
+// Flush saves the pending changes to the journal.
+func (m *Model) Flush(ctx context.Context) error {
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	m.mu.Lock()
+	ops, cookies := m.pending, m.pendingCookies
+	m.pending, m.pendingCookies = map[journalKey]store.LiveOp{}, map[StreamName][]byte{}
+	j := m.journal
+	m.mu.Unlock()
+	if j == nil || len(ops) == 0 && len(cookies) == 0 {
+		return nil
+	}
+	list := make([]store.LiveOp, 0, len(ops))
+	for _, op := range ops {
+		list = append(list, op)
+	}
+	byName := make(map[string][]byte, len(cookies))
+	for s, c := range cookies {
+		byName[string(s)] = c
+	}
+	if err := j.SaveModel(ctx, list, byName); err != nil {
+		// Put back what newer changes have not replaced.
+		m.mu.Lock()
+		for k, op := range ops {
+			if _, newer := m.pending[k]; !newer {
+				m.pending[k] = op
+			}
+		}
+		for s, c := range cookies {
+			if _, newer := m.pendingCookies[s]; !newer {
+				m.pendingCookies[s] = c
+			}
+		}
+		m.mu.Unlock()
+		return fmt.Errorf("save the live directory model: %w", err)
+	}
+	return nil
+}
+
+// record queues a change for the journal (mu held).
+func (m *Model) record(s StreamName, key, dn string, attrs []byte) {
+	if m.journal == nil {
+		return
+	}
+	m.pending[journalKey{s, key}] = store.LiveOp{Stream: string(s), Key: key, DN: dn, Attrs: attrs}
+	if len(m.pending) >= flushBatch {
+		select {
+		case m.flushNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// attrsJSON is what the journal keeps of an entry.
+func attrsJSON(e *ldap.Entry) []byte {
+	a := make(map[string][]string, len(e.Attributes))
+	for _, at := range e.Attributes {
+		a[at.Name] = append(a[at.Name], at.Values...)
+	}
+	b, _ := json.Marshal(a) // strings only: cannot fail
+	return b
+}
+
+// Live reports whether every stream has finished its refresh, so the
+// model is the whole directory.
+func (m *Model) Live() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.liveLocked()
+}
+
+func (m *Model) liveLocked() bool {
+	for _, s := range m.streams {
+		if !m.live[s] {
+			return false
+		}
+	}
+	return true
+}
+
+// Snapshot resolves the model into a snapshot; ok is false while the
+// model is not live.
+func (m *Model) Snapshot() (snap *directory.Snapshot, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.liveLocked() {
+		return nil, false
+	}
+	if m.users == nil || m.usersChanged {
+		m.users, m.usersChanged = resolveUsers(m.entries[StreamUsers]), false
+	}
+	return resolveWith(m.entries, m.users), true
+}
+
+// FullRefreshes counts the refreshes without a cookie (whole reads of the
+// directory) the model was built or rebuilt by.
+func (m *Model) FullRefreshes() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.fullRefreshes
+}
+
+// Size returns how many entries each stream holds.
+func (m *Model) Size() map[StreamName]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[StreamName]int, len(m.entries))
+	for s, e := range m.entries {
+		out[s] = len(e)
+	}
+	return out
+}
+
+// cookie is where a stream resumes: nil for a full refresh.
+func (m *Model) cookie(s StreamName) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cookies[s]
+}
+
+// dropCookie forgets a stream's cookie (the server rejected it).
+func (m *Model) dropCookie(s StreamName) {
+	m.mu.Lock()
+	delete(m.cookies, s)
+	if m.journal != nil {
+		m.pendingCookies[s] = nil
+	}
+	m.mu.Unlock()
+}
+
+func (m *Model) journaled() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.journal != nil
+}
+
+func (m *Model) saveCookie(s StreamName, c []byte) {
+	if len(c) == 0 {
+		return
+	}
+	m.mu.Lock()
+	m.cookies[s] = c
+	if m.journal != nil {
+		m.pendingCookies[s] = c
+	}
+	m.mu.Unlock()
+}
+
+// RequireRefresh drops every cookie and asks the watcher to reconnect for
+// a full refresh (the model was found to differ from the directory).
+func (m *Model) RequireRefresh() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for s := range m.cookies {
+		if m.journal != nil {
+			m.pendingCookies[s] = nil
+		}
+	}
+	clear(m.cookies)
+	select {
+	case <-m.refresh:
+	default:
+		close(m.refresh)
+	}
+}
+
+// refreshRequired is closed when the watcher must start over.
+func (m *Model) refreshRequired() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.refresh
+}
+
+// beginRefresh starts a stream's refresh: until it ends the stream is
+// not live, and the keys the server reports are remembered (a present
+// phase, or a refresh without a cookie, deletes the others).
+func (m *Model) beginRefresh(s StreamName, withCookie bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.live[s] = false
+	m.seen[s] = map[string]bool{}
+	m.full[s] = !withCookie
+	select {
+	case <-m.refresh: // this is the refresh asked for
+		m.refresh = make(chan struct{})
+	default:
+	}
+}
+
+// put stores an added or modified entry (a rename is a modify with the
+// new DN: the key stays).
+func (m *Model) put(s StreamName, key string, e *ldap.Entry) {
+	mapped := m.em.mapEntry(s, e)
+	var attrs []byte
+	if m.journaled() {
+		attrs = attrsJSON(e)
+	}
+	m.mu.Lock()
+	m.record(s, key, e.DN, attrs)
+	if old := m.entries[s][key]; old != nil {
+		m.touch(s, old.DN)
+	}
+	m.touch(s, e.DN)
+	m.entries[s][key] = mapped
+	if seen := m.seen[s]; seen != nil {
+		seen[key] = true
+	}
+	m.mu.Unlock()
+	m.notify(s)
+}
+
+// present marks an entry reported unchanged during a refresh. The server
+// may name an entry before sending it (slapd names new entries too in a
+// present phase): endRefresh checks that every one arrived.
+func (m *Model) present(s StreamName, key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if seen := m.seen[s]; seen != nil {
+		seen[key] = true
+	}
+}
+
+// remove deletes an entry.
+func (m *Model) remove(s StreamName, key string) {
+	m.mu.Lock()
+	old, ok := m.entries[s][key]
+	if ok {
+		m.touch(s, old.DN)
+		delete(m.entries[s], key)
+		m.record(s, key, old.DN, nil)
+	}
+	m.mu.Unlock()
+	if ok {
+		m.notify(s)
+	}
+}
+
+// endPresent ends a present phase: entries the server did not report are
+// gone from the directory.
+func (m *Model) endPresent(s StreamName) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropUnseen(s)
+}
+
+func (m *Model) dropUnseen(s StreamName) {
+	seen := m.seen[s]
+	if seen == nil {
+		return
+	}
+	for key, e := range m.entries[s] {
+		if !seen[key] {
+			m.touch(s, e.DN)
+			delete(m.entries[s], key)
+			m.record(s, key, e.DN, nil)
+		}
+	}
+}
+
+// endRefresh makes a stream live; when it is the last, the model is the
+// directory and changed is called. An entry the server reported present
+// that never arrived means the model and the cookie disagree.
+func (m *Model) endRefresh(s StreamName) error {
+	m.mu.Lock()
+	for key := range m.seen[s] {
+		if _, ok := m.entries[s][key]; !ok {
+			m.mu.Unlock()
+			return fmt.Errorf("%w (stream %s, entryUUID %s)", errUnknownPresent, s, key)
+		}
+	}
+	if m.full[s] {
+		m.dropUnseen(s)
+		m.fullPending = true
+	}
+	m.live[s] = true
+	m.seen[s] = nil
+	all := m.liveLocked()
+	if all && m.fullPending {
+		m.fullRefreshes++
+		m.fullPending = false
+	}
+	m.mu.Unlock()
+	if all {
+		m.changed()
+	}
+	return nil
+}
+
+// down marks every stream not live (the connection is gone; changes may
+// be missed until the next refresh catches up).
+func (m *Model) down() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.live)
+}
+
+func (m *Model) notify(s StreamName) {
+	m.mu.Lock()
+	live := m.live[s] && m.liveLocked()
+	m.mu.Unlock()
+	if live {
+		m.changed()
+	}
+}
+
+// touch records a change of an entry (mu held): for the users' cache, and
+// for a comparison in progress.
+func (m *Model) touch(s StreamName, dn string) {
+	if s == StreamUsers {
+		m.usersChanged = true
+	}
+	if m.touched != nil {
+		if m.touched[s] == nil {
+			m.touched[s] = map[string]bool{}
+		}
+		m.touched[s][dn] = true
+	}
+}
+
+// Difference is one entry on which the live model and a full read disagree.
+type Difference struct {
+	Stream StreamName
+	DN     string
+	Live   string // what the model holds: "absent", or a summary
+	Read   string // what the read found
+}
+
+// Compare runs read (a full read of the directory) and compares its
+// entries with the model's. Entries that changed while read ran are left
+// out: either side may have the newer version. It returns the read.
+func (m *Model) Compare(read func() (Entries, error)) (Entries, []Difference, error) {
+	m.mu.Lock()
+	m.touched = map[StreamName]map[string]bool{}
+	m.mu.Unlock()
+	full, err := read()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	touched := m.touched
+	m.touched = nil
+	if err != nil || !m.liveLocked() {
+		return full, nil, err
+	}
+	var diffs []Difference
+	for _, s := range m.streams {
+		byDN := make(map[string]*Mapped, len(m.entries[s]))
+		for _, e := range m.entries[s] {
+			byDN[e.DN] = e
+		}
+		for dn, e := range full[s] {
+			if touched[s][dn] {
+				continue
+			}
+			if l, ok := byDN[dn]; !ok {
+				diffs = append(diffs, Difference{Stream: s, DN: dn, Live: "absent", Read: "present"})
+			} else if !reflect.DeepEqual(l, e) {
+				diffs = append(diffs, Difference{Stream: s, DN: dn, Live: fmt.Sprintf("%+v", summary(l)), Read: fmt.Sprintf("%+v", summary(e))})
+			}
+		}
+		for dn := range byDN {
+			if _, ok := full[s][dn]; !ok && !touched[s][dn] {
+				diffs = append(diffs, Difference{Stream: s, DN: dn, Live: "present", Read: "absent"})
+			}
+		}
+	}
+	sort.Slice(diffs, func(i, j int) bool {
+		if diffs[i].Stream != diffs[j].Stream {
+			return diffs[i].Stream < diffs[j].Stream
+		}
+		return diffs[i].DN < diffs[j].DN
+	})
+	return full, diffs, nil
+}
+
+// summary is a mapped entry's value, for a difference's log line.
+func summary(e *Mapped) any {
+	switch {
+	case e.User != nil:
+		return *e.User
+	case e.Collaboration != nil:
+		return *e.Collaboration
+	case e.RoleGroup != nil:
+		return *e.RoleGroup
+	case e.Production != nil:
+		return *e.Production
+	}
+	return e.Problem
+}

@@ -1,0 +1,320 @@
+// Package daemon is collabsync's long-running service: it keeps a live
+// model of the directory with syncrepl (or polls a server without it),
+// reconciles every target on each change, runs the full reconcile and the
+// accounting ingests on their schedules, retries failed targets across
+// restarts, serves metrics, health and status over HTTP, feeds systemd's
+// watchdog and reloads its configuration on SIGHUP.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/robfig/cron/v3"
+
+	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/statelock"
+	"github.com/collabsync/collabsync/internal/store"
+	"github.com/collabsync/collabsync/ldapx"
+	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/reconcile"
+)
+
+// stopGrace is how long a run in progress may finish after SIGTERM; the
+// rest of the 10 s systemd allows goes to closing up.
+const stopGrace = 7 * time.Second
+
+// Options start a daemon.
+type Options struct {
+	// ConfigPath is read again on SIGHUP; Config is its first reading.
+	ConfigPath string
+	Config     *config.Config
+	Store      *store.Store
+	Log        *slog.Logger
+	Version    string
+}
+
+// server is the daemon: one per process, surviving configuration reloads.
+type server struct {
+	log     *slog.Logger
+	metrics *metrics
+	status  *status
+	store   *store.Store
+	// lastBeat is when the loop last showed it is alive.
+	beatMu   sync.Mutex
+	lastBeat time.Time
+	// attr attributes jobs as the last reconcile's state says (the state
+	// itself, 100k users, is not kept).
+	attr atomic.Pointer[accounting.Attributor]
+	// newestEnd remembers each source's newest job end, for the lag gauge.
+	newestEnd sync.Map
+}
+
+// Run serves until ctx ends (SIGTERM), reloading the configuration on
+// SIGHUP. It returns an error only when it cannot start.
+func Run(ctx context.Context, o Options) error {
+	cfg := o.Config
+	s := &server{log: o.Log, metrics: newMetrics(o.Version), status: newStatus(), store: o.Store, lastBeat: time.Now()}
+	ln, err := net.Listen("tcp", cfg.Serve.Listen)
+	if err != nil {
+		return fmt.Errorf("serve.listen: %w", err)
+	}
+	httpSrv := &http.Server{Handler: s.handler(), ReadHeaderTimeout: 5 * time.Second}
+	go httpSrv.Serve(ln)
+	s.log.Info("collabsync serving", "version", o.Version, "listen", ln.Addr().String(), "config", o.ConfigPath)
+	go s.watchdog(ctx)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		stop, cancelStop := context.WithCancel(ctx)
+		run, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.service(stop, run, cfg)
+		}()
+		finish := func() {
+			cancelStop()
+			select {
+			case <-done:
+			case <-time.After(stopGrace):
+				s.log.Warn("abandoning the reconcile in progress")
+				cancelRun()
+				<-done
+			}
+			cancelRun()
+		}
+	wait:
+		for {
+			select {
+			case <-hup:
+				next, err := config.Load(o.ConfigPath)
+				if err != nil {
+					s.metrics.reloads.WithLabelValues("failure").Inc()
+					s.log.Error("configuration reload refused; the running configuration stays", "err", err)
+					notify("STATUS=configuration reload refused; running the previous configuration")
+					continue
+				}
+				if next.Serve.Listen != cfg.Serve.Listen || next.StateDir != cfg.StateDir {
+					s.log.Warn("serve.listen and state_dir changes take effect at the next restart")
+				}
+				s.metrics.reloads.WithLabelValues("success").Inc()
+				s.log.Info("configuration reloaded")
+				notify("RELOADING=1")
+				finish()
+				cfg = next
+				notify("READY=1")
+				break wait
+			case <-ctx.Done():
+				notify("STOPPING=1")
+				s.log.Info("stopping")
+				finish()
+				shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				httpSrv.Shutdown(shutdown)
+				cancel()
+				return nil
+			}
+		}
+	}
+}
+
+// service runs one configuration: live model and change stream, schedules
+// and the reconcile loop.
+func (s *server) service(stop, run context.Context, cfg *config.Config) {
+	triggers := make(chan engine.Trigger, 16)
+	send := func(t engine.Trigger) {
+		select {
+		case triggers <- t:
+		default: // a reconcile is already asked for
+		}
+	}
+	s.status.configure(cfg)
+	src := newDirectorySource(cfg, s.log, s.metrics, func() { send(engine.Trigger{Reason: "directory change"}) })
+	if cfg.Serve.Changes != config.ChangesPoll {
+		// The model saved by the last run resumes from its cookies: a
+		// restart reads only what changed meanwhile.
+		if n, err := src.model.Load(stop, s.store); err != nil {
+			s.log.Warn("the saved live directory model cannot be used; the change stream starts with a full refresh", "err", err)
+		} else if n > 0 {
+			s.log.Info("live directory model restored from the state store; the change stream resumes from its cookies", "entries", n)
+		}
+		persisted := make(chan struct{})
+		go func() {
+			defer close(persisted)
+			src.model.Persist(stop, func(err error) { s.log.Error("state store", "err", err) })
+		}()
+		defer func() { <-persisted }()
+	}
+	go s.watch(stop, cfg, src, send)
+	sched := cron.New()
+	if _, err := sched.AddFunc(cfg.Serve.FullReconcile, func() { send(engine.Trigger{Reason: "schedule", Full: true}) }); err != nil {
+		s.log.Error("full_reconcile schedule", "err", err) // validated at load: not expected
+	}
+	for _, as := range cfg.Accounting.Sources {
+		job := cron.NewChain(cron.SkipIfStillRunning(cron.DiscardLogger)).Then(cron.FuncJob(func() { s.ingest(stop, cfg, as) }))
+		if _, err := sched.AddJob(as.Schedule, job); err != nil {
+			s.log.Error("accounting schedule", "source", as.Name, "err", err)
+		}
+	}
+	sched.Start()
+	defer func() { <-sched.Stop().Done() }() // an ingest in progress commits its batch first
+	eng := reconcile.NewEngine(cfg, s.log, s.store)
+	eng.Source = src
+	loop := &engine.Loop{
+		Engine:   eng,
+		Queue:    &retryQueue{store: s.store, min: time.Duration(cfg.Serve.RetryMin), max: time.Duration(cfg.Serve.RetryMax)},
+		Debounce: time.Duration(cfg.Serve.Debounce),
+		SourceBackoff: func(n int) time.Duration {
+			return backoff(n, time.Duration(cfg.Serve.RetryMin), time.Duration(cfg.Serve.RetryMax))
+		},
+		After:     s.afterRun,
+		Heartbeat: s.beat,
+		Lock:      func(ctx context.Context) (func(), error) { return s.lock(ctx, cfg, "serve (reconcile)") },
+		Approvals: s.store.Approvals,
+		HeldRetry: time.Duration(cfg.Serve.RetryMax),
+		// The first run waits for the live model's refresh (or for the
+		// fall-back to polling).
+		WaitForTrigger: true,
+		Log:            s.log,
+	}
+	loop.Run(stop, run, triggers)
+}
+
+// watch keeps the live model with syncrepl, or polls when the server has
+// none (or the configuration says so). While polling in auto mode, it
+// tries syncrepl again at every poll: a server that offers it again is
+// followed live again.
+func (s *server) watch(ctx context.Context, cfg *config.Config, src *directorySource, send func(engine.Trigger)) {
+	interval := time.Duration(cfg.Serve.PollInterval)
+	fellBack := false
+	for {
+		if cfg.Serve.Changes != config.ChangesPoll {
+			s.setMode(src, "syncrepl")
+			err := ldapx.NewWatcher(cfg.LDAP, s.log, watchEvents{s}).Run(ctx, src.model)
+			if err == nil {
+				return
+			}
+			if !fellBack {
+				s.log.Error("no change stream: the directory offers no syncrepl (is the syncprov overlay loaded and readable?); "+
+					"falling back to polling, and trying syncrepl again at every poll", "err", err, "poll_interval", interval)
+			}
+			fellBack = true
+		}
+		s.setMode(src, "poll")
+		send(engine.Trigger{Reason: "poll"})
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+func (s *server) setMode(src *directorySource, mode string) {
+	src.polling.Store(mode == "poll")
+	s.metrics.setMode(mode)
+	s.status.setMode(mode)
+}
+
+// afterRun records history, metrics and status, and tells systemd.
+func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
+	if r.State != nil {
+		s.attr.Store(accounting.NewAttributor(r.State))
+		if err := reconcile.RecordHistory(ctx, s.store, r.State, r.Results, r.Err, false); err != nil {
+			s.log.Error("state store", "err", err)
+		}
+	}
+	s.metrics.observeRun(r)
+	queue, err := s.store.Queue(ctx)
+	if err != nil {
+		s.log.Error("read retry queue", "err", err)
+	}
+	s.metrics.queueChanges.Reset()
+	for _, q := range queue {
+		s.metrics.queueChanges.WithLabelValues(q.Target).Set(float64(q.Changes))
+	}
+	s.metrics.queue.set(queue)
+	if s.status.record(r, queue) {
+		// Start-up is over: the directory is read and every target is
+		// reconciled or holds a plan for an operator to approve (/readyz
+		// says which). Waiting for the approval here would have systemd
+		// kill and restart the daemon at TimeoutStartSec.
+		notify("READY=1")
+		s.log.Info("started: directory read and every target reconciled or holding a plan for approval")
+	}
+	notify("STATUS=" + s.status.line())
+}
+
+// serveLockWait bounds how long one of serve's runs waits for another
+// process's run on the same state directory (well inside the watchdog).
+const serveLockWait = 30 * time.Second
+
+// lock takes the state directory's lock for one of serve's runs.
+func (s *server) lock(ctx context.Context, cfg *config.Config, who string) (func(), error) {
+	l, err := statelock.Acquire(ctx, cfg.StateDir, "collabsync "+who, serveLockWait, func(holder string) {
+		s.log.Info("waiting for the state directory", "holder", holder)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Release() }, nil
+}
+
+func (s *server) beat() {
+	s.beatMu.Lock()
+	s.lastBeat = time.Now()
+	s.beatMu.Unlock()
+}
+
+// watchdog pings systemd while the loop keeps beating.
+func (s *server) watchdog(ctx context.Context) {
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || interval == 0 {
+		return
+	}
+	t := time.NewTicker(interval / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.beatMu.Lock()
+			alive := time.Since(s.lastBeat) < interval
+			s.beatMu.Unlock()
+			if alive {
+				notify("WATCHDOG=1")
+			}
+		}
+	}
+}
+
+func notify(state string) { daemon.SdNotify(false, state) }
+
+// watchEvents feeds the watcher's events to metrics and status.
+type watchEvents struct{ s *server }
+
+func (w watchEvents) Connected(up bool) {
+	w.s.metrics.Connected(up)
+	w.s.status.setConnected(up)
+}
+
+func (w watchEvents) SyncEvent(stream, kind string) { w.s.metrics.SyncEvent(stream, kind) }
+
+func (w watchEvents) Live(stream string, resumed bool) {
+	w.s.status.setLive(stream, resumed)
+	w.s.log.Info("change stream live", "stream", stream, "resumed_from_cookie", resumed)
+}

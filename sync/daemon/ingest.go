@@ -1,0 +1,68 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/ingest"
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/sync/reconcile"
+)
+
+// ingest runs one scheduled ingest of a source, attributing jobs with the
+// directory state of the last reconcile (before the first, the one the
+// last sync saved).
+func (s *server) ingest(ctx context.Context, cfg *config.Config, src config.AccountingSource) {
+	release, err := s.lock(ctx, cfg, "serve (ingest "+src.Name+")")
+	if err != nil {
+		s.metrics.ingestRuns.WithLabelValues(src.Name, "failure").Inc()
+		s.log.Error("accounting ingest postponed to its next schedule", "source", src.Name, "err", err)
+		return
+	}
+	defer release()
+	attr := s.attr.Load()
+	if attr == nil {
+		saved, err := s.store.LoadAttribution(ctx)
+		if err != nil || saved == nil {
+			s.metrics.ingestRuns.WithLabelValues(src.Name, "skipped").Inc()
+			s.log.Warn("accounting ingest skipped: the directory has not been read yet", "source", src.Name, "err", err)
+			return
+		}
+		attr = accounting.NewAttributorFrom(saved.Collaborations, saved.AdminOf)
+	}
+	isrc, err := reconcile.IngestSource(src)
+	var stats ingest.Stats
+	if err == nil {
+		var paths []string
+		if paths, err = reconcile.SourcePaths(src); err == nil {
+			in := &ingest.Ingester{DB: s.store.DB, Attribute: attr.Attribute, Log: s.log}
+			stats, err = in.Ingest(ctx, isrc, paths)
+		}
+	}
+	s.metrics.ingestJobs.WithLabelValues(src.Name, "new").Add(float64(stats.Inserted))
+	s.metrics.ingestJobs.WithLabelValues(src.Name, "duplicate").Add(float64(stats.Duplicates))
+	s.metrics.ingestBadLines.WithLabelValues(src.Name).Add(float64(stats.BadLines))
+	s.metrics.ingestFailedFiles.WithLabelValues(src.Name).Add(float64(stats.FailedFiles))
+	s.metrics.ingestUnreadable.WithLabelValues(src.Name).Set(float64(stats.FailedFiles + stats.DamagedFiles))
+	for k, cs := range stats.CoreSeconds {
+		s.metrics.ingestCoreSeconds.WithLabelValues(k.Cluster, k.Collaboration).Add(float64(cs))
+	}
+	if !stats.NewestEnd.IsZero() {
+		if prev, ok := s.newestEnd.Load(src.Name); !ok || stats.NewestEnd.After(prev.(time.Time)) {
+			s.newestEnd.Store(src.Name, stats.NewestEnd)
+		}
+	}
+	if newest, ok := s.newestEnd.Load(src.Name); ok {
+		s.metrics.ingestLag.WithLabelValues(src.Name).Set(time.Since(newest.(time.Time)).Seconds())
+	}
+	if err != nil {
+		s.metrics.ingestRuns.WithLabelValues(src.Name, "failure").Inc()
+		s.log.Error("accounting ingest failed", "source", src.Name, "err", err)
+		return
+	}
+	s.metrics.ingestRuns.WithLabelValues(src.Name, "success").Inc()
+	s.metrics.ingestLast.WithLabelValues(src.Name).Set(float64(time.Now().Unix()))
+	s.log.Info("accounting ingested", "source", src.Name, "files", stats.Files, "lines", stats.Lines, "new_jobs", stats.Inserted,
+		"duplicates", stats.Duplicates, "bad_lines", stats.BadLines)
+}

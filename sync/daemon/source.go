@@ -1,0 +1,109 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/ldapx"
+	"github.com/collabsync/collabsync/sync/engine"
+)
+
+// errNotLive: the change stream is reconnecting; its refresh will trigger
+// the next run.
+var errNotLive = errors.New("the live directory model is catching up (change stream reconnecting)")
+
+// directorySource is the engine's source under serve: the live model while
+// syncrepl keeps it, a full read while polling. The scheduled full
+// reconcile reads the directory whole and checks the model against it.
+type directorySource struct {
+	model   *ldapx.Model
+	full    *ldapx.Source
+	log     *slog.Logger
+	metrics *metrics
+	polling atomic.Bool
+
+	mu sync.Mutex
+	// counted is the model's full refreshes already counted as reads;
+	// used, those already served as a full reconcile's read.
+	counted, used uint64
+}
+
+var (
+	_ engine.Source     = (*directorySource)(nil)
+	_ engine.FullReader = (*directorySource)(nil)
+)
+
+func newDirectorySource(cfg *config.Config, log *slog.Logger, m *metrics, changed func()) *directorySource {
+	return &directorySource{model: ldapx.NewModel(cfg.LDAP, changed), full: ldapx.NewSource(cfg.LDAP, log), log: log, metrics: m}
+}
+
+// Snapshot implements engine.Source: the live model, or a full read while
+// polling.
+func (d *directorySource) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
+	if snap, ok := d.live(); ok {
+		return snap, nil
+	}
+	if d.polling.Load() {
+		d.metrics.fullReads.WithLabelValues("poll").Inc()
+		return d.full.Snapshot(ctx)
+	}
+	return nil, errNotLive
+}
+
+// FullSnapshot implements engine.FullReader. A model just built by a
+// refresh without a cookie is itself a full read; otherwise the directory
+// is read whole, and every entry on which the model differs is logged,
+// counted, and makes the model start over with a full refresh.
+func (d *directorySource) FullSnapshot(ctx context.Context) (*directory.Snapshot, error) {
+	if snap, ok := d.live(); ok {
+		d.mu.Lock()
+		fresh := d.used != d.counted
+		d.used = d.counted
+		d.mu.Unlock()
+		if fresh {
+			return snap, nil
+		}
+	}
+	reason := "schedule"
+	if d.polling.Load() {
+		reason = "poll"
+	}
+	d.metrics.fullReads.WithLabelValues(reason).Inc()
+	entries, diffs, err := d.model.Compare(func() (ldapx.Entries, error) { return d.full.Entries(ctx) })
+	if err != nil {
+		return nil, err
+	}
+	if len(diffs) > 0 {
+		for i, df := range diffs {
+			d.metrics.modelDiffs.WithLabelValues(string(df.Stream)).Inc()
+			if i < 10 {
+				d.log.Error("live directory model differs from a full read", "stream", df.Stream, "dn", df.DN, "live", df.Live, "read", df.Read)
+			}
+		}
+		d.log.Error("the live directory model differed from the directory; rebuilding it with a full refresh (please report this)",
+			"entries", len(diffs))
+		d.model.RequireRefresh()
+	}
+	return ldapx.Resolve(entries), nil
+}
+
+// live returns the model's snapshot when it is live, counting the full
+// refreshes that built it.
+func (d *directorySource) live() (*directory.Snapshot, bool) {
+	snap, ok := d.model.Snapshot()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n := d.model.FullRefreshes(); n != d.counted {
+		d.metrics.fullReads.WithLabelValues("refresh").Add(float64(n - d.counted))
+		d.counted = n
+	}
+	for s, n := range d.model.Size() {
+		d.metrics.modelEntries.WithLabelValues(string(s)).Set(float64(n))
+	}
+	return snap, ok
+}

@@ -1,0 +1,264 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/store"
+	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/reconcile"
+)
+
+func (s *server) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ready, why := s.status.ready(); !ready {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(s.status.snapshot())
+	})
+	return mux
+}
+
+// status is what /status and /readyz report.
+type status struct {
+	mu      sync.Mutex
+	started time.Time
+	targets []string
+	data    StatusReport
+	// startedUp: every target has been reconciled or holds a plan since
+	// the daemon started (systemd's READY=1 was sent).
+	startedUp bool
+}
+
+type StatusReport struct {
+	Started      time.Time                `json:"started"`
+	Ready        bool                     `json:"ready"`
+	Directory    DirectoryStatus          `json:"directory"`
+	Targets      map[string]*TargetStatus `json:"targets"`
+	ChangeStream ChangeStreamStatus       `json:"change_stream"`
+	Queue        []store.Queued           `json:"retry_queue"`
+}
+
+type DirectoryStatus struct {
+	LastRead   time.Time `json:"last_read,omitzero"`
+	LastError  string    `json:"last_error,omitempty"`
+	LastReason string    `json:"last_reason,omitempty"`
+	Users      int       `json:"users"`
+	Violations int       `json:"violations"`
+}
+
+type TargetStatus struct {
+	LastRun     time.Time `json:"last_run,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	Result      string    `json:"result"` // success, failure, or held (by its guard, for approval)
+	Added       int       `json:"added"`
+	Modified    int       `json:"modified"`
+	Deleted     int       `json:"deleted"`
+	Error       string    `json:"error,omitempty"`
+	// Held is the plan the guard holds, with the command that approves it.
+	Held *HeldPlan `json:"held,omitempty"`
+}
+
+type HeldPlan struct {
+	Digest  string    `json:"digest"`
+	Reason  string    `json:"reason"`
+	Since   time.Time `json:"since"`
+	Approve string    `json:"approve"`
+}
+
+type ChangeStreamStatus struct {
+	Mode      string          `json:"mode"`
+	Connected bool            `json:"connected"`
+	Live      map[string]bool `json:"live"` // stream → resumed from a stored cookie
+}
+
+func newStatus() *status {
+	now := time.Now()
+	return &status{started: now, data: StatusReport{Started: now, Targets: map[string]*TargetStatus{},
+		ChangeStream: ChangeStreamStatus{Live: map[string]bool{}}}}
+}
+
+func (s *status) configure(cfg *config.Config) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.targets = reconcile.TargetNames(cfg)
+}
+
+func (s *status) setMode(mode string) {
+	s.mu.Lock()
+	s.data.ChangeStream.Mode = mode
+	s.mu.Unlock()
+}
+
+func (s *status) setConnected(up bool) {
+	s.mu.Lock()
+	s.data.ChangeStream.Connected = up
+	if !up {
+		s.data.ChangeStream.Live = map[string]bool{}
+	}
+	s.mu.Unlock()
+}
+
+func (s *status) setLive(stream string, resumed bool) {
+	s.mu.Lock()
+	s.data.ChangeStream.Live[stream] = resumed
+	s.mu.Unlock()
+}
+
+// record takes one run in; it reports whether the daemon just became ready.
+func (s *status) record(r engine.RunReport, queue []store.Queued) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := &s.data
+	d.Queue = queue
+	d.Directory.LastReason = r.Reason
+	if r.State == nil {
+		d.Directory.LastError = r.Err.Error()
+		return false
+	}
+	d.Directory.LastRead, d.Directory.LastError = r.Started, ""
+	d.Directory.Users, d.Directory.Violations = len(r.State.Users), len(r.State.Violations)
+	for _, res := range r.Results {
+		t := d.Targets[res.Target]
+		if t == nil {
+			t = &TargetStatus{}
+			d.Targets[res.Target] = t
+		}
+		t.LastRun, t.Error = r.Started, ""
+		t.Added, t.Modified, t.Deleted = 0, 0, 0
+		switch {
+		case res.Plan != nil && res.Plan.Refused != "":
+			p := res.Plan
+			if t.Held == nil || t.Held.Digest != p.Digest {
+				t.Held = &HeldPlan{Digest: p.Digest, Reason: p.Refused, Since: r.Started,
+					Approve: "collabsync approve " + res.Target + " " + p.Digest}
+			}
+			t.Result, t.Error = "held", res.Err.Error()
+		case res.Err != nil:
+			t.Result, t.Error = "failure", res.Err.Error()
+		default:
+			t.Result, t.LastSuccess, t.Held = "success", r.Started, nil
+			if res.Applied {
+				t.Added, t.Modified, t.Deleted = res.Plan.Counts()
+			}
+		}
+	}
+	d.Ready, _ = s.readyLocked()
+	if !s.startedUp && s.startedUpLocked() {
+		s.startedUp = true
+		return true
+	}
+	return false
+}
+
+// startedUpLocked: the directory was read and every target has been
+// reconciled, or holds a plan for approval, since the daemon started.
+func (s *status) startedUpLocked() bool {
+	if s.data.Directory.LastRead.IsZero() {
+		return false
+	}
+	for _, t := range s.targets {
+		ts := s.data.Targets[t]
+		if ts == nil || (ts.LastSuccess.Before(s.started) && ts.Held == nil) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *status) ready() (bool, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.readyLocked()
+}
+
+func (s *status) readyLocked() (bool, string) {
+	if s.data.Directory.LastRead.IsZero() {
+		return false, "the directory has not been read yet"
+	}
+	var missing, held []string
+	for _, t := range s.targets {
+		ts := s.data.Targets[t]
+		switch {
+		case ts != nil && ts.Held != nil:
+			held = append(held, fmt.Sprintf("%s holds a plan its guard refused (%s); approve it with: %s", t, ts.Held.Reason, ts.Held.Approve))
+		case ts == nil || ts.LastSuccess.Before(s.started):
+			missing = append(missing, t)
+		}
+	}
+	var why []string
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		why = append(why, "not reconciled since start: "+strings.Join(missing, ", "))
+	}
+	if len(held) > 0 {
+		sort.Strings(held)
+		why = append(why, held...)
+	}
+	return len(why) == 0, strings.Join(why, "; ")
+}
+
+func (s *status) snapshot() StatusReport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.data
+	out.Targets = make(map[string]*TargetStatus, len(s.data.Targets))
+	for k, v := range s.data.Targets {
+		c := *v
+		if v.Held != nil {
+			h := *v.Held
+			c.Held = &h
+		}
+		out.Targets[k] = &c
+	}
+	out.ChangeStream.Live = make(map[string]bool, len(s.data.ChangeStream.Live))
+	for k, v := range s.data.ChangeStream.Live {
+		out.ChangeStream.Live[k] = v
+	}
+	return out
+}
+
+// line is the one-line STATUS= for systemctl status.
+func (s *status) line() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.data
+	if d.Directory.LastError != "" {
+		return "reconcile failed, downstream unchanged: " + firstLine(d.Directory.LastError)
+	}
+	var parts []string
+	for _, t := range s.targets {
+		switch ts := d.Targets[t]; {
+		case ts == nil:
+		case ts.Held != nil:
+			parts = append(parts, fmt.Sprintf("%s HELD (%s; %s)", t, ts.Held.Reason, ts.Held.Approve))
+		default:
+			parts = append(parts, fmt.Sprintf("%s %s (+%d ~%d -%d)", t, ts.Result, ts.Added, ts.Modified, ts.Deleted))
+		}
+	}
+	return fmt.Sprintf("last reconcile %s (%s): %s; changes via %s", d.Directory.LastRead.Format(time.TimeOnly), d.Directory.LastReason,
+		strings.Join(parts, ", "), d.ChangeStream.Mode)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
