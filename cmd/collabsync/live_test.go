@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/collabsync/collabsync/internal/testharness/churn"
+)
+
+// TestServeFollowsRandomChanges: serve runs on a generated directory while
+// 1,000 random adds, modifies, deletes and renames of users, collaborations
+// and memberships go through the real slapd, then is restarted (resuming
+// from its saved model) for 200 more. Afterwards its nss files are byte for
+// byte those a fresh one-shot sync (a full read, no history) writes into
+// another directory, and the scheduled full reconcile found no entry on
+// which the live model differed from the directory.
+func TestServeFollowsRandomChanges(t *testing.T) {
+	e := newLargeSyncEnv(t, 500, 50)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The full reconcile every 2 s compares the model with the directory.
+	os.WriteFile(e.config, append(cfg, serveConfig(freeListen(t), "  full_reconcile: \"@every 2s\"\n")...), 0o600)
+	d := startServe(t, e.config)
+	d.waitReady(t)
+
+	conn, err := ldap.DialURL(e.server.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Bind(e.server.RootDN, e.server.RootPassword); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := churn.New(conn, "dc=example,dc=org", 7, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if _, err := ch.Step(); err != nil {
+				t.Fatal(err)
+			}
+			if i%50 == 0 {
+				time.Sleep(20 * time.Millisecond) // runs happen in the middle of the changes too
+			}
+		}
+	}
+	steps(1000)
+	d.stop(t)
+	steps(100) // while it is down
+	d = startServe(t, e.config)
+	d.waitReady(t)
+	steps(100)
+	t.Logf("changes made: %v", ch.Done)
+
+	// A fresh full read into another directory, with its own state.
+	freshDir := t.TempDir()
+	freshOut := filepath.Join(freshDir, "extrausers")
+	os.Mkdir(freshOut, 0o755)
+	freshCfg := writeFile(t, filepath.Join(freshDir, "collabsync.yaml"),
+		fmt.Sprintf(standardConfig, e.server.URI, e.server.RootDN, e.server.RootPWFile, filepath.Join(freshDir, "state"), freshOut))
+	var diff string
+	settled := func() bool {
+		if r := collabsync(t, freshCfg, "sync", "--once", "--allow-deletions"); r.code != 0 {
+			t.Fatalf("fresh sync: %d %s", r.code, r.stderr)
+		}
+		diff = ""
+		for _, f := range []string{"passwd", "group"} {
+			live, _ := os.ReadFile(filepath.Join(e.outDir, f))
+			fresh, _ := os.ReadFile(filepath.Join(freshOut, f))
+			if !bytes.Equal(live, fresh) {
+				diff += fmt.Sprintf("%s differs: %s\n", f, firstDifference(live, fresh))
+			}
+		}
+		return diff == ""
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !settled() {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve's files never matched a fresh full read:\n%s", diff)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A scheduled full reconcile after the last change compared the model.
+	before := d.metric(`collabsync_directory_full_reads_total{reason="schedule"}`)
+	eventually(t, 10*time.Second, "a scheduled full reconcile", func() bool {
+		return d.metric(`collabsync_directory_full_reads_total{reason="schedule"}`) != before
+	})
+	body := d.metrics(t)
+	if strings.Contains(body, "collabsync_live_model_differences_total{") {
+		t.Errorf("the live model differed from the directory:\n%s", grepLines(body, "collabsync_live_model_differences_total"))
+	}
+	if n := d.metric(`collabsync_directory_full_reads_total{reason="refresh"}`); n != "" {
+		t.Errorf("serve re-read the whole directory by syncrepl %s time(s) after its restart", n)
+	}
+	d.stop(t)
+}
+
+// firstDifference shows where two files part.
+func firstDifference(a, b []byte) string {
+	al, bl := strings.Split(string(a), "\n"), strings.Split(string(b), "\n")
+	for i := 0; i < max(len(al), len(bl)); i++ {
+		var x, y string
+		if i < len(al) {
+			x = al[i]
+		}
+		if i < len(bl) {
+			y = bl[i]
+		}
+		if x != y {
+			return fmt.Sprintf("line %d: serve %q, fresh %q", i+1, x, y)
+		}
+	}
+	return "?"
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func (d *daemonProc) metrics(t *testing.T) string {
+	t.Helper()
+	_, body := d.get("/metrics")
+	return body
+}
