@@ -13,9 +13,18 @@ import (
 // honoured).
 func strictGuard(t *testing.T, e *syncEnv) {
 	t.Helper()
+	setGuard(t, e, "{max_delete_ratio: 0, min_deletes: 1}")
+}
+
+// setGuard gives the demo configuration's nss target a guard.
+func setGuard(t *testing.T, e *syncEnv, guard string) {
+	t.Helper()
 	data, _ := os.ReadFile(e.config)
-	doc := strings.Replace(string(data), "targets:\n  nss:\n", "targets:\n  nss:\n    guard: {max_delete_ratio: 0, min_deletes: 1}\n", 1)
-	os.WriteFile(e.config, []byte(doc), 0o600)
+	const instance = "  - name: nss\n    kind: nss\n"
+	if !strings.Contains(string(data), instance) {
+		t.Fatalf("no nss target to guard in %s", data)
+	}
+	os.WriteFile(e.config, []byte(strings.Replace(string(data), instance, instance+"    guard: "+guard+"\n", 1)), 0o600)
 }
 
 func (d *daemonProc) held(t *testing.T) *daemon.HeldPlan {
@@ -142,9 +151,7 @@ func TestServeStartsWithAHeldPlan(t *testing.T) {
 // ready.
 func TestServeReadyAfterOutOfBandApproval(t *testing.T) {
 	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
-	data, _ := os.ReadFile(e.config)
-	os.WriteFile(e.config, []byte(strings.Replace(string(data), "targets:\n  nss:\n",
-		"targets:\n  nss:\n    guard: {max_delete_ratio: 0.01, min_deletes: 1}\n", 1)), 0o600)
+	setGuard(t, e, "{max_delete_ratio: 0.01, min_deletes: 1}")
 	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
 	e.sync(t)
 	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: trent\n")

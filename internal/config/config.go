@@ -14,6 +14,8 @@ import (
 
 	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/targets"
 )
 
 // Config is the whole configuration file.
@@ -23,7 +25,8 @@ type Config struct {
 	Serve      Serve      `yaml:"serve"`
 	Accounting Accounting `yaml:"accounting"`
 	StateDir   string     `yaml:"state_dir"`
-	Targets    Targets    `yaml:"targets"`
+	// Targets are read apart (targets.go): each kind has its own keys.
+	Targets []Target `yaml:"-"`
 }
 
 // Accounting configures the ingest of batch-scheduler logs.
@@ -257,11 +260,6 @@ type IDRange struct {
 	Max uint32 `yaml:"max"`
 }
 
-// Targets configures the downstream systems; a nil target is disabled.
-type Targets struct {
-	NSS *NSSTarget `yaml:"nss"`
-}
-
 // Guard limits what one apply may delete.
 type Guard struct {
 	// MaxDeleteRatio is the share of a target's current records one apply may
@@ -269,12 +267,6 @@ type Guard struct {
 	MaxDeleteRatio float64 `yaml:"max_delete_ratio"`
 	// MinDeletes: fewer deletions than this are never held back.
 	MinDeletes int `yaml:"min_deletes"`
-}
-
-// NSSTarget writes passwd and group files in libnss-extrausers format.
-type NSSTarget struct {
-	Dir   string `yaml:"dir"`
-	Guard Guard  `yaml:"guard"`
 }
 
 // Duration is a time.Duration written as "10s" or "1m30s" in YAML.
@@ -324,19 +316,31 @@ func Load(path string) (*Config, error) {
 // validation finds, each with its line. Only absent keys get defaults: an
 // explicit value, zero included, is honoured when validation allows it.
 func Parse(name string, data []byte) (*Config, error) {
+	return ParseWith(name, data, targets.Kinds())
+}
+
+// ParseWith is Parse with the target kinds given (tests register their own).
+func ParseWith(name string, data []byte, kinds engine.Registry) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		// Not YAML at all: nothing further can be said.
 		return nil, &FileError{File: name, Problems: (&document{}).decodeProblems(err)}
 	}
+	targets := cutKey(&root, "targets")
 	doc := walkDocument(&root)
-	problems := doc.unknown
 	var cfg Config
+	var problems []Problem
 	if root.Kind != 0 {
 		if err := root.Decode(&cfg); err != nil {
 			problems = append(problems, doc.decodeProblems(err)...)
 		}
 	}
+	if targets != nil {
+		var tps []Problem
+		cfg.Targets, tps = doc.targets(targets, kinds)
+		problems = append(problems, tps...)
+	}
+	problems = append(doc.unknown, problems...)
 	cfg.applyDefaults(doc.has)
 	// A value that failed to decode is reported once, not again by validation.
 	failed := map[string]bool{}
@@ -458,9 +462,9 @@ func (c *Config) applyDefaults(has func(string) bool) {
 	}
 
 	def(has, "state_dir", &c.StateDir, "/var/lib/collabsync")
-	if n := c.Targets.NSS; n != nil {
-		def(has, "targets.nss.dir", &n.Dir, "/var/lib/extrausers")
-		n.Guard.applyDefaults(has, "targets.nss.guard.")
+	for i := range c.Targets {
+		t := &c.Targets[i]
+		t.Guard.applyDefaults(has, t.Path+".guard.")
 	}
 }
 

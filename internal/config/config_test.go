@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/collabsync/collabsync/sync/nss"
 )
 
 func secretFile(t *testing.T) string {
@@ -47,8 +49,10 @@ func TestParseDefaults(t *testing.T) {
 		{"uid attr", cfg.LDAP.Users.Attributes.UID, "uid"},
 		{"membership", cfg.LDAP.Collaborations.Membership, MembershipUID},
 		{"members attr", cfg.LDAP.Collaborations.Attributes.Members, "memberUid"},
-		{"nss dir", cfg.Targets.NSS.Dir, "/var/lib/extrausers"},
-		{"nss guard", cfg.Targets.NSS.Guard.MaxDeleteRatio, 0.2},
+		{"targets", len(cfg.Targets), 1},
+		{"nss name", cfg.Targets[0].Name, "nss"},
+		{"nss dir", cfg.Targets[0].Settings.(*nss.Settings).Dir, "/var/lib/extrausers"},
+		{"nss guard", cfg.Targets[0].Guard.MaxDeleteRatio, 0.2},
 		{"state dir", cfg.StateDir, "/var/lib/collabsync"},
 	}
 	for _, c := range checks {
@@ -208,8 +212,8 @@ rules: {review_grace: 0s}
 		name      string
 		got, want any
 	}{
-		{"max_delete_ratio", cfg.Targets.NSS.Guard.MaxDeleteRatio, 0.0},
-		{"min_deletes", cfg.Targets.NSS.Guard.MinDeletes, 0},
+		{"max_delete_ratio", cfg.Targets[0].Guard.MaxDeleteRatio, 0.0},
+		{"min_deletes", cfg.Targets[0].Guard.MinDeletes, 0},
 		{"debounce", cfg.Serve.Debounce, Duration(0)},
 		{"default_fairshare", cfg.LDAP.Collaborations.DefaultFairshare, 0},
 		{"review_grace", cfg.Rules.ReviewGrace, Duration(0)},
@@ -315,5 +319,66 @@ func TestAccountingSources(t *testing.T) {
 	}
 	if s := cfg.Accounting.Sources[0]; s.TimeZone != "UTC" || s.Schedule != "*/15 * * * *" {
 		t.Errorf("defaults: %+v", s)
+	}
+}
+
+// TestTargetInstances: targets as a list of named instances of registered
+// kinds (two of one kind included); the older mapping of kind to settings
+// reads as instances named after their kind; mistakes name their line.
+func TestTargetInstances(t *testing.T) {
+	base := strings.Replace(minimal(secretFile(t)), "targets:\n  nss: {}\n", "", 1)
+	cfg, err := Parse("c.yaml", []byte(base+`targets:
+  - name: extrausers
+    kind: nss
+    dir: /var/lib/extrausers
+  - name: login-nodes
+    kind: nss
+    dir: /srv/login/extrausers
+    guard: {max_delete_ratio: 0.05}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Targets) != 2 {
+		t.Fatalf("targets: %+v", cfg.Targets)
+	}
+	for i, want := range []struct {
+		name, dir string
+		ratio     float64
+	}{{"extrausers", "/var/lib/extrausers", 0.2}, {"login-nodes", "/srv/login/extrausers", 0.05}} {
+		got := cfg.Targets[i]
+		if got.Name != want.name || got.Kind != "nss" || got.Settings.(*nss.Settings).Dir != want.dir || got.Guard.MaxDeleteRatio != want.ratio {
+			t.Errorf("target %d = %+v (settings %+v), want %+v", i, got, got.Settings, want)
+		}
+	}
+
+	_, err = Parse("c.yaml", []byte(base+`targets:
+  - name: extrausers
+    kind: nss
+    directory: /var/lib/extrausers
+  - name: extrausers
+    kind: nss
+  - name: lists
+    kind: mailman
+  - kind: nss
+    dir: relative
+  - name: Bad Name
+    kind: nss
+`))
+	want := []string{
+		`c.yaml:10: targets[0].directory: unknown key for a target of kind nss (did you mean dir?)`,
+		`c.yaml:11: targets[1].name: "extrausers" is also the name of targets[0]`,
+		`c.yaml:14: targets[2].kind: unknown target kind "mailman" (known: nss)`,
+		`c.yaml:15: targets[3].name: every target needs a name`,
+		`c.yaml:16: targets[3].dir: must be an absolute path, got "relative"`,
+		`c.yaml:17: targets[4].name: "Bad Name" is not a target name`,
+	}
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
 	}
 }

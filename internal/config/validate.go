@@ -68,12 +68,7 @@ func (c *Config) Validate() []Problem {
 	if !filepath.IsAbs(c.StateDir) {
 		ps.add("state_dir", "must be an absolute path, got %q", c.StateDir)
 	}
-	if n := c.Targets.NSS; n != nil {
-		if !filepath.IsAbs(n.Dir) {
-			ps.add("targets.nss.dir", "must be an absolute path, got %q", n.Dir)
-		}
-		n.Guard.validate(&ps, "targets.nss.guard")
-	}
+	validateTargets(c.Targets, &ps)
 	return ps
 }
 

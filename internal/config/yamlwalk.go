@@ -154,7 +154,11 @@ func suggest(key string, known map[string]reflect.Type) string {
 		if norm(k) == norm(key) {
 			return k
 		}
-		if dist := editDistance(key, k); dist < bestDist || (dist == bestDist && k < best) {
+		dist := editDistance(key, k)
+		if nk, nkey := norm(k), norm(key); len(nk) >= 3 && len(nkey) >= 3 && (strings.HasPrefix(nk, nkey) || strings.HasPrefix(nkey, nk)) {
+			dist = min(dist, 1) // one spelled out, the other short: directory for dir
+		}
+		if dist < bestDist || (dist == bestDist && k < best) {
 			best, bestDist = k, dist
 		}
 	}

@@ -27,18 +27,48 @@ const (
 // fields per line of each file.
 var fieldCount = map[string]int{KindPasswd: 7, KindGroup: 4}
 
+// Settings configure an nss target instance.
+type Settings struct {
+	// Dir holds the passwd and group files (libnss-extrausers reads
+	// /var/lib/extrausers).
+	Dir string `yaml:"dir"`
+}
+
+// Validate implements engine.Settings.
+func (s *Settings) Validate() []engine.SettingProblem {
+	if !filepath.IsAbs(s.Dir) {
+		return []engine.SettingProblem{{Key: "dir", Msg: fmt.Sprintf("must be an absolute path, got %q", s.Dir)}}
+	}
+	return nil
+}
+
+// Kind declares the nss kind of target.
+func Kind() engine.Kind {
+	return engine.Kind{
+		Name:        "nss",
+		NewSettings: func() engine.Settings { return &Settings{Dir: "/var/lib/extrausers"} },
+		New: func(name string, s engine.Settings) engine.Target {
+			return &Target{InstanceName: name, Dir: s.(*Settings).Dir}
+		},
+	}
+}
+
 // Target is the nss target. It is an engine.Target.
 type Target struct {
-	Dir string
+	// InstanceName is the configured name ("nss" unless the
+	// configuration names it).
+	InstanceName string
+	Dir          string
 }
 
 var (
 	_ engine.Target    = (*Target)(nil)
 	_ engine.Recoverer = (*Target)(nil)
+	_ engine.Settings  = (*Settings)(nil)
 )
 
 // Name implements engine.Target.
-func (t *Target) Name() string { return "nss" }
+func (t *Target) Name() string { return t.InstanceName }
 
 // Desired implements engine.Target: a passwd line per active user and
 // active production account, a group line per provisioned collaboration

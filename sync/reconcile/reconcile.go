@@ -20,7 +20,7 @@ import (
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
-	"github.com/collabsync/collabsync/sync/nss"
+	"github.com/collabsync/collabsync/sync/targets"
 )
 
 // Policy turns the configured rules into the directory's Policy. It reads
@@ -91,17 +91,19 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.En
 		},
 		Log: log,
 	}
-	if n := cfg.Targets.NSS; n != nil {
-		e.Targets = append(e.Targets, engine.GuardedTarget{Target: &nss.Target{Dir: n.Dir}, Guard: guard(n.Guard)})
+	kinds := targets.Kinds()
+	for _, t := range cfg.Targets {
+		k, _ := kinds.Lookup(t.Kind) // the configuration knows only registered kinds
+		e.Targets = append(e.Targets, engine.GuardedTarget{Target: k.New(t.Name, t.Settings), Guard: guard(t.Guard)})
 	}
 	return e
 }
 
-// TargetNames lists the configured targets, as NewEngine names them.
+// TargetNames lists the configured targets' names.
 func TargetNames(cfg *config.Config) []string {
-	var names []string
-	if cfg.Targets.NSS != nil {
-		names = append(names, (&nss.Target{}).Name())
+	names := make([]string, 0, len(cfg.Targets))
+	for _, t := range cfg.Targets {
+		names = append(names, t.Name)
 	}
 	return names
 }

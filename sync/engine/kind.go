@@ -1,0 +1,67 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Kind is one kind of target (nss, mailman, slurm ...): its settings and
+// how an instance is built. The configuration names instances of kinds;
+// each kind's package declares its Kind, and one list registers them all.
+type Kind struct {
+	Name string
+	// NewSettings returns a pointer to a new settings struct of the kind
+	// (YAML tags name its keys), holding the defaults: the configuration
+	// decodes an instance's own keys into it.
+	NewSettings func() Settings
+	// New builds an instance named name from settings that validated.
+	New func(name string, s Settings) Target
+}
+
+// Settings are a kind's own configuration keys of one instance.
+type Settings interface {
+	// Validate reports what is wrong, by key ("dir") and message.
+	Validate() []SettingProblem
+}
+
+// SettingProblem is one invalid setting.
+type SettingProblem struct {
+	Key, Msg string
+}
+
+// Registry is the set of known kinds.
+type Registry []Kind
+
+// Lookup finds a kind by name.
+func (r Registry) Lookup(name string) (Kind, bool) {
+	for _, k := range r {
+		if k.Name == name {
+			return k, true
+		}
+	}
+	return Kind{}, false
+}
+
+// Names lists the kinds, sorted, for messages.
+func (r Registry) Names() string {
+	names := make([]string, 0, len(r))
+	for _, k := range r {
+		names = append(names, k.Name)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// Check panics on a registry a programmer got wrong (a kind twice, or
+// without its functions): it is fixed at build time, never configured.
+func (r Registry) Check() Registry {
+	seen := map[string]bool{}
+	for _, k := range r {
+		if seen[k.Name] || k.Name == "" || k.NewSettings == nil || k.New == nil {
+			panic(fmt.Sprintf("target registry: kind %q is declared twice or incompletely", k.Name))
+		}
+		seen[k.Name] = true
+	}
+	return r
+}

@@ -1,0 +1,15 @@
+// Package targets is the one list of target kinds. Adding a kind is its
+// package under sync/ and one line here; nothing else names a kind.
+package targets
+
+import (
+	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/nss"
+)
+
+// Kinds returns every kind of target collabsync can drive.
+func Kinds() engine.Registry {
+	return engine.Registry{
+		nss.Kind(),
+	}.Check()
+}
