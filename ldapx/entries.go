@@ -3,6 +3,7 @@ package ldapx
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -153,7 +154,8 @@ func (em *entryMapper) roleGroup(e *ldap.Entry) (*RoleGroup, error) {
 // contact, validator and owner references across the whole directory. It
 // is pure, and the result does not depend on the order of the entries.
 func Resolve(entries Entries) *directory.Snapshot {
-	return resolveWith(entries, resolveUsers(entries[StreamUsers]))
+	snap, _ := resolveWith(entries, resolveUsers(entries[StreamUsers]), nil)
+	return snap
 }
 
 // userPart is the users' share of a snapshot: sorted users, their
@@ -169,15 +171,29 @@ type userPart struct {
 }
 
 // resolveWith resolves the other streams against users and assembles the
-// snapshot, which shares users' slice.
-func resolveWith(entries Entries, users *userPart) *directory.Snapshot {
-	r := &resolver{snap: &directory.Snapshot{Users: users.users}, users: users, collabByDN: map[string]string{}}
+// snapshot, which shares users' slice. Collaborations resolved against the
+// same users before (cache, from the last call) are reused when their
+// entry and role groups are the same; the returned cache is for the next
+// call.
+func resolveWith(entries Entries, users *userPart, cache collabCache) (*directory.Snapshot, collabCache) {
+	r := &resolver{snap: &directory.Snapshot{Users: users.users}, users: users, collabByDN: map[string]string{},
+		cache: cache, next: make(collabCache, len(entries[StreamCollaborations]))}
 	r.collaborations(entries[StreamCollaborations], entries[StreamRoleGroups])
 	r.production(entries[StreamProduction])
 	part := r.snap.Problems
 	r.snap.Problems = append(append(make([]directory.Problem, 0, len(users.problems)+len(part)), users.problems...), part...)
 	r.snap.Sort() // users are sorted already: a pass over them
-	return r.snap
+	return r.snap, r.next
+}
+
+// collabCache keeps resolved collaborations by their (never modified)
+// entry, valid while the users they were resolved against stay.
+type collabCache map[*Mapped]resolvedCollab
+
+type resolvedCollab struct {
+	c        directory.Collaboration
+	problems []directory.Problem
+	groups   map[directory.Role][]string // the role groups' values it was resolved with
 }
 
 // resolver is the work area of one Resolve.
@@ -185,7 +201,8 @@ type resolver struct {
 	snap  *directory.Snapshot
 	users *userPart
 	// collabByDN maps normalized collaboration DNs to names.
-	collabByDN map[string]string
+	collabByDN  map[string]string
+	cache, next collabCache
 }
 
 func (r *resolver) problem(dn, format string, args ...any) {
@@ -261,23 +278,23 @@ func sortUsers(users []directory.User) {
 // collaborations resolves members and contacts (from the collaborations'
 // own attributes and from role groups) to uids.
 func (r *resolver) collaborations(entries, roleGroups map[string]*Mapped) {
-	raws := make([]*RawCollaboration, 0, len(entries))
+	collabs := make([]*Mapped, 0, len(entries))
 	for _, e := range entries {
 		if e.Collaboration == nil {
 			r.problem(e.DN, "%s", e.Problem)
 			continue
 		}
-		raws = append(raws, e.Collaboration)
+		collabs = append(collabs, e)
 		r.collabByDN[e.NormDN] = e.Collaboration.Name
 	}
 	// In DN order, so that which of two collaborations of one name gets a
 	// role group's contacts does not depend on the order of reading.
-	sort.Slice(raws, func(i, j int) bool { return raws[i].DN < raws[j].DN })
-	byName := make(map[string]int, len(raws))
-	for i, c := range raws {
-		byName[c.Name] = i
+	sort.Slice(collabs, func(i, j int) bool { return collabs[i].DN < collabs[j].DN })
+	byName := make(map[string]int, len(collabs))
+	for i, e := range collabs {
+		byName[e.Collaboration.Name] = i
 	}
-	fromGroups := make([]map[directory.Role][]string, len(raws))
+	fromGroups := make([]map[directory.Role][]string, len(collabs))
 	for _, e := range roleGroups {
 		if e.RoleGroup == nil {
 			r.problem(e.DN, "%s", e.Problem)
@@ -294,30 +311,63 @@ func (r *resolver) collaborations(entries, roleGroups map[string]*Mapped) {
 		}
 		fromGroups[i][g.Role] = append(fromGroups[i][g.Role], g.Values...)
 	}
-	r.snap.Collaborations = make([]directory.Collaboration, 0, len(raws))
-	for i, raw := range raws {
-		c := raw.Collaboration
-		var unknown []string
-		c.Members, unknown = Members(raw.MemberValues, r.uidOf)
-		for _, v := range unknown {
-			r.dangling(c.DN, "member %q is not a known user; left out", v)
+	for _, groups := range fromGroups {
+		for _, values := range groups {
+			slices.Sort(values) // the order of role groups is not significant
 		}
-		c.Contacts = map[directory.Role][]string{}
-		for _, role := range directory.Roles() {
-			values := append(append([]string(nil), raw.ContactValues[role]...), fromGroups[i][role]...)
-			if len(values) == 0 {
-				continue
-			}
-			uids, unknown := Members(values, r.uidOf)
-			for _, v := range unknown {
-				r.dangling(c.DN, "%s contact %q is not a known user; left out", role, v)
-			}
-			if len(uids) > 0 {
-				c.Contacts[role] = uids
-			}
-		}
-		r.snap.Collaborations = append(r.snap.Collaborations, c)
 	}
+	r.snap.Collaborations = make([]directory.Collaboration, 0, len(collabs))
+	for i, e := range collabs {
+		if rc, ok := r.cache[e]; ok && sameGroups(rc.groups, fromGroups[i]) {
+			r.snap.Collaborations = append(r.snap.Collaborations, rc.c)
+			r.snap.Problems = append(r.snap.Problems, rc.problems...)
+			r.next[e] = rc
+			continue
+		}
+		first := len(r.snap.Problems)
+		c := r.collaboration(e.Collaboration, fromGroups[i])
+		r.snap.Collaborations = append(r.snap.Collaborations, c)
+		r.next[e] = resolvedCollab{c: c, problems: slices.Clone(r.snap.Problems[first:]), groups: fromGroups[i]}
+	}
+}
+
+// collaboration resolves one collaboration's members and contacts.
+func (r *resolver) collaboration(raw *RawCollaboration, fromGroups map[directory.Role][]string) directory.Collaboration {
+	c := raw.Collaboration
+	var unknown []string
+	c.Members, unknown = Members(raw.MemberValues, r.uidOf)
+	for _, v := range unknown {
+		r.dangling(c.DN, "member %q is not a known user; left out", v)
+	}
+	c.Contacts = map[directory.Role][]string{}
+	for _, role := range directory.Roles() {
+		values := append(append([]string(nil), raw.ContactValues[role]...), fromGroups[role]...)
+		if len(values) == 0 {
+			continue
+		}
+		uids, unknown := Members(values, r.uidOf)
+		for _, v := range unknown {
+			r.dangling(c.DN, "%s contact %q is not a known user; left out", role, v)
+		}
+		if len(uids) > 0 {
+			c.Contacts[role] = uids
+		}
+	}
+	return c
+}
+
+// sameGroups reports whether two collaborations' role group values are
+// the same.
+func sameGroups(a, b map[directory.Role][]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for role, v := range a {
+		if !slices.Equal(v, b[role]) {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *resolver) production(entries map[string]*Mapped) {

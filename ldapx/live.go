@@ -71,6 +71,8 @@ type Model struct {
 	// usersChanged is false.
 	users        *userPart
 	usersChanged bool
+	// collabs are the collaborations resolved against users.
+	collabs collabCache
 
 	// With a journal, changes wait in pending until Flush saves them;
 	// flushMu keeps flushes in order. digest names the searches and
@@ -256,9 +258,10 @@ func (m *Model) Snapshot() (snap *directory.Snapshot, ok bool) {
 		return nil, false
 	}
 	if m.users == nil || m.usersChanged {
-		m.users, m.usersChanged = resolveUsers(m.entries[StreamUsers]), false
+		m.users, m.usersChanged, m.collabs = resolveUsers(m.entries[StreamUsers]), false, nil
 	}
-	return resolveWith(m.entries, m.users), true
+	snap, m.collabs = resolveWith(m.entries, m.users, m.collabs)
+	return snap, true
 }
 
 // FullRefreshes counts the refreshes without a cookie (whole reads of the
@@ -398,6 +401,7 @@ func (m *Model) remove(s StreamName, key string) {
 		delete(m.entries[s], key)
 		m.record(s, key, old.DN, nil)
 	}
+	delete(m.seen[s], key) // gone: no longer expected to arrive
 	m.mu.Unlock()
 	if ok {
 		m.notify(s)

@@ -7,7 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 )
 
 // Record is one thing a target manages: a passwd line, a list member, a
@@ -84,45 +85,70 @@ func (p *Plan) Counts() (add, modify, del int) {
 
 // Diff compares current with desired records. It is pure: the same inputs
 // always give the same changes, in (kind, key) order. Duplicate keys in
-// desired are an error, since one of them would silently win.
+// desired are an error, since one of them would silently win; of duplicate
+// current records the first counts (the rewrite drops the others).
+//
+// It merges the two lists in (kind, key) order: records that come sorted,
+// as targets produce them and as a target's known state is kept, cost no
+// sort and no index.
 func Diff(current, desired []Record) ([]Change, error) {
-	type id struct{ kind, key string }
-	want := make(map[id]string, len(desired))
-	for _, r := range desired {
-		k := id{r.Kind, r.Key}
-		if _, dup := want[k]; dup {
-			return nil, fmt.Errorf("desired state has %s %q twice", r.Kind, r.Key)
+	desired, current = sorted(desired), sorted(current)
+	for i := 1; i < len(desired); i++ {
+		if compareRecords(desired[i-1], desired[i]) == 0 {
+			return nil, fmt.Errorf("desired state has %s %q twice", desired[i].Kind, desired[i].Key)
 		}
-		want[k] = r.Value
 	}
 	var changes []Change
-	have := make(map[id]bool, len(current))
-	for _, r := range current {
-		k := id{r.Kind, r.Key}
-		if have[k] {
-			continue // a duplicate line downstream: the rewrite drops it
+	i, j := 0, 0
+	for i < len(current) || j < len(desired) {
+		if i > 0 && i < len(current) && compareRecords(current[i-1], current[i]) == 0 {
+			i++ // a duplicate line downstream
+			continue
 		}
-		have[k] = true
-		v, ok := want[k]
+		var c int
 		switch {
-		case !ok:
-			changes = append(changes, Change{Op: OpDelete, Kind: r.Kind, Key: r.Key, Old: r.Value})
-		case v != r.Value:
-			changes = append(changes, Change{Op: OpModify, Kind: r.Kind, Key: r.Key, Old: r.Value, New: v})
+		case i == len(current):
+			c = 1
+		case j == len(desired):
+			c = -1
+		default:
+			c = compareRecords(current[i], desired[j])
+		}
+		switch {
+		case c < 0:
+			changes = append(changes, Change{Op: OpDelete, Kind: current[i].Kind, Key: current[i].Key, Old: current[i].Value})
+			i++
+		case c > 0:
+			changes = append(changes, Change{Op: OpAdd, Kind: desired[j].Kind, Key: desired[j].Key, New: desired[j].Value})
+			j++
+		default:
+			if current[i].Value != desired[j].Value {
+				changes = append(changes, Change{Op: OpModify, Kind: current[i].Kind, Key: current[i].Key, Old: current[i].Value, New: desired[j].Value})
+			}
+			i++
+			j++
 		}
 	}
-	for _, r := range desired {
-		if !have[id{r.Kind, r.Key}] {
-			changes = append(changes, Change{Op: OpAdd, Kind: r.Kind, Key: r.Key, New: r.Value})
-		}
-	}
-	sort.Slice(changes, func(i, j int) bool {
-		if changes[i].Kind != changes[j].Kind {
-			return changes[i].Kind < changes[j].Kind
-		}
-		return changes[i].Key < changes[j].Key
-	})
 	return changes, nil
+}
+
+// compareRecords orders records by kind, then key.
+func compareRecords(a, b Record) int {
+	if c := strings.Compare(a.Kind, b.Kind); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Key, b.Key)
+}
+
+// sorted returns recs in (kind, key) order, stable, copying only when
+// they are not in order already.
+func sorted(recs []Record) []Record {
+	if slices.IsSortedFunc(recs, compareRecords) {
+		return recs
+	}
+	out := slices.Clone(recs)
+	slices.SortStableFunc(out, compareRecords)
+	return out
 }
 
 // Guard holds the limits on what one apply may remove.

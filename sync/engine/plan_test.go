@@ -1,7 +1,10 @@
 package engine
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -84,4 +87,70 @@ func TestGuard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDiffAgreesWithIndex: the merge gives exactly what comparing through
+// an index gives, on random record lists in any order, with duplicate
+// current records.
+func TestDiffAgreesWithIndex(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	gen := func(n int, dup bool) []Record {
+		var out []Record
+		seen := map[string]bool{}
+		for len(out) < n {
+			r := rec([]string{"group", "passwd"}[rnd.IntN(2)], fmt.Sprint(rnd.IntN(3*n+1)), fmt.Sprint(rnd.IntN(3)))
+			if !dup && seen[r.Kind+"/"+r.Key] {
+				continue
+			}
+			seen[r.Kind+"/"+r.Key] = true
+			out = append(out, r)
+		}
+		return out
+	}
+	for round := 0; round < 500; round++ {
+		current, desired := gen(rnd.IntN(40), true), gen(rnd.IntN(40), false)
+		if round%2 == 0 {
+			slices.SortFunc(desired, compareRecords)
+		}
+		got, err := Diff(current, desired)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := indexDiff(current, desired); !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d:\ncurrent %v\ndesired %v\ngot  %v\nwant %v", round, current, desired, got, want)
+		}
+	}
+}
+
+// indexDiff is Diff as a map would do it: the reference.
+func indexDiff(current, desired []Record) []Change {
+	want := map[string]Record{}
+	for _, r := range desired {
+		want[r.Kind+"\x00"+r.Key] = r
+	}
+	var out []Change
+	have := map[string]bool{}
+	for _, r := range current {
+		k := r.Kind + "\x00" + r.Key
+		if have[k] {
+			continue
+		}
+		have[k] = true
+		d, ok := want[k]
+		switch {
+		case !ok:
+			out = append(out, Change{Op: OpDelete, Kind: r.Kind, Key: r.Key, Old: r.Value})
+		case d.Value != r.Value:
+			out = append(out, Change{Op: OpModify, Kind: r.Kind, Key: r.Key, Old: r.Value, New: d.Value})
+		}
+	}
+	for _, r := range desired {
+		if !have[r.Kind+"\x00"+r.Key] {
+			out = append(out, Change{Op: OpAdd, Kind: r.Kind, Key: r.Key, New: r.Value})
+		}
+	}
+	slices.SortFunc(out, func(a, b Change) int {
+		return compareRecords(Record{Kind: a.Kind, Key: a.Key}, Record{Kind: b.Kind, Key: b.Key})
+	})
+	return out
 }

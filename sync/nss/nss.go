@@ -59,6 +59,8 @@ type Target struct {
 	// configuration names it).
 	InstanceName string
 	Dir          string
+
+	lastSize int // bytes of the last desired state, to size the next
 }
 
 var (
@@ -72,28 +74,72 @@ func (t *Target) Name() string { return t.InstanceName }
 
 // Desired implements engine.Target: a passwd line per active user and
 // active production account, a group line per provisioned collaboration
-// listing its active members.
+// listing its active members. Records come in (kind, key) order, as the
+// engine diffs them without sorting; the lines share one allocation.
 func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
-	recs := make([]engine.Record, 0, len(state.Users)+len(state.Collaborations))
-	passwd := func(name string, uid, gid uint32, gecosName, home, shell string) {
-		line := fmt.Sprintf("%s:x:%d:%d:%s:%s:%s", name, uid, gid, gecos(gecosName), home, shell)
-		recs = append(recs, engine.Record{Kind: KindPasswd, Key: name, Value: line})
+	type line struct {
+		kind, key  string
+		start, end int
 	}
-	for _, u := range state.Users {
-		if u.Status == directory.StatusActive {
-			passwd(u.UID, u.UIDNumber, u.GIDNumber, u.Name, u.Home, u.Shell)
+	lines := make([]line, 0, len(state.Users)+len(state.ProductionAccounts)+len(state.Collaborations))
+	buf := make([]byte, 0, t.lastSize+t.lastSize/8) // about the last run's, without growing
+	defer func() { t.lastSize = len(buf) }()
+	add := func(kind, key string, write func()) {
+		start := len(buf)
+		write()
+		lines = append(lines, line{kind, key, start, len(buf)})
+	}
+	for _, c := range state.Collaborations { // sorted by name
+		if !c.Provisioned {
+			continue
 		}
+		add(KindGroup, c.Name, func() {
+			buf = append(buf, c.Name...)
+			buf = append(buf, ":x:"...)
+			buf = strconv.AppendUint(buf, uint64(c.GIDNumber), 10)
+			buf = append(buf, ':')
+			for i, m := range c.ActiveMembers {
+				if i > 0 {
+					buf = append(buf, ',')
+				}
+				buf = append(buf, m...)
+			}
+		})
 	}
-	for _, p := range state.ProductionAccounts {
-		if p.Active {
+	passwd := func(name string, uid, gid uint32, gecosName, home, shell string) {
+		add(KindPasswd, name, func() {
+			buf = append(buf, name...)
+			buf = append(buf, ":x:"...)
+			buf = strconv.AppendUint(buf, uint64(uid), 10)
+			buf = append(buf, ':')
+			buf = strconv.AppendUint(buf, uint64(gid), 10)
+			buf = append(buf, ':')
+			buf = append(buf, gecos(gecosName)...)
+			buf = append(buf, ':')
+			buf = append(buf, home...)
+			buf = append(buf, ':')
+			buf = append(buf, shell...)
+		})
+	}
+	// Users and production accounts, each sorted by name, merged.
+	users, prods := state.Users, state.ProductionAccounts
+	for len(users) > 0 || len(prods) > 0 {
+		if len(prods) == 0 || len(users) > 0 && users[0].UID <= prods[0].Name {
+			if u := users[0]; u.Status == directory.StatusActive {
+				passwd(u.UID, u.UIDNumber, u.GIDNumber, u.Name, u.Home, u.Shell)
+			}
+			users = users[1:]
+			continue
+		}
+		if p := prods[0]; p.Active {
 			passwd(p.Name, p.UIDNumber, p.GIDNumber, "production account of "+p.Collaboration, p.Home, p.Shell)
 		}
+		prods = prods[1:]
 	}
-	for _, c := range state.Collaborations {
-		if c.Provisioned {
-			line := fmt.Sprintf("%s:x:%d:%s", c.Name, c.GIDNumber, strings.Join(c.ActiveMembers, ","))
-			recs = append(recs, engine.Record{Kind: KindGroup, Key: c.Name, Value: line})
-		}
+	all := string(buf)
+	recs := make([]engine.Record, len(lines))
+	for i, l := range lines {
+		recs[i] = engine.Record{Kind: l.kind, Key: l.key, Value: all[l.start:l.end]}
 	}
 	return recs, nil
 }
