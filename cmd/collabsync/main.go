@@ -232,26 +232,6 @@ func parseFlags(fs *flag.FlagSet, args []string) bool {
 	return true
 }
 
-func cmdVersion(_ context.Context, a *app, args []string) int {
-	if !parseFlags(a.newFlagSet("version", ""), args) {
-		return exitUsage
-	}
-	fmt.Fprintln(a.stdout, "collabsync", version)
-	return exitOK
-}
-
-func cmdCheckConfig(_ context.Context, a *app, args []string) int {
-	if !parseFlags(a.newFlagSet("check-config", ""), args) {
-		return exitUsage
-	}
-	cfg := a.loadConfig()
-	if cfg == nil {
-		return exitUsage
-	}
-	fmt.Fprintf(a.stdout, "%s: OK\n", a.configPath)
-	return exitOK
-}
-
 // errorf prints a one-line error for the user.
 func (a *app) errorf(err error) {
 	var fe *config.FileError

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/collabsync/collabsync/accounting/report"
+)
+
+func cmdReport(ctx context.Context, a *app, args []string) int {
+	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster] [--collaboration X] [--since DAY] [--until DAY] [--format table|csv|json]")
+	by := fs.String("by", report.ByCollaboration, "collaboration, user, month or cluster")
+	collab := fs.String("collaboration", "", "only this collaboration (a reporting contact's view: --by user --collaboration X)")
+	since := fs.String("since", "", "from this day (YYYY-MM-DD or YYYY-MM), inclusive")
+	until := fs.String("until", "", "to this day (YYYY-MM-DD or YYYY-MM), exclusive")
+	format := fs.String("format", "table", "table, csv or json")
+	if !parseFlags(fs, args) {
+		return exitUsage
+	}
+	q := report.Query{By: *by, Collaboration: *collab}
+	var err error
+	if q.Since, err = parseDay(*since); err == nil {
+		q.Until, err = parseDay(*until)
+	}
+	if err != nil {
+		fmt.Fprintln(a.stderr, "collabsync report:", err)
+		return exitUsage
+	}
+	switch *format {
+	case "table", "csv", "json":
+	default:
+		fmt.Fprintf(a.stderr, "collabsync report: bad --format %q\n", *format)
+		return exitUsage
+	}
+	_, st, code := a.openState(ctx)
+	if st == nil {
+		return code
+	}
+	defer st.Close()
+	rows, err := report.Run(ctx, st.DB, q)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "collabsync report:", err)
+		return exitUsage
+	}
+	if err := report.Write(a.stdout, *format, strings.ToUpper(*by), rows); err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// parseDay reads YYYY-MM-DD or YYYY-MM (the first of the month).
+func parseDay(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01", s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is neither YYYY-MM-DD nor YYYY-MM", s)
+}
