@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/internal/testharness/churn"
 )
 
@@ -138,4 +140,37 @@ func (d *daemonProc) metrics(t *testing.T) string {
 	t.Helper()
 	_, body := d.get("/metrics")
 	return body
+}
+
+// TestServeRepairsADivergentModel: the saved model loses an entry behind
+// serve's back (a state database restored from a backup that is older for
+// that row, say), so the restored model lacks a user the stream has no
+// reason to send again. The scheduled full reconcile finds the difference,
+// says which DN, counts it, and rebuilds the model: the user comes back.
+func TestServeRepairsADivergentModel(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), "  full_reconcile: \"@every 3s\"\n"))
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	d.stop(t)
+	if !e.visible(t, "alice") {
+		t.Fatal("alice is not provisioned to begin with")
+	}
+	st, err := store.Open(context.Background(), filepath.Join(filepath.Dir(e.outDir), "state", "collabsync.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := st.DB.Exec("DELETE FROM live_entry WHERE dn LIKE 'uid=alice,%'")
+	if n, _ := res.RowsAffected(); err != nil || n != 1 {
+		t.Fatalf("delete alice from the saved model: %v, %d rows", err, n)
+	}
+	st.Close()
+	d = startServe(t, e.config)
+	eventually(t, 20*time.Second, "the difference counted", func() bool {
+		return d.metric(`collabsync_live_model_differences_total{stream="users"}`) == "1"
+	})
+	eventually(t, 20*time.Second, "alice back", func() bool { return e.visible(t, "alice") })
+	if log := d.logText(); !strings.Contains(log, "live directory model differs from a full read") || !strings.Contains(log, "uid=alice,") {
+		t.Errorf("the log does not name the entry:\n%s", log)
+	}
+	d.stop(t)
 }

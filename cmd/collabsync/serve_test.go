@@ -293,6 +293,10 @@ func TestServeRestartResumesFromCookie(t *testing.T) {
 	if n := d.metric(`collabsync_syncrepl_events_total{stream="users",type="add"}`); n != "" {
 		t.Errorf("resumed users stream re-sent %s entries", n)
 	}
+	// The model was restored from the state store: nothing read whole.
+	if body := d.metrics(t); strings.Contains(body, "collabsync_directory_full_reads_total{") {
+		t.Errorf("the restart read the directory whole:\n%s", grepLines(body, "collabsync_directory_full_reads_total"))
+	}
 	d.stop(t)
 }
 

@@ -27,6 +27,8 @@ type Trigger struct {
 	// target's real state read (drift repaired), and targets still waiting
 	// out their backoff retried.
 	Full bool
+	// RetryAll retries targets still waiting out their backoff too.
+	RetryAll bool
 }
 
 // RunReport is what one reconcile did, for history, metrics and status.
@@ -86,9 +88,11 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	var (
-		debounce       *time.Timer
-		debounceC      <-chan time.Time
-		pending        = Trigger{Reason: "start", Full: true}
+		debounce  *time.Timer
+		debounceC <-chan time.Time
+		// At start every queued target is tried again; the targets' real
+		// state is read as none is known yet.
+		pending        = Trigger{Reason: "start", RetryAll: true}
 		retry          = time.NewTimer(0) // the first run, at once (unless WaitForTrigger)
 		sourceFailures int
 	)
@@ -113,6 +117,7 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 			}
 		case t := <-triggers:
 			pending.Full = pending.Full || t.Full
+			pending.RetryAll = pending.RetryAll || t.RetryAll
 			if debounce == nil {
 				pending.Reason = t.Reason
 				debounce = time.NewTimer(l.Debounce)
@@ -188,7 +193,7 @@ func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (nex
 	}
 	skip := map[string]bool{}
 	for target, at := range waiting {
-		if !t.Full && at.After(start) {
+		if !t.Full && !t.RetryAll && at.After(start) {
 			skip[target] = true
 		}
 	}
