@@ -1,6 +1,7 @@
 package ldapx
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/store"
 )
 
 // TestModelSnapshotIsResolve: the live model reuses the users' share and
@@ -95,5 +97,54 @@ state_dir: /tmp
 		if want := Resolve(m.entries); !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: the model's snapshot differs from resolving its entries:\n got %+v\nwant %+v", i, got, want)
 		}
+	}
+}
+
+// TestJournalFollowsTheConfiguration: a saved model is restored only
+// under the same searches and mappings; another filter discards it and
+// its cookies (the entries were chosen and mapped by the old one).
+func TestJournalFollowsTheConfiguration(t *testing.T) {
+	ctx := context.Background()
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("x"), 0o600)
+	parse := func(filter string) config.LDAP {
+		cfg, err := config.Parse("c.yaml", []byte(`ldap:
+  uris: ["ldap://127.0.0.1"]
+  bind: {dn: "cn=x", password_file: "`+pw+`"}
+  users: {base_dn: "ou=people,dc=x", filter: "`+filter+`"}
+  collaborations: {base_dn: "ou=groups,dc=x"}
+state_dir: /tmp
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.LDAP
+	}
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a := NewModel(parse("(objectClass=posixAccount)"), func() {})
+	if _, err := a.Load(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	a.put(StreamUsers, "k1", ldap.NewEntry("uid=u1,ou=people,dc=x", map[string][]string{"uid": {"u1"}, "uidNumber": {"1001"}, "gidNumber": {"100"}}))
+	a.saveCookie(StreamUsers, []byte("cookie-1"))
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	same := NewModel(parse("(objectClass=posixAccount)"), func() {})
+	if n, err := same.Load(ctx, st); n != 1 || err != nil || string(same.cookie(StreamUsers)) != "cookie-1" {
+		t.Fatalf("same configuration: restored %d, err %v, cookie %q", n, err, same.cookie(StreamUsers))
+	}
+	other := NewModel(parse("(uid=u*)"), func() {})
+	if n, err := other.Load(ctx, st); n != 0 || err != nil || other.cookie(StreamUsers) != nil {
+		t.Fatalf("another filter: restored %d, err %v, cookie %q", n, err, other.cookie(StreamUsers))
+	}
+	again := NewModel(parse("(objectClass=posixAccount)"), func() {})
+	if n, _ := again.Load(ctx, st); n != 0 {
+		t.Errorf("the discarded model came back: %d entries", n)
 	}
 }

@@ -382,3 +382,18 @@ func TestServePollsWithoutSyncprov(t *testing.T) {
 	eventually(t, 10*time.Second, "trent out of lsst by syncrepl", func() bool { return !e.inGroup(t, "lsst", "trent") })
 	d.stop(t)
 }
+
+// TestServeOnePerStateDirectory: a second serve on the same state
+// directory refuses to start, naming the first (two would write one saved
+// model and apply every change twice).
+func TestServeOnePerStateDirectory(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	r := collabsync(t, e.config, "serve")
+	if r.code != 1 || !strings.Contains(r.stderr, "another collabsync serve runs on the state directory") ||
+		!strings.Contains(r.stderr, fmt.Sprintf("pid %d", d.cmd.Process.Pid)) {
+		t.Errorf("second serve: exit %d\n%s", r.code, r.stderr)
+	}
+	d.stop(t)
+}

@@ -8,12 +8,15 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,6 +68,20 @@ type server struct {
 // SIGHUP. It returns an error only when it cannot start.
 func Run(ctx context.Context, o Options) error {
 	cfg := o.Config
+	// One daemon per state directory: two would write one saved model
+	// and apply the same targets twice.
+	held, err := statelock.AcquireFile(ctx, filepath.Join(cfg.StateDir, "serve.lock"), "collabsync serve", 0)
+	if busy := (*statelock.BusyError)(nil); errors.As(err, &busy) {
+		holder := strings.TrimSpace(busy.Holder)
+		if holder == "" {
+			holder = "holder unknown"
+		}
+		return fmt.Errorf("another collabsync serve runs on the state directory %s (%s); run one daemon per state directory", cfg.StateDir, holder)
+	}
+	if err != nil {
+		return err
+	}
+	defer held.Release()
 	s := &server{log: o.Log, metrics: newMetrics(o.Version), status: newStatus(), store: o.Store, lastBeat: time.Now()}
 	ln, err := net.Listen("tcp", cfg.Serve.Listen)
 	if err != nil {

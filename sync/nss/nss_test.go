@@ -144,3 +144,42 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestApplyWritesOnlyChangedFiles: a plan that changes groups only
+// rewrites the group file; the passwd file is not even read (an edit made
+// to it by hand stays until a full reconcile reads the real state).
+func TestApplyWritesOnlyChangedFiles(t *testing.T) {
+	tg := &Target{Dir: t.TempDir()}
+	apply(t, tg, testState())
+	passwd := filepath.Join(tg.Dir, "passwd")
+	os.WriteFile(passwd, []byte("edited:x:1:1::/:/bin/sh\n"), 0o644)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(passwd, old, old)
+
+	st := testState()
+	st.Collaborations[1].ActiveMembers = []string{"alice"}
+	desired, err := tg.Desired(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known, err := tg.Desired(testState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.NewPlan(tg.Name(), known, desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Changes) != 1 || p.Changes[0].Kind != KindGroup {
+		t.Fatalf("plan: %+v", p.Changes)
+	}
+	if err := tg.Apply(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(passwd); !fi.ModTime().Equal(old) {
+		t.Error("passwd was rewritten by a plan without passwd changes")
+	}
+	if group, _ := os.ReadFile(filepath.Join(tg.Dir, "group")); !strings.Contains(string(group), "proj1:x:20001:alice\n") {
+		t.Errorf("group file:\n%s", group)
+	}
+}
