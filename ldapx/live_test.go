@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-ldap/ldap/v3"
-
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/internal/testharness/churn"
@@ -52,14 +50,7 @@ func TestLiveModelFollowsRandomChanges(t *testing.T) {
 				yaml += ", membership: member_dn, filter: \"(objectClass=groupOfNames)\""
 			}
 			cfg := configFor(t, s, yaml+"}\n")
-			conn, err := ldap.DialURL(s.URI)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			if err := conn.Bind(s.RootDN, s.RootPassword); err != nil {
-				t.Fatal(err)
-			}
+			conn := s.RootConn(t)
 			ch, err := churn.New(conn, "dc=example,dc=org", 42, memberDN)
 			if err != nil {
 				t.Fatal(err)
@@ -165,31 +156,25 @@ func reportDifference(t *testing.T, live, full *directory.Snapshot) {
 			shown++
 		}
 	}
-	for i := 0; i < max(len(live.Users), len(full.Users)); i++ {
-		var a, b any
-		if i < len(live.Users) {
-			a = live.Users[i]
-		}
-		if i < len(full.Users) {
-			b = full.Users[i]
-		}
-		if !reflect.DeepEqual(a, b) {
-			show(fmt.Sprintf("user %d", i), a, b)
-		}
-	}
-	for i := 0; i < max(len(live.Collaborations), len(full.Collaborations)); i++ {
-		var a, b any
-		if i < len(live.Collaborations) {
-			a = live.Collaborations[i]
-		}
-		if i < len(full.Collaborations) {
-			b = full.Collaborations[i]
-		}
-		if !reflect.DeepEqual(a, b) {
-			show(fmt.Sprintf("collaboration %d", i), a, b)
-		}
-	}
+	diffSlices(show, "user", live.Users, full.Users)
+	diffSlices(show, "collaboration", live.Collaborations, full.Collaborations)
 	if !reflect.DeepEqual(live.Problems, full.Problems) {
 		show("problems", live.Problems, full.Problems)
+	}
+}
+
+// diffSlices shows the elements at which two slices differ.
+func diffSlices[T any](show func(what string, a, b any), what string, live, full []T) {
+	for i := 0; i < max(len(live), len(full)); i++ {
+		var a, b any
+		if i < len(live) {
+			a = live[i]
+		}
+		if i < len(full) {
+			b = full[i]
+		}
+		if !reflect.DeepEqual(a, b) {
+			show(fmt.Sprintf("%s %d", what, i), a, b)
+		}
 	}
 }

@@ -78,14 +78,7 @@ func BenchmarkServeLive100k(b *testing.B) {
 		lat = append(lat, time.Since(start).Seconds()*1000)
 	}
 
-	conn, err := ldap.DialURL(e.server.URI)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.Bind(e.server.RootDN, e.server.RootPassword); err != nil {
-		b.Fatal(err)
-	}
+	conn := e.server.RootConn(b)
 	const burst = 1000
 	tick := time.NewTicker(10 * time.Millisecond)
 	for k := 100; k < 100+burst; k++ {

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-ldap/ldap/v3"
-
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/internal/testharness/churn"
 )
@@ -34,14 +32,7 @@ func TestServeFollowsRandomChanges(t *testing.T) {
 	d := startServe(t, e.config)
 	d.waitReady(t)
 
-	conn, err := ldap.DialURL(e.server.URI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := conn.Bind(e.server.RootDN, e.server.RootPassword); err != nil {
-		t.Fatal(err)
-	}
+	conn := e.server.RootConn(t)
 	ch, err := churn.New(conn, "dc=example,dc=org", 7, false)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/go-ldap/ldap/v3"
 )
 
 // StartT starts a server for a test and stops it when the test ends. Without
@@ -20,4 +21,18 @@ func StartT(t testing.TB, opts Options) *Server {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// RootConn is a connection bound as the root DN, closed with the test.
+func (s *Server) RootConn(t testing.TB) *ldap.Conn {
+	t.Helper()
+	conn, err := ldap.DialURL(s.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.Bind(s.RootDN, s.RootPassword); err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }
