@@ -17,7 +17,7 @@ import (
 
 // newLargeServeEnv is newLargeSyncEnv with serve's listen address and the
 // real getent in a private mount namespace.
-func newLargeServeEnv(b *testing.B, users, collabs int) (*syncEnv, *daemonProc) {
+func newLargeServeEnv(b *testing.B, users, collabs int) (*syncEnv, *daemonProc, time.Duration) {
 	b.Helper()
 	testharness.Require(b, "unshare", "getent")
 	testharness.RequireRoot(b)
@@ -31,9 +31,16 @@ func newLargeServeEnv(b *testing.B, users, collabs int) (*syncEnv, *daemonProc) 
 	if e.view, err = testharness.NewNSSView(e.outDir, filepath.Dir(e.outDir)); err != nil {
 		testharness.Missing(b, "%v", err)
 	}
-	d := startServe(b, e.config)
+	d, took := startServeReady(b, e.config)
+	return e, d, took
+}
+
+// startServeReady starts serve and returns it with the time until /readyz.
+func startServeReady(b *testing.B, config string) (*daemonProc, time.Duration) {
+	start := time.Now()
+	d := startServe(b, config)
 	eventually(b, 120*time.Second, "/readyz", func() bool { code, _ := d.get("/readyz"); return code == 200 })
-	return e, d
+	return d, time.Since(start)
 }
 
 // memberChange adds (or removes) user k+1 to collaboration k of a
@@ -48,10 +55,12 @@ func memberChange(k int, op string) string {
 // changes over 10 s (one connection, one modify every 10 ms), timed from
 // the last modify until the group file holds all of them. Reported: p50,
 // p99 and max of the single changes, the burst's lag, the full directory
-// reads during the series (the metric), and serve's peak RSS (VmHWM).
+// reads during the series (the metric), serve's peak RSS (VmHWM), and the
+// time to ready of the first start (a full refresh) and of a restart (the
+// saved model, resumed from its cookies), with the restart's full reads.
 func BenchmarkServeLive100k(b *testing.B) {
 	const users, collabs = 100_000, 10_000
-	e, d := newLargeServeEnv(b, users, collabs)
+	e, d, firstStart := newLargeServeEnv(b, users, collabs)
 	fullReads := func() float64 {
 		_, body := d.get("/metrics")
 		total := 0.0
@@ -115,12 +124,20 @@ func BenchmarkServeLive100k(b *testing.B) {
 	}
 	d.stop(b)
 
+	// A restart: the saved model resumes from its cookies.
+	d, restart := startServeReady(b, e.config)
+	restartReads := fullReads()
+	d.stop(b)
+
 	b.ReportMetric(testharness.Median(lat), "p50_ms") // sorts lat
 	b.ReportMetric(lat[len(lat)*99/100], "p99_ms")
 	b.ReportMetric(lat[len(lat)-1], "max_ms")
 	b.ReportMetric(burstLag.Seconds()*1000, "burst_lag_ms")
 	b.ReportMetric(reads, "full_reads")
 	b.ReportMetric(hwm, "serve_maxrss_MiB")
+	b.ReportMetric(firstStart.Seconds(), "first_start_s")
+	b.ReportMetric(restart.Seconds(), "restart_s")
+	b.ReportMetric(restartReads, "restart_full_reads")
 }
 
 // missingMembers counts the burst's changes (user k+1 in collaboration k
