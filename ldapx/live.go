@@ -336,10 +336,18 @@ func (m *Model) RequireRefresh() {
 	}
 }
 
-// refreshRequired is closed when the watcher must start over.
+// refreshRequired returns the channel RequireRefresh closes for the
+// session about to start. A request that came while no session ran is
+// already served by that session (its streams have no cookie): it gets a
+// fresh channel.
 func (m *Model) refreshRequired() <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	select {
+	case <-m.refresh:
+		m.refresh = make(chan struct{})
+	default:
+	}
 	return m.refresh
 }
 
@@ -352,11 +360,6 @@ func (m *Model) beginRefresh(s StreamName, withCookie bool) {
 	m.live[s] = false
 	m.seen[s] = map[string]bool{}
 	m.full[s] = !withCookie
-	select {
-	case <-m.refresh: // this is the refresh asked for
-		m.refresh = make(chan struct{})
-	default:
-	}
 }
 
 // put stores an added or modified entry (a rename is a modify with the

@@ -94,6 +94,7 @@ func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, m *Model) error 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	search := streams(w.cfg)
+	refresh := m.refreshRequired() // before the streams take their cookies
 	errs := make(chan error, len(search)+1)
 	var wg sync.WaitGroup
 	for name, s := range search {
@@ -108,7 +109,6 @@ func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, m *Model) error 
 			cancel() // one stream down: reconnect all
 		}()
 	}
-	refresh := m.refreshRequired()
 	go func() {
 		select {
 		case <-refresh:
