@@ -160,6 +160,9 @@ func TestServeRepairsADivergentModel(t *testing.T) {
 		return d.metric(`collabsync_live_model_differences_total{stream="users"}`) == "1"
 	})
 	eventually(t, 20*time.Second, "alice back", func() bool { return e.visible(t, "alice") })
+	if m := d.status(t).ChangeStream.Model; m.Differences != 1 || m.LastFullRead.IsZero() || m.Entries["users"] == 0 {
+		t.Errorf("/status model = %+v", m)
+	}
 	if log := d.logText(); !strings.Contains(log, "live directory model differs from a full read") || !strings.Contains(log, "uid=alice,") {
 		t.Errorf("the log does not name the entry:\n%s", log)
 	}

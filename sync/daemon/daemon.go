@@ -159,7 +159,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		}
 	}
 	s.status.configure(cfg)
-	src := newDirectorySource(cfg, s.log, s.metrics, func() { send(engine.Trigger{Reason: "directory change"}) })
+	src := newDirectorySource(cfg, s.log, s.metrics, s.status, func() { send(engine.Trigger{Reason: "directory change"}) })
 	if cfg.Serve.Changes != config.ChangesPoll {
 		// The model saved by the last run resumes from its cookies: a
 		// restart reads only what changed meanwhile.

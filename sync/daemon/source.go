@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
@@ -25,6 +26,7 @@ type directorySource struct {
 	full    *ldapx.Source
 	log     *slog.Logger
 	metrics *metrics
+	status  *status
 	polling atomic.Bool
 
 	mu sync.Mutex
@@ -38,8 +40,8 @@ var (
 	_ engine.FullReader = (*directorySource)(nil)
 )
 
-func newDirectorySource(cfg *config.Config, log *slog.Logger, m *metrics, changed func()) *directorySource {
-	return &directorySource{model: ldapx.NewModel(cfg.LDAP, changed), full: ldapx.NewSource(cfg.LDAP, log), log: log, metrics: m}
+func newDirectorySource(cfg *config.Config, log *slog.Logger, m *metrics, st *status, changed func()) *directorySource {
+	return &directorySource{model: ldapx.NewModel(cfg.LDAP, changed), full: ldapx.NewSource(cfg.LDAP, log), log: log, metrics: m, status: st}
 }
 
 // Snapshot implements engine.Source: the live model, or a full read while
@@ -78,6 +80,7 @@ func (d *directorySource) FullSnapshot(ctx context.Context) (*directory.Snapshot
 	if err != nil {
 		return nil, err
 	}
+	d.status.fullRead(time.Now(), len(diffs))
 	if len(diffs) > 0 {
 		for i, df := range diffs {
 			d.metrics.modelDiffs.WithLabelValues(string(df.Stream)).Inc()
@@ -102,8 +105,11 @@ func (d *directorySource) live() (*directory.Snapshot, bool) {
 		d.metrics.fullReads.WithLabelValues("refresh").Add(float64(n - d.counted))
 		d.counted = n
 	}
+	sizes := map[string]int{}
 	for s, n := range d.model.Size() {
 		d.metrics.modelEntries.WithLabelValues(string(s)).Set(float64(n))
+		sizes[string(s)] = n
 	}
+	d.status.setModelSize(sizes)
 	return snap, ok
 }

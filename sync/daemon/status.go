@@ -3,6 +3,7 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"sort"
 	"strings"
@@ -46,6 +47,7 @@ type status struct {
 	startedUp bool
 }
 
+// StatusReport is what /status returns (JSON).
 type StatusReport struct {
 	Started      time.Time                `json:"started"`
 	Ready        bool                     `json:"ready"`
@@ -55,6 +57,7 @@ type StatusReport struct {
 	Queue        []store.Queued           `json:"retry_queue"`
 }
 
+// DirectoryStatus is the directory as the last reconcile took it.
 type DirectoryStatus struct {
 	LastRead   time.Time `json:"last_read,omitzero"`
 	LastError  string    `json:"last_error,omitempty"`
@@ -63,6 +66,7 @@ type DirectoryStatus struct {
 	Violations int       `json:"violations"`
 }
 
+// TargetStatus is one target's last run.
 type TargetStatus struct {
 	LastRun     time.Time `json:"last_run,omitzero"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
@@ -75,6 +79,7 @@ type TargetStatus struct {
 	Held *HeldPlan `json:"held,omitempty"`
 }
 
+// HeldPlan is a plan a target's guard holds for an operator's approval.
 type HeldPlan struct {
 	Digest  string    `json:"digest"`
 	Reason  string    `json:"reason"`
@@ -82,16 +87,28 @@ type HeldPlan struct {
 	Approve string    `json:"approve"`
 }
 
+// ChangeStreamStatus is how changes are followed, and the live model.
 type ChangeStreamStatus struct {
 	Mode      string          `json:"mode"`
 	Connected bool            `json:"connected"`
 	Live      map[string]bool `json:"live"` // stream → resumed from a stored cookie
+	Model     ModelStatus     `json:"model"`
+}
+
+// ModelStatus is the live directory model: its size, and what the last
+// scheduled full read found.
+type ModelStatus struct {
+	Entries      map[string]int `json:"entries"` // by stream
+	LastFullRead time.Time      `json:"last_full_read,omitzero"`
+	// Differences counts the entries on which the model and a full read
+	// disagreed since the daemon started (each time, the model was rebuilt).
+	Differences int `json:"differences"`
 }
 
 func newStatus() *status {
 	now := time.Now()
 	return &status{started: now, data: StatusReport{Started: now, Targets: map[string]*TargetStatus{},
-		ChangeStream: ChangeStreamStatus{Live: map[string]bool{}}}}
+		ChangeStream: ChangeStreamStatus{Live: map[string]bool{}, Model: ModelStatus{Entries: map[string]int{}}}}}
 }
 
 func (s *status) configure(cfg *config.Config) {
@@ -112,6 +129,19 @@ func (s *status) setConnected(up bool) {
 	if !up {
 		s.data.ChangeStream.Live = map[string]bool{}
 	}
+	s.mu.Unlock()
+}
+
+func (s *status) setModelSize(sizes map[string]int) {
+	s.mu.Lock()
+	s.data.ChangeStream.Model.Entries = sizes
+	s.mu.Unlock()
+}
+
+func (s *status) fullRead(at time.Time, differences int) {
+	s.mu.Lock()
+	s.data.ChangeStream.Model.LastFullRead = at
+	s.data.ChangeStream.Model.Differences += differences
 	s.mu.Unlock()
 }
 
@@ -227,6 +257,7 @@ func (s *status) snapshot() StatusReport {
 		}
 		out.Targets[k] = &c
 	}
+	out.ChangeStream.Model.Entries = maps.Clone(s.data.ChangeStream.Model.Entries)
 	out.ChangeStream.Live = make(map[string]bool, len(s.data.ChangeStream.Live))
 	for k, v := range s.data.ChangeStream.Live {
 		out.ChangeStream.Live[k] = v
