@@ -186,7 +186,8 @@ func showDaemon(bin, cfg, listen string, srv *slapd.Server) error {
 	fmt.Printf("$ curl -s %s/metrics | grep '^collabsync_' (some of them)\n", base)
 	for _, line := range strings.Split(metrics, "\n") {
 		for _, prefix := range []string{"collabsync_reconcile_runs_total", "collabsync_changes_applied_total", "collabsync_directory_objects{kind=\"user\"",
-			"collabsync_violations", "collabsync_change_stream_mode", "collabsync_ldap_connected"} {
+			"collabsync_violations", "collabsync_change_stream_mode", "collabsync_ldap_connected",
+			"collabsync_live_model_entries", "collabsync_directory_full_reads_total"} {
 			if strings.HasPrefix(line, prefix) {
 				fmt.Println("  " + line)
 			}
