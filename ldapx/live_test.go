@@ -23,6 +23,8 @@ func (nopEvents) Connected(bool)           {}
 func (nopEvents) SyncEvent(string, string) {}
 func (nopEvents) Live(string, bool)        {}
 
+func (nopEvents) RefreshFailed(string, string, error) {}
+
 // TestLiveModelFollowsRandomChanges: a live model fed by syncrepl from a
 // real slapd while random adds, modifies, deletes and renames of users and
 // collaborations and their memberships go on, with the watcher stopped for

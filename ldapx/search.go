@@ -25,7 +25,7 @@ func Stream(ctx context.Context, conn Conn, req *ldap.SearchRequest, pageSize ui
 	for {
 		cookie, err := streamPage(ctx, conn, &page, fn)
 		if err != nil {
-			return fmt.Errorf("search %q under %q: %w", req.Filter, req.BaseDN, err)
+			return fmt.Errorf("search %q under %q: %w", req.Filter, req.BaseDN, limitHint(err))
 		}
 		if len(cookie) == 0 {
 			return nil
@@ -78,4 +78,14 @@ func (c *criticalPaging) Encode() *ber.Packet {
 	packet.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, true, "Criticality"))
 	packet.AppendChild(inner.Children[1])
 	return packet
+}
+
+// limitHint names the server settings behind a limit error: the directory
+// refused to return all entries to this bind user.
+func limitHint(err error) error {
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) || ldap.IsErrorWithCode(err, ldap.LDAPResultAdminLimitExceeded) {
+		return fmt.Errorf("%w; a server limit on the bind user cut the search: on 389-ds/FreeIPA give the bind entry "+
+			"nsSizeLimit: -1 and nsLookThroughLimit: -1; on OpenLDAP raise olcLimits (size, size.pr) for the bind DN", err)
+	}
+	return err
 }

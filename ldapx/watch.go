@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -29,7 +30,12 @@ type WatchEvents interface {
 	Connected(bool)
 	SyncEvent(stream, kind string) // add, modify, delete, present, info
 	Live(stream string, resumed bool)
+	// RefreshFailed: a stream's refresh did not complete (reason: stalled).
+	RefreshFailed(stream, reason string, err error)
 }
+
+// errRefreshStalled: a refresh received nothing for the refresh timeout.
+var errRefreshStalled = errors.New("refresh stalled")
 
 // Watcher keeps a Model live with syncrepl refreshAndPersist, one stream
 // per configured search, all on one connection. It reconnects with backoff
@@ -78,7 +84,12 @@ func (w *Watcher) Run(ctx context.Context, m *Model) error {
 		}
 		// Jitter keeps many daemons from hammering a recovering server together.
 		wait := backoff/2 + rand.N(backoff/2+1)
-		w.log.Warn("directory change stream down; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		if errors.Is(err, errRefreshStalled) {
+			// Not an outage: it will not heal by itself.
+			w.log.Error("directory change stream cannot complete its refresh; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		} else {
+			w.log.Warn("directory change stream down; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -151,11 +162,31 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 	cookie := m.cookie(name)
 	resumed := len(cookie) > 0
 	req := searchRequest(search, m.em.attributes(name))
-	resp := conn.Syncrepl(ctx, req, 64, ldap.SyncRequestModeRefreshAndPersist, cookie, false)
+	// A refresh that goes quiet has been cut: 389-ds ends one at its size
+	// limit without a result or an error. Every message until the refresh
+	// is done restarts the clock.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var stalled atomic.Bool
+	timeout := time.Duration(w.cfg.RefreshTimeout)
+	quiet := time.AfterFunc(timeout, func() { stalled.Store(true); cancel() })
+	defer quiet.Stop()
+	refreshing := true
+	received := 0
+	resp := conn.Syncrepl(sctx, req, 64, ldap.SyncRequestModeRefreshAndPersist, cookie, false)
 	m.beginRefresh(name, resumed)
+	live := func() error {
+		refreshing = false
+		quiet.Stop()
+		return w.live(m, name, resumed)
+	}
 	var err error
 	for resp.Next() {
+		if refreshing {
+			quiet.Reset(timeout)
+		}
 		if e := resp.Entry(); e != nil {
+			received++
 			st, _ := ldap.FindControl(resp.Controls(), ldap.ControlTypeSyncState).(*ldap.ControlSyncState)
 			if st == nil {
 				return fmt.Errorf("%w: entry %s came without a sync state control", ErrNoSyncrepl, e.DN)
@@ -184,7 +215,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 		case info.RefreshDelete != nil:
 			m.saveCookie(name, info.RefreshDelete.Cookie)
 			if info.RefreshDelete.RefreshDone {
-				if err := w.live(m, name, resumed); err != nil {
+				if err := live(); err != nil {
 					return err
 				}
 			}
@@ -192,7 +223,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 			m.saveCookie(name, info.RefreshPresent.Cookie)
 			m.endPresent(name)
 			if info.RefreshPresent.RefreshDone {
-				if err := w.live(m, name, resumed); err != nil {
+				if err := live(); err != nil {
 					return err
 				}
 			}
@@ -211,6 +242,13 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 	switch {
 	case ctx.Err() != nil:
 		return nil
+	case stalled.Load():
+		err := fmt.Errorf("%w after %d entries: nothing came for %v and the server never said the refresh was done. "+
+			"A server limit may have cut it: on 389-ds/FreeIPA give the bind entry nsSizeLimit: -1 and nsLookThroughLimit: -1 "+
+			"(the default nsslapd-sizelimit is 2000); on OpenLDAP raise olcLimits for the bind DN; "+
+			"or raise ldap.refresh_timeout for a very slow server", errRefreshStalled, received, timeout)
+		w.events.RefreshFailed(string(name), "stalled", err)
+		return err
 	case ldap.IsErrorWithCode(err, resultSyncRefreshRequired),
 		resumed && ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform):
 		// e-syncRefreshRequired, or slapd's 53 "consumer state is newer
@@ -228,7 +266,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 		ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform):
 		return fmt.Errorf("%w: %v", ErrNoSyncrepl, err)
 	case err != nil:
-		return err
+		return limitHint(err)
 	}
 	return errors.New("the server ended the change stream")
 }

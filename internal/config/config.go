@@ -85,6 +85,10 @@ type LDAP struct {
 	TLS      TLS      `yaml:"tls"`
 	Timeout  Duration `yaml:"timeout"`
 	PageSize int      `yaml:"page_size"`
+	// RefreshTimeout is how long a syncrepl refresh may receive nothing
+	// before it is taken to be cut (a server size limit can end it
+	// silently) and fails.
+	RefreshTimeout Duration `yaml:"refresh_timeout"`
 
 	Users              UserMapping          `yaml:"users"`
 	Collaborations     CollaborationMapping `yaml:"collaborations"`
@@ -376,6 +380,7 @@ func (c *Config) applyDefaults(has func(string) bool) {
 		}
 	}
 	def(has, "ldap.timeout", &l.Timeout, Duration(10*time.Second))
+	def(has, "ldap.refresh_timeout", &l.RefreshTimeout, Duration(time.Minute))
 	def(has, "ldap.page_size", &l.PageSize, 1000)
 	u := &l.Users
 	const up = "ldap.users."

@@ -126,6 +126,9 @@ func (l *LDAP) validate(ps *problems) {
 	if l.Timeout <= 0 {
 		ps.add("ldap.timeout", "must be positive")
 	}
+	if l.RefreshTimeout <= 0 {
+		ps.add("ldap.refresh_timeout", "must be positive")
+	}
 	if l.PageSize < 1 || l.PageSize > 1<<20 {
 		ps.add("ldap.page_size", "must be between 1 and 1048576, got %d", l.PageSize)
 	}

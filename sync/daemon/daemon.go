@@ -331,6 +331,11 @@ func (w watchEvents) Connected(up bool) {
 
 func (w watchEvents) SyncEvent(stream, kind string) { w.s.metrics.SyncEvent(stream, kind) }
 
+func (w watchEvents) RefreshFailed(stream, reason string, err error) {
+	w.s.metrics.refreshFailures.WithLabelValues(stream, reason).Inc()
+	w.s.status.setStreamError(stream, err)
+}
+
 func (w watchEvents) Live(stream string, resumed bool) {
 	w.s.status.setLive(stream, resumed)
 	w.s.log.Info("change stream live", "stream", stream, "resumed_from_cookie", resumed)

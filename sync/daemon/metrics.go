@@ -18,25 +18,26 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	runs           *prometheus.CounterVec
-	duration       *prometheus.HistogramVec
-	changes        *prometheus.CounterVec
-	lastSuccess    *prometheus.GaugeVec
-	directoryReads *prometheus.CounterVec
-	fullReads      *prometheus.CounterVec
-	modelDiffs     *prometheus.CounterVec
-	modelEntries   *prometheus.GaugeVec
-	drift          *prometheus.CounterVec
-	objects        *prometheus.GaugeVec
-	violations     *prometheus.GaugeVec
-	ldapConnected  prometheus.Gauge
-	changeMode     *prometheus.GaugeVec
-	syncEvents     *prometheus.CounterVec
-	queueChanges   *prometheus.GaugeVec
-	reloads        *prometheus.CounterVec
-	held           *prometheus.GaugeVec
-	queue          *queueCollector
-	lockBusy       prometheus.Counter
+	runs            *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	changes         *prometheus.CounterVec
+	lastSuccess     *prometheus.GaugeVec
+	directoryReads  *prometheus.CounterVec
+	fullReads       *prometheus.CounterVec
+	modelDiffs      *prometheus.CounterVec
+	modelEntries    *prometheus.GaugeVec
+	drift           *prometheus.CounterVec
+	refreshFailures *prometheus.CounterVec
+	objects         *prometheus.GaugeVec
+	violations      *prometheus.GaugeVec
+	ldapConnected   prometheus.Gauge
+	changeMode      *prometheus.GaugeVec
+	syncEvents      *prometheus.CounterVec
+	queueChanges    *prometheus.GaugeVec
+	reloads         *prometheus.CounterVec
+	held            *prometheus.GaugeVec
+	queue           *queueCollector
+	lockBusy        prometheus.Counter
 
 	ingestCoreSeconds *prometheus.CounterVec
 	ingestJobs        *prometheus.CounterVec
@@ -78,6 +79,10 @@ func newMetrics(version string) *metrics {
 		modelEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "collabsync_live_model_entries", Help: "Entries the live directory model holds, per stream.",
 		}, []string{"stream"}),
+		refreshFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_syncrepl_refresh_failures_total",
+			Help: "Syncrepl refreshes that did not complete, per stream and reason (stalled: nothing came for ldap.refresh_timeout, e.g. cut by a server size limit).",
+		}, []string{"stream", "reason"}),
 		drift: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "collabsync_target_drift_total",
 			Help: "Records a full reconcile found changed downstream behind collabsync's back (and repaired), per target.",
@@ -141,7 +146,7 @@ func newMetrics(version string) *metrics {
 		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift)
+	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift, m.refreshFailures)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
 		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -92,7 +93,9 @@ type ChangeStreamStatus struct {
 	Mode      string          `json:"mode"`
 	Connected bool            `json:"connected"`
 	Live      map[string]bool `json:"live"` // stream → resumed from a stored cookie
-	Model     ModelStatus     `json:"model"`
+	// Errors are the streams' last failures, until they are live again.
+	Errors map[string]string `json:"errors,omitempty"`
+	Model  ModelStatus       `json:"model"`
 }
 
 // ModelStatus is the live directory model: its size, and what the last
@@ -145,8 +148,18 @@ func (s *status) fullRead(at time.Time, differences int) {
 	s.mu.Unlock()
 }
 
+func (s *status) setStreamError(stream string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.data.ChangeStream.Errors == nil {
+		s.data.ChangeStream.Errors = map[string]string{}
+	}
+	s.data.ChangeStream.Errors[stream] = err.Error()
+}
+
 func (s *status) setLive(stream string, resumed bool) {
 	s.mu.Lock()
+	delete(s.data.ChangeStream.Errors, stream)
 	s.data.ChangeStream.Live[stream] = resumed
 	s.mu.Unlock()
 }
@@ -220,7 +233,11 @@ func (s *status) ready() (bool, string) {
 
 func (s *status) readyLocked() (bool, string) {
 	if s.data.Directory.LastRead.IsZero() {
-		return false, "the directory has not been read yet"
+		why := "the directory has not been read yet"
+		for _, stream := range slices.Sorted(maps.Keys(s.data.ChangeStream.Errors)) {
+			why += fmt.Sprintf("; change stream %s: %s", stream, s.data.ChangeStream.Errors[stream])
+		}
+		return false, why
 	}
 	var missing, held []string
 	for _, t := range s.targets {
@@ -258,6 +275,7 @@ func (s *status) snapshot() StatusReport {
 		out.Targets[k] = &c
 	}
 	out.ChangeStream.Model.Entries = maps.Clone(s.data.ChangeStream.Model.Entries)
+	out.ChangeStream.Errors = maps.Clone(s.data.ChangeStream.Errors)
 	out.ChangeStream.Live = make(map[string]bool, len(s.data.ChangeStream.Live))
 	for k, v := range s.data.ChangeStream.Live {
 		out.ChangeStream.Live[k] = v

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/testharness/dirsrv"
+	"github.com/collabsync/collabsync/internal/testharness/gendir"
+)
+
+// TestServe389SizeLimitCutsRefresh: 389-ds (FreeIPA's server) with its
+// default limits for a non-root bind user: a paged read of 5,100 users
+// fails with "Admin Limit Exceeded" (look-through limit 5,000), and a
+// syncrepl refresh is ended silently at the size limit (2,000), with
+// neither a result nor an error. sync fails naming the settings; serve
+// does not take the 2,000 for the directory: it stays not ready, and the
+// log, /readyz and a metric name the bind entry's settings to change. Once
+// the operator gives the bind entry nsSizeLimit and nsLookThroughLimit -1,
+// the next attempt completes and all 5,100 users are provisioned.
+func TestServe389SizeLimitCutsRefresh(t *testing.T) {
+	dir := t.TempDir()
+	ldif := filepath.Join(dir, "directory.ldif")
+	f, err := os.Create(ldif)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gendir.Write(f, gendir.Params{Users: 5100, Collaborations: 25}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s := dirsrv.StartT(t, dirsrv.Options{LDIF: []string{ldif}})
+	const bindDN = "uid=collabsync,ou=services,dc=example,dc=org"
+	if err := s.Modify(context.Background(), `dn: ou=services,dc=example,dc=org
+changetype: add
+objectClass: organizationalUnit
+ou: services
+
+dn: `+bindDN+`
+changetype: add
+objectClass: account
+objectClass: simpleSecurityObject
+uid: collabsync
+userPassword: bind-secret-389
+
+dn: dc=example,dc=org
+changetype: modify
+add: aci
+aci: (targetattr="*")(version 3.0; acl "collabsync reads"; allow (read, search, compare) userdn="ldap:///`+bindDN+`";)
+`); err != nil {
+		t.Fatal(err)
+	}
+	pw := writeFile(t, filepath.Join(dir, "bind-password"), "bind-secret-389\n")
+	out := filepath.Join(dir, "extrausers")
+	os.Mkdir(out, 0o755)
+	cfg := writeFile(t, filepath.Join(dir, "collabsync.yaml"), fmt.Sprintf(`ldap:
+  uris: [%s]
+  bind: {dn: %q, password_file: %s}
+  refresh_timeout: 2s
+  users: {base_dn: "ou=people,dc=example,dc=org"}
+  collaborations: {base_dn: "ou=groups,dc=example,dc=org"}
+state_dir: %s
+targets:
+  - {name: nss, kind: nss, dir: %s}
+`, s.URI, bindDN, pw, filepath.Join(dir, "state"), out)+serveConfig(freeListen(t), ""))
+
+	// A full read hits the look-through limit (5,000) and says what to change.
+	if r := collabsync(t, cfg, "sync", "--once"); r.code != 1 || !strings.Contains(r.stderr, "Admin Limit Exceeded") ||
+		!strings.Contains(r.stderr, "nsLookThroughLimit: -1") {
+		t.Errorf("sync: %d %s", r.code, r.stderr)
+	}
+	d := startServe(t, cfg)
+	eventually(t, 30*time.Second, "the cut refresh counted", func() bool {
+		v := d.metric(`collabsync_syncrepl_refresh_failures_total{reason="stalled",stream="users"}`)
+		return v != "" && v != "0"
+	})
+	code, body := d.get("/readyz")
+	if code != 503 || !strings.Contains(body, "after 2000 entries") || !strings.Contains(body, "nsSizeLimit") {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	if log := d.logText(); !strings.Contains(log, "cannot complete its refresh") || !strings.Contains(log, "nsLookThroughLimit") {
+		t.Errorf("the log does not say what to change:\n%s", log)
+	}
+	if _, err := os.Stat(filepath.Join(out, "passwd")); err == nil {
+		t.Error("a partial directory was provisioned")
+	}
+
+	if err := s.Modify(context.Background(), "dn: "+bindDN+"\nchangetype: modify\nreplace: nsSizeLimit\nnsSizeLimit: -1\n-\nreplace: nsLookThroughLimit\nnsLookThroughLimit: -1\n"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 90*time.Second, "ready once the limits are lifted", func() bool { code, _ := d.get("/readyz"); return code == 200 })
+	data, err := os.ReadFile(filepath.Join(out, "passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), "\n"); n != 5100 {
+		t.Errorf("passwd has %d users, want 5100", n)
+	}
+	d.stop(t)
+}
