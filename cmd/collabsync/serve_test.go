@@ -363,8 +363,13 @@ func TestServePollsWithoutSyncprov(t *testing.T) {
 	d := startServe(t, e.config)
 	d.waitReady(t)
 	eventually(t, 10*time.Second, "poll mode", func() bool { return d.metric(`collabsync_change_stream_mode{mode="poll"}`) == "1" })
-	if !strings.Contains(d.logText(), "falling back to polling") {
-		t.Error("fallback not said in the log")
+	if log := d.logText(); !strings.Contains(log, "falling back to polling") || !strings.Contains(log, "Content Synchronization") {
+		t.Error("fallback (and what each server needs) not said in the log")
+	}
+	// Polling, the metrics and status still tell whether the directory answers.
+	eventually(t, 5*time.Second, "connected while polling", func() bool { return d.metric("collabsync_ldap_connected") == "1" })
+	if st := d.status(t).ChangeStream; !st.Connected || !strings.Contains(st.Why, "no syncrepl") {
+		t.Errorf("/status change stream while polling: %+v", st)
 	}
 	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
 	eventually(t, 10*time.Second, "trent in lsst by polling", func() bool { return e.inGroup(t, "lsst", "trent") })

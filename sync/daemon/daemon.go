@@ -216,21 +216,25 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 // followed live again.
 func (s *server) watch(ctx context.Context, cfg *config.Config, src *directorySource, send func(engine.Trigger)) {
 	interval := time.Duration(cfg.Serve.PollInterval)
-	fellBack := false
-	for {
+	why := "serve.changes is poll"
+	for fellBack := false; ; {
 		if cfg.Serve.Changes != config.ChangesPoll {
-			s.setMode(src, "syncrepl")
+			s.setMode(src, "syncrepl", "")
 			err := ldapx.NewWatcher(cfg.LDAP, s.log, watchEvents{s}).Run(ctx, src.model)
 			if err == nil {
 				return
 			}
+			why = "the directory offers no syncrepl: " + err.Error()
 			if !fellBack {
-				s.log.Error("no change stream: the directory offers no syncrepl (is the syncprov overlay loaded and readable?); "+
-					"falling back to polling, and trying syncrepl again at every poll", "err", err, "poll_interval", interval)
+				s.log.Error("no change stream: the directory offers no RFC 4533 syncrepl to this bind user "+
+					"(OpenLDAP: load the syncprov overlay and let the bind user read it; 389-ds/FreeIPA: enable the "+
+					"Content Synchronization and Retro Changelog plugins; Active Directory has no syncrepl); "+
+					"falling back to polling (the directory read whole every poll_interval), and trying syncrepl again at every poll",
+					"err", err, "poll_interval", interval)
 			}
 			fellBack = true
 		}
-		s.setMode(src, "poll")
+		s.setMode(src, "poll", why)
 		send(engine.Trigger{Reason: "poll"})
 		select {
 		case <-ctx.Done():
@@ -240,10 +244,10 @@ func (s *server) watch(ctx context.Context, cfg *config.Config, src *directorySo
 	}
 }
 
-func (s *server) setMode(src *directorySource, mode string) {
+func (s *server) setMode(src *directorySource, mode, why string) {
 	src.polling.Store(mode == "poll")
 	s.metrics.setMode(mode)
-	s.status.setMode(mode)
+	s.status.setMode(mode, why)
 }
 
 // afterRun records history, metrics and status, and tells systemd.

@@ -52,9 +52,17 @@ func (d *directorySource) Snapshot(ctx context.Context) (*directory.Snapshot, er
 	}
 	if d.polling.Load() {
 		d.metrics.fullReads.WithLabelValues("poll").Inc()
-		return d.full.Snapshot(ctx)
+		snap, err := d.full.Snapshot(ctx)
+		d.connected(err == nil) // polling, a read that succeeds is the connection
+		return snap, err
 	}
 	return nil, errNotLive
+}
+
+// connected tells metrics and status whether the directory answers.
+func (d *directorySource) connected(up bool) {
+	d.metrics.Connected(up)
+	d.status.setConnected(up)
 }
 
 // FullSnapshot implements engine.FullReader. A model just built by a
@@ -77,6 +85,9 @@ func (d *directorySource) FullSnapshot(ctx context.Context) (*directory.Snapshot
 	}
 	d.metrics.fullReads.WithLabelValues(reason).Inc()
 	entries, diffs, err := d.model.Compare(func() (ldapx.Entries, error) { return d.full.Entries(ctx) })
+	if d.polling.Load() {
+		d.connected(err == nil)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -90,7 +90,10 @@ type HeldPlan struct {
 
 // ChangeStreamStatus is how changes are followed, and the live model.
 type ChangeStreamStatus struct {
-	Mode      string          `json:"mode"`
+	Mode string `json:"mode"`
+	// Why says why the daemon polls (the server offers no syncrepl, or
+	// the configuration says so).
+	Why       string          `json:"why,omitempty"`
 	Connected bool            `json:"connected"`
 	Live      map[string]bool `json:"live"` // stream → resumed from a stored cookie
 	// Errors are the streams' last failures, until they are live again.
@@ -120,9 +123,9 @@ func (s *status) configure(cfg *config.Config) {
 	s.targets = reconcile.TargetNames(cfg)
 }
 
-func (s *status) setMode(mode string) {
+func (s *status) setMode(mode, why string) {
 	s.mu.Lock()
-	s.data.ChangeStream.Mode = mode
+	s.data.ChangeStream.Mode, s.data.ChangeStream.Why = mode, why
 	s.mu.Unlock()
 }
 
