@@ -2,6 +2,7 @@ package ldapx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -73,9 +74,56 @@ func (s *Source) read(ctx context.Context, conn Conn) (Entries, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", r.what, err)
 		}
+		if len(byKey) == 0 && mustMatch(r.stream) {
+			return nil, fmt.Errorf("read %s: %w", r.what, noEntries(search))
+		}
 		entries[r.stream] = byKey
 	}
 	return entries, nil
+}
+
+// Count connects and counts each configured search's entries (no
+// attributes read). A users or collaborations search that matches nothing
+// is an error (ErrNoEntries), after every search was counted.
+func (s *Source) Count(ctx context.Context) (map[StreamName]int, error) {
+	conn, err := s.client.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	searches := streams(s.cfg)
+	counts := map[StreamName]int{}
+	var errs []error
+	for _, r := range readOrder {
+		search, ok := searches[r.stream]
+		if !ok {
+			continue
+		}
+		n := 0
+		err := Stream(ctx, conn, searchRequest(search, []string{"1.1"}), uint32(s.cfg.PageSize), func(*ldap.Entry) error { n++; return nil })
+		if err != nil {
+			return counts, fmt.Errorf("count %s: %w", r.what, err)
+		}
+		counts[r.stream] = n
+		if n == 0 && mustMatch(r.stream) {
+			errs = append(errs, fmt.Errorf("%s: %w", r.what, noEntries(search)))
+		}
+	}
+	return counts, errors.Join(errs...)
+}
+
+// ErrNoEntries: a search for users or collaborations matched nothing, which
+// is a wrong base DN or filter (or a bind user that may not read them)
+// far more often than an empty centre.
+var ErrNoEntries = errors.New("matched no entries")
+
+// mustMatch: a directory without users or without collaborations is taken
+// to be misconfigured; one without production accounts or role groups is not.
+func mustMatch(s StreamName) bool { return s == StreamUsers || s == StreamCollaborations }
+
+func noEntries(s config.Search) error {
+	return fmt.Errorf("base %q, scope %s, filter %q %w: check the base DN and filter (ldap.schema presets a standard layout), "+
+		"and that the bind user may read them", s.BaseDN, s.Scope, s.Filter, ErrNoEntries)
 }
 
 // roleGroupPattern turns "{collaboration}-{role}" into a regexp with the

@@ -84,7 +84,7 @@ func (w *Watcher) Run(ctx context.Context, m *Model) error {
 		}
 		// Jitter keeps many daemons from hammering a recovering server together.
 		wait := backoff/2 + rand.N(backoff/2+1)
-		if errors.Is(err, errRefreshStalled) {
+		if errors.Is(err, errRefreshStalled) || errors.Is(err, ErrNoEntries) {
 			// Not an outage: it will not heal by itself.
 			w.log.Error("directory change stream cannot complete its refresh; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else {
@@ -178,6 +178,11 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 	live := func() error {
 		refreshing = false
 		quiet.Stop()
+		if !resumed && received == 0 && mustMatch(name) {
+			err := fmt.Errorf("refresh: %w", noEntries(search))
+			w.events.RefreshFailed(string(name), "no_entries", err)
+			return err
+		}
 		return w.live(m, name, resumed)
 	}
 	var err error

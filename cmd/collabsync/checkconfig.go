@@ -3,10 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+
+	"github.com/collabsync/collabsync/ldapx"
 )
 
-func cmdCheckConfig(_ context.Context, a *app, args []string) int {
-	if !parseFlags(a.newFlagSet("check-config", ""), args) {
+// cmdCheckConfig validates the configuration; with --online it also binds
+// to the directory and counts what each search matches.
+func cmdCheckConfig(ctx context.Context, a *app, args []string) int {
+	fs := a.newFlagSet("check-config", "[--online]")
+	online := fs.Bool("online", false, "also connect to the directory and count the entries each search matches")
+	if !parseFlags(fs, args) {
 		return exitUsage
 	}
 	cfg := a.loadConfig()
@@ -14,5 +20,18 @@ func cmdCheckConfig(_ context.Context, a *app, args []string) int {
 		return exitUsage
 	}
 	fmt.Fprintf(a.stdout, "%s: OK\n", a.configPath)
+	if !*online {
+		return exitOK
+	}
+	counts, err := ldapx.NewSource(cfg.LDAP, a.log).Count(ctx)
+	for _, s := range []ldapx.StreamName{ldapx.StreamUsers, ldapx.StreamCollaborations, ldapx.StreamRoleGroups, ldapx.StreamProduction} {
+		if n, ok := counts[s]; ok {
+			fmt.Fprintf(a.stdout, "%s: %d entries\n", s, n)
+		}
+	}
+	if err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
 	return exitOK
 }

@@ -85,6 +85,10 @@ type LDAP struct {
 	TLS      TLS      `yaml:"tls"`
 	Timeout  Duration `yaml:"timeout"`
 	PageSize int      `yaml:"page_size"`
+	// Schema names the directory's layout (rfc2307, rfc2307bis, freeipa,
+	// ad): it fills the filters and attribute names a standard site of that
+	// kind has. Explicit keys override it.
+	Schema string `yaml:"schema"`
 	// RefreshTimeout is how long a syncrepl refresh may receive nothing
 	// before it is taken to be cut (a server size limit can end it
 	// silently) and fails.
@@ -371,8 +375,13 @@ func def[T any](has func(string) bool, path string, p *T, v T) {
 	}
 }
 
-func (c *Config) applyDefaults(has func(string) bool) {
+func (c *Config) applyDefaults(given func(string) bool) {
 	l := &c.LDAP
+	def(given, "ldap.schema", &l.Schema, SchemaRFC2307)
+	// What the schema preset fills counts as given: the defaults below
+	// are for what neither the file nor the preset says.
+	preset := l.applyPreset(given)
+	has := func(path string) bool { return given(path) || preset[path] }
 	if !has("ldap.bind.method") {
 		l.Bind.Method = BindSimple
 		if l.Bind.DN == "" && l.Bind.PasswordFile == "" {

@@ -382,3 +382,54 @@ func TestTargetInstances(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaPresets: ldap.schema fills a standard layout's filters and
+// attributes; a key the file gives wins over the preset.
+func TestSchemaPresets(t *testing.T) {
+	pw := secretFile(t)
+	parse := func(extra string) *Config {
+		t.Helper()
+		doc := strings.Replace(minimal(pw), "  users: {base_dn:", extra+"  users: {base_dn:", 1)
+		cfg, err := Parse("c.yaml", []byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	ad := parse("  schema: ad\n").LDAP
+	for _, c := range []struct{ name, got, want string }{
+		{"users filter", ad.Users.Filter, "(&(objectClass=user)(objectCategory=person)(uidNumber=*))"},
+		{"uid", ad.Users.Attributes.UID, "sAMAccountName"},
+		{"home", ad.Users.Attributes.Home, "unixHomeDirectory"},
+		{"uid number", ad.Users.Attributes.UIDNumber, "uidNumber"},
+		{"groups filter", ad.Collaborations.Filter, "(&(objectClass=group)(gidNumber=*))"},
+		{"membership", ad.Collaborations.Membership, MembershipDN},
+		{"members", ad.Collaborations.Attributes.Members, "member"},
+	} {
+		if c.got != c.want {
+			t.Errorf("ad %s = %q, want %q", c.name, c.got, c.want)
+		}
+	}
+	ipa := parse("  schema: freeipa\n").LDAP
+	if ipa.Users.Attributes.Status != "nsAccountLock" || len(ipa.Users.SuspendedValues) != 1 || ipa.Users.SuspendedValues[0] != "TRUE" ||
+		ipa.Collaborations.Membership != MembershipDN {
+		t.Errorf("freeipa: %+v %+v", ipa.Users, ipa.Collaborations)
+	}
+	if def := parse("").LDAP; def.Schema != SchemaRFC2307 || def.Collaborations.Attributes.Members != "memberUid" {
+		t.Errorf("default schema: %q, members %q", def.Schema, def.Collaborations.Attributes.Members)
+	}
+	// Explicit keys override the preset.
+	doc := strings.Replace(minimal(pw), `  users: {base_dn: "ou=people,dc=example,dc=org"}`,
+		"  schema: ad\n  users: {base_dn: \"ou=people,dc=example,dc=org\", attributes: {uid: uid}}", 1)
+	cfg, err := Parse("c.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LDAP.Users.Attributes.UID != "uid" || cfg.LDAP.Users.Attributes.Home != "unixHomeDirectory" {
+		t.Errorf("override: %+v", cfg.LDAP.Users.Attributes)
+	}
+	_, err = Parse("c.yaml", []byte(strings.Replace(minimal(pw), "  users:", "  schema: openldap\n  users:", 1)))
+	if err == nil || !strings.Contains(err.Error(), `c.yaml:5: ldap.schema: unknown schema "openldap" (want rfc2307, rfc2307bis, freeipa, ad)`) {
+		t.Errorf("unknown schema: %v", err)
+	}
+}

@@ -126,6 +126,9 @@ func (l *LDAP) validate(ps *problems) {
 	if l.Timeout <= 0 {
 		ps.add("ldap.timeout", "must be positive")
 	}
+	if !slices.Contains(Schemas(), l.Schema) {
+		ps.add("ldap.schema", "unknown schema %q (want %s)", l.Schema, strings.Join(Schemas(), ", "))
+	}
 	if l.RefreshTimeout <= 0 {
 		ps.add("ldap.refresh_timeout", "must be positive")
 	}

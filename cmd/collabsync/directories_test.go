@@ -102,3 +102,30 @@ targets:
 	}
 	d.stop(t)
 }
+
+// TestWrongBaseOrFilterFailsLoudly: a configuration whose collaborations
+// search matches nothing (a typo in the filter) makes check-config
+// --online and sync fail naming base and filter, where before sync exited
+// 0 having provisioned no group; serve stays not ready saying the same.
+func TestWrongBaseOrFilterFailsLoudly(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	if r := collabsync(t, e.config, "check-config", "--online"); r.code != 0 || !strings.Contains(r.stdout, "users: 14 entries") {
+		t.Fatalf("check-config --online on a good configuration: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	data, _ := os.ReadFile(e.config)
+	os.WriteFile(e.config, []byte(strings.Replace(string(data), "(objectClass=csCollaboration)", "(objectClass=csColaboration)", 1)), 0o600)
+	r := collabsync(t, e.config, "check-config", "--online")
+	if r.code != 1 || !strings.Contains(r.stdout, "collaborations: 0 entries") ||
+		!strings.Contains(r.stderr, `base "ou=collaborations,dc=example,dc=org", scope sub, filter "(objectClass=csColaboration)" matched no entries`) {
+		t.Errorf("check-config --online: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := collabsync(t, e.config, "sync", "--once"); r.code != 1 || !strings.Contains(r.stderr, "matched no entries") {
+		t.Errorf("sync: %d\n%s", r.code, r.stderr)
+	}
+	d := startServe(t, e.config)
+	eventually(t, 10*time.Second, "the empty refresh said", func() bool {
+		code, body := d.get("/readyz")
+		return code == 503 && strings.Contains(body, "matched no entries")
+	})
+	d.stop(t)
+}

@@ -1,0 +1,50 @@
+package config
+
+// The directory layouts ldap.schema names.
+const (
+	SchemaRFC2307    = "rfc2307"    // posixAccount, posixGroup with memberUid (the defaults)
+	SchemaRFC2307bis = "rfc2307bis" // groups are groupOfNames with member DNs and a gidNumber
+	SchemaFreeIPA    = "freeipa"    // 389-ds as FreeIPA lays it out
+	SchemaAD         = "ad"         // Active Directory (or Samba) with RFC 2307 attributes
+)
+
+// Schemas lists the layouts, for messages.
+func Schemas() []string {
+	return []string{SchemaRFC2307, SchemaRFC2307bis, SchemaFreeIPA, SchemaAD}
+}
+
+// applyPreset fills, for keys the file does not give, the filters and
+// attribute names of the configured schema, and returns the paths it set.
+func (l *LDAP) applyPreset(given func(string) bool) map[string]bool {
+	set := map[string]bool{}
+	str := func(path string, p *string, v string) {
+		if !given(path) {
+			*p, set[path] = v, true
+		}
+	}
+	const up, gp = "ldap.users.", "ldap.collaborations."
+	u, g := &l.Users, &l.Collaborations
+	groupsOfNames := func() {
+		str(gp+"filter", &g.Filter, "(&(objectClass=groupOfNames)(gidNumber=*))")
+		str(gp+"membership", &g.Membership, MembershipDN)
+	}
+	switch l.Schema {
+	case SchemaRFC2307bis:
+		groupsOfNames()
+	case SchemaFreeIPA:
+		groupsOfNames()
+		// A disabled FreeIPA account has nsAccountLock: TRUE.
+		str(up+"attributes.status", &u.Attributes.Status, "nsAccountLock")
+		if !given(up + "suspended_values") {
+			u.SuspendedValues, set[up+"suspended_values"] = []string{"TRUE"}, true
+		}
+	case SchemaAD:
+		str(up+"filter", &u.Filter, "(&(objectClass=user)(objectCategory=person)(uidNumber=*))")
+		str(up+"attributes.uid", &u.Attributes.UID, "sAMAccountName")
+		str(up+"attributes.name", &u.Attributes.Name, "displayName")
+		str(up+"attributes.home", &u.Attributes.Home, "unixHomeDirectory")
+		str(gp+"filter", &g.Filter, "(&(objectClass=group)(gidNumber=*))")
+		str(gp+"membership", &g.Membership, MembershipDN)
+	}
+	return set
+}
