@@ -11,6 +11,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/testharness/dirsrv"
 	"github.com/collabsync/collabsync/internal/testharness/gendir"
+	"github.com/collabsync/collabsync/internal/testharness/samba"
 )
 
 // TestServe389SizeLimitCutsRefresh: 389-ds (FreeIPA's server) with its
@@ -127,5 +128,101 @@ func TestWrongBaseOrFilterFailsLoudly(t *testing.T) {
 		code, body := d.get("/readyz")
 		return code == 503 && strings.Contains(body, "matched no entries")
 	})
+	d.stop(t)
+}
+
+// TestActiveDirectory: a real Samba AD DC with RFC 2307 attributes. The
+// standard rfc2307 layout matches nothing there and says so (before: 0
+// users, 0 groups, exit 0); with schema: ad and only URIs, bind and base
+// DNs, sync provisions its users and groups (a user in no collaboration
+// stays pending, as everywhere); serve finds that AD answers a
+// sync request as a plain search, falls back to polling and says why, its
+// metrics and status tell the truth (connected while reads succeed), and a
+// membership change arrives by the next poll.
+func TestActiveDirectory(t *testing.T) {
+	s := samba.StartT(t)
+	ctx := context.Background()
+	users := "CN=Users," + s.BaseDN
+	if err := s.Add(ctx, fmt.Sprintf(`dn: CN=Alice Martin,%[1]s
+objectClass: user
+sAMAccountName: alice
+displayName: Alice Martin
+mail: alice@example.org
+uidNumber: 10001
+gidNumber: 20001
+unixHomeDirectory: /home/alice
+loginShell: /bin/bash
+
+dn: CN=Bob Durand,%[1]s
+objectClass: user
+sAMAccountName: bob
+displayName: Bob Durand
+uidNumber: 10002
+gidNumber: 20001
+unixHomeDirectory: /home/bob
+loginShell: /bin/zsh
+
+dn: CN=atlas,%[1]s
+objectClass: group
+sAMAccountName: atlas
+gidNumber: 20001
+member: CN=Alice Martin,%[1]s
+`, users)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "extrausers")
+	os.Mkdir(out, 0o755)
+	config := func(schema string) string {
+		return writeFile(t, filepath.Join(dir, "collabsync.yaml"), fmt.Sprintf(`ldap:
+  uris: [%s]
+  bind: {dn: %q, password_file: %s}
+  schema: %s
+  users: {base_dn: %q}
+  collaborations: {base_dn: %q}
+state_dir: %s
+targets:
+  - {name: nss, kind: nss, dir: %s}
+`, s.URI, s.AdminDN, s.AdminPWFile, schema, users, users, filepath.Join(dir, "state"), out)+serveConfig(freeListen(t), ""))
+	}
+
+	cfg := config("rfc2307")
+	if r := collabsync(t, cfg, "check-config", "--online"); r.code != 1 || !strings.Contains(r.stderr, "matched no entries") {
+		t.Errorf("the rfc2307 layout on AD: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	cfg = config("ad")
+	if r := collabsync(t, cfg, "check-config", "--online"); r.code != 0 || !strings.Contains(r.stdout, "users: 2 entries") ||
+		!strings.Contains(r.stdout, "collaborations: 1 entries") {
+		t.Fatalf("check-config --online: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := collabsync(t, cfg, "sync", "--once"); r.code != 0 {
+		t.Fatalf("sync: %d\n%s", r.code, r.stderr)
+	}
+	// bob is in no collaboration yet: pending, not provisioned.
+	if passwd, _ := os.ReadFile(filepath.Join(out, "passwd")); string(passwd) != "alice:x:10001:20001:Alice Martin:/home/alice:/bin/bash\n" {
+		t.Errorf("passwd:\n%s", passwd)
+	}
+	group, _ := os.ReadFile(filepath.Join(out, "group"))
+	if string(group) != "atlas:x:20001:alice\n" {
+		t.Errorf("group:\n%s", group)
+	}
+
+	d := startServe(t, cfg)
+	d.waitReady(t)
+	eventually(t, 10*time.Second, "poll mode", func() bool { return d.metric(`collabsync_change_stream_mode{mode="poll"}`) == "1" })
+	if log := d.logText(); !strings.Contains(log, "Active Directory has no syncrepl") || !strings.Contains(log, "without a sync state control") {
+		t.Errorf("the fall-back is not explained:\n%s", log)
+	}
+	eventually(t, 5*time.Second, "connected while polling", func() bool { return d.metric("collabsync_ldap_connected") == "1" })
+	if err := s.Modify(ctx, fmt.Sprintf("dn: CN=atlas,%[1]s\nchangetype: modify\nadd: member\nmember: CN=Bob Durand,%[1]s\n", users)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "bob in atlas by the next poll", func() bool {
+		g, _ := os.ReadFile(filepath.Join(out, "group"))
+		return string(g) == "atlas:x:20001:alice,bob\n"
+	})
+	if passwd, _ := os.ReadFile(filepath.Join(out, "passwd")); !strings.Contains(string(passwd), "bob:x:10002:20001:Bob Durand:/home/bob:/bin/zsh\n") {
+		t.Errorf("bob not provisioned with his collaboration:\n%s", passwd)
+	}
 	d.stop(t)
 }

@@ -1,0 +1,160 @@
+// Package samba runs a throwaway Samba 4 Active Directory domain controller
+// for tests: provisioned with RFC 2307 attributes under a private
+// directory, one process in the foreground, LDAP only, on loopback.
+package samba
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/testharness"
+)
+
+// Server is a running Samba AD DC.
+type Server struct {
+	URI           string // ldap://127.0.0.1:389 (AD's port is fixed)
+	BaseDN        string // DC=example,DC=org
+	AdminDN       string
+	AdminPassword string
+	AdminPWFile   string // the password in a file, for bind.password_file
+
+	dir  string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+const adminPassword = "Passw0rd-collabsync!"
+
+// StartT provisions and starts a domain controller for a test and stops it
+// when the test ends. Without Samba it skips, or fails when CI is set.
+func StartT(t testing.TB) *Server {
+	t.Helper()
+	testharness.Require(t, "samba", "samba-tool", "ldapadd")
+	testharness.RequireRoot(t)
+	s, err := Start(t.TempDir())
+	if err != nil {
+		t.Fatalf("start samba: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Start provisions the domain EXAMPLE.ORG in dir and starts samba.
+func Start(dir string) (*Server, error) {
+	s := &Server{URI: "ldap://127.0.0.1:389", BaseDN: "DC=example,DC=org", AdminDN: "CN=Administrator,CN=Users,DC=example,DC=org",
+		AdminPassword: adminPassword, AdminPWFile: filepath.Join(dir, "adminpw"), dir: dir}
+	if err := os.WriteFile(s.AdminPWFile, []byte(adminPassword+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	args := []string{"domain", "provision", "--use-rfc2307", "--realm=EXAMPLE.ORG", "--domain=EXAMPLE", "--server-role=dc",
+		"--dns-backend=NONE", "--host-ip=127.0.0.1", "--targetdir=" + dir, "--adminpass=" + adminPassword}
+	for _, o := range []string{"interfaces = lo", "bind interfaces only = yes", "server services = ldap",
+		"log file = " + filepath.Join(dir, "log.%m")} {
+		args = append(args, "--option="+o)
+	}
+	if out, err := exec.CommandContext(ctx, "samba-tool", args...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("samba-tool domain provision: %v: %s", err, tail(string(out)))
+	}
+	// Simple binds over plain LDAP on loopback, as tests bind (provision
+	// does not keep this option).
+	conf := filepath.Join(dir, "etc/smb.conf")
+	data, err := os.ReadFile(conf)
+	if err != nil {
+		return nil, err
+	}
+	data = []byte(strings.Replace(string(data), "[global]\n", "[global]\n\tldap server require strong auth = no\n", 1))
+	if err := os.WriteFile(conf, data, 0o644); err != nil {
+		return nil, err
+	}
+	return s, s.Start()
+}
+
+// Start runs samba in the foreground and waits until LDAP answers.
+func (s *Server) Start() error {
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:389", 200*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("something already listens on 127.0.0.1:389, the port an AD DC must use")
+	}
+	s.cmd = exec.Command("samba", "-i", "-s", filepath.Join(s.dir, "etc/smb.conf"))
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	logf, err := os.Create(filepath.Join(s.dir, "samba.out"))
+	if err != nil {
+		return err
+	}
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.cmd.Wait(); logf.Close() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:389", time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case err := <-s.done:
+			out, _ := os.ReadFile(filepath.Join(s.dir, "samba.out"))
+			return fmt.Errorf("samba exited: %v: %s", err, tail(string(out)))
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Close()
+			return fmt.Errorf("samba did not listen on 127.0.0.1:389 within 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Add adds LDIF records (changetype add by default) as the Administrator.
+func (s *Server) Add(ctx context.Context, ldif string) error {
+	return s.ldap(ctx, "ldapadd", ldif)
+}
+
+// Modify applies LDIF change records as the Administrator.
+func (s *Server) Modify(ctx context.Context, ldif string) error {
+	return s.ldap(ctx, "ldapmodify", ldif)
+}
+
+func (s *Server) ldap(ctx context.Context, tool, ldif string) error {
+	cmd := exec.CommandContext(ctx, tool, "-x", "-H", s.URI, "-D", s.AdminDN, "-w", s.AdminPassword)
+	cmd.Stdin = strings.NewReader(ldif)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", tool, err, out)
+	}
+	return nil
+}
+
+// Close stops samba (its whole process group).
+func (s *Server) Close() error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return nil
+	}
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+	s.cmd = nil
+	return nil
+}
+
+func tail(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-15):], "\n")
+}
