@@ -68,6 +68,9 @@ func (s *Source) read(ctx context.Context, conn Conn) (Entries, error) {
 		}
 		byKey := map[string]*Mapped{}
 		err := Stream(ctx, conn, searchRequest(search, s.em.attributes(r.stream)), uint32(s.cfg.PageSize), func(e *ldap.Entry) error {
+			if err := completeRanges(ctx, conn, e); err != nil {
+				return err
+			}
 			byKey[e.DN] = s.em.mapEntry(r.stream, e)
 			return nil
 		})

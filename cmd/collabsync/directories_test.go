@@ -135,10 +135,12 @@ func TestWrongBaseOrFilterFailsLoudly(t *testing.T) {
 // standard rfc2307 layout matches nothing there and says so (before: 0
 // users, 0 groups, exit 0); with schema: ad and only URIs, bind and base
 // DNs, sync provisions its users and groups (a user in no collaboration
-// stays pending, as everywhere); serve finds that AD answers a
-// sync request as a plain search, falls back to polling and says why, its
-// metrics and status tell the truth (connected while reads succeed), and a
-// membership change arrives by the next poll.
+// stays pending, as everywhere); serve follows
+// AD by uSNChanged (a membership change, a rename and a deletion each
+// arrive by the next poll, without a full read, and a restart resumes
+// without one); a site that maps AD by hand without schema: ad gets
+// syncrepl tried, which AD answers as a plain search: serve falls back to
+// polling, says why, and its metrics tell the truth.
 func TestActiveDirectory(t *testing.T) {
 	s := samba.StartT(t)
 	ctx := context.Background()
@@ -202,27 +204,65 @@ targets:
 	if passwd, _ := os.ReadFile(filepath.Join(out, "passwd")); string(passwd) != "alice:x:10001:20001:Alice Martin:/home/alice:/bin/bash\n" {
 		t.Errorf("passwd:\n%s", passwd)
 	}
-	group, _ := os.ReadFile(filepath.Join(out, "group"))
-	if string(group) != "atlas:x:20001:alice\n" {
-		t.Errorf("group:\n%s", group)
+	if g, _ := os.ReadFile(filepath.Join(out, "group")); string(g) != "atlas:x:20001:alice\n" {
+		t.Errorf("group:\n%s", g)
 	}
 
+	// serve follows AD by uSNChanged: O(change) reads per poll, no full read.
 	d := startServe(t, cfg)
+	d.waitReady(t)
+	if v := d.metric(`collabsync_change_stream_mode{mode="usn"}`); v != "1" {
+		t.Errorf("mode usn = %q", v)
+	}
+	group := func() string { g, _ := os.ReadFile(filepath.Join(out, "group")); return string(g) }
+	passwd := func() string { p, _ := os.ReadFile(filepath.Join(out, "passwd")); return string(p) }
+	if err := s.Modify(ctx, fmt.Sprintf("dn: CN=atlas,%[1]s\nchangetype: modify\nadd: member\nmember: CN=Bob Durand,%[1]s\n", users)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "bob in atlas by the next poll", func() bool { return group() == "atlas:x:20001:alice,bob\n" })
+	if !strings.Contains(passwd(), "bob:x:10002:20001:Bob Durand:/home/bob:/bin/zsh\n") {
+		t.Errorf("bob not provisioned with his collaboration:\n%s", passwd())
+	}
+	// A rename (new sAMAccountName and CN), then a deletion.
+	if err := s.Modify(ctx, fmt.Sprintf("dn: CN=Bob Durand,%[1]s\nchangetype: modrdn\nnewrdn: CN=Robert Durand\ndeleteoldrdn: 1\n\n"+
+		"dn: CN=Robert Durand,%[1]s\nchangetype: modify\nreplace: sAMAccountName\nsAMAccountName: robert\n\n"+
+		"dn: CN=atlas,%[1]s\nchangetype: modify\nreplace: member\nmember: CN=Alice Martin,%[1]s\nmember: CN=Robert Durand,%[1]s\n", users)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "bob renamed robert", func() bool { return group() == "atlas:x:20001:alice,robert\n" })
+	if err := s.Modify(ctx, fmt.Sprintf("dn: CN=Alice Martin,%s\nchangetype: delete\n", users)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "alice deleted", func() bool { return group() == "atlas:x:20001:robert\n" && !strings.Contains(passwd(), "alice:") })
+	body := d.metrics(t)
+	if !strings.Contains(body, `collabsync_directory_full_reads_total{reason="refresh"} 1`) || strings.Contains(body, `reason="poll"`) {
+		t.Errorf("full reads while following AD:\n%s", grepLines(body, "collabsync_directory_full_reads_total"))
+	}
+	d.stop(t)
+	// A restart resumes from the saved model and USN: no full read.
+	d = startServe(t, cfg)
+	d.waitReady(t)
+	if body := d.metrics(t); strings.Contains(body, "collabsync_directory_full_reads_total{") {
+		t.Errorf("the restart read AD whole:\n%s", grepLines(body, "collabsync_directory_full_reads_total"))
+	}
+	d.stop(t)
+
+	// A site mapping AD by hand without schema: ad gets syncrepl tried:
+	// AD answers the sync request as a plain search, and serve falls back
+	// to polling saying so, its metrics telling the truth.
+	data, _ := os.ReadFile(cfg)
+	hand := strings.Replace(string(data), "  schema: ad\n", "  schema: rfc2307\n", 1)
+	hand = strings.Replace(hand, fmt.Sprintf("  users: {base_dn: %q}", users), fmt.Sprintf(
+		"  users: {base_dn: %q, filter: \"(&(objectClass=user)(uidNumber=*))\", attributes: {uid: sAMAccountName, home: unixHomeDirectory}}", users), 1)
+	hand = strings.Replace(hand, fmt.Sprintf("  collaborations: {base_dn: %q}", users), fmt.Sprintf(
+		"  collaborations: {base_dn: %q, filter: \"(&(objectClass=group)(gidNumber=*))\", membership: member_dn}", users), 1)
+	os.WriteFile(cfg, []byte(hand), 0o600)
+	d = startServe(t, cfg)
 	d.waitReady(t)
 	eventually(t, 10*time.Second, "poll mode", func() bool { return d.metric(`collabsync_change_stream_mode{mode="poll"}`) == "1" })
 	if log := d.logText(); !strings.Contains(log, "Active Directory has no syncrepl") || !strings.Contains(log, "without a sync state control") {
 		t.Errorf("the fall-back is not explained:\n%s", log)
 	}
 	eventually(t, 5*time.Second, "connected while polling", func() bool { return d.metric("collabsync_ldap_connected") == "1" })
-	if err := s.Modify(ctx, fmt.Sprintf("dn: CN=atlas,%[1]s\nchangetype: modify\nadd: member\nmember: CN=Bob Durand,%[1]s\n", users)); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "bob in atlas by the next poll", func() bool {
-		g, _ := os.ReadFile(filepath.Join(out, "group"))
-		return string(g) == "atlas:x:20001:alice,bob\n"
-	})
-	if passwd, _ := os.ReadFile(filepath.Join(out, "passwd")); !strings.Contains(string(passwd), "bob:x:10002:20001:Bob Durand:/home/bob:/bin/zsh\n") {
-		t.Errorf("bob not provisioned with his collaboration:\n%s", passwd)
-	}
 	d.stop(t)
 }

@@ -462,7 +462,11 @@ func (c *Config) applyDefaults(given func(string) bool) {
 	def(has, "serve.changes", &sv.Changes, ChangesAuto)
 	def(has, "serve.full_reconcile", &sv.FullReconcile, "0 3 * * *")
 	def(has, "serve.debounce", &sv.Debounce, Duration(200*time.Millisecond))
-	def(has, "serve.poll_interval", &sv.PollInterval, Duration(5*time.Minute))
+	poll := Duration(5 * time.Minute) // each poll reads the directory whole
+	if l.Schema == SchemaAD {
+		poll = Duration(10 * time.Second) // each poll reads what changed
+	}
+	def(has, "serve.poll_interval", &sv.PollInterval, poll)
 	def(has, "serve.retry_min", &sv.RetryMin, Duration(5*time.Second))
 	def(has, "serve.retry_max", &sv.RetryMax, Duration(15*time.Minute))
 

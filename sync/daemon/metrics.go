@@ -97,7 +97,7 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_ldap_connected", Help: "1 while the change stream is connected to the directory.",
 		}),
 		changeMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "collabsync_change_stream_mode", Help: "How changes are noticed: 1 for the mode in use (syncrepl or poll).",
+			Name: "collabsync_change_stream_mode", Help: "How changes are noticed: 1 for the mode in use (syncrepl; usn: Active Directory's uSNChanged; poll: full reads).",
 		}, []string{"mode"}),
 		syncEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "collabsync_syncrepl_events_total", Help: "Syncrepl messages per stream and type (add, modify, delete, present, info).",
@@ -235,7 +235,7 @@ func (m *metrics) SyncEvent(stream, kind string) { m.syncEvents.WithLabelValues(
 func (m *metrics) Live(string, bool) {}
 
 func (m *metrics) setMode(mode string) {
-	for _, x := range []string{"syncrepl", "poll"} {
+	for _, x := range []string{"syncrepl", "usn", "poll"} {
 		v := 0.0
 		if x == mode {
 			v = 1
