@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,6 +176,14 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 	received := 0
 	resp := conn.Syncrepl(sctx, req, 64, ldap.SyncRequestModeRefreshAndPersist, cookie, false)
 	m.beginRefresh(name, resumed)
+	warned := false
+	save := func(c []byte) {
+		m.saveCookie(name, c)
+		if !warned && unresumable(c) {
+			warned = true
+			w.warnUnresumable(name, c)
+		}
+	}
 	live := func() error {
 		refreshing = false
 		quiet.Stop()
@@ -205,7 +214,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 			default: // add, modify (a rename is a modify), or present with its attributes
 				m.put(name, key, e)
 			}
-			m.saveCookie(name, st.Cookie)
+			save(st.Cookie)
 			w.events.SyncEvent(string(name), syncStateName(st.State))
 			continue
 		}
@@ -216,16 +225,16 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 		w.events.SyncEvent(string(name), "info")
 		switch {
 		case info.NewCookie != nil:
-			m.saveCookie(name, info.NewCookie.Cookie)
+			save(info.NewCookie.Cookie)
 		case info.RefreshDelete != nil:
-			m.saveCookie(name, info.RefreshDelete.Cookie)
+			save(info.RefreshDelete.Cookie)
 			if info.RefreshDelete.RefreshDone {
 				if err := live(); err != nil {
 					return err
 				}
 			}
 		case info.RefreshPresent != nil:
-			m.saveCookie(name, info.RefreshPresent.Cookie)
+			save(info.RefreshPresent.Cookie)
 			m.endPresent(name)
 			if info.RefreshPresent.RefreshDone {
 				if err := live(); err != nil {
@@ -240,7 +249,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 					m.present(name, id.String())
 				}
 			}
-			m.saveCookie(name, info.SyncIdSet.Cookie)
+			save(info.SyncIdSet.Cookie)
 		}
 	}
 	err = resp.Err()
@@ -284,6 +293,17 @@ func (w *Watcher) live(m *Model, name StreamName, resumed bool) error {
 	}
 	w.events.Live(string(name), resumed)
 	return nil
+}
+
+// unresumable reports a 389-ds cookie that names no change: its Retro
+// Changelog lacks nsuniqueid, so every reconnect and restart costs a full
+// refresh (the server answers the cookie with e-syncRefreshRequired).
+func unresumable(cookie []byte) bool { return strings.HasSuffix(string(cookie), "#4294967295") }
+
+func (w *Watcher) warnUnresumable(name StreamName, cookie []byte) {
+	w.log.Warn("the directory's syncrepl cookie cannot be resumed from: every restart will read the directory whole. "+
+		"On 389-ds/FreeIPA add nsslapd-attribute: nsuniqueid:targetUniqueId to cn=Retro Changelog Plugin,cn=plugins,cn=config "+
+		"and restart the server", "stream", name, "cookie", string(cookie))
 }
 
 func syncStateName(s ldap.ControlSyncStateState) string {

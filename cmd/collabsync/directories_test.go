@@ -266,3 +266,89 @@ targets:
 	eventually(t, 5*time.Second, "connected while polling", func() bool { return d.metric("collabsync_ldap_connected") == "1" })
 	d.stop(t)
 }
+
+// dirsrvEnv is a 389-ds with a generated directory and a serve config
+// binding as its Directory Manager.
+func dirsrvEnv(t *testing.T, opts dirsrv.Options) (*dirsrv.Server, string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	ldif := filepath.Join(dir, "directory.ldif")
+	f, err := os.Create(ldif)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gendir.Write(f, gendir.Params{Users: 300, Collaborations: 30}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	opts.LDIF = []string{ldif}
+	s := dirsrv.StartT(t, opts)
+	out := filepath.Join(dir, "extrausers")
+	os.Mkdir(out, 0o755)
+	cfg := writeFile(t, filepath.Join(dir, "collabsync.yaml"), fmt.Sprintf(`ldap:
+  uris: [%s]
+  bind: {dn: %q, password_file: %s}
+  users: {base_dn: "ou=people,dc=example,dc=org"}
+  collaborations: {base_dn: "ou=groups,dc=example,dc=org"}
+state_dir: %s
+targets:
+  - {name: nss, kind: nss, dir: %s}
+`, s.URI, s.RootDN, s.RootPWFile, filepath.Join(dir, "state"), out)+serveConfig(freeListen(t), ""))
+	return s, cfg, out
+}
+
+// TestServe389FollowsChanges: serve on 389-ds (Content Synchronization and
+// Retro Changelog as FreeIPA runs them) follows changes live, and a
+// restart resumes from its cookie: the change made while it was down
+// arrives, and nothing is read whole.
+func TestServe389FollowsChanges(t *testing.T) {
+	s, cfg, out := dirsrvEnv(t, dirsrv.Options{})
+	inGroup := func(group, uid string) bool {
+		data, _ := os.ReadFile(filepath.Join(out, "group"))
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(line, group+":") {
+				return strings.Contains(","+line[strings.LastIndexByte(line, ':')+1:]+",", ","+uid+",")
+			}
+		}
+		return false
+	}
+	d := startServe(t, cfg)
+	d.waitReady(t)
+	start := time.Now()
+	if err := s.Modify(context.Background(), memberChange(1, "add")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a change live", func() bool { return inGroup(gendir.Collab(1), gendir.UID(2)) })
+	t.Logf("a change reached the group file in %v", time.Since(start).Round(time.Millisecond))
+	d.stop(t)
+	if err := s.Modify(context.Background(), memberChange(2, "add")); err != nil {
+		t.Fatal(err)
+	}
+	d = startServe(t, cfg)
+	d.waitReady(t)
+	eventually(t, 10*time.Second, "the change made while down", func() bool { return inGroup(gendir.Collab(2), gendir.UID(3)) })
+	if body := d.metrics(t); strings.Contains(body, "collabsync_directory_full_reads_total{") {
+		t.Errorf("the restart read 389-ds whole:\n%s", grepLines(body, "collabsync_directory_full_reads_total"))
+	}
+	if log := d.logText(); strings.Contains(log, "cannot be resumed from") {
+		t.Error("warned about the Retro Changelog of a well configured server")
+	}
+	d.stop(t)
+}
+
+// TestServe389RetroChangelogWarning: with the Retro Changelog as 389-ds
+// enables it by default, the cookies after a change end in #4294967295 and
+// no restart can resume from them: serve says so, naming the attribute to
+// add.
+func TestServe389RetroChangelogWarning(t *testing.T) {
+	s, cfg, _ := dirsrvEnv(t, dirsrv.Options{DefaultRetroChangelog: true})
+	d := startServe(t, cfg)
+	d.waitReady(t)
+	if err := s.Modify(context.Background(), memberChange(1, "add")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the warning", func() bool {
+		return strings.Contains(d.logText(), "nsslapd-attribute: nsuniqueid:targetUniqueId")
+	})
+	d.stop(t)
+}

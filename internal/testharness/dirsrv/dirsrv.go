@@ -25,6 +25,10 @@ type Options struct {
 	Suffix string // default dc=example,dc=org
 	// LDIF files imported (offline, with ldif2db) before the first start.
 	LDIF []string
+	// DefaultRetroChangelog leaves the Retro Changelog as 389-ds enables
+	// it, without nsuniqueid: every syncrepl cookie then ends in
+	// #4294967295 and cannot be resumed from.
+	DefaultRetroChangelog bool
 }
 
 // Server is a running (or stopped) 389-ds instance.
@@ -76,7 +80,7 @@ func Start(opts Options) (*Server, error) {
 	if err := s.Start(); err != nil {
 		return nil, err
 	}
-	if err := s.enablePlugins(); err != nil {
+	if err := s.enablePlugins(!opts.DefaultRetroChangelog); err != nil {
 		s.Stop()
 		return nil, err
 	}
@@ -210,7 +214,7 @@ func (s *Server) importLDIF(path string) error {
 // enablePlugins turns on memberOf, the Retro Changelog (keyed by
 // nsuniqueid, or every cookie ends in #4294967295 and a restart asks for
 // a full refresh) and Content Synchronization, then restarts.
-func (s *Server) enablePlugins() error {
+func (s *Server) enablePlugins(uniqueID bool) error {
 	ldif := `dn: cn=MemberOf Plugin,cn=plugins,cn=config
 changetype: modify
 replace: nsslapd-pluginEnabled
@@ -220,10 +224,14 @@ dn: cn=Retro Changelog Plugin,cn=plugins,cn=config
 changetype: modify
 replace: nsslapd-pluginEnabled
 nsslapd-pluginEnabled: on
--
+`
+	if uniqueID {
+		ldif += `-
 replace: nsslapd-attribute
 nsslapd-attribute: nsuniqueid:targetUniqueId
-
+`
+	}
+	ldif += `
 dn: cn=Content Synchronization,cn=plugins,cn=config
 changetype: modify
 replace: nsslapd-pluginEnabled
