@@ -142,7 +142,7 @@ func TestWrongBaseOrFilterFailsLoudly(t *testing.T) {
 // syncrepl tried, which AD answers as a plain search: serve falls back to
 // polling, says why, and its metrics tell the truth.
 func TestActiveDirectory(t *testing.T) {
-	s := samba.StartT(t)
+	s := samba.StartT(t, samba.Options{})
 	ctx := context.Background()
 	users := "CN=Users," + s.BaseDN
 	if err := s.Add(ctx, fmt.Sprintf(`dn: CN=Alice Martin,%[1]s
@@ -271,7 +271,7 @@ targets:
 
 // dirsrvEnv is a 389-ds with a generated directory and a serve config
 // binding as its Directory Manager.
-func dirsrvEnv(t *testing.T, opts dirsrv.Options) (*dirsrv.Server, string, string) {
+func dirsrvEnv(t *testing.T, opts dirsrv.Options, params gendir.Params, ldapExtra string) (*dirsrv.Server, string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	ldif := filepath.Join(dir, "directory.ldif")
@@ -279,7 +279,7 @@ func dirsrvEnv(t *testing.T, opts dirsrv.Options) (*dirsrv.Server, string, strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := gendir.Write(f, gendir.Params{Users: 300, Collaborations: 30}); err != nil {
+	if err := gendir.Write(f, params); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -290,12 +290,12 @@ func dirsrvEnv(t *testing.T, opts dirsrv.Options) (*dirsrv.Server, string, strin
 	cfg := writeFile(t, filepath.Join(dir, "collabsync.yaml"), fmt.Sprintf(`ldap:
   uris: [%s]
   bind: {dn: %q, password_file: %s}
-  users: {base_dn: "ou=people,dc=example,dc=org"}
+%s  users: {base_dn: "ou=people,dc=example,dc=org"}
   collaborations: {base_dn: "ou=groups,dc=example,dc=org"}
 state_dir: %s
 targets:
   - {name: nss, kind: nss, dir: %s}
-`, s.URI, s.RootDN, s.RootPWFile, filepath.Join(dir, "state"), out)+serveConfig(freeListen(t), ""))
+`, s.URI, s.RootDN, s.RootPWFile, ldapExtra, filepath.Join(dir, "state"), out)+serveConfig(freeListen(t), ""))
 	return s, cfg, out
 }
 
@@ -304,7 +304,7 @@ targets:
 // restart resumes from its cookie: the change made while it was down
 // arrives, and nothing is read whole.
 func TestServe389FollowsChanges(t *testing.T) {
-	s, cfg, out := dirsrvEnv(t, dirsrv.Options{})
+	s, cfg, out := dirsrvEnv(t, dirsrv.Options{}, gendir.Params{Users: 300, Collaborations: 30}, "")
 	inGroup := func(group, uid string) bool {
 		data, _ := os.ReadFile(filepath.Join(out, "group"))
 		for _, line := range strings.Split(string(data), "\n") {
@@ -343,7 +343,7 @@ func TestServe389FollowsChanges(t *testing.T) {
 // no restart can resume from them: serve says so, naming the attribute to
 // add.
 func TestServe389RetroChangelogWarning(t *testing.T) {
-	s, cfg, _ := dirsrvEnv(t, dirsrv.Options{DefaultRetroChangelog: true})
+	s, cfg, _ := dirsrvEnv(t, dirsrv.Options{DefaultRetroChangelog: true}, gendir.Params{Users: 300, Collaborations: 30}, "")
 	d := startServe(t, cfg)
 	d.waitReady(t)
 	if err := s.Modify(context.Background(), memberChange(1, "add")); err != nil {
@@ -353,4 +353,86 @@ func TestServe389RetroChangelogWarning(t *testing.T) {
 		return strings.Contains(d.logText(), "nsslapd-attribute: nsuniqueid:targetUniqueId")
 	})
 	d.stop(t)
+}
+
+// TestActiveDirectoryTLS: AD's default refuses a simple bind over plain
+// LDAP ("Strong(er) authentication required"); collabsync binds over
+// ldaps and over StartTLS, verifying the DC's certificate against the
+// configured CA, and a certificate it cannot verify is refused.
+func TestActiveDirectoryTLS(t *testing.T) {
+	s := samba.StartT(t, samba.Options{TLS: true})
+	if err := s.Add(context.Background(), fmt.Sprintf(`dn: CN=Alice Martin,CN=Users,%[1]s
+objectClass: user
+sAMAccountName: alice
+uidNumber: 10001
+gidNumber: 20001
+
+dn: CN=atlas,CN=Users,%[1]s
+objectClass: group
+gidNumber: 20001
+member: CN=Alice Martin,CN=Users,%[1]s
+`, s.BaseDN)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "extrausers")
+	os.Mkdir(out, 0o755)
+	config := func(uri, tls string) string {
+		return writeFile(t, filepath.Join(dir, "collabsync.yaml"), fmt.Sprintf(`ldap:
+  uris: [%s]
+  bind: {dn: %q, password_file: %s}
+  tls: {%s}
+  schema: ad
+  users: {base_dn: "CN=Users,%s"}
+  collaborations: {base_dn: "CN=Users,%s"}
+state_dir: %s
+targets:
+  - {name: nss, kind: nss, dir: %s}
+`, uri, s.AdminDN, s.AdminPWFile, tls, s.BaseDN, s.BaseDN, filepath.Join(dir, "state"), out))
+	}
+	for _, c := range []struct {
+		name, uri, tls, want string
+		code                 int
+	}{
+		{"plain LDAP", s.URI, "", "Strong", 1},
+		{"ldaps", s.LDAPSURI, "ca_file: " + s.Certs.CA, "collaborations: 1 entries", 0},
+		{"StartTLS", s.URI, "start_tls: true, ca_file: " + s.Certs.CA, "collaborations: 1 entries", 0},
+		{"ldaps, the system's CAs", s.LDAPSURI, "", "certificate", 1},
+	} {
+		r := collabsync(t, config(c.uri, c.tls), "check-config", "--online")
+		if r.code != c.code || !strings.Contains(r.stdout+r.stderr, c.want) {
+			t.Errorf("%s: exit %d\n%s%s", c.name, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := collabsync(t, config(s.LDAPSURI, "ca_file: "+s.Certs.CA), "sync", "--once"); r.code != 0 {
+		t.Fatalf("sync over ldaps: %d %s", r.code, r.stderr)
+	}
+	if g, _ := os.ReadFile(filepath.Join(out, "group")); string(g) != "atlas:x:20001:alice\n" {
+		t.Errorf("group: %s", g)
+	}
+}
+
+// TestSync389MemberDNs: groups of member DNs (groupOfNames with a
+// gidNumber, as FreeIPA keeps them) on 389-ds, read with the freeipa
+// preset alone: every group holds its members by uid.
+func TestSync389MemberDNs(t *testing.T) {
+	_, cfg, out := dirsrvEnv(t, dirsrv.Options{}, gendir.Params{Users: 300, Collaborations: 30, MemberDN: true}, "  schema: freeipa\n")
+	if r := collabsync(t, cfg, "sync", "--once"); r.code != 0 {
+		t.Fatalf("sync: %d %s", r.code, r.stderr)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 30 || !strings.HasPrefix(lines[0], gendir.Collab(0)+":x:200000:"+gendir.UID(0)+",") {
+		t.Errorf("%d groups; first: %q", len(lines), lines[0])
+	}
+	members := 0
+	for _, l := range lines {
+		members += strings.Count(l[strings.LastIndexByte(l, ':'):], ",") + 1
+	}
+	if members != 600 { // each user in two groups
+		t.Errorf("%d memberships, want 600", members)
+	}
 }

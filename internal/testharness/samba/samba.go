@@ -18,10 +18,20 @@ import (
 	"github.com/collabsync/collabsync/internal/testharness"
 )
 
+// Options configure a domain controller.
+type Options struct {
+	// TLS gives the DC a certificate for localhost/127.0.0.1 from a
+	// throwaway CA and keeps AD's default: simple binds only over TLS
+	// (ldaps:// or StartTLS). Without it, tests bind over plain LDAP.
+	TLS bool
+}
+
 // Server is a running Samba AD DC.
 type Server struct {
-	URI           string // ldap://127.0.0.1:389 (AD's port is fixed)
-	BaseDN        string // DC=example,DC=org
+	URI           string                 // ldap://127.0.0.1:389 (AD's port is fixed)
+	LDAPSURI      string                 // ldaps://127.0.0.1:636
+	Certs         *testharness.CertFiles // with TLS
+	BaseDN        string                 // DC=example,DC=org
 	AdminDN       string
 	AdminPassword string
 	AdminPWFile   string // the password in a file, for bind.password_file
@@ -35,11 +45,11 @@ const adminPassword = "Passw0rd-collabsync!"
 
 // StartT provisions and starts a domain controller for a test and stops it
 // when the test ends. Without Samba it skips, or fails when CI is set.
-func StartT(t testing.TB) *Server {
+func StartT(t testing.TB, opts Options) *Server {
 	t.Helper()
 	testharness.Require(t, "samba", "samba-tool", "ldapadd")
 	testharness.RequireRoot(t)
-	s, err := Start(t.TempDir())
+	s, err := Start(t.TempDir(), opts)
 	if err != nil {
 		t.Fatalf("start samba: %v", err)
 	}
@@ -48,8 +58,8 @@ func StartT(t testing.TB) *Server {
 }
 
 // Start provisions the domain EXAMPLE.ORG in dir and starts samba.
-func Start(dir string) (*Server, error) {
-	s := &Server{URI: "ldap://127.0.0.1:389", BaseDN: "DC=example,DC=org", AdminDN: "CN=Administrator,CN=Users,DC=example,DC=org",
+func Start(dir string, opts Options) (*Server, error) {
+	s := &Server{URI: "ldap://127.0.0.1:389", LDAPSURI: "ldaps://127.0.0.1:636", BaseDN: "DC=example,DC=org", AdminDN: "CN=Administrator,CN=Users,DC=example,DC=org",
 		AdminPassword: adminPassword, AdminPWFile: filepath.Join(dir, "adminpw"), dir: dir}
 	if err := os.WriteFile(s.AdminPWFile, []byte(adminPassword+"\n"), 0o600); err != nil {
 		return nil, err
@@ -65,14 +75,21 @@ func Start(dir string) (*Server, error) {
 	if out, err := exec.CommandContext(ctx, "samba-tool", args...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("samba-tool domain provision: %v: %s", err, tail(string(out)))
 	}
-	// Simple binds over plain LDAP on loopback, as tests bind (provision
-	// does not keep this option).
+	// Without TLS, simple binds over plain LDAP on loopback, as tests
+	// bind (provision does not keep this option).
 	conf := filepath.Join(dir, "etc/smb.conf")
 	data, err := os.ReadFile(conf)
 	if err != nil {
 		return nil, err
 	}
-	data = []byte(strings.Replace(string(data), "[global]\n", "[global]\n\tldap server require strong auth = no\n", 1))
+	global := "\tldap server require strong auth = no\n"
+	if opts.TLS {
+		if s.Certs, err = testharness.NewCertFiles(dir); err != nil {
+			return nil, err
+		}
+		global = fmt.Sprintf("\ttls enabled = yes\n\ttls keyfile = %s\n\ttls certfile = %s\n\ttls cafile = %s\n", s.Certs.Key, s.Certs.Cert, s.Certs.CA)
+	}
+	data = []byte(strings.Replace(string(data), "[global]\n", "[global]\n"+global, 1))
 	if err := os.WriteFile(conf, data, 0o644); err != nil {
 		return nil, err
 	}
@@ -130,7 +147,12 @@ func (s *Server) Modify(ctx context.Context, ldif string) error {
 }
 
 func (s *Server) ldap(ctx context.Context, tool, ldif string) error {
-	cmd := exec.CommandContext(ctx, tool, "-x", "-H", s.URI, "-D", s.AdminDN, "-w", s.AdminPassword)
+	uri := s.URI
+	cmd := exec.CommandContext(ctx, tool, "-x", "-H", uri, "-D", s.AdminDN, "-w", s.AdminPassword)
+	if s.Certs != nil {
+		cmd = exec.CommandContext(ctx, tool, "-x", "-H", s.LDAPSURI, "-D", s.AdminDN, "-w", s.AdminPassword)
+		cmd.Env = append(os.Environ(), "LDAPTLS_CACERT="+s.Certs.CA)
+	}
 	cmd.Stdin = strings.NewReader(ldif)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %v: %s", tool, err, out)
