@@ -270,6 +270,12 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 		w.events.SyncEvent("deleted", "delete")
 		return nil
 	})
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultInsufficientAccessRights) {
+		// Deletions then wait for the full reconcile: say so, keep polling.
+		w.log.Warn("the bind account may not read deleted objects (CN=Deleted Objects): deletions reach the targets only at the next full reconcile; "+
+			"grant it List Contents and Read Property there (docs/SERVERS.md)", "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("read deleted objects: %w", err)
 	}
