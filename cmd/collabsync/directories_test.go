@@ -412,27 +412,35 @@ targets:
 	}
 }
 
-// TestSync389MemberDNs: groups of member DNs (groupOfNames with a
-// gidNumber, as FreeIPA keeps them) on 389-ds, read with the freeipa
-// preset alone: every group holds its members by uid.
-func TestSync389MemberDNs(t *testing.T) {
-	_, cfg, out := dirsrvEnv(t, dirsrv.Options{}, gendir.Params{Users: 300, Collaborations: 30, MemberDN: true}, "  schema: freeipa\n")
-	if r := collabsync(t, cfg, "sync", "--once"); r.code != 0 {
-		t.Fatalf("sync: %d %s", r.code, r.stderr)
-	}
-	data, err := os.ReadFile(filepath.Join(out, "group"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) != 30 || !strings.HasPrefix(lines[0], gendir.Collab(0)+":x:200000:"+gendir.UID(0)+",") {
-		t.Errorf("%d groups; first: %q", len(lines), lines[0])
-	}
-	members := 0
-	for _, l := range lines {
-		members += strings.Count(l[strings.LastIndexByte(l, ':'):], ",") + 1
-	}
-	if members != 600 { // each user in two groups
-		t.Errorf("%d memberships, want 600", members)
+// TestSync389MembershipStyles: a full sync from 389-ds with each membership
+// style, each read with its preset alone: posixGroup with memberUid
+// (rfc2307) and groupOfNames of member DNs with a gidNumber, as FreeIPA
+// keeps them (freeipa). Every group holds its members by uid.
+func TestSync389MembershipStyles(t *testing.T) {
+	for _, c := range []struct {
+		schema   string
+		memberDN bool
+	}{{"rfc2307", false}, {"freeipa", true}} {
+		t.Run(c.schema, func(t *testing.T) {
+			_, cfg, out := dirsrvEnv(t, dirsrv.Options{}, gendir.Params{Users: 300, Collaborations: 30, MemberDN: c.memberDN}, "  schema: "+c.schema+"\n")
+			if r := collabsync(t, cfg, "sync", "--once"); r.code != 0 {
+				t.Fatalf("sync: %d %s", r.code, r.stderr)
+			}
+			data, err := os.ReadFile(filepath.Join(out, "group"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			if len(lines) != 30 || !strings.HasPrefix(lines[0], gendir.Collab(0)+":x:200000:"+gendir.UID(0)+",") {
+				t.Errorf("%d groups; first: %q", len(lines), lines[0])
+			}
+			members := 0
+			for _, l := range lines {
+				members += strings.Count(l[strings.LastIndexByte(l, ':'):], ",") + 1
+			}
+			if members != 600 { // each user in two groups
+				t.Errorf("%d memberships, want 600", members)
+			}
+		})
 	}
 }
