@@ -46,20 +46,13 @@ state_dir: %s
 	if err != nil {
 		b.Fatal(err)
 	}
-	os.WriteFile(s.RootPWFile+".raw", []byte(s.RootPassword), 0o600)
-	mapper := ldapx.NewMapper(cfg.LDAP)
-	search := func(base, filter string, attrs ...string) []string {
-		return append([]string{"-LLL", "-x", "-H", s.URI, "-D", s.RootDN, "-y", s.RootPWFile + ".raw",
-			"-E", "pr=1000/noprompt", "-b", base, filter}, attrs...)
-	}
 	src := ldapx.NewSource(cfg.LDAP, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var refT, srcT []float64
 	b.ResetTimer() // the import of 110k entries takes minutes
 	for i := 0; i < b.N; i++ {
 		for rep := 0; rep < 3; rep++ {
-			t1, _ := testharness.Measure(b, nil, "ldapsearch", search(cfg.LDAP.Users.BaseDN, cfg.LDAP.Users.Filter, mapper.UserAttributes()...)...)
-			t2, _ := testharness.Measure(b, nil, "ldapsearch", search(cfg.LDAP.Collaborations.BaseDN, cfg.LDAP.Collaborations.Filter, mapper.CollaborationAttributes()...)...)
-			refT = append(refT, (t1 + t2).Seconds())
+			t, _ := ldapsearchDump(b, s.URI, s.RootDN, s.RootPassword, cfg.LDAP)
+			refT = append(refT, t)
 			start := time.Now()
 			snap, err := src.Snapshot(context.Background())
 			if err != nil {
