@@ -74,14 +74,23 @@ func (w *USNWatcher) Run(ctx context.Context, m *Model) {
 func rootDSE(ctx context.Context, conn *ldap.Conn) (dc, namingContext string, usn int64, err error) {
 	req := ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)",
 		[]string{"dsServiceName", "defaultNamingContext", "highestCommittedUSN"}, nil)
-	res, err := conn.SearchWithPaging(req, 0)
-	if err == nil && len(res.Entries) != 1 {
+	resp := conn.SearchAsync(ctx, req, 1)
+	var e *ldap.Entry
+	for resp.Next() {
+		if got := resp.Entry(); got != nil {
+			e = got
+		}
+	}
+	err = resp.Err()
+	if err == nil && e == nil {
 		err = errors.New("no root DSE")
+	}
+	if err == nil {
+		err = ctx.Err()
 	}
 	if err != nil {
 		return "", "", 0, fmt.Errorf("read the root DSE: %w", err)
 	}
-	e := res.Entries[0]
 	usn, err = strconv.ParseInt(e.GetAttributeValue("highestCommittedUSN"), 10, 64)
 	if err != nil {
 		return "", "", 0, fmt.Errorf("the root DSE has no highestCommittedUSN: this is not Active Directory (set ldap.schema)")
@@ -143,10 +152,14 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 	}
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
+	refresh := m.refreshRequired()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-refresh:
+			// The full reconcile found the model wrong; its cookies are gone.
+			return fmt.Errorf("%w: the live model differed from a full read", errCookieRejected)
 		case <-t.C:
 		}
 		cdc, now, err := func() (string, int64, error) { dc, _, usn, err := rootDSE(ctx, conn); return dc, usn, err }()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/internal/testharness/dirsrv"
 	"github.com/collabsync/collabsync/internal/testharness/gendir"
 	"github.com/collabsync/collabsync/internal/testharness/samba"
@@ -249,10 +250,34 @@ targets:
 	}
 	d.stop(t)
 
+	// robert lost from the saved model behind serve's back: the scheduled
+	// full reconcile finds it, and the model is read again from AD.
+	st, err := store.Open(ctx, filepath.Join(dir, "state", "collabsync.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := st.DB.Exec("DELETE FROM live_entry WHERE dn LIKE 'CN=Robert Durand,%'"); err != nil {
+		t.Fatal(err)
+	} else if n, _ := res.RowsAffected(); n != 1 {
+		t.Fatalf("deleted %d saved entries", n)
+	}
+	st.Close()
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(data), "serve:\n", "serve:\n  full_reconcile: \"@every 2s\"\n", 1)), 0o600)
+	d = startServe(t, cfg)
+	eventually(t, 20*time.Second, "the difference counted", func() bool {
+		return d.metric(`collabsync_live_model_differences_total{stream="users"}`) == "1"
+	})
+	eventually(t, 20*time.Second, "robert back", func() bool { return strings.Contains(passwd(), "robert:") })
+	eventually(t, 20*time.Second, "the model rebuilt by a full read", func() bool {
+		return d.metric(`collabsync_directory_full_reads_total{reason="refresh"}`) == "1"
+	})
+	d.stop(t)
+
 	// A site mapping AD by hand without schema: ad gets syncrepl tried:
 	// AD answers the sync request as a plain search, and serve falls back
 	// to polling saying so, its metrics telling the truth.
-	data, _ := os.ReadFile(cfg)
+	data, _ = os.ReadFile(cfg)
 	hand := strings.Replace(string(data), "  schema: ad\n", "  schema: rfc2307\n", 1)
 	hand = strings.Replace(hand, fmt.Sprintf("  users: {base_dn: %q}", users), fmt.Sprintf(
 		"  users: {base_dn: %q, filter: \"(&(objectClass=user)(uidNumber=*))\", attributes: {uid: sAMAccountName, home: unixHomeDirectory}}", users), 1)
