@@ -221,7 +221,7 @@ func (m *metrics) observeRun(r engine.RunReport) {
 	}
 }
 
-// Connected, SyncEvent and Live make metrics an ldapx.WatchEvents.
+// Connected and SyncEvent take the watcher's events (through watchEvents).
 func (m *metrics) Connected(up bool) {
 	if up {
 		m.ldapConnected.Set(1)
@@ -231,8 +231,6 @@ func (m *metrics) Connected(up bool) {
 }
 
 func (m *metrics) SyncEvent(stream, kind string) { m.syncEvents.WithLabelValues(stream, kind).Inc() }
-
-func (m *metrics) Live(string, bool) {}
 
 func (m *metrics) setMode(mode string) {
 	for _, x := range []string{"syncrepl", "usn", "poll"} {
