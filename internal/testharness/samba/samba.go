@@ -67,7 +67,9 @@ func Start(dir string, opts Options) (*Server, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	args := []string{"domain", "provision", "--use-rfc2307", "--realm=EXAMPLE.ORG", "--domain=EXAMPLE", "--server-role=dc",
-		"--dns-backend=NONE", "--host-ip=127.0.0.1", "--targetdir=" + dir, "--adminpass=" + adminPassword}
+		"--dns-backend=NONE", "--host-ip=127.0.0.1", "--targetdir=" + dir, "--adminpass=" + adminPassword,
+		// Not the machine's: a host name longer than 15 characters is no NetBIOS name.
+		"--host-name=dc1", "--option=netbios name = DC1"}
 	for _, o := range []string{"interfaces = lo", "bind interfaces only = yes", "server services = ldap",
 		"log file = " + filepath.Join(dir, "log.%m")} {
 		args = append(args, "--option="+o)
