@@ -170,6 +170,85 @@ func (s *State) Statuses() Previous {
 	return out
 }
 
+// StatusChanges is Statuses as a difference from the history the state
+// was evaluated against (Basis): the subjects whose record changes or is
+// new, and the keys of those that are gone. A run that changed one subject
+// of 100k builds two small values instead of a second map of 100k. The
+// state's lists are in snapshot order (by name, then DN), so entries of one
+// name are adjacent and fold as Statuses folds them.
+func (s *State) StatusChanges() (changed Previous, gone []string) {
+	changed = Previous{}
+	produced := 0
+	// fold keeps, of a run of entries of one name, what Statuses keeps:
+	// the first active one, else the last.
+	emit := func(key string, p Provisioned) {
+		produced++
+		if old, ok := s.basis[key]; !ok || old != p {
+			changed[key] = p
+		}
+	}
+	type item struct {
+		key string
+		p   Provisioned
+	}
+	var run *item
+	flush := func() {
+		if run != nil {
+			emit(run.key, run.p)
+			run = nil
+		}
+	}
+	add := func(key string, p Provisioned) {
+		if run != nil && run.key == key {
+			if run.p.Status != StatusActive {
+				run.p = p
+			}
+			return
+		}
+		flush()
+		run = &item{key, p}
+	}
+	active := func(b bool) Status {
+		if b {
+			return StatusActive
+		}
+		return StatusPending
+	}
+	for _, u := range s.Users {
+		add(SubjectKey(SubjectUser, u.UID), Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)})
+	}
+	for _, c := range s.Collaborations {
+		add(SubjectKey(SubjectCollaboration, c.Name), Provisioned{Status: active(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)})
+	}
+	for _, p := range s.ProductionAccounts {
+		add(SubjectKey(SubjectProduction, p.Name), Provisioned{Status: active(p.Active), DN: p.DN, ID: int64(p.UIDNumber)})
+	}
+	flush()
+	if produced-countNew(s.basis, changed) == len(s.basis) {
+		return changed, nil // every subject of the history is still here
+	}
+	// Something went: find which (rare, so the full map is built only now).
+	now := s.Statuses()
+	for key := range s.basis {
+		if _, ok := now[key]; !ok {
+			gone = append(gone, key)
+		}
+	}
+	sort.Strings(gone)
+	return changed, gone
+}
+
+// countNew counts the changed subjects the history did not have.
+func countNew(basis, changed Previous) int {
+	n := 0
+	for key := range changed {
+		if _, ok := basis[key]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
 // verdict gathers what rules said about one subject.
 type verdict struct {
 	exclude, hold bool

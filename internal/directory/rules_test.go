@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"math/rand/v2"
 	"reflect"
 	"regexp"
 	"strings"
@@ -487,5 +488,65 @@ func TestIncumbentKeepsItsNameAndNumber(t *testing.T) {
 	// Without history nobody can tell who came first: both are left out.
 	if st := Evaluate(&after, basePolicy(), nil); status(t, st, "alice") != StatusPending {
 		t.Errorf("no history: alice %s", status(t, st, "alice"))
+	}
+}
+
+// TestStatusChangesIsADiff: applied to the history, StatusChanges gives
+// exactly Statuses, through random directories (duplicate names included)
+// evaluated against the history of the one before.
+func TestStatusChangesIsADiff(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	var prev Previous
+	for round := 0; round < 300; round++ {
+		f := newFixture()
+		names := []string{"alice", "bob", "carol", "dave", "erin"}
+		var uids []string
+		for _, n := range names {
+			if rnd.IntN(4) == 0 {
+				continue
+			}
+			f.user(n, func(u *User) { u.Suspended = rnd.IntN(5) == 0 })
+			uids = append(uids, n)
+			if rnd.IntN(6) == 0 { // a second entry of one name
+				f.user(n, func(u *User) { u.DN = "uid=" + u.UID + ",ou=other" })
+			}
+		}
+		for _, c := range []string{"p", "q", "r"} {
+			if rnd.IntN(3) == 0 {
+				continue
+			}
+			var members []string
+			for _, u := range uids {
+				if rnd.IntN(2) == 0 {
+					members = append(members, u)
+				}
+			}
+			f.collab(c, members)
+			if rnd.IntN(3) == 0 {
+				f.production(c+"_robot", c)
+			}
+		}
+		snap := f.snap
+		snap.Sort()
+		st := Evaluate(&snap, basePolicy(), prev)
+		changed, gone := st.StatusChanges()
+		got := Previous{}
+		for k, v := range prev {
+			got[k] = v
+		}
+		for _, k := range gone {
+			delete(got, k)
+		}
+		for k, v := range changed {
+			got[k] = v
+		}
+		want := st.Statuses()
+		if len(want) == 0 {
+			want = Previous{}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d: history %v\nchanged %v gone %v\ngot  %v\nwant %v", round, prev, changed, gone, got, want)
+		}
+		prev = want
 	}
 }

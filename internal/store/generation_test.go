@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -70,5 +71,50 @@ func TestCachedTablesFollowOtherProcesses(t *testing.T) {
 	}
 	if !still[0].Since.Equal(t0.Add(2 * time.Hour)) {
 		t.Errorf("since %v, want %v", still[0].Since, t0.Add(2*time.Hour))
+	}
+}
+
+// TestSaveStatusChanges: a run's difference is written and the cached map
+// follows it in place; after another process wrote, the cache is read
+// again instead.
+func TestSaveStatusChanges(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	a, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	t0 := time.Unix(1_800_000_000, 0)
+	act := directory.Provisioned{Status: "active"}
+	if err := a.SaveStatuses(ctx, nil, directory.Previous{"user/alice": act, "user/bob": act}, t0); err != nil {
+		t.Fatal(err)
+	}
+	a.Statuses(ctx)
+	if err := a.SaveStatusChanges(ctx, directory.Previous{"user/carol": act}, []string{"user/bob"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	want := directory.Previous{"user/alice": act, "user/carol": act}
+	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {
+		t.Errorf("a's cache: %v", got)
+	}
+	if got, _ := b.Statuses(ctx); !reflect.DeepEqual(got, want) {
+		t.Errorf("the table: %v", got)
+	}
+	// b writes; a's next change must not patch a stale cache.
+	if err := b.SaveStatusChanges(ctx, directory.Previous{"user/dave": act}, nil, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SaveStatusChanges(ctx, nil, []string{"user/alice"}, t0); err != nil {
+		t.Fatal(err)
+	}
+	want = directory.Previous{"user/carol": act, "user/dave": act}
+	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {
+		t.Errorf("a after b wrote: %v", got)
 	}
 }

@@ -12,7 +12,8 @@ import (
 
 // Statuses returns what was last provisioned of each subject. The map is
 // shared with later calls (it is cached while no process writes the
-// table): it must not be modified.
+// table): it must not be modified, and SaveStatusChanges updates it in
+// place, so it is read only until then.
 func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 	gen, err := s.generation(ctx, s.DB, "subject_status")
 	if err != nil {
@@ -104,6 +105,64 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 	s.cache.mu.Lock()
 	s.cache.statuses, s.cache.statusGen = statuses, gen
 	s.cache.mu.Unlock()
+	return nil
+}
+
+// SaveStatusChanges applies a run's difference from the stored statuses
+// (directory.State.StatusChanges): changed (or new) subjects are written,
+// gone ones deleted, in one transaction. The cached map is updated in
+// place when no other process wrote the table since it was read (else it
+// is read again next time), so a run that changed nothing costs nothing.
+func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previous, gone []string, now time.Time) error {
+	if len(changed) == 0 && len(gone) == 0 {
+		return nil
+	}
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	before, err := s.generation(ctx, tx, "subject_status")
+	if err != nil {
+		return err
+	}
+	for _, subject := range gone {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM subject_status WHERE subject = ?", subject); err != nil {
+			return fmt.Errorf("forget status of %s: %w", subject, err)
+		}
+	}
+	upsert, err := tx.PrepareContext(ctx, `INSERT INTO subject_status (subject, status, dn, number, updated_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (subject) DO UPDATE SET status = excluded.status, dn = excluded.dn, number = excluded.number,
+		updated_at = excluded.updated_at`)
+	if err != nil {
+		return err
+	}
+	defer upsert.Close()
+	for subject, p := range changed {
+		if _, err := upsert.ExecContext(ctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
+			return fmt.Errorf("save status of %s: %w", subject, err)
+		}
+	}
+	gen, err := s.bump(ctx, tx, "subject_status")
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	if s.cache.statuses == nil || s.cache.statusGen != before {
+		s.cache.statuses = nil // another process wrote meanwhile: read again
+		return nil
+	}
+	for _, subject := range gone {
+		delete(s.cache.statuses, subject)
+	}
+	for subject, p := range changed {
+		s.cache.statuses[subject] = p
+	}
+	s.cache.statusGen = gen
 	return nil
 }
 

@@ -144,7 +144,8 @@ func RecordHistory(ctx context.Context, st *store.Store, state *directory.State,
 	if runErr != nil {
 		return nil
 	}
-	if err := st.SaveStatuses(ctx, state.Basis(), state.Statuses(), now); err != nil {
+	changed, gone := state.StatusChanges()
+	if err := st.SaveStatusChanges(ctx, changed, gone, now); err != nil {
 		return fmt.Errorf("save statuses: %w", err)
 	}
 	return nil
