@@ -16,17 +16,7 @@ import (
 // first-seen date of a violation survives through both.
 func TestCachedTablesFollowOtherProcesses(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.db")
-	a, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := twoProcesses(t)
 	t0 := time.Unix(1_800_000_000, 0)
 
 	if err := a.SaveStatuses(ctx, nil, directory.Previous{"user:alice": {Status: "active"}}, t0); err != nil {
@@ -79,17 +69,7 @@ func TestCachedTablesFollowOtherProcesses(t *testing.T) {
 // again instead.
 func TestSaveStatusChanges(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.db")
-	a, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b := twoProcesses(t)
 	t0 := time.Unix(1_800_000_000, 0)
 	act := directory.Provisioned{Status: "active"}
 	if err := a.SaveStatuses(ctx, nil, directory.Previous{"user/alice": act, "user/bob": act}, t0); err != nil {
@@ -117,4 +97,18 @@ func TestSaveStatusChanges(t *testing.T) {
 	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {
 		t.Errorf("a after b wrote: %v", got)
 	}
+}
+
+// twoProcesses opens one state database twice, as two processes would.
+func twoProcesses(t *testing.T) (a, b *Store) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	for _, st := range []**Store{&a, &b} {
+		var err error
+		if *st, err = Open(context.Background(), path); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { (*st).Close() })
+	}
+	return a, b
 }

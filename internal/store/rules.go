@@ -45,11 +45,11 @@ func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 	return prev, nil
 }
 
-// SaveStatuses makes the stored statuses these, in one transaction,
-// writing only the rows that differ from stored, what the store held when
-// the run read it (the caller's lock keeps it so): a run that changed one
-// subject of 100k writes one row, not 100k. A nil stored is read first.
-// statuses is kept (as the cache of the table): it must not be modified.
+// SaveStatuses makes the stored statuses these, writing only the rows that
+// differ from stored, what the store held when the run read it (the
+// caller's lock keeps it so): a run that changed one subject of 100k writes
+// one row, not 100k. A nil stored is read first. It is SaveStatusChanges
+// for a caller holding the whole new map.
 func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Previous, now time.Time) error {
 	if stored == nil {
 		var err error
@@ -57,55 +57,19 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 			return err
 		}
 	}
-	tx, err := s.DB.BeginTx(ctx, nil)
-	if err != nil {
-		return err
+	changed := directory.Previous{}
+	for subject, p := range statuses {
+		if old, ok := stored[subject]; !ok || old != p {
+			changed[subject] = p
+		}
 	}
-	defer tx.Rollback()
-	del, err := tx.PrepareContext(ctx, "DELETE FROM subject_status WHERE subject = ?")
-	if err != nil {
-		return err
-	}
-	defer del.Close()
-	writes := 0
+	var gone []string
 	for subject := range stored {
 		if _, ok := statuses[subject]; !ok {
-			if _, err := del.ExecContext(ctx, subject); err != nil {
-				return fmt.Errorf("forget status of %s: %w", subject, err)
-			}
-			writes++
+			gone = append(gone, subject)
 		}
 	}
-	upsert, err := tx.PrepareContext(ctx, `INSERT INTO subject_status (subject, status, dn, number, updated_at) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (subject) DO UPDATE SET status = excluded.status, dn = excluded.dn, number = excluded.number,
-		updated_at = excluded.updated_at`)
-	if err != nil {
-		return err
-	}
-	defer upsert.Close()
-	for subject, p := range statuses {
-		if old, ok := stored[subject]; ok && old == p {
-			continue
-		}
-		if _, err := upsert.ExecContext(ctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
-			return fmt.Errorf("save status of %s: %w", subject, err)
-		}
-		writes++
-	}
-	if writes == 0 {
-		return nil
-	}
-	gen, err := s.bump(ctx, tx, "subject_status")
-	if err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	s.cache.mu.Lock()
-	s.cache.statuses, s.cache.statusGen = statuses, gen
-	s.cache.mu.Unlock()
-	return nil
+	return s.SaveStatusChanges(ctx, changed, gone, now)
 }
 
 // SaveStatusChanges applies a run's difference from the stored statuses
