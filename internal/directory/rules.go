@@ -146,28 +146,33 @@ func (s *State) Collaboration(name string) (*CollaborationState, bool) {
 // incumbents' claim to their names and numbers next time).
 func (s *State) Statuses() Previous {
 	out := make(Previous, len(s.Users)+len(s.Collaborations)+len(s.ProductionAccounts))
+	// Of two entries with one name, the history keeps the provisioned one.
+	s.subjects(func(key string, p Provisioned) {
+		if old, ok := out[key]; !ok || old.Status != StatusActive {
+			out[key] = p
+		}
+	})
+	return out
+}
+
+// subjects calls fn with every subject's record, in the state's order:
+// users, collaborations, production accounts.
+func (s *State) subjects(fn func(key string, p Provisioned)) {
 	active := func(b bool) Status {
 		if b {
 			return StatusActive
 		}
 		return StatusPending
 	}
-	// Of two entries with one name, the history keeps the provisioned one.
-	put := func(key string, p Provisioned) {
-		if old, ok := out[key]; !ok || old.Status != StatusActive {
-			out[key] = p
-		}
-	}
 	for _, u := range s.Users {
-		put(SubjectKey(SubjectUser, u.UID), Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)})
+		fn(SubjectKey(SubjectUser, u.UID), Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)})
 	}
 	for _, c := range s.Collaborations {
-		put(SubjectKey(SubjectCollaboration, c.Name), Provisioned{Status: active(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)})
+		fn(SubjectKey(SubjectCollaboration, c.Name), Provisioned{Status: active(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)})
 	}
 	for _, p := range s.ProductionAccounts {
-		put(SubjectKey(SubjectProduction, p.Name), Provisioned{Status: active(p.Active), DN: p.DN, ID: int64(p.UIDNumber)})
+		fn(SubjectKey(SubjectProduction, p.Name), Provisioned{Status: active(p.Active), DN: p.DN, ID: int64(p.UIDNumber)})
 	}
-	return out
 }
 
 // StatusChanges is Statuses as a difference from the history the state
@@ -187,42 +192,27 @@ func (s *State) StatusChanges() (changed Previous, gone []string) {
 			changed[key] = p
 		}
 	}
-	type item struct {
+	// run is the current run of entries of one name (none when key is "").
+	var run struct {
 		key string
 		p   Provisioned
 	}
-	var run *item
 	flush := func() {
-		if run != nil {
+		if run.key != "" {
 			emit(run.key, run.p)
-			run = nil
 		}
 	}
 	add := func(key string, p Provisioned) {
-		if run != nil && run.key == key {
+		if key == run.key {
 			if run.p.Status != StatusActive {
 				run.p = p
 			}
 			return
 		}
 		flush()
-		run = &item{key, p}
+		run.key, run.p = key, p
 	}
-	active := func(b bool) Status {
-		if b {
-			return StatusActive
-		}
-		return StatusPending
-	}
-	for _, u := range s.Users {
-		add(SubjectKey(SubjectUser, u.UID), Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)})
-	}
-	for _, c := range s.Collaborations {
-		add(SubjectKey(SubjectCollaboration, c.Name), Provisioned{Status: active(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)})
-	}
-	for _, p := range s.ProductionAccounts {
-		add(SubjectKey(SubjectProduction, p.Name), Provisioned{Status: active(p.Active), DN: p.DN, ID: int64(p.UIDNumber)})
-	}
+	s.subjects(add)
 	flush()
 	if produced-countNew(s.basis, changed) == len(s.basis) {
 		return changed, nil // every subject of the history is still here
