@@ -70,12 +70,13 @@ func (d *directorySource) connected(up bool) {
 // is read whole, and every entry on which the model differs is logged,
 // counted, and makes the model start over with a full refresh.
 func (d *directorySource) FullSnapshot(ctx context.Context) (*directory.Snapshot, error) {
-	if snap, ok := d.live(); ok {
-		d.mu.Lock()
-		fresh := d.used != d.counted
-		d.used = d.counted
-		d.mu.Unlock()
-		if fresh {
+	d.observe()
+	d.mu.Lock()
+	fresh := d.used != d.counted
+	d.used = d.counted
+	d.mu.Unlock()
+	if fresh {
+		if snap, ok := d.model.Snapshot(); ok {
 			return snap, nil
 		}
 	}
@@ -106,10 +107,15 @@ func (d *directorySource) FullSnapshot(ctx context.Context) (*directory.Snapshot
 	return ldapx.Resolve(entries), nil
 }
 
-// live returns the model's snapshot when it is live, counting the full
-// refreshes that built it.
+// live returns the model's snapshot when it is live.
 func (d *directorySource) live() (*directory.Snapshot, bool) {
-	snap, ok := d.model.Snapshot()
+	d.observe()
+	return d.model.Snapshot()
+}
+
+// observe counts the full refreshes that built the model and reports its
+// size.
+func (d *directorySource) observe() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if n := d.model.FullRefreshes(); n != d.counted {
@@ -122,5 +128,4 @@ func (d *directorySource) live() (*directory.Snapshot, bool) {
 		sizes[string(s)] = n
 	}
 	d.status.setModelSize(sizes)
-	return snap, ok
 }
