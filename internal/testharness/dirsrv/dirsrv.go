@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/collabsync/collabsync/internal/testharness"
 )
 
 // Options configure a server.
@@ -177,7 +179,7 @@ sample_entries = no
 	cmd.Env = append(os.Environ(), "PREFIX="+d)
 	cmd.Dir = d
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("dscreate: %v: %s", err, tail(string(out)))
+		return fmt.Errorf("dscreate: %v: %s", err, testharness.Tail(string(out)))
 	}
 	s.Stop() // dscreate may leave it running
 	// Loopback only.
@@ -206,7 +208,7 @@ func (s *Server) importLDIF(path string) error {
 	}
 	out, err := exec.Command("/usr/sbin/ns-slapd", "ldif2db", "-D", s.confDir, "-n", "userroot", "-i", copyPath).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ldif2db %s: %v: %s", path, err, tail(string(out)))
+		return fmt.Errorf("ldif2db %s: %v: %s", path, err, testharness.Tail(string(out)))
 	}
 	return chownDirsrv(filepath.Join(s.dir, "var"))
 }
@@ -279,7 +281,7 @@ func (s *Server) Start() error {
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(s.logFile)
-			return fmt.Errorf("389-ds did not start listening: %v\n%s", err, tail(string(log)))
+			return fmt.Errorf("389-ds did not start listening: %v\n%s", err, testharness.Tail(string(log)))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -341,9 +343,4 @@ func freePort() (int, error) {
 			return port, nil
 		}
 	}
-}
-
-func tail(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[max(0, len(lines)-15):], "\n")
 }

@@ -75,7 +75,7 @@ func Start(dir string, opts Options) (*Server, error) {
 		args = append(args, "--option="+o)
 	}
 	if out, err := exec.CommandContext(ctx, "samba-tool", args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("samba-tool domain provision: %v: %s", err, tail(string(out)))
+		return nil, fmt.Errorf("samba-tool domain provision: %v: %s", err, testharness.Tail(string(out)))
 	}
 	// Without TLS, simple binds over plain LDAP on loopback, as tests
 	// bind (provision does not keep this option).
@@ -127,7 +127,7 @@ func (s *Server) Start() error {
 		select {
 		case err := <-s.done:
 			out, _ := os.ReadFile(filepath.Join(s.dir, "samba.out"))
-			return fmt.Errorf("samba exited: %v: %s", err, tail(string(out)))
+			return fmt.Errorf("samba exited: %v: %s", err, testharness.Tail(string(out)))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -176,9 +176,4 @@ func (s *Server) Close() error {
 	}
 	s.cmd = nil
 	return nil
-}
-
-func tail(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.Join(lines[max(0, len(lines)-15):], "\n")
 }
