@@ -53,7 +53,11 @@ func StartT(t testing.TB, opts Options) *Server {
 	if err != nil {
 		t.Fatalf("start samba: %v", err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("stop samba: %v", err)
+		}
+	})
 	return s
 }
 
@@ -162,18 +166,14 @@ func (s *Server) ldap(ctx context.Context, tool, ldif string) error {
 	return nil
 }
 
-// Close stops samba (its whole process group).
+// Close stops samba: its whole process group, workers included (they
+// outlive the main process for a moment, writing into its directory).
 func (s *Server) Close() error {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return nil
 	}
-	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
-	}
+	err := testharness.StopGroup(s.cmd.Process.Pid, 20*time.Second)
+	<-s.done
 	s.cmd = nil
-	return nil
+	return err
 }
