@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/collabsync/collabsync/internal/duration"
 
 	"gopkg.in/yaml.v3"
 
@@ -277,36 +277,9 @@ type Guard struct {
 	MinDeletes int `yaml:"min_deletes"`
 }
 
-// Duration is a time.Duration written as "10s" or "1m30s" in YAML.
-type Duration time.Duration
-
-// UnmarshalYAML parses a Go duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return err
-	}
-	v, err := ParseDuration(s)
-	if err != nil {
-		// A *yaml.TypeError lets the decoder go on and report other problems too.
-		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: invalid duration %q (want e.g. 10s, 1m30s, 30d)", n.Line, s)}}
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// ParseDuration is time.ParseDuration that also takes whole days ("30d"),
-// the unit review periods are thought in.
-func ParseDuration(s string) (time.Duration, error) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(d)
-		if err != nil || n < 0 || n > 100*365 {
-			return 0, fmt.Errorf("invalid duration %q", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	return time.ParseDuration(s)
-}
+// Duration is a time.Duration written as "10s", "1m30s" or "30d" in YAML
+// (shared with the target kinds' settings).
+type Duration = duration.Duration
 
 // Load reads, defaults and validates the file. A *FileError lists every
 // problem found, each with its line.
