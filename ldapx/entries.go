@@ -209,7 +209,8 @@ func (r *resolver) problem(dn, format string, args ...any) {
 	r.snap.Problems = append(r.snap.Problems, directory.Problem{DN: dn, Reason: fmt.Sprintf(format, args...)})
 }
 
-// dangling records a reference to a user that does not exist.
+// dangling records a value that is skipped while its entry is used: a
+// reference to a user that does not exist, an address that is none.
 func (r *resolver) dangling(dn, format string, args ...any) {
 	r.snap.Problems = append(r.snap.Problems, directory.Problem{DN: dn, Reason: fmt.Sprintf(format, args...), Reference: true})
 }
@@ -246,6 +247,11 @@ func resolveUsers(entries map[string]*Mapped) *userPart {
 			validated = append(validated, pending{u.DN, u.ValidatedBy})
 		}
 		p.users = append(p.users, u.User)
+		if m := u.Mail; m != "" && !directory.ValidAddress(m) {
+			p.users[len(p.users)-1].Mail = ""
+			p.problems = append(p.problems, directory.Problem{DN: u.DN, Reference: true,
+				Reason: fmt.Sprintf("mail %q is not a plain address (user@domain); the account has no address", m)})
+		}
 	}
 	sortUsers(p.users)
 	// Validators can only be resolved once every user is known.
@@ -377,6 +383,17 @@ func (r *resolver) production(entries map[string]*Mapped) {
 			continue
 		}
 		p := *e.Production
+		if bad := slices.ContainsFunc(p.Managers, func(m string) bool { return !directory.ValidAddress(m) }); bad {
+			valid := make([]string, 0, len(p.Managers))
+			for _, m := range p.Managers {
+				if directory.ValidAddress(m) {
+					valid = append(valid, m)
+				} else {
+					r.dangling(e.DN, "manager %q is not a plain address (user@domain); not used", m)
+				}
+			}
+			p.Managers = valid
+		}
 		if p.Owner != "" {
 			if strings.Contains(p.Owner, "=") {
 				name, ok := r.collabByDN[NormalizeDN(p.Owner)]

@@ -148,3 +148,49 @@ state_dir: /tmp
 		t.Errorf("the discarded model came back: %d entries", n)
 	}
 }
+
+// TestUnusableAddresses: a mail or a production account's manager that is
+// no plain address (a |command, a second value after a comma) is dropped
+// with a problem naming the DN, and the entry is still used.
+func TestUnusableAddresses(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("x"), 0o600)
+	cfg, err := config.Parse("c.yaml", []byte(`ldap:
+  uris: ["ldap://127.0.0.1"]
+  bind: {dn: "cn=x", password_file: "`+pw+`"}
+  users: {base_dn: "ou=people,dc=x"}
+  collaborations: {base_dn: "ou=groups,dc=x"}
+  production_accounts: {base_dn: "ou=prod,dc=x", attributes: {managers: mail}}
+state_dir: /tmp
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	em := newEntryMapper(cfg.LDAP)
+	entries := Entries{StreamUsers: {}, StreamCollaborations: {}, StreamProduction: {}}
+	for i, mail := range []string{"alice@example.org", "a@b, |/bin/sh"} {
+		dn := fmt.Sprintf("uid=u%d,ou=people,dc=x", i)
+		entries[StreamUsers][dn] = em.mapEntry(StreamUsers, ldap.NewEntry(dn, map[string][]string{
+			"uid": {fmt.Sprintf("u%d", i)}, "uidNumber": {fmt.Sprint(1000 + i)}, "gidNumber": {"100"}, "mail": {mail}}))
+	}
+	pdn := "uid=atlas-prod,ou=prod,dc=x"
+	entries[StreamProduction][pdn] = em.mapEntry(StreamProduction, ldap.NewEntry(pdn, map[string][]string{
+		"uid": {"atlas-prod"}, "uidNumber": {"3000"}, "gidNumber": {"100"}, "mail": {"boss@example.org", "|/bin/sh -c id"}}))
+	snap := Resolve(entries)
+	if len(snap.Users) != 2 || snap.Users[0].Mail != "alice@example.org" || snap.Users[1].Mail != "" {
+		t.Errorf("users: %+v", snap.Users)
+	}
+	if len(snap.ProductionAccounts) != 1 || !reflect.DeepEqual(snap.ProductionAccounts[0].Managers, []string{"boss@example.org"}) {
+		t.Errorf("production accounts: %+v", snap.ProductionAccounts)
+	}
+	want := map[string]bool{"uid=u1,ou=people,dc=x": true, pdn: true}
+	for _, p := range snap.Problems {
+		if !want[p.DN] || !p.Reference {
+			t.Errorf("unexpected problem %+v", p)
+		}
+		delete(want, p.DN)
+	}
+	if len(want) > 0 {
+		t.Errorf("no problem for %v: %+v", want, snap.Problems)
+	}
+}
