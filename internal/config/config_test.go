@@ -364,14 +364,21 @@ func TestTargetInstances(t *testing.T) {
     dir: relative
   - name: Bad Name
     kind: nss
+  - name: mail
+    kind: aliases
+    path: /etc/aliases.d/collabsync
+    command: [postalias, /etc/aliases.d/collabsync]
+    command_timeout: 0s
 `))
 	want := []string{
 		`c.yaml:10: targets[0].directory: unknown key for a target of kind nss (did you mean dir?)`,
 		`c.yaml:11: targets[1].name: "extrausers" is also the name of targets[0]`,
-		`c.yaml:14: targets[2].kind: unknown target kind "mailman" (known: nss)`,
+		`c.yaml:14: targets[2].kind: unknown target kind "mailman" (known: aliases, nss)`,
 		`c.yaml:15: targets[3].name: every target needs a name`,
 		`c.yaml:16: targets[3].dir: must be an absolute path, got "relative"`,
 		`c.yaml:17: targets[4].name: "Bad Name" is not a target name`,
+		`c.yaml:22: targets[5].command: the program must be an absolute path (no shell, no PATH search), got "postalias"`,
+		`c.yaml:23: targets[5].command_timeout: must be positive`,
 	}
 	if err == nil {
 		t.Fatal("accepted")

@@ -3,6 +3,7 @@
 package targets
 
 import (
+	"github.com/collabsync/collabsync/sync/aliases"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/nss"
 )
@@ -10,6 +11,7 @@ import (
 // Kinds returns every kind of target collabsync can drive.
 func Kinds() engine.Registry {
 	return engine.Registry{
+		aliases.Kind(),
 		nss.Kind(),
 	}.Check()
 }
