@@ -43,7 +43,7 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		a.errorf(fmt.Errorf("state store: %w", err))
 		return exitFailure
 	}
-	state, results, err := reconcile.NewEngine(cfg, a.log, st).Run(ctx, opts)
+	state, results, err := reconcile.NewEngine(cfg, a.log, st, nil).Run(ctx, opts)
 	if state != nil {
 		if serr := reconcile.RecordHistory(ctx, st, state, results, err, opts.DryRun); serr != nil {
 			a.errorf(fmt.Errorf("state store: %w", serr))

@@ -90,9 +90,9 @@ func Kind() engine.Kind {
 	return engine.Kind{
 		Name:        "aliases",
 		NewSettings: func() engine.Settings { return &Settings{CommandTimeout: duration.Duration(30 * time.Second)} },
-		New: func(name string, s engine.Settings) engine.Target {
+		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
 			st := s.(*Settings)
-			return &Target{InstanceName: name, Path: st.Path, Command: st.Command, CommandTimeout: time.Duration(st.CommandTimeout)}
+			return &Target{InstanceName: name, Path: st.Path, Command: st.Command, CommandTimeout: time.Duration(st.CommandTimeout), Call: env.Call}
 		},
 	}
 }
@@ -103,6 +103,8 @@ type Target struct {
 	Path           string
 	Command        []string
 	CommandTimeout time.Duration
+	// Call, when set, counts each run of the command by its result.
+	Call func(result string)
 }
 
 var (
@@ -309,8 +311,18 @@ func (t *Target) run(ctx context.Context) error {
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.Dir = filepath.Dir(t.Path)
 	out, err := cmd.CombinedOutput()
-	if ctx.Err() == context.DeadlineExceeded {
-		err = fmt.Errorf("timed out after %v", t.CommandTimeout)
+	result := "exit 0"
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() == context.DeadlineExceeded:
+		result, err = "timeout", fmt.Errorf("timed out after %v", t.CommandTimeout)
+	case errors.As(err, &exit):
+		result = fmt.Sprintf("exit %d", exit.ExitCode())
+	case err != nil:
+		result = "error"
+	}
+	if t.Call != nil {
+		t.Call(result)
 	}
 	if err != nil {
 		return fmt.Errorf("command %s after writing %s: %w: %s", t.Command[0], t.Path, err, tail(out))

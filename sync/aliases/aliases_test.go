@@ -127,8 +127,10 @@ func TestCommand(t *testing.T) {
 		os.WriteFile(script, []byte("#!/bin/sh\necho \"$@\" >> "+log+"\necho oops >&2\nexit "+string(rune('0'+exit))+"\n"), 0o755)
 	}
 	runs := func() int { data, _ := os.ReadFile(log); return strings.Count(string(data), "\n") }
+	var calls []string
 	newTarget := func() *Target {
-		return &Target{InstanceName: "mail", Path: filepath.Join(dir, "aliases"), Command: []string{script, filepath.Join(dir, "aliases")}, CommandTimeout: 5 * time.Second}
+		return &Target{InstanceName: "mail", Path: filepath.Join(dir, "aliases"), Command: []string{script, filepath.Join(dir, "aliases")}, CommandTimeout: 5 * time.Second,
+			Call: func(result string) { calls = append(calls, result) }}
 	}
 	tg := newTarget()
 	write(1)
@@ -160,6 +162,9 @@ func TestCommand(t *testing.T) {
 	}
 	if n := runs(); n != 3 {
 		t.Errorf("command ran %d times, want 3", n)
+	}
+	if got := strings.Join(calls, ","); got != "exit 1,exit 0,exit 0" {
+		t.Errorf("calls counted: %s", got)
 	}
 }
 

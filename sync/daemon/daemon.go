@@ -188,7 +188,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	}
 	sched.Start()
 	defer func() { <-sched.Stop().Done() }() // an ingest in progress commits its batch first
-	eng := reconcile.NewEngine(cfg, s.log, s.store)
+	eng := reconcile.NewEngine(cfg, s.log, s.store, s.metrics.targetCall)
 	eng.Source = src
 	loop := &engine.Loop{
 		Engine:   eng,

@@ -27,6 +27,7 @@ type metrics struct {
 	modelDiffs      *prometheus.CounterVec
 	modelEntries    *prometheus.GaugeVec
 	drift           *prometheus.CounterVec
+	targetCalls     *prometheus.CounterVec
 	refreshFailures *prometheus.CounterVec
 	objects         *prometheus.GaugeVec
 	violations      *prometheus.GaugeVec
@@ -87,6 +88,10 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_target_drift_total",
 			Help: "Records a full reconcile found changed downstream behind collabsync's back (and repaired), per target.",
 		}, []string{"target"}),
+		targetCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_target_calls_total",
+			Help: "Calls a target made to its downstream system (REST requests, commands), by result: an HTTP status code, \"error\" for no answer, \"exit N\" for a command.",
+		}, []string{"target", "result"}),
 		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "collabsync_directory_objects", Help: "Directory objects by kind and effective state, as of the last read.",
 		}, []string{"kind", "state"}),
@@ -146,7 +151,7 @@ func newMetrics(version string) *metrics {
 		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift, m.refreshFailures)
+	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.refreshFailures)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
 		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -222,6 +227,11 @@ func (m *metrics) observeRun(r engine.RunReport) {
 }
 
 // Connected and SyncEvent take the watcher's events (through watchEvents).
+// targetCall counts one call of a target to its downstream system.
+func (m *metrics) targetCall(target, result string) {
+	m.targetCalls.WithLabelValues(target, result).Inc()
+}
+
 func (m *metrics) Connected(up bool) {
 	if up {
 		m.ldapConnected.Set(1)

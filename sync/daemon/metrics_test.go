@@ -30,6 +30,7 @@ func TestMetricsLint(t *testing.T) {
 	m.fullReads.WithLabelValues("refresh").Inc()
 	m.modelDiffs.WithLabelValues("users").Inc()
 	m.modelEntries.WithLabelValues("users").Set(3)
+	m.targetCall("lists", "201")
 	problems, err := testutil.GatherAndLint(m.reg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 )
@@ -16,8 +17,20 @@ type Kind struct {
 	// decodes an instance's own keys into it.
 	NewSettings func() Settings
 	// New builds an instance named name from settings that validated.
-	New func(name string, s Settings) Target
+	New func(name string, s Settings, env Env) Target
 }
+
+// Env is what a target instance gets from the process that runs it.
+type Env struct {
+	// Log is scoped to the instance.
+	Log *slog.Logger
+	// Call counts one call to the downstream system by its result: an
+	// HTTP status code, "error" for no answer, a command's "exit 1".
+	Call func(result string)
+}
+
+// NopCall is an Env.Call that counts nothing.
+func NopCall(string) {}
 
 // Settings are a kind's own configuration keys of one instance.
 type Settings interface {

@@ -47,7 +47,7 @@ func Kind() engine.Kind {
 	return engine.Kind{
 		Name:        "nss",
 		NewSettings: func() engine.Settings { return &Settings{Dir: "/var/lib/extrausers"} },
-		New: func(name string, s engine.Settings) engine.Target {
+		New: func(name string, s engine.Settings, _ engine.Env) engine.Target {
 			return &Target{InstanceName: name, Dir: s.(*Settings).Dir}
 		},
 	}

@@ -82,8 +82,9 @@ func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 
 // NewEngine wires the configured source, rules (with the stored history)
 // and targets. It is shared by the one-shot commands and the daemon, which
-// replaces the source with its live model.
-func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.Engine {
+// replaces the source with its live model. calls, when not nil, counts
+// each target's calls to its downstream system by result.
+func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, calls func(target, result string)) *engine.Engine {
 	e := &engine.Engine{
 		Source: ldapx.NewSource(cfg.LDAP, log),
 		Evaluate: func(ctx context.Context, s *directory.Snapshot) (*directory.State, error) {
@@ -94,7 +95,12 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store) *engine.En
 	kinds := targets.Kinds()
 	for _, t := range cfg.Targets {
 		k, _ := kinds.Lookup(t.Kind) // the configuration knows only registered kinds
-		e.Targets = append(e.Targets, engine.GuardedTarget{Target: k.New(t.Name, t.Settings), Guard: guard(t.Guard)})
+		env := engine.Env{Log: log.With("target", t.Name), Call: engine.NopCall}
+		if calls != nil {
+			name := t.Name
+			env.Call = func(result string) { calls(name, result) }
+		}
+		e.Targets = append(e.Targets, engine.GuardedTarget{Target: k.New(t.Name, t.Settings, env), Guard: guard(t.Guard)})
 	}
 	return e
 }
