@@ -41,6 +41,13 @@ type Recoverer interface {
 	Recover(ctx context.Context) error
 }
 
+// Grouper is a target whose records fall into groups (a list's members)
+// that the guard limits one by one, as well as the target as a whole.
+type Grouper interface {
+	// Group names the group of a record; "" is none.
+	Group(r Record) string
+}
+
 // GuardedTarget pairs a target with its guard.
 type GuardedTarget struct {
 	Target
@@ -137,10 +144,6 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 		e.known = map[string][]Record{}
 	}
 	name := t.Name()
-	desired, err := t.Desired(state)
-	if err != nil {
-		return Result{Err: fmt.Errorf("desired state: %w", err)}
-	}
 	current, known := e.known[name]
 	var r Result
 	if opts.Full || !known {
@@ -161,6 +164,12 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 		current = real
 	}
 	e.known[name] = current
+	// After the read: a target may keep from it what is not its own to
+	// decide (a list made by hand, a member from outside the directory).
+	desired, err := t.Desired(state)
+	if err != nil {
+		return Result{Err: fmt.Errorf("desired state: %w", err)}
+	}
 	plan, err := NewPlan(name, current, desired)
 	if err != nil {
 		return Result{Err: err}
@@ -168,6 +177,9 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	r.Plan = plan
 	approved := opts.Approved[name] != "" && opts.Approved[name] == plan.Digest
 	t.Guard.Check(plan, opts.AllowDeletions || approved)
+	if g, ok := t.Target.(Grouper); ok && plan.Refused == "" {
+		t.Guard.CheckGroups(plan, current, g.Group, opts.AllowDeletions || approved)
+	}
 	switch {
 	case plan.Refused != "":
 		// Held for an operator, who may well act on the target directly
@@ -195,13 +207,13 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 
 // MakePlan diffs a target's current records against the effective state.
 func MakePlan(ctx context.Context, t Target, state *directory.State) (*Plan, error) {
-	desired, err := t.Desired(state)
-	if err != nil {
-		return nil, fmt.Errorf("desired state: %w", err)
-	}
 	current, err := t.Current(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read current state: %w", err)
+	}
+	desired, err := t.Desired(state)
+	if err != nil {
+		return nil, fmt.Errorf("desired state: %w", err)
 	}
 	return NewPlan(t.Name(), current, desired)
 }

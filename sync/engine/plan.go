@@ -173,3 +173,41 @@ func (g Guard) Check(p *Plan, approved bool) {
 		p.Refused = fmt.Sprintf("would delete %d of %d records (more than %.0f%%)", del, p.Current, 100*g.MaxDeleteRatio)
 	}
 }
+
+// CheckGroups sets p.Refused when, without approval, the plan would
+// delete more than the allowed share of one group of current records (a
+// list's members), so a group cannot be emptied behind a target-wide
+// ratio that a large target never reaches.
+func (g Guard) CheckGroups(p *Plan, current []Record, group func(Record) string, approved bool) {
+	if approved {
+		return
+	}
+	deletes := map[string]int{}
+	for _, c := range p.Changes {
+		if c.Op == OpDelete {
+			if name := group(Record{Kind: c.Kind, Key: c.Key, Value: c.Old}); name != "" {
+				deletes[name]++
+			}
+		}
+	}
+	if len(deletes) == 0 {
+		return
+	}
+	held := map[string]int{}
+	for _, r := range current {
+		if name := group(r); deletes[name] > 0 {
+			held[name]++
+		}
+	}
+	names := make([]string, 0, len(deletes))
+	for name := range deletes {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if del := deletes[name]; del >= g.MinDeletes && float64(del) > g.MaxDeleteRatio*float64(held[name]) {
+			p.Refused = fmt.Sprintf("would delete %d of %d records of %s (more than %.0f%%)", del, held[name], name, 100*g.MaxDeleteRatio)
+			return
+		}
+	}
+}

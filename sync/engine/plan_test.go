@@ -154,3 +154,43 @@ func indexDiff(current, desired []Record) []Change {
 	})
 	return out
 }
+
+// TestGuardGroups: one list losing most of its members is held although
+// the target as a whole loses a small share.
+func TestGuardGroups(t *testing.T) {
+	g := Guard{MaxDeleteRatio: 0.2, MinDeletes: 3}
+	var current []Record
+	member := func(list string, i int) Record { return Record{Kind: "member", Key: fmt.Sprintf("%s u%02d", list, i)} }
+	for i := range 100 {
+		current = append(current, member("big", i))
+	}
+	for i := range 5 {
+		current = append(current, member("small", i))
+	}
+	group := func(r Record) string { list, _, _ := strings.Cut(r.Key, " "); return list }
+	del := func(list string, n int) []Change {
+		var out []Change
+		for i := range n {
+			out = append(out, Change{Op: OpDelete, Kind: "member", Key: member(list, i).Key})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		changes  []Change
+		approved bool
+		refused  string
+	}{
+		{"a list emptied", del("small", 4), false, "would delete 4 of 5 records of small"},
+		{"approved", del("small", 4), true, ""},
+		{"below the minimum", del("small", 2), false, ""},
+		{"within the list's ratio", del("big", 15), false, ""},
+		{"beyond it", del("big", 21), false, "of big"},
+	} {
+		p := &Plan{Current: len(current), Changes: tc.changes}
+		g.CheckGroups(p, current, group, tc.approved)
+		if tc.refused == "" && p.Refused != "" || tc.refused != "" && !strings.Contains(p.Refused, tc.refused) {
+			t.Errorf("%s: refused = %q, want %q", tc.name, p.Refused, tc.refused)
+		}
+	}
+}
