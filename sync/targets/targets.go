@@ -5,6 +5,7 @@ package targets
 import (
 	"github.com/collabsync/collabsync/sync/aliases"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/mailman"
 	"github.com/collabsync/collabsync/sync/nss"
 )
 
@@ -12,6 +13,7 @@ import (
 func Kinds() engine.Registry {
 	return engine.Registry{
 		aliases.Kind(),
+		mailman.Kind(),
 		nss.Kind(),
 	}.Check()
 }

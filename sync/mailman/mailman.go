@@ -1,0 +1,516 @@
+// Package mailman keeps GNU Mailman 3 lists in step with the directory
+// through Mailman core's REST API: a list per active collaboration, a list
+// of every active user and a list of every collaboration contact, each
+// holding active users' addresses minus their opt-outs. It manages only
+// the lists of its domain (and prefix); every other list is never read or
+// changed.
+package mailman
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/duration"
+	"github.com/collabsync/collabsync/sync/engine"
+)
+
+// Record kinds: a list that exists, and an address subscribed to a list
+// (its key "<list id> <address>").
+const (
+	KindList   = "list"
+	KindMember = "member"
+)
+
+// What becomes of the list of a collaboration that is no longer active.
+const (
+	InactiveEmpty  = "empty"
+	InactiveRemove = "remove"
+)
+
+// What becomes of members no directory user has as an address.
+const (
+	ForeignKeep   = "keep"
+	ForeignRemove = "remove"
+)
+
+var (
+	localPart = regexp.MustCompile(`^[a-z0-9][a-z0-9._+-]*$`)
+	hostName  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$`)
+)
+
+// Settings configure a mailman target instance.
+type Settings struct {
+	// URL is the REST API's root, e.g. http://127.0.0.1:8001 (without
+	// /3.1); https is verified against the system roots or CAFile.
+	URL          string            `yaml:"url"`
+	User         string            `yaml:"user"`
+	PasswordFile string            `yaml:"password_file"`
+	CAFile       string            `yaml:"ca_file"`
+	Timeout      duration.Duration `yaml:"timeout"`
+	// Domain is the mail host of the lists this target manages (created
+	// when missing); Prefix, when set, narrows them to names starting
+	// with it. No other list is ever touched.
+	Domain string `yaml:"domain"`
+	Prefix string `yaml:"prefix"`
+	// ListName names a collaboration's list when its directory entry
+	// names none: "{collaboration}" is replaced, lower-cased.
+	ListName string `yaml:"list_name"`
+	// AllUsers and Contacts name the lists of every active user and of
+	// every collaboration contact; empty for none.
+	AllUsers string `yaml:"all_users"`
+	Contacts string `yaml:"contacts"`
+	// Style is the list style a new list is created with; ListSettings
+	// are set on it (PATCH .../config) when it is created.
+	Style        string            `yaml:"style"`
+	ListSettings map[string]string `yaml:"list_settings"`
+	Inactive     string            `yaml:"inactive"`
+	Foreign      string            `yaml:"foreign_members"`
+}
+
+// Validate implements engine.Settings.
+func (s *Settings) Validate() []engine.SettingProblem {
+	var probs []engine.SettingProblem
+	bad := func(key, format string, args ...any) {
+		probs = append(probs, engine.SettingProblem{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if u, err := url.Parse(s.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("url", "must be an http:// or https:// URL of Mailman's REST API, got %q", s.URL)
+	}
+	if s.PasswordFile == "" {
+		bad("password_file", "is required (the REST API's admin password, in a file)")
+	}
+	if s.Timeout <= 0 {
+		bad("timeout", "must be positive")
+	}
+	if !hostName.MatchString(s.Domain) {
+		bad("domain", "must be the lists' mail host, e.g. lists.example.org, got %q", s.Domain)
+	}
+	if !strings.Contains(s.ListName, "{collaboration}") {
+		bad("list_name", "must contain {collaboration}, got %q", s.ListName)
+	}
+	for _, n := range []struct{ key, name string }{{"list_name", strings.ReplaceAll(s.ListName, "{collaboration}", "x")},
+		{"all_users", s.AllUsers}, {"contacts", s.Contacts}} {
+		if n.name == "" {
+			continue
+		}
+		if !localPart.MatchString(n.name) {
+			bad(n.key, "%q is not a list name (lower-case letters, digits, . _ + -)", n.name)
+		} else if !strings.HasPrefix(n.name, s.Prefix) {
+			bad(n.key, "%q does not start with prefix %q: the target would not manage it", n.name, s.Prefix)
+		}
+	}
+	if s.Inactive != InactiveEmpty && s.Inactive != InactiveRemove {
+		bad("inactive", "must be %s or %s, got %q", InactiveEmpty, InactiveRemove, s.Inactive)
+	}
+	if s.Foreign != ForeignKeep && s.Foreign != ForeignRemove {
+		bad("foreign_members", "must be %s or %s, got %q", ForeignKeep, ForeignRemove, s.Foreign)
+	}
+	return probs
+}
+
+// Kind declares the mailman kind of target.
+func Kind() engine.Kind {
+	return engine.Kind{
+		Name: "mailman",
+		NewSettings: func() engine.Settings {
+			return &Settings{User: "restadmin", Timeout: duration.Duration(10 * time.Second), ListName: "{collaboration}",
+				Style: "private-default", Inactive: InactiveEmpty, Foreign: ForeignKeep}
+		},
+		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
+			return New(name, s.(*Settings), env)
+		},
+	}
+}
+
+// Target is the mailman target.
+type Target struct {
+	name string
+	s    Settings
+	log  *slog.Logger
+	call func(string)
+
+	mu sync.Mutex
+	// lists are the managed lists known to exist (read, or created by an
+	// apply); rosters the members the last read found, until Desired
+	// has taken the foreign ones from them.
+	lists   map[string]bool
+	rosters map[string][]string
+	// foreign are members of managed lists that no directory user had
+	// as an address when they were read: kept under foreign_members: keep.
+	foreign map[string][]string
+}
+
+var (
+	_ engine.Target   = (*Target)(nil)
+	_ engine.Grouper  = (*Target)(nil)
+	_ engine.Settings = (*Settings)(nil)
+)
+
+// New returns a target for validated settings.
+func New(name string, s *Settings, env engine.Env) *Target {
+	call := env.Call
+	if call == nil {
+		call = engine.NopCall
+	}
+	log := env.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Target{name: name, s: *s, log: log, call: call, lists: map[string]bool{}, foreign: map[string][]string{}}
+}
+
+// Name implements engine.Target.
+func (t *Target) Name() string { return t.name }
+
+// Group implements engine.Grouper: a member belongs to its list.
+func (t *Target) Group(r engine.Record) string {
+	if r.Kind != KindMember {
+		return ""
+	}
+	list, _, _ := strings.Cut(r.Key, " ")
+	return list
+}
+
+// listID is Mailman's id of a list of the managed domain.
+func (t *Target) listID(name string) string { return name + "." + t.s.Domain }
+
+// managed reports whether a list id is one this target manages.
+func (t *Target) managed(id string) bool {
+	name, ok := strings.CutSuffix(id, "."+t.s.Domain)
+	return ok && strings.HasPrefix(name, t.s.Prefix) && localPart.MatchString(name)
+}
+
+// collabLists names a collaboration's lists: those its entry names (a
+// local part, or an address in the managed domain), else the template.
+func (t *Target) collabLists(c *directory.CollaborationState) []string {
+	if len(c.Lists) == 0 {
+		return []string{t.listID(strings.ToLower(strings.ReplaceAll(t.s.ListName, "{collaboration}", c.Name)))}
+	}
+	var ids []string
+	for _, l := range c.Lists {
+		name, domain, hasDomain := strings.Cut(strings.ToLower(l), "@")
+		id := t.listID(name)
+		if hasDomain && domain != t.s.Domain || !t.managed(id) {
+			t.log.Warn("collaboration names a list this target does not manage; left alone", "dn", c.DN, "list", l,
+				"domain", t.s.Domain, "prefix", t.s.Prefix)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Desired implements engine.Target.
+func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	members := map[string]map[string]bool{} // list id → addresses
+	want := func(id string) map[string]bool {
+		if members[id] == nil {
+			members[id] = map[string]bool{}
+		}
+		return members[id]
+	}
+	// subscribe adds a user's address unless they opted out of the list.
+	subscribe := func(id string, u *directory.UserState) {
+		if u.Status != directory.StatusActive || !directory.ValidAddress(u.Mail) || optedOut(u.OptOuts, id, t.s.Domain) {
+			return
+		}
+		want(id)[strings.ToLower(u.Mail)] = true
+	}
+	var contacts map[string]bool
+	if t.s.Contacts != "" {
+		contacts = want(t.listID(t.s.Contacts))
+	}
+	for i := range state.Collaborations {
+		c := &state.Collaborations[i]
+		ids := t.collabLists(c)
+		for _, id := range ids {
+			if c.Provisioned {
+				want(id)
+				for _, uid := range c.ActiveMembers {
+					if u, ok := state.User(uid); ok {
+						subscribe(id, u)
+					}
+				}
+			} else if t.s.Inactive == InactiveEmpty && t.lists[id] {
+				want(id) // kept, emptied
+			}
+		}
+		if contacts != nil && c.Provisioned {
+			for _, uids := range c.Contacts {
+				for _, uid := range uids {
+					if u, ok := state.User(uid); ok {
+						subscribe(t.listID(t.s.Contacts), u)
+					}
+				}
+			}
+		}
+	}
+	if t.s.AllUsers != "" {
+		id := t.listID(t.s.AllUsers)
+		want(id)
+		for i := range state.Users {
+			subscribe(id, &state.Users[i])
+		}
+	}
+	if t.s.Inactive == InactiveEmpty {
+		for id := range t.lists {
+			want(id) // a managed list no collaboration names any more: emptied, not removed
+		}
+	}
+	t.keepForeign(state)
+	if t.s.Foreign == ForeignKeep {
+		for id, addrs := range t.foreign {
+			if m, ok := members[id]; ok {
+				for _, a := range addrs {
+					m[a] = true
+				}
+			}
+		}
+	}
+	ids := make([]string, 0, len(members))
+	for id := range members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	recs := make([]engine.Record, 0, len(ids))
+	for _, id := range ids {
+		recs = append(recs, engine.Record{Kind: KindList, Key: id})
+	}
+	for _, id := range ids {
+		addrs := make([]string, 0, len(members[id]))
+		for a := range members[id] {
+			addrs = append(addrs, a)
+		}
+		slices.Sort(addrs)
+		for _, a := range addrs {
+			recs = append(recs, engine.Record{Kind: KindMember, Key: id + " " + a})
+		}
+	}
+	return recs, nil
+}
+
+// keepForeign takes, from rosters just read, the members no directory
+// user has as an address (whatever their status): they came from
+// elsewhere. Once: an address that leaves the directory later was the
+// directory's, and goes.
+func (t *Target) keepForeign(state *directory.State) {
+	if t.rosters == nil {
+		return
+	}
+	mails := make(map[string]bool, len(state.Users))
+	for i := range state.Users {
+		mails[strings.ToLower(state.Users[i].Mail)] = true
+	}
+	t.foreign = map[string][]string{}
+	for id, addrs := range t.rosters {
+		for _, a := range addrs {
+			if !mails[a] {
+				t.foreign[id] = append(t.foreign[id], a)
+			}
+		}
+	}
+	t.rosters = nil
+}
+
+// optedOut reports whether a user's opt-outs name a list: its name, its
+// address or its id.
+func optedOut(optOuts []string, id, domain string) bool {
+	name := strings.TrimSuffix(id, "."+domain)
+	for _, o := range optOuts {
+		o = strings.ToLower(strings.TrimSpace(o))
+		if o == name || o == id || o == name+"@"+domain {
+			return true
+		}
+	}
+	return false
+}
+
+// Current implements engine.Target: the managed lists of the domain and
+// their members, page by page. A missing domain holds no lists.
+func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
+	c, err := newClient(&t.s, t.call)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	err = c.pages(ctx, "/domains/"+url.PathEscape(t.s.Domain)+"/lists", func(raw json.RawMessage) error {
+		var l struct {
+			ListID string `json:"list_id"`
+		}
+		if err := json.Unmarshal(raw, &l); err != nil {
+			return err
+		}
+		if t.managed(l.ListID) {
+			ids = append(ids, l.ListID)
+		}
+		return nil
+	})
+	if status(err) == http.StatusNotFound {
+		ids, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(ids)
+	rosters := map[string][]string{}
+	recs := make([]engine.Record, 0, len(ids))
+	for _, id := range ids {
+		recs = append(recs, engine.Record{Kind: KindList, Key: id})
+	}
+	for _, id := range ids {
+		var addrs []string
+		err := c.pages(ctx, "/lists/"+url.PathEscape(id)+"/roster/member", func(raw json.RawMessage) error {
+			var m struct {
+				Email string `json:"email"`
+			}
+			err := json.Unmarshal(raw, &m)
+			addrs = append(addrs, strings.ToLower(m.Email))
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		slices.Sort(addrs)
+		addrs = slices.Compact(addrs)
+		rosters[id] = addrs
+		for _, a := range addrs {
+			recs = append(recs, engine.Record{Kind: KindMember, Key: id + " " + a})
+		}
+	}
+	t.mu.Lock()
+	t.lists = map[string]bool{}
+	for _, id := range ids {
+		t.lists[id] = true
+	}
+	t.rosters = rosters
+	t.mu.Unlock()
+	return recs, nil
+}
+
+// Apply implements engine.Target: lists are created first, then
+// addresses subscribed (without confirmation), unsubscribed (one request
+// per list), and lists removed last. Each step is safe to repeat: an
+// existing list or subscription, a missing member or list, is no error.
+func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
+	c, err := newClient(&t.s, t.call)
+	if err != nil {
+		return err
+	}
+	var create, remove []string
+	var subscribe [][2]string
+	unsubscribe := map[string][]string{}
+	for _, ch := range p.Changes {
+		switch {
+		case ch.Kind == KindList && ch.Op == engine.OpAdd:
+			create = append(create, ch.Key)
+		case ch.Kind == KindList && ch.Op == engine.OpDelete:
+			remove = append(remove, ch.Key)
+		case ch.Kind == KindMember:
+			id, addr, _ := strings.Cut(ch.Key, " ")
+			if ch.Op == engine.OpAdd {
+				subscribe = append(subscribe, [2]string{id, addr})
+			} else if ch.Op == engine.OpDelete {
+				unsubscribe[id] = append(unsubscribe[id], addr)
+			}
+		}
+	}
+	if len(create) > 0 {
+		if err := t.ensureDomain(ctx, c); err != nil {
+			return err
+		}
+	}
+	for _, id := range create {
+		if err := t.createList(ctx, c, id); err != nil {
+			return err
+		}
+	}
+	for _, s := range subscribe {
+		err := c.do(ctx, http.MethodPost, "/members", url.Values{"list_id": {s[0]}, "subscriber": {s[1]},
+			"pre_verified": {"true"}, "pre_confirmed": {"true"}, "pre_approved": {"true"}}, nil)
+		if err != nil && status(err) != http.StatusConflict { // 409: subscribed already
+			return fmt.Errorf("subscribe %s to %s: %w", s[1], s[0], err)
+		}
+	}
+	ids := make([]string, 0, len(unsubscribe))
+	for id := range unsubscribe {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		addrs := unsubscribe[id]
+		for len(addrs) > 0 {
+			n := min(len(addrs), 200)
+			// Mass unsubscription: one request, a result per address (false:
+			// not a member, which is what we want).
+			err := c.do(ctx, http.MethodDelete, "/lists/"+url.PathEscape(id)+"/roster/member", url.Values{"emails": addrs[:n]}, nil)
+			if err != nil && status(err) != http.StatusNotFound {
+				return fmt.Errorf("unsubscribe %d from %s: %w", n, id, err)
+			}
+			addrs = addrs[n:]
+		}
+	}
+	for _, id := range remove {
+		err := c.do(ctx, http.MethodDelete, "/lists/"+url.PathEscape(id), nil, nil)
+		if err != nil && status(err) != http.StatusNotFound {
+			return fmt.Errorf("remove list %s: %w", id, err)
+		}
+		t.mu.Lock()
+		delete(t.lists, id)
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// ensureDomain creates the managed domain when Mailman does not have it.
+func (t *Target) ensureDomain(ctx context.Context, c *client) error {
+	err := c.do(ctx, http.MethodGet, "/domains/"+url.PathEscape(t.s.Domain), nil, nil)
+	if status(err) == http.StatusNotFound {
+		err = c.do(ctx, http.MethodPost, "/domains", url.Values{"mail_host": {t.s.Domain}}, nil)
+		if status(err) == http.StatusBadRequest { // created meanwhile
+			err = nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("domain %s: %w", t.s.Domain, err)
+	}
+	return nil
+}
+
+// createList creates a list with the configured style and settings; a
+// list that exists already (made meanwhile, in the managed domain) is
+// taken as it is.
+func (t *Target) createList(ctx context.Context, c *client, id string) error {
+	name := strings.TrimSuffix(id, "."+t.s.Domain)
+	err := c.do(ctx, http.MethodPost, "/lists", url.Values{"fqdn_listname": {name + "@" + t.s.Domain}, "style_name": {t.s.Style}}, nil)
+	switch {
+	case status(err) == http.StatusBadRequest && strings.Contains(err.Error(), "exists"):
+	case err != nil:
+		return fmt.Errorf("create list %s: %w", id, err)
+	default:
+		if len(t.s.ListSettings) > 0 {
+			form := url.Values{}
+			for k, v := range t.s.ListSettings {
+				form.Set(k, v)
+			}
+			if err := c.do(ctx, http.MethodPatch, "/lists/"+url.PathEscape(id)+"/config", form, nil); err != nil {
+				return fmt.Errorf("configure list %s: %w", id, err)
+			}
+		}
+	}
+	t.mu.Lock()
+	t.lists[id] = true
+	t.mu.Unlock()
+	return nil
+}
