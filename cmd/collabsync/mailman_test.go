@@ -122,6 +122,10 @@ func TestMailmanTarget(t *testing.T) {
 	if n := e.writes.Load(); n != 0 {
 		t.Errorf("a second sync made %d REST writes", n)
 	}
+	if r := collabsync(t, e.config, "plan"); r.code != 0 ||
+		!strings.Contains(r.stdout, "note: atlas-users.lists.example.org keeps 1 member(s) no directory user has (foreign_members: keep): visitor@elsewhere.example.net") {
+		t.Errorf("plan does not list the member it keeps: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 
 	// Under serve: alice leaves atlas.
 	d := startServe(t, e.config)

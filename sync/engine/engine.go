@@ -48,6 +48,13 @@ type Grouper interface {
 	Group(r Record) string
 }
 
+// Noter is a target with something to say about its desired state that
+// is no change, shown with its plan.
+type Noter interface {
+	// Notes describe the desired state last computed.
+	Notes() []string
+}
+
 // GuardedTarget pairs a target with its guard.
 type GuardedTarget struct {
 	Target
@@ -174,6 +181,9 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	if err != nil {
 		return Result{Err: err}
 	}
+	if n, ok := t.Target.(Noter); ok {
+		plan.Notes = n.Notes()
+	}
 	r.Plan = plan
 	approved := opts.Approved[name] != "" && opts.Approved[name] == plan.Digest
 	t.Guard.Check(plan, opts.AllowDeletions || approved)
@@ -215,7 +225,11 @@ func MakePlan(ctx context.Context, t Target, state *directory.State) (*Plan, err
 	if err != nil {
 		return nil, fmt.Errorf("desired state: %w", err)
 	}
-	return NewPlan(t.Name(), current, desired)
+	p, err := NewPlan(t.Name(), current, desired)
+	if n, ok := t.(Noter); ok && err == nil {
+		p.Notes = n.Notes()
+	}
+	return p, err
 }
 
 // NewPlan diffs current against desired records of the named target.

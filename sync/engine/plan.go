@@ -52,6 +52,9 @@ type Plan struct {
 	Refused string `json:"refused,omitempty"`
 	// Desired is the full desired state, for targets that rewrite whole files.
 	Desired []Record `json:"-"`
+	// Notes are what the target says of its state that is no change
+	// (members it keeps that are not its own); not part of the digest.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // digest is the first 16 hex digits of the SHA-256 of the target's name

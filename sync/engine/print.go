@@ -17,6 +17,9 @@ func WriteText(w io.Writer, plans []*Plan) error {
 		if p.Refused != "" {
 			fmt.Fprintf(&b, "  REFUSED: %s\n  approve this plan (and no other) with: collabsync approve %s %s\n", p.Refused, p.Target, p.Digest)
 		}
+		for _, n := range p.Notes {
+			fmt.Fprintf(&b, "  note: %s\n", n)
+		}
 		for _, c := range p.Changes {
 			switch c.Op {
 			case OpAdd:

@@ -153,6 +153,7 @@ type Target struct {
 var (
 	_ engine.Target   = (*Target)(nil)
 	_ engine.Grouper  = (*Target)(nil)
+	_ engine.Noter    = (*Target)(nil)
 	_ engine.Settings = (*Settings)(nil)
 )
 
@@ -299,6 +300,31 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		}
 	}
 	return recs, nil
+}
+
+// Notes implements engine.Noter: the members kept on managed lists that
+// no directory user has as an address.
+func (t *Target) Notes() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.s.Foreign != ForeignKeep {
+		return nil
+	}
+	var notes []string
+	for id, addrs := range t.foreign {
+		shown := addrs
+		if len(shown) > 5 {
+			shown = shown[:5]
+		}
+		more := ""
+		if len(addrs) > len(shown) {
+			more = fmt.Sprintf(" and %d more", len(addrs)-len(shown))
+		}
+		notes = append(notes, fmt.Sprintf("%s keeps %d member(s) no directory user has (foreign_members: keep): %s%s",
+			id, len(addrs), strings.Join(shown, ", "), more))
+	}
+	slices.Sort(notes)
+	return notes
 }
 
 // keepForeign takes, from rosters just read, the members no directory
