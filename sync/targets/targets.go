@@ -7,6 +7,7 @@ import (
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/mailman"
 	"github.com/collabsync/collabsync/sync/nss"
+	"github.com/collabsync/collabsync/sync/slurm"
 )
 
 // Kinds returns every kind of target collabsync can drive.
@@ -15,5 +16,6 @@ func Kinds() engine.Registry {
 		aliases.Kind(),
 		mailman.Kind(),
 		nss.Kind(),
+		slurm.Kind(),
 	}.Check()
 }
