@@ -374,40 +374,76 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	for _, d := range defaults {
 		def[d[0]] = d[1]
 	}
-	for _, user := range sortedKeys(addAssocs) {
-		args := []string{"user", user, "account=" + strings.Join(addAssocs[user], ","), cluster, t.userFairshare()}
-		if newUsers[user] && def[user] != "" {
-			args = append(args, "defaultaccount="+def[user])
-		}
-		if err := t.add(ctx, args[0], args[1], args[2:]...); err != nil {
-			return err
+	// Associations, one command per account: first the users whose
+	// default it becomes (a new user is created with it), then the others.
+	byAccount := map[string][]string{}
+	for user, accts := range addAssocs {
+		for _, a := range accts {
+			byAccount[a] = append(byAccount[a], user)
 		}
 	}
+	for _, asDefault := range []bool{true, false} {
+		for _, acct := range sortedKeys(byAccount) {
+			var users []string
+			for _, u := range byAccount[acct] {
+				if (def[u] == acct) == asDefault {
+					users = append(users, u)
+				}
+			}
+			for _, names := range chunks(users) {
+				args := []string{"account=" + acct, cluster, t.userFairshare()}
+				if asDefault {
+					args = append(args, "defaultaccount="+acct)
+				}
+				if err := t.add(ctx, "user", strings.Join(names, ","), args...); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	// Default accounts that change, one command per account.
+	moved := map[string][]string{}
 	for _, d := range defaults {
-		if _, err := t.sacctmgr(ctx, "-i", "modify", "user", "where", "name="+d[0], cluster, "set", "defaultaccount="+d[1]); err != nil {
-			return err
+		if !newUsers[d[0]] {
+			moved[d[1]] = append(moved[d[1]], d[0])
 		}
 	}
-	// A user losing every association loses the default's last: if
-	// running jobs keep another, the default stays with it, so the user
-	// is never left without a default account.
-	slices.SortStableFunc(delAssocs, func(a, b [2]string) int {
-		return cmpBool(a[0] == oldDefault[a[1]], b[0] == oldDefault[b[1]])
-	})
+	for _, acct := range sortedKeys(moved) {
+		for _, names := range chunks(moved[acct]) {
+			if _, err := t.sacctmgr(ctx, "-i", "modify", "user", "where", "name="+strings.Join(names, ","), cluster, "set", "defaultaccount="+acct); err != nil {
+				return err
+			}
+		}
+	}
+	// Removals, one command per account, the users' default accounts
+	// last: when running jobs keep another association of a user losing
+	// everything, the default stays with it, so no user is ever left
+	// without a default account.
 	var blocked []string
 	blockedUser := map[string]bool{}
-	for _, a := range delAssocs {
-		if a[0] == oldDefault[a[1]] && blockedUser[a[1]] {
-			blocked = append(blocked, a[0]+"/"+a[1]+" (the default account)")
-			continue
+	for _, defaultsPass := range []bool{false, true} {
+		remove := map[string][]string{}
+		for _, a := range delAssocs {
+			isDefault := a[0] == oldDefault[a[1]]
+			switch {
+			case isDefault != defaultsPass:
+			case isDefault && blockedUser[a[1]]:
+				blocked = append(blocked, a[0]+"/"+a[1]+" (the default account)")
+			default:
+				remove[a[0]] = append(remove[a[0]], a[1])
+			}
 		}
-		_, err := t.sacctmgr(ctx, "-i", "delete", "user", "where", "name="+a[1], "account="+a[0], cluster)
-		switch {
-		case isRunningJobs(err):
-			blocked = append(blocked, a[0]+"/"+a[1])
-			blockedUser[a[1]] = true
-		case err != nil && !isNothing(err):
-			return err
+		for _, acct := range sortedKeys(remove) {
+			for _, names := range chunks(remove[acct]) {
+				kept, err := t.removeAssocs(ctx, acct, names)
+				if err != nil {
+					return err
+				}
+				for _, u := range kept {
+					blocked = append(blocked, acct+"/"+u)
+					blockedUser[u] = true
+				}
+			}
 		}
 	}
 	for _, acct := range delAccounts {
@@ -426,6 +462,30 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		return fmt.Errorf("%w: kept until their jobs end, retried: %s", ErrRunningJobs, strings.Join(blocked, ", "))
 	}
 	return nil
+}
+
+// removeAssocs removes users' associations with an account in one
+// command; when running jobs refuse it, one user at a time, and returns
+// the users whose jobs keep theirs.
+func (t *Target) removeAssocs(ctx context.Context, acct string, users []string) (kept []string, err error) {
+	cluster := "cluster=" + t.s.Cluster
+	_, err = t.sacctmgr(ctx, "-i", "delete", "user", "where", "name="+strings.Join(users, ","), "account="+acct, cluster)
+	switch {
+	case err == nil || isNothing(err):
+		return nil, nil
+	case !isRunningJobs(err):
+		return nil, err
+	case len(users) == 1:
+		return users, nil
+	}
+	for _, u := range users {
+		k, err := t.removeAssocs(ctx, acct, []string{u})
+		if err != nil {
+			return nil, err
+		}
+		kept = append(kept, k...)
+	}
+	return kept, nil
 }
 
 // ErrRunningJobs: removals running jobs blocked.
@@ -493,16 +553,6 @@ func (t *Target) sacctmgr(ctx context.Context, args ...string) (string, error) {
 	}
 	t.call("exit 0")
 	return stdout.String(), nil
-}
-
-func cmpBool(a, b bool) int {
-	switch {
-	case a == b:
-		return 0
-	case a:
-		return 1
-	}
-	return -1
 }
 
 func sortedKeys[V any](m map[string]V) []string {
