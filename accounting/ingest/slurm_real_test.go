@@ -14,7 +14,6 @@ import (
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/accounting/slurm"
 	"github.com/collabsync/collabsync/internal/store"
-	"github.com/collabsync/collabsync/internal/testharness"
 	slurmtest "github.com/collabsync/collabsync/internal/testharness/slurm"
 )
 
@@ -26,22 +25,8 @@ import (
 // UTC ones: ingesting both into one store finds every jobcomp job a
 // duplicate.
 func TestRealSlurm(t *testing.T) {
-	testharness.RequireRoot(t)
-	testharness.Require(t, "slurmctld", "slurmd", "slurmdbd", "sacctmgr", "sacct", "sbatch", "squeue",
-		"munged", "mungekey", "mariadbd", "mariadb-install-db", "mariadb")
-	c, err := slurmtest.Start(slurmtest.Options{TZ: "Europe/Paris"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
-	must := func(name string, args ...string) string {
-		t.Helper()
-		out, err := c.Run(name, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	c := slurmtest.StartT(t, slurmtest.Options{TZ: "Europe/Paris"})
+	must := func(name string, args ...string) string { t.Helper(); return c.Must(t, name, args...) }
 	must("sacctmgr", "-i", "add", "account", "proj1", "Description=p1", "Organization=o")
 	must("sacctmgr", "-i", "add", "account", "proj2", "Description=p2", "Organization=o")
 	must("sacctmgr", "-i", "add", "user", "root", "Account=proj1,proj2", "DefaultAccount=proj1")

@@ -24,14 +24,8 @@ import (
 // 'sacctmgr -i load' of a flat file.
 func BenchmarkSlurm1000(b *testing.B) {
 	const users, collabs = 10_000, 1_000
-	testharness.RequireRoot(b)
-	testharness.Require(b, "slurmctld", "slurmd", "slurmdbd", "sacctmgr", "munged", "mariadbd")
 	e := newLargeSyncEnv(b, users, collabs)
-	c, err := slurmtest.Start(slurmtest.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(c.Stop)
+	c := slurmtest.StartT(b, slurmtest.Options{})
 	dir := b.TempDir()
 	calls := filepath.Join(dir, "calls")
 	wrapper := writeFile(b, filepath.Join(dir, "sacctmgr"), "#!/bin/sh\necho \"$*\" >> "+calls+"\nexec /usr/bin/sacctmgr \"$@\"\n")
@@ -83,11 +77,7 @@ func BenchmarkSlurm1000(b *testing.B) {
 	}
 
 	// The reference: one 'sacctmgr load' of the same tree on a fresh cluster.
-	ref, err := slurmtest.Start(slurmtest.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(ref.Stop)
+	ref := slurmtest.StartT(b, slurmtest.Options{})
 	var load strings.Builder
 	fmt.Fprintf(&load, "Cluster - '%s'\nParent - 'root'\nAccount - 'collaborations':Description='collaborations':Organization='collabsync'\nParent - 'collaborations'\n", ref.Name)
 	members := map[int][]string{}

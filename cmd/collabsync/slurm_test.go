@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
 	slurmtest "github.com/collabsync/collabsync/internal/testharness/slurm"
 )
@@ -25,22 +24,8 @@ import (
 // leaving atlas with a job running keeps the association until the job
 // ends, then loses it.
 func TestSlurmTarget(t *testing.T) {
-	testharness.RequireRoot(t)
-	testharness.Require(t, "slurmctld", "slurmd", "slurmdbd", "sacctmgr", "sshare", "sbatch", "squeue", "scancel",
-		"munged", "mungekey", "mariadbd", "mariadb-install-db")
-	c, err := slurmtest.Start(slurmtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
-	must := func(name string, args ...string) string {
-		t.Helper()
-		out, err := c.Run(name, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	c := slurmtest.StartT(t, slurmtest.Options{})
+	must := func(name string, args ...string) string { t.Helper(); return c.Must(t, name, args...) }
 	must("sacctmgr", "-i", "add", "account", "physics", "parent=root", "cluster="+c.Name, "description=hand", "organization=lab")
 	must("sacctmgr", "-i", "add", "user", "bin", "account=physics", "cluster="+c.Name, "defaultaccount=physics")
 

@@ -32,6 +32,18 @@ type Env struct {
 // NopCall is an Env.Call that counts nothing.
 func NopCall(string) {}
 
+// Filled returns the environment with what is unset filled in: a logger
+// that discards, a counter that counts nothing.
+func (e Env) Filled() Env {
+	if e.Log == nil {
+		e.Log = slog.New(slog.DiscardHandler)
+	}
+	if e.Call == nil {
+		e.Call = NopCall
+	}
+	return e
+}
+
 // Settings are a kind's own configuration keys of one instance.
 type Settings interface {
 	// Validate reports what is wrong, by key ("dir") and message.

@@ -159,15 +159,8 @@ var (
 
 // New returns a target for validated settings.
 func New(name string, s *Settings, env engine.Env) *Target {
-	call := env.Call
-	if call == nil {
-		call = engine.NopCall
-	}
-	log := env.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Target{name: name, s: *s, log: log, call: call, lists: map[string]bool{}, foreign: map[string][]string{}}
+	env = env.Filled()
+	return &Target{name: name, s: *s, log: env.Log, call: env.Call, lists: map[string]bool{}, foreign: map[string][]string{}}
 }
 
 // Name implements engine.Target.

@@ -95,7 +95,7 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, calls func
 	kinds := targets.Kinds()
 	for _, t := range cfg.Targets {
 		k, _ := kinds.Lookup(t.Kind) // the configuration knows only registered kinds
-		env := engine.Env{Log: log.With("target", t.Name), Call: engine.NopCall}
+		env := engine.Env{Log: log.With("target", t.Name)}.Filled()
 		if calls != nil {
 			name := t.Name
 			env.Call = func(result string) { calls(name, result) }

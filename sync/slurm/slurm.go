@@ -127,14 +127,8 @@ var (
 
 // New returns a target for validated settings.
 func New(name string, s *Settings, env engine.Env) *Target {
-	t := &Target{name: name, s: *s, log: env.Log, call: env.Call, foreign: map[string]bool{}, ownDefault: map[string]bool{}}
-	if t.log == nil {
-		t.log = slog.New(slog.DiscardHandler)
-	}
-	if t.call == nil {
-		t.call = engine.NopCall
-	}
-	return t
+	env = env.Filled()
+	return &Target{name: name, s: *s, log: env.Log, call: env.Call, foreign: map[string]bool{}, ownDefault: map[string]bool{}}
 }
 
 // Name implements engine.Target.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
-	"github.com/collabsync/collabsync/internal/testharness"
 	slurmtest "github.com/collabsync/collabsync/internal/testharness/slurm"
 	"github.com/collabsync/collabsync/sync/engine"
 )
@@ -41,19 +40,6 @@ func centre(t *testing.T, users []string, collabs []directory.Collaboration) *di
 
 // counter counts sacctmgr runs and, among them, the changing ones.
 type counter struct{ runs int }
-
-func start(t *testing.T) *slurmtest.Cluster {
-	t.Helper()
-	testharness.RequireRoot(t)
-	testharness.Require(t, "slurmctld", "slurmd", "slurmdbd", "sacctmgr", "sbatch", "squeue", "sshare", "scancel",
-		"munged", "mungekey", "mariadbd", "mariadb-install-db")
-	c, err := slurmtest.Start(slurmtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
-	return c
-}
 
 func (c *counter) target(cl *slurmtest.Cluster) *Target {
 	s := Kind().NewSettings().(*Settings)
@@ -99,15 +85,8 @@ func defaultOf(t *testing.T, c *slurmtest.Cluster, user string) string {
 // collaboration keeps the association until the job ends, a hand-made
 // account is untouched, and a second sync runs no changing command.
 func TestAgainstSlurm(t *testing.T) {
-	c := start(t)
-	must := func(name string, args ...string) string {
-		t.Helper()
-		out, err := c.Run(name, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	c := slurmtest.StartT(t, slurmtest.Options{})
+	must := func(name string, args ...string) string { t.Helper(); return c.Must(t, name, args...) }
 	// Made by hand: an account under root with a user, the user's default.
 	must("sacctmgr", "-i", "add", "account", "physics", "parent=root", "cluster="+c.Name, "description=hand", "organization=lab")
 	must("sacctmgr", "-i", "add", "user", "bin", "account=physics", "cluster="+c.Name, "defaultaccount=physics")

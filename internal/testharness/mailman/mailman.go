@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -56,14 +55,11 @@ func StartT(t testing.TB) *Server {
 
 // Start writes a configuration in dir and starts Mailman.
 func Start(dir string) (*Server, error) {
-	rest, err := freePort()
+	ports, err := testharness.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	lmtp, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	rest, lmtp := ports[0], ports[1]
 	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", rest), User: "restadmin", Password: "rest-secret-" + strconv.Itoa(rest),
 		PasswordFile: filepath.Join(dir, "restpw"), Dir: dir, config: filepath.Join(dir, "mailman.cfg")}
 	if err := os.WriteFile(s.PasswordFile, []byte(s.Password+"\n"), 0o600); err != nil {
@@ -259,13 +255,4 @@ func (s *Server) pages(ctx context.Context, path string, each func(json.RawMessa
 			return nil
 		}
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

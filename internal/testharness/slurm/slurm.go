@@ -8,13 +8,15 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
+
+	"github.com/collabsync/collabsync/internal/testharness"
 )
 
 // Cluster is a running Slurm.
@@ -79,7 +81,7 @@ func Start(opts Options) (_ *Cluster, err error) {
 		"--auth-root-authentication-method=socket", "--skip-test-db"); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(5)
+	ports, err := testharness.FreePorts(5)
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +190,31 @@ StorageLoc=slurm_acct_db
 	return c, nil
 }
 
+// StartT starts a cluster for a test and stops it when the test ends.
+// Without Slurm it skips, or fails when CI is set.
+func StartT(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	testharness.RequireRoot(t)
+	testharness.Require(t, "slurmctld", "slurmd", "slurmdbd", "sacctmgr", "sacct", "sbatch", "squeue", "sshare", "scancel",
+		"munged", "mungekey", "mariadbd", "mariadb-install-db", "mariadb")
+	c, err := Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Must is Run that fails the test on an error.
+func (c *Cluster) Must(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := c.Run(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // Env is the environment Slurm commands need.
 func (c *Cluster) Env() []string { return append(os.Environ(), "SLURM_CONF="+c.Conf) }
 
@@ -294,23 +321,4 @@ func waitFor(limit time.Duration, cond func() bool) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil
-}
-
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for i := 0; i < n; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
