@@ -118,8 +118,8 @@ description: ops@lab.example.org
 	}
 
 	time.Sleep(10 * time.Millisecond)
-	if r := collabsync(t, cfg, "plan"); r.code != 0 || strings.Contains(r.stdout, "exp-") {
-		t.Errorf("plan after a sync: %d\n%s%s", r.code, r.stdout, r.stderr)
+	if r := collabsync(t, cfg, "plan", "--check"); r.code != 0 || strings.Contains(r.stdout, "exp-") {
+		t.Errorf("plan --check after a sync: %d (want 0: nothing to change)\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	sync()
 	if after, _ := os.Stat(db); !after.ModTime().Equal(before.ModTime()) {
@@ -131,8 +131,11 @@ description: ops@lab.example.org
 		t.Fatal(err)
 	}
 	r := collabsync(t, cfg, "plan")
-	if !strings.Contains(r.stdout, "exp-computing") {
-		t.Errorf("plan does not show the alias going:\n%s", r.stdout)
+	if r.code != 0 || !strings.Contains(r.stdout, "exp-computing") {
+		t.Errorf("plan does not show the alias going: %d\n%s", r.code, r.stdout)
+	}
+	if r := collabsync(t, cfg, "plan", "--check"); r.code != 3 {
+		t.Errorf("plan --check with a change pending: exit %d, want 3\n%s", r.code, r.stderr)
 	}
 	sync()
 	if got := query("exp-computing"); got != "" {

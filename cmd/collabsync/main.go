@@ -31,6 +31,7 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // something failed (or, for violations, was found)
 	exitUsage   = 2 // bad flags or configuration
+	exitChanges = 3 // plan --check: some target would change
 	exitPanic   = 70
 )
 

@@ -8,8 +8,9 @@ import (
 )
 
 func cmdPlan(ctx context.Context, a *app, args []string) int {
-	fs := a.newFlagSet("plan", "[--format text|json]")
+	fs := a.newFlagSet("plan", "[--format text|json] [--check]")
 	format := fs.String("format", "text", "text or json")
+	check := fs.Bool("check", false, "exit 3 when some target would change, 0 when none would (for monitoring and CI)")
 	if !parseFlags(fs, args) {
 		return exitUsage
 	}
@@ -17,5 +18,9 @@ func cmdPlan(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintf(a.stderr, "collabsync plan: bad --format %q\n", *format)
 		return exitUsage
 	}
-	return a.reconcile(ctx, engine.Options{DryRun: true}, *format)
+	code, changes := a.reconcile(ctx, engine.Options{DryRun: true}, *format)
+	if *check && code == exitOK && changes {
+		return exitChanges
+	}
+	return code
 }

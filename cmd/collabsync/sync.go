@@ -21,33 +21,35 @@ func cmdSync(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "collabsync sync: only --once is supported; run 'collabsync serve' for the daemon")
 		return exitUsage
 	}
-	return a.reconcile(ctx, engine.Options{DryRun: *dryRun, AllowDeletions: *allow}, "text")
+	code, _ := a.reconcile(ctx, engine.Options{DryRun: *dryRun, AllowDeletions: *allow}, "text")
+	return code
 }
 
 // reconcile runs the engine once and prints the plans and a summary of the
-// violations. Only a run that writes records the rule history.
-func (a *app) reconcile(ctx context.Context, opts engine.Options, format string) int {
+// violations; changes says whether any plan has a change. Only a run that
+// writes records the rule history.
+func (a *app) reconcile(ctx context.Context, opts engine.Options, format string) (code int, changes bool) {
 	cfg := a.loadConfig()
 	if cfg == nil {
-		return exitUsage
+		return exitUsage, false
 	}
 	// Locked before the directory is read: a run that waited reads what is
 	// newer than what the run before it applied.
 	st, done, ok := a.openStateFor(ctx, cfg, "sync", !opts.DryRun)
 	if !ok {
-		return exitFailure
+		return exitFailure, false
 	}
 	defer done()
 	var err error
 	if opts.Approved, err = st.Approvals(ctx); err != nil {
 		a.errorf(fmt.Errorf("state store: %w", err))
-		return exitFailure
+		return exitFailure, false
 	}
 	state, results, err := reconcile.NewEngine(cfg, a.log, st, nil).Run(ctx, opts)
 	if state != nil {
 		if serr := reconcile.RecordHistory(ctx, st, state, results, err, opts.DryRun); serr != nil {
 			a.errorf(fmt.Errorf("state store: %w", serr))
-			return exitFailure
+			return exitFailure, false
 		}
 		summarizeViolations(a, state.Violations)
 	}
@@ -55,6 +57,7 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 	for _, r := range results {
 		if r.Plan != nil {
 			plans = append(plans, r.Plan)
+			changes = changes || len(r.Plan.Changes) > 0
 		}
 	}
 	write := engine.WriteText
@@ -66,9 +69,9 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 	}
 	if err != nil {
 		a.errorf(err)
-		return exitFailure
+		return exitFailure, changes
 	}
-	return exitOK
+	return exitOK, changes
 }
 
 func summarizeViolations(a *app, vs []directory.Violation) {
