@@ -5,6 +5,7 @@ package targets
 import (
 	"github.com/collabsync/collabsync/sync/aliases"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/exec"
 	"github.com/collabsync/collabsync/sync/mailman"
 	"github.com/collabsync/collabsync/sync/nss"
 	"github.com/collabsync/collabsync/sync/slurm"
@@ -14,6 +15,7 @@ import (
 func Kinds() engine.Registry {
 	return engine.Registry{
 		aliases.Kind(),
+		exec.Kind(),
 		mailman.Kind(),
 		nss.Kind(),
 		slurm.Kind(),
