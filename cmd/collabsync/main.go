@@ -51,6 +51,7 @@ var commands = map[string]command{
 	"plan":         {"print what a sync would change, per target; writes nothing", cmdPlan},
 	"report":       {"usage report: core-hours and jobs by collaboration, user, month", cmdReport},
 	"serve":        {"run the daemon: change stream, schedules, metrics, health", cmdServe},
+	"status":       {"show each target's maintenance window now and the next one", cmdStatus},
 	"sync":         {"read the directory and apply the plan to every target", cmdSync},
 	"version":      {"print the version", cmdVersion},
 }

@@ -5,7 +5,7 @@ _collabsync() {
     local cur prev cmd i
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    local commands="approve check-config contacts ingest plan report serve sync version violations"
+    local commands="approve check-config contacts ingest plan report serve status sync version violations"
     local global="-config -log-level -log-format -lock-wait"
 
     case $prev in
@@ -46,7 +46,7 @@ _collabsync() {
         sync) flags="--once --dry-run --allow-deletions" ;;
         plan) flags="--format --check" ;;
         check-config) flags="--online" ;;
-        violations) flags="--format" ;;
+        violations|status) flags="--format" ;;
         contacts) flags="-g -p --format" ;;
         ingest) flags="--source --from --rescan" ;;
         report) flags="--by --collaboration --since --until --format" ;;

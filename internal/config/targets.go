@@ -1,9 +1,13 @@
 package config
 
 import (
+	"path/filepath"
+
 	"fmt"
 	"reflect"
 	"regexp"
+
+	"github.com/collabsync/collabsync/internal/maintenance"
 
 	"gopkg.in/yaml.v3"
 
@@ -22,10 +26,12 @@ import (
 // The older form, a mapping of kind to settings (targets: {nss: {dir: ...}}),
 // still reads: each entry is an instance named after its kind.
 type Target struct {
-	Name     string
-	Kind     string
-	Guard    Guard
-	Settings engine.Settings // the kind's, defaults filled in
+	Name  string
+	Kind  string
+	Guard Guard
+	// Maintenance holds the target's changes during its windows.
+	Maintenance maintenance.Config
+	Settings    engine.Settings // the kind's, defaults filled in
 	// Path is where the instance is in the file ("targets[0]", or
 	// "targets.nss" in the older form), for messages.
 	Path string
@@ -122,7 +128,7 @@ func (d *document) target(n *yaml.Node, path, kind string, kinds engine.Registry
 		settingsType = reflect.TypeOf(t.Settings).Elem()
 	}
 	// The instance's keys: the common ones, then the kind's.
-	common := map[string]reflect.Type{"guard": reflect.TypeOf(Guard{})}
+	common := map[string]reflect.Type{"guard": reflect.TypeOf(Guard{}), "maintenance": reflect.TypeOf(maintenance.Config{})}
 	if kind == "" {
 		common["name"], common["kind"] = reflect.TypeOf(""), reflect.TypeOf("")
 	}
@@ -139,6 +145,8 @@ func (d *document) target(n *yaml.Node, path, kind string, kinds engine.Registry
 				err = v.Decode(&t.Name)
 			case "guard":
 				err = v.Decode(&t.Guard)
+			case "maintenance":
+				err = v.Decode(&t.Maintenance)
 			}
 			if err != nil {
 				ps = append(ps, d.decodeProblems(err)...)
@@ -198,10 +206,35 @@ func validateTargets(ts []Target, ps *problems) {
 			seen[t.Name] = t.Path
 		}
 		t.Guard.validate(ps, t.Path+".guard")
+		validateMaintenance(t.Maintenance, ps, t.Path+".maintenance")
 		if t.Settings != nil {
 			for _, p := range t.Settings.Validate() {
 				ps.add(t.Path+"."+p.Key, "%s", p.Msg)
 			}
 		}
+	}
+}
+
+// validateMaintenance checks windows (an end after the start) and that the
+// calendar reads.
+func validateMaintenance(m maintenance.Config, ps *problems, path string) {
+	for i, w := range m.Windows {
+		p := fmt.Sprintf("%s.windows[%d]", path, i)
+		switch {
+		case w.Start.IsZero() || w.End.IsZero():
+			ps.add(p, "needs a start and an end (e.g. 2026-12-08T07:00:00Z)")
+		case !w.End.After(w.Start):
+			ps.add(p+".end", "must be after the start")
+		}
+	}
+	if m.Calendar != "" {
+		if !filepath.IsAbs(m.Calendar) {
+			ps.add(path+".calendar", "must be an absolute path, got %q", m.Calendar)
+		} else if _, err := maintenance.Parse(m.Calendar); err != nil {
+			ps.add(path+".calendar", "%v", err)
+		}
+	}
+	if len(m.Services) > 0 && m.Calendar == "" {
+		ps.add(path+".services", "selects events of a calendar, and no calendar is set")
 	}
 }

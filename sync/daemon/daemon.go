@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/collabsync/collabsync/internal/maintenance"
+
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/robfig/cron/v3"
 
@@ -62,6 +64,8 @@ type server struct {
 	attr atomic.Pointer[accounting.Attributor]
 	// newestEnd remembers each source's newest job end, for the lag gauge.
 	newestEnd sync.Map
+	// schedules are the targets' maintenance windows, for status.
+	schedules atomic.Pointer[map[string]*maintenance.Schedule]
 }
 
 // Run serves until ctx ends (SIGTERM), reloading the configuration on
@@ -188,6 +192,8 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	}
 	sched.Start()
 	defer func() { <-sched.Stop().Done() }() // an ingest in progress commits its batch first
+	schedules := reconcile.Schedules(cfg)
+	s.schedules.Store(&schedules)
 	eng := reconcile.NewEngine(cfg, s.log, s.store, s.metrics.targetCall)
 	eng.Source = src
 	loop := &engine.Loop{
@@ -265,6 +271,9 @@ func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 		}
 	}
 	s.metrics.observeRun(r)
+	if sch := s.schedules.Load(); sch != nil {
+		s.status.setMaintenance(time.Now(), *sch, r.Results)
+	}
 	queue, err := s.store.Queue(ctx)
 	if err != nil {
 		s.log.Error("read retry queue", "err", err)

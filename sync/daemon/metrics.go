@@ -28,6 +28,7 @@ type metrics struct {
 	modelEntries    *prometheus.GaugeVec
 	drift           *prometheus.CounterVec
 	targetCalls     *prometheus.CounterVec
+	inMaintenance   *prometheus.GaugeVec
 	refreshFailures *prometheus.CounterVec
 	objects         *prometheus.GaugeVec
 	violations      *prometheus.GaugeVec
@@ -92,6 +93,10 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_target_calls_total",
 			Help: "Calls a target made to its downstream system (REST requests, commands), by result: an HTTP status code, \"error\" for no answer, \"exit N\" for a command.",
 		}, []string{"target", "result"}),
+		inMaintenance: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_target_in_maintenance",
+			Help: "1 while a target is in a maintenance window (its changes held until the window ends), else 0.",
+		}, []string{"target"}),
 		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "collabsync_directory_objects", Help: "Directory objects by kind and effective state, as of the last read.",
 		}, []string{"kind", "state"}),
@@ -151,7 +156,7 @@ func newMetrics(version string) *metrics {
 		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.refreshFailures)
+	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.inMaintenance, m.refreshFailures)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
 		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -185,6 +190,11 @@ func (m *metrics) observeRun(r engine.RunReport) {
 		}
 		m.duration.WithLabelValues(res.Target).Observe(res.Duration.Seconds())
 		m.drift.WithLabelValues(res.Target).Add(float64(res.Drift))
+		in := 0.0
+		if res.Maintenance != "" {
+			in = 1
+		}
+		m.inMaintenance.WithLabelValues(res.Target).Set(in)
 		if res.Applied {
 			add, mod, del := res.Plan.Counts()
 			m.changes.WithLabelValues(res.Target, string(engine.OpAdd)).Add(float64(add))

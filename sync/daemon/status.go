@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/collabsync/collabsync/internal/maintenance"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/collabsync/collabsync/internal/config"
@@ -78,6 +80,18 @@ type TargetStatus struct {
 	Error       string    `json:"error,omitempty"`
 	// Held is the plan the guard holds, with the command that approves it.
 	Held *HeldPlan `json:"held,omitempty"`
+	// Maintenance is the window the target is in and the next one, when
+	// it has maintenance windows.
+	Maintenance *MaintenanceStatus `json:"maintenance,omitempty"`
+}
+
+// MaintenanceStatus is a target's current and next maintenance windows.
+type MaintenanceStatus struct {
+	Current *maintenance.Window `json:"current,omitempty"`
+	Next    *maintenance.Window `json:"next,omitempty"`
+	// HeldChanges are the changes waiting for the current window's end.
+	HeldChanges int    `json:"held_changes"`
+	Error       string `json:"error,omitempty"`
 }
 
 // HeldPlan is a plan a target's guard holds for an operator's approval.
@@ -189,6 +203,8 @@ func (s *status) record(r engine.RunReport, queue []store.Queued) bool {
 		t.LastRun, t.Error = r.Started, ""
 		t.Added, t.Modified, t.Deleted = 0, 0, 0
 		switch {
+		case res.Maintenance != "":
+			t.Result = "maintenance"
 		case res.Plan != nil && res.Plan.Refused != "":
 			p := res.Plan
 			if t.Held == nil || t.Held.Digest != p.Digest {
@@ -221,7 +237,7 @@ func (s *status) startedUpLocked() bool {
 	}
 	for _, t := range s.targets {
 		ts := s.data.Targets[t]
-		if ts == nil || (ts.LastSuccess.Before(s.started) && ts.Held == nil) {
+		if ts == nil || (ts.LastSuccess.Before(s.started) && ts.Held == nil && ts.Result != "maintenance") {
 			return false
 		}
 	}
@@ -248,6 +264,8 @@ func (s *status) readyLocked() (bool, string) {
 		switch {
 		case ts != nil && ts.Held != nil:
 			held = append(held, fmt.Sprintf("%s holds a plan its guard refused (%s); approve it with: %s", t, ts.Held.Reason, ts.Held.Approve))
+		case ts != nil && ts.Result == "maintenance":
+			// In a maintenance window: its changes wait, as planned.
 		case ts == nil || ts.LastSuccess.Before(s.started):
 			missing = append(missing, t)
 		}
@@ -313,4 +331,30 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// setMaintenance records each target's current and next windows, and the
+// changes held for the current one's end.
+func (s *status) setMaintenance(now time.Time, schedules map[string]*maintenance.Schedule, results []engine.Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held := map[string]int{}
+	for _, r := range results {
+		if r.Maintenance != "" && r.Plan != nil {
+			held[r.Target] = len(r.Plan.Changes)
+		}
+	}
+	for name, sched := range schedules {
+		t := s.data.Targets[name]
+		if t == nil {
+			t = &TargetStatus{}
+			s.data.Targets[name] = t
+		}
+		m := &MaintenanceStatus{HeldChanges: held[name]}
+		var err error
+		if m.Current, m.Next, err = sched.At(now); err != nil {
+			m.Error = err.Error()
+		}
+		t.Maintenance = m
+	}
 }

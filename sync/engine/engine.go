@@ -59,7 +59,14 @@ type Noter interface {
 type GuardedTarget struct {
 	Target
 	Guard Guard
+	// Maintenance, when set, says whether the target is down for
+	// maintenance: its changes are then planned and held, not applied.
+	Maintenance Maintenance
 }
+
+// Maintenance says whether a target is in a maintenance window at a
+// moment: the window's description and end when it is, "" when not.
+type Maintenance func(now time.Time) (window string, until time.Time, err error)
 
 // Engine plans and applies every target against one source.
 //
@@ -102,6 +109,10 @@ type Result struct {
 	// Drift counts the records whose real state differed from what the
 	// engine had applied, as a full reconcile found (and repairs).
 	Drift int
+	// Maintenance names the window the target is in (its changes held
+	// until HeldUntil, not a failure); "" when it is in none.
+	Maintenance string
+	HeldUntil   time.Time
 }
 
 // Run reads the source once, applies the rules, then plans (and unless
@@ -189,6 +200,25 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	t.Guard.Check(plan, opts.AllowDeletions || approved)
 	if g, ok := t.Target.(Grouper); ok && plan.Refused == "" {
 		t.Guard.CheckGroups(plan, current, g.Group, opts.AllowDeletions || approved)
+	}
+	if t.Maintenance != nil {
+		window, until, err := t.Maintenance(time.Now())
+		if err != nil {
+			r.Err = fmt.Errorf("maintenance windows: %w", err)
+			return r
+		}
+		if window != "" {
+			// Held, not failed: applied when the window ends (the loop
+			// runs then), nothing pushed into a service that is down.
+			r.Maintenance, r.HeldUntil = window, until
+			if len(plan.Changes) > 0 {
+				plan.Notes = append(plan.Notes, fmt.Sprintf("in maintenance (%s) until %s: %d change(s) held",
+					window, until.UTC().Format(time.RFC3339), len(plan.Changes)))
+			}
+			e.Log.Info("target in maintenance; changes held", "target", name, "window", window,
+				"until", until.UTC().Format(time.RFC3339), "changes", len(plan.Changes))
+			return r
+		}
 	}
 	switch {
 	case plan.Refused != "":

@@ -244,6 +244,12 @@ func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (nex
 	if len(l.held) > 0 && l.HeldRetry > 0 {
 		next, ok = start.Add(l.HeldRetry), true
 	}
+	for _, r := range results {
+		// A target in maintenance is run again as its window ends.
+		if !r.HeldUntil.IsZero() && (!ok || r.HeldUntil.Before(next)) {
+			next, ok = r.HeldUntil, true
+		}
+	}
 	waiting, err = l.Queue.Waiting(ctx)
 	if err != nil {
 		return next, ok

@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/collabsync/collabsync/internal/maintenance"
+
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
@@ -93,6 +95,7 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, calls func
 		Log: log,
 	}
 	kinds := targets.Kinds()
+	schedules := Schedules(cfg)
 	for _, t := range cfg.Targets {
 		k, _ := kinds.Lookup(t.Kind) // the configuration knows only registered kinds
 		env := engine.Env{Log: log.With("target", t.Name)}.Filled()
@@ -100,9 +103,38 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, calls func
 			name := t.Name
 			env.Call = func(result string) { calls(name, result) }
 		}
-		e.Targets = append(e.Targets, engine.GuardedTarget{Target: k.New(t.Name, t.Settings, env), Guard: guard(t.Guard)})
+		gt := engine.GuardedTarget{Target: k.New(t.Name, t.Settings, env), Guard: guard(t.Guard)}
+		if sched := schedules[t.Name]; sched != nil {
+			gt.Maintenance = func(now time.Time) (string, time.Time, error) {
+				cur, _, err := sched.At(now)
+				if err != nil || cur == nil {
+					return "", time.Time{}, err
+				}
+				return WindowName(cur), cur.End, nil
+			}
+		}
+		e.Targets = append(e.Targets, gt)
 	}
 	return e
+}
+
+// Schedules returns the maintenance schedule of each target that has one.
+func Schedules(cfg *config.Config) map[string]*maintenance.Schedule {
+	out := map[string]*maintenance.Schedule{}
+	for _, t := range cfg.Targets {
+		if !t.Maintenance.Empty() {
+			out[t.Name] = maintenance.New(t.Maintenance)
+		}
+	}
+	return out
+}
+
+// WindowName is how a window is named in logs and plans.
+func WindowName(w *maintenance.Window) string {
+	if w.Summary != "" {
+		return w.Summary
+	}
+	return "maintenance window"
 }
 
 // TargetNames lists the configured targets' names.

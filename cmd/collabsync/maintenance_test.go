@@ -1,0 +1,82 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMaintenanceWindow: serve with the nss target in a maintenance window
+// that ends a few seconds after start: a change made during the window is
+// planned and held (the files keep the old state; the metric, /status and
+// the status command say so; nothing goes to the retry queue), and is
+// applied right after the window ends. A calendar's weekly event shows as
+// the next window.
+func TestMaintenanceWindow(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	e.sync(t)
+	end := time.Now().Add(6 * time.Second).UTC().Truncate(time.Second)
+	cal := writeFile(t, filepath.Join(t.TempDir(), "downtimes.ics"), strings.ReplaceAll(`BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//centre//downtimes//EN
+BEGIN:VEVENT
+UID:weekly@centre
+DTSTAMP:20261101T000000Z
+DTSTART:20261102T060000Z
+DTEND:20261102T063000Z
+RRULE:FREQ=WEEKLY;BYDAY=MO
+SUMMARY:weekly patching of the login nodes
+CATEGORIES:login
+END:VEVENT
+END:VCALENDAR
+`, "\n", "\r\n"))
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	window := fmt.Sprintf("    maintenance:\n      windows: [{start: %q, end: %q, summary: login nodes reinstalled}]\n      calendar: %s\n      services: [login]\n",
+		time.Now().Add(-time.Minute).UTC().Format(time.RFC3339), end.Format(time.RFC3339), cal)
+	doc := strings.Replace(string(data), "    dir: \""+e.outDir+"\"\n", "    dir: \""+e.outDir+"\"\n"+window, 1)
+	if doc == string(data) {
+		t.Fatal("could not add the window")
+	}
+	writeFile(t, e.config, doc)
+
+	r := collabsync(t, e.config, "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "login nodes reinstalled") || !strings.Contains(r.stdout, "weekly patching of the login nodes") {
+		t.Errorf("status: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	d := startServe(t, e.config)
+	d.waitReady(t) // a target in maintenance does not keep the daemon from ready
+	e.modify(t, "dn: cn=atlas,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
+	eventually(t, 5*time.Second, "the change held", func() bool {
+		m := d.status(t).Targets["nss"].Maintenance
+		return d.metric(`collabsync_target_in_maintenance{target="nss"}`) == "1" && m != nil && m.HeldChanges > 0
+	})
+	if strings.Contains(e.getent(t, "getent group atlas"), "trent") {
+		t.Fatal("a change reached the files during the maintenance window")
+	}
+	st := d.status(t)
+	if m := st.Targets["nss"].Maintenance; m == nil || m.Current == nil || m.Current.Summary != "login nodes reinstalled" || m.HeldChanges == 0 ||
+		m.Next == nil || m.Next.Summary != "weekly patching of the login nodes" {
+		data, _ := json.Marshal(st.Targets["nss"])
+		t.Errorf("/status: %s", data)
+	}
+	if v := d.metric("collabsync_retry_queue_targets"); v != "0" {
+		t.Errorf("held changes went to the retry queue: %s", v)
+	}
+	eventually(t, 15*time.Second, "applied once the window ended", func() bool {
+		return strings.Contains(e.getent(t, "getent group atlas"), "trent")
+	})
+	if late := time.Since(end); late > 3*time.Second {
+		t.Errorf("applied %v after the window ended", late)
+	}
+	if v := d.metric(`collabsync_target_in_maintenance{target="nss"}`); v != "0" {
+		t.Errorf("in maintenance after the window: %s", v)
+	}
+	d.stop(t)
+}

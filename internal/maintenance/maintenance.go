@@ -1,0 +1,250 @@
+// Package maintenance knows when a target is down for maintenance: fixed
+// windows from the configuration and events of an iCalendar file
+// (recurring ones included), e.g. the downtimes a centre announces. A
+// target's changes are held during a window and applied when it ends.
+package maintenance
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-ical"
+)
+
+// Window is one maintenance period, [Start, End).
+type Window struct {
+	Start   time.Time `yaml:"start" json:"start"`
+	End     time.Time `yaml:"end" json:"end"`
+	Summary string    `yaml:"summary" json:"summary,omitempty"`
+}
+
+// Contains reports whether t falls in the window.
+func (w Window) Contains(t time.Time) bool { return !t.Before(w.Start) && t.Before(w.End) }
+
+// Config is a target's maintenance section.
+type Config struct {
+	// Windows are fixed windows.
+	Windows []Window `yaml:"windows"`
+	// Calendar is an iCalendar file, read again whenever it changes.
+	Calendar string `yaml:"calendar"`
+	// Services select the calendar's events that concern the target: an
+	// event counts when one of its CATEGORIES is a service, or its
+	// SUMMARY names one as a word. Empty: every event counts.
+	Services []string `yaml:"services"`
+}
+
+// Empty reports whether nothing is configured.
+func (c Config) Empty() bool { return len(c.Windows) == 0 && c.Calendar == "" }
+
+// horizon is how far ahead (and back, for long events) occurrences are
+// expanded.
+const horizon = 400 * 24 * time.Hour
+
+// Schedule answers for one target's configuration.
+type Schedule struct {
+	cfg Config
+
+	mu sync.Mutex
+	// events of the calendar as last read, and the file's identity then.
+	events  []ical.Event
+	modTime time.Time
+	size    int64
+}
+
+// New returns the schedule of a configuration.
+func New(cfg Config) *Schedule { return &Schedule{cfg: cfg} }
+
+// At returns the window covering now (nil when none) and the next window
+// to start after now within a year (nil when none).
+func (s *Schedule) At(now time.Time) (current, next *Window, err error) {
+	ws, err := s.Windows(now.Add(-horizon), now.Add(horizon))
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := range ws {
+		w := &ws[i]
+		switch {
+		case w.Contains(now):
+			// Overlapping windows make one: the latest end counts.
+			if current == nil || w.End.After(current.End) {
+				current = w
+			}
+		case w.Start.After(now) && (next == nil || w.Start.Before(next.Start)):
+			next = w
+		}
+	}
+	// A window that starts as the current one ends extends it.
+	for changed := current != nil; changed; {
+		changed = false
+		for i := range ws {
+			if w := ws[i]; !w.Start.After(current.End) && w.End.After(current.End) {
+				extended := *current
+				extended.End = w.End
+				current, changed = &extended, true
+			}
+		}
+	}
+	if current != nil && next != nil && !next.Start.After(current.End) {
+		next = nil
+		for i := range ws {
+			if w := &ws[i]; w.Start.After(current.End) && (next == nil || w.Start.Before(next.Start)) {
+				next = w
+			}
+		}
+	}
+	return current, next, nil
+}
+
+// Windows returns every window overlapping [from, to), sorted by start.
+func (s *Schedule) Windows(from, to time.Time) ([]Window, error) {
+	var out []Window
+	for _, w := range s.cfg.Windows {
+		if w.End.After(from) && w.Start.Before(to) {
+			out = append(out, w)
+		}
+	}
+	if s.cfg.Calendar != "" {
+		events, err := s.calendar()
+		if err != nil {
+			return nil, err
+		}
+		for i := range events {
+			ws, err := occurrences(&events[i], from, to)
+			if err != nil {
+				return nil, fmt.Errorf("calendar %s: %w", s.cfg.Calendar, err)
+			}
+			for _, w := range ws {
+				if s.concerns(&events[i]) {
+					out = append(out, w)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Window) int { return a.Start.Compare(b.Start) })
+	return out, nil
+}
+
+// concerns reports whether an event names one of the target's services.
+func (s *Schedule) concerns(e *ical.Event) bool {
+	if len(s.cfg.Services) == 0 {
+		return true
+	}
+	cats, _ := e.Props.Text(ical.PropCategories)
+	summary, _ := e.Props.Text(ical.PropSummary)
+	words := strings.FieldsFunc(strings.ToLower(summary), func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_')
+	})
+	for _, svc := range s.cfg.Services {
+		svc = strings.ToLower(svc)
+		for _, c := range strings.Split(cats, ",") {
+			if strings.EqualFold(strings.TrimSpace(c), svc) {
+				return true
+			}
+		}
+		if slices.Contains(words, svc) {
+			return true
+		}
+	}
+	return false
+}
+
+// calendar returns the calendar's events, parsing the file again only
+// when it changed.
+func (s *Schedule) calendar() ([]ical.Event, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fi, err := os.Stat(s.cfg.Calendar)
+	if err != nil {
+		return nil, fmt.Errorf("calendar: %w", err)
+	}
+	if s.events != nil && fi.ModTime().Equal(s.modTime) && fi.Size() == s.size {
+		return s.events, nil
+	}
+	events, err := Parse(s.cfg.Calendar)
+	if err != nil {
+		return nil, err
+	}
+	s.events, s.modTime, s.size = events, fi.ModTime(), fi.Size()
+	return events, nil
+}
+
+// Parse reads an iCalendar file's events, each checked to have a start
+// and an end (DTEND or DURATION) after it.
+func Parse(path string) (_ []ical.Event, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("calendar: %w", err)
+	}
+	defer f.Close()
+	// The decoder panics on some malformed lines (fuzzing found "0;0="):
+	// a broken file is an error naming it, never a crash of the daemon.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("calendar %s: not an iCalendar file (%v)", path, r)
+		}
+	}()
+	cal, err := ical.NewDecoder(f).Decode()
+	if err != nil {
+		return nil, fmt.Errorf("calendar %s: %w", path, err)
+	}
+	events := cal.Events()
+	for i := range events {
+		if _, err := occurrences(&events[i], time.Time{}, time.Time{}); err != nil {
+			return nil, fmt.Errorf("calendar %s: %w", path, err)
+		}
+	}
+	return events, nil
+}
+
+// occurrences expands an event into the windows overlapping [from, to);
+// with zero bounds it only checks the event.
+func occurrences(e *ical.Event, from, to time.Time) ([]Window, error) {
+	uid, _ := e.Props.Text(ical.PropUID)
+	summary, _ := e.Props.Text(ical.PropSummary)
+	name := summary
+	if name == "" {
+		name = uid
+	}
+	start, err := e.DateTimeStart(time.UTC)
+	if err != nil {
+		return nil, fmt.Errorf("event %q: start: %w", name, err)
+	}
+	end, err := e.DateTimeEnd(time.UTC)
+	if err != nil {
+		return nil, fmt.Errorf("event %q: end: %w", name, err)
+	}
+	length := end.Sub(start)
+	if length <= 0 {
+		return nil, fmt.Errorf("event %q: ends (%s) before it starts (%s)", name, end.Format(time.RFC3339), start.Format(time.RFC3339))
+	}
+	if p := e.Props.Get(ical.PropRecurrenceRule); p != nil {
+		if rule := strings.ToUpper(p.Value); strings.Contains(rule, "FREQ=SECONDLY") || strings.Contains(rule, "FREQ=MINUTELY") {
+			// Hundreds of thousands of windows a year: not a downtime.
+			return nil, fmt.Errorf("event %q: recurs more often than hourly", name)
+		}
+	}
+	set, err := e.RecurrenceSet(time.UTC)
+	if err != nil {
+		return nil, fmt.Errorf("event %q: recurrence: %w", name, err)
+	}
+	if from.IsZero() && to.IsZero() {
+		return nil, nil
+	}
+	if set == nil {
+		if end.After(from) && start.Before(to) {
+			return []Window{{Start: start, End: end, Summary: summary}}, nil
+		}
+		return nil, nil
+	}
+	var out []Window
+	for _, at := range set.Between(from.Add(-length), to, true) {
+		if w := (Window{Start: at, End: at.Add(length), Summary: summary}); w.End.After(from) && w.Start.Before(to) {
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}
