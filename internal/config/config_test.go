@@ -440,3 +440,47 @@ func TestSchemaPresets(t *testing.T) {
 		t.Errorf("unknown schema: %v", err)
 	}
 }
+
+// TestMaintenanceSettings: windows and calendars are checked when the
+// configuration loads, each problem at its line.
+func TestMaintenanceSettings(t *testing.T) {
+	pw := secretFile(t)
+	broken := filepath.Join(t.TempDir(), "broken.ics")
+	os.WriteFile(broken, []byte("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:soon\r\n"), 0o644)
+	doc := strings.Replace(minimal(pw), "targets:\n  nss: {}\n", `targets:
+  - name: nss
+    kind: nss
+    maintenance:
+      windows:
+        - {start: 2026-12-08T17:00:00Z, end: 2026-12-08T07:00:00Z}
+        - {start: 2026-12-09T07:00:00Z}
+      calendar: `+broken+`
+  - name: other
+    kind: nss
+    dir: /srv/other
+    maintenance: {calendar: downtimes.ics, services: [slurm], window: []}
+  - name: fine
+    kind: nss
+    dir: /srv/fine
+    maintenance: {windows: [{start: 2026-12-08T07:00:00Z, end: 2026-12-08T17:00:00Z, summary: Q4}]}
+`, 1)
+	cfg, err := Parse("c.yaml", []byte(doc))
+	want := []string{
+		"c.yaml:12: targets[0].maintenance.windows[0].end: must be after the start",
+		"c.yaml:13: targets[0].maintenance.windows[1]: needs a start and an end",
+		"c.yaml:14: targets[0].maintenance.calendar: calendar " + broken,
+		`c.yaml:18: targets[1].maintenance.window: unknown key (did you mean windows?)`,
+		`c.yaml:18: targets[1].maintenance.calendar: must be an absolute path, got "downtimes.ics"`,
+	}
+	if err == nil {
+		t.Fatalf("accepted: %+v", cfg.Targets)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+	if strings.Contains(err.Error(), "targets[2]") {
+		t.Errorf("a valid window refused:\n%v", err)
+	}
+}
