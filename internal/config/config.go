@@ -75,6 +75,9 @@ type Serve struct {
 	// RetryMin and RetryMax bound the backoff of a failed target's retries.
 	RetryMin Duration `yaml:"retry_min"`
 	RetryMax Duration `yaml:"retry_max"`
+	// UserDB, when set, is the service name under which serve answers
+	// systemd's io.systemd.UserDatabase on /run/systemd/userdb/<name>.
+	UserDB string `yaml:"userdb"`
 }
 
 // LDAP says how to reach the directory and how its entries map to the model.

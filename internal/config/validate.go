@@ -302,7 +302,17 @@ func (s *Serve) validate(ps *problems) {
 	if s.RetryMin <= 0 || s.RetryMax < s.RetryMin {
 		ps.add("serve.retry_max", "retry_min must be positive and retry_max at least retry_min")
 	}
+	switch {
+	case s.UserDB == "":
+	case !userdbService.MatchString(s.UserDB):
+		ps.add("serve.userdb", "%q is not a service name (letters, digits, . _ -; e.g. io.collabsync.Directory)", s.UserDB)
+	case strings.HasPrefix(s.UserDB, "io.systemd."):
+		ps.add("serve.userdb", "%q is systemd's own namespace; choose e.g. io.collabsync.Directory", s.UserDB)
+	}
 }
+
+// userdbService is what a socket under /run/systemd/userdb may be called.
+var userdbService = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 func (r *Rules) validate(ps *problems) {
 	if r.ReviewGrace < 0 {

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/collabsync/collabsync/sync/userdb"
+
 	"github.com/collabsync/collabsync/internal/maintenance"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -66,6 +68,8 @@ type server struct {
 	newestEnd sync.Map
 	// schedules are the targets' maintenance windows, for status.
 	schedules atomic.Pointer[map[string]*maintenance.Schedule]
+	// userdb, when configured, serves each run's state to nss-systemd.
+	userdb atomic.Pointer[userdb.Provider]
 }
 
 // Run serves until ctx ends (SIGTERM), reloading the configuration on
@@ -194,6 +198,18 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	defer func() { <-sched.Stop().Done() }() // an ingest in progress commits its batch first
 	schedules := reconcile.Schedules(cfg)
 	s.schedules.Store(&schedules)
+	if cfg.Serve.UserDB != "" {
+		p := userdb.New(cfg.Serve.UserDB)
+		s.userdb.Store(p)
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			if err := p.Serve(stop, userdb.Dir); err != nil {
+				s.log.Error("userdb provider stopped; users and groups are no longer served to nss-systemd", "err", err)
+			}
+		}()
+		defer func() { <-served; s.userdb.Store(nil) }()
+	}
 	eng := reconcile.NewEngine(cfg, s.log, s.store, s.metrics.targetCall)
 	eng.Source = src
 	loop := &engine.Loop{
@@ -266,6 +282,9 @@ func (s *server) setMode(src *directorySource, mode, why string) {
 func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 	if r.State != nil {
 		s.attr.Store(accounting.NewAttributor(r.State))
+		if p := s.userdb.Load(); p != nil {
+			p.Set(r.State)
+		}
 		if err := reconcile.RecordHistory(ctx, s.store, r.State, r.Results, r.Err, false); err != nil {
 			s.log.Error("state store", "err", err)
 		}

@@ -1,0 +1,168 @@
+package userdb
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+func testProvider() *Provider {
+	p := New("io.collabsync.Test")
+	p.Set(&directory.State{
+		Users: []directory.UserState{
+			{User: directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice", Home: "/home/alice", Shell: "/bin/bash"}, Status: directory.StatusActive},
+			{User: directory.User{UID: "bob", UIDNumber: 10002, GIDNumber: 20001, Home: "/home/bob", Shell: "/bin/sh"}, Status: directory.StatusActive},
+			{User: directory.User{UID: "carol", UIDNumber: 10003, GIDNumber: 20001}, Status: directory.StatusPending},
+		},
+		Collaborations: []directory.CollaborationState{
+			{Collaboration: directory.Collaboration{Name: "atlas", GIDNumber: 21001}, Provisioned: true, ActiveMembers: []string{"alice", "bob"}},
+			{Collaboration: directory.Collaboration{Name: "old", GIDNumber: 21002}, ActiveMembers: []string{"alice"}},
+		},
+	})
+	return p
+}
+
+// exchange sends one call over a real socket and returns the replies.
+func exchange(t *testing.T, method, params string, more bool) []map[string]any {
+	t.Helper()
+	dir := t.TempDir()
+	p := testProvider()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx, dir) }()
+	defer func() { cancel(); <-done }()
+	var conn net.Conn
+	var err error
+	for range 100 {
+		if conn, err = net.Dial("unix", filepath.Join(dir, "io.collabsync.Test")); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req, _ := json.Marshal(map[string]any{"method": method, "parameters": json.RawMessage(params), "more": more})
+	conn.Write(append(req, 0))
+	r := bufio.NewReader(conn)
+	var out []map[string]any
+	for {
+		msg, err := r.ReadBytes(0)
+		if err != nil {
+			t.Fatalf("read: %v (after %v)", err, out)
+		}
+		var rep map[string]any
+		if err := json.Unmarshal(msg[:len(msg)-1], &rep); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rep)
+		if rep["continues"] != true {
+			return out
+		}
+	}
+}
+
+func TestProtocol(t *testing.T) {
+	const svc = `"service":"io.collabsync.Test"`
+	for _, tc := range []struct {
+		name, method, params string
+		more                 bool
+		want                 []string // a fragment of each reply
+	}{
+		{"user by name", "io.systemd.UserDatabase.GetUserRecord", `{"userName":"alice",` + svc + `}`, false,
+			[]string{`"record":{"disposition":"regular","gid":20001,"homeDirectory":"/home/alice","realName":"Alice","service":"io.collabsync.Test","shell":"/bin/bash","uid":10001,"userName":"alice"}`}},
+		{"user by uid", "io.systemd.UserDatabase.GetUserRecord", `{"uid":10002,` + svc + `}`, false, []string{`"userName":"bob"`}},
+		{"name and uid disagree", "io.systemd.UserDatabase.GetUserRecord", `{"userName":"alice","uid":10002,` + svc + `}`, false,
+			[]string{`"error":"io.systemd.UserDatabase.NoRecordFound"`}},
+		{"a pending user is not served", "io.systemd.UserDatabase.GetUserRecord", `{"userName":"carol",` + svc + `}`, false,
+			[]string{`"error":"io.systemd.UserDatabase.NoRecordFound"`}},
+		{"another service", "io.systemd.UserDatabase.GetUserRecord", `{"userName":"alice","service":"io.systemd.Home"}`, false,
+			[]string{`"error":"io.systemd.UserDatabase.BadService"`}},
+		{"enumeration streams", "io.systemd.UserDatabase.GetUserRecord", `{` + svc + `}`, true,
+			[]string{`"continues":true`, `"userName":"bob"`}},
+		{"enumeration without more", "io.systemd.UserDatabase.GetUserRecord", `{` + svc + `}`, false,
+			[]string{`"error":"org.varlink.service.ExpectedMore"`}},
+		{"group", "io.systemd.UserDatabase.GetGroupRecord", `{"groupName":"atlas",` + svc + `}`, false,
+			[]string{`"record":{"disposition":"regular","gid":21001,"groupName":"atlas","members":["alice","bob"],"service":"io.collabsync.Test"}`}},
+		{"a group not provisioned", "io.systemd.UserDatabase.GetGroupRecord", `{"gid":21002,` + svc + `}`, false,
+			[]string{`"error":"io.systemd.UserDatabase.NoRecordFound"`}},
+		{"memberships of a user", "io.systemd.UserDatabase.GetMemberships", `{"userName":"alice",` + svc + `}`, true,
+			[]string{`"groupName":"atlas","userName":"alice"`}},
+		{"memberships of a group", "io.systemd.UserDatabase.GetMemberships", `{"groupName":"atlas",` + svc + `}`, true,
+			[]string{`"continues":true`, `"userName":"bob"`}},
+		{"unknown method", "io.systemd.UserDatabase.Drop", `{}`, false, []string{`"error":"org.varlink.service.MethodNotFound"`}},
+		{"bad parameters", "io.systemd.UserDatabase.GetUserRecord", `{"uid":"zero"}`, false, []string{`"error":"org.varlink.service.InvalidParameter"`}},
+	} {
+		replies := exchange(t, tc.method, tc.params, tc.more)
+		if len(replies) != len(tc.want) {
+			t.Errorf("%s: %d replies %v, want %d", tc.name, len(replies), replies, len(tc.want))
+			continue
+		}
+		for i, w := range tc.want {
+			data, _ := json.Marshal(replies[i])
+			if !strings.Contains(string(data), w) {
+				t.Errorf("%s: reply %d = %s, want %s", tc.name, i, data, w)
+			}
+		}
+	}
+}
+
+// TestOverlongMessage: a message without its NUL within 64 KiB ends the
+// connection; the provider goes on serving.
+func TestOverlongMessage(t *testing.T) {
+	dir := t.TempDir()
+	p := testProvider()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Serve(ctx, dir)
+	path := filepath.Join(dir, "io.collabsync.Test")
+	var conn net.Conn
+	var err error
+	for range 100 {
+		if conn, err = net.Dial("unix", path); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Write([]byte(strings.Repeat("x", 200<<10)))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Error("the connection stayed open")
+	}
+	conn.Close()
+	if replies := exchange(t, "io.systemd.UserDatabase.GetUserRecord", `{"userName":"alice","service":"io.collabsync.Test"}`, false); len(replies) != 1 {
+		t.Errorf("after an overlong message: %v", replies)
+	}
+}
+
+func FuzzCall(f *testing.F) {
+	f.Add([]byte(`{"method":"io.systemd.UserDatabase.GetUserRecord","parameters":{"userName":"alice","service":"io.collabsync.Test"}}`))
+	f.Add([]byte(`{"method":"io.systemd.UserDatabase.GetMemberships","parameters":{"service":"io.collabsync.Test"},"more":true}`))
+	p := testProvider()
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		var req request
+		if json.Unmarshal(msg, &req) != nil {
+			return
+		}
+		replies := p.call(req)
+		if len(replies) == 0 {
+			t.Fatal("no reply")
+		}
+		for _, r := range replies {
+			if _, err := json.Marshal(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
