@@ -15,7 +15,8 @@ import (
 // planned and held (the files keep the old state; the metric, /status and
 // the status command say so; nothing goes to the retry queue), and is
 // applied right after the window ends. A calendar's weekly event shows as
-// the next window.
+// the next window; an event added to the calendar while serve runs holds
+// the next change until its end in the same way.
 func TestMaintenanceWindow(t *testing.T) {
 	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
 	e.sync(t)
@@ -77,6 +78,28 @@ END:VCALENDAR
 	}
 	if v := d.metric(`collabsync_target_in_maintenance{target="nss"}`); v != "0" {
 		t.Errorf("in maintenance after the window: %s", v)
+	}
+
+	// The calendar, edited while serve runs, announces a downtime of the
+	// login nodes from now: the next change waits for its end too.
+	end = time.Now().Add(5 * time.Second).UTC().Truncate(time.Second)
+	event := fmt.Sprintf("BEGIN:VEVENT\nUID:now@centre\nDTSTAMP:20261101T000000Z\nDTSTART:%s\nDTEND:%s\nSUMMARY:emergency downtime\nCATEGORIES:login\nEND:VEVENT\nEND:VCALENDAR\n",
+		time.Now().Add(-time.Minute).UTC().Format("20060102T150405Z"), end.Format("20060102T150405Z"))
+	data, _ = os.ReadFile(cal)
+	os.WriteFile(cal, []byte(strings.Replace(string(data), "END:VCALENDAR\r\n", strings.ReplaceAll(event, "\n", "\r\n"), 1)), 0o644)
+	e.modify(t, "dn: cn=atlas,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: trent\n")
+	eventually(t, 5*time.Second, "the change held by the calendar's event", func() bool {
+		m := d.status(t).Targets["nss"].Maintenance
+		return m != nil && m.Current != nil && m.Current.Summary == "emergency downtime" && m.HeldChanges > 0
+	})
+	if !strings.Contains(e.getent(t, "getent group atlas"), "trent") {
+		t.Fatal("a change reached the files during the calendar's downtime")
+	}
+	eventually(t, 15*time.Second, "applied once the calendar's downtime ended", func() bool {
+		return !strings.Contains(e.getent(t, "getent group atlas"), "trent")
+	})
+	if late := time.Since(end); late > 3*time.Second {
+		t.Errorf("applied %v after the calendar's downtime ended", late)
 	}
 	d.stop(t)
 }

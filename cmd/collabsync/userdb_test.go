@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -23,12 +24,17 @@ func TestUserDBProvider(t *testing.T) {
 	if _, err := os.Stat("/lib/x86_64-linux-gnu/libnss_systemd.so.2"); err != nil {
 		testharness.Missing(t, "libnss-systemd: %v", err)
 	}
+	testharness.Require(t, "userdbctl")
 	ns := newMountNS(t)
-	dir := t.TempDir()
-	nsswitch := writeFile(t, filepath.Join(dir, "nsswitch.conf"), "passwd: files systemd\ngroup: files systemd\nshadow: files\n")
 	ns.run(t, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", "/run/systemd")
 	ns.run(t, "mkdir", "/run/systemd/userdb")
-	ns.run(t, "mount", "--bind", nsswitch, "/etc/nsswitch.conf")
+	// Debian's default nsswitch.conf asks systemd after the files; a
+	// machine whose file does not gets that default in the namespace.
+	if conf, _ := os.ReadFile("/etc/nsswitch.conf"); !regexp.MustCompile(`(?m)^passwd:.*\bsystemd\b`).Match(conf) ||
+		!regexp.MustCompile(`(?m)^group:.*\bsystemd\b`).Match(conf) {
+		nsswitch := writeFile(t, filepath.Join(t.TempDir(), "nsswitch.conf"), "passwd: files systemd\ngroup: files systemd\nshadow: files\n")
+		ns.run(t, "mount", "--bind", nsswitch, "/etc/nsswitch.conf")
+	}
 
 	e := newDemoEnv(t, serveConfig(freeListen(t), "  userdb: io.collabsync.Directory\n"))
 	d := startServeIn(t, e.config, ns.wrap())
@@ -58,13 +64,23 @@ func TestUserDBProvider(t *testing.T) {
 	if got := inNS("getent", "passwd"); !strings.Contains(got, "\nalice:") && !strings.HasPrefix(got, "alice:") {
 		t.Errorf("enumeration lacks alice:\n%s", got)
 	}
+	if got := inNS("userdbctl", "user", "alice"); !strings.Contains(got, "User name: alice") || !strings.Contains(got, "io.collabsync.Directory") {
+		t.Errorf("userdbctl user alice:\n%s", got)
+	}
 
 	start := time.Now()
 	e.modify(t, "dn: cn=atlas,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
 	eventually(t, 10*time.Second, "trent in atlas through nss-systemd", func() bool {
 		return strings.Contains(inNS("getent", "group", "atlas"), "trent")
 	})
-	t.Logf("a membership added in LDAP seen by getent (nss-systemd) in %v", time.Since(start).Round(time.Millisecond))
+	took := time.Since(start)
+	t.Logf("a membership added in LDAP seen by getent (nss-systemd) in %v", took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Errorf("a membership change took %v to reach getent, more than 1 s", took)
+	}
+	if got := inNS("id", "-Gn", "trent"); !strings.Contains(got, "atlas") {
+		t.Errorf("id -Gn trent = %q", got)
+	}
 	d.stop(t)
 	if got := inNS("getent", "passwd", "alice"); got != "" {
 		t.Errorf("alice still served after serve stopped: %q", got)
