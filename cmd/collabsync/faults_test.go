@@ -21,7 +21,7 @@ import (
 // daemons run in it, and the test sees its files through /proc/<pid>/root.
 type mountNS struct{ pid int }
 
-func newMountNS(t *testing.T) *mountNS {
+func newMountNS(t testing.TB) *mountNS {
 	t.Helper()
 	testharness.Require(t, "unshare", "nsenter", "mount")
 	testharness.RequireRoot(t)
@@ -44,7 +44,7 @@ func (ns *mountNS) wrap() []string {
 	return []string{"nsenter", "-t", strconv.Itoa(ns.pid), "-m", "--"}
 }
 
-func (ns *mountNS) run(t *testing.T, args ...string) {
+func (ns *mountNS) run(t testing.TB, args ...string) {
 	t.Helper()
 	argv := append(ns.wrap(), args...)
 	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {

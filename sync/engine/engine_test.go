@@ -110,3 +110,16 @@ func TestRunGuardAndSourceError(t *testing.T) {
 		t.Errorf("source error: %v, results %v, held %v", err, results, tg.held)
 	}
 }
+
+func TestOnce(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	var o Once
+	for range 3 {
+		o.Warn(log, "cn=a", "name taken", "dn", "cn=a")
+	}
+	o.Warn(log, "cn=b", "name taken", "dn", "cn=b")
+	if n := strings.Count(buf.String(), "name taken"); n != 2 {
+		t.Errorf("%d warnings, want one per key:\n%s", n, buf.String())
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Kind is one kind of target (nss, mailman, slurm ...): its settings and
@@ -27,6 +28,28 @@ type Env struct {
 	// Call counts one call to the downstream system by its result: an
 	// HTTP status code, "error" for no answer, a command's "exit 1".
 	Call func(result string)
+}
+
+// Once logs each distinct message once per target instance: what a
+// target says of the directory on every run (a name it cannot use) would
+// otherwise repeat with every change under serve.
+type Once struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+// Warn logs at warning level unless the same key was logged before.
+func (o *Once) Warn(log *slog.Logger, key, msg string, args ...any) {
+	o.mu.Lock()
+	first := !o.seen[key]
+	if o.seen == nil {
+		o.seen = map[string]bool{}
+	}
+	o.seen[key] = true
+	o.mu.Unlock()
+	if first {
+		log.Warn(msg, args...)
+	}
 }
 
 // NopCall is an Env.Call that counts nothing.

@@ -137,6 +137,7 @@ type Target struct {
 	name string
 	s    Settings
 	log  *slog.Logger
+	once engine.Once
 	call func(string)
 
 	mu sync.Mutex
@@ -195,7 +196,7 @@ func (t *Target) collabLists(c *directory.CollaborationState) []string {
 		name, domain, hasDomain := strings.Cut(strings.ToLower(l), "@")
 		id := t.listID(name)
 		if hasDomain && domain != t.s.Domain || !t.managed(id) {
-			t.log.Warn("collaboration names a list this target does not manage; left alone", "dn", c.DN, "list", l,
+			t.once.Warn(t.log, c.DN+"\x00"+l, "collaboration names a list this target does not manage; left alone", "dn", c.DN, "list", l,
 				"domain", t.s.Domain, "prefix", t.s.Prefix)
 			continue
 		}

@@ -107,6 +107,7 @@ type Target struct {
 	name string
 	s    Settings
 	log  *slog.Logger
+	once engine.Once
 	call func(string)
 
 	mu sync.Mutex
@@ -151,7 +152,7 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		}
 		acct := strings.ToLower(c.Name)
 		if !slurmName.MatchString(acct) || acct == t.s.Parent || acct == "root" || t.foreign[acct] {
-			t.log.Warn("collaboration's account name is taken by an account collabsync does not manage (or is not a Slurm name); no account for it",
+			t.once.Warn(t.log, c.DN, "collaboration's account name is taken by an account collabsync does not manage (or is not a Slurm name); no account for it",
 				"dn", c.DN, "account", acct, "parent", t.s.Parent)
 			continue
 		}
