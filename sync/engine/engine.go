@@ -164,6 +164,15 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	name := t.Name()
 	current, known := e.known[name]
 	var r Result
+	if t.Maintenance != nil {
+		window, until, err := t.Maintenance(time.Now())
+		if err != nil {
+			return Result{Err: fmt.Errorf("maintenance windows: %w", err)}
+		}
+		if window != "" {
+			return e.hold(t, state, current, known, window, until)
+		}
+	}
 	if opts.Full || !known {
 		real, err := t.Current(ctx)
 		if err != nil {
@@ -201,25 +210,6 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	if g, ok := t.Target.(Grouper); ok && plan.Refused == "" {
 		t.Guard.CheckGroups(plan, current, g.Group, opts.AllowDeletions || approved)
 	}
-	if t.Maintenance != nil {
-		window, until, err := t.Maintenance(time.Now())
-		if err != nil {
-			r.Err = fmt.Errorf("maintenance windows: %w", err)
-			return r
-		}
-		if window != "" {
-			// Held, not failed: applied when the window ends (the loop
-			// runs then), nothing pushed into a service that is down.
-			r.Maintenance, r.HeldUntil = window, until
-			if len(plan.Changes) > 0 {
-				plan.Notes = append(plan.Notes, fmt.Sprintf("in maintenance (%s) until %s: %d change(s) held",
-					window, until.UTC().Format(time.RFC3339), len(plan.Changes)))
-			}
-			e.Log.Info("target in maintenance; changes held", "target", name, "window", window,
-				"until", until.UTC().Format(time.RFC3339), "changes", len(plan.Changes))
-			return r
-		}
-	}
 	switch {
 	case plan.Refused != "":
 		// Held for an operator, who may well act on the target directly
@@ -242,6 +232,31 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	add, mod, del := plan.Counts()
 	e.Log.Info("reconciled", "target", plan.Target, "add", add, "modify", mod, "delete", del,
 		"applied", r.Applied, "dry_run", opts.DryRun)
+	return r
+}
+
+// hold is a run of a target in a maintenance window: held, not failed,
+// and applied when the window ends (the loop runs then). The target is
+// not even read (it may well be down): its changes are planned against
+// its known state when there is one.
+func (e *Engine) hold(t GuardedTarget, state *directory.State, current []Record, known bool, window string, until time.Time) Result {
+	r := Result{Maintenance: window, HeldUntil: until}
+	changes := -1 // unknown: the target's state is not known yet
+	if known {
+		desired, err := t.Desired(state)
+		if err != nil {
+			return Result{Err: fmt.Errorf("desired state: %w", err)}
+		}
+		if r.Plan, err = NewPlan(t.Name(), current, desired); err != nil {
+			return Result{Err: err}
+		}
+		if changes = len(r.Plan.Changes); changes > 0 {
+			r.Plan.Notes = append(r.Plan.Notes, fmt.Sprintf("in maintenance (%s) until %s: %d change(s) held",
+				window, until.UTC().Format(time.RFC3339), changes))
+		}
+	}
+	e.Log.Info("target in maintenance; changes held", "target", t.Name(), "window", window,
+		"until", until.UTC().Format(time.RFC3339), "changes", changes)
 	return r
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
 )
@@ -23,7 +24,9 @@ type fakeTarget struct {
 	name     string
 	held     []Record
 	applyErr error
+	readErr  error
 	applied  int
+	reads    int
 }
 
 func (f *fakeTarget) Name() string { return f.name }
@@ -34,7 +37,10 @@ func (f *fakeTarget) Desired(s *directory.State) ([]Record, error) {
 	}
 	return out, nil
 }
-func (f *fakeTarget) Current(context.Context) ([]Record, error) { return f.held, nil }
+func (f *fakeTarget) Current(context.Context) ([]Record, error) {
+	f.reads++
+	return f.held, f.readErr
+}
 func (f *fakeTarget) Apply(_ context.Context, p *Plan) error {
 	f.applied++
 	if f.applyErr != nil {
@@ -121,5 +127,38 @@ func TestOnce(t *testing.T) {
 	o.Warn(log, "cn=b", "name taken", "dn", "cn=b")
 	if n := strings.Count(buf.String(), "name taken"); n != 2 {
 		t.Errorf("%d warnings, want one per key:\n%s", n, buf.String())
+	}
+}
+
+// TestMaintenance: a target in a window is held, not failed and not
+// applied, and not even read (it may be down); its changes are planned
+// against its known state; after the window they are applied.
+func TestMaintenance(t *testing.T) {
+	tg := &fakeTarget{name: "lists"}
+	e := newEngine(fakeSource{snap: users("alice")}, tg)
+	if _, _, err := e.Run(context.Background(), Options{}); err != nil || tg.applied != 1 {
+		t.Fatalf("first run: %v, applied %d", err, tg.applied)
+	}
+	end := time.Now().Add(time.Hour)
+	in := true
+	e.Targets[0].Maintenance = func(time.Time) (string, time.Time, error) {
+		if in {
+			return "upgrade", end, nil
+		}
+		return "", time.Time{}, nil
+	}
+	tg.readErr = errors.New("connection refused") // down for its maintenance
+	e.Source = fakeSource{snap: users("alice", "bob")}
+	_, results, err := e.Run(context.Background(), Options{Full: true})
+	r := results[0]
+	if err != nil || r.Err != nil || r.Maintenance != "upgrade" || !r.HeldUntil.Equal(end) || tg.applied != 1 || tg.reads != 1 {
+		t.Fatalf("in the window: err %v, result %+v, applied %d, reads %d", err, r, tg.applied, tg.reads)
+	}
+	if len(r.Plan.Changes) != 1 || len(r.Plan.Notes) != 1 || !strings.Contains(r.Plan.Notes[0], "1 change(s) held") {
+		t.Errorf("plan in the window: %+v", r.Plan)
+	}
+	in, tg.readErr = false, nil
+	if _, _, err := e.Run(context.Background(), Options{}); err != nil || tg.applied != 2 || len(tg.held) != 2 {
+		t.Errorf("after the window: %v, applied %d, held %v", err, tg.applied, tg.held)
 	}
 }
