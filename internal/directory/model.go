@@ -138,10 +138,14 @@ type Snapshot struct {
 func (s *Snapshot) Sort() {
 	// Ties (two entries of one name: a rule violation) go by DN, so the
 	// order is total.
-	sort.Slice(s.Users, func(i, j int) bool {
+	// A sorted list is not touched: snapshots share their users with the
+	// states evaluated from them (UserState points into the slice).
+	if users := func(i, j int) bool {
 		a, b := &s.Users[i], &s.Users[j]
 		return a.UID < b.UID || a.UID == b.UID && a.DN < b.DN
-	})
+	}; !sort.SliceIsSorted(s.Users, users) {
+		sort.Slice(s.Users, users)
+	}
 	sort.Slice(s.Collaborations, func(i, j int) bool {
 		a, b := &s.Collaborations[i], &s.Collaborations[j]
 		return a.Name < b.Name || a.Name == b.Name && a.DN < b.DN

@@ -85,7 +85,9 @@ func SubjectKey(kind, name string) string { return kind + "/" + name }
 
 // UserState is a user with the status the rules give it.
 type UserState struct {
-	User
+	// User points into the snapshot the state was evaluated from (a copy
+	// per user per run was 19 MB at 100k users).
+	*User
 	Status   Status // active, pending or suspended
 	Internal bool   // member of a member institution
 	Held     bool   // kept no better than last provisioned, by a hold action
@@ -569,7 +571,8 @@ func (e *evaluation) users(snap *Snapshot) {
 	}
 	memberOf := e.memberships(len(snap.Users))
 	e.st.Users = make([]UserState, 0, len(snap.Users))
-	for i, u := range snap.Users {
+	for i := range snap.Users {
+		u := &snap.Users[i]
 		us := UserState{User: u}
 		collabs := memberOf(i)
 		var admin []string

@@ -53,8 +53,8 @@ func (f *fakeTarget) Apply(_ context.Context, p *Plan) error {
 // allActive stands in for the account rules: every user is active.
 func allActive(_ context.Context, s *directory.Snapshot) (*directory.State, error) {
 	st := &directory.State{}
-	for _, u := range s.Users {
-		st.Users = append(st.Users, directory.UserState{User: u, Status: directory.StatusActive})
+	for i := range s.Users {
+		st.Users = append(st.Users, directory.UserState{User: &s.Users[i], Status: directory.StatusActive})
 	}
 	return st, nil
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/collabsync/collabsync/internal/atomicfile"
 	"github.com/collabsync/collabsync/internal/directory"
@@ -136,7 +137,10 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		}
 		prods = prods[1:]
 	}
-	all := string(buf)
+	// The records' values share buf, which nothing writes again: a string
+	// over it rather than a copy (10 MB per run at 100k users), as
+	// strings.Builder does.
+	all := unsafe.String(unsafe.SliceData(buf), len(buf))
 	recs := make([]engine.Record, len(lines))
 	for i, l := range lines {
 		recs[i] = engine.Record{Kind: l.kind, Key: l.key, Value: all[l.start:l.end]}

@@ -22,10 +22,10 @@ func testState() *directory.State {
 	active := directory.StatusActive
 	return &directory.State{
 		Users: []directory.UserState{
-			{User: directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice Martin", Home: "/home/alice", Shell: "/bin/bash"}, Status: active},
-			{User: directory.User{UID: "bob", UIDNumber: 10002, GIDNumber: 20001, Name: "Bob: the\nBuilder", Home: "/home/bob", Shell: "/bin/zsh"}, Status: active},
-			{User: directory.User{UID: "carol", UIDNumber: 10003, GIDNumber: 20001, Home: "/home/carol", Shell: "/bin/sh"}, Status: directory.StatusPending},
-			{User: directory.User{UID: "dave", UIDNumber: 10004, GIDNumber: 20001, Home: "/home/dave", Shell: "/bin/sh"}, Status: directory.StatusSuspended},
+			{User: &directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice Martin", Home: "/home/alice", Shell: "/bin/bash"}, Status: active},
+			{User: &directory.User{UID: "bob", UIDNumber: 10002, GIDNumber: 20001, Name: "Bob: the\nBuilder", Home: "/home/bob", Shell: "/bin/zsh"}, Status: active},
+			{User: &directory.User{UID: "carol", UIDNumber: 10003, GIDNumber: 20001, Home: "/home/carol", Shell: "/bin/sh"}, Status: directory.StatusPending},
+			{User: &directory.User{UID: "dave", UIDNumber: 10004, GIDNumber: 20001, Home: "/home/dave", Shell: "/bin/sh"}, Status: directory.StatusSuspended},
 		},
 		Collaborations: []directory.CollaborationState{
 			{Collaboration: directory.Collaboration{Name: "empty", GIDNumber: 20003}, Status: active, Provisioned: true},

@@ -17,9 +17,9 @@ func testProvider() *Provider {
 	p := New("io.collabsync.Test")
 	p.Set(&directory.State{
 		Users: []directory.UserState{
-			{User: directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice", Home: "/home/alice", Shell: "/bin/bash"}, Status: directory.StatusActive},
-			{User: directory.User{UID: "bob", UIDNumber: 10002, GIDNumber: 20001, Home: "/home/bob", Shell: "/bin/sh"}, Status: directory.StatusActive},
-			{User: directory.User{UID: "carol", UIDNumber: 10003, GIDNumber: 20001}, Status: directory.StatusPending},
+			{User: &directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice", Home: "/home/alice", Shell: "/bin/bash"}, Status: directory.StatusActive},
+			{User: &directory.User{UID: "bob", UIDNumber: 10002, GIDNumber: 20001, Home: "/home/bob", Shell: "/bin/sh"}, Status: directory.StatusActive},
+			{User: &directory.User{UID: "carol", UIDNumber: 10003, GIDNumber: 20001}, Status: directory.StatusPending},
 		},
 		Collaborations: []directory.CollaborationState{
 			{Collaboration: directory.Collaboration{Name: "atlas", GIDNumber: 21001}, Provisioned: true, ActiveMembers: []string{"alice", "bob"}},
