@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -88,6 +89,8 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	}
 	if s.PasswordFile == "" {
 		bad("password_file", "is required (the REST API's admin password, in a file)")
+	} else if _, err := os.Stat(s.PasswordFile); err != nil {
+		bad("password_file", "%v", err)
 	}
 	if s.Timeout <= 0 {
 		bad("timeout", "must be positive")

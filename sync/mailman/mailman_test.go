@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -234,9 +236,11 @@ func TestMailmanFailures(t *testing.T) {
 }
 
 func TestSettings(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("x\n"), 0o600)
 	ok := func() *Settings {
 		s := Kind().NewSettings().(*Settings)
-		s.URL, s.PasswordFile, s.Domain = "https://lists.example.org:8001", "/etc/pw", "lists.example.org"
+		s.URL, s.PasswordFile, s.Domain = "https://lists.example.org:8001", pw, "lists.example.org"
 		return s
 	}
 	for _, tc := range []struct {
@@ -247,6 +251,7 @@ func TestSettings(t *testing.T) {
 		{"defaults", func(*Settings) {}, ""},
 		{"no url", func(s *Settings) { s.URL = "lists.example.org" }, "url"},
 		{"no password", func(s *Settings) { s.PasswordFile = "" }, "password_file"},
+		{"password file missing", func(s *Settings) { s.PasswordFile = "/nonexistent/pw" }, "password_file"},
 		{"zero timeout", func(s *Settings) { s.Timeout = 0 }, "timeout"},
 		{"domain", func(s *Settings) { s.Domain = "Lists Example" }, "domain"},
 		{"template", func(s *Settings) { s.ListName = "users" }, "list_name"},
