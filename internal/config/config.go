@@ -8,12 +8,11 @@ import (
 	"sort"
 	"time"
 
-	"github.com/collabsync/collabsync/internal/duration"
-
 	"gopkg.in/yaml.v3"
 
 	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/targets"
 )

@@ -1,16 +1,14 @@
 package config
 
 import (
-	"path/filepath"
-
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"regexp"
 
-	"github.com/collabsync/collabsync/internal/maintenance"
-
 	"gopkg.in/yaml.v3"
 
+	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 

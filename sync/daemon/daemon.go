@@ -22,20 +22,18 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/collabsync/collabsync/sync/userdb"
-
-	"github.com/collabsync/collabsync/internal/maintenance"
-
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/robfig/cron/v3"
 
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/reconcile"
+	"github.com/collabsync/collabsync/sync/userdb"
 )
 
 // stopGrace is how long a run in progress may finish after SIGTERM; the

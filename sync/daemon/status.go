@@ -11,11 +11,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/collabsync/collabsync/internal/maintenance"
-
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/reconcile"

@@ -13,12 +13,11 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/collabsync/collabsync/internal/maintenance"
-
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/localaccounts"
+	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
