@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
 )
@@ -37,6 +38,9 @@ const (
 
 // maxMessage bounds one request: a lookup is a few hundred bytes.
 const maxMessage = 64 << 10
+
+// idleTimeout ends a connection that sends nothing.
+const idleTimeout = 30 * time.Second
 
 // user and group are the JSON records served.
 type user struct {
@@ -178,10 +182,20 @@ type params struct {
 // ended by a NUL byte.
 func (p *Provider) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
-	go func() { <-ctx.Done(); conn.Close() }()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			conn.Close()
+		case <-done:
+		}
+	}()
 	r := bufio.NewReader(conn)
 	w := bufio.NewWriter(conn)
 	for {
+		// A client idle that long is gone (nss-systemd asks and hangs up).
+		conn.SetReadDeadline(time.Now().Add(idleTimeout))
 		msg, err := readMessage(r)
 		if err != nil {
 			return

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,47 @@ func FuzzCall(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestConnectionsEnd: a connection's goroutines end with it (a lookup per
+// getent must not leave one behind for the daemon's lifetime).
+func TestConnectionsEnd(t *testing.T) {
+	dir := t.TempDir()
+	p := testProvider()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Serve(ctx, dir)
+	path := filepath.Join(dir, "io.collabsync.Test")
+	eventually := func(cond func() bool) bool {
+		for range 200 {
+			if cond() {
+				return true
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return false
+	}
+	if !eventually(func() bool {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}) {
+		t.Fatal("no socket")
+	}
+	time.Sleep(50 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	for range 200 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte(`{"method":"io.systemd.UserDatabase.GetUserRecord","parameters":{"userName":"alice","service":"io.collabsync.Test"}}` + "\x00"))
+		bufio.NewReader(c).ReadBytes(0)
+		c.Close()
+	}
+	if !eventually(func() bool { return runtime.NumGoroutine() <= before+5 }) {
+		t.Errorf("goroutines: %d before, %d after 200 connections", before, runtime.NumGoroutine())
+	}
 }
