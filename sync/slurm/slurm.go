@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -53,6 +54,10 @@ type Settings struct {
 	UserFairshare string `yaml:"user_fairshare"`
 	// Organization is written on the accounts collabsync creates.
 	Organization string `yaml:"organization"`
+	// LoadThreshold: a plan adding at least this many associations adds
+	// them, with its new accounts, through one 'sacctmgr load' of a file
+	// instead of a command per account (a first sync); 0 never does.
+	LoadThreshold int `yaml:"load_threshold"`
 }
 
 // Validate implements engine.Settings.
@@ -82,8 +87,11 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	if n, err := strconv.Atoi(s.UserFairshare); s.UserFairshare != "parent" && (err != nil || n <= 0) {
 		bad("user_fairshare", "must be parent or a positive number, got %q", s.UserFairshare)
 	}
-	if strings.ContainsAny(s.Organization, "'\"=,\n") {
-		bad("organization", "must not hold quotes, = or commas")
+	if strings.ContainsAny(s.Organization, "'\"=,:\n") {
+		bad("organization", "must not hold quotes, =, : or commas")
+	}
+	if s.LoadThreshold < 0 {
+		bad("load_threshold", "must not be negative")
 	}
 	return probs
 }
@@ -94,7 +102,7 @@ func Kind() engine.Kind {
 		Name: "slurm",
 		NewSettings: func() engine.Settings {
 			return &Settings{Sacctmgr: "/usr/bin/sacctmgr", Parent: "collaborations", Timeout: duration.Duration(60 * time.Second),
-				Fairshare: 1, UserFairshare: "parent", Organization: "collabsync"}
+				Fairshare: 1, UserFairshare: "parent", Organization: "collabsync", LoadThreshold: 200}
 		},
 		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
 			return New(name, s.(*Settings), env)
@@ -350,6 +358,24 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 			return err
 		}
 	}
+	def := map[string]string{}
+	for _, d := range defaults {
+		def[d[0]] = d[1]
+	}
+	byAccount := map[string][]string{}
+	assocAdds := 0
+	for user, accts := range addAssocs {
+		for _, a := range accts {
+			byAccount[a] = append(byAccount[a], user)
+			assocAdds++
+		}
+	}
+	if t.s.LoadThreshold > 0 && assocAdds >= t.s.LoadThreshold {
+		if err := t.load(ctx, addAccounts, byAccount, def, newUsers); err != nil {
+			return err
+		}
+		addAccounts, byAccount = nil, nil // done
+	}
 	for _, share := range sortedKeys(addAccounts) {
 		for _, names := range chunks(addAccounts[share]) {
 			if err := t.add(ctx, "account", strings.Join(names, ","), "parent="+t.s.Parent, cluster, share,
@@ -365,18 +391,8 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 			}
 		}
 	}
-	def := map[string]string{}
-	for _, d := range defaults {
-		def[d[0]] = d[1]
-	}
 	// Associations, one command per account: first the users whose
 	// default it becomes (a new user is created with it), then the others.
-	byAccount := map[string][]string{}
-	for user, accts := range addAssocs {
-		for _, a := range accts {
-			byAccount[a] = append(byAccount[a], user)
-		}
-	}
 	for _, asDefault := range []bool{true, false} {
 		for _, acct := range sortedKeys(byAccount) {
 			var users []string
@@ -457,6 +473,60 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		return fmt.Errorf("%w: kept until their jobs end, retried: %s", ErrRunningJobs, strings.Join(blocked, ", "))
 	}
 	return nil
+}
+
+// load adds accounts and associations with one 'sacctmgr load' of a flat
+// file, which merges into what exists: other accounts, existing users'
+// default accounts and settings stay. As with the commands, each user's
+// association with the account that becomes their default comes first,
+// so that a new user is created with it. Names are Slurm names (checked
+// when planned) and settings are validated: nothing in the file needs
+// quoting.
+func (t *Target) load(ctx context.Context, addAccounts map[string][]string, byAccount map[string][]string, def map[string]string, newUsers map[string]bool) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Cluster - '%s'\nParent - '%s'\n", t.s.Cluster, t.s.Parent)
+	for _, share := range sortedKeys(addAccounts) {
+		n := strings.TrimPrefix(share, "fairshare=")
+		for _, acct := range addAccounts[share] {
+			fmt.Fprintf(&b, "Account - '%s':Description='collaboration':Organization='%s':Fairshare=%s\n", acct, t.s.Organization, n)
+		}
+	}
+	userShare := t.s.UserFairshare
+	for _, asDefault := range []bool{true, false} {
+		for _, acct := range sortedKeys(byAccount) {
+			var lines []string
+			for _, u := range byAccount[acct] {
+				switch {
+				case (def[u] == acct) != asDefault:
+				case asDefault && newUsers[u]:
+					lines = append(lines, fmt.Sprintf("User - '%s':DefaultAccount='%s':Fairshare=%s", u, acct, userShare))
+				default:
+					lines = append(lines, fmt.Sprintf("User - '%s':Fairshare=%s", u, userShare))
+				}
+			}
+			if len(lines) > 0 {
+				slices.Sort(lines)
+				fmt.Fprintf(&b, "Parent - '%s'\n%s\n", acct, strings.Join(lines, "\n"))
+			}
+		}
+	}
+	f, err := os.CreateTemp("", "collabsync-sacctmgr-*.cfg")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	_, err = t.sacctmgr(ctx, "-i", "load", "file="+f.Name())
+	if isNothing(err) {
+		return nil
+	}
+	return err
 }
 
 // removeAssocs removes users' associations with an account in one

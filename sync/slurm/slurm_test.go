@@ -45,6 +45,7 @@ func (c *counter) target(cl *slurmtest.Cluster) *Target {
 	s := Kind().NewSettings().(*Settings)
 	s.SlurmConf, s.Cluster, s.Timeout = cl.Conf, cl.Name, duration.Duration(30*time.Second)
 	s.Fairshare = 10
+	s.LoadThreshold = 1 // every addition through a load file (TestSlurmTarget takes the commands)
 	return New("slurm", s, engine.Env{Call: func(string) { c.runs++ }})
 }
 
@@ -105,6 +106,10 @@ func TestAgainstSlurm(t *testing.T) {
 	tg := n.target(c)
 	if _, err := reconcile(t, tg, centre(t, users, collabs())); err != nil {
 		t.Fatal(err)
+	}
+	// Two reads, the parent account, one load of the rest.
+	if n.runs != 4 {
+		t.Errorf("first sync: %d sacctmgr runs, want 4", n.runs)
 	}
 	got := assocs(t, c)
 	for _, want := range []string{"collaborations||root|1", "atlas||collaborations|300", "cms||collaborations|10", "lab||collaborations|10",
