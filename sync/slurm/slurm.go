@@ -58,6 +58,9 @@ type Settings struct {
 	// them, with its new accounts, through one 'sacctmgr load' of a file
 	// instead of a command per account (a first sync); 0 never does.
 	LoadThreshold int `yaml:"load_threshold"`
+	// LoadTimeout bounds that load (20,000 associations take slurmdbd
+	// about a minute).
+	LoadTimeout duration.Duration `yaml:"load_timeout"`
 }
 
 // Validate implements engine.Settings.
@@ -93,6 +96,9 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	if s.LoadThreshold < 0 {
 		bad("load_threshold", "must not be negative")
 	}
+	if s.LoadTimeout <= 0 {
+		bad("load_timeout", "must be positive")
+	}
 	return probs
 }
 
@@ -102,7 +108,8 @@ func Kind() engine.Kind {
 		Name: "slurm",
 		NewSettings: func() engine.Settings {
 			return &Settings{Sacctmgr: "/usr/bin/sacctmgr", Parent: "collaborations", Timeout: duration.Duration(60 * time.Second),
-				Fairshare: 1, UserFairshare: "parent", Organization: "collabsync", LoadThreshold: 200}
+				Fairshare: 1, UserFairshare: "parent", Organization: "collabsync", LoadThreshold: 200,
+				LoadTimeout: duration.Duration(30 * time.Minute)}
 		},
 		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
 			return New(name, s.(*Settings), env)
@@ -522,7 +529,7 @@ func (t *Target) load(ctx context.Context, addAccounts map[string][]string, byAc
 	if err := f.Close(); err != nil {
 		return err
 	}
-	_, err = t.sacctmgr(ctx, "-i", "load", "file="+f.Name())
+	_, err = t.run(ctx, time.Duration(t.s.LoadTimeout), "-i", "load", "file="+f.Name())
 	if isNothing(err) {
 		return nil
 	}
@@ -588,9 +595,14 @@ func isRunningJobs(err error) bool {
 	return errors.As(err, &se) && strings.Contains(strings.ToLower(se.output), "job(s) active")
 }
 
-// sacctmgr runs the program with a timeout, without a shell.
+// sacctmgr runs the program with the timeout, without a shell.
 func (t *Target) sacctmgr(ctx context.Context, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(t.s.Timeout))
+	return t.run(ctx, time.Duration(t.s.Timeout), args...)
+}
+
+// run runs sacctmgr with a timeout of its own.
+func (t *Target) run(ctx context.Context, timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, t.s.Sacctmgr, args...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -604,7 +616,7 @@ func (t *Target) sacctmgr(ctx context.Context, args ...string) (string, error) {
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
 		t.call("timeout")
-		return "", fmt.Errorf("sacctmgr %s: no answer within %v", strings.Join(args, " "), time.Duration(t.s.Timeout))
+		return "", fmt.Errorf("sacctmgr %s: no answer within %v", strings.Join(args, " "), timeout)
 	case errors.As(err, &exit):
 		t.call(fmt.Sprintf("exit %d", exit.ExitCode()))
 		msg := strings.TrimSpace(stdout.String() + " " + stderr.String())
