@@ -247,6 +247,9 @@ func TestSettings(t *testing.T) {
 		{"user fairshare", func(s *Settings) { s.UserFairshare = "half" }, "user_fairshare"},
 		{"timeout", func(s *Settings) { s.Timeout = 0 }, "timeout"},
 		{"organization", func(s *Settings) { s.Organization = "a,b" }, "organization"},
+		{"organization with a colon (the load file's separator)", func(s *Settings) { s.Organization = "a:b" }, "organization"},
+		{"load threshold", func(s *Settings) { s.LoadThreshold = -1 }, "load_threshold"},
+		{"load timeout", func(s *Settings) { s.LoadTimeout = 0 }, "load_timeout"},
 	} {
 		s := Kind().NewSettings().(*Settings)
 		s.Cluster = "hpc"
