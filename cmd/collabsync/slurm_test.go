@@ -32,29 +32,17 @@ func TestSlurmTarget(t *testing.T) {
 	schema, _ := filepath.Abs("../../configs/ldap/collabsync.ldif")
 	s := slapd.StartT(t, slapd.Options{LDIF: []string{"testdata/slurm.ldif"}, Schemas: []string{schema}})
 	e := demoEnvOn(t, s, serveConfig(freeListen(t), ""))
-	dir := t.TempDir()
-	calls := filepath.Join(dir, "calls")
-	wrapper := writeFile(t, filepath.Join(dir, "sacctmgr"), "#!/bin/sh\necho \"$*\" >> "+calls+"\nexec /usr/bin/sacctmgr \"$@\"\n")
-	os.Chmod(wrapper, 0o755)
+	w := newSacctmgrLog(t)
 	data, err := os.ReadFile(e.config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	doc := strings.Replace(string(data), "\naccounting:\n", fmt.Sprintf("\n  - {name: slurm, kind: slurm, sacctmgr: %s, slurm_conf: %s, cluster: %s}\naccounting:\n",
-		wrapper, c.Conf, c.Name), 1)
+		w.path, c.Conf, c.Name), 1)
 	// daemon, bin and sys are the machine's own accounts: not reserved here.
 	doc = strings.Replace(doc, "rules:\n", "rules:\n  local_passwd: \"\"\n  local_group: \"\"\n  uid_range: {min: 1, max: 4294967294}\n", 1)
 	writeFile(t, e.config, doc)
-	changing := func() (n int) {
-		data, _ := os.ReadFile(calls)
-		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-			if line != "" && !strings.Contains(line, " show ") {
-				n++
-			}
-		}
-		os.Remove(calls)
-		return n
-	}
+	changing := func() int { _, n := w.take(); return n }
 	assocs := func() string {
 		return must("sacctmgr", "-P", "-n", "show", "assoc", "where", "cluster="+c.Name, "format=Account,User,ParentName,Fairshare")
 	}
@@ -126,4 +114,33 @@ func TestSlurmTarget(t *testing.T) {
 		t.Error("sacctmgr runs are not counted")
 	}
 	d.stop(t)
+}
+
+// sacctmgrLog is a wrapper around the real sacctmgr that logs each run.
+type sacctmgrLog struct{ path, calls string }
+
+func newSacctmgrLog(t testing.TB) *sacctmgrLog {
+	t.Helper()
+	dir := t.TempDir()
+	w := &sacctmgrLog{path: filepath.Join(dir, "sacctmgr"), calls: filepath.Join(dir, "calls")}
+	writeFile(t, w.path, "#!/bin/sh\necho \"$*\" >> "+w.calls+"\nexec /usr/bin/sacctmgr \"$@\"\n")
+	os.Chmod(w.path, 0o755)
+	return w
+}
+
+// take returns the runs logged since the last take, all of them and the
+// changing ones (not "show").
+func (w *sacctmgrLog) take() (all, changing int) {
+	data, _ := os.ReadFile(w.calls)
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if line == "" {
+			continue
+		}
+		all++
+		if !strings.Contains(line, " show ") {
+			changing++
+		}
+	}
+	os.Remove(w.calls)
+	return all, changing
 }
