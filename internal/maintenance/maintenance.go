@@ -65,38 +65,31 @@ func (s *Schedule) At(now time.Time) (current, next *Window, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	for i := range ws {
-		w := &ws[i]
+	for _, w := range merge(ws) {
 		switch {
 		case w.Contains(now):
-			// Overlapping windows make one: the latest end counts.
-			if current == nil || w.End.After(current.End) {
-				current = w
-			}
-		case w.Start.After(now) && (next == nil || w.Start.Before(next.Start)):
-			next = w
+			current = &w
+		case w.Start.After(now):
+			return current, &w, nil // the first after now: they are sorted
 		}
 	}
-	// A window that starts as the current one ends extends it.
-	for changed := current != nil; changed; {
-		changed = false
-		for i := range ws {
-			if w := ws[i]; !w.Start.After(current.End) && w.End.After(current.End) {
-				extended := *current
-				extended.End = w.End
-				current, changed = &extended, true
+	return current, nil, nil
+}
+
+// merge makes windows sorted by start that overlap or touch into one
+// (the first one's summary).
+func merge(ws []Window) []Window {
+	var out []Window
+	for _, w := range ws {
+		if n := len(out); n > 0 && !w.Start.After(out[n-1].End) {
+			if w.End.After(out[n-1].End) {
+				out[n-1].End = w.End
 			}
+			continue
 		}
+		out = append(out, w)
 	}
-	if current != nil && next != nil && !next.Start.After(current.End) {
-		next = nil
-		for i := range ws {
-			if w := &ws[i]; w.Start.After(current.End) && (next == nil || w.Start.Before(next.Start)) {
-				next = w
-			}
-		}
-	}
-	return current, next, nil
+	return out
 }
 
 // Windows returns every window overlapping [from, to), sorted by start.

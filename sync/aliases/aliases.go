@@ -122,7 +122,6 @@ func (t *Target) Name() string { return t.InstanceName }
 // account its managers' addresses. An alias nobody would receive is left
 // out. Names that fold to one alias are an error naming both.
 func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
-	type alias struct{ name, owner string }
 	var recs []engine.Record
 	owners := map[string]string{}
 	add := func(name, owner string, addrs []string) error {
