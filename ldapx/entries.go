@@ -163,7 +163,7 @@ func Resolve(entries Entries) *directory.Snapshot {
 // The live model keeps it while no user entry changes, so a membership
 // change does not pay for 100k users again. It is never modified.
 type userPart struct {
-	users    []directory.User
+	users    []*directory.User
 	problems []directory.Problem
 	// uidByDN maps normalized user DNs to uids; known holds every uid.
 	uidByDN map[string]string
@@ -228,7 +228,7 @@ func (p *userPart) uidOf(v string) (string, bool) {
 
 // resolveUsers maps user entries to sorted users, resolving validators.
 func resolveUsers(entries map[string]*Mapped) *userPart {
-	p := &userPart{users: make([]directory.User, 0, len(entries)), uidByDN: map[string]string{}, known: make(map[string]bool, len(entries))}
+	p := &userPart{users: make([]*directory.User, 0, len(entries)), uidByDN: map[string]string{}, known: make(map[string]bool, len(entries))}
 	type pending struct {
 		dn, validator string // DN or uid
 	}
@@ -246,12 +246,16 @@ func resolveUsers(entries map[string]*Mapped) *userPart {
 		if u.ValidatedBy != "" {
 			validated = append(validated, pending{u.DN, u.ValidatedBy})
 		}
-		p.users = append(p.users, u.User)
+		// The users point into the entries, which nobody modifies; a
+		// user whose resolution changes a field gets a copy.
+		user := &u.User
 		if m := u.Mail; m != "" && !directory.ValidAddress(m) {
-			p.users[len(p.users)-1].Mail = ""
+			c := *user
+			c.Mail, user = "", &c
 			p.problems = append(p.problems, directory.Problem{DN: u.DN, Reference: true,
 				Reason: fmt.Sprintf("mail %q is not a plain address (user@domain); the account has no address", m)})
 		}
+		p.users = append(p.users, user)
 	}
 	sortUsers(p.users)
 	// Validators can only be resolved once every user is known.
@@ -265,9 +269,11 @@ func resolveUsers(entries map[string]*Mapped) *userPart {
 		}
 	}
 	for _, v := range validated {
-		u := &p.users[byDN[v.dn]]
+		u := p.users[byDN[v.dn]]
 		if uid, ok := p.uidOf(v.validator); ok {
-			u.ValidatedBy = uid
+			c := *u
+			c.ValidatedBy = uid
+			p.users[byDN[v.dn]] = &c
 		} else {
 			p.problems = append(p.problems, directory.Problem{DN: u.DN, Reference: true,
 				Reason: fmt.Sprintf("validator %q is not a known user; the account counts as not validated", v.validator)})
@@ -276,7 +282,7 @@ func resolveUsers(entries map[string]*Mapped) *userPart {
 	return p
 }
 
-func sortUsers(users []directory.User) {
+func sortUsers(users []*directory.User) {
 	s := directory.Snapshot{Users: users}
 	s.Sort()
 }

@@ -72,7 +72,7 @@ func TestSourceMemberUID(t *testing.T) {
 	alice := snap.Users[0]
 	want := directory.User{DN: "uid=alice,ou=people,dc=example,dc=org", UID: "alice", UIDNumber: 10001, GIDNumber: 20001,
 		Name: "Alice Martin", Mail: "alice@example.org", Home: "/home/alice", Shell: "/bin/bash"}
-	if !reflect.DeepEqual(alice, want) {
+	if !reflect.DeepEqual(*alice, want) {
 		t.Errorf("alice = %+v", alice)
 	}
 	if got := fmt.Sprint(snap.Collaborations[0].Members, snap.Collaborations[1].Members); got != "[alice bob] [bob]" {

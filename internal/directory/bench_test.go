@@ -11,7 +11,7 @@ func bigSnapshot(users, collabs int) *Snapshot {
 	s := &Snapshot{}
 	for i := 0; i < users; i++ {
 		uid := fmt.Sprintf("u%06d", i)
-		s.Users = append(s.Users, User{DN: "uid=" + uid + ",ou=people,dc=example,dc=org", UID: uid,
+		s.Users = append(s.Users, &User{DN: "uid=" + uid + ",ou=people,dc=example,dc=org", UID: uid,
 			UIDNumber: uint32(100000 + i), GIDNumber: 200000, Mail: uid + "@example.org"})
 	}
 	members := make([][]string, collabs)

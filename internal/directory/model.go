@@ -127,7 +127,10 @@ func (p Problem) String() string { return fmt.Sprintf("%s: %s", p.DN, p.Reason) 
 
 // Snapshot is one consistent read of the directory.
 type Snapshot struct {
-	Users              []User
+	// Users point into the source's entries (the live model's, kept
+	// between runs): a snapshot and the states evaluated from it share
+	// them and never modify them.
+	Users              []*User
 	Collaborations     []Collaboration
 	ProductionAccounts []ProductionAccount
 	Problems           []Problem
@@ -138,10 +141,10 @@ type Snapshot struct {
 func (s *Snapshot) Sort() {
 	// Ties (two entries of one name: a rule violation) go by DN, so the
 	// order is total.
-	// A sorted list is not touched: snapshots share their users with the
-	// states evaluated from them (UserState points into the slice).
+	// A sorted list is not touched: the live model keeps its users'
+	// share sorted between snapshots.
 	if users := func(i, j int) bool {
-		a, b := &s.Users[i], &s.Users[j]
+		a, b := s.Users[i], s.Users[j]
 		return a.UID < b.UID || a.UID == b.UID && a.DN < b.DN
 	}; !sort.SliceIsSorted(s.Users, users) {
 		sort.Slice(s.Users, users)

@@ -28,7 +28,7 @@ func (f *fixture) user(uid string, edit ...func(*User)) *fixture {
 	for _, e := range edit {
 		e(&u)
 	}
-	f.snap.Users = append(f.snap.Users, u)
+	f.snap.Users = append(f.snap.Users, &u)
 	return f
 }
 

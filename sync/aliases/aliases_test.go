@@ -22,9 +22,9 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 func testState(t *testing.T) *directory.State {
 	t.Helper()
 	id := uint32(10000)
-	user := func(uid, mail string, suspended bool) directory.User {
+	user := func(uid, mail string, suspended bool) *directory.User {
 		id++
-		return directory.User{DN: "uid=" + uid + ",ou=people", UID: uid, UIDNumber: id, GIDNumber: 100, Mail: mail, Suspended: suspended, Affiliation: "staff"}
+		return &directory.User{DN: "uid=" + uid + ",ou=people", UID: uid, UIDNumber: id, GIDNumber: 100, Mail: mail, Suspended: suspended, Affiliation: "staff"}
 	}
 	collab := func(name string, status directory.Status, members []string, contacts map[directory.Role][]string) directory.Collaboration {
 		id++
@@ -32,7 +32,7 @@ func testState(t *testing.T) *directory.State {
 			Kind: directory.KindScientific, Status: status, Contacts: contacts}
 	}
 	snap := &directory.Snapshot{
-		Users: []directory.User{
+		Users: []*directory.User{
 			user("alice", "alice@lab.example.org", false),
 			user("bob", "bob@lab.example.org", false),
 			user("carol", "carol@lab.example.org", true),

@@ -54,7 +54,7 @@ func (f *fakeTarget) Apply(_ context.Context, p *Plan) error {
 func allActive(_ context.Context, s *directory.Snapshot) (*directory.State, error) {
 	st := &directory.State{}
 	for i := range s.Users {
-		st.Users = append(st.Users, directory.UserState{User: &s.Users[i], Status: directory.StatusActive})
+		st.Users = append(st.Users, directory.UserState{User: s.Users[i], Status: directory.StatusActive})
 	}
 	return st, nil
 }
@@ -62,7 +62,7 @@ func allActive(_ context.Context, s *directory.Snapshot) (*directory.State, erro
 func users(names ...string) *directory.Snapshot {
 	s := &directory.Snapshot{}
 	for _, n := range names {
-		s.Users = append(s.Users, directory.User{UID: n, Name: strings.ToUpper(n)})
+		s.Users = append(s.Users, &directory.User{UID: n, Name: strings.ToUpper(n)})
 	}
 	return s
 }

@@ -23,7 +23,7 @@ import (
 
 // state evaluates users and collaborations: every user internal; users
 // in no active collaboration stay pending.
-func state(t *testing.T, users []directory.User, collabs []directory.Collaboration) *directory.State {
+func state(t *testing.T, users []*directory.User, collabs []directory.Collaboration) *directory.State {
 	t.Helper()
 	for i := range users {
 		users[i].DN = "uid=" + users[i].UID + ",ou=people"
@@ -41,8 +41,8 @@ func state(t *testing.T, users []directory.User, collabs []directory.Collaborati
 	return directory.Evaluate(&directory.Snapshot{Users: users, Collaborations: collabs}, pol, nil)
 }
 
-func user(uid string, optOuts ...string) directory.User {
-	return directory.User{UID: uid, Mail: uid + "@example.org", OptOuts: optOuts}
+func user(uid string, optOuts ...string) *directory.User {
+	return &directory.User{UID: uid, Mail: uid + "@example.org", OptOuts: optOuts}
 }
 
 func collab(name string, members []string, contacts ...string) directory.Collaboration {
@@ -107,7 +107,7 @@ func TestAgainstMailman(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	users := []directory.User{user("alice"), user("bob", "hpc-users"), user("carol", "atlas"), user("dave")}
+	users := []*directory.User{user("alice"), user("bob", "hpc-users"), user("carol", "atlas"), user("dave")}
 	users[3].Suspended = true
 	collabs := []directory.Collaboration{collab("atlas", []string{"alice", "bob", "carol", "dave"}, "alice"), collab("cms", []string{"bob"}, "bob")}
 	var n counter
@@ -196,7 +196,7 @@ func TestMailmanFailures(t *testing.T) {
 	st.URL = proxy.URL
 	results := map[string]int{}
 	env := engine.Env{Call: func(r string) { results[r]++ }}
-	users := []directory.User{user("alice"), user("bob")}
+	users := []*directory.User{user("alice"), user("bob")}
 	collabs := []directory.Collaboration{collab("atlas", []string{"alice", "bob"}, "alice")}
 
 	tg := New("lists", st, env)

@@ -21,7 +21,7 @@ func centre(t *testing.T, users []string, collabs []directory.Collaboration) *di
 	t.Helper()
 	snap := &directory.Snapshot{}
 	for i, uid := range users {
-		snap.Users = append(snap.Users, directory.User{DN: "uid=" + uid + ",ou=people", UID: uid, UIDNumber: uint32(10000 + i),
+		snap.Users = append(snap.Users, &directory.User{DN: "uid=" + uid + ",ou=people", UID: uid, UIDNumber: uint32(10000 + i),
 			GIDNumber: 100, Mail: uid + "@example.org", Affiliation: "staff"})
 	}
 	for i := range collabs {
