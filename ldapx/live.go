@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+	"github.com/google/uuid"
 
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
@@ -96,6 +97,9 @@ func NewModel(cfg config.LDAP, changed func()) *Model {
 	sort.Slice(m.streams, func(i, j int) bool { return m.streams[i] < m.streams[j] })
 	search := streams(cfg)
 	h := sha256.New()
+	// The version of what the journal holds: 2 keys entries by their
+	// UUID's bytes in hex (1 had the UUID's text form).
+	h.Write([]byte("live model 2\x00"))
 	for _, st := range m.streams {
 		fmt.Fprintf(h, "%s\x00%+v\x00%q\x00", st, search[st], m.em.attributes(st))
 	}
@@ -120,16 +124,20 @@ func (m *Model) Load(ctx context.Context, j Journal) (int, error) {
 	defer m.mu.Unlock()
 	m.journal = j
 	n := 0
-	cookies, err := j.LoadModel(ctx, m.digest, func(stream, key, dn string, attrs []byte) error {
+	cookies, err := j.LoadModel(ctx, m.digest, func(stream, hexKey, dn string, attrs []byte) error {
 		s := StreamName(stream)
 		if _, ok := m.entries[s]; !ok {
 			return nil
+		}
+		key, err := hex.DecodeString(hexKey)
+		if err != nil {
+			return fmt.Errorf("saved live model entry %s: key: %w", dn, err)
 		}
 		var a map[string][]string
 		if err := json.Unmarshal(attrs, &a); err != nil {
 			return fmt.Errorf("saved live model entry %s: %w", dn, err)
 		}
-		m.entries[s][key] = m.em.mapEntry(s, ldap.NewEntry(dn, a))
+		m.entries[s][string(key)] = m.em.mapEntry(s, ldap.NewEntry(dn, a))
 		n++
 		return nil
 	})
@@ -213,7 +221,7 @@ func (m *Model) record(s StreamName, key, dn string, attrs []byte) {
 	if m.journal == nil {
 		return
 	}
-	m.pending[journalKey{s, key}] = store.LiveOp{Stream: string(s), Key: key, DN: dn, Attrs: attrs}
+	m.pending[journalKey{s, key}] = store.LiveOp{Stream: string(s), Key: hex.EncodeToString([]byte(key)), DN: dn, Attrs: attrs}
 	if len(m.pending) >= flushBatch {
 		select {
 		case m.flushNow <- struct{}{}:
@@ -441,7 +449,7 @@ func (m *Model) endRefresh(s StreamName) error {
 	for key := range m.seen[s] {
 		if _, ok := m.entries[s][key]; !ok {
 			m.mu.Unlock()
-			return fmt.Errorf("%w (stream %s, entryUUID %s)", errUnknownPresent, s, key)
+			return fmt.Errorf("%w (stream %s, entryUUID %s)", errUnknownPresent, s, keyText(key))
 		}
 	}
 	if m.full[s] {
@@ -560,4 +568,17 @@ func summary(e *Mapped) any {
 		return *e.Production
 	}
 	return e.Problem
+}
+
+// entryKey is an entry's key in a live model: its entryUUID (or
+// objectGUID) as the 16 bytes themselves (as text it took 48 bytes of
+// memory per entry rather than 16). The journal keeps keys in hex.
+func entryKey(id [16]byte) string { return string(id[:]) }
+
+// keyText is a key as logs name it.
+func keyText(key string) string {
+	if len(key) == 16 {
+		return uuid.UUID([]byte(key)).String()
+	}
+	return key
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-	"github.com/google/uuid"
 
 	"github.com/collabsync/collabsync/internal/config"
 )
@@ -295,8 +294,9 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 	return nil
 }
 
-// guidKey is an entry's objectGUID as text, and takes it out of the entry
-// (binary, it is the key, not an attribute the model maps or keeps).
+// guidKey is an entry's objectGUID as its key (entryKey), and takes it
+// out of the entry (binary, it is the key, not an attribute the model maps
+// or keeps).
 func guidKey(e *ldap.Entry) (string, error) {
 	raw := e.GetRawAttributeValue("objectGUID")
 	for i, a := range e.Attributes {
@@ -310,9 +310,5 @@ func guidKey(e *ldap.Entry) (string, error) {
 		return "", fmt.Errorf("entry %s has no objectGUID", e.DN)
 	}
 	b := []byte{raw[3], raw[2], raw[1], raw[0], raw[5], raw[4], raw[7], raw[6]}
-	u, err := uuid.FromBytes(append(b, raw[8:]...))
-	if err != nil {
-		return "", err
-	}
-	return u.String(), nil
+	return entryKey([16]byte(append(b, raw[8:]...))), nil
 }

@@ -205,7 +205,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 			if st == nil {
 				return fmt.Errorf("%w: entry %s came without a sync state control", ErrNoSyncrepl, e.DN)
 			}
-			key := st.EntryUUID.String()
+			key := entryKey(st.EntryUUID)
 			switch {
 			case st.State == ldap.SyncStateDelete:
 				m.remove(name, key)
@@ -244,9 +244,9 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 		case info.SyncIdSet != nil:
 			for _, id := range info.SyncIdSet.SyncUUIDs {
 				if info.SyncIdSet.RefreshDeletes {
-					m.remove(name, id.String())
+					m.remove(name, entryKey(id))
 				} else {
-					m.present(name, id.String())
+					m.present(name, entryKey(id))
 				}
 			}
 			save(info.SyncIdSet.Cookie)
