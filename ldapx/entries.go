@@ -115,6 +115,8 @@ func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
 			if em.byDN {
 				out.NormDN = NormalizeDN(e.DN)
 			}
+			pack(&u.DN, &u.UID, &u.Name, &u.Mail, &u.Home, &u.Shell, &u.Affiliation, &u.ValidatedBy, &out.NormDN)
+			out.DN = u.DN
 		}
 	case StreamCollaborations:
 		var c RawCollaboration
@@ -134,6 +136,25 @@ func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
 		out.Problem = err.Error()
 	}
 	return out
+}
+
+// pack moves strings into one allocation. Apart, each is rounded up to
+// its allocation size class; together a model's user takes ≈40 bytes less.
+func pack(fields ...*string) {
+	n := 0
+	for _, f := range fields {
+		n += len(*f)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, f := range fields {
+		b.WriteString(*f)
+	}
+	all, off := b.String(), 0
+	for _, f := range fields {
+		*f = all[off : off+len(*f)]
+		off += len(*f)
+	}
 }
 
 func (em *entryMapper) roleGroup(e *ldap.Entry) (*RoleGroup, error) {
@@ -165,9 +186,9 @@ func Resolve(entries Entries) *directory.Snapshot {
 type userPart struct {
 	users    []*directory.User
 	problems []directory.Problem
-	// uidByDN maps normalized user DNs to uids; known holds every uid.
+	// uidByDN maps normalized user DNs to uids (users, sorted by uid,
+	// are searched for a uid).
 	uidByDN map[string]string
-	known   map[string]bool
 }
 
 // resolveWith resolves the other streams against users and assembles the
@@ -223,12 +244,13 @@ func (p *userPart) uidOf(v string) (string, bool) {
 		uid, ok := p.uidByDN[NormalizeDN(v)]
 		return uid, ok
 	}
-	return v, p.known[v]
+	i := sort.Search(len(p.users), func(i int) bool { return p.users[i].UID >= v })
+	return v, i < len(p.users) && p.users[i].UID == v
 }
 
 // resolveUsers maps user entries to sorted users, resolving validators.
 func resolveUsers(entries map[string]*Mapped) *userPart {
-	p := &userPart{users: make([]*directory.User, 0, len(entries)), uidByDN: map[string]string{}, known: make(map[string]bool, len(entries))}
+	p := &userPart{users: make([]*directory.User, 0, len(entries)), uidByDN: map[string]string{}}
 	type pending struct {
 		dn, validator string // DN or uid
 	}
@@ -242,7 +264,6 @@ func resolveUsers(entries map[string]*Mapped) *userPart {
 		if e.NormDN != "" {
 			p.uidByDN[e.NormDN] = u.UID
 		}
-		p.known[u.UID] = true
 		if u.ValidatedBy != "" {
 			validated = append(validated, pending{u.DN, u.ValidatedBy})
 		}
