@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // already holds exactly data, nothing is written and changed is false, so
 // the file's mtime stays put.
 func Write(path string, data []byte, mode os.FileMode, verify func([]byte) error) (changed bool, err error) {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+	if same, err := holds(path, data); err == nil && same {
 		return false, nil
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("read %s: %w", path, err)
@@ -46,15 +47,15 @@ func Write(path string, data []byte, mode os.FileMode, verify func([]byte) error
 	if err != nil {
 		return false, fmt.Errorf("write %s: %w", tmp.Name(), err)
 	}
-	back, err := os.ReadFile(tmp.Name())
+	same, err := holds(tmp.Name(), data)
 	if err != nil {
 		return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
 	}
-	if !bytes.Equal(back, data) {
+	if !same {
 		return false, fmt.Errorf("verify %s: content read back differs from what was written", tmp.Name())
 	}
 	if verify != nil {
-		if err = verify(back); err != nil {
+		if err = verify(data); err != nil { // what the file holds
 			return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
 		}
 	}
@@ -66,6 +67,30 @@ func Write(path string, data []byte, mode os.FileMode, verify func([]byte) error
 		return true, fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return true, nil
+}
+
+// holds reports whether the file at path holds exactly data. It reads in
+// blocks: a copy of a file of 100k users would be 7 MB more at once.
+func holds(path string, data []byte) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := io.ReadFull(f, buf)
+		if n > len(data) || !bytes.Equal(buf[:n], data[:n]) {
+			return false, nil
+		}
+		data = data[n:]
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return len(data) == 0, nil
+		case err != nil:
+			return false, err
+		}
+	}
 }
 
 // RemoveStale removes the temporary files Write leaves for path when it is

@@ -1,6 +1,7 @@
 package atomicfile
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -31,5 +32,32 @@ func TestWrite(t *testing.T) {
 	}
 	if _, err := Write(filepath.Join(dir, "missing", "f"), []byte("x"), 0o644, nil); err == nil {
 		t.Error("write into a missing directory succeeded")
+	}
+}
+
+// TestHolds: the comparison in blocks against files shorter, longer and
+// different by one byte, around the block size.
+func TestHolds(t *testing.T) {
+	dir := t.TempDir()
+	for _, size := range []int{0, 1, 64<<10 - 1, 64 << 10, 64<<10 + 1, 3 << 16} {
+		data := bytes.Repeat([]byte("abcdefg\n"), size/8+1)[:size]
+		path := filepath.Join(dir, "f")
+		check := func(content []byte, want bool) {
+			t.Helper()
+			if err := os.WriteFile(path, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := holds(path, data); err != nil || got != want {
+				t.Errorf("size %d, file of %d bytes: holds = %v, %v; want %v", size, len(content), got, err, want)
+			}
+		}
+		check(data, true)
+		check(append(append([]byte{}, data...), 'x'), false)
+		if size > 0 {
+			check(data[:size-1], false)
+			flipped := append([]byte{}, data...)
+			flipped[size-1] ^= 1
+			check(flipped, false)
+		}
 	}
 }

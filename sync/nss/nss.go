@@ -3,7 +3,6 @@
 package nss
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -182,26 +181,38 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 // parse reads a passwd or group file; name is used in errors.
 func parse(name, kind string, data []byte) ([]engine.Record, error) {
 	var recs []engine.Record
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024) // large groups make long lines
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		fields := strings.Split(line, ":")
-		if len(fields) != fieldCount[kind] {
-			return nil, fmt.Errorf("%s:%d: %d fields, want %d", name, n, len(fields), fieldCount[kind])
-		}
-		if _, err := strconv.ParseUint(fields[2], 10, 32); err != nil {
-			return nil, fmt.Errorf("%s:%d: id %q is not a number", name, n, fields[2])
-		}
-		recs = append(recs, engine.Record{Kind: kind, Key: fields[0], Value: line})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	err := scan(name, kind, data, func(key, line []byte) {
+		recs = append(recs, engine.Record{Kind: kind, Key: string(key), Value: string(line)})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return recs, nil
+}
+
+// scan checks every line of a file and passes each record's key and line
+// to fn (they are valid during the call only).
+func scan(name, kind string, data []byte, fn func(key, line []byte)) error {
+	for n := 1; len(data) > 0; n++ {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		if c := bytes.Count(line, []byte{':'}) + 1; c != fieldCount[kind] {
+			return fmt.Errorf("%s:%d: %d fields, want %d", name, n, c, fieldCount[kind])
+		}
+		fields := bytes.SplitN(line, []byte{':'}, 4)
+		if _, err := strconv.ParseUint(string(fields[2]), 10, 32); err != nil {
+			return fmt.Errorf("%s:%d: id %q is not a number", name, n, fields[2])
+		}
+		fn(fields[0], line)
+	}
+	return nil
 }
 
 // Recover implements engine.Recoverer: it removes the temporary files a
@@ -233,24 +244,28 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		if !touched[kind] {
 			continue
 		}
-		var b bytes.Buffer
-		want := 0
+		want, size := 0, 0
 		for _, r := range p.Desired {
 			if r.Kind == kind {
-				b.WriteString(r.Value)
-				b.WriteByte('\n')
-				want++
+				want, size = want+1, size+len(r.Value)+1
+			}
+		}
+		b := make([]byte, 0, size)
+		for _, r := range p.Desired {
+			if r.Kind == kind {
+				b = append(append(b, r.Value...), '\n')
 			}
 		}
 		path := filepath.Join(t.Dir, kind)
 		verify := func(data []byte) error {
-			recs, err := parse(path, kind, data)
-			if err == nil && len(recs) != want {
-				err = fmt.Errorf("parsed %d records, want %d", len(recs), want)
+			got := 0
+			err := scan(path, kind, data, func(_, _ []byte) { got++ })
+			if err == nil && got != want {
+				err = fmt.Errorf("parsed %d records, want %d", got, want)
 			}
 			return err
 		}
-		if _, err := atomicfile.Write(path, b.Bytes(), 0o644, verify); err != nil {
+		if _, err := atomicfile.Write(path, b, 0o644, verify); err != nil {
 			return err
 		}
 	}
