@@ -4,8 +4,11 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -77,6 +80,33 @@ type Serve struct {
 	// UserDB, when set, is the service name under which serve answers
 	// systemd's io.systemd.UserDatabase on /run/systemd/userdb/<name>.
 	UserDB string `yaml:"userdb"`
+	// MemoryLimit is the Go heap's soft limit: auto (twice the heap serve
+	// holds at rest, at least 64 MiB), off (Go's default), or a size such
+	// as 512MiB. GOMEMLIMIT in the environment wins.
+	MemoryLimit string `yaml:"memory_limit"`
+}
+
+// Memory limit settings besides a size.
+const (
+	MemoryLimitAuto = "auto"
+	MemoryLimitOff  = "off"
+)
+
+// ParseSize reads a size in bytes: a number with an optional unit B, KiB,
+// MiB or GiB (KB, MB, GB are read as the same powers of two).
+func ParseSize(s string) (int64, error) {
+	num := strings.TrimRight(s, "KMGiB")
+	unit := s[len(num):]
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 512MiB)", s)
+	}
+	shift := map[string]int{"": 0, "B": 0, "KiB": 10, "KB": 10, "MiB": 20, "MB": 20, "GiB": 30, "GB": 30}
+	sh, ok := shift[unit]
+	if !ok || n > math.MaxInt64>>sh {
+		return 0, fmt.Errorf("%q is not a size (e.g. 512MiB)", s)
+	}
+	return n << sh, nil
 }
 
 // LDAP says how to reach the directory and how its entries map to the model.
@@ -444,6 +474,7 @@ func (c *Config) applyDefaults(given func(string) bool) {
 	def(has, "serve.poll_interval", &sv.PollInterval, poll)
 	def(has, "serve.retry_min", &sv.RetryMin, Duration(5*time.Second))
 	def(has, "serve.retry_max", &sv.RetryMax, Duration(15*time.Minute))
+	def(has, "serve.memory_limit", &sv.MemoryLimit, MemoryLimitAuto)
 
 	for i := range c.Accounting.Sources {
 		src := &c.Accounting.Sources[i]

@@ -484,3 +484,39 @@ func TestMaintenanceSettings(t *testing.T) {
 		t.Errorf("a valid window refused:\n%v", err)
 	}
 }
+
+// TestMemoryLimit: sizes with their units, auto by default, and the
+// settings refused with the key's line.
+func TestMemoryLimit(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+		bad  bool
+	}{
+		{"512MiB", 512 << 20, false}, {"1GiB", 1 << 30, false}, {"2GB", 2 << 30, false}, {"64KiB", 64 << 10, false},
+		{"100000000", 100000000, false}, {"10B", 10, false},
+		{"", 0, true}, {"MiB", 0, true}, {"-1MiB", 0, true}, {"12TiB", 0, true}, {"1.5GiB", 0, true}, {"9999999999GiB", 0, true},
+	} {
+		got, err := ParseSize(c.in)
+		if (err != nil) != c.bad || got != c.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d (error %v)", c.in, got, err, c.want, c.bad)
+		}
+	}
+	cfg, err := Parse("c.yaml", []byte(minimal(secretFile(t))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Serve.MemoryLimit != MemoryLimitAuto {
+		t.Errorf("default memory_limit = %q, want auto", cfg.Serve.MemoryLimit)
+	}
+	for setting, want := range map[string]string{
+		"1GiB": "", "off": "", "auto": "",
+		"lots":  `serve.memory_limit: want auto, off or a size: "lots" is not a size`,
+		"16MiB": "serve.memory_limit: 16MiB is less than 32MiB",
+	} {
+		_, err := Parse("c.yaml", []byte(minimal(secretFile(t))+"serve: {memory_limit: "+setting+"}\n"))
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("memory_limit %s: %v, want %q", setting, err, want)
+		}
+	}
+}

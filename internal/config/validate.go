@@ -302,6 +302,13 @@ func (s *Serve) validate(ps *problems) {
 	if s.RetryMin <= 0 || s.RetryMax < s.RetryMin {
 		ps.add("serve.retry_max", "retry_min must be positive and retry_max at least retry_min")
 	}
+	if s.MemoryLimit != MemoryLimitAuto && s.MemoryLimit != MemoryLimitOff {
+		if n, err := ParseSize(s.MemoryLimit); err != nil {
+			ps.add("serve.memory_limit", "want auto, off or a size: %v", err)
+		} else if n < 32<<20 {
+			ps.add("serve.memory_limit", "%s is less than 32MiB", s.MemoryLimit)
+		}
+	}
 	switch {
 	case s.UserDB == "":
 	case !userdbService.MatchString(s.UserDB):

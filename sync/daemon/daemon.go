@@ -68,6 +68,7 @@ type server struct {
 	schedules atomic.Pointer[map[string]*maintenance.Schedule]
 	// userdb, when configured, serves each run's state to nss-systemd.
 	userdb atomic.Pointer[userdb.Provider]
+	mem    *memoryLimit
 }
 
 // Run serves until ctx ends (SIGTERM), reloading the configuration on
@@ -88,7 +89,8 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer held.Release()
-	s := &server{log: o.Log, metrics: newMetrics(o.Version), status: newStatus(), store: o.Store, lastBeat: time.Now()}
+	s := &server{log: o.Log, metrics: newMetrics(o.Version), status: newStatus(), store: o.Store, lastBeat: time.Now(),
+		mem: &memoryLimit{log: o.Log}}
 	ln, err := net.Listen("tcp", cfg.Serve.Listen)
 	if err != nil {
 		return fmt.Errorf("serve.listen: %w", err)
@@ -165,7 +167,12 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		}
 	}
 	s.status.configure(cfg)
-	src := newDirectorySource(cfg, s.log, s.metrics, s.status, func() { send(engine.Trigger{Reason: "directory change"}) })
+	s.mem.configure(stop, cfg.Serve.MemoryLimit)
+	var first sync.Once
+	src := newDirectorySource(cfg, s.log, s.metrics, s.status, func() {
+		first.Do(s.mem.modelLive)
+		send(engine.Trigger{Reason: "directory change"})
+	})
 	if cfg.Serve.Changes != config.ChangesPoll {
 		// The model saved by the last run resumes from its cookies: a
 		// restart reads only what changed meanwhile.
@@ -286,6 +293,7 @@ func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 		if err := reconcile.RecordHistory(ctx, s.store, r.State, r.Results, r.Err, false); err != nil {
 			s.log.Error("state store", "err", err)
 		}
+		s.mem.afterRun(r.Full)
 	}
 	s.metrics.observeRun(r)
 	if sch := s.schedules.Load(); sch != nil {

@@ -34,6 +34,7 @@ type Trigger struct {
 // RunReport is what one reconcile did, for history, metrics and status.
 type RunReport struct {
 	Reason   string
+	Full     bool // a full reconcile
 	Started  time.Time
 	Duration time.Duration
 	State    *directory.State // nil when the directory could not be read
@@ -204,7 +205,7 @@ func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (nex
 		}
 	}
 	state, results, err := l.Engine.Run(ctx, opts)
-	report := RunReport{Reason: t.Reason, Started: start, Duration: time.Since(start), State: state, Results: results, Err: err}
+	report := RunReport{Reason: t.Reason, Full: t.Full, Started: start, Duration: time.Since(start), State: state, Results: results, Err: err}
 	if ctx.Err() != nil {
 		return time.Time{}, false
 	}

@@ -1,0 +1,131 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"os"
+	"runtime/debug"
+	runtimemetrics "runtime/metrics"
+	"sync"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/config"
+)
+
+// autoFloor is the least limit serve.memory_limit: auto sets.
+const autoFloor = 64 << 20
+
+// memoryLimit keeps the Go heap's soft limit (serve.memory_limit).
+//
+// Go collects when the heap has grown by GOGC (100 %) over what was live
+// at the last collection. For serve that is often marked in the middle of
+// a reconcile, with the run's snapshot, state and plans live besides the
+// model, and every change allocates tens of MB: at 100k users the heap
+// goal reached 2.5 times what serve keeps between runs. With auto, the
+// limit is twice that resting heap, measured with a collection when the
+// live model is first complete (before the first run), a moment after the
+// first run and after each full reconcile (their garbage is then also
+// returned to the system), so the heap stays near the same 2× Go aims at,
+// of the right base.
+type memoryLimit struct {
+	log *slog.Logger
+
+	mu      sync.Mutex
+	auto    bool
+	rested  bool // a resting measurement was taken under this setting
+	ran     bool // a run ended under this setting
+	pending bool
+}
+
+// configure applies a setting (at start and on each reload, until ctx
+// ends).
+func (m *memoryLimit) configure(ctx context.Context, setting string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.auto, m.rested, m.ran = false, false, false
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		m.log.Info("memory limit from GOMEMLIMIT; serve.memory_limit is not used", "GOMEMLIMIT", v)
+		return
+	}
+	switch setting {
+	case config.MemoryLimitAuto:
+		m.auto = true
+		go m.untilRested(ctx)
+	case config.MemoryLimitOff:
+		debug.SetMemoryLimit(math.MaxInt64)
+	default:
+		n, _ := config.ParseSize(setting) // validated
+		debug.SetMemoryLimit(n)
+	}
+}
+
+// afterRun measures the resting heap, a moment after the first run and
+// after each full reconcile, when the limit is automatic.
+func (m *memoryLimit) afterRun(full bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	first := !m.ran
+	m.ran = true
+	if !m.auto || m.pending || !first && !full {
+		return
+	}
+	m.pending = true
+	time.AfterFunc(time.Second, m.rest)
+}
+
+// untilRested keeps the limit at twice the heap the last collection
+// found live until the first resting measurement: while the refresh
+// streams the directory in, the model grows and each entry leaves
+// kilobytes of decoder garbage, and the heap alone is what Go's default
+// goal counts, not the freed memory not yet returned to the system.
+func (m *memoryLimit) untilRested(ctx context.Context) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	sample := []runtimemetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	for {
+		m.mu.Lock()
+		if !m.auto || m.rested {
+			m.mu.Unlock()
+			return
+		}
+		runtimemetrics.Read(sample)
+		if sample[0].Value.Kind() == runtimemetrics.KindUint64 {
+			debug.SetMemoryLimit(max(int64(2*sample[0].Value.Uint64()), autoFloor))
+		}
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// modelLive measures the heap when the live model is first complete, so
+// that the limit holds from the first reconcile on.
+func (m *memoryLimit) modelLive() {
+	m.mu.Lock()
+	auto := m.auto && !m.rested && !m.pending
+	m.pending = auto
+	m.mu.Unlock()
+	if auto {
+		m.rest()
+	}
+}
+
+func (m *memoryLimit) rest() {
+	debug.FreeOSMemory()
+	sample := []runtimemetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	runtimemetrics.Read(sample)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pending = false
+	if !m.auto || sample[0].Value.Kind() != runtimemetrics.KindUint64 {
+		return
+	}
+	m.rested = true
+	limit := max(int64(2*sample[0].Value.Uint64()), autoFloor)
+	debug.SetMemoryLimit(limit)
+	m.log.Info("memory limit set to twice the resting heap", "resting_MiB", sample[0].Value.Uint64()>>20, "limit_MiB", limit>>20)
+}

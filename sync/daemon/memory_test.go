@@ -1,0 +1,71 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"math"
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+// TestMemoryLimit: a size and off are applied as given, GOMEMLIMIT wins,
+// and auto follows the resting heap: twice what is live when the model is
+// complete, and again after the first run, at least autoFloor.
+func TestMemoryLimit(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := &memoryLimit{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	limit := func() int64 { return debug.SetMemoryLimit(-1) }
+
+	m.configure(ctx, "256MiB")
+	if got := limit(); got != 256<<20 {
+		t.Errorf("256MiB: limit %d", got)
+	}
+	m.configure(ctx, "off")
+	if got := limit(); got != math.MaxInt64 {
+		t.Errorf("off: limit %d", got)
+	}
+	t.Setenv("GOMEMLIMIT", "300MiB")
+	m.configure(ctx, "1GiB")
+	if got := limit(); got != math.MaxInt64 {
+		t.Errorf("with GOMEMLIMIT set, the setting changed the limit to %d", got)
+	}
+	t.Setenv("GOMEMLIMIT", "")
+	runtime.GC()
+
+	// A model of 100 MiB held while the model becomes live.
+	m.configure(ctx, "auto")
+	model := make([][]byte, 100)
+	for i := range model {
+		model[i] = make([]byte, 1<<20)
+	}
+	m.modelLive()
+	if got := limit(); got < 200<<20 || got > 240<<20 {
+		t.Errorf("auto with 100 MiB live: limit %d MiB, want about 200", got>>20)
+	}
+	runtime.KeepAlive(model)
+	model = nil
+	// The first run ends with far less live: measured a moment later.
+	m.afterRun(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for limit() > 100<<20 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := limit(); got != autoFloor {
+		t.Errorf("auto after the first run with little live: limit %d MiB, want the floor %d MiB", got>>20, autoFloor>>20)
+	}
+	// Later runs do not measure again; a full reconcile does.
+	m.afterRun(false)
+	if m.pending {
+		t.Error("a second run measures again")
+	}
+	m.afterRun(true)
+	if !m.pending {
+		t.Error("a full reconcile does not measure")
+	}
+}
