@@ -60,7 +60,10 @@ type Target struct {
 	InstanceName string
 	Dir          string
 
-	lastSize int // bytes of the last desired state, to size the next
+	// last is the last desired state: its lines are reused for the lines
+	// that stay the same (the engine keeps the same records as its known
+	// state, so this holds no second copy).
+	last []engine.Record
 }
 
 var (
@@ -75,19 +78,34 @@ func (t *Target) Name() string { return t.InstanceName }
 // Desired implements engine.Target: a passwd line per active user and
 // active production account, a group line per provisioned collaboration
 // listing its active members. Records come in (kind, key) order, as the
-// engine diffs them without sorting; the lines share one allocation.
+// engine diffs them without sorting. A line the last desired state had
+// is that state's string; the new lines share one allocation, so a change
+// costs the records' slice and its own lines, not the files' content.
 func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
-	type line struct {
-		kind, key  string
-		start, end int
+	recs := make([]engine.Record, 0, len(state.Users)+len(state.ProductionAccounts)+len(state.Collaborations))
+	// fresh holds the new lines, written after buf's last; new lists their
+	// records and ends in fresh.
+	var fresh, buf []byte
+	type span struct{ rec, start, end int }
+	var added []span
+	last := t.last
+	if len(last) == 0 {
+		fresh = make([]byte, 0, 80*cap(recs)) // a first run: about the files' size, without growing
 	}
-	lines := make([]line, 0, len(state.Users)+len(state.ProductionAccounts)+len(state.Collaborations))
-	buf := make([]byte, 0, t.lastSize+t.lastSize/8) // about the last run's, without growing
-	defer func() { t.lastSize = len(buf) }()
 	add := func(kind, key string, write func()) {
-		start := len(buf)
+		buf = buf[:0]
 		write()
-		lines = append(lines, line{kind, key, start, len(buf)})
+		for len(last) > 0 && (last[0].Kind < kind || last[0].Kind == kind && last[0].Key < key) {
+			last = last[1:]
+		}
+		if len(last) > 0 && last[0].Kind == kind && last[0].Key == key && last[0].Value == string(buf) {
+			recs = append(recs, last[0])
+			last = last[1:]
+			return
+		}
+		added = append(added, span{len(recs), len(fresh), len(fresh) + len(buf)})
+		fresh = append(fresh, buf...)
+		recs = append(recs, engine.Record{Kind: kind, Key: key})
 	}
 	for _, c := range state.Collaborations { // sorted by name
 		if !c.Provisioned {
@@ -136,14 +154,13 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		}
 		prods = prods[1:]
 	}
-	// The records' values share buf, which nothing writes again: a string
-	// over it rather than a copy (10 MB per run at 100k users), as
-	// strings.Builder does.
-	all := unsafe.String(unsafe.SliceData(buf), len(buf))
-	recs := make([]engine.Record, len(lines))
-	for i, l := range lines {
-		recs[i] = engine.Record{Kind: l.kind, Key: l.key, Value: all[l.start:l.end]}
+	// The new values share fresh, which nothing writes again: a string
+	// over it rather than a copy, as strings.Builder does.
+	all := unsafe.String(unsafe.SliceData(fresh), len(fresh))
+	for _, a := range added {
+		recs[a.rec].Value = all[a.start:a.end]
 	}
+	t.last = recs
 	return recs, nil
 }
 

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -181,5 +183,47 @@ func TestApplyWritesOnlyChangedFiles(t *testing.T) {
 	}
 	if group, _ := os.ReadFile(filepath.Join(tg.Dir, "group")); !strings.Contains(string(group), "proj1:x:20001:alice\n") {
 		t.Errorf("group file:\n%s", group)
+	}
+}
+
+// TestDesiredReusesLines: a second desired state is the same as one made
+// from scratch, and its unchanged lines are the first one's strings.
+func TestDesiredReusesLines(t *testing.T) {
+	tg := &Target{InstanceName: "nss"}
+	first, err := tg.Desired(testState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := testState()
+	st.Collaborations[1].ActiveMembers = []string{"alice"} // proj1 loses bob
+	st.Users[2].Status = directory.StatusActive            // carol arrives
+	st.Users[0].User = &directory.User{UID: "alice", UIDNumber: 10001, GIDNumber: 20001, Name: "Alice Dupont",
+		Home: "/home/alice", Shell: "/bin/bash"} // alice renamed
+	second, err := tg.Desired(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scratch, err := (&Target{InstanceName: "nss"}).Desired(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(second, scratch) {
+		t.Fatalf("second desired state:\n%v\nfrom scratch:\n%v", second, scratch)
+	}
+	old := map[string]string{}
+	for _, r := range first {
+		old[r.Kind+"/"+r.Key] = r.Value
+	}
+	shared := 0
+	for _, r := range second {
+		if o, ok := old[r.Kind+"/"+r.Key]; ok && o == r.Value {
+			if unsafe.StringData(o) != unsafe.StringData(r.Value) {
+				t.Errorf("%s %s is unchanged but copied", r.Kind, r.Key)
+			}
+			shared++
+		}
+	}
+	if want := len(second) - 3; shared != want { // proj1, carol and alice changed
+		t.Errorf("%d lines reused, want %d", shared, want)
 	}
 }
