@@ -550,3 +550,33 @@ func TestStatusChangesIsADiff(t *testing.T) {
 		prev = want
 	}
 }
+
+// TestUIDIndex: sorted and unsorted users find the same index; of several
+// entries with one uid, the first kept one, else the last.
+func TestUIDIndex(t *testing.T) {
+	for _, c := range []struct {
+		uids     []string
+		excluded map[int]bool
+		want     map[string]int
+	}{
+		{[]string{"a", "b", "c"}, nil, map[string]int{"a": 0, "b": 1, "c": 2, "d": -1, "": -1}},
+		{[]string{"a", "b", "b", "b", "c"}, nil, map[string]int{"b": 1, "c": 4}},
+		{[]string{"a", "b", "b", "b", "c"}, map[int]bool{1: true}, map[string]int{"b": 2}},
+		{[]string{"a", "b", "b", "b", "c"}, map[int]bool{1: true, 2: true, 3: true}, map[string]int{"b": 3}},
+		{[]string{"c", "b", "a", "b"}, map[int]bool{1: true}, map[string]int{"a": 2, "b": 3, "c": 0, "z": -1}},
+		{[]string{"c", "b", "a", "b"}, nil, map[string]int{"b": 1}},
+		{nil, nil, map[string]int{"a": -1}},
+	} {
+		uidAt := func(i int) string { return c.uids[i] }
+		x := newUIDIndex(len(c.uids), uidAt, func(i int) bool { return !c.excluded[i] })
+		for uid, want := range c.want {
+			i, ok := x.find(uid)
+			if !ok {
+				i = -1
+			}
+			if i != want {
+				t.Errorf("%v without %v: %q at %d, want %d", c.uids, c.excluded, uid, i, want)
+			}
+		}
+	}
+}
