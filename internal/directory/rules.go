@@ -580,6 +580,7 @@ func (c *clashes[K, V]) add(k K, v V) {
 // collaborations applies rules 3 (yearly review) and 5 (contacts).
 func (e *evaluation) collaborations(snap *Snapshot) {
 	e.st.collab = make(map[string]int, len(snap.Collaborations))
+	e.st.Collaborations = make([]CollaborationState, 0, len(snap.Collaborations))
 	for _, c := range snap.Collaborations {
 		cs := CollaborationState{Collaboration: c, Status: c.Status}
 		if cs.Status == "" {
@@ -829,10 +830,26 @@ func (e *evaluation) nameSyntax(name, owner string) string {
 }
 
 // activeMembers fills each collaboration's members whose account is active.
+// When every member is a user and active (the usual case), they are the
+// members as they are, shared (capped, so that an append copies).
 func (e *evaluation) activeMembers() {
 	for ci := range e.st.Collaborations {
 		c := &e.st.Collaborations[ci]
-		for _, i := range e.memberIdx[ci] {
+		idx := e.memberIdx[ci]
+		active := 0
+		for _, i := range idx {
+			if e.st.Users[i].Status == StatusActive {
+				active++
+			}
+		}
+		if active > 0 && active == len(c.Members) && len(idx) == active {
+			c.ActiveMembers = c.Members[:active:active]
+			continue
+		}
+		if active > 0 {
+			c.ActiveMembers = make([]string, 0, active)
+		}
+		for _, i := range idx {
 			if u := &e.st.Users[i]; u.Status == StatusActive {
 				c.ActiveMembers = append(c.ActiveMembers, u.UID)
 			}
