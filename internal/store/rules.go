@@ -77,6 +77,8 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 // gone ones deleted, in one transaction. The cached map is updated in
 // place when no other process wrote the table since it was read (else it
 // is read again next time), so a run that changed nothing costs nothing.
+// When the cache is empty (a first run), changed becomes the cache rather
+// than being copied into it: the caller must not modify it afterwards.
 func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previous, gone []string, now time.Time) error {
 	if len(changed) == 0 && len(gone) == 0 {
 		return nil
@@ -120,13 +122,17 @@ func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previou
 		s.cache.statuses = nil // another process wrote meanwhile: read again
 		return nil
 	}
+	s.cache.statusGen = gen
+	if len(s.cache.statuses) == 0 {
+		s.cache.statuses = changed
+		return nil
+	}
 	for _, subject := range gone {
 		delete(s.cache.statuses, subject)
 	}
 	for subject, p := range changed {
 		s.cache.statuses[subject] = p
 	}
-	s.cache.statusGen = gen
 	return nil
 }
 
