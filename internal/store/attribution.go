@@ -113,9 +113,13 @@ func writeAttributionRows(ctx context.Context, tx *sql.Tx, want map[[2]string]st
 	if err := rows.Err(); err != nil {
 		return err
 	}
+	bctx, check := batch(ctx)
 	for k := range have {
+		if err := check(); err != nil {
+			return err
+		}
 		if _, ok := want[k]; !ok {
-			if _, err := tx.ExecContext(ctx, "DELETE FROM attribution WHERE kind = ? AND name = ?", k[0], k[1]); err != nil {
+			if _, err := tx.ExecContext(bctx, "DELETE FROM attribution WHERE kind = ? AND name = ?", k[0], k[1]); err != nil {
 				return err
 			}
 		}
@@ -130,7 +134,10 @@ func writeAttributionRows(ctx context.Context, tx *sql.Tx, want map[[2]string]st
 		if old, ok := have[k]; ok && old == c {
 			continue
 		}
-		if _, err := upsert.ExecContext(ctx, k[0], k[1], c); err != nil {
+		if err := check(); err != nil {
+			return err
+		}
+		if _, err := upsert.ExecContext(bctx, k[0], k[1], c); err != nil {
 			return err
 		}
 	}

@@ -101,11 +101,15 @@ func (s *Store) SaveModel(ctx context.Context, ops []LiveOp, cookies map[string]
 		return err
 	}
 	defer del.Close()
+	bctx, check := batch(ctx)
 	for _, op := range ops {
+		if err := check(); err != nil {
+			return err
+		}
 		if op.Attrs == nil {
-			_, err = del.ExecContext(ctx, op.Stream, op.Key)
+			_, err = del.ExecContext(bctx, op.Stream, op.Key)
 		} else {
-			_, err = put.ExecContext(ctx, op.Stream, op.Key, op.DN, op.Attrs)
+			_, err = put.ExecContext(bctx, op.Stream, op.Key, op.DN, op.Attrs)
 		}
 		if err != nil {
 			return fmt.Errorf("save live model entry %s: %w", op.DN, err)

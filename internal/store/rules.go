@@ -92,8 +92,12 @@ func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previou
 	if err != nil {
 		return err
 	}
+	bctx, check := batch(ctx)
 	for _, subject := range gone {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM subject_status WHERE subject = ?", subject); err != nil {
+		if err := check(); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(bctx, "DELETE FROM subject_status WHERE subject = ?", subject); err != nil {
 			return fmt.Errorf("forget status of %s: %w", subject, err)
 		}
 	}
@@ -105,7 +109,10 @@ func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previou
 	}
 	defer upsert.Close()
 	for subject, p := range changed {
-		if _, err := upsert.ExecContext(ctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
+		if err := check(); err != nil {
+			return err
+		}
+		if _, err := upsert.ExecContext(bctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
 			return fmt.Errorf("save status of %s: %w", subject, err)
 		}
 	}
@@ -183,8 +190,12 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 		return err
 	}
 	defer ins.Close()
+	bctx, check := batch(ctx)
 	for _, k := range added {
-		if _, err := ins.ExecContext(ctx, k.kind, k.subject, current[k], now.UnixNano()); err != nil {
+		if err := check(); err != nil {
+			return err
+		}
+		if _, err := ins.ExecContext(bctx, k.kind, k.subject, current[k], now.UnixNano()); err != nil {
 			return fmt.Errorf("record violation %s of %s: %w", k.kind, k.subject, err)
 		}
 	}
@@ -194,7 +205,10 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 	}
 	defer del.Close()
 	for _, k := range gone {
-		if _, err := del.ExecContext(ctx, k.kind, k.subject); err != nil {
+		if err := check(); err != nil {
+			return err
+		}
+		if _, err := del.ExecContext(bctx, k.kind, k.subject); err != nil {
 			return fmt.Errorf("forget violation %s of %s: %w", k.kind, k.subject, err)
 		}
 	}

@@ -281,3 +281,18 @@ func (s *Store) migrate(ctx context.Context) error {
 	commit = true
 	return nil
 }
+
+// batch returns the context for the statements of a loop over many rows
+// and a check the loop calls once per row. The driver starts a goroutine
+// to watch each statement's context when it can be cancelled (110k of
+// them for the statuses of a first run at 100k users): the statements get
+// one that cannot, and the check looks at ctx every 1000 rows instead.
+func batch(ctx context.Context) (context.Context, func() error) {
+	n := 0
+	return context.WithoutCancel(ctx), func() error {
+		if n++; n%1000 == 0 {
+			return ctx.Err()
+		}
+		return nil
+	}
+}
