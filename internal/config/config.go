@@ -80,9 +80,9 @@ type Serve struct {
 	// UserDB, when set, is the service name under which serve answers
 	// systemd's io.systemd.UserDatabase on /run/systemd/userdb/<name>.
 	UserDB string `yaml:"userdb"`
-	// MemoryLimit is the Go heap's soft limit: auto (twice the heap serve
-	// holds at rest, at least 64 MiB), off (Go's default), or a size such
-	// as 512MiB. GOMEMLIMIT in the environment wins.
+	// MemoryLimit is the Go heap's soft limit: auto (1.5 times the heap
+	// serve holds at rest, at least 64 MiB), off (Go's default), or a size
+	// such as 512MiB. GOMEMLIMIT in the environment wins.
 	MemoryLimit string `yaml:"memory_limit"`
 }
 

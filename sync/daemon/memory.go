@@ -16,6 +16,13 @@ import (
 // autoFloor is the least limit serve.memory_limit: auto sets.
 const autoFloor = 64 << 20
 
+// autoLimit is the limit auto sets for a resting heap: half as much again.
+// A run holds its snapshot, state and plans besides the resting heap; at
+// 100k users that is 18 MiB over 82 (a first run, which plans every
+// record, ≈30 MiB), all of it growing with the directory as the resting
+// heap does. The other ≈30 % is room for garbage between collections.
+func autoLimit(resting uint64) int64 { return max(int64(resting+resting/2), autoFloor) }
+
 // memoryLimit keeps the Go heap's soft limit (serve.memory_limit).
 //
 // Go collects when the heap has grown by GOGC (100 %) over what was live
@@ -23,11 +30,11 @@ const autoFloor = 64 << 20
 // a reconcile, with the run's snapshot, state and plans live besides the
 // model, and every change allocates tens of MB: at 100k users the heap
 // goal reached 2.5 times what serve keeps between runs. With auto, the
-// limit is twice that resting heap, measured with a collection when the
-// live model is first complete (before the first run), a moment after the
-// first run and after each full reconcile (their garbage is then also
-// returned to the system), so the heap stays near the same 2× Go aims at,
-// of the right base.
+// limit is autoLimit of that resting heap, measured with a collection when
+// the live model is first complete (before the first run), a moment after
+// the first run and after each full reconcile (their garbage is then also
+// returned to the system). A soft limit fails no allocation: a run that
+// needs more grows the heap past it, with the collector working harder.
 type memoryLimit struct {
 	log *slog.Logger
 
@@ -74,9 +81,9 @@ func (m *memoryLimit) afterRun(full bool) {
 	time.AfterFunc(time.Second, m.rest)
 }
 
-// untilRested keeps the limit at twice the heap the last collection
-// found live until the first resting measurement: while the refresh
-// streams the directory in, the model grows and each entry leaves
+// untilRested keeps the limit at autoLimit of the heap the last
+// collection found live until the first resting measurement: while the
+// refresh streams the directory in, the model grows and each entry leaves
 // kilobytes of decoder garbage, and the heap alone is what Go's default
 // goal counts, not the freed memory not yet returned to the system.
 func (m *memoryLimit) untilRested(ctx context.Context) {
@@ -91,7 +98,7 @@ func (m *memoryLimit) untilRested(ctx context.Context) {
 		}
 		runtimemetrics.Read(sample)
 		if sample[0].Value.Kind() == runtimemetrics.KindUint64 {
-			debug.SetMemoryLimit(max(int64(2*sample[0].Value.Uint64()), autoFloor))
+			debug.SetMemoryLimit(autoLimit(sample[0].Value.Uint64()))
 		}
 		m.mu.Unlock()
 		select {
@@ -125,7 +132,7 @@ func (m *memoryLimit) rest() {
 		return
 	}
 	m.rested = true
-	limit := max(int64(2*sample[0].Value.Uint64()), autoFloor)
+	limit := autoLimit(sample[0].Value.Uint64())
 	debug.SetMemoryLimit(limit)
-	m.log.Info("memory limit set to twice the resting heap", "resting_MiB", sample[0].Value.Uint64()>>20, "limit_MiB", limit>>20)
+	m.log.Info("memory limit set from the resting heap", "resting_MiB", sample[0].Value.Uint64()>>20, "limit_MiB", limit>>20)
 }
