@@ -3,7 +3,9 @@
 package atomicfile
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -67,6 +69,116 @@ func Write(path string, data []byte, mode os.FileMode, verify func([]byte) error
 		return true, fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return true, nil
+}
+
+// WriteFrom is Write for content that write produces, which it calls
+// more than once (to compare with the file in place, then to write the
+// temporary file) so that the content is never held whole in memory. The
+// read-back is checked against the written content's SHA-256 and passed
+// to verify (if not nil) as a stream.
+func WriteFrom(path string, mode os.FileMode, write func(io.Writer) error, verify func(io.Reader) error) (changed bool, err error) {
+	sum, size, err := digest(write)
+	if err != nil {
+		return false, err
+	}
+	if old, oldSize, err := fileDigest(path); err == nil && oldSize == size && old == sum {
+		return false, nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("read %s: %w", path, err)
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return false, fmt.Errorf("create temporary file for %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp.Name())
+		}
+	}()
+	bw := bufio.NewWriterSize(tmp, 64<<10)
+	if err = write(bw); err == nil {
+		if err = bw.Flush(); err == nil {
+			if err = tmp.Chmod(mode); err == nil {
+				err = tmp.Sync()
+			}
+		}
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	back, backSize, err := fileDigest(tmp.Name())
+	if err != nil {
+		return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
+	}
+	if back != sum || backSize != size {
+		return false, fmt.Errorf("verify %s: content read back differs from what was written", tmp.Name())
+	}
+	if verify != nil {
+		f, err := os.Open(tmp.Name())
+		if err != nil {
+			return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
+		}
+		err = verify(bufio.NewReaderSize(f, 64<<10))
+		f.Close()
+		if err != nil {
+			return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
+		}
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return false, fmt.Errorf("rename into %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		// The file is in place; only its durability across a power cut is in doubt.
+		return true, fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+// digest returns the SHA-256 and size of what write produces.
+func digest(write func(io.Writer) error) ([sha256.Size]byte, int64, error) {
+	h := sha256.New()
+	cw := &countingWriter{w: h}
+	bw := bufio.NewWriterSize(cw, 64<<10) // strings written without a copy each
+	if err := write(bw); err != nil {
+		return [sha256.Size]byte{}, 0, err
+	}
+	if err := bw.Flush(); err != nil {
+		return [sha256.Size]byte{}, 0, err
+	}
+	return [sha256.Size]byte(h.Sum(nil)), cw.n, nil
+}
+
+// fileDigest returns the SHA-256 and size of a file's content.
+func fileDigest(path string) ([sha256.Size]byte, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return [sha256.Size]byte{}, 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return [sha256.Size]byte{}, 0, err
+	}
+	return [sha256.Size]byte(h.Sum(nil)), n, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // holds reports whether the file at path holds exactly data. It reads in

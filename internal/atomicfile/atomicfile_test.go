@@ -3,9 +3,12 @@ package atomicfile
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestWrite(t *testing.T) {
@@ -59,5 +62,81 @@ func TestHolds(t *testing.T) {
 			flipped[size-1] ^= 1
 			check(flipped, false)
 		}
+	}
+}
+
+// TestWriteFrom: Write's guarantees for streamed content larger than the
+// buffers: unchanged content is not rewritten, the content arrives whole,
+// a failed verification or a failing producer keeps the old file and
+// leaves no temporary file, and verify reads what the file holds.
+func TestWriteFrom(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	lines := func(n int, word string) func(io.Writer) error {
+		return func(w io.Writer) error {
+			for i := range n {
+				if _, err := fmt.Fprintf(w, "%s %d\n", word, i); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	var want bytes.Buffer
+	lines(50000, "one")(&want)
+	var seen []byte
+	keep := func(r io.Reader) error {
+		var err error
+		seen, err = io.ReadAll(r)
+		return err
+	}
+	if changed, err := WriteFrom(path, 0o640, lines(50000, "one"), keep); err != nil || !changed {
+		t.Fatalf("first write: %v %v", changed, err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want.Bytes()) || !bytes.Equal(seen, want.Bytes()) {
+		t.Fatalf("file holds %d bytes, verify saw %d, want %d", len(got), len(seen), want.Len())
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+	before, _ := os.Stat(path)
+	time.Sleep(10 * time.Millisecond)
+	if changed, err := WriteFrom(path, 0o640, lines(50000, "one"), nil); err != nil || changed {
+		t.Fatalf("same content: changed=%v err=%v", changed, err)
+	}
+	if after, _ := os.Stat(path); !after.ModTime().Equal(before.ModTime()) {
+		t.Error("unchanged content rewrote the file")
+	}
+	bad := errors.New("bad content")
+	calls := 0
+	for name, c := range map[string]struct {
+		write  func(io.Writer) error
+		verify func(io.Reader) error
+	}{
+		"verify fails": {lines(10, "two"), func(io.Reader) error { return bad }},
+		"write fails":  {func(w io.Writer) error { io.WriteString(w, "two\n"); return bad }, nil},
+		// The second call writes the temporary file.
+		"writing the temporary file fails": {func(w io.Writer) error {
+			if calls++; calls == 2 {
+				return bad
+			}
+			return lines(10, "two")(w)
+		}, nil},
+	} {
+		if _, err := WriteFrom(path, 0o640, c.write, c.verify); !errors.Is(err, bad) {
+			t.Errorf("%s: err = %v", name, err)
+		}
+		if got, _ := os.ReadFile(path); !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("%s: old content lost", name)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+			t.Errorf("%s: leftovers: %v", name, entries)
+		}
+	}
+	if changed, err := WriteFrom(path, 0o640, lines(3, "two"), nil); err != nil || !changed {
+		t.Fatalf("new content: %v %v", changed, err)
+	}
+	if got, _ := os.ReadFile(path); string(got) != "two 0\ntwo 1\ntwo 2\n" {
+		t.Errorf("new content: %q", got)
 	}
 }

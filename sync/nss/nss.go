@@ -3,10 +3,12 @@
 package nss
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -175,18 +177,20 @@ func gecos(name string) string {
 }
 
 // Current implements engine.Target by reading the files; a missing file
-// holds nothing.
+// holds nothing. Group comes first: records in (kind, key) order are
+// diffed without a sorted copy.
 func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 	var recs []engine.Record
-	for _, kind := range []string{KindPasswd, KindGroup} {
-		data, err := os.ReadFile(filepath.Join(t.Dir, kind))
+	for _, kind := range []string{KindGroup, KindPasswd} {
+		f, err := os.Open(filepath.Join(t.Dir, kind))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		r, err := parse(filepath.Join(t.Dir, kind), kind, data)
+		r, err := parse(filepath.Join(t.Dir, kind), kind, f)
+		f.Close()
 		if err != nil {
 			return nil, err
 		}
@@ -196,9 +200,9 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 }
 
 // parse reads a passwd or group file; name is used in errors.
-func parse(name, kind string, data []byte) ([]engine.Record, error) {
+func parse(name, kind string, r io.Reader) ([]engine.Record, error) {
 	var recs []engine.Record
-	err := scan(name, kind, data, func(key, line []byte) {
+	err := scan(name, kind, r, func(key, line []byte) {
 		recs = append(recs, engine.Record{Kind: kind, Key: string(key), Value: string(line)})
 	})
 	if err != nil {
@@ -209,14 +213,22 @@ func parse(name, kind string, data []byte) ([]engine.Record, error) {
 
 // scan checks every line of a file and passes each record's key and line
 // to fn (they are valid during the call only).
-func scan(name, kind string, data []byte, fn func(key, line []byte)) error {
-	for n := 1; len(data) > 0; n++ {
-		line := data
+func scan(name, kind string, r io.Reader, fn func(key, line []byte)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20) // large groups make long lines
+	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			data = nil
+			return i + 1, data[:i], nil
 		}
+		if atEOF && len(data) > 0 {
+			return len(data), data, nil
+		}
+		return 0, nil, nil
+	})
+	n := 0
+	for sc.Scan() {
+		n++
+		line := sc.Bytes()
 		if len(line) == 0 || line[0] == '#' {
 			continue
 		}
@@ -228,6 +240,9 @@ func scan(name, kind string, data []byte, fn func(key, line []byte)) error {
 			return fmt.Errorf("%s:%d: id %q is not a number", name, n, fields[2])
 		}
 		fn(fields[0], line)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%s:%d: %w", name, n+1, err)
 	}
 	return nil
 }
@@ -261,28 +276,36 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		if !touched[kind] {
 			continue
 		}
-		want, size := 0, 0
+		want := 0
 		for _, r := range p.Desired {
 			if r.Kind == kind {
-				want, size = want+1, size+len(r.Value)+1
+				want++
 			}
 		}
-		b := make([]byte, 0, size)
-		for _, r := range p.Desired {
-			if r.Kind == kind {
-				b = append(append(b, r.Value...), '\n')
+		// The file is streamed from the records, never held whole.
+		write := func(w io.Writer) error {
+			for _, r := range p.Desired {
+				if r.Kind == kind {
+					if _, err := io.WriteString(w, r.Value); err != nil {
+						return err
+					}
+					if _, err := io.WriteString(w, "\n"); err != nil {
+						return err
+					}
+				}
 			}
+			return nil
 		}
 		path := filepath.Join(t.Dir, kind)
-		verify := func(data []byte) error {
+		verify := func(r io.Reader) error {
 			got := 0
-			err := scan(path, kind, data, func(_, _ []byte) { got++ })
+			err := scan(path, kind, r, func(_, _ []byte) { got++ })
 			if err == nil && got != want {
 				err = fmt.Errorf("parsed %d records, want %d", got, want)
 			}
 			return err
 		}
-		if _, err := atomicfile.Write(path, b, 0o644, verify); err != nil {
+		if _, err := atomicfile.WriteFrom(path, 0o644, write, verify); err != nil {
 			return err
 		}
 	}

@@ -135,7 +135,7 @@ func FuzzParse(f *testing.F) {
 		if kind != KindPasswd && kind != KindGroup {
 			kind = KindGroup
 		}
-		recs, err := parse("f", kind, []byte(data))
+		recs, err := parse("f", kind, strings.NewReader(data))
 		if err != nil {
 			return
 		}
