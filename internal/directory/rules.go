@@ -241,6 +241,9 @@ func (s *State) subjects(fn func(key string, p Provisioned)) {
 // name are adjacent and fold as Statuses folds them.
 func (s *State) StatusChanges() (changed Previous, gone []string) {
 	changed = Previous{}
+	if len(s.basis) == 0 { // a first run: every subject is new
+		changed = make(Previous, len(s.Users)+len(s.Collaborations)+len(s.ProductionAccounts))
+	}
 	produced := 0
 	// fold keeps, of a run of entries of one name, what Statuses keeps:
 	// the first active one, else the last.

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -62,10 +63,15 @@ type Plan struct {
 func digest(target string, changes []Change) string {
 	h := sha256.New()
 	h.Write([]byte(target))
+	var buf []byte
 	for _, c := range changes {
-		// Lengths first, so no field's content can pass for a boundary.
-		for _, f := range []string{string(c.Op), c.Kind, c.Key, c.Old, c.New} {
-			fmt.Fprintf(h, "\x00%d:%s", len(f), f)
+		// Lengths first, so no field's content can pass for a boundary:
+		// "\x00<length>:<field>", appended without formatting (a first
+		// plan has 110k changes at 100k users).
+		for _, f := range [...]string{string(c.Op), c.Kind, c.Key, c.Old, c.New} {
+			buf = append(strconv.AppendInt(append(buf[:0], 0), int64(len(f)), 10), ':')
+			buf = append(buf, f...)
+			h.Write(buf)
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]

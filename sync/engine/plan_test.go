@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -192,5 +194,26 @@ func TestGuardGroups(t *testing.T) {
 		if tc.refused == "" && p.Refused != "" || tc.refused != "" && !strings.Contains(p.Refused, tc.refused) {
 			t.Errorf("%s: refused = %q, want %q", tc.name, p.Refused, tc.refused)
 		}
+	}
+}
+
+// TestDigestStable: a plan's digest is the one earlier versions computed
+// (approvals are stored by it), for fields with separators, newlines and
+// multi-byte text.
+func TestDigestStable(t *testing.T) {
+	changes := []Change{
+		{Op: OpAdd, Kind: "passwd", Key: "alice", New: "alice:x:1:1::/home/alice:/bin/sh"},
+		{Op: OpModify, Kind: "group", Key: "atlas", Old: "atlas:x:2:", New: "atlas:x:2:bob,\x00élodie\n"},
+		{Op: OpDelete, Kind: "passwd", Key: "", Old: ""},
+	}
+	h := sha256.New()
+	h.Write([]byte("nss"))
+	for _, c := range changes {
+		for _, f := range []string{string(c.Op), c.Kind, c.Key, c.Old, c.New} {
+			fmt.Fprintf(h, "\x00%d:%s", len(f), f)
+		}
+	}
+	if got, want := digest("nss", changes), hex.EncodeToString(h.Sum(nil))[:16]; got != want {
+		t.Errorf("digest %s, want %s", got, want)
 	}
 }
