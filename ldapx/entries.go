@@ -290,15 +290,15 @@ func resolveUsers(entries map[string]*Mapped) *userPart {
 		}
 	}
 	for _, v := range validated {
-		u := p.users[byDN[v.dn]]
-		if uid, ok := p.uidOf(v.validator); ok {
-			c := *u
-			c.ValidatedBy = uid
-			p.users[byDN[v.dn]] = &c
-		} else {
-			p.problems = append(p.problems, directory.Problem{DN: u.DN, Reference: true,
+		c := *p.users[byDN[v.dn]]
+		uid, ok := p.uidOf(v.validator)
+		if !ok {
+			uid = ""
+			p.problems = append(p.problems, directory.Problem{DN: c.DN, Reference: true,
 				Reason: fmt.Sprintf("validator %q is not a known user; the account counts as not validated", v.validator)})
 		}
+		c.ValidatedBy = uid // "" when unknown
+		p.users[byDN[v.dn]] = &c
 	}
 	return p
 }

@@ -194,3 +194,39 @@ state_dir: /tmp
 		t.Errorf("no problem for %v: %+v", want, snap.Problems)
 	}
 }
+
+// TestResolveValidators: a validator named by DN or uid resolves to the
+// uid; one that is no user leaves the account unvalidated with a problem;
+// the model's entries keep the values as read.
+func TestResolveValidators(t *testing.T) {
+	cfg := testLDAPConfig()
+	cfg.Users.Attributes.ValidatedBy = "validatedBy"
+	em := newEntryMapper(cfg)
+	user := func(uid, validator string) *Mapped {
+		attrs := map[string][]string{"uid": {uid}, "uidNumber": {"1000"}, "gidNumber": {"1000"}, "cn": {uid}}
+		if validator != "" {
+			attrs["validatedBy"] = []string{validator}
+		}
+		return em.mapEntry(StreamUsers, ldap.NewEntry("uid="+uid+",ou=people,dc=x", attrs))
+	}
+	users := map[string]*Mapped{
+		"1": user("alice", ""), "2": user("bob", ""),
+		"3": user("ext1", "uid=alice,ou=people,dc=x"), "4": user("ext2", "bob"),
+		"5": user("ext3", "zed"), "6": user("ext4", "uid=zed,ou=people,dc=x"),
+	}
+	snap := Resolve(Entries{StreamUsers: users})
+	got := map[string]string{}
+	for _, u := range snap.Users {
+		got[u.UID] = u.ValidatedBy
+	}
+	want := map[string]string{"alice": "", "bob": "", "ext1": "alice", "ext2": "bob", "ext3": "", "ext4": ""}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("validators %v, want %v", got, want)
+	}
+	if len(snap.Problems) != 2 {
+		t.Errorf("problems: %v", snap.Problems)
+	}
+	if users["3"].User.ValidatedBy != "uid=alice,ou=people,dc=x" || users["5"].User.ValidatedBy != "zed" {
+		t.Error("resolving changed the model's entries")
+	}
+}

@@ -156,6 +156,9 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		}
 		prods = prods[1:]
 	}
+	if cap(fresh) > len(fresh)+len(fresh)/16 {
+		fresh = append(make([]byte, 0, len(fresh)), fresh...) // kept as the known state: not a byte more
+	}
 	// The new values share fresh, which nothing writes again: a string
 	// over it rather than a copy, as strings.Builder does.
 	all := unsafe.String(unsafe.SliceData(fresh), len(fresh))
