@@ -210,6 +210,14 @@ func TestServeChangeStream(t *testing.T) {
 	if !strings.Contains(d.logText(), `"msg":"reconciled","target":"nss"`) {
 		t.Error("no JSON reconcile log line per target")
 	}
+	// serve.memory_limit auto: measured when the model is complete and
+	// once the first run is over; the runtime exports the limit.
+	if n := strings.Count(d.logText(), `"msg":"memory limit set from the resting heap"`); n != 2 {
+		t.Errorf("%d resting measurements, want 2", n)
+	}
+	if v := d.metric("go_gc_gomemlimit_bytes"); v == "" || v == "9.223372036854776e+18" {
+		t.Errorf("go_gc_gomemlimit_bytes = %q, want a limit", v)
+	}
 	d.stop(t)
 }
 

@@ -225,6 +225,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 			return backoff(n, time.Duration(cfg.Serve.RetryMin), time.Duration(cfg.Serve.RetryMax))
 		},
 		After:     s.afterRun,
+		Idle:      s.mem.idle,
 		Heartbeat: s.beat,
 		Lock:      func(ctx context.Context) (func(), error) { return s.lock(ctx, cfg, "serve (reconcile)") },
 		Approvals: s.store.Approvals,

@@ -53,6 +53,10 @@ type Loop struct {
 	SourceBackoff func(attempts int) time.Duration
 	// After sees every run (it must not block for long).
 	After func(context.Context, RunReport)
+	// Idle, if set, is called after each run once the loop no longer
+	// holds anything of it (the daemon measures its resting memory there);
+	// it must not block for long.
+	Idle func()
 	// Heartbeat, if set, is called at least every second while the loop
 	// is idle and after every run: a stuck loop stops beating (the
 	// systemd watchdog listens).
@@ -138,6 +142,9 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 		}
 		next, ok := l.runOnce(ctx, pending, &sourceFailures)
 		pending = Trigger{}
+		if l.Idle != nil {
+			l.Idle()
+		}
 		beat()
 		if !retry.Stop() {
 			select {
