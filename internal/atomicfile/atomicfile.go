@@ -25,50 +25,20 @@ func Write(path string, data []byte, mode os.FileMode, verify func([]byte) error
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("read %s: %w", path, err)
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return false, fmt.Errorf("create temporary file for %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp.Name())
+	return replace(path, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	}, func(tmp string) error {
+		if same, err := holds(tmp, data); err != nil {
+			return err
+		} else if !same {
+			return errors.New("content read back differs from what was written")
 		}
-	}()
-	if _, err = tmp.Write(data); err == nil {
-		if err = tmp.Chmod(mode); err == nil {
-			err = tmp.Sync()
+		if verify != nil {
+			return verify(data) // what the file holds
 		}
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return false, fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	same, err := holds(tmp.Name(), data)
-	if err != nil {
-		return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
-	}
-	if !same {
-		return false, fmt.Errorf("verify %s: content read back differs from what was written", tmp.Name())
-	}
-	if verify != nil {
-		if err = verify(data); err != nil { // what the file holds
-			return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
-		}
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return false, fmt.Errorf("rename into %s: %w", path, err)
-	}
-	if err := syncDir(dir); err != nil {
-		// The file is in place; only its durability across a power cut is in doubt.
-		return true, fmt.Errorf("fsync directory %s: %w", dir, err)
-	}
-	return true, nil
+		return nil
+	})
 }
 
 // WriteFrom is Write for content that write produces, which it calls
@@ -86,6 +56,34 @@ func WriteFrom(path string, mode os.FileMode, write func(io.Writer) error, verif
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("read %s: %w", path, err)
 	}
+	return replace(path, mode, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 64<<10)
+		if err := write(bw); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}, func(tmp string) error {
+		if back, backSize, err := fileDigest(tmp); err != nil {
+			return err
+		} else if back != sum || backSize != size {
+			return errors.New("content read back differs from what was written")
+		}
+		if verify == nil {
+			return nil
+		}
+		f, err := os.Open(tmp)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return verify(bufio.NewReaderSize(f, 64<<10))
+	})
+}
+
+// replace writes a temporary file beside path with fill, fsyncs it, runs
+// check on it, renames it over path and fsyncs the directory. A failure
+// before the rename leaves path as it was and removes the temporary file.
+func replace(path string, mode os.FileMode, fill func(io.Writer) error, check func(tmp string) error) (changed bool, err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -95,16 +93,13 @@ func WriteFrom(path string, mode os.FileMode, write func(io.Writer) error, verif
 		return false, fmt.Errorf("create temporary file for %s: %w", path, err)
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && !changed {
 			os.Remove(tmp.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(tmp, 64<<10)
-	if err = write(bw); err == nil {
-		if err = bw.Flush(); err == nil {
-			if err = tmp.Chmod(mode); err == nil {
-				err = tmp.Sync()
-			}
+	if err = fill(tmp); err == nil {
+		if err = tmp.Chmod(mode); err == nil {
+			err = tmp.Sync()
 		}
 	}
 	if cerr := tmp.Close(); err == nil {
@@ -113,23 +108,8 @@ func WriteFrom(path string, mode os.FileMode, write func(io.Writer) error, verif
 	if err != nil {
 		return false, fmt.Errorf("write %s: %w", tmp.Name(), err)
 	}
-	back, backSize, err := fileDigest(tmp.Name())
-	if err != nil {
+	if err = check(tmp.Name()); err != nil {
 		return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
-	}
-	if back != sum || backSize != size {
-		return false, fmt.Errorf("verify %s: content read back differs from what was written", tmp.Name())
-	}
-	if verify != nil {
-		f, err := os.Open(tmp.Name())
-		if err != nil {
-			return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
-		}
-		err = verify(bufio.NewReaderSize(f, 64<<10))
-		f.Close()
-		if err != nil {
-			return false, fmt.Errorf("verify %s: %w", tmp.Name(), err)
-		}
 	}
 	if err = os.Rename(tmp.Name(), path); err != nil {
 		return false, fmt.Errorf("rename into %s: %w", path, err)
