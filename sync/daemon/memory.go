@@ -31,10 +31,11 @@ func autoLimit(resting uint64) int64 { return max(int64(resting+resting/2), auto
 // model, and every change allocates tens of MB: at 100k users the heap
 // goal reached 2.5 times what serve keeps between runs. With auto, the
 // limit is autoLimit of that resting heap, measured with a collection when
-// the live model is first complete (before the first run), a moment after
-// the first run and after each full reconcile (their garbage is then also
-// returned to the system). A soft limit fails no allocation: a run that
-// needs more grows the heap past it, with the collector working harder.
+// the live model is first complete (before the first run) and when the
+// loop is idle after the first run and after each full reconcile (their
+// garbage is then also returned to the system). A soft limit fails no
+// allocation: a run that needs more grows the heap past it, with the
+// collector working harder.
 type memoryLimit struct {
 	log *slog.Logger
 
