@@ -85,8 +85,9 @@ func (t *Target) Name() string { return t.InstanceName }
 // costs the records' slice and its own lines, not the files' content.
 func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	recs := make([]engine.Record, 0, len(state.Users)+len(state.ProductionAccounts)+len(state.Collaborations))
-	// fresh holds the new lines, written after buf's last; new lists their
-	// records and ends in fresh.
+	// buf holds the line being made; fresh the new lines one after
+	// another; added, for each new line, its record and where it lies in
+	// fresh (whose strings are made once it has stopped growing).
 	var fresh, buf []byte
 	type span struct{ rec, start, end int }
 	var added []span
