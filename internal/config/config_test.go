@@ -291,6 +291,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("ldap: {uris: [ldap://x]}\n"))
 	f.Add([]byte("ldap:\n  timeout: 5s\n  page_size: [1]\n"))
 	f.Add([]byte("{{{"))
+	f.Add([]byte(minimal("/etc/hostname") + "serve: {memory_limit: 512MiB}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("fuzz.yaml", data)
 		if err == nil && len(cfg.Validate()) != 0 {
