@@ -351,14 +351,24 @@ func TestServeReload(t *testing.T) {
 	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
 	eventually(t, 10*time.Second, "trent in lsst", func() bool { return e.inGroup(t, "lsst", "trent") })
 
-	// A valid new configuration is taken (and the service restarted with it).
-	os.WriteFile(e.config, append(good, []byte("  # reloaded\n")...), 0o600)
+	// A valid new configuration is taken (and the service restarted with
+	// it), its memory limit too.
+	limit := func() string { return d.metric("go_gc_gomemlimit_bytes") }
+	if l := limit(); l != "6.7108864e+07" {
+		t.Errorf("auto memory limit of the demo = %s, want the 64 MiB floor", l)
+	}
+	os.WriteFile(e.config, append(good, []byte("  memory_limit: 256MiB\n")...), 0o600)
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	eventually(t, 5*time.Second, "accepted reload", func() bool {
 		return d.metric(`collabsync_config_reloads_total{result="success"}`) == "1"
 	})
+	eventually(t, 5*time.Second, "memory limit 256MiB", func() bool { return limit() == "2.68435456e+08" })
 	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: trent\n")
 	eventually(t, 10*time.Second, "trent out of lsst", func() bool { return !e.inGroup(t, "lsst", "trent") })
+	// Back to auto: measured again.
+	os.WriteFile(e.config, good, 0o600)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "auto memory limit after the reload", func() bool { return limit() == "6.7108864e+07" })
 	d.stop(t)
 }
 
