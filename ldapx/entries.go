@@ -244,8 +244,8 @@ func (p *userPart) uidOf(v string) (string, bool) {
 		uid, ok := p.uidByDN[NormalizeDN(v)]
 		return uid, ok
 	}
-	i := sort.Search(len(p.users), func(i int) bool { return p.users[i].UID >= v })
-	return v, i < len(p.users) && p.users[i].UID == v
+	_, ok := slices.BinarySearchFunc(p.users, v, func(u *directory.User, uid string) int { return strings.Compare(u.UID, uid) })
+	return v, ok
 }
 
 // resolveUsers maps user entries to sorted users, resolving validators.

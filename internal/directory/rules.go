@@ -141,8 +141,7 @@ func (x *uidIndex) find(uid string) (int, bool) {
 	if i, ok := x.dups[uid]; ok {
 		return i, true
 	}
-	i, ok := slices.BinarySearch(x.uids, uid)
-	return i, ok
+	return slices.BinarySearch(x.uids, uid)
 }
 
 // newUIDIndex indexes n users; of several entries with one uid, the
@@ -339,11 +338,6 @@ func (e *evaluation) violateWith(kind ViolationKind, action Action, name, dn, re
 	case ActionHold:
 		v.hold = true
 	}
-}
-
-// userIndex finds a user of the snapshot by uid (once users has begun).
-func (e *evaluation) userIndex(uid string) (int, bool) {
-	return e.st.users.find(uid)
 }
 
 // excluded reports whether a rule leaves the entry out.
@@ -724,7 +718,7 @@ func (e *evaluation) memberships(users int) func(user int) []int32 {
 	for ci, c := range e.st.Collaborations {
 		idx := make([]int32, 0, len(c.Members))
 		for _, uid := range c.Members {
-			if i, ok := e.userIndex(uid); ok {
+			if i, ok := e.st.users.find(uid); ok {
 				idx = append(idx, int32(i))
 				count[i+1]++
 			}

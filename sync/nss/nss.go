@@ -229,6 +229,7 @@ func scan(name, kind string, r io.Reader, fn func(key, line []byte)) error {
 		}
 		return 0, nil, nil
 	})
+	colon := []byte{':'}
 	n := 0
 	for sc.Scan() {
 		n++
@@ -236,14 +237,16 @@ func scan(name, kind string, r io.Reader, fn func(key, line []byte)) error {
 		if len(line) == 0 || line[0] == '#' {
 			continue
 		}
-		if c := bytes.Count(line, []byte{':'}) + 1; c != fieldCount[kind] {
+		if c := bytes.Count(line, colon) + 1; c != fieldCount[kind] {
 			return fmt.Errorf("%s:%d: %d fields, want %d", name, n, c, fieldCount[kind])
 		}
-		fields := bytes.SplitN(line, []byte{':'}, 4)
-		if _, err := strconv.ParseUint(string(fields[2]), 10, 32); err != nil {
-			return fmt.Errorf("%s:%d: id %q is not a number", name, n, fields[2])
+		key, rest, _ := bytes.Cut(line, colon)
+		_, rest, _ = bytes.Cut(rest, colon) // the password field
+		id, _, _ := bytes.Cut(rest, colon)
+		if _, err := strconv.ParseUint(string(id), 10, 32); err != nil {
+			return fmt.Errorf("%s:%d: id %q is not a number", name, n, id)
 		}
-		fn(fields[0], line)
+		fn(key, line)
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("%s:%d: %w", name, n+1, err)
