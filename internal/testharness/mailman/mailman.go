@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -173,14 +174,41 @@ func (s *Server) Do(ctx context.Context, method, path string, form url.Values) (
 		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
-		return data, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))
+		return data, &StatusError{Code: resp.StatusCode,
+			msg: fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(data))}
 	}
 	return data, nil
 }
 
+// StatusError is an answer other than 2xx.
+type StatusError struct {
+	Code int
+	msg  string
+}
+
+func (e *StatusError) Error() string { return e.msg }
+
 // Get is Do with GET.
+//
+// A GET that meets a 5xx is tried again a few times: Mailman core answers
+// a roster read that races a concurrent unsubscription with a 500 (seen in
+// CI while serve removed a member), and a test observing Mailman must not
+// fail on that.
 func (s *Server) Get(ctx context.Context, path string) ([]byte, error) {
-	return s.Do(ctx, http.MethodGet, path, nil)
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var data []byte
+		data, err = s.Do(ctx, http.MethodGet, path, nil)
+		if se := (*StatusError)(nil); !errors.As(err, &se) || se.Code/100 != 5 {
+			return data, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil, err
 }
 
 // CreateList creates a list (and its domain when missing), as an
