@@ -443,7 +443,11 @@ func (m *Model) dropUnseen(s StreamName) {
 
 // endRefresh makes a stream live; when it is the last, the model is the
 // directory and changed is called. An entry the server reported present
-// that never arrived means the model and the cookie disagree.
+// that never arrived means the model and the cookie disagree. A users or
+// collaborations stream the refresh leaves empty is refused with
+// ErrNoEntries, resumed or not (a wrong base, a filter matching nothing,
+// rights withdrawn, or every entry gone): it stays not live, and nothing
+// is planned from it.
 func (m *Model) endRefresh(s StreamName) error {
 	m.mu.Lock()
 	for key := range m.seen[s] {
@@ -451,6 +455,16 @@ func (m *Model) endRefresh(s StreamName) error {
 			m.mu.Unlock()
 			return fmt.Errorf("%w (stream %s, entryUUID %s)", errUnknownPresent, s, keyText(key))
 		}
+	}
+	// A refresh without a cookie keeps only what it reported (every key
+	// seen is held: checked above).
+	left := len(m.entries[s])
+	if m.full[s] {
+		left = len(m.seen[s])
+	}
+	if left == 0 && mustMatch(s) {
+		m.mu.Unlock()
+		return ErrNoEntries
 	}
 	if m.full[s] {
 		m.dropUnseen(s)

@@ -140,11 +140,15 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 		if err := w.poll(ctx, conn, m, searches, nc, from); err != nil {
 			return err
 		}
-		for name := range searches {
-			m.saveCookie(name, position(dc, usn))
+		for name, search := range searches {
 			if err := m.endRefresh(name); err != nil {
+				if errors.Is(err, ErrNoEntries) {
+					err = refreshEmpty(search, true)
+					w.events.RefreshFailed(string(name), "no_entries", err)
+				}
 				return err
 			}
+			m.saveCookie(name, position(dc, usn))
 			w.events.Live(string(name), true)
 		}
 		from = usn
@@ -189,7 +193,6 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 			continue
 		}
 		m.beginRefresh(r.stream, false)
-		n := 0
 		err := Stream(ctx, conn, searchRequest(search, append(m.em.attributes(r.stream), "objectGUID")), uint32(w.cfg.PageSize),
 			func(e *ldap.Entry) error {
 				key, err := guidKey(e)
@@ -200,18 +203,16 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 					return err
 				}
 				m.put(r.stream, key, e)
-				n++
 				return nil
 			})
 		if err != nil {
 			return fmt.Errorf("read %s: %w", r.what, err)
 		}
-		if n == 0 && mustMatch(r.stream) {
-			err := fmt.Errorf("read %s: %w", r.what, noEntries(search))
-			w.events.RefreshFailed(string(r.stream), "no_entries", err)
-			return err
-		}
 		if err := m.endRefresh(r.stream); err != nil {
+			if errors.Is(err, ErrNoEntries) {
+				err = fmt.Errorf("read %s: %w", r.what, noEntries(search))
+				w.events.RefreshFailed(string(r.stream), "no_entries", err)
+			}
 			return err
 		}
 		w.events.Live(string(r.stream), false)

@@ -177,8 +177,19 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 	resp := conn.Syncrepl(sctx, req, 64, ldap.SyncRequestModeRefreshAndPersist, cookie, false)
 	m.beginRefresh(name, resumed)
 	warned := false
+	// A refresh's cookies are kept only once the model accepts the
+	// refresh: a retry after a refused one starts from where the model
+	// was accepted last, so it is refused again rather than resumed past.
+	var refreshCookie []byte
 	save := func(c []byte) {
-		m.saveCookie(name, c)
+		if len(c) == 0 {
+			return
+		}
+		if refreshing {
+			refreshCookie = c
+		} else {
+			m.saveCookie(name, c)
+		}
 		if !warned && unresumable(c) {
 			warned = true
 			w.warnUnresumable(name, c)
@@ -187,12 +198,11 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 	live := func() error {
 		refreshing = false
 		quiet.Stop()
-		if !resumed && received == 0 && mustMatch(name) {
-			err := fmt.Errorf("refresh: %w", noEntries(search))
-			w.events.RefreshFailed(string(name), "no_entries", err)
+		if err := w.live(m, name, search, resumed); err != nil {
 			return err
 		}
-		return w.live(m, name, resumed)
+		m.saveCookie(name, refreshCookie)
+		return nil
 	}
 	var err error
 	for resp.Next() {
@@ -286,13 +296,27 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 }
 
 // live ends a stream's refresh.
-func (w *Watcher) live(m *Model, name StreamName, resumed bool) error {
-	if err := m.endRefresh(name); err != nil {
+func (w *Watcher) live(m *Model, name StreamName, search config.Search, resumed bool) error {
+	err := m.endRefresh(name)
+	switch {
+	case errors.Is(err, ErrNoEntries):
+		err = refreshEmpty(search, resumed)
+		w.events.RefreshFailed(string(name), "no_entries", err)
+		return err
+	case err != nil:
 		m.dropCookie(name)
 		return fmt.Errorf("%w: %v", errCookieRejected, err)
 	}
 	w.events.Live(string(name), resumed)
 	return nil
+}
+
+// refreshEmpty says why a refresh that left a stream empty was refused.
+func refreshEmpty(search config.Search, resumed bool) error {
+	if resumed {
+		return fmt.Errorf("refresh resumed from the saved cookie would leave no entry (every one deleted, moved, or no longer readable): %w", noEntries(search))
+	}
+	return fmt.Errorf("refresh: %w", noEntries(search))
 }
 
 // unresumable reports a 389-ds cookie that names no change: its Retro

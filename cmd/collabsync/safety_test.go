@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func (e *syncEnv) add(t *testing.T, ldif string) {
@@ -115,4 +119,97 @@ func TestNewcomerCannotRevokeAnAccount(t *testing.T) {
 		`name "alice" is already provisioned for uid=alice,ou=people,dc=example,dc=org; this newcomer is left out`,
 		"gidNumber 20002 is already provisioned for cn=proj2,ou=groups,dc=example,dc=org; this newcomer is left out",
 	})
+}
+
+// TestServeEmptyRefreshDeletesNobody: a users search that matches nothing
+// is refused under serve as it is by sync --once, whether the refresh
+// starts afresh (a wrong but existing base DN) or resumes from a cookie
+// (every user entry gone while serve was down): serve stays not ready
+// saying why, across its retries, and nobody loses their account. Before,
+// the refused refresh's cookie was kept and the retry resumed from it
+// without the check: passwd was emptied a second after the refusal.
+func TestServeEmptyRefreshDeletesNobody(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	e.sync(t)
+	before, err := os.ReadFile(filepath.Join(e.outDir, "passwd"))
+	if err != nil || !strings.Contains(string(before), "alice:") {
+		t.Fatalf("passwd after sync: %v\n%s", err, before)
+	}
+	e.add(t, "dn: ou=services,dc=example,dc=org\nobjectClass: organizationalUnit\nou: services\n")
+	good, _ := os.ReadFile(e.config)
+	wrong := strings.Replace(string(good), "base_dn: ou=people,dc=example,dc=org", "base_dn: ou=services,dc=example,dc=org", 1)
+	os.WriteFile(e.config, []byte(wrong), 0o600)
+
+	// refused holds for long enough that several retries ran.
+	refused := func(d *daemonProc, what string) {
+		t.Helper()
+		deadline := time.Now().Add(6 * time.Second)
+		for time.Now().Before(deadline) {
+			if code, body := d.get("/readyz"); code != 503 || !strings.Contains(body, "matched no entries") {
+				t.Fatalf("%s: /readyz %d %s", what, code, body)
+			}
+			if after, _ := os.ReadFile(filepath.Join(e.outDir, "passwd")); string(after) != string(before) {
+				t.Fatalf("%s: passwd changed:\n%s", what, after)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if n := strings.Count(d.logText(), "matched no entries"); n < 2 {
+			t.Errorf("%s: the refusal was logged %d times: no retry ran", what, n)
+		}
+	}
+	d := startServe(t, e.config)
+	eventually(t, 10*time.Second, "the refusal", func() bool { _, body := d.get("/readyz"); return strings.Contains(body, "matched no entries") })
+	refused(d, "a wrong base")
+	d.stop(t)
+
+	// A wrong base that matches a few users: the guard holds the plan,
+	// and /readyz names the searches as the suspect before any approval.
+	e.add(t, strings.Replace(posixUser("svc1", 30001), "ou=people", "ou=services", 1))
+	os.WriteFile(e.config, good, 0o600)
+	setGuard(t, e, "{max_delete_ratio: 0.2, min_deletes: 1}")
+	good, _ = os.ReadFile(e.config)
+	wrong = strings.Replace(string(good), "base_dn: ou=people,dc=example,dc=org", "base_dn: ou=services,dc=example,dc=org", 1)
+	os.WriteFile(e.config, []byte(wrong), 0o600)
+	d = startServe(t, e.config)
+	eventually(t, 10*time.Second, "the plan held", func() bool { _, body := d.get("/readyz"); return strings.Contains(body, "holds a plan") })
+	code, body := d.get("/readyz")
+	suspect := strings.Index(body, `the directory side suspects a wrong search: it would delete`)
+	if code != 503 || suspect < 0 || !strings.Contains(body, `returns 1 users (base "ou=services,dc=example,dc=org"`) ||
+		suspect > strings.Index(body, "approve it with") {
+		t.Errorf("/readyz with most of passwd to delete: %d %s", code, body)
+	}
+	if h := d.held(t); !strings.Contains(h.Suspect, "check ldap.users and ldap.collaborations") {
+		t.Errorf("/status held plan: %+v", h)
+	}
+	d.stop(t)
+
+	// Corrected: serve becomes ready with the same accounts.
+	os.WriteFile(e.config, good, 0o600)
+	d = startServe(t, e.config)
+	d.waitReady(t)
+	if after, _ := os.ReadFile(filepath.Join(e.outDir, "passwd")); string(after) != string(before) {
+		t.Fatalf("passwd changed:\n%s", after)
+	}
+	d.stop(t)
+
+	// Every user deleted while serve was down: the refresh resumes from
+	// the saved cookie and would empty the model.
+	ldif, err := os.ReadFile("../../configs/demo/directory.ldif")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var del strings.Builder
+	for _, line := range strings.Split(string(ldif), "\n") {
+		if strings.HasPrefix(line, "dn: uid=") && strings.HasSuffix(line, ",ou=people,dc=example,dc=org") {
+			fmt.Fprintf(&del, "%s\nchangetype: delete\n\n", line)
+		}
+	}
+	e.modify(t, del.String())
+	d = startServe(t, e.config)
+	eventually(t, 10*time.Second, "the refusal", func() bool { _, body := d.get("/readyz"); return strings.Contains(body, "matched no entries") })
+	refused(d, "every user deleted")
+	if !strings.Contains(d.logText(), "refresh resumed from the saved cookie would leave no entry") {
+		t.Errorf("the refresh did not resume from the cookie:\n%s", d.logText())
+	}
+	d.stop(t)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -47,6 +48,9 @@ type status struct {
 	// startedUp: every target has been reconciled or holds a plan since
 	// the daemon started (systemd's READY=1 was sent).
 	startedUp bool
+	// users and collabs are the configured searches, named when a held
+	// plan looks like a search gone wrong.
+	users, collabs config.Search
 }
 
 // StatusReport is what /status returns (JSON).
@@ -95,10 +99,13 @@ type MaintenanceStatus struct {
 
 // HeldPlan is a plan a target's guard holds for an operator's approval.
 type HeldPlan struct {
-	Digest  string    `json:"digest"`
-	Reason  string    `json:"reason"`
-	Since   time.Time `json:"since"`
-	Approve string    `json:"approve"`
+	Digest string    `json:"digest"`
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+	// Suspect, for a plan that would delete most of its target, is what
+	// the directory side suspects: the searches and what they return.
+	Suspect string `json:"suspect,omitempty"`
+	Approve string `json:"approve"`
 }
 
 // ChangeStreamStatus is how changes are followed, and the live model.
@@ -134,6 +141,22 @@ func (s *status) configure(cfg *config.Config) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.targets = reconcile.TargetNames(cfg)
+	s.users, s.collabs = cfg.LDAP.Users.Search, cfg.LDAP.Collaborations.Search
+}
+
+// suspect says what the directory side suspects of a plan that would
+// delete most of what its target holds: far more often a search that
+// matches the wrong entries (a base DN or filter changed, rights
+// withdrawn) than a centre losing most of its people at once.
+func (s *status) suspect(p *engine.Plan, st *directory.State) string {
+	_, _, del := p.Counts()
+	if p.Current == 0 || 2*del <= p.Current {
+		return ""
+	}
+	return fmt.Sprintf("it would delete %d of the %d records the target holds, and the directory now returns %d users "+
+		"(base %q, filter %q) and %d collaborations (base %q, filter %q): a base DN or filter that matches the wrong entries, "+
+		"or a bind user that lost its read rights, looks like this; check ldap.users and ldap.collaborations before approving",
+		del, p.Current, len(st.Users), s.users.BaseDN, s.users.Filter, len(st.Collaborations), s.collabs.BaseDN, s.collabs.Filter)
 }
 
 func (s *status) setMode(mode, why string) {
@@ -207,7 +230,7 @@ func (s *status) record(r engine.RunReport, queue []store.Queued) bool {
 		case res.Plan != nil && res.Plan.Refused != "":
 			p := res.Plan
 			if t.Held == nil || t.Held.Digest != p.Digest {
-				t.Held = &HeldPlan{Digest: p.Digest, Reason: p.Refused, Since: r.Started,
+				t.Held = &HeldPlan{Digest: p.Digest, Reason: p.Refused, Since: r.Started, Suspect: s.suspect(p, r.State),
 					Approve: "collabsync approve " + res.Target + " " + p.Digest}
 			}
 			t.Result, t.Error = "held", res.Err.Error()
@@ -262,6 +285,11 @@ func (s *status) readyLocked() (bool, string) {
 		ts := s.data.Targets[t]
 		switch {
 		case ts != nil && ts.Held != nil:
+			if ts.Held.Suspect != "" {
+				held = append(held, fmt.Sprintf("%s holds a plan its guard refused (%s); the directory side suspects a wrong search: %s; "+
+					"only if the directory is right, approve it with: %s", t, ts.Held.Reason, ts.Held.Suspect, ts.Held.Approve))
+				break
+			}
 			held = append(held, fmt.Sprintf("%s holds a plan its guard refused (%s); approve it with: %s", t, ts.Held.Reason, ts.Held.Approve))
 		case ts != nil && ts.Result == "maintenance":
 			// In a maintenance window: its changes wait, as planned.
