@@ -143,6 +143,10 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 		for name, search := range searches {
 			if err := m.endRefresh(name); err != nil {
 				if errors.Is(err, ErrNoEntries) {
+					// The next try reads whole (see Watcher.live).
+					for name := range searches {
+						m.dropCookie(name)
+					}
 					err = refreshEmpty(search, true)
 					w.events.RefreshFailed(string(name), "no_entries", err)
 				}

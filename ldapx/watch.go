@@ -300,6 +300,9 @@ func (w *Watcher) live(m *Model, name StreamName, search config.Search, resumed 
 	err := m.endRefresh(name)
 	switch {
 	case errors.Is(err, ErrNoEntries):
+		// The next try reads whole: a saved model that was wrong is put
+		// right, and an empty directory is refused again.
+		m.dropCookie(name)
 		err = refreshEmpty(search, resumed)
 		w.events.RefreshFailed(string(name), "no_entries", err)
 		return err

@@ -15,13 +15,17 @@ import (
 )
 
 // CertFiles are PEM files of a throwaway CA and a server certificate it
-// signed for localhost and 127.0.0.1.
+// signed for localhost, 127.0.0.1 and any other IP addresses asked for.
 type CertFiles struct {
 	CA, Cert, Key string
 }
 
 // NewCertFiles writes a fresh CA and server certificate into dir.
-func NewCertFiles(dir string) (*CertFiles, error) {
+func NewCertFiles(dir string, ips ...string) (*CertFiles, error) {
+	sans := []net.IP{net.IPv4(127, 0, 0, 1)}
+	for _, ip := range ips {
+		sans = append(sans, net.ParseIP(ip))
+	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -52,7 +56,7 @@ func NewCertFiles(dir string) (*CertFiles, error) {
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "localhost"},
 		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		IPAddresses:  sans,
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

@@ -1,6 +1,9 @@
 // Package samba runs a throwaway Samba 4 Active Directory domain controller
 // for tests: provisioned with RFC 2307 attributes under a private
-// directory, one process in the foreground, LDAP only, on loopback.
+// directory, one process in the foreground, LDAP only, in a network
+// namespace of its own (AD's ports are fixed: two runs on one machine
+// would meet on 127.0.0.1:389) with its pid, lock and socket directories
+// in its own directory, never the machine's /run/samba.
 package samba
 
 import (
@@ -20,23 +23,30 @@ import (
 
 // Options configure a domain controller.
 type Options struct {
-	// TLS gives the DC a certificate for localhost/127.0.0.1 from a
-	// throwaway CA and keeps AD's default: simple binds only over TLS
-	// (ldaps:// or StartTLS). Without it, tests bind over plain LDAP.
+	// TLS gives the DC a certificate for its address from a throwaway CA
+	// and keeps AD's default: simple binds only over TLS (ldaps:// or
+	// StartTLS). Without it, tests bind over plain LDAP.
 	TLS bool
+	// SelfMadeTLS is TLS with the certificate Samba makes itself at its
+	// first start (private/tls: a CA with a negative serial number, a
+	// host certificate without subjectAltName), as a DC is left by
+	// provisioning. SelfMadeCA is then its CA file.
+	SelfMadeTLS bool
 }
 
 // Server is a running Samba AD DC.
 type Server struct {
-	URI           string                 // ldap://127.0.0.1:389 (AD's port is fixed)
-	LDAPSURI      string                 // ldaps://127.0.0.1:636
+	URI           string                 // ldap://<its address>:389 (AD's port is fixed)
+	LDAPSURI      string                 // ldaps://<its address>:636
 	Certs         *testharness.CertFiles // with TLS
+	SelfMadeCA    string                 // with SelfMadeTLS
 	BaseDN        string                 // DC=example,DC=org
 	AdminDN       string
 	AdminPassword string
 	AdminPWFile   string // the password in a file, for bind.password_file
 
 	dir  string
+	ns   *testharness.NetNS
 	cmd  *exec.Cmd
 	done chan error
 }
@@ -47,7 +57,7 @@ const adminPassword = "Passw0rd-collabsync!"
 // when the test ends. Without Samba it skips, or fails when CI is set.
 func StartT(t testing.TB, opts Options) *Server {
 	t.Helper()
-	testharness.Require(t, "samba", "samba-tool", "ldapadd")
+	testharness.Require(t, "samba", "samba-tool", "ldapadd", "unshare", "nsenter", "ip")
 	testharness.RequireRoot(t)
 	s, err := Start(t.TempDir(), opts)
 	if err != nil {
@@ -61,54 +71,78 @@ func StartT(t testing.TB, opts Options) *Server {
 	return s
 }
 
-// Start provisions the domain EXAMPLE.ORG in dir and starts samba.
+// Start provisions the domain EXAMPLE.ORG in dir and starts samba in a
+// network namespace of its own.
 func Start(dir string, opts Options) (*Server, error) {
-	s := &Server{URI: "ldap://127.0.0.1:389", LDAPSURI: "ldaps://127.0.0.1:636", BaseDN: "DC=example,DC=org", AdminDN: "CN=Administrator,CN=Users,DC=example,DC=org",
-		AdminPassword: adminPassword, AdminPWFile: filepath.Join(dir, "adminpw"), dir: dir}
-	if err := os.WriteFile(s.AdminPWFile, []byte(adminPassword+"\n"), 0o600); err != nil {
+	ns, err := testharness.NewNetNS()
+	if err != nil {
+		return nil, fmt.Errorf("network namespace for samba: %w", err)
+	}
+	s := &Server{URI: "ldap://" + ns.IP + ":389", LDAPSURI: "ldaps://" + ns.IP + ":636", BaseDN: "DC=example,DC=org",
+		AdminDN: "CN=Administrator,CN=Users,DC=example,DC=org", AdminPassword: adminPassword,
+		AdminPWFile: filepath.Join(dir, "adminpw"), dir: dir, ns: ns}
+	if err := s.provision(opts); err != nil {
+		ns.Close()
 		return nil, err
+	}
+	if err := s.Start(); err != nil {
+		ns.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) provision(opts Options) error {
+	dir := s.dir
+	if err := os.WriteFile(s.AdminPWFile, []byte(adminPassword+"\n"), 0o600); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	args := []string{"domain", "provision", "--use-rfc2307", "--realm=EXAMPLE.ORG", "--domain=EXAMPLE", "--server-role=dc",
-		"--dns-backend=NONE", "--host-ip=127.0.0.1", "--targetdir=" + dir, "--adminpass=" + adminPassword,
+		"--dns-backend=NONE", "--host-ip=" + s.ns.IP, "--targetdir=" + dir, "--adminpass=" + adminPassword,
 		// Not the machine's: a host name longer than 15 characters is no NetBIOS name.
 		"--host-name=dc1", "--option=netbios name = DC1"}
-	for _, o := range []string{"interfaces = lo", "bind interfaces only = yes", "server services = ldap",
-		"log file = " + filepath.Join(dir, "log.%m")} {
+	run := filepath.Join(dir, "run")
+	for _, o := range []string{"interfaces = " + s.ns.IP + "/30", "bind interfaces only = yes", "server services = ldap",
+		"log file = " + filepath.Join(dir, "log.%m"),
+		// Everything a DC keeps outside its targetdir by default.
+		"pid directory = " + run, "winbindd socket directory = " + filepath.Join(run, "winbindd"),
+		"ntp signd socket directory = " + filepath.Join(run, "ntp_signd")} {
 		args = append(args, "--option="+o)
 	}
-	if out, err := exec.CommandContext(ctx, "samba-tool", args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("samba-tool domain provision: %v: %s", err, testharness.Tail(string(out)))
+	if err := os.MkdirAll(run, 0o755); err != nil {
+		return err
 	}
-	// Without TLS, simple binds over plain LDAP on loopback, as tests
-	// bind (provision does not keep this option).
+	if out, err := exec.CommandContext(ctx, "samba-tool", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("samba-tool domain provision: %v: %s", err, testharness.Tail(string(out)))
+	}
+	// Without TLS, simple binds over plain LDAP, as tests bind (provision
+	// does not keep this option).
 	conf := filepath.Join(dir, "etc/smb.conf")
 	data, err := os.ReadFile(conf)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	global := "\tldap server require strong auth = no\n"
-	if opts.TLS {
-		if s.Certs, err = testharness.NewCertFiles(dir); err != nil {
-			return nil, err
+	switch {
+	case opts.TLS:
+		if s.Certs, err = testharness.NewCertFiles(dir, s.ns.IP); err != nil {
+			return err
 		}
 		global = fmt.Sprintf("\ttls enabled = yes\n\ttls keyfile = %s\n\ttls certfile = %s\n\ttls cafile = %s\n", s.Certs.Key, s.Certs.Cert, s.Certs.CA)
+	case opts.SelfMadeTLS:
+		global = "\ttls enabled = yes\n"
+		s.SelfMadeCA = filepath.Join(dir, "private/tls/ca.pem")
 	}
 	data = []byte(strings.Replace(string(data), "[global]\n", "[global]\n"+global, 1))
-	if err := os.WriteFile(conf, data, 0o644); err != nil {
-		return nil, err
-	}
-	return s, s.Start()
+	return os.WriteFile(conf, data, 0o644)
 }
 
 // Start runs samba in the foreground and waits until LDAP answers.
 func (s *Server) Start() error {
-	if c, err := net.DialTimeout("tcp", "127.0.0.1:389", 200*time.Millisecond); err == nil {
-		c.Close()
-		return fmt.Errorf("something already listens on 127.0.0.1:389, the port an AD DC must use")
-	}
-	s.cmd = exec.Command("samba", "-i", "-s", filepath.Join(s.dir, "etc/smb.conf"))
+	addr := net.JoinHostPort(s.ns.IP, "389")
+	s.cmd = s.ns.Command("samba", "-i", "-s", filepath.Join(s.dir, "etc/smb.conf"))
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	logf, err := os.Create(filepath.Join(s.dir, "samba.out"))
 	if err != nil {
@@ -123,7 +157,7 @@ func (s *Server) Start() error {
 	go func() { s.done <- s.cmd.Wait(); logf.Close() }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:389", time.Second)
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 			return nil
@@ -135,8 +169,8 @@ func (s *Server) Start() error {
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.Close()
-			return fmt.Errorf("samba did not listen on 127.0.0.1:389 within 60 s")
+			s.Stop()
+			return fmt.Errorf("samba did not listen on %s within 60 s", addr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -155,9 +189,15 @@ func (s *Server) Modify(ctx context.Context, ldif string) error {
 func (s *Server) ldap(ctx context.Context, tool, ldif string) error {
 	uri := s.URI
 	cmd := exec.CommandContext(ctx, tool, "-x", "-H", uri, "-D", s.AdminDN, "-w", s.AdminPassword)
-	if s.Certs != nil {
+	switch {
+	case s.Certs != nil:
 		cmd = exec.CommandContext(ctx, tool, "-x", "-H", s.LDAPSURI, "-D", s.AdminDN, "-w", s.AdminPassword)
 		cmd.Env = append(os.Environ(), "LDAPTLS_CACERT="+s.Certs.CA)
+	case s.SelfMadeCA != "":
+		// Its host certificate names no address: the harness's own
+		// changes go over TLS unverified (collabsync's never do).
+		cmd = exec.CommandContext(ctx, tool, "-x", "-H", s.LDAPSURI, "-D", s.AdminDN, "-w", s.AdminPassword)
+		cmd.Env = append(os.Environ(), "LDAPTLS_REQCERT=never")
 	}
 	cmd.Stdin = strings.NewReader(ldif)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -166,14 +206,24 @@ func (s *Server) ldap(ctx context.Context, tool, ldif string) error {
 	return nil
 }
 
-// Close stops samba: its whole process group, workers included (they
+// Stop stops samba: its whole process group, workers included (they
 // outlive the main process for a moment, writing into its directory).
-func (s *Server) Close() error {
+// Start runs it again in the same namespace.
+func (s *Server) Stop() error {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return nil
 	}
 	err := testharness.StopGroup(s.cmd.Process.Pid, 20*time.Second)
 	<-s.done
 	s.cmd = nil
+	return err
+}
+
+// Close stops samba and ends its network namespace.
+func (s *Server) Close() error {
+	err := s.Stop()
+	if nerr := s.ns.Close(); err == nil {
+		err = nerr
+	}
 	return err
 }
