@@ -20,6 +20,7 @@ type StreamName string
 // The streams.
 const (
 	StreamUsers          StreamName = "users"
+	StreamDisabled       StreamName = "disabled_users" // the users disabled_filter selects
 	StreamCollaborations StreamName = "collaborations"
 	StreamRoleGroups     StreamName = "role_groups"
 	StreamProduction     StreamName = "production_accounts"
@@ -57,6 +58,11 @@ type Entries map[StreamName]map[string]*Mapped
 // streams lists the configured searches by stream.
 func streams(cfg config.LDAP) map[StreamName]config.Search {
 	s := map[StreamName]config.Search{StreamUsers: cfg.Users.Search, StreamCollaborations: cfg.Collaborations.Search}
+	if f := cfg.Users.DisabledFilter; f != "" {
+		d := cfg.Users.Search
+		d.Filter = And(d.Filter, f)
+		s[StreamDisabled] = d
+	}
 	if rg := cfg.Collaborations.Contacts.Groups; rg != nil {
 		s[StreamRoleGroups] = rg.Search
 	}
@@ -91,6 +97,8 @@ func (em *entryMapper) attributes(s StreamName) []string {
 	switch s {
 	case StreamUsers:
 		return em.m.UserAttributes()
+	case StreamDisabled:
+		return []string{noAttributes} // only which entries match
 	case StreamCollaborations:
 		return em.m.CollaborationAttributes()
 	case StreamRoleGroups:
@@ -102,8 +110,12 @@ func (em *entryMapper) attributes(s StreamName) []string {
 	return nil
 }
 
+// noAttributes asks a search for no attributes (RFC 4511 4.5.1.8).
+const noAttributes = "1.1"
+
 // mapEntry maps one entry of a stream; it never fails: what cannot be
-// mapped is a Problem naming the DN.
+// mapped is a Problem naming the DN. A disabled user's entry is only its
+// DN (its key names the user's entry).
 func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
 	out := &Mapped{DN: e.DN}
 	var err error
@@ -115,7 +127,7 @@ func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
 			if em.byDN {
 				out.NormDN = NormalizeDN(e.DN)
 			}
-			pack(&u.DN, &u.UID, &u.Name, &u.Mail, &u.Home, &u.Shell, &u.Affiliation, &u.ValidatedBy, &out.NormDN)
+			pack(&u.DN, &u.UID, &u.Name, &u.Mail, &u.Home, &u.Shell, &u.Affiliation, &u.ValidatedBy, &u.PrivateGroup, &out.NormDN)
 			out.DN = u.DN
 		}
 	case StreamCollaborations:
@@ -175,7 +187,7 @@ func (em *entryMapper) roleGroup(e *ldap.Entry) (*RoleGroup, error) {
 // contact, validator and owner references across the whole directory. It
 // is pure, and the result does not depend on the order of the entries.
 func Resolve(entries Entries) *directory.Snapshot {
-	snap, _ := resolveWith(entries, resolveUsers(entries[StreamUsers]), nil)
+	snap, _ := resolveWith(entries, resolveUsers(entries[StreamUsers], entries[StreamDisabled]), nil)
 	return snap
 }
 
@@ -197,7 +209,7 @@ type userPart struct {
 // entry and role groups are the same; the returned cache is for the next
 // call.
 func resolveWith(entries Entries, users *userPart, cache collabCache) (*directory.Snapshot, collabCache) {
-	r := &resolver{snap: &directory.Snapshot{Users: users.users}, users: users, collabByDN: map[string]string{},
+	r := &resolver{snap: &directory.Snapshot{Users: users.users}, users: users, collabByDN: map[string]*Mapped{},
 		cache: cache, next: make(collabCache, len(entries[StreamCollaborations]))}
 	r.collaborations(entries[StreamCollaborations], entries[StreamRoleGroups])
 	r.production(entries[StreamProduction])
@@ -215,14 +227,17 @@ type resolvedCollab struct {
 	c        directory.Collaboration
 	problems []directory.Problem
 	groups   map[directory.Role][]string // the role groups' values it was resolved with
+	// nested: a member DN is no user (another collaboration's group, or
+	// unknown): it is resolved again on every call.
+	nested bool
 }
 
 // resolver is the work area of one Resolve.
 type resolver struct {
 	snap  *directory.Snapshot
 	users *userPart
-	// collabByDN maps normalized collaboration DNs to names.
-	collabByDN  map[string]string
+	// collabByDN maps normalized collaboration DNs to their entries.
+	collabByDN  map[string]*Mapped
 	cache, next collabCache
 }
 
@@ -249,13 +264,15 @@ func (p *userPart) uidOf(v string) (string, bool) {
 }
 
 // resolveUsers maps user entries to sorted users, resolving validators.
-func resolveUsers(entries map[string]*Mapped) *userPart {
+// A user whose key the disabled users hold (the same entry: keys are
+// entryUUIDs in a live model, DNs in a full read) is suspended.
+func resolveUsers(entries, disabled map[string]*Mapped) *userPart {
 	p := &userPart{users: make([]*directory.User, 0, len(entries)), uidByDN: map[string]string{}}
 	type pending struct {
 		dn, validator string // DN or uid
 	}
 	var validated []pending
-	for _, e := range entries {
+	for key, e := range entries {
 		if e.User == nil {
 			p.problems = append(p.problems, directory.Problem{DN: e.DN, Reason: e.Problem})
 			continue
@@ -270,6 +287,10 @@ func resolveUsers(entries map[string]*Mapped) *userPart {
 		// The users point into the entries, which nobody modifies; a
 		// user whose resolution changes a field gets a copy.
 		user := &u.User
+		if _, off := disabled[key]; off && !user.Suspended {
+			c := *user
+			c.Suspended, user = true, &c
+		}
 		if m := u.Mail; m != "" && !directory.ValidAddress(m) {
 			c := *user
 			c.Mail, user = "", &c
@@ -318,7 +339,7 @@ func (r *resolver) collaborations(entries, roleGroups map[string]*Mapped) {
 			continue
 		}
 		collabs = append(collabs, e)
-		r.collabByDN[e.NormDN] = e.Collaboration.Name
+		r.collabByDN[e.NormDN] = e
 	}
 	// In DN order, so that which of two collaborations of one name gets a
 	// role group's contacts does not depend on the order of reading.
@@ -351,26 +372,55 @@ func (r *resolver) collaborations(entries, roleGroups map[string]*Mapped) {
 	}
 	r.snap.Collaborations = make([]directory.Collaboration, 0, len(collabs))
 	for i, e := range collabs {
-		if rc, ok := r.cache[e]; ok && sameGroups(rc.groups, fromGroups[i]) {
+		if rc, ok := r.cache[e]; ok && !rc.nested && sameGroups(rc.groups, fromGroups[i]) {
 			r.snap.Collaborations = append(r.snap.Collaborations, rc.c)
 			r.snap.Problems = append(r.snap.Problems, rc.problems...)
 			r.next[e] = rc
 			continue
 		}
 		first := len(r.snap.Problems)
-		c := r.collaboration(e.Collaboration, fromGroups[i])
+		c, nested := r.collaboration(e, fromGroups[i])
 		r.snap.Collaborations = append(r.snap.Collaborations, c)
-		r.next[e] = resolvedCollab{c: c, problems: slices.Clone(r.snap.Problems[first:]), groups: fromGroups[i]}
+		r.next[e] = resolvedCollab{c: c, problems: slices.Clone(r.snap.Problems[first:]), groups: fromGroups[i], nested: nested}
 	}
 }
 
-// collaboration resolves one collaboration's members and contacts.
-func (r *resolver) collaboration(raw *RawCollaboration, fromGroups map[directory.Role][]string) directory.Collaboration {
-	c := raw.Collaboration
-	var unknown []string
+// maxNesting is how deep nested groups are followed.
+const maxNesting = 16
+
+// collaboration resolves one collaboration's members and contacts. A
+// member that is another collaboration's group is expanded or reported,
+// as the mapping says; nested reports a member DN that is no user, whose
+// meaning depends on the other collaborations (it is resolved anew each
+// time).
+func (r *resolver) collaboration(e *Mapped, fromGroups map[directory.Role][]string) (c directory.Collaboration, nested bool) {
+	raw := e.Collaboration
+	c = raw.Collaboration
+	var unknown, through []string
 	c.Members, unknown = Members(raw.MemberValues, r.uidOf)
 	for _, v := range unknown {
-		r.dangling(c.DN, "member %q is not a known user; left out", v)
+		var g *Mapped
+		if strings.Contains(v, "=") {
+			g = r.collabByDN[NormalizeDN(v)]
+			// What it resolves to depends on the other groups too.
+			nested = true
+		}
+		switch {
+		case g == nil && strings.Contains(v, "="):
+			r.dangling(c.DN, "member %q is not a known user or group; left out", v)
+		case g == nil:
+			r.dangling(c.DN, "member %q is not a known user; left out", v)
+		case !raw.expandNested:
+			r.dangling(c.DN, "member %q is the group of collaboration %s: nested groups are not expanded "+
+				"(ldap.collaborations.nested: report); its members left out", v, g.Collaboration.Name)
+		default:
+			through = append(through, r.expand(e, g, []*Mapped{e})...)
+		}
+	}
+	if len(through) > 0 {
+		all := append(slices.Clone(c.Members), through...)
+		slices.Sort(all)
+		c.Members = slices.Clip(slices.Compact(all))
 	}
 	c.Contacts = map[directory.Role][]string{}
 	for _, role := range directory.Roles() {
@@ -386,7 +436,39 @@ func (r *resolver) collaboration(raw *RawCollaboration, fromGroups map[directory
 			c.Contacts[role] = uids
 		}
 	}
-	return c
+	return c, nested
+}
+
+// expand returns the uids of group g's members, and of its member groups
+// through any depth up to maxNesting; path is the groups that led to it
+// from root. A cycle and a nesting too deep are named on root.
+func (r *resolver) expand(root, g *Mapped, path []*Mapped) []string {
+	names := func(extra *Mapped) string {
+		var n []string
+		for _, p := range append(slices.Clip(path), extra) {
+			n = append(n, p.Collaboration.Name)
+		}
+		return strings.Join(n, " → ")
+	}
+	if slices.Contains(path, g) {
+		r.dangling(root.DN, "nested groups form a cycle (%s); each group's members counted once", names(g))
+		return nil
+	}
+	if len(path) > maxNesting {
+		r.dangling(root.DN, "nested groups deeper than %d levels (%s); the deeper ones left out", maxNesting, names(g))
+		return nil
+	}
+	uids, unknown := Members(g.Collaboration.MemberValues, r.uidOf)
+	out := slices.Clone(uids)
+	for _, v := range unknown {
+		if !strings.Contains(v, "=") {
+			continue
+		}
+		if sub := r.collabByDN[NormalizeDN(v)]; sub != nil {
+			out = append(out, r.expand(root, sub, append(slices.Clip(path), g))...)
+		}
+	}
+	return out
 }
 
 // sameGroups reports whether two collaborations' role group values are
@@ -423,7 +505,10 @@ func (r *resolver) production(entries map[string]*Mapped) {
 		}
 		if p.Owner != "" {
 			if strings.Contains(p.Owner, "=") {
-				name, ok := r.collabByDN[NormalizeDN(p.Owner)]
+				name, ok := "", false
+				if c := r.collabByDN[NormalizeDN(p.Owner)]; c != nil {
+					name, ok = c.Collaboration.Name, true
+				}
 				if !ok {
 					r.problem(e.DN, "owner %q is not a known collaboration", p.Owner)
 					continue

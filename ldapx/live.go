@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -266,7 +267,7 @@ func (m *Model) Snapshot() (snap *directory.Snapshot, ok bool) {
 		return nil, false
 	}
 	if m.users == nil || m.usersChanged {
-		m.users, m.usersChanged, m.collabs = resolveUsers(m.entries[StreamUsers]), false, nil
+		m.users, m.usersChanged, m.collabs = resolveUsers(m.entries[StreamUsers], m.entries[StreamDisabled]), false, nil
 	}
 	snap, m.collabs = resolveWith(m.entries, m.users, m.collabs)
 	return snap, true
@@ -504,7 +505,7 @@ func (m *Model) notify(s StreamName) {
 // touch records a change of an entry (mu held): for the users' cache, and
 // for a comparison in progress.
 func (m *Model) touch(s StreamName, dn string) {
-	if s == StreamUsers {
+	if s == StreamUsers || s == StreamDisabled {
 		m.usersChanged = true
 	}
 	if m.touched != nil {
@@ -595,4 +596,75 @@ func keyText(key string) string {
 		return uuid.UUID([]byte(key)).String()
 	}
 	return key
+}
+
+// dnOf returns the DN the model holds for an entry.
+func (m *Model) dnOf(s StreamName, key string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[s][key]
+	if !ok {
+		return "", false
+	}
+	return e.DN, true
+}
+
+// absent returns the keys of a stream's entries that are not in present.
+func (m *Model) absent(s StreamName, present map[string]bool) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for key := range m.entries[s] {
+		if !present[key] {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
+// ref names an entry of the model.
+type ref struct {
+	stream  StreamName
+	key, dn string
+}
+
+// referrers returns the entries whose values name one of the DNs (keys
+// lower-cased): members, contacts, role group members, validators and
+// owners. Active Directory changes these values itself when an entry they
+// name is renamed, moved or deleted, without a new uSNChanged on the
+// entries that hold them: a poll never sees them change.
+func (m *Model) referrers(dns map[string]bool) []ref {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := func(values ...string) bool {
+		for _, v := range values {
+			if strings.Contains(v, "=") && dns[strings.ToLower(v)] {
+				return true
+			}
+		}
+		return false
+	}
+	var out []ref
+	for _, s := range m.streams {
+		for key, e := range m.entries[s] {
+			hit := false
+			switch {
+			case e.User != nil:
+				hit = names(e.User.ValidatedBy)
+			case e.Collaboration != nil:
+				hit = names(e.Collaboration.MemberValues...)
+				for _, vs := range e.Collaboration.ContactValues {
+					hit = hit || names(vs...)
+				}
+			case e.RoleGroup != nil:
+				hit = names(e.RoleGroup.Values...)
+			case e.Production != nil:
+				hit = names(e.Production.Owner)
+			}
+			if hit {
+				out = append(out, ref{s, key, e.DN})
+			}
+		}
+	}
+	return out
 }

@@ -24,6 +24,7 @@ func (nopEvents) SyncEvent(string, string) {}
 func (nopEvents) Live(string, bool)        {}
 
 func (nopEvents) RefreshFailed(string, string, error) {}
+func (nopEvents) Deletions(string, time.Duration)     {}
 
 // TestLiveModelFollowsRandomChanges: a live model fed by syncrepl from a
 // real slapd while random adds, modifies, deletes and renames of users and

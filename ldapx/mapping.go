@@ -2,6 +2,7 @@ package ldapx
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
@@ -28,7 +29,7 @@ func NewMapper(cfg config.LDAP) *Mapper { return &Mapper{cfg: cfg} }
 func (m *Mapper) UserAttributes() []string {
 	a := m.cfg.Users.Attributes
 	return nonEmpty(a.UID, a.UIDNumber, a.GIDNumber, a.Name, a.Mail, a.Home, a.Shell,
-		a.Status, a.Affiliation, a.ValidatedBy, a.OptOuts)
+		a.Status, a.Affiliation, a.ValidatedBy, a.OptOuts, a.Expires, a.PrivateGroup)
 }
 
 // CollaborationAttributes lists the attributes to request for collaborations.
@@ -89,7 +90,77 @@ func (m *Mapper) User(e *ldap.Entry) (RawUser, error) {
 			raw.Suspended = true
 		}
 	}
+	if v, err := optionalSingle(e, a.PrivateGroup); err != nil {
+		return RawUser{}, err
+	} else if v != "" {
+		if raw.PrivateGroup, err = rdnValue(v); err != nil || !ValidName(raw.PrivateGroup) {
+			return RawUser{}, fmt.Errorf("%s %q does not name a valid group", a.PrivateGroup, v)
+		}
+	}
+	if v, err := optionalSingle(e, a.Expires); err != nil {
+		return RawUser{}, err
+	} else if raw.Expires, err = parseExpiry(v, m.cfg.Users.ExpiresFormat); err != nil {
+		return RawUser{}, fmt.Errorf("%s: %w", a.Expires, err)
+	}
 	return raw, nil
+}
+
+// rdnValue is a DN's first RDN value, or v itself when it is no DN.
+func rdnValue(v string) (string, error) {
+	if !strings.Contains(v, "=") {
+		return v, nil
+	}
+	dn, err := ldap.ParseDN(v)
+	if err != nil || len(dn.RDNs) == 0 || len(dn.RDNs[0].Attributes) != 1 {
+		return "", fmt.Errorf("not a DN with a single-valued RDN")
+	}
+	return dn.RDNs[0].Attributes[0].Value, nil
+}
+
+// parseExpiry reads an account's expiry as Unix seconds (0: never).
+func parseExpiry(v, format string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	switch format {
+	case config.ExpiresFileTime:
+		// 100 ns intervals since 1601-01-01; 0 and 2^63-1 mean never.
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("%q is not a FILETIME (100 ns intervals since 1601)", v)
+		}
+		if n == 0 || n == math.MaxInt64 {
+			return 0, nil
+		}
+		const epochDiff = 11644473600 // seconds from 1601 to 1970
+		return expiry(n/10_000_000 - epochDiff), nil
+	case config.ExpiresDays:
+		// shadowExpire: days since 1970; -1 (or empty) means never; as
+		// pam_unix, 0 is an account that expired on 1970-01-01.
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < -1 || n > math.MaxInt64/86400 {
+			return 0, fmt.Errorf("%q is not a number of days since 1970", v)
+		}
+		if n == -1 {
+			return 0, nil
+		}
+		return expiry(n * 86400), nil
+	default: // generalized_time
+		t, err := parseDate(v)
+		if err != nil {
+			return 0, err
+		}
+		return expiry(t.Unix()), nil
+	}
+}
+
+// expiry is an expiry in Unix seconds as User.Expires holds it: 0 means
+// never, so the epoch itself is a second earlier.
+func expiry(unix int64) int64 {
+	if unix == 0 {
+		return -1
+	}
+	return unix
 }
 
 func (m *Mapper) user(e *ldap.Entry) (directory.User, error) {
@@ -139,6 +210,9 @@ func (m *Mapper) user(e *ldap.Entry) (directory.User, error) {
 // not resolved to uids yet (DNs need the users read first).
 type RawCollaboration struct {
 	directory.Collaboration
+	// expandNested: members that are collaborations' groups count with
+	// their members (ldap.collaborations.nested: expand).
+	expandNested bool
 	MemberValues []string
 	// ContactValues are DNs or uids by role.
 	ContactValues map[directory.Role][]string
@@ -147,7 +221,7 @@ type RawCollaboration struct {
 // Collaboration maps a collaboration entry.
 func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
 	a := m.cfg.Collaborations.Attributes
-	c := RawCollaboration{Collaboration: directory.Collaboration{DN: e.DN}}
+	c := RawCollaboration{Collaboration: directory.Collaboration{DN: e.DN}, expandNested: m.cfg.Collaborations.Nested == config.NestedExpand}
 	var err error
 	if c.Name, err = rdnPreferred(e, a.Name); err != nil {
 		return c, err

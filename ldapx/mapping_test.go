@@ -186,3 +186,61 @@ func FuzzParseDate(f *testing.F) {
 		}
 	})
 }
+
+// TestParseExpiry: each format's "never", a past and a future expiry, and
+// what is not one.
+func TestParseExpiry(t *testing.T) {
+	at := time.Date(2027, 1, 15, 0, 0, 0, 0, time.UTC).Unix()
+	for _, c := range []struct {
+		format, v string
+		want      int64
+		err       bool
+	}{
+		{config.ExpiresFileTime, "", 0, false},
+		{config.ExpiresFileTime, "0", 0, false},
+		{config.ExpiresFileTime, "9223372036854775807", 0, false},
+		{config.ExpiresFileTime, "134444448000000000", at, false}, // 2027-01-15
+		{config.ExpiresFileTime, "116444736000000000", -1, false}, // the epoch itself: not "never"
+		{config.ExpiresFileTime, "-5", 0, true},
+		{config.ExpiresFileTime, "soon", 0, true},
+		{config.ExpiresDays, "-1", 0, false},
+		{config.ExpiresDays, "0", -1, false}, // as pam_unix: expired on 1970-01-01
+		{config.ExpiresDays, "20833", at, false},
+		{config.ExpiresDays, "-2", 0, true},
+		{config.ExpiresGeneralizedTime, "20270115000000Z", at, false},
+		{config.ExpiresGeneralizedTime, "2027-01-15", at + 86399, false}, // a date: to its end, as reviewed_until
+		{config.ExpiresGeneralizedTime, "next year", 0, true},
+	} {
+		got, err := parseExpiry(c.v, c.format)
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("%s %q: %d, %v; want %d (error %v)", c.format, c.v, got, err, c.want, c.err)
+		}
+	}
+}
+
+// TestDisabledUsersSuspended: a user whose entry the disabled users'
+// search also returned is suspended in the snapshot; its entry is not
+// modified (the live model's users are shared).
+func TestDisabledUsersSuspended(t *testing.T) {
+	em := newEntryMapper(testLDAPConfig())
+	user := func(uid string) *Mapped {
+		return em.mapEntry(StreamUsers, ldap.NewEntry("uid="+uid+",ou=people,dc=example,dc=org", map[string][]string{
+			"uid": {uid}, "uidNumber": {"1001"}, "gidNumber": {"100"}}))
+	}
+	alice, bob := user("alice"), user("bob")
+	entries := Entries{
+		StreamUsers:    {"k1": alice, "k2": bob},
+		StreamDisabled: {"k2": em.mapEntry(StreamDisabled, ldap.NewEntry(bob.DN, nil))},
+	}
+	snap := Resolve(entries)
+	got := map[string]bool{}
+	for _, u := range snap.Users {
+		got[u.UID] = u.Suspended
+	}
+	if !reflect.DeepEqual(got, map[string]bool{"alice": false, "bob": true}) {
+		t.Errorf("suspended: %v", got)
+	}
+	if bob.User.Suspended {
+		t.Error("the entry itself was modified")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/go-ldap/ldap/v3"
@@ -228,5 +229,58 @@ func TestResolveValidators(t *testing.T) {
 	}
 	if users["3"].User.ValidatedBy != "uid=alice,ou=people,dc=x" || users["5"].User.ValidatedBy != "zed" {
 		t.Error("resolving changed the model's entries")
+	}
+}
+
+// TestNestedGroups: a member that is another collaboration's group counts
+// with its members through any depth when nested is expand (a cycle is
+// named and each group counted once), and is named and left out when it
+// is report; a DN that is neither a user nor a group is named as such.
+func TestNestedGroups(t *testing.T) {
+	for _, mode := range []string{config.NestedExpand, config.NestedReport} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := testLDAPConfig()
+			cfg.Collaborations.Membership, cfg.Collaborations.Attributes.Members = config.MembershipDN, "member"
+			cfg.Collaborations.Nested = mode
+			em := newEntryMapper(cfg)
+			dn := func(kind, name string) string { return kind + "=" + name + ",dc=example,dc=org" }
+			entries := Entries{StreamUsers: {}, StreamCollaborations: {}}
+			for i, uid := range []string{"alice", "bob", "carol", "dave"} {
+				entries[StreamUsers][uid] = em.mapEntry(StreamUsers, ldap.NewEntry(dn("uid", uid), map[string][]string{
+					"uid": {uid}, "uidNumber": {fmt.Sprint(1000 + i)}, "gidNumber": {"100"}}))
+			}
+			group := func(name string, gid int, members ...string) {
+				entries[StreamCollaborations][name] = em.mapEntry(StreamCollaborations, ldap.NewEntry(dn("cn", name), map[string][]string{
+					"cn": {name}, "gidNumber": {fmt.Sprint(gid)}, "member": members}))
+			}
+			group("atlas", 2000, dn("uid", "alice"), dn("cn", "students"), dn("cn", "ghost"))
+			group("students", 2001, dn("uid", "bob"), dn("cn", "interns"))
+			group("interns", 2002, dn("uid", "carol"), dn("CN", "Atlas")) // back to atlas: a cycle
+			snap := Resolve(entries)
+			members := map[string][]string{}
+			for _, c := range snap.Collaborations {
+				members[c.Name] = c.Members
+			}
+			var problems []string
+			for _, p := range snap.Problems {
+				problems = append(problems, p.String())
+			}
+			all := strings.Join(problems, "\n")
+			want := map[string][]string{"atlas": {"alice", "bob", "carol"}, "students": {"alice", "bob", "carol"}, "interns": {"alice", "bob", "carol"}}
+			if mode == config.NestedReport {
+				want = map[string][]string{"atlas": {"alice"}, "students": {"bob"}, "interns": {"carol"}}
+				if !strings.Contains(all, `cn=atlas,dc=example,dc=org: member "cn=students,dc=example,dc=org" is the group of collaboration students: nested groups are not expanded`) {
+					t.Errorf("report mode does not name the nested group:\n%s", all)
+				}
+			} else if !strings.Contains(all, "cn=atlas,dc=example,dc=org: nested groups form a cycle (atlas → students → interns → atlas)") {
+				t.Errorf("the cycle is not named:\n%s", all)
+			}
+			if !reflect.DeepEqual(members, want) {
+				t.Errorf("members: %v, want %v", members, want)
+			}
+			if !strings.Contains(all, `member "cn=ghost,dc=example,dc=org" is not a known user or group; left out`) {
+				t.Errorf("an unknown DN:\n%s", all)
+			}
+		})
 	}
 }

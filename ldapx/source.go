@@ -56,7 +56,8 @@ func (s *Source) Entries(ctx context.Context) (Entries, error) {
 var readOrder = [...]struct {
 	stream StreamName
 	what   string
-}{{StreamUsers, "users"}, {StreamCollaborations, "collaborations"}, {StreamRoleGroups, "role groups"}, {StreamProduction, "production accounts"}}
+}{{StreamUsers, "users"}, {StreamDisabled, "disabled users"}, {StreamCollaborations, "collaborations"}, {StreamRoleGroups, "role groups"},
+	{StreamProduction, "production accounts"}}
 
 func (s *Source) read(ctx context.Context, conn Conn) (Entries, error) {
 	searches := streams(s.cfg)

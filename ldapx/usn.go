@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,21 +24,29 @@ const controlShowDeleted = "1.2.840.113556.1.4.417"
 // syncrepl. A full read builds the model, keyed by objectGUID; then every
 // interval it reads again only the entries whose uSNChanged passed the
 // domain controller's highestCommittedUSN at the last poll, and removes
-// the objects deleted (or moved out of a search) since. A poll costs reads
-// in proportion to the changes, not to the directory. The position is kept
+// the objects deleted (or moved out of a search) since; the entries that
+// name one renamed or deleted are read again (AD rewrites their member
+// values without a uSNChanged of theirs). Deletions are the tombstones
+// the bind user may read, or else a listing of the GUIDs every
+// deletionScan. A poll costs reads in proportion to the changes, not to
+// the directory. The position is kept
 // as the streams' cookies ("<DC>#<USN>"): a restart resumes from it, and
 // another domain controller (USNs are per DC) means a full read.
 type USNWatcher struct {
-	client   *Client
-	cfg      config.LDAP
-	log      *slog.Logger
-	events   WatchEvents
-	interval time.Duration
+	client       *Client
+	cfg          config.LDAP
+	log          *slog.Logger
+	events       WatchEvents
+	interval     time.Duration
+	deletionScan time.Duration
+	warnedScan   bool
 }
 
-// NewUSNWatcher returns a watcher polling every interval.
-func NewUSNWatcher(cfg config.LDAP, log *slog.Logger, events WatchEvents, interval time.Duration) *USNWatcher {
-	return &USNWatcher{client: NewClient(cfg, log), cfg: cfg, log: log, events: events, interval: interval}
+// NewUSNWatcher returns a watcher polling every interval, and listing
+// the GUIDs every deletionScan when the bind user may not read the
+// deleted objects.
+func NewUSNWatcher(cfg config.LDAP, log *slog.Logger, events WatchEvents, interval, deletionScan time.Duration) *USNWatcher {
+	return &USNWatcher{client: NewClient(cfg, log), cfg: cfg, log: log, events: events, interval: interval, deletionScan: deletionScan}
 }
 
 // Run keeps m current until ctx ends, reconnecting with backoff.
@@ -115,6 +124,21 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 		return err
 	}
 	searches := streams(w.cfg)
+	// Deletions: the tombstones when the bind user may read them (each
+	// poll sees the deletions since the last), else a scan of the GUIDs
+	// every deletion_scan.
+	tombstones := tombstonesReadable(ctx, conn, nc, uint32(w.cfg.PageSize))
+	if tombstones {
+		w.events.Deletions("tombstones", w.interval)
+	} else {
+		w.events.Deletions("scan", w.deletionScan+w.interval)
+		if !w.warnedScan {
+			w.warnedScan = true
+			w.log.Warn("the bind account may not read deleted objects (CN=Deleted Objects): deletions are found by listing the users' and groups' GUIDs "+
+				"every serve.deletion_scan; grant it List Contents and Read Property there for deletions within a poll (docs/SERVERS.md)",
+				"deletion_scan", w.deletionScan)
+		}
+	}
 	// Resume when every stream was last polled at this DC; else read whole.
 	from, resumed := usn, true
 	for name := range searches {
@@ -137,7 +161,12 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 		for name := range searches {
 			m.beginRefresh(name, true)
 		}
-		if err := w.poll(ctx, conn, m, searches, nc, from); err != nil {
+		err := w.poll(ctx, conn, m, searches, nc, from)
+		if err == nil && !tombstones {
+			// Deletions while serve was down are no tombstone it may read.
+			err = w.sweep(ctx, conn, m, searches)
+		}
+		if err != nil {
 			return err
 		}
 		for name, search := range searches {
@@ -159,8 +188,15 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 	}
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
+	var scan <-chan time.Time
+	if !tombstones {
+		st := time.NewTicker(w.deletionScan)
+		defer st.Stop()
+		scan = st.C
+	}
 	refresh := m.refreshRequired()
 	for {
+		sweep := false
 		select {
 		case <-ctx.Done():
 			return nil
@@ -168,6 +204,8 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 			// The full reconcile found the model wrong; its cookies are gone.
 			return fmt.Errorf("%w: the live model differed from a full read", errCookieRejected)
 		case <-t.C:
+		case <-scan:
+			sweep = true
 		}
 		cdc, now, err := func() (string, int64, error) { dc, _, usn, err := rootDSE(ctx, conn); return dc, usn, err }()
 		if err != nil {
@@ -176,17 +214,115 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 		if cdc != dc || now < from {
 			return fmt.Errorf("the domain controller changed (%s, USN %d, was %s, %d): reading the directory whole", cdc, now, dc, from)
 		}
-		if now == from {
-			continue // nothing committed since
+		if now != from {
+			if err := w.poll(ctx, conn, m, searches, nc, from); err != nil {
+				return err
+			}
+			from = now
+			for name := range searches {
+				m.saveCookie(name, position(dc, now))
+			}
 		}
-		if err := w.poll(ctx, conn, m, searches, nc, from); err != nil {
-			return err
-		}
-		from = now
-		for name := range searches {
-			m.saveCookie(name, position(dc, now))
+		if sweep {
+			if err := w.sweep(ctx, conn, m, searches); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// wellKnownDeletedObjects is the GUID that names a domain's Deleted
+// Objects container (<WKGUID=...,<domain>>).
+const wellKnownDeletedObjects = "18e2ea80684f11d2b9aa00c04f79f805"
+
+// tombstonesReadable reports whether the bind user may see deleted
+// objects: AD and Samba answer a user who may not with an empty result,
+// never an error (and show it the Deleted Objects container itself), so
+// a poll cannot tell "none deleted" from "not allowed". A tombstone seen
+// in the container says it may; a domain where nothing was ever deleted
+// looks the same as no rights, and is scanned: slower, never wrong.
+func tombstonesReadable(ctx context.Context, conn *ldap.Conn, nc string, pageSize uint32) bool {
+	req := ldap.NewSearchRequest("<WKGUID="+wellKnownDeletedObjects+","+nc+">", ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
+		"(isDeleted=TRUE)", []string{"objectGUID"}, []ldap.Control{ldap.NewControlString(controlShowDeleted, true, "")})
+	found := false
+	Stream(ctx, conn, req, pageSize, func(*ldap.Entry) error { found = true; return errSeen })
+	return found
+}
+
+// errSeen ends a search that has seen what it looked for.
+var errSeen = errors.New("seen")
+
+// sweep lists every stream's GUIDs and removes the entries the model
+// holds that are no longer there: deleted (or moved out of the searches)
+// without a tombstone the bind user may read.
+func (w *USNWatcher) sweep(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]config.Search) error {
+	var gone []string
+	for _, r := range readOrder {
+		search, ok := searches[r.stream]
+		if !ok {
+			continue
+		}
+		present := map[string]bool{}
+		err := Stream(ctx, conn, searchRequest(search, withGUID([]string{noAttributes})), uint32(w.cfg.PageSize), func(e *ldap.Entry) error {
+			if key, err := guidKey(e); err == nil {
+				present[key] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list %s for deletions: %w", r.what, err)
+		}
+		for _, key := range m.absent(r.stream, present) {
+			if dn, ok := m.dnOf(r.stream, key); ok {
+				gone = append(gone, dn)
+			}
+			m.remove(r.stream, key)
+			w.events.SyncEvent(string(r.stream), "delete")
+		}
+	}
+	return w.rereadReferrers(ctx, conn, m, searches, gone)
+}
+
+// rereadReferrers reads again the entries that name an entry renamed,
+// moved or deleted (gone holds its old DNs): Active Directory changed
+// their values itself, and no uSNChanged of theirs says so.
+func (w *USNWatcher) rereadReferrers(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]config.Search, gone []string) error {
+	if len(gone) == 0 {
+		return nil
+	}
+	dns := make(map[string]bool, len(gone))
+	for _, dn := range gone {
+		dns[strings.ToLower(dn)] = true
+	}
+	for _, r := range m.referrers(dns) {
+		search := searches[r.stream]
+		req := searchRequest(search, withGUID(m.em.attributes(r.stream)))
+		req.BaseDN, req.Scope = r.dn, ldap.ScopeBaseObject
+		found := false
+		err := Stream(ctx, conn, req, uint32(w.cfg.PageSize), func(e *ldap.Entry) error {
+			key, err := guidKey(e)
+			if err == nil {
+				err = completeRanges(ctx, conn, e)
+			}
+			if err != nil {
+				return err
+			}
+			found = true
+			m.put(r.stream, key, e)
+			w.events.SyncEvent(string(r.stream), "modify")
+			return nil
+		})
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+			err = nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s again (it names an entry renamed or deleted): %w", r.dn, err)
+		}
+		if !found {
+			m.remove(r.stream, r.key)
+		}
+	}
+	return nil
 }
 
 // fullRead builds the model from paged reads of every search.
@@ -197,7 +333,7 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 			continue
 		}
 		m.beginRefresh(r.stream, false)
-		err := Stream(ctx, conn, searchRequest(search, append(m.em.attributes(r.stream), "objectGUID")), uint32(w.cfg.PageSize),
+		err := Stream(ctx, conn, searchRequest(search, withGUID(m.em.attributes(r.stream))), uint32(w.cfg.PageSize),
 			func(e *ldap.Entry) error {
 				key, err := guidKey(e)
 				if err == nil {
@@ -229,6 +365,9 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 // or no longer matching its filter) and those deleted are removed.
 func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]config.Search, nc string, from int64) error {
 	since := fmt.Sprintf("(uSNChanged>=%d)", from+1)
+	// The old DNs of entries renamed, moved out or deleted: the entries
+	// that name them are read again.
+	var gone []string
 	// Everything changed in the domain, by GUID: what a search no longer
 	// returns among these has left it.
 	changed := map[string]bool{}
@@ -247,7 +386,7 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 		if !ok {
 			continue
 		}
-		req := searchRequest(search, append(m.em.attributes(r.stream), "objectGUID"))
+		req := searchRequest(search, withGUID(m.em.attributes(r.stream)))
 		req.Filter = And(search.Filter, since)
 		still := map[string]bool{}
 		err := Stream(ctx, conn, req, uint32(w.cfg.PageSize), func(e *ldap.Entry) error {
@@ -259,6 +398,9 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 				return err
 			}
 			still[key] = true
+			if old, ok := m.dnOf(r.stream, key); ok && old != e.DN {
+				gone = append(gone, old) // renamed or moved
+			}
 			m.put(r.stream, key, e)
 			w.events.SyncEvent(string(r.stream), "modify")
 			return nil
@@ -268,12 +410,16 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 		}
 		for key := range changed {
 			if !still[key] {
+				if old, ok := m.dnOf(r.stream, key); ok {
+					gone = append(gone, old)
+				}
 				m.remove(r.stream, key)
 			}
 		}
 	}
 	// Tombstones: deleted objects are in CN=Deleted Objects, seen only
-	// with the show-deleted control.
+	// with the show-deleted control, and only by a bind user with rights
+	// there (else none is returned, and the scan finds the deletions).
 	deleted := ldap.NewSearchRequest(nc, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
 		And("(isDeleted=TRUE)", since), []string{"objectGUID"}, []ldap.Control{ldap.NewControlString(controlShowDeleted, true, "")})
 	err := Stream(ctx, conn, deleted, uint32(w.cfg.PageSize), func(e *ldap.Entry) error {
@@ -282,21 +428,21 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 			return nil
 		}
 		for name := range searches {
+			if old, ok := m.dnOf(name, key); ok {
+				gone = append(gone, old)
+			}
 			m.remove(name, key)
 		}
 		w.events.SyncEvent("deleted", "delete")
 		return nil
 	})
 	if ldap.IsErrorWithCode(err, ldap.LDAPResultInsufficientAccessRights) {
-		// Deletions then wait for the full reconcile: say so, keep polling.
-		w.log.Warn("the bind account may not read deleted objects (CN=Deleted Objects): deletions reach the targets only at the next full reconcile; "+
-			"grant it List Contents and Read Property there (docs/SERVERS.md)", "err", err)
-		return nil
+		err = nil // the rights were withdrawn since the session began: the next session scans
 	}
 	if err != nil {
 		return fmt.Errorf("read deleted objects: %w", err)
 	}
-	return nil
+	return w.rereadReferrers(ctx, conn, m, searches, gone)
 }
 
 // guidKey is an entry's objectGUID as its key (entryKey), and takes it
@@ -316,4 +462,13 @@ func guidKey(e *ldap.Entry) (string, error) {
 	}
 	b := []byte{raw[3], raw[2], raw[1], raw[0], raw[5], raw[4], raw[7], raw[6]}
 	return entryKey([16]byte(append(b, raw[8:]...))), nil
+}
+
+// withGUID adds objectGUID, every entry's key, to the attributes a search
+// asks for ("1.1", none, becomes objectGUID alone).
+func withGUID(attrs []string) []string {
+	if len(attrs) == 1 && attrs[0] == noAttributes {
+		return []string{"objectGUID"}
+	}
+	return append(slices.Clip(attrs), "objectGUID")
 }

@@ -33,6 +33,9 @@ type WatchEvents interface {
 	Live(stream string, resumed bool)
 	// RefreshFailed: a stream's refresh did not complete (reason: stalled).
 	RefreshFailed(stream, reason string, err error)
+	// Deletions says how deletions are seen on Active Directory
+	// (tombstones, or a scan of the GUIDs) and their worst-case delay.
+	Deletions(mechanism string, worst time.Duration)
 }
 
 // errRefreshStalled: a refresh received nothing for the refresh timeout.

@@ -24,7 +24,8 @@ func (d *daemonProc) live(t *testing.T, limit time.Duration) {
 	t.Helper()
 	eventually(t, limit, "change streams live again", func() bool {
 		st := d.status(t)
-		return st.ChangeStream.Mode == "syncrepl" && st.ChangeStream.Connected && len(st.ChangeStream.Live) == 3
+		// users, disabled_users, collaborations, production_accounts
+		return st.ChangeStream.Mode == "syncrepl" && st.ChangeStream.Connected && len(st.ChangeStream.Live) == 4
 	})
 }
 

@@ -213,3 +213,48 @@ func TestServeEmptyRefreshDeletesNobody(t *testing.T) {
 	}
 	d.stop(t)
 }
+
+// TestDisabledAccountsLeave: an account the directory disables is
+// suspended, under serve within the usual latency and by sync --once: an
+// administrative ppolicy lock on OpenLDAP (pwdAccountLockedTime
+// 000001010000Z, the default disabled_filter). A lock after failed binds
+// (a real time, healing by itself) removes nobody. Before, the lock
+// changed nothing: the passwd line and memberships stayed.
+func TestDisabledAccountsLeave(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	e.sync(t)
+	file := func(name string) string { b, _ := os.ReadFile(filepath.Join(e.outDir, name)); return string(b) }
+	anywhere := func(uid string) bool {
+		return strings.Contains(file("passwd"), "\n"+uid+":") || strings.HasPrefix(file("passwd"), uid+":") ||
+			groupHas(file("group"), "atlas", uid) || groupHas(file("group"), "lpnhe", uid)
+	}
+	if !anywhere("alice") || !groupHas(file("group"), "atlas", "alice") {
+		t.Fatalf("alice not provisioned:\n%s\n%s", file("passwd"), file("group"))
+	}
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	lock := func(uid, value string) {
+		e.modify(t, fmt.Sprintf("dn: uid=%s,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: %s\n", uid, value))
+	}
+	start := time.Now()
+	lock("alice", "000001010000Z")
+	eventually(t, 5*time.Second, "alice gone from passwd and groups", func() bool { return !anywhere("alice") })
+	t.Logf("a lock reached passwd and group in %v", time.Since(start).Round(time.Millisecond))
+	if e.visible(t, "alice") {
+		t.Error("getent still sees alice")
+	}
+	lock("bob", time.Now().UTC().Format("20060102150405Z"))
+	time.Sleep(1500 * time.Millisecond)
+	if !strings.Contains(file("passwd"), "bob:") {
+		t.Error("a lock after failed binds removed bob")
+	}
+	e.modify(t, "dn: uid=alice,ou=people,dc=example,dc=org\nchangetype: modify\ndelete: pwdAccountLockedTime\n")
+	eventually(t, 5*time.Second, "alice back", func() bool { return anywhere("alice") && groupHas(file("group"), "atlas", "alice") })
+	d.stop(t)
+
+	lock("alice", "000001010000Z")
+	e.sync(t)
+	if anywhere("alice") {
+		t.Errorf("sync --once kept a locked account:\n%s\n%s", file("passwd"), file("group"))
+	}
+}

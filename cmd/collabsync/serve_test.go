@@ -195,7 +195,7 @@ func TestServeChangeStream(t *testing.T) {
 	eventually(t, 10*time.Second, "trent out of lsst", func() bool { return !e.inGroup(t, "lsst", "trent") })
 
 	st := d.status(t)
-	if st.ChangeStream.Mode != "syncrepl" || !st.ChangeStream.Connected || len(st.ChangeStream.Live) != 3 {
+	if st.ChangeStream.Mode != "syncrepl" || !st.ChangeStream.Connected || len(st.ChangeStream.Live) != 4 {
 		t.Errorf("change stream status = %+v", st.ChangeStream)
 	}
 	if st.Targets["nss"] == nil || st.Targets["nss"].Result != "success" || !st.Ready {
@@ -280,7 +280,7 @@ func TestServeRestartResumesFromCookie(t *testing.T) {
 	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
 	d := startServe(t, e.config)
 	d.waitReady(t)
-	eventually(t, 5*time.Second, "streams live", func() bool { return len(d.status(t).ChangeStream.Live) == 3 })
+	eventually(t, 5*time.Second, "streams live", func() bool { return len(d.status(t).ChangeStream.Live) == 4 })
 	if fresh := d.metric(`collabsync_syncrepl_events_total{stream="users",type="add"}`); fresh != "14" {
 		t.Errorf("first refresh delivered %q user entries, want all 14", fresh)
 	}
@@ -292,8 +292,8 @@ func TestServeRestartResumesFromCookie(t *testing.T) {
 	d = startServe(t, e.config)
 	d.waitReady(t)
 	eventually(t, 10*time.Second, "trent in lsst", func() bool { return e.inGroup(t, "lsst", "trent") })
-	eventually(t, 5*time.Second, "streams live", func() bool { return len(d.status(t).ChangeStream.Live) == 3 })
-	for stream, resumed := range d.status(t).ChangeStream.Live {
+	eventually(t, 5*time.Second, "streams live", func() bool { return len(d.status(t).ChangeStream.Live) == 4 })
+	for stream, resumed := range d.status(t).ChangeStream.Resumed {
 		if !resumed {
 			t.Errorf("stream %s did not resume from its cookie", stream)
 		}

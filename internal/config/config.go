@@ -72,6 +72,10 @@ type Serve struct {
 	Debounce Duration `yaml:"debounce"`
 	// PollInterval is the reconcile interval when polling.
 	PollInterval Duration `yaml:"poll_interval"`
+	// DeletionScan is, on Active Directory whose bind user may not read
+	// the deleted objects, how often the users' and groups' GUIDs are
+	// listed to find the deleted ones (the worst-case delay of a deletion).
+	DeletionScan Duration `yaml:"deletion_scan"`
 	// FullReconcile is a cron schedule for a full reconcile that repairs drift.
 	FullReconcile string `yaml:"full_reconcile"`
 	// RetryMin and RetryMax bound the backoff of a failed target's retries.
@@ -172,7 +176,25 @@ type UserMapping struct {
 	// SuspendedValues are the values of the status attribute that mean
 	// "suspended"; any other value (or none) leaves the decision to the rules.
 	SuspendedValues []string `yaml:"suspended_values"`
+	// DisabledFilter selects, among the users, the accounts the directory
+	// itself disables (AD's ACCOUNTDISABLE bit, 389-ds/FreeIPA's
+	// nsAccountLock, an administrative ppolicy lock): the server evaluates
+	// it in a search of its own, the users' base and scope with
+	// (&<filter><disabled_filter>), and those users are suspended. Empty:
+	// none.
+	DisabledFilter string `yaml:"disabled_filter"`
+	// ExpiresFormat is how attributes.expires is written: filetime (AD's
+	// accountExpires: 100 ns since 1601, 0 or 2^63-1 for never),
+	// generalized_time, or days since 1970 (shadowExpire; -1 for never).
+	ExpiresFormat string `yaml:"expires_format"`
 }
+
+// The formats of an account's expiry (UserMapping.ExpiresFormat).
+const (
+	ExpiresFileTime        = "filetime"
+	ExpiresGeneralizedTime = "generalized_time"
+	ExpiresDays            = "days"
+)
 
 // UserAttributes names the LDAP attribute behind each user field. An empty
 // name means the site does not have that field.
@@ -189,6 +211,13 @@ type UserAttributes struct {
 	Affiliation string `yaml:"affiliation"`
 	ValidatedBy string `yaml:"validated_by"` // DN or uid of the validating contact
 	OptOuts     string `yaml:"opt_outs"`     // list names the user opted out of
+	// Expires is when the account expires (in expires_format): from then
+	// on it is suspended.
+	Expires string `yaml:"expires"`
+	// PrivateGroup names the user's own group, a DN (its RDN value is the
+	// name) or a name; the group's gid is the user's gidNumber. FreeIPA's
+	// user private groups: mepManagedEntry.
+	PrivateGroup string `yaml:"private_group"`
 }
 
 // Membership styles for collaboration groups.
@@ -212,7 +241,17 @@ type CollaborationMapping struct {
 	StatusValues     map[directory.Status][]string `yaml:"status_values"`
 	DefaultFairshare int                           `yaml:"default_fairshare"`
 	Contacts         ContactMapping                `yaml:"contacts"`
+	// Nested says what a member that is itself a collaboration's group
+	// (member_dn) means: expand (its members count as members, through
+	// any depth up to 16, cycles reported) or report (left out, named).
+	Nested string `yaml:"nested"`
 }
+
+// What a nested group member means (CollaborationMapping.Nested).
+const (
+	NestedExpand = "expand"
+	NestedReport = "report"
+)
 
 // CollaborationAttributes names the LDAP attribute behind each collaboration field.
 type CollaborationAttributes struct {
@@ -412,6 +451,14 @@ func (c *Config) applyDefaults(given func(string) bool) {
 	def(has, up+"default_shell", &u.DefaultShell, "/bin/bash")
 	def(has, up+"default_home", &u.DefaultHome, "/home/{uid}")
 	def(has, up+"suspended_values", &u.SuspendedValues, []string{"suspended"})
+	// OpenLDAP's ppolicy writes 000001010000Z for an administrative lock
+	// (a lock after failed binds has its time, and heals by itself: it is
+	// no reason to remove an account everywhere); 389-ds locks with
+	// nsAccountLock. A server that knows neither attribute matches none.
+	def(has, up+"disabled_filter", &u.DisabledFilter, "(|(pwdAccountLockedTime=000001010000Z)(nsAccountLock=TRUE))")
+	if u.Attributes.Expires != "" {
+		def(has, up+"expires_format", &u.ExpiresFormat, ExpiresGeneralizedTime)
+	}
 
 	g := &l.Collaborations
 	const gp = "ldap.collaborations."
@@ -424,6 +471,7 @@ func (c *Config) applyDefaults(given func(string) bool) {
 	def(has, gp+"attributes.members", &ga.Members, defaultMembers(g.Membership))
 	def(has, gp+"default_kind", &g.DefaultKind, directory.KindScientific)
 	def(has, gp+"default_fairshare", &g.DefaultFairshare, 1)
+	def(has, gp+"nested", &g.Nested, NestedReport)
 	if rg := g.Contacts.Groups; rg != nil {
 		const rp = gp + "contacts.groups."
 		def(has, rp+"scope", &rg.Scope, "sub")
@@ -472,6 +520,7 @@ func (c *Config) applyDefaults(given func(string) bool) {
 		poll = Duration(10 * time.Second) // each poll reads what changed
 	}
 	def(has, "serve.poll_interval", &sv.PollInterval, poll)
+	def(has, "serve.deletion_scan", &sv.DeletionScan, Duration(5*time.Minute))
 	def(has, "serve.retry_min", &sv.RetryMin, Duration(5*time.Second))
 	def(has, "serve.retry_max", &sv.RetryMax, Duration(15*time.Minute))
 	def(has, "serve.memory_limit", &sv.MemoryLimit, MemoryLimitAuto)

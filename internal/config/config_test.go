@@ -413,18 +413,43 @@ func TestSchemaPresets(t *testing.T) {
 		{"groups filter", ad.Collaborations.Filter, "(&(objectClass=group)(gidNumber=*))"},
 		{"membership", ad.Collaborations.Membership, MembershipDN},
 		{"members", ad.Collaborations.Attributes.Members, "member"},
+		{"disabled filter", ad.Users.DisabledFilter, "(userAccountControl:1.2.840.113556.1.4.803:=2)"},
+		{"expires", ad.Users.Attributes.Expires, "accountExpires"},
+		{"expires format", ad.Users.ExpiresFormat, ExpiresFileTime},
 	} {
 		if c.got != c.want {
 			t.Errorf("ad %s = %q, want %q", c.name, c.got, c.want)
 		}
 	}
 	ipa := parse("  schema: freeipa\n").LDAP
-	if ipa.Users.Attributes.Status != "nsAccountLock" || len(ipa.Users.SuspendedValues) != 1 || ipa.Users.SuspendedValues[0] != "TRUE" ||
-		ipa.Collaborations.Membership != MembershipDN {
+	if ipa.Users.DisabledFilter != "(nsAccountLock=TRUE)" || ipa.Collaborations.Membership != MembershipDN {
 		t.Errorf("freeipa: %+v %+v", ipa.Users, ipa.Collaborations)
 	}
-	if def := parse("").LDAP; def.Schema != SchemaRFC2307 || def.Collaborations.Attributes.Members != "memberUid" {
-		t.Errorf("default schema: %q, members %q", def.Schema, def.Collaborations.Attributes.Members)
+	if def := parse("").LDAP; def.Schema != SchemaRFC2307 || def.Collaborations.Attributes.Members != "memberUid" ||
+		def.Users.DisabledFilter != "(|(pwdAccountLockedTime=000001010000Z)(nsAccountLock=TRUE))" || def.Users.Attributes.Expires != "" {
+		t.Errorf("default schema: %q, members %q, disabled filter %q, expires %q", def.Schema, def.Collaborations.Attributes.Members,
+			def.Users.DisabledFilter, def.Users.Attributes.Expires)
+	}
+	// An explicit empty disabled_filter is honoured; a broken one and an
+	// unknown expiry format are named.
+	users := `  users: {base_dn: "ou=people,dc=example,dc=org"}`
+	with := func(keys string) string {
+		return strings.Replace(minimal(pw), users, strings.TrimSuffix(users, "}")+", "+keys+"}", 1)
+	}
+	if c, err := Parse("c.yaml", []byte(with(`disabled_filter: ""`))); err != nil || c.LDAP.Users.DisabledFilter != "" {
+		t.Errorf("explicit empty disabled_filter: %v %+v", err, c)
+	}
+	for _, c := range []struct{ keys, want string }{
+		{`disabled_filter: "(nsAccountLock=TRUE"`, `c.yaml:5: ldap.users.disabled_filter: invalid LDAP filter`},
+		{`attributes: {expires: shadowExpire}, expires_format: seconds`, `ldap.users.expires_format: unknown format "seconds"`},
+	} {
+		if _, err := Parse("c.yaml", []byte(with(c.keys))); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.keys, err)
+		}
+	}
+	if c, err := Parse("c.yaml", []byte(with(`attributes: {expires: shadowExpire}, expires_format: days`))); err != nil ||
+		c.LDAP.Users.ExpiresFormat != ExpiresDays {
+		t.Errorf("shadowExpire in days: %v", err)
 	}
 	// Explicit keys override the preset.
 	doc := strings.Replace(minimal(pw), `  users: {base_dn: "ou=people,dc=example,dc=org"}`,

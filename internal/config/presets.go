@@ -28,23 +28,32 @@ func (l *LDAP) applyPreset(given func(string) bool) map[string]bool {
 		str(gp+"filter", &g.Filter, "(&(objectClass=groupOfNames)(gidNumber=*))")
 		str(gp+"membership", &g.Membership, MembershipDN)
 	}
+	// AD and FreeIPA nest groups as a matter of course.
+	nested := func() { str(gp+"nested", &g.Nested, NestedExpand) }
 	switch l.Schema {
 	case SchemaRFC2307bis:
 		groupsOfNames()
 	case SchemaFreeIPA:
 		groupsOfNames()
+		nested()
 		// A disabled FreeIPA account has nsAccountLock: TRUE.
-		str(up+"attributes.status", &u.Attributes.Status, "nsAccountLock")
-		if !given(up + "suspended_values") {
-			u.SuspendedValues, set[up+"suspended_values"] = []string{"TRUE"}, true
-		}
+		str(up+"disabled_filter", &u.DisabledFilter, "(nsAccountLock=TRUE)")
+		// Its user private group (posixGroup, mepManagedEntry) is named on
+		// the user entry.
+		str(up+"attributes.private_group", &u.Attributes.PrivateGroup, "mepManagedEntry")
 	case SchemaAD:
 		str(up+"filter", &u.Filter, "(&(objectClass=user)(objectCategory=person)(uidNumber=*))")
 		str(up+"attributes.uid", &u.Attributes.UID, "sAMAccountName")
 		str(up+"attributes.name", &u.Attributes.Name, "displayName")
 		str(up+"attributes.home", &u.Attributes.Home, "unixHomeDirectory")
+		// userAccountControl's ACCOUNTDISABLE bit (2), as the directory
+		// evaluates it; accountExpires in the past.
+		str(up+"disabled_filter", &u.DisabledFilter, "(userAccountControl:1.2.840.113556.1.4.803:=2)")
+		str(up+"attributes.expires", &u.Attributes.Expires, "accountExpires")
+		str(up+"expires_format", &u.ExpiresFormat, ExpiresFileTime)
 		str(gp+"filter", &g.Filter, "(&(objectClass=group)(gidNumber=*))")
 		str(gp+"membership", &g.Membership, MembershipDN)
+		nested()
 	}
 	return set
 }

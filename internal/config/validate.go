@@ -149,8 +149,22 @@ func (l *LDAP) validate(ps *problems) {
 		{"uid", u.UID}, {"uid_number", u.UIDNumber}, {"gid_number", u.GIDNumber},
 		{"name", u.Name}, {"mail", u.Mail}, {"home", u.Home}, {"shell", u.Shell},
 		{"status", u.Status}, {"affiliation", u.Affiliation}, {"validated_by", u.ValidatedBy}, {"opt_outs", u.OptOuts},
+		{"expires", u.Expires}, {"private_group", u.PrivateGroup},
 	} {
 		validAttr(ps, "ldap.users.attributes."+a.key, a.val)
+	}
+	if f := l.Users.DisabledFilter; f != "" {
+		if _, err := ldap.CompileFilter(f); err != nil {
+			ps.add("ldap.users.disabled_filter", "invalid LDAP filter %q: %v", f, err)
+		}
+	}
+	if u.Expires != "" {
+		switch l.Users.ExpiresFormat {
+		case ExpiresFileTime, ExpiresGeneralizedTime, ExpiresDays:
+		default:
+			ps.add("ldap.users.expires_format", "unknown format %q (want %s, %s or %s)", l.Users.ExpiresFormat,
+				ExpiresFileTime, ExpiresGeneralizedTime, ExpiresDays)
+		}
 	}
 	if !strings.HasPrefix(l.Users.DefaultHome, "/") {
 		ps.add("ldap.users.default_home", "must be an absolute path, got %q", l.Users.DefaultHome)
@@ -163,6 +177,9 @@ func (l *LDAP) validate(ps *problems) {
 	case MembershipUID, MembershipDN:
 	default:
 		ps.add("ldap.collaborations.membership", "unknown %q (want member_uid or member_dn)", g.Membership)
+	}
+	if g.Nested != NestedExpand && g.Nested != NestedReport {
+		ps.add("ldap.collaborations.nested", "unknown %q (want expand or report)", g.Nested)
 	}
 	ga := g.Attributes
 	for _, a := range []struct{ key, val string }{
@@ -298,6 +315,9 @@ func (s *Serve) validate(ps *problems) {
 	}
 	if time.Duration(s.PollInterval) < time.Second {
 		ps.add("serve.poll_interval", "must be at least 1s")
+	}
+	if time.Duration(s.DeletionScan) < time.Second {
+		ps.add("serve.deletion_scan", "must be at least 1s")
 	}
 	if s.RetryMin <= 0 || s.RetryMax < s.RetryMin {
 		ps.add("serve.retry_max", "retry_min must be positive and retry_max at least retry_min")

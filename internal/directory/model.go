@@ -76,6 +76,12 @@ type User struct {
 	ValidatedBy string
 	// OptOuts are list names the user does not want to receive.
 	OptOuts []string
+	// Expires is when the directory expires the account, in Unix seconds
+	// (0: never); from then on it is suspended.
+	Expires int64
+	// PrivateGroup names the user's own group (FreeIPA's user private
+	// group), whose gid is the user's GIDNumber; empty: none.
+	PrivateGroup string
 }
 
 // Collaboration is an experiment, project or scientific group; it becomes a

@@ -91,6 +91,9 @@ type UserState struct {
 	Status   Status // active, pending or suspended
 	Internal bool   // member of a member institution
 	Held     bool   // kept no better than last provisioned, by a hold action
+	// OwnGroup: the user's private group is provisioned with it (named
+	// User.PrivateGroup, gid User.GIDNumber).
+	OwnGroup bool
 }
 
 // CollaborationState is a collaboration with its effective status.
@@ -116,6 +119,9 @@ type State struct {
 	Collaborations     []CollaborationState
 	ProductionAccounts []ProductionState
 	Violations         []Violation
+	// NextExpiry is the earliest account expiry still to come (zero:
+	// none): the state is wrong from then on, and a daemon evaluates again.
+	NextExpiry time.Time
 
 	users  uidIndex
 	collab map[string]int
@@ -379,6 +385,7 @@ func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	e.users(snap)
 	e.production(snap)
 	e.activeMembers()
+	e.primaryGroups()
 	sort.SliceStable(e.st.Violations, func(i, j int) bool {
 		a, b := e.st.Violations[i], e.st.Violations[j]
 		if a.Kind != b.Kind {
@@ -387,6 +394,50 @@ func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 		return a.Subject < b.Subject
 	})
 	return e.st
+}
+
+// primaryGroups provisions active users' private groups that clash with
+// no collaboration, and warns of an active user whose primary gid names
+// no provisioned group.
+func (e *evaluation) primaryGroups() {
+	gids := make(map[uint32]string, len(e.st.Collaborations))
+	names := make(map[string]bool, len(e.st.Collaborations))
+	for _, c := range e.st.Collaborations {
+		names[c.Name] = true
+		if c.Provisioned {
+			gids[c.GIDNumber] = c.Name
+		} else if _, ok := gids[c.GIDNumber]; !ok {
+			gids[c.GIDNumber] = ""
+		}
+	}
+	warn := func(u *UserState, reason string) {
+		e.st.Violations = append(e.st.Violations, Violation{Kind: KindPrimaryGroup, Severity: SeverityWarning, Subject: u.DN, Name: u.UID,
+			Reason: reason, Action: ActionWarn})
+	}
+	privateOf := map[string]string{} // private group → its user
+	for i := range e.st.Users {
+		u := &e.st.Users[i]
+		if u.Status != StatusActive {
+			continue
+		}
+		owner, taken := gids[u.GIDNumber]
+		first, twice := privateOf[u.PrivateGroup]
+		switch {
+		case u.PrivateGroup != "" && twice:
+			warn(u, fmt.Sprintf("private group %s is %s's already; not provisioned for this user", u.PrivateGroup, first))
+		case u.PrivateGroup != "" && (taken || names[u.PrivateGroup]):
+			with := owner
+			if !taken || owner == "" {
+				with = u.PrivateGroup
+			}
+			warn(u, fmt.Sprintf("private group %s (gid %d) clashes with collaboration %s; the private group is not provisioned", u.PrivateGroup, u.GIDNumber, with))
+		case u.PrivateGroup != "":
+			u.OwnGroup = true
+			privateOf[u.PrivateGroup] = u.UID
+		case owner == "":
+			warn(u, fmt.Sprintf("primary gidNumber %d names no provisioned group: getent shows the number without a name", u.GIDNumber))
+		}
+	}
 }
 
 // reserved leaves out every subject whose name or number belongs to the
@@ -697,8 +748,12 @@ func (e *evaluation) users(snap *Snapshot) {
 		}
 		active, held := e.decide(SubjectUser, u.UID, u.DN, inActive)
 		us.Held = held
+		expired := u.Expires != 0 && u.Expires <= e.p.Now.Unix()
+		if u.Expires != 0 && !expired && (e.st.NextExpiry.IsZero() || u.Expires < e.st.NextExpiry.Unix()) {
+			e.st.NextExpiry = time.Unix(u.Expires, 0)
+		}
 		switch {
-		case u.Suspended:
+		case u.Suspended || expired:
 			us.Status = StatusSuspended
 		case active:
 			us.Status = StatusActive

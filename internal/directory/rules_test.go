@@ -63,10 +63,14 @@ func status(t *testing.T, st *State, uid string) Status {
 	return u.Status
 }
 
+// kinds lists the violations, but for the primary group warnings every
+// fixture user's gid 100 makes (TestPrimaryGroups' own).
 func kinds(st *State) string {
 	var out []string
 	for _, v := range st.Violations {
-		out = append(out, string(v.Kind)+":"+v.Name)
+		if v.Kind != KindPrimaryGroup {
+			out = append(out, string(v.Kind)+":"+v.Name)
+		}
 	}
 	return strings.Join(out, " ")
 }
@@ -168,6 +172,9 @@ func TestRule3YearlyReview(t *testing.T) {
 			}
 			var got ViolationKind
 			for _, v := range st.Violations {
+				if v.Kind == KindPrimaryGroup {
+					continue
+				}
 				got = v.Kind
 				if v.Kind == KindReviewDueSoon && v.Severity != SeverityWarning {
 					t.Errorf("due-soon is not a warning: %+v", v)
@@ -578,5 +585,75 @@ func TestUIDIndex(t *testing.T) {
 				t.Errorf("%v without %v: %q at %d, want %d", c.uids, c.excluded, uid, i, want)
 			}
 		}
+	}
+}
+
+// TestExpiredAccountsSuspended: an account whose expiry has passed is
+// suspended like one the directory suspends; the earliest expiry still to
+// come is the state's NextExpiry, when it becomes wrong.
+func TestExpiredAccountsSuspended(t *testing.T) {
+	soon, later := now.Add(time.Hour), now.Add(48*time.Hour)
+	snap := newFixture().
+		user("alice").
+		user("bob", func(u *User) { u.Expires = now.Add(-time.Second).Unix() }).
+		user("carol", func(u *User) { u.Expires = later.Unix() }).
+		user("dave", func(u *User) { u.Expires = soon.Unix() }).
+		user("erin", func(u *User) { u.Expires = now.Unix() }). // at its expiry: gone
+		collab("atlas", []string{"alice", "bob", "carol", "dave", "erin"}).snap
+	st := Evaluate(&snap, basePolicy(), nil)
+	for uid, want := range map[string]Status{"alice": StatusActive, "bob": StatusSuspended, "carol": StatusActive,
+		"dave": StatusActive, "erin": StatusSuspended} {
+		if got := status(t, st, uid); got != want {
+			t.Errorf("%s: %s, want %s", uid, got, want)
+		}
+	}
+	if !st.NextExpiry.Equal(time.Unix(soon.Unix(), 0)) {
+		t.Errorf("next expiry %v, want %v", st.NextExpiry, soon)
+	}
+	p := basePolicy()
+	p.Now = later
+	if st := Evaluate(&snap, p, nil); status(t, st, "carol") != StatusSuspended || !st.NextExpiry.IsZero() {
+		t.Errorf("at carol's expiry: %s, next %v", status(t, st, "carol"), st.NextExpiry)
+	}
+}
+
+// TestPrimaryGroups: an active user's private group is provisioned unless
+// a collaboration holds its name or gid (a warning then); an active user
+// whose primary gid names no provisioned group is warned of; pending
+// users are not.
+func TestPrimaryGroups(t *testing.T) {
+	snap := newFixture().
+		user("alice", func(u *User) { u.GIDNumber = 20000 }). // atlas's
+		user("bob", func(u *User) { u.GIDNumber, u.PrivateGroup = 10001, "bob" }).
+		user("carol", func(u *User) { u.GIDNumber = 555 }).
+		user("dave", func(u *User) { u.GIDNumber, u.PrivateGroup = 20001, "dave" }). // cms's gid
+		user("erin", func(u *User) { u.GIDNumber, u.PrivateGroup = 10004, "atlas" }).
+		user("frank", func(u *User) { u.GIDNumber = 777 }). // in no collaboration: pending
+		collab("atlas", []string{"alice", "bob", "carol", "dave", "erin"}).
+		collab("cms", []string{"alice"}).snap
+	st := Evaluate(&snap, basePolicy(), nil)
+	var got []string
+	for _, v := range st.Violations {
+		if v.Kind == KindPrimaryGroup {
+			if v.Severity != SeverityWarning || v.Action != ActionWarn {
+				t.Errorf("not a warning: %+v", v)
+			}
+			got = append(got, v.Name+": "+v.Reason)
+		}
+	}
+	want := []string{
+		"carol: primary gidNumber 555 names no provisioned group: getent shows the number without a name",
+		"dave: private group dave (gid 20001) clashes with collaboration cms; the private group is not provisioned",
+		"erin: private group atlas (gid 10004) clashes with collaboration atlas; the private group is not provisioned",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("warnings:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	own := map[string]bool{}
+	for _, u := range st.Users {
+		own[u.UID] = u.OwnGroup
+	}
+	if !reflect.DeepEqual(own, map[string]bool{"alice": false, "bob": true, "carol": false, "dave": false, "erin": false, "frank": false}) {
+		t.Errorf("private groups provisioned: %v", own)
 	}
 }

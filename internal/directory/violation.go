@@ -23,6 +23,10 @@ const (
 	KindProductionOwner     ViolationKind = "production_owner"         // rule 6: owner unknown
 	KindReviewOverdue       ViolationKind = "review_overdue"           // rule 3
 	KindReviewDueSoon       ViolationKind = "review_due_soon"          // rule 3, a warning
+	// KindPrimaryGroup, a warning: an active user's primary gid names no
+	// provisioned group (getent shows a number without a name), or its
+	// private group clashes with a collaboration's.
+	KindPrimaryGroup ViolationKind = "primary_group"
 	// KindReserved: a name or number of the machine's own accounts, or a
 	// number outside the configured ranges. Always excluded: no action can
 	// be configured for it.

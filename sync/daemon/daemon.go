@@ -217,6 +217,10 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	}
 	eng := reconcile.NewEngine(cfg, s.log, s.store, s.metrics.targetCall)
 	eng.Source = src
+	// An account that expires needs no change in the directory to lose
+	// its access: a run is due when it does.
+	expiries := &expiryTimer{send: send}
+	defer expiries.stop()
 	loop := &engine.Loop{
 		Engine:   eng,
 		Queue:    &retryQueue{store: s.store, min: time.Duration(cfg.Serve.RetryMin), max: time.Duration(cfg.Serve.RetryMax)},
@@ -224,7 +228,12 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		SourceBackoff: func(n int) time.Duration {
 			return backoff(n, time.Duration(cfg.Serve.RetryMin), time.Duration(cfg.Serve.RetryMax))
 		},
-		After:     s.afterRun,
+		After: func(ctx context.Context, r engine.RunReport) {
+			s.afterRun(ctx, r)
+			if r.State != nil {
+				expiries.arm(r.State.NextExpiry)
+			}
+		},
 		Idle:      s.mem.idle,
 		Heartbeat: s.beat,
 		Lock:      func(ctx context.Context) (func(), error) { return s.lock(ctx, cfg, "serve (reconcile)") },
@@ -248,7 +257,7 @@ func (s *server) watch(ctx context.Context, cfg *config.Config, src *directorySo
 	if cfg.LDAP.Schema == config.SchemaAD && cfg.Serve.Changes != config.ChangesPoll {
 		// Active Directory has no syncrepl: changes are read by uSNChanged.
 		s.setMode(src, "usn", "Active Directory: the entries changed since the last poll are read every poll_interval")
-		ldapx.NewUSNWatcher(cfg.LDAP, s.log, watchEvents{s}, interval).Run(ctx, src.model)
+		ldapx.NewUSNWatcher(cfg.LDAP, s.log, watchEvents{s}, interval, time.Duration(cfg.Serve.DeletionScan)).Run(ctx, src.model)
 		return
 	}
 	for fellBack := false; ; {
@@ -381,7 +390,39 @@ func (w watchEvents) RefreshFailed(stream, reason string, err error) {
 	w.s.status.setStreamError(stream, err)
 }
 
+func (w watchEvents) Deletions(mechanism string, worst time.Duration) {
+	w.s.metrics.setDeletions(mechanism, worst)
+	w.s.status.setDeletions(mechanism, worst)
+}
+
 func (w watchEvents) Live(stream string, resumed bool) {
 	w.s.status.setLive(stream, resumed)
 	w.s.log.Info("change stream live", "stream", stream, "resumed_from_cookie", resumed)
 }
+
+// expiryTimer asks for a run when the next account expires.
+type expiryTimer struct {
+	send func(engine.Trigger)
+	mu   sync.Mutex
+	at   time.Time
+	t    *time.Timer
+}
+
+// arm sets the timer for at (zero: none), replacing the last.
+func (x *expiryTimer) arm(at time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if at.Equal(x.at) {
+		return
+	}
+	if x.t != nil {
+		x.t.Stop()
+	}
+	x.at, x.t = at, nil
+	if !at.IsZero() {
+		// A second late: the run's clock must be past the expiry.
+		x.t = time.AfterFunc(time.Until(at)+time.Second, func() { x.send(engine.Trigger{Reason: "account expiry"}) })
+	}
+}
+
+func (x *expiryTimer) stop() { x.arm(time.Time{}) }

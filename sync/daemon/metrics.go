@@ -34,6 +34,7 @@ type metrics struct {
 	violations      *prometheus.GaugeVec
 	ldapConnected   prometheus.Gauge
 	changeMode      *prometheus.GaugeVec
+	deletionDelay   *prometheus.GaugeVec
 	syncEvents      *prometheus.CounterVec
 	queueChanges    *prometheus.GaugeVec
 	reloads         *prometheus.CounterVec
@@ -109,6 +110,10 @@ func newMetrics(version string) *metrics {
 		changeMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "collabsync_change_stream_mode", Help: "How changes are noticed: 1 for the mode in use (syncrepl; usn: Active Directory's uSNChanged; poll: full reads).",
 		}, []string{"mode"}),
+		deletionDelay: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "collabsync_ad_deletion_delay_seconds",
+			Help: "On Active Directory, the worst-case delay of a deletion for the mechanism in use (tombstones: by the next poll; scan: GUIDs listed every serve.deletion_scan), 0 for the other.",
+		}, []string{"mechanism"}),
 		syncEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "collabsync_syncrepl_events_total", Help: "Syncrepl messages per stream and type (add, modify, delete, present, info).",
 		}, []string{"stream", "type"}),
@@ -158,7 +163,7 @@ func newMetrics(version string) *metrics {
 	build.Set(1)
 	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.inMaintenance, m.refreshFailures)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
-		m.ldapConnected, m.changeMode, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
+		m.ldapConnected, m.changeMode, m.deletionDelay, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -251,6 +256,17 @@ func (m *metrics) Connected(up bool) {
 }
 
 func (m *metrics) SyncEvent(stream, kind string) { m.syncEvents.WithLabelValues(stream, kind).Inc() }
+
+// setDeletions says how Active Directory's deletions are found.
+func (m *metrics) setDeletions(mechanism string, worst time.Duration) {
+	for _, x := range []string{"tombstones", "scan"} {
+		v := 0.0
+		if x == mechanism {
+			v = worst.Seconds()
+		}
+		m.deletionDelay.WithLabelValues(x).Set(v)
+	}
+}
 
 func (m *metrics) setMode(mode string) {
 	for _, x := range []string{"syncrepl", "usn", "poll"} {

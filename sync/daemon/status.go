@@ -113,12 +113,26 @@ type ChangeStreamStatus struct {
 	Mode string `json:"mode"`
 	// Why says why the daemon polls (the server offers no syncrepl, or
 	// the configuration says so).
-	Why       string          `json:"why,omitempty"`
-	Connected bool            `json:"connected"`
-	Live      map[string]bool `json:"live"` // stream → resumed from a stored cookie
+	Why       string `json:"why,omitempty"`
+	Connected bool   `json:"connected"`
+	// Live holds the streams whose refresh is done (true), and Resumed
+	// those among them that resumed from a stored cookie.
+	Live    map[string]bool `json:"live"`
+	Resumed map[string]bool `json:"resumed"`
 	// Errors are the streams' last failures, until they are live again.
 	Errors map[string]string `json:"errors,omitempty"`
-	Model  ModelStatus       `json:"model"`
+	// Deletions, on Active Directory, is how deleted entries are found.
+	Deletions *DeletionStatus `json:"deletions,omitempty"`
+	Model     ModelStatus     `json:"model"`
+}
+
+// DeletionStatus says how deletions reach the model on Active Directory:
+// tombstones (the bind user may read CN=Deleted Objects: by the next
+// poll) or scan (a listing of the GUIDs every serve.deletion_scan), and
+// the worst-case delay of a deletion.
+type DeletionStatus struct {
+	Mechanism    string  `json:"mechanism"`
+	WorstSeconds float64 `json:"worst_case_delay_seconds"`
 }
 
 // ModelStatus is the live directory model: its size, and what the last
@@ -134,7 +148,7 @@ type ModelStatus struct {
 func newStatus() *status {
 	now := time.Now()
 	return &status{started: now, data: StatusReport{Started: now, Targets: map[string]*TargetStatus{},
-		ChangeStream: ChangeStreamStatus{Live: map[string]bool{}, Model: ModelStatus{Entries: map[string]int{}}}}}
+		ChangeStream: ChangeStreamStatus{Live: map[string]bool{}, Resumed: map[string]bool{}, Model: ModelStatus{Entries: map[string]int{}}}}}
 }
 
 func (s *status) configure(cfg *config.Config) {
@@ -169,7 +183,7 @@ func (s *status) setConnected(up bool) {
 	s.mu.Lock()
 	s.data.ChangeStream.Connected = up
 	if !up {
-		s.data.ChangeStream.Live = map[string]bool{}
+		s.data.ChangeStream.Live, s.data.ChangeStream.Resumed = map[string]bool{}, map[string]bool{}
 	}
 	s.mu.Unlock()
 }
@@ -199,7 +213,14 @@ func (s *status) setStreamError(stream string, err error) {
 func (s *status) setLive(stream string, resumed bool) {
 	s.mu.Lock()
 	delete(s.data.ChangeStream.Errors, stream)
-	s.data.ChangeStream.Live[stream] = resumed
+	s.data.ChangeStream.Live[stream] = true
+	s.data.ChangeStream.Resumed[stream] = resumed
+	s.mu.Unlock()
+}
+
+func (s *status) setDeletions(mechanism string, worst time.Duration) {
+	s.mu.Lock()
+	s.data.ChangeStream.Deletions = &DeletionStatus{Mechanism: mechanism, WorstSeconds: worst.Seconds()}
 	s.mu.Unlock()
 }
 
@@ -324,9 +345,11 @@ func (s *status) snapshot() StatusReport {
 	}
 	out.ChangeStream.Model.Entries = maps.Clone(s.data.ChangeStream.Model.Entries)
 	out.ChangeStream.Errors = maps.Clone(s.data.ChangeStream.Errors)
-	out.ChangeStream.Live = make(map[string]bool, len(s.data.ChangeStream.Live))
-	for k, v := range s.data.ChangeStream.Live {
-		out.ChangeStream.Live[k] = v
+	out.ChangeStream.Live = maps.Clone(s.data.ChangeStream.Live)
+	out.ChangeStream.Resumed = maps.Clone(s.data.ChangeStream.Resumed)
+	if d := s.data.ChangeStream.Deletions; d != nil {
+		c := *d
+		out.ChangeStream.Deletions = &c
 	}
 	return out
 }

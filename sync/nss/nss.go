@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -110,22 +111,35 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		fresh = append(fresh, buf...)
 		recs = append(recs, engine.Record{Kind: kind, Key: key})
 	}
-	for _, c := range state.Collaborations { // sorted by name
-		if !c.Provisioned {
-			continue
-		}
-		add(KindGroup, c.Name, func() {
-			buf = append(buf, c.Name...)
+	group := func(name string, gid uint32, members []string) {
+		add(KindGroup, name, func() {
+			buf = append(buf, name...)
 			buf = append(buf, ":x:"...)
-			buf = strconv.AppendUint(buf, uint64(c.GIDNumber), 10)
+			buf = strconv.AppendUint(buf, uint64(gid), 10)
 			buf = append(buf, ':')
-			for i, m := range c.ActiveMembers {
+			for i, m := range members {
 				if i > 0 {
 					buf = append(buf, ',')
 				}
 				buf = append(buf, m...)
 			}
 		})
+	}
+	// Collaborations (sorted by name) and users' private groups (sorted
+	// by user, most often their name too), merged by name.
+	private := privateGroups(state.Users)
+	for _, c := range state.Collaborations {
+		if !c.Provisioned {
+			continue
+		}
+		for len(private) > 0 && private[0].PrivateGroup < c.Name {
+			group(private[0].PrivateGroup, private[0].GIDNumber, nil)
+			private = private[1:]
+		}
+		group(c.Name, c.GIDNumber, c.ActiveMembers)
+	}
+	for _, u := range private {
+		group(u.PrivateGroup, u.GIDNumber, nil)
 	}
 	passwd := func(name string, uid, gid uint32, gecosName, home, shell string) {
 		add(KindPasswd, name, func() {
@@ -168,6 +182,22 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	}
 	t.last = recs
 	return recs, nil
+}
+
+// privateGroups are the users whose private group is provisioned, in
+// the groups' name order.
+func privateGroups(users []directory.UserState) []directory.UserState {
+	var out []directory.UserState
+	for _, u := range users {
+		if u.OwnGroup {
+			out = append(out, u)
+		}
+	}
+	byGroup := func(a, b directory.UserState) int { return strings.Compare(a.PrivateGroup, b.PrivateGroup) }
+	if !slices.IsSortedFunc(out, byGroup) {
+		slices.SortFunc(out, byGroup)
+	}
+	return out
 }
 
 // gecos keeps a display name from breaking the colon format.

@@ -227,3 +227,20 @@ func TestDesiredReusesLines(t *testing.T) {
 		t.Errorf("%d lines reused, want %d", shared, want)
 	}
 }
+
+// TestPrivateGroups: users' private groups are group lines of their own,
+// merged in name order with the collaborations' (the records must come in
+// order: the engine diffs them without sorting).
+func TestPrivateGroups(t *testing.T) {
+	st := testState()
+	st.Users[0].PrivateGroup, st.Users[0].OwnGroup = "alice", true
+	st.Users[1].PrivateGroup, st.Users[1].OwnGroup = "zz-bob", true
+	st.Users[2].PrivateGroup = "carol" // not provisioned by the rules
+	tg := &Target{Dir: t.TempDir()}
+	apply(t, tg, st)
+	got, _ := os.ReadFile(filepath.Join(tg.Dir, "group"))
+	want := "alice:x:20001:\nempty:x:20003:\nproj1:x:20001:alice,bob\nzz-bob:x:20001:\n"
+	if string(got) != want {
+		t.Errorf("group:\n%s\nwant\n%s", got, want)
+	}
+}

@@ -88,7 +88,8 @@ func New(service string) *Provider {
 }
 
 // Set makes a state the one served: its active users and production
-// accounts, its provisioned collaborations with their active members.
+// accounts, their private groups, its provisioned collaborations with
+// their active members.
 func (p *Provider) Set(state *directory.State) {
 	idx := &index{userByName: map[string]int{}, userByUID: map[uint32]int{}, groupByNm: map[string]int{}, groupByGID: map[uint32]int{},
 		memberOf: map[string][]string{}}
@@ -107,6 +108,13 @@ func (p *Provider) Set(state *directory.State) {
 		if a.Active {
 			addUser(user{UserName: a.Name, UID: a.UIDNumber, GID: a.GIDNumber, RealName: "production account of " + a.Collaboration,
 				HomeDirectory: a.Home, Shell: a.Shell, Disposition: "regular", Service: p.service})
+		}
+	}
+	for _, u := range state.Users {
+		if u.OwnGroup {
+			idx.groupByNm[u.PrivateGroup] = len(idx.groups)
+			idx.groupByGID[u.GIDNumber] = len(idx.groups)
+			idx.groups = append(idx.groups, group{GroupName: u.PrivateGroup, GID: u.GIDNumber, Disposition: "regular", Service: p.service})
 		}
 	}
 	for _, c := range state.Collaborations {

@@ -176,6 +176,22 @@ func (s *Server) Start() error {
 	}
 }
 
+// AddBindUser creates an ordinary domain user (no rights beyond what
+// every authenticated user has) and returns its DN and a file with its
+// password, for bind.password_file.
+func (s *Server) AddBindUser(ctx context.Context, name string) (dn, passwordFile string, err error) {
+	const password = "Bind-Passw0rd-collabsync!"
+	out, err := exec.CommandContext(ctx, "samba-tool", "user", "create", name, password, "-s", filepath.Join(s.dir, "etc/smb.conf")).CombinedOutput()
+	if err != nil {
+		return "", "", fmt.Errorf("samba-tool user create %s: %v: %s", name, err, out)
+	}
+	passwordFile = filepath.Join(s.dir, name+".pw")
+	if err := os.WriteFile(passwordFile, []byte(password+"\n"), 0o600); err != nil {
+		return "", "", err
+	}
+	return "CN=" + name + ",CN=Users," + s.BaseDN, passwordFile, nil
+}
+
 // Add adds LDIF records (changetype add by default) as the Administrator.
 func (s *Server) Add(ctx context.Context, ldif string) error {
 	return s.ldap(ctx, "ldapadd", ldif)

@@ -1,7 +1,7 @@
 // Package slapd runs a throwaway OpenLDAP slapd for tests, benchmarks and
 // the demo: cn=config built offline with slapadd -n0, an mdb database with
-// the memberof and syncprov overlays, a random loopback port and an ldapi
-// socket. It is stopped by PID.
+// the memberof, ppolicy (account locks) and syncprov overlays, a random
+// loopback port and an ldapi socket. It is stopped by PID.
 package slapd
 
 import (
@@ -130,6 +130,7 @@ olcModulePath: /usr/lib/ldap
 olcModuleLoad: back_mdb
 olcModuleLoad: memberof
 olcModuleLoad: syncprov
+olcModuleLoad: ppolicy
 
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
@@ -177,12 +178,17 @@ dn: olcOverlay={0}memberof,olcDatabase={1}mdb,cn=config
 objectClass: olcOverlayConfig
 objectClass: olcMemberOf
 olcOverlay: {0}memberof
+
+dn: olcOverlay={1}ppolicy,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcPPolicyConfig
+olcOverlay: {1}ppolicy
 {{- if not .NoSyncprov}}
 
-dn: olcOverlay={1}syncprov,olcDatabase={1}mdb,cn=config
+dn: olcOverlay={2}syncprov,olcDatabase={1}mdb,cn=config
 objectClass: olcOverlayConfig
 objectClass: olcSyncProvConfig
-olcOverlay: {1}syncprov
+olcOverlay: {2}syncprov
 olcSpCheckpoint: 100 10
 {{- if not .NoSessionLog}}
 olcSpSessionLog: 10000
