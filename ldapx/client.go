@@ -88,7 +88,7 @@ func (c *Client) connect(ctx context.Context, uri string) (*ldap.Conn, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ldap %s: dial: %w", uri, err)
+		return nil, fmt.Errorf("ldap %s: dial: %w", uri, tlsHint(err))
 	}
 	conn := ldap.NewConn(nc, u.Scheme == "ldaps")
 	conn.Start()
@@ -121,7 +121,7 @@ func (c *Client) secureAndBind(conn *ldap.Conn, scheme, host string) error {
 			return err
 		}
 		if err := conn.StartTLS(tc); err != nil {
-			return fmt.Errorf("StartTLS: %w", err)
+			return fmt.Errorf("StartTLS: %w", tlsHint(err))
 		}
 	}
 	b := c.cfg.Bind
@@ -166,17 +166,26 @@ func (c *Client) tlsConfig(host string) (*tls.Config, error) {
 		c.log.Warn("TLS certificate verification is disabled by ldap.tls.insecure_skip_verify")
 	}
 	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
+		pool, err := config.ReadCAFile(t.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("read CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CA file %s holds no PEM certificate", t.CAFile)
+			return nil, fmt.Errorf("CA file: %w", err)
 		}
 		tc.RootCAs = pool
 	}
 	return tc, nil
+}
+
+// tlsHint explains a certificate that names its host only in its common
+// name: Go checks subjectAltName alone (Samba's self-made host certificate
+// is such a one).
+func tlsHint(err error) error {
+	var host x509.HostnameError
+	if errors.As(err, &host) && host.Certificate != nil && len(host.Certificate.DNSNames) == 0 && len(host.Certificate.IPAddresses) == 0 {
+		return fmt.Errorf("%w: the server's certificate names no host or address in subjectAltName, only a common name (%q), "+
+			"which Go does not check: give the server a certificate with its name or address in subjectAltName "+
+			"(Samba's self-made one has none; docs/SERVERS.md)", err, host.Certificate.Subject.CommonName)
+	}
+	return err
 }
 
 // ReadSecret reads a password file (e.g. a systemd credential), dropping a

@@ -19,19 +19,22 @@ func cmdCheckConfig(ctx context.Context, a *app, args []string) int {
 	if cfg == nil {
 		return exitUsage
 	}
-	fmt.Fprintf(a.stdout, "%s: OK\n", a.configPath)
 	if !*online {
+		fmt.Fprintf(a.stdout, "%s: OK\n", a.configPath)
 		return exitOK
 	}
+	fmt.Fprintf(a.stdout, "%s: valid\n", a.configPath)
 	counts, err := ldapx.NewSource(cfg.LDAP, a.log).Count(ctx)
-	for _, s := range []ldapx.StreamName{ldapx.StreamUsers, ldapx.StreamCollaborations, ldapx.StreamRoleGroups, ldapx.StreamProduction} {
+	for _, s := range []ldapx.StreamName{ldapx.StreamUsers, ldapx.StreamDisabled, ldapx.StreamCollaborations, ldapx.StreamRoleGroups, ldapx.StreamProduction} {
 		if n, ok := counts[s]; ok {
 			fmt.Fprintf(a.stdout, "%s: %d entries\n", s, n)
 		}
 	}
 	if err != nil {
 		a.errorf(err)
+		fmt.Fprintf(a.stdout, "%s: FAILED against the directory\n", a.configPath)
 		return exitFailure
 	}
+	fmt.Fprintf(a.stdout, "%s: OK against the directory\n", a.configPath)
 	return exitOK
 }

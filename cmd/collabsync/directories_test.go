@@ -682,3 +682,43 @@ targets:
 	})
 	d.stop(t)
 }
+
+// TestActiveDirectoryCertificateAdvice: certificates Go refuses are named
+// with the reason and what to do. A DC whose certificate names its address
+// only in the common name: "names no host or address in subjectAltName"
+// (before: Go's bare "certificate relies on legacy Common Name field").
+// Samba's self-made certificates as provisioning leaves them: the CA's
+// negative serial number (a random serial: some DCs have one) or the host
+// certificate's missing subjectAltName, whichever Go meets first (before:
+// "holds no PEM certificate" for the CA).
+func TestActiveDirectoryCertificateAdvice(t *testing.T) {
+	config := func(s *samba.Server, ca string) string {
+		dir := t.TempDir()
+		return writeFile(t, filepath.Join(dir, "collabsync.yaml"), fmt.Sprintf(`ldap:
+  uris: [%s]
+  bind: {dn: %q, password_file: %s}
+  tls: {ca_file: %s}
+  schema: ad
+  users: {base_dn: "CN=Users,%s"}
+  collaborations: {base_dn: "CN=Users,%s"}
+state_dir: %s
+targets:
+  - {name: nss, kind: nss, dir: %s}
+`, s.LDAPSURI, s.AdminDN, s.AdminPWFile, ca, s.BaseDN, s.BaseDN, filepath.Join(dir, "state"), dir))
+	}
+	t.Run("common name only", func(t *testing.T) {
+		s := samba.StartT(t, samba.Options{CNOnlyTLS: true})
+		r := collabsync(t, config(s, s.Certs.CA), "check-config", "--online")
+		if r.code != 1 || !strings.Contains(r.stderr, "names no host or address in subjectAltName, only a common name") {
+			t.Errorf("check-config --online: %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+	t.Run("samba's own", func(t *testing.T) {
+		s := samba.StartT(t, samba.Options{SelfMadeTLS: true})
+		r := collabsync(t, config(s, s.SelfMadeCA), "check-config", "--online")
+		if r.code == 0 || !strings.Contains(r.stderr, "negative serial number (Samba's self-made CA") &&
+			!strings.Contains(r.stderr, "names no host or address in subjectAltName") {
+			t.Errorf("check-config --online: %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+}

@@ -121,6 +121,8 @@ func (l *LDAP) validate(ps *problems) {
 	if l.TLS.CAFile != "" {
 		if err := readableFile(l.TLS.CAFile); err != nil {
 			ps.add("ldap.tls.ca_file", "cannot read: %v", err)
+		} else if _, err := ReadCAFile(l.TLS.CAFile); err != nil {
+			ps.add("ldap.tls.ca_file", "%v", err)
 		}
 	}
 	if l.Timeout <= 0 {

@@ -26,6 +26,17 @@ func NewCertFiles(dir string, ips ...string) (*CertFiles, error) {
 	for _, ip := range ips {
 		sans = append(sans, net.ParseIP(ip))
 	}
+	return newCertFiles(dir, []string{"localhost"}, sans, "localhost")
+}
+
+// NewCertFilesCNOnly writes a CA and a server certificate that names its
+// host only in its common name, without subjectAltName (as Samba's
+// self-made one), for the tests of what a client says of it.
+func NewCertFilesCNOnly(dir, cn string) (*CertFiles, error) {
+	return newCertFiles(dir, nil, nil, cn)
+}
+
+func newCertFiles(dir string, names []string, sans []net.IP, cn string) (*CertFiles, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -54,8 +65,8 @@ func NewCertFiles(dir string, ips ...string) (*CertFiles, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     names,
 		IPAddresses:  sans,
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(24 * time.Hour),

@@ -27,6 +27,9 @@ type Options struct {
 	// and keeps AD's default: simple binds only over TLS (ldaps:// or
 	// StartTLS). Without it, tests bind over plain LDAP.
 	TLS bool
+	// CNOnlyTLS is TLS with a certificate from a throwaway CA that names
+	// the DC's address only in its common name (no subjectAltName).
+	CNOnlyTLS bool
 	// SelfMadeTLS is TLS with the certificate Samba makes itself at its
 	// first start (private/tls: a CA with a negative serial number, a
 	// host certificate without subjectAltName), as a DC is left by
@@ -126,8 +129,13 @@ func (s *Server) provision(opts Options) error {
 	}
 	global := "\tldap server require strong auth = no\n"
 	switch {
-	case opts.TLS:
-		if s.Certs, err = testharness.NewCertFiles(dir, s.ns.IP); err != nil {
+	case opts.TLS || opts.CNOnlyTLS:
+		if opts.TLS {
+			s.Certs, err = testharness.NewCertFiles(dir, s.ns.IP)
+		} else {
+			s.Certs, err = testharness.NewCertFilesCNOnly(dir, s.ns.IP)
+		}
+		if err != nil {
 			return err
 		}
 		global = fmt.Sprintf("\ttls enabled = yes\n\ttls keyfile = %s\n\ttls certfile = %s\n\ttls cafile = %s\n", s.Certs.Key, s.Certs.Cert, s.Certs.CA)
@@ -208,7 +216,7 @@ func (s *Server) ldap(ctx context.Context, tool, ldif string) error {
 	switch {
 	case s.Certs != nil:
 		cmd = exec.CommandContext(ctx, tool, "-x", "-H", s.LDAPSURI, "-D", s.AdminDN, "-w", s.AdminPassword)
-		cmd.Env = append(os.Environ(), "LDAPTLS_CACERT="+s.Certs.CA)
+		cmd.Env = append(os.Environ(), "LDAPTLS_CACERT="+s.Certs.CA) // OpenLDAP's client falls back to the CN
 	case s.SelfMadeCA != "":
 		// Its host certificate names no address: the harness's own
 		// changes go over TLS unverified (collabsync's never do).
