@@ -203,6 +203,62 @@ func ReadSecret(path string) (string, error) {
 	return s, nil
 }
 
+// pause waits d before the next attempt to connect; after a failure to
+// connect at all, it ends early once a configured server answers a TCP
+// connection again (tried every second), so that the first reconnect
+// after an outage does not wait out a backoff that grew during it. It
+// returns false when ctx ends.
+func (c *Client) pause(ctx context.Context, d time.Duration, unreachable bool) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	var probe <-chan time.Time
+	if unreachable {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		probe = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-deadline.C:
+			return true
+		case <-probe:
+			if c.answers(ctx) {
+				return true
+			}
+		}
+	}
+}
+
+// answers reports whether some configured server accepts a connection.
+func (c *Client) answers(ctx context.Context) bool {
+	for _, uri := range c.cfg.URIs {
+		u, err := config.ParseURI(uri)
+		if err != nil {
+			continue
+		}
+		network, addr := "tcp", hostPort(u.Host, "389")
+		switch u.Scheme {
+		case "ldaps":
+			addr = hostPort(u.Host, "636")
+		case "ldapi":
+			network, addr = "unix", u.Host
+			if addr == "" {
+				addr = "/var/run/slapd/ldapi"
+			}
+		}
+		dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		nc, err := (&net.Dialer{}).DialContext(dctx, network, addr)
+		cancel()
+		if err == nil {
+			nc.Close()
+			return true
+		}
+	}
+	return false
+}
+
 func hostPort(host, defaultPort string) string {
 	if _, _, err := net.SplitHostPort(host); err == nil {
 		return host

@@ -25,6 +25,7 @@ func (nopEvents) Live(string, bool)        {}
 
 func (nopEvents) RefreshFailed(string, string, error) {}
 func (nopEvents) Deletions(string, time.Duration)     {}
+func (nopEvents) ConnectFailed(error)                 {}
 
 // TestLiveModelFollowsRandomChanges: a live model fed by syncrepl from a
 // real slapd while random adds, modifies, deletes and renames of users and

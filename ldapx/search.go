@@ -24,6 +24,11 @@ func Stream(ctx context.Context, conn Conn, req *ldap.SearchRequest, pageSize ui
 	page.Controls = append(append([]ldap.Control(nil), req.Controls...), paging)
 	for {
 		cookie, err := streamPage(ctx, conn, &page, fn)
+		if errors.Is(err, errCutShort) && missingBase(ctx, conn, req.BaseDN) {
+			// 389-ds answers a paged search under a base that does not
+			// exist with a bare success.
+			err = fmt.Errorf("%w: %q does not exist", ErrNoBase, req.BaseDN)
+		}
 		if err != nil {
 			return fmt.Errorf("search %q under %q: %w", req.Filter, req.BaseDN, limitHint(err))
 		}
@@ -60,9 +65,27 @@ func streamPage(ctx context.Context, conn Conn, req *ldap.SearchRequest, fn func
 		return nil, err
 	}
 	if !sawDone {
-		return nil, errors.New("result cut short: the page ended without its paging control (connection lost?)")
+		return nil, errCutShort
 	}
 	return cookie, nil
+}
+
+// errCutShort: a page ended without its paging control.
+var errCutShort = errors.New("result cut short: the page ended without its paging control (connection lost?)")
+
+// ErrNoBase: a search's base DN does not exist.
+var ErrNoBase = errors.New("no such base DN")
+
+// missingBase reports whether the server says base does not exist (a
+// base-scope read of it answers noSuchObject).
+func missingBase(ctx context.Context, conn Conn, base string) bool {
+	req := ldap.NewSearchRequest(base, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false, "(objectClass=*)", []string{noAttributes}, nil)
+	resp := conn.SearchAsync(ctx, req, 1)
+	found := false
+	for resp.Next() {
+		found = found || resp.Entry() != nil
+	}
+	return !found && ldap.IsErrorWithCode(resp.Err(), ldap.LDAPResultNoSuchObject)
 }
 
 // criticalPaging is go-ldap's paging control marked critical (RFC 2696

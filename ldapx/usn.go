@@ -55,23 +55,27 @@ func (w *USNWatcher) Run(ctx context.Context, m *Model) {
 	backoff := minBackoff
 	for {
 		conn, err := w.client.Connect(ctx)
+		unreachable := err != nil
 		if err == nil {
 			w.events.Connected(true)
+			start := time.Now()
 			err = w.session(ctx, conn, m)
 			conn.Close()
 			m.down()
 			w.events.Connected(false)
-			backoff = minBackoff
+			if time.Since(start) > 30*time.Second {
+				backoff = minBackoff // it had been working: retry soon (a search failing at once backs off)
+			}
+		} else {
+			w.events.ConnectFailed(err)
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		w.log.Warn("directory change polling (uSNChanged) interrupted; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
+		if !w.client.pause(ctx, wait, unreachable) {
 			return
-		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}

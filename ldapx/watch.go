@@ -29,6 +29,8 @@ var errCookieRejected = errors.New("the directory rejected the stored syncrepl c
 // WatchEvents receives what the watcher sees, for metrics and status.
 type WatchEvents interface {
 	Connected(bool)
+	// ConnectFailed: no configured server could be connected to and bound.
+	ConnectFailed(err error)
 	SyncEvent(stream, kind string) // add, modify, delete, present, info
 	Live(stream string, resumed bool)
 	// RefreshFailed: a stream's refresh did not complete (reason: stalled).
@@ -64,6 +66,7 @@ func (w *Watcher) Run(ctx context.Context, m *Model) error {
 	backoff := minBackoff
 	for {
 		conn, err := w.client.Connect(ctx)
+		unreachable := err != nil
 		if err == nil {
 			w.events.Connected(true)
 			start := time.Now()
@@ -74,6 +77,8 @@ func (w *Watcher) Run(ctx context.Context, m *Model) error {
 			if time.Since(start) > 30*time.Second {
 				backoff = minBackoff // it had been working: retry soon
 			}
+		} else {
+			w.events.ConnectFailed(err)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -94,10 +99,8 @@ func (w *Watcher) Run(ctx context.Context, m *Model) error {
 		} else {
 			w.log.Warn("directory change stream down; reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
-		select {
-		case <-ctx.Done():
+		if !w.client.pause(ctx, wait, unreachable) {
 			return nil
-		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
@@ -269,6 +272,10 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 	switch {
 	case ctx.Err() != nil:
 		return nil
+	case stalled.Load() && missingBase(ctx, conn, search.BaseDN):
+		err := fmt.Errorf("%w after %d entries: the base DN %q does not exist (%w): check ldap.*.base_dn", errRefreshStalled, received, search.BaseDN, ErrNoBase)
+		w.events.RefreshFailed(string(name), "no_base", err)
+		return err
 	case stalled.Load():
 		err := fmt.Errorf("%w after %d entries: nothing came for %v and the server never said the refresh was done. "+
 			"A server limit may have cut it: on 389-ds/FreeIPA give the bind entry nsSizeLimit: -1 and nsLookThroughLimit: -1 "+

@@ -597,6 +597,18 @@ targets:
 	if r := collabsync(t, cfg, "plan", "--check"); r.code != 0 {
 		t.Errorf("serve's result differs from a full sync's: plan --check %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+
+	// A search that fails at once (a base that does not exist) is retried
+	// with a growing backoff, not every 0.5-1 s as before.
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(data), fmt.Sprintf("collaborations: {base_dn: %q}", users),
+		`collaborations: {base_dn: "OU=nowhere,DC=example,DC=org"}`, 1)), 0o600)
+	d = startServe(t, cfg)
+	time.Sleep(8 * time.Second)
+	if n := strings.Count(d.logText(), "interrupted; reconnecting"); n < 1 || n > 5 {
+		t.Errorf("%d reconnections in 8 s", n)
+	}
+	d.stop(t)
 }
 
 // TestFreeIPALayoutOn389: 389-ds laid out as FreeIPA lays it out, read
@@ -721,4 +733,30 @@ targets:
 			t.Errorf("check-config --online: %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	})
+}
+
+// TestNonexistentBaseOn389: 389-ds answers a paged search under a base
+// that does not exist with a bare success, and a syncrepl refresh there
+// with nothing: sync, check-config --online and serve say the base DN does
+// not exist (before: "connection lost?" and a server size limit).
+func TestNonexistentBaseOn389(t *testing.T) {
+	_, cfg, _ := dirsrvEnv(t, dirsrv.Options{}, gendir.Params{Users: 30, Collaborations: 3}, "  refresh_timeout: 2s\n")
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(data), "ou=people,dc=example", "ou=peeple,dc=example", 1)), 0o600)
+	const want = `"ou=peeple,dc=example,dc=org" does not exist`
+	if r := collabsync(t, cfg, "sync", "--once"); r.code != 1 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "connection lost") {
+		t.Errorf("sync: %d %s", r.code, r.stderr)
+	}
+	if r := collabsync(t, cfg, "check-config", "--online"); r.code != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("check-config --online: %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	d := startServe(t, cfg)
+	eventually(t, 15*time.Second, "/readyz naming the base", func() bool {
+		code, body := d.get("/readyz")
+		return code == 503 && strings.Contains(body, "the base DN \"ou=peeple,dc=example,dc=org\" does not exist")
+	})
+	if strings.Contains(d.logText(), "nsSizeLimit") {
+		t.Error("a missing base blamed on size limits")
+	}
+	d.stop(t)
 }

@@ -308,9 +308,15 @@ func TestServeRestartResumesFromCookie(t *testing.T) {
 	d.stop(t)
 }
 
+// TestServeSlapdDiesAndReturns: while slapd is down nothing downstream
+// changes; past serve.directory_grace /readyz says the directory is
+// unreachable and /status why (before: ready, and no error shown); once
+// slapd is back, serve reconnects within seconds however long the outage
+// (before: the backoff grown during it, ≈24 s after a minute's outage),
+// and is ready again.
 func TestServeSlapdDiesAndReturns(t *testing.T) {
 	// A full reconcile every second, so runs happen while slapd is down.
-	e := newDemoEnv(t, serveConfig(freeListen(t), "  full_reconcile: \"@every 1s\"\n"))
+	e := newDemoEnv(t, serveConfig(freeListen(t), "  full_reconcile: \"@every 1s\"\n  directory_grace: 2s\n"))
 	d := startServe(t, e.config)
 	d.waitReady(t)
 	before := statFiles(t, e.outDir)
@@ -325,12 +331,24 @@ func TestServeSlapdDiesAndReturns(t *testing.T) {
 	if st := d.status(t); st.ChangeStream.Connected || st.Directory.LastError == "" {
 		t.Errorf("status while down = %+v", st)
 	}
+	eventually(t, 10*time.Second, "not ready past the grace", func() bool {
+		code, body := d.get("/readyz")
+		return code == 503 && strings.Contains(body, "the directory has been unreachable since") && strings.Contains(body, "connection refused")
+	})
+	if st := d.status(t); st.ChangeStream.DownSince.IsZero() || !strings.Contains(st.ChangeStream.LastError, "connection refused") {
+		t.Errorf("status while down = %+v", st.ChangeStream)
+	}
+	// Down long enough for the backoff to grow past 16 s.
+	time.Sleep(25 * time.Second)
 	if err := e.server.Start(); err != nil {
 		t.Fatal(err)
 	}
+	back := time.Now()
+	eventually(t, 5*time.Second, "reconnected", func() bool { return d.status(t).ChangeStream.Connected })
+	t.Logf("reconnected %v after slapd came back", time.Since(back).Round(time.Millisecond))
 	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
 	eventually(t, 20*time.Second, "trent in lsst after slapd came back", func() bool { return e.inGroup(t, "lsst", "trent") })
-	eventually(t, 10*time.Second, "reconnected", func() bool { return d.status(t).ChangeStream.Connected })
+	d.waitReady(t)
 	d.stop(t)
 }
 

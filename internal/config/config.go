@@ -72,6 +72,9 @@ type Serve struct {
 	Debounce Duration `yaml:"debounce"`
 	// PollInterval is the reconcile interval when polling.
 	PollInterval Duration `yaml:"poll_interval"`
+	// DirectoryGrace is how long the directory may be unreachable (or
+	// refuse the bind) before /readyz says serve is not ready.
+	DirectoryGrace Duration `yaml:"directory_grace"`
 	// DeletionScan is, on Active Directory whose bind user may not read
 	// the deleted objects, how often the users' and groups' GUIDs are
 	// listed to find the deleted ones (the worst-case delay of a deletion).
@@ -521,6 +524,7 @@ func (c *Config) applyDefaults(given func(string) bool) {
 	}
 	def(has, "serve.poll_interval", &sv.PollInterval, poll)
 	def(has, "serve.deletion_scan", &sv.DeletionScan, Duration(5*time.Minute))
+	def(has, "serve.directory_grace", &sv.DirectoryGrace, Duration(time.Minute))
 	def(has, "serve.retry_min", &sv.RetryMin, Duration(5*time.Second))
 	def(has, "serve.retry_max", &sv.RetryMax, Duration(15*time.Minute))
 	def(has, "serve.memory_limit", &sv.MemoryLimit, MemoryLimitAuto)

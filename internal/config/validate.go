@@ -318,6 +318,9 @@ func (s *Serve) validate(ps *problems) {
 	if time.Duration(s.PollInterval) < time.Second {
 		ps.add("serve.poll_interval", "must be at least 1s")
 	}
+	if s.DirectoryGrace < 0 {
+		ps.add("serve.directory_grace", "must not be negative")
+	}
 	if time.Duration(s.DeletionScan) < time.Second {
 		ps.add("serve.deletion_scan", "must be at least 1s")
 	}

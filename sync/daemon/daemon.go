@@ -390,6 +390,8 @@ func (w watchEvents) RefreshFailed(stream, reason string, err error) {
 	w.s.status.setStreamError(stream, err)
 }
 
+func (w watchEvents) ConnectFailed(err error) { w.s.status.setConnectError(err) }
+
 func (w watchEvents) Deletions(mechanism string, worst time.Duration) {
 	w.s.metrics.setDeletions(mechanism, worst)
 	w.s.status.setDeletions(mechanism, worst)

@@ -53,16 +53,21 @@ func (d *directorySource) Snapshot(ctx context.Context) (*directory.Snapshot, er
 	if d.polling.Load() {
 		d.metrics.fullReads.WithLabelValues("poll").Inc()
 		snap, err := d.full.Snapshot(ctx)
-		d.connected(err == nil) // polling, a read that succeeds is the connection
+		d.connected(err) // polling, a read that succeeds is the connection
 		return snap, err
 	}
 	return nil, errNotLive
 }
 
-// connected tells metrics and status whether the directory answers.
-func (d *directorySource) connected(up bool) {
-	d.metrics.Connected(up)
-	d.status.setConnected(up)
+// connected tells metrics and status whether the directory answered a
+// read (err is nil) or why not.
+func (d *directorySource) connected(err error) {
+	d.metrics.Connected(err == nil)
+	if err != nil {
+		d.status.setConnectError(err)
+		return
+	}
+	d.status.setConnected(true)
 }
 
 // FullSnapshot implements engine.FullReader. A model just built by a
@@ -87,7 +92,7 @@ func (d *directorySource) FullSnapshot(ctx context.Context) (*directory.Snapshot
 	d.metrics.fullReads.WithLabelValues(reason).Inc()
 	entries, diffs, err := d.model.Compare(func() (ldapx.Entries, error) { return d.full.Entries(ctx) })
 	if d.polling.Load() {
-		d.connected(err == nil)
+		d.connected(err)
 	}
 	if err != nil {
 		return nil, err

@@ -51,6 +51,9 @@ type status struct {
 	// users and collabs are the configured searches, named when a held
 	// plan looks like a search gone wrong.
 	users, collabs config.Search
+	// grace is how long the directory may be down before not ready.
+	grace time.Duration
+	now   func() time.Time
 }
 
 // StatusReport is what /status returns (JSON).
@@ -115,6 +118,10 @@ type ChangeStreamStatus struct {
 	// the configuration says so).
 	Why       string `json:"why,omitempty"`
 	Connected bool   `json:"connected"`
+	// DownSince is when the directory was last found unreachable (or
+	// refusing the bind), while it is; LastError why.
+	DownSince time.Time `json:"down_since,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
 	// Live holds the streams whose refresh is done (true), and Resumed
 	// those among them that resumed from a stored cookie.
 	Live    map[string]bool `json:"live"`
@@ -147,7 +154,7 @@ type ModelStatus struct {
 
 func newStatus() *status {
 	now := time.Now()
-	return &status{started: now, data: StatusReport{Started: now, Targets: map[string]*TargetStatus{},
+	return &status{started: now, now: time.Now, grace: time.Minute, data: StatusReport{Started: now, Targets: map[string]*TargetStatus{},
 		ChangeStream: ChangeStreamStatus{Live: map[string]bool{}, Resumed: map[string]bool{}, Model: ModelStatus{Entries: map[string]int{}}}}}
 }
 
@@ -156,6 +163,7 @@ func (s *status) configure(cfg *config.Config) {
 	defer s.mu.Unlock()
 	s.targets = reconcile.TargetNames(cfg)
 	s.users, s.collabs = cfg.LDAP.Users.Search, cfg.LDAP.Collaborations.Search
+	s.grace = time.Duration(cfg.Serve.DirectoryGrace)
 }
 
 // suspect says what the directory side suspects of a plan that would
@@ -179,8 +187,24 @@ func (s *status) setMode(mode, why string) {
 	s.mu.Unlock()
 }
 
+// setConnectError records a failure to connect or bind.
+func (s *status) setConnectError(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := &s.data.ChangeStream
+	cs.Connected, cs.LastError = false, err.Error()
+	if cs.DownSince.IsZero() {
+		cs.DownSince = s.now()
+	}
+}
+
 func (s *status) setConnected(up bool) {
 	s.mu.Lock()
+	if cs := &s.data.ChangeStream; up {
+		cs.DownSince, cs.LastError = time.Time{}, ""
+	} else if cs.DownSince.IsZero() {
+		cs.DownSince = s.now()
+	}
 	s.data.ChangeStream.Connected = up
 	if !up {
 		s.data.ChangeStream.Live, s.data.ChangeStream.Resumed = map[string]bool{}, map[string]bool{}
@@ -294,10 +318,22 @@ func (s *status) ready() (bool, string) {
 }
 
 func (s *status) readyLocked() (bool, string) {
+	cs := &s.data.ChangeStream
 	if s.data.Directory.LastRead.IsZero() {
 		why := "the directory has not been read yet"
-		for _, stream := range slices.Sorted(maps.Keys(s.data.ChangeStream.Errors)) {
-			why += fmt.Sprintf("; change stream %s: %s", stream, s.data.ChangeStream.Errors[stream])
+		if cs.LastError != "" {
+			why += "; " + cs.LastError
+		}
+		for _, stream := range slices.Sorted(maps.Keys(cs.Errors)) {
+			why += fmt.Sprintf("; change stream %s: %s", stream, cs.Errors[stream])
+		}
+		return false, why
+	}
+	if !cs.Connected && !cs.DownSince.IsZero() && s.now().Sub(cs.DownSince) > s.grace {
+		why := fmt.Sprintf("the directory has been unreachable since %s (more than serve.directory_grace %v); the targets keep the last state",
+			cs.DownSince.UTC().Format(time.RFC3339), s.grace)
+		if cs.LastError != "" {
+			why += ": " + cs.LastError
 		}
 		return false, why
 	}
