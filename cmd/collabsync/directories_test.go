@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/internal/store"
+	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/dirsrv"
 	"github.com/collabsync/collabsync/internal/testharness/gendir"
 	"github.com/collabsync/collabsync/internal/testharness/samba"
@@ -393,9 +395,12 @@ func TestServe389RetroChangelogWarning(t *testing.T) {
 // TestActiveDirectoryTLS: AD's default refuses a simple bind over plain
 // LDAP ("Strong(er) authentication required"); collabsync binds over
 // ldaps and over StartTLS, verifying the DC's certificate against the
-// configured CA, and a certificate it cannot verify is refused.
+// configured CA, and a certificate it cannot verify is refused. The DC's
+// certificate is made by configs/samba/make-dc-certificate, the recipe of
+// docs/SERVERS.md.
 func TestActiveDirectoryTLS(t *testing.T) {
-	s := samba.StartT(t, samba.Options{TLS: true})
+	testharness.Require(t, "openssl")
+	s := samba.StartT(t, samba.Options{MakeCertificate: "../../configs/samba/make-dc-certificate"})
 	if err := s.Add(context.Background(), fmt.Sprintf(`dn: CN=Alice Martin,CN=Users,%[1]s
 objectClass: user
 userAccountControl: 544
@@ -583,9 +588,13 @@ targets:
 		t.Errorf("serve's result differs from a full sync's: plan --check %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
-	// A bind user that may read the tombstones (a domain with some):
-	// deletions arrive by the next poll.
-	cfg = config(s.AdminDN, s.AdminPWFile)
+	// The same bind user, once configs/samba/grant-deleted-objects (the
+	// recipe of docs/SERVERS.md) lets it read the tombstones (the domain
+	// has some): deletions arrive by the next poll.
+	if out, err := exec.Command("../../configs/samba/grant-deleted-objects", s.SMBConf(), "collabsync").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "collabsync may now read CN=Deleted Objects,DC=example,DC=org") {
+		t.Fatalf("grant-deleted-objects: %v: %s", err, out)
+	}
 	d = startServe(t, cfg)
 	d.waitReady(t)
 	if dl := d.status(t).ChangeStream.Deletions; dl == nil || dl.Mechanism != "tombstones" || dl.WorstSeconds != 1 {

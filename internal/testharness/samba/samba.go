@@ -27,6 +27,10 @@ type Options struct {
 	// and keeps AD's default: simple binds only over TLS (ldaps:// or
 	// StartTLS). Without it, tests bind over plain LDAP.
 	TLS bool
+	// MakeCertificate, when set, is configs/samba/make-dc-certificate: TLS
+	// with the certificate it makes for the DC's address, as a site
+	// following docs/SERVERS.md would.
+	MakeCertificate string
 	// CNOnlyTLS is TLS with a certificate from a throwaway CA that names
 	// the DC's address only in its common name (no subjectAltName).
 	CNOnlyTLS bool
@@ -129,6 +133,13 @@ func (s *Server) provision(opts Options) error {
 	}
 	global := "\tldap server require strong auth = no\n"
 	switch {
+	case opts.MakeCertificate != "":
+		tlsDir := filepath.Join(dir, "tls")
+		if out, err := exec.Command(opts.MakeCertificate, tlsDir, "dc1.example.org", s.ns.IP).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", opts.MakeCertificate, err, out)
+		}
+		s.Certs = &testharness.CertFiles{CA: filepath.Join(tlsDir, "ca.pem"), Cert: filepath.Join(tlsDir, "dc.pem"), Key: filepath.Join(tlsDir, "dc.key")}
+		global = fmt.Sprintf("\ttls enabled = yes\n\ttls keyfile = %s\n\ttls certfile = %s\n\ttls cafile = %s\n", s.Certs.Key, s.Certs.Cert, s.Certs.CA)
 	case opts.TLS || opts.CNOnlyTLS:
 		if opts.TLS {
 			s.Certs, err = testharness.NewCertFiles(dir, s.ns.IP)
@@ -183,6 +194,9 @@ func (s *Server) Start() error {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// SMBConf is the DC's smb.conf, for the tools that act on its database.
+func (s *Server) SMBConf() string { return filepath.Join(s.dir, "etc/smb.conf") }
 
 // AddBindUser creates an ordinary domain user (no rights beyond what
 // every authenticated user has) and returns its DN and a file with its
