@@ -179,7 +179,7 @@ func TestViolationsSinceAndExitCodes(t *testing.T) {
 	}
 	// Dangling memberUids of the deleted users are warnings: listed, exit 0.
 	r = collabsync(t, e.config, "violations")
-	if r.code != 0 || strings.Count(r.stdout, "unknown_reference") != 4 || strings.Contains(r.stdout, "error") {
+	if r.code != 0 || strings.Count(r.stdout, "unknown_reference") != 4 || strings.Count(r.stdout, "primary_group") != 1 || strings.Contains(r.stdout, "error") {
 		t.Errorf("after fixes: code %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	for _, ldif := range []string{
@@ -187,6 +187,8 @@ func TestViolationsSinceAndExitCodes(t *testing.T) {
 		"dn: cn=irfu,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: judy\n",
 		"dn: cn=lpnhe,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: judy\n",
 		"dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: oscar\n",
+		// ivan's primary gid named no group (a primary_group warning): atlas's.
+		"dn: uid=ivan,ou=people,dc=example,dc=org\nchangetype: modify\nreplace: gidNumber\ngidNumber: 21001\n",
 	} {
 		e.modify(t, ldif)
 	}
