@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/internal/atomicfile"
+	"github.com/collabsync/collabsync/internal/child"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -304,38 +304,18 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 // run runs the command with its timeout, without a shell, in an
 // environment that holds only a PATH.
 func (t *Target) run(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, t.CommandTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, t.Command[0], t.Command[1:]...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	cmd.Dir = filepath.Dir(t.Path)
-	out, err := cmd.CombinedOutput()
-	result := "exit 0"
-	var exit *exec.ExitError
-	switch {
-	case ctx.Err() == context.DeadlineExceeded:
-		result, err = "timeout", fmt.Errorf("timed out after %v", t.CommandTimeout)
-	case errors.As(err, &exit):
-		result = fmt.Sprintf("exit %d", exit.ExitCode())
-	case err != nil:
-		result = "error"
-	}
+	res, err := child.Run(ctx, child.Command{Path: t.Command[0], Args: t.Command[1:], Env: []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+		Dir: filepath.Dir(t.Path), Timeout: t.CommandTimeout})
 	if t.Call != nil {
-		t.Call(result)
+		t.Call(res.Outcome())
 	}
 	if err != nil {
-		return fmt.Errorf("command %s after writing %s: %w: %s", t.Command[0], t.Path, err, tail(out))
+		if errors.Is(err, child.ErrTimeout) {
+			err = fmt.Errorf("timed out after %v: %w", t.CommandTimeout, err)
+		}
+		return fmt.Errorf("command %s after writing %s: %w: %s", t.Command[0], t.Path, err, res.Tail(500))
 	}
 	return nil
-}
-
-// tail is the end of a command's output, for an error message.
-func tail(out []byte) string {
-	s := strings.TrimSpace(string(out))
-	if len(s) > 500 {
-		s = "…" + s[len(s)-500:]
-	}
-	return s
 }
 
 // stampPath is where the target notes the content the command last

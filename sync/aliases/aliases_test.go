@@ -179,6 +179,27 @@ func TestCommandTimeout(t *testing.T) {
 	}
 }
 
+// TestCommandGrandchild: a command whose child keeps its output open is
+// stopped at the timeout with everything it started, and one that exits
+// having left such a child answered: neither waits for the child (before:
+// "timed out after 200ms" after the child's 30 s).
+func TestCommandGrandchild(t *testing.T) {
+	for _, c := range []struct {
+		script, want string
+	}{
+		{"sleep 30 & sleep 60", "timed out after 200ms"},
+		{"sleep 30 & exit 0", ""},
+	} {
+		dir := t.TempDir()
+		tg := &Target{InstanceName: "mail", Path: filepath.Join(dir, "aliases"), Command: []string{"/bin/sh", "-c", c.script}, CommandTimeout: 200 * time.Millisecond}
+		start := time.Now()
+		err := tg.Apply(context.Background(), plan(t, tg, testState(t)))
+		if took := time.Since(start); took > 3*time.Second || c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: err = %v after %v", c.script, err, took)
+		}
+	}
+}
+
 func TestSettings(t *testing.T) {
 	for _, tc := range []struct {
 		s    Settings

@@ -8,19 +8,17 @@
 package exec
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	osexec "os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/atomicfile"
+	"github.com/collabsync/collabsync/internal/child"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -109,25 +107,74 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	return probs
 }
 
-// trusted refuses a program that someone other than root or this process's
-// user could replace: the file or its directory owned by another user, or
-// writable by group or others.
+// trusted checks the program as openTrusted does, for check-config.
 func trusted(program string) error {
-	for _, p := range []string{program, filepath.Dir(program)} {
-		fi, err := os.Stat(p)
+	f, err := openTrusted(program)
+	if err == nil {
+		f.Close()
+	}
+	return err
+}
+
+// openTrusted resolves the program's path once, checks the file and every
+// directory above it, and returns the file opened: what runs is exactly
+// the file checked, never what a path names a moment later (a symlink
+// swapped, a directory renamed). Each must be owned by root or this
+// process's user and writable by nobody else.
+func openTrusted(program string) (*os.File, error) {
+	resolved, err := filepath.EvalSymlinks(program)
+	if err != nil {
+		return nil, err
+	}
+	for dir := filepath.Dir(resolved); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			return fmt.Errorf("%s: cannot read its owner", p)
+		if err := owned(dir+" (a directory above "+program+")", fi); err != nil {
+			return nil, err
 		}
-		if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-			return fmt.Errorf("%s is owned by uid %d, neither root nor collabsync: refused", p, st.Uid)
+		if dir == "/" {
+			break
 		}
-		if fi.Mode().Perm()&0o022 != 0 {
-			return fmt.Errorf("%s is writable by group or others (mode %v): refused", p, fi.Mode().Perm())
+	}
+	f, err := os.OpenFile(resolved, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", resolved)
+	}
+	if err == nil {
+		name := program
+		if resolved != program {
+			name = fmt.Sprintf("%s (%s)", resolved, program)
 		}
+		err = owned(name, fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// owned refuses a file or directory that someone other than root or
+// this process's user could change.
+func owned(name string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: cannot read its owner", name)
+	}
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d, neither root nor collabsync: refused", name, st.Uid)
+	}
+	// A sticky directory of root's (/tmp) lets nobody rename or remove
+	// what another user owns in it: the entry below is checked in turn.
+	sticky := fi.IsDir() && fi.Mode()&os.ModeSticky != 0 && st.Uid == 0
+	if fi.Mode().Perm()&0o022 != 0 && !sticky {
+		return fmt.Errorf("%s is writable by group or others (mode %v): refused", name, fi.Mode().Perm())
 	}
 	return nil
 }
@@ -213,9 +260,11 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 // Apply implements engine.Target: the plan's changes go to the program;
 // once it exits 0 the state file records the desired state.
 func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
-	if err := trusted(t.s.Program); err != nil {
+	prog, err := openTrusted(t.s.Program)
+	if err != nil {
 		return err
 	}
+	defer prog.Close()
 	doc := Document{Schema: Schema, Target: t.name, Changes: make([]Change, 0, len(p.Changes))}
 	for _, c := range p.Changes {
 		ch := Change{Op: c.Op, Kind: c.Kind, Key: c.Key}
@@ -231,7 +280,7 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	if err != nil {
 		return err
 	}
-	if err := t.run(ctx, input); err != nil {
+	if err := t.run(ctx, prog, input); err != nil {
 		return err
 	}
 	state, err := json.Marshal(p.Desired)
@@ -248,34 +297,18 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	return err
 }
 
-// run runs the program with the document on its standard input.
-func (t *Target) run(ctx context.Context, input []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(t.s.Timeout))
-	defer cancel()
-	cmd := osexec.CommandContext(ctx, t.s.Program, t.s.Args...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "COLLABSYNC_TARGET=" + t.name, "COLLABSYNC_SCHEMA=" + Schema}
-	cmd.Dir = "/"
-	cmd.Stdin = bytes.NewReader(input)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var exit *osexec.ExitError
-	result := "exit 0"
-	switch {
-	case ctx.Err() == context.DeadlineExceeded:
-		result, err = "timeout", fmt.Errorf("no exit within %v", time.Duration(t.s.Timeout))
-	case errors.As(err, &exit):
-		result = fmt.Sprintf("exit %d", exit.ExitCode())
-	case err != nil:
-		result = "error"
-	}
-	t.call(result)
+// run runs the program (the file checked) with the document on its
+// standard input.
+func (t *Target) run(ctx context.Context, prog *os.File, input []byte) error {
+	res, err := child.Run(ctx, child.Command{Path: t.s.Program, File: prog, Args: t.s.Args, Stdin: input,
+		Env:     []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "COLLABSYNC_TARGET=" + t.name, "COLLABSYNC_SCHEMA=" + Schema},
+		Timeout: time.Duration(t.s.Timeout)})
+	t.call(res.Outcome())
 	if err != nil {
-		msg := strings.TrimSpace(out.String())
-		if len(msg) > 500 {
-			msg = "…" + msg[len(msg)-500:]
+		if errors.Is(err, child.ErrTimeout) {
+			err = fmt.Errorf("no exit within %v: %w", time.Duration(t.s.Timeout), err)
 		}
-		return fmt.Errorf("program %s: %w: %s", t.s.Program, err, msg)
+		return fmt.Errorf("program %s: %w: %s", t.s.Program, err, res.Tail(500))
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/collabsync/collabsync/internal/child"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -600,35 +601,29 @@ func (t *Target) sacctmgr(ctx context.Context, args ...string) (string, error) {
 	return t.run(ctx, time.Duration(t.s.Timeout), args...)
 }
 
-// run runs sacctmgr with a timeout of its own.
+// run runs sacctmgr with a timeout of its own. Its listings are read
+// whole (they are parsed); what it says besides is kept up to a cap.
 func (t *Target) run(ctx context.Context, timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, t.s.Sacctmgr, args...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	env := []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	if t.s.SlurmConf != "" {
-		cmd.Env = append(cmd.Env, "SLURM_CONF="+t.s.SlurmConf)
+		env = append(env, "SLURM_CONF="+t.s.SlurmConf)
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	var stdout bytes.Buffer
+	res, err := child.Run(ctx, child.Command{Path: t.s.Sacctmgr, Args: args, Env: env, Stdout: &stdout, Timeout: timeout})
+	t.call(res.Outcome())
 	var exit *exec.ExitError
 	switch {
-	case ctx.Err() == context.DeadlineExceeded:
-		t.call("timeout")
-		return "", fmt.Errorf("sacctmgr %s: no answer within %v", strings.Join(args, " "), timeout)
+	case errors.Is(err, child.ErrTimeout):
+		return "", fmt.Errorf("sacctmgr %s: no answer within %v: %w", strings.Join(args, " "), timeout, err)
 	case errors.As(err, &exit):
-		t.call(fmt.Sprintf("exit %d", exit.ExitCode()))
-		msg := strings.TrimSpace(stdout.String() + " " + stderr.String())
+		msg := strings.TrimSpace(stdout.String() + " " + res.Tail(500))
 		if len(msg) > 500 {
 			msg = msg[:500] + "…"
 		}
 		return "", &sacctmgrError{args: args, code: exit.ExitCode(), output: msg}
 	case err != nil:
-		t.call("error")
 		return "", fmt.Errorf("sacctmgr: %w", err)
 	}
-	t.call("exit 0")
 	return stdout.String(), nil
 }
 
