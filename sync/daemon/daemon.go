@@ -91,6 +91,13 @@ func Run(ctx context.Context, o Options) error {
 	defer held.Release()
 	s := &server{log: o.Log, metrics: newMetrics(o.Version), status: newStatus(), store: o.Store, lastBeat: time.Now(),
 		mem: &memoryLimit{log: o.Log}}
+	s.status.userdb = func() *userdb.Health {
+		if p := s.userdb.Load(); p != nil {
+			h := p.Health()
+			return &h
+		}
+		return nil
+	}
 	ln, err := net.Listen("tcp", cfg.Serve.Listen)
 	if err != nil {
 		return fmt.Errorf("serve.listen: %w", err)
@@ -206,14 +213,26 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	if cfg.Serve.UserDB != "" {
 		p := userdb.New(cfg.Serve.UserDB)
 		s.userdb.Store(p)
+		s.metrics.userdb.Store(p)
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
-			if err := p.Serve(stop, userdb.Dir); err != nil {
-				s.log.Error("userdb provider stopped; users and groups are no longer served to nss-systemd", "err", err)
+			// A provider that ends (it cannot make its socket) starts again.
+			for backoff := time.Second; ; backoff = min(2*backoff, time.Minute) {
+				err := p.Serve(stop, userdb.Dir)
+				if stop.Err() != nil {
+					return
+				}
+				s.log.Error("userdb provider stopped: users and groups are not served to nss-systemd; starting it again",
+					"err", err, "retry_in", backoff)
+				select {
+				case <-stop.Done():
+					return
+				case <-time.After(backoff):
+				}
 			}
 		}()
-		defer func() { <-served; s.userdb.Store(nil) }()
+		defer func() { <-served; s.userdb.Store(nil); s.metrics.userdb.Store(nil) }()
 	}
 	eng := reconcile.NewEngine(cfg, s.log, s.store, s.metrics.targetCall)
 	eng.Source = src

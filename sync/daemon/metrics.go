@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,6 +13,7 @@ import (
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/userdb"
 )
 
 // metrics are the daemon's, on a private registry (never the global one).
@@ -41,6 +43,8 @@ type metrics struct {
 	held            *prometheus.GaugeVec
 	queue           *queueCollector
 	lockBusy        prometheus.Counter
+	// userdb is the provider serve.userdb runs, when it does.
+	userdb atomic.Pointer[userdb.Provider]
 
 	ingestCoreSeconds *prometheus.CounterVec
 	ingestJobs        *prometheus.CounterVec
@@ -161,6 +165,13 @@ func newMetrics(version string) *metrics {
 		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
+	m.reg.MustRegister(newUserDBCollector(func() *userdb.Health {
+		if p := m.userdb.Load(); p != nil {
+			h := p.Health()
+			return &h
+		}
+		return nil
+	}))
 	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.inMaintenance, m.refreshFailures)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
 		m.ldapConnected, m.changeMode, m.deletionDelay, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
@@ -276,6 +287,41 @@ func (m *metrics) setMode(mode string) {
 		}
 		m.changeMode.WithLabelValues(x).Set(v)
 	}
+}
+
+// userdbCollector reports the userdb provider's health at scrape time.
+type userdbCollector struct {
+	health                    func() *userdb.Health // nil when none is configured
+	serving, conns, refused *prometheus.Desc
+}
+
+func newUserDBCollector(health func() *userdb.Health) *userdbCollector {
+	return &userdbCollector{health: health,
+		serving: prometheus.NewDesc("collabsync_userdb_serving", "1 while the userdb provider (serve.userdb) listens on its socket.", nil, nil),
+		conns:   prometheus.NewDesc("collabsync_userdb_connections", "Connections the userdb provider holds open.", nil, nil),
+		refused: prometheus.NewDesc("collabsync_userdb_refused_connections_total",
+			"Connections closed at once: their peer's uid, or the provider, was at its cap.", nil, nil),
+	}
+}
+
+func (c *userdbCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.serving
+	ch <- c.conns
+	ch <- c.refused
+}
+
+func (c *userdbCollector) Collect(ch chan<- prometheus.Metric) {
+	h := c.health()
+	if h == nil {
+		return
+	}
+	serving := 0.0
+	if h.Serving {
+		serving = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.serving, prometheus.GaugeValue, serving)
+	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(h.Connections))
+	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(h.Refused))
 }
 
 // queueCollector reports the retry queue as of the last run: how many

@@ -19,6 +19,7 @@ import (
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/reconcile"
+	"github.com/collabsync/collabsync/sync/userdb"
 )
 
 func (s *server) handler() http.Handler {
@@ -54,6 +55,8 @@ type status struct {
 	// grace is how long the directory may be down before not ready.
 	grace time.Duration
 	now   func() time.Time
+	// userdb is the provider's health, nil when none is configured.
+	userdb func() *userdb.Health
 }
 
 // StatusReport is what /status returns (JSON).
@@ -128,6 +131,8 @@ type ChangeStreamStatus struct {
 	Resumed map[string]bool `json:"resumed"`
 	// Errors are the streams' last failures, until they are live again.
 	Errors map[string]string `json:"errors,omitempty"`
+	// UserDB is the userdb provider's health, when serve.userdb is set.
+	UserDB *userdb.Health `json:"userdb,omitempty"`
 	// Deletions, on Active Directory, is how deleted entries are found.
 	Deletions *DeletionStatus `json:"deletions,omitempty"`
 	Model     ModelStatus     `json:"model"`
@@ -337,6 +342,11 @@ func (s *status) readyLocked() (bool, string) {
 		}
 		return false, why
 	}
+	if s.userdb != nil {
+		if h := s.userdb(); h != nil && !h.Serving {
+			return false, "the userdb provider is not serving: " + h.Err
+		}
+	}
 	var missing, held []string
 	for _, t := range s.targets {
 		ts := s.data.Targets[t]
@@ -381,6 +391,9 @@ func (s *status) snapshot() StatusReport {
 	}
 	out.ChangeStream.Model.Entries = maps.Clone(s.data.ChangeStream.Model.Entries)
 	out.ChangeStream.Errors = maps.Clone(s.data.ChangeStream.Errors)
+	if s.userdb != nil {
+		out.ChangeStream.UserDB = s.userdb()
+	}
 	out.ChangeStream.Live = maps.Clone(s.data.ChangeStream.Live)
 	out.ChangeStream.Resumed = maps.Clone(s.data.ChangeStream.Resumed)
 	if d := s.data.ChangeStream.Deletions; d != nil {

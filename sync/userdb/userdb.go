@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
@@ -78,6 +79,13 @@ type index struct {
 type Provider struct {
 	service string
 	idx     atomic.Pointer[index]
+
+	mu      sync.Mutex
+	serving bool
+	err     string
+	conns   int
+	byUID   map[uint32]int
+	refused uint64
 }
 
 // New returns a provider for the service name (the socket's name).
@@ -131,42 +139,146 @@ func (p *Provider) Set(state *directory.State) {
 	p.idx.Store(idx)
 }
 
+// Limits a local user cannot take the provider down through: every
+// process of the machine may connect, so connections are capped per peer
+// uid and in all, and a client that does not read its replies is cut off
+// at writeTimeout.
+const (
+	maxConnsPerUID = 32
+	maxConns       = 1024
+	writeTimeout   = 5 * time.Second
+)
+
+// Health is how the provider is doing, for metrics and status.
+type Health struct {
+	Serving     bool   `json:"serving"`
+	Err         string `json:"error,omitempty"` // why it is not serving, or the last accept error
+	Connections int    `json:"connections"`
+	// Refused counts connections closed at once: their uid was at its
+	// cap, or all were.
+	Refused uint64 `json:"refused_connections"`
+}
+
+// Health reports the provider's state.
+func (p *Provider) Health() Health {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return Health{Serving: p.serving, Err: p.err, Connections: p.conns, Refused: p.refused}
+}
+
+func (p *Provider) setServing(serving bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.serving, p.err = serving, ""
+	if err != nil {
+		p.err = err.Error()
+	}
+}
+
 // Serve listens on dir/<service> until ctx ends. The socket is made
 // anew (a stale one from a killed daemon is removed) and readable by
-// every user, as NSS lookups come from every process.
-func (p *Provider) Serve(ctx context.Context, dir string) error {
+// every user, as NSS lookups come from every process. A failing accept
+// (too many open files) is retried with backoff: the socket stays, and
+// is removed only at the end, and only if it is still this one.
+func (p *Provider) Serve(ctx context.Context, dir string) (err error) {
+	defer func() { p.setServing(false, err) }()
 	path := filepath.Join(dir, p.service)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return fmt.Errorf("userdb: %w", err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+		return fmt.Errorf("userdb: %w", err)
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("userdb: %w", err)
 	}
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o666); err != nil {
 		l.Close()
-		return err
+		return fmt.Errorf("userdb: %w", err)
 	}
+	mine, err := os.Stat(path)
+	if err != nil {
+		l.Close()
+		return fmt.Errorf("userdb: %w", err)
+	}
+	p.setServing(true, nil)
 	go func() { <-ctx.Done(); l.Close() }()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer os.Remove(path)
+	defer func() {
+		if fi, err := os.Stat(path); err == nil && os.SameFile(fi, mine) {
+			os.Remove(path)
+		}
+	}()
+	backoff := 5 * time.Millisecond
 	for {
-		conn, err := l.Accept()
+		conn, err := ul.AcceptUnix()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("userdb: %w", err)
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("userdb: %w", err)
+			}
+			// EMFILE, ENFILE, ECONNABORTED: wait, and go on.
+			p.setServing(true, fmt.Errorf("accept (retrying): %w", err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		uid, ok := p.admit(conn)
+		if !ok {
+			conn.Close()
+			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer p.release(uid)
 			p.serveConn(ctx, conn)
 		}()
+	}
+}
+
+// admit counts a connection against its peer's uid; false when the uid
+// or the provider is at its cap.
+func (p *Provider) admit(conn *net.UnixConn) (uint32, bool) {
+	uid := uint32(1<<32 - 1) // unknown peer: one shared allowance
+	if raw, err := conn.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) {
+			if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
+				uid = cred.Uid
+			}
+		})
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns >= maxConns || p.byUID[uid] >= maxConnsPerUID {
+		p.refused++
+		return uid, false
+	}
+	if p.byUID == nil {
+		p.byUID = map[uint32]int{}
+	}
+	p.byUID[uid]++
+	p.conns++
+	return uid, true
+}
+
+func (p *Provider) release(uid uint32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns--
+	if p.byUID[uid]--; p.byUID[uid] == 0 {
+		delete(p.byUID, uid)
 	}
 }
 
@@ -187,7 +299,9 @@ type params struct {
 }
 
 // serveConn answers a connection's calls, one at a time, each message
-// ended by a NUL byte.
+// ended by a NUL byte. Replies are written as they are made, each within
+// writeTimeout: an enumeration of every user holds one reply at a time,
+// and a client that does not read is cut off.
 func (p *Provider) serveConn(ctx context.Context, conn net.Conn) {
 	defer conn.Close()
 	done := make(chan struct{})
@@ -200,7 +314,7 @@ func (p *Provider) serveConn(ctx context.Context, conn net.Conn) {
 		}
 	}()
 	r := bufio.NewReader(conn)
-	w := bufio.NewWriter(conn)
+	w := &replier{conn: conn, w: bufio.NewWriter(conn)}
 	for {
 		// A client idle that long is gone (nss-systemd asks and hangs up).
 		conn.SetReadDeadline(time.Now().Add(idleTimeout))
@@ -212,22 +326,78 @@ func (p *Provider) serveConn(ctx context.Context, conn net.Conn) {
 		if err := json.Unmarshal(msg, &req); err != nil {
 			return // not Varlink: hang up
 		}
-		replies := p.call(req)
-		if req.Oneway {
-			continue
-		}
-		for i, rep := range replies {
-			if i < len(replies)-1 {
-				rep["continues"] = true
-			}
-			data, _ := json.Marshal(rep)
-			w.Write(data)
-			w.WriteByte(0)
-		}
-		if w.Flush() != nil {
+		w.start(req)
+		p.call(req, w.send)
+		if w.finish() != nil {
 			return
 		}
 	}
+}
+
+// replier writes one call's replies: each is held until the next comes
+// (which says whether it "continues"), more than one without "more" is
+// the interface's ExpectedMore, none its NoRecordFound.
+type replier struct {
+	conn    net.Conn
+	w       *bufio.Writer
+	req     request
+	pending reply
+	n       int
+	err     error
+}
+
+// errStop ends a call's replies early.
+var errStop = errors.New("stop")
+
+func (r *replier) start(req request) { r.req, r.pending, r.n, r.err = req, nil, 0, nil }
+
+func (r *replier) send(rep reply) error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.n == 1 && !r.req.More {
+		r.pending, r.err = failure(errExpectMore), errStop
+		return r.err
+	}
+	if r.pending != nil {
+		r.pending["continues"] = true
+		if r.err = r.write(r.pending); r.err != nil {
+			return r.err
+		}
+	}
+	r.pending = rep
+	r.n++
+	return nil
+}
+
+// finish writes the last reply; an error means the connection is done.
+func (r *replier) finish() error {
+	if r.err != nil && r.err != errStop {
+		return r.err
+	}
+	if r.pending == nil {
+		r.pending = failure(errNoRecord)
+	}
+	if r.req.Oneway {
+		return nil
+	}
+	if err := r.write(r.pending); err != nil {
+		return err
+	}
+	r.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return r.w.Flush()
+}
+
+func (r *replier) write(rep reply) error {
+	if r.req.Oneway {
+		return nil
+	}
+	data, _ := json.Marshal(rep)
+	r.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := r.w.Write(data); err != nil {
+		return err
+	}
+	return r.w.WriteByte(0)
 }
 
 // readMessage reads up to the next NUL, refusing overlong messages.
@@ -250,29 +420,33 @@ func readMessage(r *bufio.Reader) ([]byte, error) {
 
 type reply = map[string]any
 
-func failure(name string) []reply { return []reply{{"error": name, "parameters": reply{}}} }
+func failure(name string) reply { return reply{"error": name, "parameters": reply{}} }
 
-// call answers one request: its replies, the last without "continues".
-func (p *Provider) call(req request) []reply {
+// call answers one request, handing each reply to emit, which may stop
+// it (an error).
+func (p *Provider) call(req request, emit func(reply) error) {
 	var pr params
 	if len(req.Parameters) > 0 {
 		if err := json.Unmarshal(req.Parameters, &pr); err != nil {
-			return []reply{{"error": errInvalidArgs, "parameters": reply{"parameter": "parameters"}}}
+			emit(reply{"error": errInvalidArgs, "parameters": reply{"parameter": "parameters"}})
+			return
 		}
 	}
 	switch req.Method {
 	case "io.systemd.UserDatabase.GetUserRecord", "io.systemd.UserDatabase.GetGroupRecord", "io.systemd.UserDatabase.GetMemberships":
 	case "org.varlink.service.GetInfo":
-		return []reply{{"parameters": reply{"vendor": "collabsync", "product": "collabsync", "version": "1", "url": "",
-			"interfaces": []string{"io.systemd.UserDatabase", "org.varlink.service"}}}}
+		emit(reply{"parameters": reply{"vendor": "collabsync", "product": "collabsync", "version": "1", "url": "",
+			"interfaces": []string{"io.systemd.UserDatabase", "org.varlink.service"}}})
+		return
 	default:
-		return []reply{{"error": errNoMethod, "parameters": reply{"method": req.Method}}}
+		emit(reply{"error": errNoMethod, "parameters": reply{"method": req.Method}})
+		return
 	}
 	if pr.Service != p.service {
-		return failure(errBadService)
+		emit(failure(errBadService))
+		return
 	}
 	idx := p.idx.Load()
-	var out []reply
 	switch req.Method {
 	case "io.systemd.UserDatabase.GetUserRecord":
 		if pr.UID != nil || pr.UserName != nil {
@@ -283,12 +457,14 @@ func (p *Provider) call(req request) []reply {
 				i, ok = idx.userByUID[*pr.UID]
 			}
 			if ok && (pr.UID == nil || idx.users[i].UID == *pr.UID) {
-				out = []reply{{"parameters": reply{"record": &idx.users[i], "incomplete": false}}}
+				emit(reply{"parameters": reply{"record": &idx.users[i], "incomplete": false}})
 			}
-			break
+			return
 		}
 		for i := range idx.users {
-			out = append(out, reply{"parameters": reply{"record": &idx.users[i], "incomplete": false}})
+			if emit(reply{"parameters": reply{"record": &idx.users[i], "incomplete": false}}) != nil {
+				return
+			}
 		}
 	case "io.systemd.UserDatabase.GetGroupRecord":
 		if pr.GID != nil || pr.GroupName != nil {
@@ -299,40 +475,41 @@ func (p *Provider) call(req request) []reply {
 				i, ok = idx.groupByGID[*pr.GID]
 			}
 			if ok && (pr.GID == nil || idx.groups[i].GID == *pr.GID) {
-				out = []reply{{"parameters": reply{"record": &idx.groups[i], "incomplete": false}}}
+				emit(reply{"parameters": reply{"record": &idx.groups[i], "incomplete": false}})
 			}
-			break
+			return
 		}
 		for i := range idx.groups {
-			out = append(out, reply{"parameters": reply{"record": &idx.groups[i], "incomplete": false}})
+			if emit(reply{"parameters": reply{"record": &idx.groups[i], "incomplete": false}}) != nil {
+				return
+			}
 		}
 	case "io.systemd.UserDatabase.GetMemberships":
 		switch {
 		case pr.UserName != nil:
 			for _, g := range idx.memberOf[*pr.UserName] {
 				if pr.GroupName == nil || *pr.GroupName == g {
-					out = append(out, reply{"parameters": reply{"userName": *pr.UserName, "groupName": g}})
+					if emit(reply{"parameters": reply{"userName": *pr.UserName, "groupName": g}}) != nil {
+						return
+					}
 				}
 			}
 		case pr.GroupName != nil:
 			if i, ok := idx.groupByNm[*pr.GroupName]; ok {
 				for _, m := range idx.groups[i].Members {
-					out = append(out, reply{"parameters": reply{"userName": m, "groupName": *pr.GroupName}})
+					if emit(reply{"parameters": reply{"userName": m, "groupName": *pr.GroupName}}) != nil {
+						return
+					}
 				}
 			}
 		default:
 			for i := range idx.groups {
 				for _, m := range idx.groups[i].Members {
-					out = append(out, reply{"parameters": reply{"userName": m, "groupName": idx.groups[i].GroupName}})
+					if emit(reply{"parameters": reply{"userName": m, "groupName": idx.groups[i].GroupName}}) != nil {
+						return
+					}
 				}
 			}
 		}
 	}
-	if len(out) == 0 {
-		return failure(errNoRecord)
-	}
-	if len(out) > 1 && !req.More {
-		return failure(errExpectMore)
-	}
-	return out
 }
