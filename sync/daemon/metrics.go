@@ -291,7 +291,7 @@ func (m *metrics) setMode(mode string) {
 
 // userdbCollector reports the userdb provider's health at scrape time.
 type userdbCollector struct {
-	health                    func() *userdb.Health // nil when none is configured
+	health                  func() *userdb.Health // nil when none is configured
 	serving, conns, refused *prometheus.Desc
 }
 
