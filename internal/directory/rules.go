@@ -448,10 +448,16 @@ func (e *evaluation) reserved(snap *Snapshot) {
 	if r == nil {
 		r = &Reserved{}
 	}
+	folded := make(map[string]string, len(r.Names))
+	for n, owner := range r.Names {
+		folded[fold(n)] = owner
+	}
 	check := func(name, dn string, uid *uint32, gid uint32) {
 		var why []string
 		if owner, ok := r.Names[name]; ok {
 			why = append(why, fmt.Sprintf("name %q is reserved (%s)", name, owner))
+		} else if owner, ok := folded[fold(name)]; ok {
+			why = append(why, fmt.Sprintf("name %q is reserved (%s), whatever its case", name, owner))
 		}
 		if uid != nil {
 			if owner, ok := r.UIDs[*uid]; ok {
@@ -534,7 +540,7 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 	uids := newClashes[uint32, ref](len(snap.Users) + len(snap.ProductionAccounts))
 	gids := newClashes[uint32, ref](len(snap.Collaborations))
 	for i, u := range snap.Users {
-		names.add(u.UID, ref{refUser, int32(i)})
+		names.add(fold(u.UID), ref{refUser, int32(i)})
 		uids.add(u.UIDNumber, ref{refUser, int32(i)})
 	}
 	collabNames := make(map[string]bool, len(snap.Collaborations))
@@ -546,12 +552,12 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		// production account bear its name: that is no clash.
 		own := collabNames[pa.Name] && (pa.Collaboration == "" || pa.Collaboration == pa.Name)
 		if !own {
-			names.add(pa.Name, ref{refProduction, int32(i)})
+			names.add(fold(pa.Name), ref{refProduction, int32(i)})
 		}
 		uids.add(pa.UIDNumber, ref{refProduction, int32(i)})
 	}
 	for i, c := range snap.Collaborations {
-		names.add(c.Name, ref{refCollaboration, int32(i)})
+		names.add(fold(c.Name), ref{refCollaboration, int32(i)})
 		gids.add(c.GIDNumber, ref{refCollaboration, int32(i)})
 	}
 	incumbent := func(s subject) bool {
@@ -593,7 +599,15 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		}
 	}
 	for name, group := range names.clashes {
-		report(KindDuplicateName, fmt.Sprintf("name %q", name), subjects(group, false))
+		subs := subjects(group, false)
+		what := fmt.Sprintf("name %q", name)
+		for _, s := range subs {
+			if s.name != name {
+				// Slurm, Mailman and mail aliases take Alice for alice.
+				what = fmt.Sprintf("name %q (names that differ only in case are one name downstream)", name)
+			}
+		}
+		report(KindDuplicateName, what, subs)
 	}
 	for n, group := range uids.clashes {
 		report(KindDuplicateID, fmt.Sprintf("uidNumber %d", n), subjects(group, true))
@@ -602,6 +616,11 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		report(KindDuplicateID, fmt.Sprintf("gidNumber %d", n), subjects(group, true))
 	}
 }
+
+// fold is a name as the targets that ignore case see it (Slurm accounts
+// and users, Mailman lists, mail aliases): names are unique, and reserved,
+// whatever their case.
+func fold(name string) string { return strings.ToLower(name) }
 
 // clashes finds keys held by more than one value.
 type clashes[K comparable, V any] struct {

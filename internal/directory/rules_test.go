@@ -657,3 +657,43 @@ func TestPrimaryGroups(t *testing.T) {
 		t.Errorf("private groups provisioned: %v", own)
 	}
 }
+
+// TestNamesIgnoreCase: names that differ only in case are one name (Slurm,
+// Mailman and mail aliases fold case): a newcomer "Alice" is left out and
+// the provisioned alice keeps hers; "LPNHE" beside lpnhe clashes; "Root"
+// is reserved like root. Before, Alice was provisioned beside alice, and
+// got alice's Slurm association.
+func TestNamesIgnoreCase(t *testing.T) {
+	snap := newFixture().
+		user("alice").
+		user("Alice", func(u *User) { u.UIDNumber = 10050 }).
+		user("Root", func(u *User) { u.UIDNumber = 10060 }).
+		collab("lpnhe", []string{"alice", "Alice", "Root"}).
+		collab("LPNHE", []string{"alice"}, func(c *Collaboration) { c.GIDNumber = 20050 }).snap
+	p := basePolicy()
+	p.Reserved = &Reserved{Names: map[string]string{"root": "/etc/passwd"}}
+	prev := Previous{"user/alice": {Status: StatusActive, DN: "uid=alice,ou=people", ID: 10000}}
+	st := Evaluate(&snap, p, prev)
+	if got, want := status(t, st, "alice"), StatusPending; got != want {
+		// alice keeps her name, but lpnhe and LPNHE clash (no incumbent):
+		// neither is provisioned, so she is in no active collaboration.
+		t.Errorf("alice: %s, want %s", got, want)
+	}
+	reasons := map[string]string{}
+	for _, v := range st.Violations {
+		reasons[string(v.Kind)+" "+v.Subject] = v.Reason
+	}
+	for key, want := range map[string]string{
+		"duplicate_name uid=Alice,ou=people": `name "alice" (names that differ only in case are one name downstream) is already provisioned for uid=alice,ou=people; this newcomer is left out`,
+		"duplicate_name uid=alice,ou=people": `keeps it, as the one already provisioned`,
+		"duplicate_name cn=LPNHE,ou=groups":  `name "lpnhe" (names that differ only in case are one name downstream) is also used by cn=lpnhe,ou=groups`,
+		"reserved uid=Root,ou=people":        `name "Root" is reserved (/etc/passwd), whatever its case`,
+	} {
+		if !strings.Contains(reasons[key], want) {
+			t.Errorf("%s: %q, want %q", key, reasons[key], want)
+		}
+	}
+	if status(t, st, "Alice") == StatusActive || status(t, st, "Root") == StatusActive {
+		t.Error("a name differing only in case was provisioned")
+	}
+}
