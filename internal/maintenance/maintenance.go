@@ -49,10 +49,17 @@ type Schedule struct {
 	cfg Config
 
 	mu sync.Mutex
-	// events of the calendar as last read, and the file's identity then.
-	events  []ical.Event
+	// cal is the calendar as last read, and the file's identity then.
+	cal     *Calendar
 	modTime time.Time
 	size    int64
+}
+
+// Calendar is a parsed calendar: its events, and the zone of its floating
+// times (X-WR-TIMEZONE, else the host's).
+type Calendar struct {
+	Events []ical.Event
+	Zone   *time.Location
 }
 
 // New returns the schedule of a configuration.
@@ -101,17 +108,17 @@ func (s *Schedule) Windows(from, to time.Time) ([]Window, error) {
 		}
 	}
 	if s.cfg.Calendar != "" {
-		events, err := s.calendar()
+		cal, err := s.calendar()
 		if err != nil {
 			return nil, err
 		}
-		for i := range events {
-			ws, err := occurrences(&events[i], from, to)
+		for i := range cal.Events {
+			ws, err := occurrences(&cal.Events[i], cal.Zone, from, to)
 			if err != nil {
 				return nil, fmt.Errorf("calendar %s: %w", s.cfg.Calendar, err)
 			}
 			for _, w := range ws {
-				if s.concerns(&events[i]) {
+				if s.concerns(&cal.Events[i]) {
 					out = append(out, w)
 				}
 			}
@@ -147,27 +154,29 @@ func (s *Schedule) concerns(e *ical.Event) bool {
 
 // calendar returns the calendar's events, parsing the file again only
 // when it changed.
-func (s *Schedule) calendar() ([]ical.Event, error) {
+func (s *Schedule) calendar() (*Calendar, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fi, err := os.Stat(s.cfg.Calendar)
 	if err != nil {
 		return nil, fmt.Errorf("calendar: %w", err)
 	}
-	if s.events != nil && fi.ModTime().Equal(s.modTime) && fi.Size() == s.size {
-		return s.events, nil
+	if s.cal != nil && fi.ModTime().Equal(s.modTime) && fi.Size() == s.size {
+		return s.cal, nil
 	}
-	events, err := Parse(s.cfg.Calendar)
+	cal, err := Parse(s.cfg.Calendar)
 	if err != nil {
 		return nil, err
 	}
-	s.events, s.modTime, s.size = events, fi.ModTime(), fi.Size()
-	return events, nil
+	s.cal, s.modTime, s.size = cal, fi.ModTime(), fi.Size()
+	return cal, nil
 }
 
 // Parse reads an iCalendar file's events, each checked to have a start
-// and an end (DTEND or DURATION) after it.
-func Parse(path string) (_ []ical.Event, err error) {
+// and an end (DTEND or DURATION) after it, and to recur no more often
+// than hourly. Floating times (no TZID, no Z) are in the calendar's
+// X-WR-TIMEZONE, else the host's zone.
+func Parse(path string) (_ *Calendar, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("calendar: %w", err)
@@ -184,29 +193,49 @@ func Parse(path string) (_ []ical.Event, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("calendar %s: %w", path, err)
 	}
+	zone := time.Local
+	if name, err := cal.Props.Text("X-WR-TIMEZONE"); err == nil && name != "" {
+		if zone, err = time.LoadLocation(name); err != nil {
+			return nil, fmt.Errorf("calendar %s: X-WR-TIMEZONE %q: %w", path, name, err)
+		}
+	}
 	events := cal.Events()
 	for i := range events {
-		if _, err := occurrences(&events[i], time.Time{}, time.Time{}); err != nil {
+		if _, err := occurrences(&events[i], zone, time.Time{}, time.Time{}); err != nil {
 			return nil, fmt.Errorf("calendar %s: %w", path, err)
 		}
 	}
-	return events, nil
+	return &Calendar{Events: events, Zone: zone}, nil
 }
+
+// Bounds on an event's recurrence: occurrences at least an hour apart
+// (a downtime, not a heartbeat), and at most maxIterations of them
+// generated from its start to the end of a window asked for (each run
+// expands them: BYMINUTE or BYSECOND parts made millions).
+const (
+	minGap        = time.Hour
+	maxIterations = 200_000
+)
 
 // occurrences expands an event into the windows overlapping [from, to);
 // with zero bounds it only checks the event.
-func occurrences(e *ical.Event, from, to time.Time) ([]Window, error) {
+func occurrences(e *ical.Event, zone *time.Location, from, to time.Time) ([]Window, error) {
 	uid, _ := e.Props.Text(ical.PropUID)
 	summary, _ := e.Props.Text(ical.PropSummary)
 	name := summary
 	if name == "" {
 		name = uid
 	}
-	start, err := e.DateTimeStart(time.UTC)
+	start, err := e.DateTimeStart(zone)
 	if err != nil {
 		return nil, fmt.Errorf("event %q: start: %w", name, err)
 	}
-	end, err := e.DateTimeEnd(time.UTC)
+	if sp := e.Props.Get(ical.PropDateTimeStart); e.Props.Get(ical.PropDateTimeEnd) == nil && e.Props.Get(ical.PropDuration) == nil &&
+		(sp == nil || sp.ValueType() != ical.ValueDate) {
+		// (A whole day, DTSTART;VALUE=DATE alone, lasts the day.)
+		return nil, fmt.Errorf("event %q: has neither DTEND nor DURATION: a downtime needs an end", name)
+	}
+	end, err := e.DateTimeEnd(zone)
 	if err != nil {
 		return nil, fmt.Errorf("event %q: end: %w", name, err)
 	}
@@ -214,18 +243,9 @@ func occurrences(e *ical.Event, from, to time.Time) ([]Window, error) {
 	if length <= 0 {
 		return nil, fmt.Errorf("event %q: ends (%s) before it starts (%s)", name, end.Format(time.RFC3339), start.Format(time.RFC3339))
 	}
-	if p := e.Props.Get(ical.PropRecurrenceRule); p != nil {
-		if rule := strings.ToUpper(p.Value); strings.Contains(rule, "FREQ=SECONDLY") || strings.Contains(rule, "FREQ=MINUTELY") {
-			// Hundreds of thousands of windows a year: not a downtime.
-			return nil, fmt.Errorf("event %q: recurs more often than hourly", name)
-		}
-	}
-	set, err := e.RecurrenceSet(time.UTC)
+	set, err := e.RecurrenceSet(zone)
 	if err != nil {
 		return nil, fmt.Errorf("event %q: recurrence: %w", name, err)
-	}
-	if from.IsZero() && to.IsZero() {
-		return nil, nil
 	}
 	if set == nil {
 		if end.After(from) && start.Before(to) {
@@ -233,11 +253,27 @@ func occurrences(e *ical.Event, from, to time.Time) ([]Window, error) {
 		}
 		return nil, nil
 	}
+	// Walk the occurrences one at a time (never a list of them all): the
+	// first ones say whether they come more often than hourly, and the
+	// walk stops at the end of the range or at maxIterations.
+	next := set.Iterator()
 	var out []Window
-	for _, at := range set.Between(from.Add(-length), to, true) {
+	var last time.Time
+	for n := 0; ; n++ {
+		at, ok := next()
+		if !ok || (!to.IsZero() && !at.Before(to)) || (to.IsZero() && n >= 64) {
+			return out, nil
+		}
+		if n > 0 && at.Sub(last) < minGap {
+			return nil, fmt.Errorf("event %q: recurs more often than hourly (%s, then %s)", name, last.Format(time.RFC3339), at.Format(time.RFC3339))
+		}
+		if n >= maxIterations {
+			return nil, fmt.Errorf("event %q: more than %d occurrences from its start (%s) to %s: give it a later DTSTART",
+				name, maxIterations, start.Format(time.RFC3339), to.Format(time.RFC3339))
+		}
+		last = at
 		if w := (Window{Start: at, End: at.Add(length), Summary: summary}); w.End.After(from) && w.Start.Before(to) {
 			out = append(out, w)
 		}
 	}
-	return out, nil
 }

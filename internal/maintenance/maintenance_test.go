@@ -116,6 +116,21 @@ func TestCalendarChanges(t *testing.T) {
 	if _, _, err := s.At(at("2026-12-05T00:00:00Z")); err == nil || !strings.Contains(err.Error(), "more often than hourly") {
 		t.Errorf("a minutely event: %v", err)
 	}
+	// BYMINUTE and BYSECOND make a rule of a coarser FREQ more often
+	// than hourly: refused as such, at once (before: a million windows
+	// expanded at every run, 4-6 s and up to 820 MB each).
+	for _, rule := range []string{"FREQ=HOURLY;BYMINUTE=0,10,20,30,40,50", "FREQ=DAILY;BYSECOND=0,30"} {
+		os.WriteFile(cal, []byte(strings.ReplaceAll(strings.Replace(calendar, "FREQ=WEEKLY;BYDAY=MO", rule, 1), "\n", "\r\n")), 0o644)
+		start := time.Now()
+		if _, _, err := s.At(at("2026-12-05T00:00:00Z")); err == nil || !strings.Contains(err.Error(), "more often than hourly") || time.Since(start) > time.Second {
+			t.Errorf("%s: %v after %v", rule, err, time.Since(start))
+		}
+	}
+	noEnd := strings.Replace(calendar, "DTEND:20261208T170000Z\n", "", 1)
+	os.WriteFile(cal, []byte(strings.ReplaceAll(noEnd, "\n", "\r\n")), 0o644)
+	if _, _, err := s.At(at("2026-12-05T00:00:00Z")); err == nil || !strings.Contains(err.Error(), "has neither DTEND nor DURATION") {
+		t.Errorf("an event with a start only: %v", err)
+	}
 	backwards := strings.Replace(calendar, "DTEND:20261208T170000Z", "DTEND:20261207T170000Z", 1)
 	os.WriteFile(cal, []byte(strings.ReplaceAll(backwards, "\n", "\r\n")), 0o644)
 	if _, _, err := s.At(at("2026-12-05T00:00:00Z")); err == nil || !strings.Contains(err.Error(), "ends") {
@@ -128,14 +143,41 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := filepath.Join(t.TempDir(), "c.ics")
 		os.WriteFile(p, data, 0o644)
-		events, err := Parse(p)
+		cal, err := Parse(p)
 		if err != nil {
 			return
 		}
-		for i := range events {
-			if _, err := occurrences(&events[i], at("2026-01-01T00:00:00Z"), at("2027-01-01T00:00:00Z")); err != nil {
+		for i := range cal.Events {
+			if _, err := occurrences(&cal.Events[i], cal.Zone, at("2026-01-01T00:00:00Z"), at("2027-01-01T00:00:00Z")); err != nil {
 				t.Fatalf("an event Parse accepted does not expand: %v", err)
 			}
 		}
 	})
+}
+
+// TestFloatingTimes: a start without TZID or Z is in the calendar's
+// X-WR-TIMEZONE, else the host's zone (before: always UTC, a window 14 h
+// late in Pacific/Kiritimati).
+func TestFloatingTimes(t *testing.T) {
+	floating := strings.NewReplacer("DTSTART:20261208T070000Z", "DTSTART:20261208T070000", "DTEND:20261208T170000Z", "DTEND:20261208T170000").Replace(calendar)
+	for _, c := range []struct {
+		name, text string
+		zone       *time.Location
+	}{
+		{"X-WR-TIMEZONE", strings.Replace(floating, "PRODID:-//centre//downtimes//EN\n", "PRODID:-//centre//downtimes//EN\nX-WR-TIMEZONE:Pacific/Kiritimati\n", 1), nil},
+		{"the host's zone", floating, time.Local},
+	} {
+		s := New(Config{Calendar: writeCalendar(t, c.text), Services: []string{"slurm"}})
+		ws, err := s.Windows(at("2026-12-01T00:00:00Z"), at("2026-12-31T00:00:00Z"))
+		if err != nil || len(ws) != 1 {
+			t.Fatalf("%s: %v %v", c.name, ws, err)
+		}
+		zone := c.zone
+		if zone == nil {
+			zone, _ = time.LoadLocation("Pacific/Kiritimati")
+		}
+		if want := time.Date(2026, 12, 8, 7, 0, 0, 0, zone); !ws[0].Start.Equal(want) {
+			t.Errorf("%s: starts %v, want %v", c.name, ws[0].Start.UTC(), want.UTC())
+		}
+	}
 }
