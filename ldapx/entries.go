@@ -397,6 +397,9 @@ func (r *resolver) collaboration(e *Mapped, fromGroups map[directory.Role][]stri
 	raw := e.Collaboration
 	c = raw.Collaboration
 	var unknown, through []string
+	for _, why := range raw.badValues {
+		r.dangling(c.DN, "%s", why)
+	}
 	c.Members, unknown = Members(raw.MemberValues, r.uidOf)
 	for _, v := range unknown {
 		var g *Mapped

@@ -54,6 +54,10 @@ func (m *Mapper) ProductionAttributes() []string {
 // characters, not all digits (that would read as a number), at most 32 bytes.
 var namePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
 
+// listName is what a collaboration may name a list: a mail local part,
+// alone or with its domain (docs: csListName).
+var listName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}(@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)?$`)
+
 // ValidName reports whether s can be a Unix user or group name.
 func ValidName(s string) bool { return namePattern.MatchString(s) }
 
@@ -213,6 +217,8 @@ type RawCollaboration struct {
 	// expandNested: members that are collaborations' groups count with
 	// their members (ldap.collaborations.nested: expand).
 	expandNested bool
+	// badValues say which values were left out, and why.
+	badValues []string
 	MemberValues []string
 	// ContactValues are DNs or uids by role.
 	ContactValues map[directory.Role][]string
@@ -272,10 +278,13 @@ func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
 		c.Fairshare = n
 	}
 	if a.Lists != "" {
-		c.Lists = e.GetEqualFoldAttributeValues(a.Lists)
-		for _, l := range c.Lists {
-			if !ValidName(l) {
-				return c, fmt.Errorf("%s %q is not a valid list name", a.Lists, l)
+		// A value that is no list name is left out alone (named by the
+		// resolver): the collaboration stays, with its other lists.
+		for _, l := range e.GetEqualFoldAttributeValues(a.Lists) {
+			if listName.MatchString(l) {
+				c.Lists = append(c.Lists, l)
+			} else {
+				c.badValues = append(c.badValues, fmt.Sprintf("%s %q is not a list name (a local part, or local@domain); left out", a.Lists, l))
 			}
 		}
 	}

@@ -244,3 +244,30 @@ func TestDisabledUsersSuspended(t *testing.T) {
 		t.Error("the entry itself was modified")
 	}
 }
+
+// TestListValues: a collaboration's list may be a local part or an
+// address (the documented local@domain form); a value that is neither is
+// left out and named, the collaboration kept (before: the address form
+// dropped the whole collaboration from every target).
+func TestListValues(t *testing.T) {
+	cfg := testLDAPConfig()
+	cfg.Collaborations.Attributes.Lists = "csListName"
+	em := newEntryMapper(cfg)
+	entries := Entries{StreamUsers: {}, StreamCollaborations: {
+		"atlas": em.mapEntry(StreamCollaborations, ldap.NewEntry("cn=atlas,ou=groups", map[string][]string{
+			"cn": {"atlas"}, "gidNumber": {"2000"}, "csListName": {"atlas-users", "atlas-news@lists.example.org", "bad list", "-x"}})),
+	}}
+	snap := Resolve(entries)
+	if len(snap.Collaborations) != 1 || !reflect.DeepEqual(snap.Collaborations[0].Lists, []string{"atlas-users", "atlas-news@lists.example.org"}) {
+		t.Fatalf("collaborations: %+v", snap.Collaborations)
+	}
+	var got []string
+	for _, p := range snap.Problems {
+		got = append(got, p.String())
+	}
+	want := []string{`cn=atlas,ou=groups: csListName "-x" is not a list name (a local part, or local@domain); left out`,
+		`cn=atlas,ou=groups: csListName "bad list" is not a list name (a local part, or local@domain); left out`}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("problems:\n%s", strings.Join(got, "\n"))
+	}
+}

@@ -152,6 +152,8 @@ type Target struct {
 	// foreign are members of managed lists that no directory user had
 	// as an address when they were read: kept under foreign_members: keep.
 	foreign map[string][]string
+	// refused are the lists the last Desired left out, with why.
+	refused []string
 }
 
 var (
@@ -188,24 +190,52 @@ func (t *Target) managed(id string) bool {
 	return ok && strings.HasPrefix(name, t.s.Prefix) && localPart.MatchString(name)
 }
 
+// templateList is the list a collaboration gets when its entry names none.
+func (t *Target) templateList(name string) string {
+	return t.listID(strings.ToLower(strings.ReplaceAll(t.s.ListName, "{collaboration}", name)))
+}
+
 // collabLists names a collaboration's lists: those its entry names (a
 // local part, or an address in the managed domain), else the template.
-func (t *Target) collabLists(c *directory.CollaborationState) []string {
+// One rule decides for both what the target manages (managed, which
+// reading uses too); a list it cannot use, or one that is another's (a
+// collaboration's by the template, one another entry named first, the
+// all-users or contacts list), is left out for this collaboration and
+// noted with its DN, never an error of the whole target.
+func (t *Target) collabLists(c *directory.CollaborationState, claimed map[string]string) []string {
 	if len(c.Lists) == 0 {
-		return []string{t.listID(strings.ToLower(strings.ReplaceAll(t.s.ListName, "{collaboration}", c.Name)))}
+		id := t.templateList(c.Name)
+		if !t.managed(id) {
+			t.refuse(c.DN, id, fmt.Sprintf("list_name makes %q of it, which is no list name this target manages", id))
+			return nil
+		}
+		return []string{id}
 	}
+	own := ownList(c.Name)
 	var ids []string
 	for _, l := range c.Lists {
 		name, domain, hasDomain := strings.Cut(strings.ToLower(l), "@")
 		id := t.listID(name)
-		if hasDomain && domain != t.s.Domain || !t.managed(id) {
-			t.once.Warn(t.log, c.DN+"\x00"+l, "collaboration names a list this target does not manage; left alone", "dn", c.DN, "list", l,
-				"domain", t.s.Domain, "prefix", t.s.Prefix)
-			continue
+		switch owner := claimed[id]; {
+		case hasDomain && domain != t.s.Domain || !t.managed(id):
+			t.refuse(c.DN, l, fmt.Sprintf("names %q, a list this target does not manage (domain %s, prefix %q)", l, t.s.Domain, t.s.Prefix))
+		case owner != "" && owner != own:
+			t.refuse(c.DN, l, fmt.Sprintf("names %q, which is %s: its members would join it", l, owner))
+		default:
+			claimed[id] = own
+			ids = append(ids, id)
 		}
-		ids = append(ids, id)
 	}
 	return ids
+}
+
+// ownList is how a collaboration's claim on a list is named.
+func ownList(collaboration string) string { return "collaboration " + collaboration + "'s list" }
+
+// refuse notes a list left out for a collaboration, once per value.
+func (t *Target) refuse(dn, list, why string) {
+	t.once.Warn(t.log, dn+"\x00"+list, "a collaboration's list is left out", "dn", dn, "why", why)
+	t.refused = append(t.refused, dn+": "+why+"; left out")
 }
 
 // Desired implements engine.Target.
@@ -230,9 +260,24 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	if t.s.Contacts != "" {
 		contacts = want(t.listID(t.s.Contacts))
 	}
+	// Lists that are someone's: the all-users and contacts lists, and
+	// each collaboration's template list.
+	t.refused = nil
+	claimed := map[string]string{}
+	for _, special := range []struct{ name, what string }{{t.s.AllUsers, "the list of all users"}, {t.s.Contacts, "the list of all contacts"}} {
+		if special.name != "" {
+			claimed[t.listID(special.name)] = special.what
+		}
+	}
 	for i := range state.Collaborations {
 		c := &state.Collaborations[i]
-		ids := t.collabLists(c)
+		if len(c.Lists) == 0 {
+			claimed[t.templateList(c.Name)] = ownList(c.Name)
+		}
+	}
+	for i := range state.Collaborations {
+		c := &state.Collaborations[i]
+		ids := t.collabLists(c, claimed)
 		for _, id := range ids {
 			if c.Provisioned {
 				want(id)
@@ -299,15 +344,16 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	return recs, nil
 }
 
-// Notes implements engine.Noter: the members kept on managed lists that
-// no directory user has as an address.
+// Notes implements engine.Noter: the lists left out for a collaboration,
+// and the members kept on managed lists that no directory user has as an
+// address.
 func (t *Target) Notes() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	notes := slices.Clone(t.refused)
 	if t.s.Foreign != ForeignKeep {
-		return nil
+		return notes
 	}
-	var notes []string
 	for id, addrs := range t.foreign {
 		shown := addrs
 		if len(shown) > 5 {

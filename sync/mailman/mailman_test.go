@@ -289,3 +289,49 @@ func TestOptedOut(t *testing.T) {
 		}
 	}
 }
+
+// TestListNames: one rule decides which lists the target manages, for
+// creating and reading alike: a template name it would not read back is
+// left out and noted with the DN (before: created, then never read, so a
+// removed member stayed subscribed); a collaboration may not name another
+// collaboration's list or the contacts list (before: its members joined
+// them); the documented local@domain form is taken.
+func TestListNames(t *testing.T) {
+	s := Kind().NewSettings().(*Settings)
+	s.URL, s.Domain, s.Contacts = "http://127.0.0.1:1", "lists.example.org", "hpc-contacts"
+	tg := New("lists", s, engine.Env{})
+	alice := directory.UserState{User: &directory.User{UID: "alice", Mail: "alice@example.org"}, Status: directory.StatusActive}
+	collab := func(name string, lists ...string) directory.CollaborationState {
+		return directory.CollaborationState{Collaboration: directory.Collaboration{DN: "cn=" + name + ",ou=groups", Name: name, Lists: lists},
+			Provisioned: true, ActiveMembers: []string{"alice"}}
+	}
+	st := &directory.State{Users: []directory.UserState{alice}, Collaborations: []directory.CollaborationState{
+		collab("_under"),
+		collab("atlas", "cms"),
+		collab("cms"),
+		collab("lsst", "lsst-news@lists.example.org", "hpc-contacts"),
+	}}
+	recs, err := tg.Desired(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lists []string
+	for _, r := range recs {
+		if r.Kind == KindList {
+			lists = append(lists, r.Key)
+		}
+	}
+	if want := []string{"cms.lists.example.org", "hpc-contacts.lists.example.org", "lsst-news.lists.example.org"}; !slices.Equal(lists, want) {
+		t.Errorf("lists %v, want %v", lists, want)
+	}
+	notes := strings.Join(tg.Notes(), "\n")
+	for _, want := range []string{
+		`cn=_under,ou=groups: list_name makes "_under.lists.example.org" of it, which is no list name this target manages; left out`,
+		`cn=atlas,ou=groups: names "cms", which is collaboration cms's list: its members would join it; left out`,
+		`cn=lsst,ou=groups: names "hpc-contacts", which is the list of all contacts: its members would join it; left out`,
+	} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, notes)
+		}
+	}
+}
