@@ -218,7 +218,7 @@ type RawCollaboration struct {
 	// their members (ldap.collaborations.nested: expand).
 	expandNested bool
 	// badValues say which values were left out, and why.
-	badValues []string
+	badValues    []string
 	MemberValues []string
 	// ContactValues are DNs or uids by role.
 	ContactValues map[directory.Role][]string
