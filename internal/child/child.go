@@ -14,10 +14,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // DefaultOutputCap is how much output is kept when a command says nothing.
@@ -72,16 +76,39 @@ func (r Result) Outcome() string {
 }
 
 // Tail is the end of the output for an error message, with a note of
-// what the cap dropped.
+// what the cap dropped. Control characters are escaped: a program's
+// output reaches logs and an operator's terminal, where an escape
+// sequence must not act.
 func (r Result) Tail(n int) string {
 	s := string(bytes.TrimSpace(r.Output))
 	if len(s) > n {
 		s = "…" + s[len(s)-n:]
 	}
+	s = Printable(s)
 	if r.Dropped > 0 {
 		s += fmt.Sprintf(" (output cut: %d bytes beyond the first %d dropped)", r.Dropped, len(r.Output))
 	}
 	return s
+}
+
+// Printable escapes what is not printable text in s (control characters
+// but newline and tab, invalid UTF-8) as Go's %q would.
+func Printable(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		r, size := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[0])
+		case r == '\n' || r == '\t' || unicode.IsPrint(r):
+			b.WriteString(s[:size])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		s = s[size:]
+	}
+	return b.String()
 }
 
 // ErrTimeout: the program did not end within its timeout and was killed
@@ -178,4 +205,80 @@ func (w *capped) bytes() ([]byte, int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.buf, w.dropped
+}
+
+// Trusted checks a program as OpenTrusted does, for check-config.
+func Trusted(program string) error {
+	f, err := OpenTrusted(program)
+	if err == nil {
+		f.Close()
+	}
+	return err
+}
+
+// OpenTrusted resolves the program's path once, checks the file and every
+// directory above it, and returns the file opened: what runs is exactly
+// the file checked, never what a path names a moment later (a symlink
+// swapped, a directory renamed). Each must be owned by root or this
+// process's user and writable by nobody else.
+func OpenTrusted(program string) (*os.File, error) {
+	resolved, err := filepath.EvalSymlinks(program)
+	if err != nil {
+		return nil, err
+	}
+	for dir := filepath.Dir(resolved); ; dir = filepath.Dir(dir) {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			return nil, err
+		}
+		if err := owned(dir+" (a directory above "+program+")", fi); err != nil {
+			return nil, err
+		}
+		if dir == "/" {
+			break
+		}
+	}
+	f, err := os.OpenFile(resolved, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is not a regular file", resolved)
+	}
+	if err == nil {
+		name := program
+		if resolved != program {
+			name = fmt.Sprintf("%s (%s)", resolved, program)
+		}
+		err = owned(name, fi)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Private reports whether only root or this process's user can change a
+// file or directory (a sticky directory of root's counts: see owned).
+func Private(fi os.FileInfo) bool { return owned("", fi) == nil }
+
+// owned refuses a file or directory that someone other than root or
+// this process's user could change.
+func owned(name string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: cannot read its owner", name)
+	}
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s is owned by uid %d, neither root nor collabsync: refused", name, st.Uid)
+	}
+	// A sticky directory of root's (/tmp) lets nobody rename or remove
+	// what another user owns in it: the entry below is checked in turn.
+	sticky := fi.IsDir() && fi.Mode()&os.ModeSticky != 0 && st.Uid == 0
+	if fi.Mode().Perm()&0o022 != 0 && !sticky {
+		return fmt.Errorf("%s is writable by group or others (mode %v): refused", name, fi.Mode().Perm())
+	}
+	return nil
 }

@@ -118,3 +118,19 @@ func TestRunFile(t *testing.T) {
 		t.Errorf("ran %q, %v", res.Output, err)
 	}
 }
+
+// TestPrintable: a program's output cannot move an operator's cursor or
+// retitle their terminal: control characters and invalid UTF-8 are
+// escaped, text and newlines kept.
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text\nnext line\tö": "plain text\nnext line\tö",
+		"\x1b[2J\x1b]0;owned\x07":  `\x1b[2J\x1b]0;owned\a`,
+		"bad \xff byte":            `bad \xff byte`,
+		"carriage\rreturn":         `carriage\rreturn`,
+	} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -67,6 +67,8 @@ func (c *Config) Validate() []Problem {
 	c.Accounting.validate(&ps)
 	if !filepath.IsAbs(c.StateDir) {
 		ps.add("state_dir", "must be an absolute path, got %q", c.StateDir)
+	} else if fi, err := os.Stat(c.StateDir); err == nil && (!fi.IsDir() || syscall.Access(c.StateDir, 2 /* W_OK */) != nil) {
+		ps.add("state_dir", "%s is not a directory this user may write", c.StateDir)
 	}
 	validateTargets(c.Targets, &ps)
 	return ps

@@ -5,7 +5,9 @@ import "strings"
 // ValidAddress reports whether s is a plain e-mail address, local@domain,
 // that every downstream format can carry as it is: an aliases(5) value,
 // a Mailman subscriber, a command-line argument. The local part is
-// letters, digits and . _ % + = - (not first, no two dots in a row), the
+// letters, digits and . _ + = - (not first, no two dots in a row; no %,
+// which a mail server may route as a second address: spy%evil.org@here
+// goes to evil.org), the
 // domain dot-separated letters, digits and inner hyphens. So no address
 // can be a |command, a /file, an :include:, a second value after a comma,
 // a quoted string, an option, or carry a space or control character; a
@@ -21,7 +23,7 @@ func ValidAddress(s string) bool {
 	for i := 0; i < len(local); i++ {
 		c := local[i]
 		switch {
-		case isAlnum(c), c == '_', c == '%', c == '+', c == '=':
+		case isAlnum(c), c == '_', c == '+', c == '=':
 		case c == '.' || c == '-':
 			if i == 0 || c == '.' && (local[i-1] == '.' || i == len(local)-1) {
 				return false

@@ -30,6 +30,7 @@ func TestValidAddress(t *testing.T) {
 		{"a@example..org", false},
 		{"a@example.org.", false},
 		{"a@", false},
+		{"spy%evil.org@lpnhe.example.org", false}, // the %-hack: relayed to evil.org
 		{"@example.org", false},
 		{"example.org", false},
 		{"a@b@c", false},

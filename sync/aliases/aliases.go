@@ -78,6 +78,10 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	}
 	if len(s.Command) > 0 && !filepath.IsAbs(s.Command[0]) {
 		probs = append(probs, engine.SettingProblem{Key: "command", Msg: fmt.Sprintf("the program must be an absolute path (no shell, no PATH search), got %q", s.Command[0])})
+	} else if len(s.Command) > 0 {
+		if err := child.Trusted(s.Command[0]); err != nil {
+			probs = append(probs, engine.SettingProblem{Key: "command", Msg: err.Error()})
+		}
 	}
 	if s.CommandTimeout <= 0 {
 		probs = append(probs, engine.SettingProblem{Key: "command_timeout", Msg: "must be positive"})

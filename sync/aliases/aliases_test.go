@@ -208,6 +208,8 @@ func TestSettings(t *testing.T) {
 		{Settings{Path: "/etc/aliases.d/x", CommandTimeout: 1}, ""},
 		{Settings{Path: "aliases", CommandTimeout: 1}, "path"},
 		{Settings{Path: "/x", Command: []string{"postalias"}, CommandTimeout: 1}, "command"},
+		{Settings{Path: "/x", Command: []string{"/nonexistent/postalias"}, CommandTimeout: 1}, "command"}, // missing: said at check-config
+		{Settings{Path: "/x", Command: []string{"/bin/sh"}, CommandTimeout: 1}, ""},
 		{Settings{Path: "/x"}, "command_timeout"},
 	} {
 		var keys []string

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/atomicfile"
@@ -95,88 +94,19 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	var probs []engine.SettingProblem
 	if !filepath.IsAbs(s.Program) {
 		probs = append(probs, engine.SettingProblem{Key: "program", Msg: fmt.Sprintf("must be an absolute path (no shell, no PATH search), got %q", s.Program)})
-	} else if err := trusted(s.Program); err != nil {
+	} else if err := child.Trusted(s.Program); err != nil {
 		probs = append(probs, engine.SettingProblem{Key: "program", Msg: err.Error()})
 	}
 	if !filepath.IsAbs(s.StateFile) {
 		probs = append(probs, engine.SettingProblem{Key: "state_file", Msg: fmt.Sprintf("must be an absolute path, got %q", s.StateFile)})
+	} else if fi, err := os.Stat(filepath.Dir(s.StateFile)); err == nil && !child.Private(fi) {
+		probs = append(probs, engine.SettingProblem{Key: "state_file", Msg: fmt.Sprintf("%s is writable by group or others (mode %v): "+
+			"anyone could replace the state and have changes not sent", filepath.Dir(s.StateFile), fi.Mode().Perm())})
 	}
 	if s.Timeout <= 0 {
 		probs = append(probs, engine.SettingProblem{Key: "timeout", Msg: "must be positive"})
 	}
 	return probs
-}
-
-// trusted checks the program as openTrusted does, for check-config.
-func trusted(program string) error {
-	f, err := openTrusted(program)
-	if err == nil {
-		f.Close()
-	}
-	return err
-}
-
-// openTrusted resolves the program's path once, checks the file and every
-// directory above it, and returns the file opened: what runs is exactly
-// the file checked, never what a path names a moment later (a symlink
-// swapped, a directory renamed). Each must be owned by root or this
-// process's user and writable by nobody else.
-func openTrusted(program string) (*os.File, error) {
-	resolved, err := filepath.EvalSymlinks(program)
-	if err != nil {
-		return nil, err
-	}
-	for dir := filepath.Dir(resolved); ; dir = filepath.Dir(dir) {
-		fi, err := os.Stat(dir)
-		if err != nil {
-			return nil, err
-		}
-		if err := owned(dir+" (a directory above "+program+")", fi); err != nil {
-			return nil, err
-		}
-		if dir == "/" {
-			break
-		}
-	}
-	f, err := os.OpenFile(resolved, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("%s is not a regular file", resolved)
-	}
-	if err == nil {
-		name := program
-		if resolved != program {
-			name = fmt.Sprintf("%s (%s)", resolved, program)
-		}
-		err = owned(name, fi)
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-// owned refuses a file or directory that someone other than root or
-// this process's user could change.
-func owned(name string, fi os.FileInfo) error {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("%s: cannot read its owner", name)
-	}
-	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s is owned by uid %d, neither root nor collabsync: refused", name, st.Uid)
-	}
-	// A sticky directory of root's (/tmp) lets nobody rename or remove
-	// what another user owns in it: the entry below is checked in turn.
-	sticky := fi.IsDir() && fi.Mode()&os.ModeSticky != 0 && st.Uid == 0
-	if fi.Mode().Perm()&0o022 != 0 && !sticky {
-		return fmt.Errorf("%s is writable by group or others (mode %v): refused", name, fi.Mode().Perm())
-	}
-	return nil
 }
 
 // Kind declares the exec kind of target.
@@ -260,7 +190,7 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 // Apply implements engine.Target: the plan's changes go to the program;
 // once it exits 0 the state file records the desired state.
 func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
-	prog, err := openTrusted(t.s.Program)
+	prog, err := child.OpenTrusted(t.s.Program)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/collabsync/collabsync/internal/child"
 	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/sync/engine"
 )
@@ -20,6 +21,9 @@ func TestSettings(t *testing.T) {
 	open := filepath.Join(dir, "open")
 	os.WriteFile(open, []byte("#!/bin/sh\n"), 0o755)
 	os.Chmod(open, 0o757) // not through the umask
+	open0777 := filepath.Join(dir, "shared")
+	os.Mkdir(open0777, 0o777)
+	os.Chmod(open0777, 0o777)
 	for _, tc := range []struct {
 		s    Settings
 		want string
@@ -29,6 +33,7 @@ func TestSettings(t *testing.T) {
 		{Settings{Program: open, StateFile: "/var/lib/x.json", Timeout: 1}, "program: " + open + " is writable by group or others"},
 		{Settings{Program: filepath.Join(dir, "missing"), StateFile: "/x", Timeout: 1}, "program: lstat"},
 		{Settings{Program: good, StateFile: "x.json", Timeout: 1}, "state_file: must be an absolute path"},
+		{Settings{Program: good, StateFile: filepath.Join(open0777, "state.json"), Timeout: 1}, "state_file: " + open0777 + " is writable by group or others"},
 		{Settings{Program: good, StateFile: "/x"}, "timeout: must be positive"},
 	} {
 		var got []string
@@ -92,7 +97,7 @@ func TestTrustFollowsLinks(t *testing.T) {
 	os.WriteFile(good, []byte("#!/bin/sh\necho checked > "+out+"\n"), 0o755)
 	os.Remove(link)
 	os.Symlink(good, link)
-	f, err := openTrusted(link)
+	f, err := child.OpenTrusted(link)
 	if err != nil {
 		t.Fatal(err)
 	}

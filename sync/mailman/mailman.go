@@ -89,8 +89,10 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	}
 	if s.PasswordFile == "" {
 		bad("password_file", "is required (the REST API's admin password, in a file)")
-	} else if _, err := os.Stat(s.PasswordFile); err != nil {
+	} else if data, err := os.ReadFile(s.PasswordFile); err != nil {
 		bad("password_file", "%v", err)
+	} else if strings.TrimSpace(string(data)) == "" {
+		bad("password_file", "%s is empty", s.PasswordFile)
 	}
 	if s.Timeout <= 0 {
 		bad("timeout", "must be positive")

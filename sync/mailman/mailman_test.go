@@ -238,6 +238,8 @@ func TestMailmanFailures(t *testing.T) {
 func TestSettings(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("x\n"), 0o600)
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
 	ok := func() *Settings {
 		s := Kind().NewSettings().(*Settings)
 		s.URL, s.PasswordFile, s.Domain = "https://lists.example.org:8001", pw, "lists.example.org"
@@ -252,6 +254,7 @@ func TestSettings(t *testing.T) {
 		{"no url", func(s *Settings) { s.URL = "lists.example.org" }, "url"},
 		{"no password", func(s *Settings) { s.PasswordFile = "" }, "password_file"},
 		{"password file missing", func(s *Settings) { s.PasswordFile = "/nonexistent/pw" }, "password_file"},
+		{"password file empty", func(s *Settings) { s.PasswordFile = empty }, "password_file"},
 		{"zero timeout", func(s *Settings) { s.Timeout = 0 }, "timeout"},
 		{"domain", func(s *Settings) { s.Domain = "Lists Example" }, "domain"},
 		{"template", func(s *Settings) { s.ListName = "users" }, "list_name"},

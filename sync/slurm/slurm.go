@@ -72,6 +72,8 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	}
 	if !filepath.IsAbs(s.Sacctmgr) {
 		bad("sacctmgr", "must be an absolute path (no shell, no PATH search), got %q", s.Sacctmgr)
+	} else if err := child.Trusted(s.Sacctmgr); err != nil {
+		bad("sacctmgr", "%v", err)
 	}
 	if s.SlurmConf != "" && !filepath.IsAbs(s.SlurmConf) {
 		bad("slurm_conf", "must be an absolute path, got %q", s.SlurmConf)

@@ -241,6 +241,7 @@ func TestSettings(t *testing.T) {
 	}{
 		{"defaults", func(*Settings) {}, ""},
 		{"relative sacctmgr", func(s *Settings) { s.Sacctmgr = "sacctmgr" }, "sacctmgr"},
+		{"missing sacctmgr", func(s *Settings) { s.Sacctmgr = "/nonexistent/sacctmgr" }, "sacctmgr"},
 		{"cluster", func(s *Settings) { s.Cluster = "My Cluster" }, "cluster"},
 		{"root as parent", func(s *Settings) { s.Parent = "root" }, "parent"},
 		{"fairshare", func(s *Settings) { s.Fairshare = 0 }, "fairshare"},
@@ -252,7 +253,7 @@ func TestSettings(t *testing.T) {
 		{"load timeout", func(s *Settings) { s.LoadTimeout = 0 }, "load_timeout"},
 	} {
 		s := Kind().NewSettings().(*Settings)
-		s.Cluster = "hpc"
+		s.Cluster, s.Sacctmgr = "hpc", "/bin/sh" // a program that exists and root owns
 		tc.edit(s)
 		var keys []string
 		for _, p := range s.Validate() {
