@@ -304,10 +304,7 @@ func (w *USNWatcher) rereadReferrers(ctx context.Context, conn *ldap.Conn, m *Mo
 		req.BaseDN, req.Scope = r.dn, ldap.ScopeBaseObject
 		found := false
 		err := Stream(ctx, conn, req, uint32(w.cfg.PageSize), func(e *ldap.Entry) error {
-			key, err := guidKey(e)
-			if err == nil {
-				err = completeRanges(ctx, conn, e)
-			}
+			key, err := complete(ctx, conn, e)
 			if err != nil {
 				return err
 			}
@@ -339,10 +336,7 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 		m.beginRefresh(r.stream, false)
 		err := Stream(ctx, conn, searchRequest(search, withGUID(m.em.attributes(r.stream))), uint32(w.cfg.PageSize),
 			func(e *ldap.Entry) error {
-				key, err := guidKey(e)
-				if err == nil {
-					err = completeRanges(ctx, conn, e)
-				}
+				key, err := complete(ctx, conn, e)
 				if err != nil {
 					return err
 				}
@@ -394,10 +388,7 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 		req.Filter = And(search.Filter, since)
 		still := map[string]bool{}
 		err := Stream(ctx, conn, req, uint32(w.cfg.PageSize), func(e *ldap.Entry) error {
-			key, err := guidKey(e)
-			if err == nil {
-				err = completeRanges(ctx, conn, e)
-			}
+			key, err := complete(ctx, conn, e)
 			if err != nil {
 				return err
 			}
@@ -447,6 +438,16 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 		return fmt.Errorf("read deleted objects: %w", err)
 	}
 	return w.rereadReferrers(ctx, conn, m, searches, gone)
+}
+
+// complete takes an entry's key out of it and reads the rest of its
+// ranged values (groups of more than 1,500 members).
+func complete(ctx context.Context, conn *ldap.Conn, e *ldap.Entry) (string, error) {
+	key, err := guidKey(e)
+	if err == nil {
+		err = completeRanges(ctx, conn, e)
+	}
+	return key, err
 }
 
 // guidKey is an entry's objectGUID as its key (entryKey), and takes it
