@@ -62,7 +62,17 @@ type Settings struct {
 	// LoadTimeout bounds that load (20,000 associations take slurmdbd
 	// about a minute).
 	LoadTimeout duration.Duration `yaml:"load_timeout"`
+	// ForeignUsers says what becomes of the associations (and default
+	// accounts) on managed accounts of users the directory does not have,
+	// made by hand: keep (the default) or remove.
+	ForeignUsers string `yaml:"foreign_users"`
 }
+
+// What becomes of hand-made users' associations (Settings.ForeignUsers).
+const (
+	ForeignKeep   = "keep"
+	ForeignRemove = "remove"
+)
 
 // Validate implements engine.Settings.
 func (s *Settings) Validate() []engine.SettingProblem {
@@ -102,6 +112,9 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	if s.LoadTimeout <= 0 {
 		bad("load_timeout", "must be positive")
 	}
+	if s.ForeignUsers != ForeignKeep && s.ForeignUsers != ForeignRemove {
+		bad("foreign_users", "must be %s or %s, got %q", ForeignKeep, ForeignRemove, s.ForeignUsers)
+	}
 	return probs
 }
 
@@ -112,7 +125,7 @@ func Kind() engine.Kind {
 		NewSettings: func() engine.Settings {
 			return &Settings{Sacctmgr: "/usr/bin/sacctmgr", Parent: "collaborations", Timeout: duration.Duration(60 * time.Second),
 				Fairshare: 1, UserFairshare: "parent", Organization: "collabsync", LoadThreshold: 200,
-				LoadTimeout: duration.Duration(30 * time.Minute)}
+				LoadTimeout: duration.Duration(30 * time.Minute), ForeignUsers: ForeignKeep}
 		},
 		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
 			return New(name, s.(*Settings), env)
@@ -134,6 +147,10 @@ type Target struct {
 	// account is not managed: theirs is left alone.
 	foreign    map[string]bool
 	ownDefault map[string]bool
+	// seen are the users' associations and default accounts on managed
+	// accounts the last read found; kept those of users the directory
+	// does not have (foreign_users: keep), as of the last Desired.
+	seen, kept []engine.Record
 	// blocked are associations a removal could not take (running jobs).
 	blocked []string
 }
@@ -209,18 +226,69 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	for _, u := range users {
 		recs = append(recs, engine.Record{Kind: KindDefault, Key: u, Value: defaults[u]})
 	}
+	t.kept = t.handMade(state, accounts)
+	recs = append(recs, t.kept...)
 	sortRecords(recs)
 	return recs, nil
+}
+
+// handMade returns, under foreign_users: keep, the associations and
+// default accounts the last read found on accounts still wanted for users
+// the directory does not have (by any case): made by hand, left alone.
+// A directory user's are the directory's to decide.
+func (t *Target) handMade(state *directory.State, accounts []engine.Record) []engine.Record {
+	if t.s.ForeignUsers != ForeignKeep || len(t.seen) == 0 {
+		return nil
+	}
+	known := make(map[string]bool, len(state.Users)+len(state.ProductionAccounts))
+	for _, u := range state.Users {
+		known[strings.ToLower(u.UID)] = true
+	}
+	for _, p := range state.ProductionAccounts {
+		known[strings.ToLower(p.Name)] = true
+	}
+	wanted := make(map[string]bool, len(accounts))
+	for _, a := range accounts {
+		wanted[a.Key] = true
+	}
+	var out []engine.Record
+	for _, r := range t.seen {
+		switch r.Kind {
+		case KindAssoc:
+			acct, user, _ := strings.Cut(r.Key, " ")
+			if !known[user] && wanted[acct] {
+				out = append(out, r)
+			}
+		case KindDefault:
+			if !known[r.Key] && wanted[r.Value] {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }
 
 // Notes implements engine.Noter: removals running jobs hold back.
 func (t *Target) Notes() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if len(t.blocked) == 0 {
-		return nil
+	var notes []string
+	if len(t.blocked) > 0 {
+		notes = append(notes, "kept until their running jobs end (retried): "+strings.Join(t.blocked, ", "))
 	}
-	return []string{"kept until their running jobs end (retried): " + strings.Join(t.blocked, ", ")}
+	if n := len(t.kept); n > 0 {
+		var names []string
+		for _, r := range t.kept[:min(n, 5)] {
+			names = append(names, r.Kind+" "+r.Key)
+		}
+		more := ""
+		if n > 5 {
+			more = fmt.Sprintf(" and %d more", n-5)
+		}
+		notes = append(notes, fmt.Sprintf("keeps %d record(s) of users the directory does not have, made by hand (foreign_users: keep): %s%s",
+			n, strings.Join(names, ", "), more))
+	}
+	return notes
 }
 
 // sortRecords puts records in the engine's (kind, key) order.
@@ -250,6 +318,12 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 	}
 	t.mu.Lock()
 	t.foreign, t.ownDefault = st.foreign, st.ownDefault
+	t.seen = t.seen[:0]
+	for _, r := range st.recs {
+		if r.Kind == KindAssoc || r.Kind == KindDefault {
+			t.seen = append(t.seen, r)
+		}
+	}
 	t.mu.Unlock()
 	return st.recs, nil
 }

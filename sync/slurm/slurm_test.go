@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -261,6 +262,60 @@ func TestSettings(t *testing.T) {
 		}
 		if strings.Join(keys, ",") != tc.keys {
 			t.Errorf("%s: problems %v, want %q", tc.name, s.Validate(), tc.keys)
+		}
+	}
+}
+
+// TestHandMadeUsersKept: an association on a managed account of a user
+// the directory does not have (made by hand), and that user's default
+// account, stay under foreign_users: keep, while the account stays; a
+// directory user's stray association goes; with remove, all go (before:
+// always removed, a whole hand-made user deleted without the guard).
+func TestHandMadeUsersKept(t *testing.T) {
+	st, err := parseState("collaborations||root|1\natlas||collaborations|1\natlas|alice|collaborations|1\natlas|bob|collaborations|1\n"+
+		"atlas|ops-robot|collaborations|1\nold||collaborations|1\nold|legacy|collaborations|1\n",
+		"alice|atlas\nbob|atlas\nops-robot|atlas\nlegacy|old\n", "collaborations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := &directory.State{
+		Users: []directory.UserState{
+			{User: &directory.User{UID: "alice"}, Status: directory.StatusActive},
+			{User: &directory.User{UID: "Bob"}, Status: directory.StatusActive}, // in no collaboration: his association goes
+		},
+		Collaborations: []directory.CollaborationState{{Collaboration: directory.Collaboration{Name: "atlas"}, Provisioned: true, ActiveMembers: []string{"alice"}}},
+	}
+	for _, c := range []struct {
+		foreign string
+		want    []string
+	}{
+		{ForeignKeep, []string{"assoc atlas alice", "assoc atlas ops-robot", "default alice", "default ops-robot"}},
+		{ForeignRemove, []string{"assoc atlas alice", "default alice"}},
+	} {
+		s := Kind().NewSettings().(*Settings)
+		s.Cluster, s.ForeignUsers = "hpc", c.foreign
+		tg := New("slurm", s, engine.Env{})
+		tg.seen = nil
+		for _, r := range st.recs {
+			if r.Kind == KindAssoc || r.Kind == KindDefault {
+				tg.seen = append(tg.seen, r)
+			}
+		}
+		recs, err := tg.Desired(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range recs {
+			if r.Kind != KindAccount {
+				got = append(got, r.Kind+" "+r.Key)
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", c.foreign, got, c.want)
+		}
+		if notes := strings.Join(tg.Notes(), "\n"); c.foreign == ForeignKeep && !strings.Contains(notes, "keeps 2 record(s) of users the directory does not have") {
+			t.Errorf("notes: %s", notes)
 		}
 	}
 }
