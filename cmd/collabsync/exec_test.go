@@ -96,7 +96,7 @@ func TestExecTarget(t *testing.T) {
 
 	// Writable by others: refused.
 	os.Chmod(bin, 0o777)
-	if r := collabsync(t, e.config, "check-config"); r.code != 2 || !strings.Contains(r.stderr, bin+" is writable by group or others") {
+	if r := collabsync(t, e.config, "check-config"); r.code != 2 || !strings.Contains(r.stderr, bin+" (a directory above "+wrapper+") is writable by group or others") {
 		t.Errorf("check-config with a world-writable program directory: %d\n%s", r.code, r.stderr)
 	}
 }
