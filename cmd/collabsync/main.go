@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/journal"
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/sync/reconcile"
@@ -132,18 +133,25 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad -log-level %q", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	var build func(io.Writer) slog.Handler
 	switch format {
 	case "auto":
+		build = func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) }
 		if isTerminal(w) {
-			return slog.New(slog.NewTextHandler(w, opts)), nil
+			build = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }
 		}
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		build = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		build = func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) }
+	default:
+		return nil, fmt.Errorf("bad -log-format %q (want text, json or auto)", format)
 	}
-	return nil, fmt.Errorf("bad -log-format %q (want text, json or auto)", format)
+	// Under systemd, the journal takes each line's priority from it.
+	if f, ok := w.(*os.File); ok && journal.IsJournal(f, os.Getenv("JOURNAL_STREAM")) {
+		return slog.New(journal.New(w, build)), nil
+	}
+	return slog.New(build(w)), nil
 }
 
 func isTerminal(w io.Writer) bool {

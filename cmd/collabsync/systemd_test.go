@@ -1,12 +1,15 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/collabsync/collabsync/internal/testharness"
@@ -47,4 +50,53 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("exposure %.1f > 2.0:\n%s", level, out)
 	}
 	t.Logf("exposure level %s", m[1])
+}
+
+// TestJournalPriorities: when standard error is the journal
+// (JOURNAL_STREAM names it, as systemd sets it for a service) every log
+// line starts with its syslog priority, so that journalctl -p warning
+// shows warnings and errors only; elsewhere lines are as before. Before,
+// JSON lines without a priority all counted as info.
+func TestJournalPriorities(t *testing.T) {
+	cfg := writeFile(t, filepath.Join(t.TempDir(), "collabsync.yaml"), fmt.Sprintf(`ldap:
+  uris: ["ldap://127.0.0.1:1", "ldap://127.0.0.1:2"]
+  users: {base_dn: "ou=people,dc=example,dc=org"}
+  collaborations: {base_dn: "ou=groups,dc=example,dc=org"}
+state_dir: %s
+targets:
+  - {name: nss, kind: nss, dir: %s}
+`, t.TempDir(), t.TempDir()))
+	run := func(journal bool) string {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		cmd := exec.Command(binary, "-config", cfg, "-log-format", "json", "sync", "--once")
+		cmd.Stderr = w
+		if journal {
+			var st syscall.Stat_t
+			syscall.Fstat(int(w.Fd()), &st)
+			cmd.Env = append(os.Environ(), fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		out, _ := io.ReadAll(r)
+		cmd.Wait()
+		return string(out)
+	}
+	out := run(true)
+	if !regexp.MustCompile(`(?m)^<4>\{"time":.*"level":"WARN","msg":"LDAP server unusable`).MatchString(out) {
+		t.Errorf("under the journal, no warning with priority 4:\n%s", out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.HasPrefix(line, "{") {
+			t.Errorf("a JSON line without its priority: %s", line)
+		}
+	}
+	if out := run(false); strings.Contains(out, "<4>") || !strings.Contains(out, `{"time":`) {
+		t.Errorf("outside the journal:\n%s", out)
+	}
 }
