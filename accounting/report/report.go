@@ -8,10 +8,13 @@ import (
 	"database/sql"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -59,6 +62,11 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 	if !q.Until.IsZero() {
 		until = q.Until.Unix() / 86400
 	}
+	if q.Collaboration != "" {
+		if err := known(ctx, db, q.Collaboration); err != nil {
+			return nil, err
+		}
+	}
 	sqlText := "SELECT " + expr + ", state, SUM(jobs), SUM(core_seconds) FROM usage_daily WHERE day >= ? AND day < ?"
 	args := []any{since, until}
 	if q.Collaboration != "" {
@@ -96,6 +104,65 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, nil
+}
+
+// known refuses a collaboration no usage was ever recorded for (a typo
+// made an empty table that looked like an idle collaboration), naming the
+// closest known names.
+func known(ctx context.Context, db *sql.DB, name string) error {
+	var one int
+	err := db.QueryRowContext(ctx, "SELECT 1 FROM usage_daily WHERE collaboration = ? LIMIT 1", name).Scan(&one)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	rows, err := db.QueryContext(ctx, "SELECT DISTINCT collaboration FROM usage_daily")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var near []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return err
+		}
+		if d := distance(strings.ToLower(c), strings.ToLower(name)); d <= 2 {
+			near = append(near, c)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	slices.Sort(near)
+	msg := fmt.Sprintf("no usage was ever recorded for collaboration %q", name)
+	if len(near) > 0 {
+		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(near, ", "))
+	}
+	return errors.New(msg)
+}
+
+// distance is the Levenshtein distance of two short names.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // states lists the states present, the common ones first.

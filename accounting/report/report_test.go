@@ -35,6 +35,12 @@ func TestRunAndWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A collaboration never seen is an error naming the near ones (a
+	// typo printed an empty table, exit 0).
+	if _, err := Run(context.Background(), st.DB, Query{By: ByUser, Collaboration: "atlsa"}); err == nil ||
+		err.Error() != `no usage was ever recorded for collaboration "atlsa" (did you mean atlas?)` {
+		t.Errorf("a misspelled collaboration: %v", err)
+	}
 	nov := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		q    Query

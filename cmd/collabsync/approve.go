@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"time"
@@ -12,7 +15,18 @@ import (
 
 func cmdApprove(ctx context.Context, a *app, args []string) int {
 	fs := a.newFlagSet("approve", "<target> <digest>")
-	if err := fs.Parse(args); err != nil {
+	fs.SetOutput(io.Discard) // Parse's own messages: said below
+	err := fs.Parse(args)
+	fs.SetOutput(a.stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		a.helped = true
+		fs.SetOutput(a.stdout)
+		fs.Usage()
+		return exitOK
+	case err != nil:
+		fmt.Fprintln(a.stderr, err)
+		fs.Usage()
 		return exitUsage
 	}
 	if fs.NArg() != 2 {

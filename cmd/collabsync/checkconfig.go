@@ -12,7 +12,7 @@ import (
 func cmdCheckConfig(ctx context.Context, a *app, args []string) int {
 	fs := a.newFlagSet("check-config", "[--online]")
 	online := fs.Bool("online", false, "also connect to the directory and count the entries each search matches")
-	if !parseFlags(fs, args) {
+	if !a.parseFlags(fs, args) {
 		return exitUsage
 	}
 	cfg := a.loadConfig()

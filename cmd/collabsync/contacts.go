@@ -19,7 +19,7 @@ func cmdContacts(ctx context.Context, a *app, args []string) int {
 	group := fs.String("g", "", "collaboration name")
 	role := fs.String("p", string(directory.RoleCollaboration), "contact role: "+roleNames(", "))
 	format := fs.String("format", "table", "table or json")
-	if !parseFlags(fs, args) || !checkFormat(a, "contacts", *format) {
+	if !a.parseFlags(fs, args) || !checkFormat(a, "contacts", *format) {
 		return exitUsage
 	}
 	if *group == "" {

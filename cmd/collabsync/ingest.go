@@ -18,7 +18,7 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 	only := fs.String("source", "", "ingest only this source")
 	from := fs.String("from", "", "ingest this file (with the source's format) instead of the source's paths")
 	rescan := fs.Bool("rescan", false, "read the files again from their start, ignoring checkpoints and recorded damage (jobs already stored are not counted twice)")
-	if !parseFlags(fs, args) {
+	if !a.parseFlags(fs, args) {
 		return exitUsage
 	}
 	cfg := a.loadConfig()

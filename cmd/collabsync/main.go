@@ -65,6 +65,8 @@ type app struct {
 	// lockWait bounds how long a mutating command waits for another run
 	// on the same state directory.
 	lockWait time.Duration
+	// helped: the command was asked for its usage (it exits 0).
+	helped bool
 }
 
 func main() {
@@ -91,10 +93,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	logFormat := fs.String("log-format", "auto", "text, json, or auto (text on a terminal, else json)")
 	fs.DurationVar(&a.lockWait, "lock-wait", time.Minute, "how long sync, ingest and approve wait while another run holds the state directory")
 	fs.Usage = func() { usage(fs) }
-	if err := fs.Parse(args); err != nil {
+	fs.SetOutput(io.Discard) // Parse's own messages: said below
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout) // asked for: on standard output, exit 0
+		usage(fs)
+		return exitOK
+	case err != nil:
+		fs.SetOutput(stderr)
+		fmt.Fprintln(stderr, err)
+		usage(fs)
 		return exitUsage
 	}
-	var err error
+	fs.SetOutput(stderr)
 	if a.log, err = newLogger(stderr, *logLevel, *logFormat); err != nil {
 		fmt.Fprintln(stderr, "collabsync:", err)
 		return exitUsage
@@ -109,7 +121,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		usage(fs)
 		return exitUsage
 	}
-	return cmd.run(ctx, a, fs.Args()[1:])
+	code = cmd.run(ctx, a, fs.Args()[1:])
+	if a.helped {
+		return exitOK
+	}
+	return code
 }
 
 func usage(fs *flag.FlagSet) {
@@ -223,15 +239,29 @@ func (a *app) newFlagSet(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(a.stderr, "usage: collabsync %s %s\n", name, synopsis)
+		fmt.Fprintf(fs.Output(), "usage: collabsync %s %s\n", name, synopsis)
 		fs.PrintDefaults()
 	}
 	return fs
 }
 
 // parseFlags parses a subcommand's flags; it refuses stray arguments.
-func parseFlags(fs *flag.FlagSet, args []string) bool {
-	if err := fs.Parse(args); err != nil {
+// Asked for help (-h, --help), it prints the usage on standard output and
+// the command exits 0.
+func (a *app) parseFlags(fs *flag.FlagSet, args []string) bool {
+	fs.SetOutput(io.Discard) // Parse's own usage, on -h, goes nowhere: help is printed below
+	err := fs.Parse(args)
+	fs.SetOutput(a.stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		a.helped = true
+		fs.SetOutput(a.stdout)
+		fs.Usage()
+		fs.SetOutput(a.stderr)
+		return false
+	}
+	if err != nil {
+		fmt.Fprintln(a.stderr, err)
+		fs.Usage()
 		return false
 	}
 	if fs.NArg() > 0 {

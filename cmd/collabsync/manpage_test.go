@@ -34,7 +34,11 @@ func TestManPageAndCompletion(t *testing.T) {
 		}
 		return strings.Fields(string(out))
 	}
-	usage := collabsync(t, "/nonexistent", "-h").stderr
+	help := collabsync(t, "/nonexistent", "-h")
+	if help.code != 0 || help.stderr != "" {
+		t.Errorf("-h: exit %d, standard error %q: help is asked for, on standard output", help.code, help.stderr)
+	}
+	usage := help.stdout
 	_, list, _ := strings.Cut(usage, "commands:\n")
 	var cmds []string
 	for _, line := range strings.Split(list, "\n") {
@@ -56,7 +60,11 @@ func TestManPageAndCompletion(t *testing.T) {
 			t.Errorf("the man page does not describe %s", c)
 		}
 		offered := complete(c, "-")
-		for _, m := range flagRE.FindAllStringSubmatch(collabsync(t, "/nonexistent", c, "-h").stderr, -1) {
+		ch := collabsync(t, "/nonexistent", c, "-h")
+		if ch.code != 0 || ch.stderr != "" {
+			t.Errorf("%s -h: exit %d, standard error %q", c, ch.code, ch.stderr)
+		}
+		for _, m := range flagRE.FindAllStringSubmatch(ch.stdout, -1) {
 			flag := "--" + m[1]
 			if len(m[1]) == 1 {
 				flag = "-" + m[1]

@@ -11,7 +11,7 @@ func cmdPlan(ctx context.Context, a *app, args []string) int {
 	fs := a.newFlagSet("plan", "[--format text|json] [--check]")
 	format := fs.String("format", "text", "text or json")
 	check := fs.Bool("check", false, "exit 3 when some target would change, 0 when none would (for monitoring and CI)")
-	if !parseFlags(fs, args) {
+	if !a.parseFlags(fs, args) {
 		return exitUsage
 	}
 	if *format != "text" && *format != "json" {

@@ -16,7 +16,7 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 	since := fs.String("since", "", "from this day (YYYY-MM-DD or YYYY-MM), inclusive")
 	until := fs.String("until", "", "to this day (YYYY-MM-DD or YYYY-MM), exclusive")
 	format := fs.String("format", "table", "table, csv or json")
-	if !parseFlags(fs, args) {
+	if !a.parseFlags(fs, args) {
 		return exitUsage
 	}
 	q := report.Query{By: *by, Collaboration: *collab}

@@ -7,7 +7,7 @@ import (
 )
 
 func cmdServe(ctx context.Context, a *app, args []string) int {
-	if !parseFlags(a.newFlagSet("serve", ""), args) {
+	if !a.parseFlags(a.newFlagSet("serve", ""), args) {
 		return exitUsage
 	}
 	cfg, st, code := a.openState(ctx)

@@ -23,7 +23,7 @@ type targetWindows struct {
 func cmdStatus(_ context.Context, a *app, args []string) int {
 	fs := a.newFlagSet("status", "[--format table|json]")
 	format := fs.String("format", "table", "table or json")
-	if !parseFlags(fs, args) {
+	if !a.parseFlags(fs, args) {
 		return exitUsage
 	}
 	if *format != "table" && *format != "json" {

@@ -14,7 +14,7 @@ func cmdSync(ctx context.Context, a *app, args []string) int {
 	once := fs.Bool("once", false, "run one reconcile and exit (the daemon is 'collabsync serve')")
 	dryRun := fs.Bool("dry-run", false, "print the plan, write nothing")
 	allow := fs.Bool("allow-deletions", false, "approve deletions beyond each target's guard ratio")
-	if !parseFlags(fs, args) {
+	if !a.parseFlags(fs, args) {
 		return exitUsage
 	}
 	if !*once {

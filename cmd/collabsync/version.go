@@ -6,7 +6,7 @@ import (
 )
 
 func cmdVersion(_ context.Context, a *app, args []string) int {
-	if !parseFlags(a.newFlagSet("version", ""), args) {
+	if !a.parseFlags(a.newFlagSet("version", ""), args) {
 		return exitUsage
 	}
 	fmt.Fprintln(a.stdout, "collabsync", version)

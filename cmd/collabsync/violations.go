@@ -17,7 +17,7 @@ import (
 func cmdViolations(ctx context.Context, a *app, args []string) int {
 	fs := a.newFlagSet("violations", "[--format table|json]")
 	format := fs.String("format", "table", "table or json")
-	if !parseFlags(fs, args) || !checkFormat(a, "violations", *format) {
+	if !a.parseFlags(fs, args) || !checkFormat(a, "violations", *format) {
 		return exitUsage
 	}
 	cfg, st, code := a.openState(ctx)
@@ -35,7 +35,11 @@ func cmdViolations(ctx context.Context, a *app, args []string) int {
 		return exitFailure
 	}
 	if *format == "json" {
-		err = writeJSON(a.stdout, state.Violations)
+		vs := state.Violations
+		if vs == nil {
+			vs = []directory.Violation{} // [], never null
+		}
+		err = writeJSON(a.stdout, vs)
 	} else {
 		err = writeViolations(a.stdout, state.Violations)
 	}

@@ -283,5 +283,8 @@ func NewPlan(target string, current, desired []Record) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	if changes == nil {
+		changes = []Change{} // "changes": [] in JSON, never null
+	}
 	return &Plan{Target: target, Changes: changes, Current: len(current), Desired: desired, Digest: digest(target, changes)}, nil
 }
