@@ -91,6 +91,7 @@ func Run(ctx context.Context, o Options) error {
 	defer held.Release()
 	s := &server{log: o.Log, metrics: newMetrics(o.Version), status: newStatus(), store: o.Store, lastBeat: time.Now(),
 		mem: &memoryLimit{log: o.Log}}
+	s.metrics.ready.Store(s.status)
 	s.status.userdb = func() *userdb.Health {
 		if p := s.userdb.Load(); p != nil {
 			h := p.Health()

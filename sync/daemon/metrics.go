@@ -45,6 +45,8 @@ type metrics struct {
 	lockBusy        prometheus.Counter
 	// userdb is the provider serve.userdb runs, when it does.
 	userdb atomic.Pointer[userdb.Provider]
+	// ready is what /readyz answers from.
+	ready atomic.Pointer[status]
 
 	ingestCoreSeconds *prometheus.CounterVec
 	ingestJobs        *prometheus.CounterVec
@@ -165,6 +167,17 @@ func newMetrics(version string) *metrics {
 		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "collabsync_ready",
+		Help: "1 while /readyz says ready (the directory read and reachable, every target reconciled or holding a plan, the userdb provider serving).",
+	}, func() float64 {
+		if s := m.ready.Load(); s != nil {
+			if ready, _ := s.ready(); ready {
+				return 1
+			}
+		}
+		return 0
+	}))
 	m.reg.MustRegister(newUserDBCollector(func() *userdb.Health {
 		if p := m.userdb.Load(); p != nil {
 			h := p.Health()
