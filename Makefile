@@ -1,7 +1,10 @@
 # collabsync — make test runs everything; make demo shows the main job.
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+COMMIT_TIME ?= $(shell git log -1 --format=%cI 2>/dev/null)
+BUILDINFO := github.com/collabsync/collabsync/internal/buildinfo
+LDFLAGS := -s -w -X main.version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION) -X $(BUILDINFO).commitTime=$(COMMIT_TIME)
 export PATH := /usr/local/go/bin:$(PATH)
 
 .PHONY: all build test deps vet lint demo bench fuzz clean

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/collabsync/collabsync/internal/buildinfo"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
@@ -59,6 +60,7 @@ type metrics struct {
 }
 
 func newMetrics(version string) *metrics {
+	bi := buildinfo.Read(version)
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -164,7 +166,8 @@ func newMetrics(version string) *metrics {
 	m.reg.MustRegister(m.ingestCoreSeconds, m.ingestJobs, m.ingestBadLines, m.ingestRuns, m.ingestLast, m.ingestLag,
 		m.ingestFailedFiles, m.ingestUnreadable)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "collabsync_build_info", Help: "Always 1; the version is a label.", ConstLabels: prometheus.Labels{"version": version},
+		Name: "collabsync_build_info", Help: "Always 1; the release version, commit and Go version are labels.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion},
 	})
 	build.Set(1)
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
