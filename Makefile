@@ -28,7 +28,9 @@ test: deps lint
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
-demo: deps build
+# The demo installs only what it uses (slapd, ldap-utils, libnss-extrausers).
+demo: build
+	@.ci/install-deps demo
 	$(GO) run ./internal/demo -bin bin/collabsync -dir var/demo
 
 bench: deps build
