@@ -115,6 +115,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		usage(fs)
 		return exitUsage
 	}
+	if fs.Arg(0) == "__complete" { // for the shell completion only: not in the usage
+		return cmdComplete(ctx, a, fs.Args()[1:])
+	}
 	cmd, ok := commands[fs.Arg(0)]
 	if !ok {
 		fmt.Fprintf(stderr, "collabsync: unknown command %q\n", fs.Arg(0))
@@ -187,6 +190,15 @@ func envOr(key, def string) string {
 }
 
 // loadConfig loads the configuration or prints every problem and returns nil.
+// quietConfig loads the configuration, saying nothing when it cannot.
+func (a *app) quietConfig() *config.Config {
+	cfg, err := config.Load(a.configPath)
+	if err != nil {
+		return nil
+	}
+	return cfg
+}
+
 func (a *app) loadConfig() *config.Config {
 	cfg, err := config.Load(a.configPath)
 	if err != nil {

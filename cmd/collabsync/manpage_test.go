@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -81,5 +82,34 @@ func TestManPageAndCompletion(t *testing.T) {
 		if !strings.Contains(roff, "-"+g[1]) {
 			t.Errorf("the man page does not mention the global flag -%s", g[1])
 		}
+	}
+}
+
+// TestCompletionNames: the completion offers the configuration's targets
+// after approve, and the collaborations of the stored state after
+// --collaboration and -g, read without the directory or its password.
+func TestCompletionNames(t *testing.T) {
+	testharness.Require(t, "bash")
+	e := newDemoEnv(t, "")
+	e.sync(t)
+	complete := func(words ...string) []string {
+		t.Helper()
+		script := `source ../../configs/completion/collabsync.bash; COMP_WORDS=(collabsync "$@"); COMP_CWORD=$(($# )); _collabsync; printf '%s\n' "${COMPREPLY[@]}"`
+		cmd := exec.Command("bash", append([]string{"-c", script, "complete"}, words...)...)
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(binary)+":"+os.Getenv("PATH"))
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("completion of %q: %v", words, err)
+		}
+		return strings.Fields(string(out))
+	}
+	if got := complete("-config", e.config, "approve", ""); !slices.Equal(got, []string{"nss"}) {
+		t.Errorf("approve <target>: %v", got)
+	}
+	if got := complete("-config", e.config, "report", "--collaboration", "a"); !slices.Equal(got, []string{"atlas"}) {
+		t.Errorf("--collaboration a: %v", got)
+	}
+	if got := complete("-config", e.config, "contacts", "-g", "l"); !slices.Equal(got, []string{"lpnhe", "lsst"}) {
+		t.Errorf("-g l: %v", got)
 	}
 }

@@ -1,6 +1,19 @@
 # bash completion for collabsync. Install as
 # /usr/share/bash-completion/completions/collabsync.
 
+# __names asks collabsync for names (targets, sources, collaborations) from
+# the configuration on the command line (or the default) and the stored
+# state; nothing when it cannot.
+__collabsync_names() {
+    local cfg=() i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case ${COMP_WORDS[i]} in
+            -config|--config) cfg=(-config "${COMP_WORDS[i+1]}") ;;
+        esac
+    done
+    collabsync "${cfg[@]}" __complete "$1" 2>/dev/null
+}
+
 _collabsync() {
     local cur prev cmd i
     cur=${COMP_WORDS[COMP_CWORD]}
@@ -21,7 +34,9 @@ _collabsync() {
                 *) COMPREPLY=($(compgen -W "table json" -- "$cur")) ;;
             esac
             return ;;
-        -lock-wait|--lock-wait|-g|-source|--source|-collaboration|--collaboration|-since|--since|-until|--until) return ;;
+        -g|-collaboration|--collaboration) COMPREPLY=($(compgen -W "$(__collabsync_names collaborations)" -- "$cur")); return ;;
+        -source|--source) COMPREPLY=($(compgen -W "$(__collabsync_names sources)" -- "$cur")); return ;;
+        -lock-wait|--lock-wait|-since|--since|-until|--until) return ;;
     esac
 
     # The command is the first word that is not a global flag or its value.
@@ -39,6 +54,11 @@ _collabsync() {
         else
             COMPREPLY=($(compgen -W "$commands" -- "$cur"))
         fi
+        return
+    fi
+    # approve's first argument is a target.
+    if [[ $cmd == approve && $cur != -* && $prev == approve ]]; then
+        COMPREPLY=($(compgen -W "$(__collabsync_names targets)" -- "$cur"))
         return
     fi
     local flags=

@@ -296,3 +296,31 @@ func batch(ctx context.Context) (context.Context, func() error) {
 		return nil
 	}
 }
+
+// Names lists the names of the subjects of a kind (collaboration, user)
+// the rule history holds, reading the database without changing it (no
+// lock, no migration, no file made): for shell completion.
+func Names(ctx context.Context, path, kind string) ([]string, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT substr(subject, ?) FROM subject_status WHERE subject LIKE ? ORDER BY 1", len(kind)+2, kind+"/%")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
