@@ -18,7 +18,6 @@ import (
 
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
-	"github.com/collabsync/collabsync/internal/store"
 )
 
 // errUnknownPresent: a refresh reported an entry as present that the
@@ -31,7 +30,14 @@ var errUnknownPresent = errors.New("the server reported an unchanged entry the l
 // runs ahead of the entries it covers.
 type Journal interface {
 	LoadModel(ctx context.Context, digest string, each func(stream, key, dn string, attrs []byte) error) (map[string][]byte, error)
-	SaveModel(ctx context.Context, ops []store.LiveOp, cookies map[string][]byte) error
+	SaveModel(ctx context.Context, ops func(yield func(stream, key, dn string, attrs []byte) error) error, cookies map[string][]byte) error
+}
+
+// journalOp is one change waiting for the journal: an entry as received,
+// or its deletion (attrs nil).
+type journalOp struct {
+	stream, key, dn string
+	attrs           []byte
 }
 
 // journalKey names an entry in the journal.
@@ -81,7 +87,7 @@ type Model struct {
 	// mappings, so a model saved under others is not loaded.
 	journal        Journal
 	digest         string
-	pending        map[journalKey]store.LiveOp
+	pending        map[journalKey]journalOp
 	pendingCookies map[StreamName][]byte
 	flushMu        sync.Mutex
 	flushNow       chan struct{}
@@ -105,7 +111,7 @@ func NewModel(cfg config.LDAP, changed func()) *Model {
 		fmt.Fprintf(h, "%s\x00%+v\x00%q\x00", st, search[st], m.em.attributes(st))
 	}
 	m.digest = hex.EncodeToString(h.Sum(nil))
-	m.pending, m.pendingCookies, m.flushNow = map[journalKey]store.LiveOp{}, map[StreamName][]byte{}, make(chan struct{}, 1)
+	m.pending, m.pendingCookies, m.flushNow = map[journalKey]journalOp{}, map[StreamName][]byte{}, make(chan struct{}, 1)
 	return m
 }
 
@@ -184,21 +190,25 @@ func (m *Model) Flush(ctx context.Context) error {
 	defer m.flushMu.Unlock()
 	m.mu.Lock()
 	ops, cookies := m.pending, m.pendingCookies
-	m.pending, m.pendingCookies = map[journalKey]store.LiveOp{}, map[StreamName][]byte{}
+	m.pending, m.pendingCookies = map[journalKey]journalOp{}, map[StreamName][]byte{}
 	j := m.journal
 	m.mu.Unlock()
 	if j == nil || len(ops) == 0 && len(cookies) == 0 {
 		return nil
 	}
-	list := make([]store.LiveOp, 0, len(ops))
-	for _, op := range ops {
-		list = append(list, op)
+	each := func(yield func(stream, key, dn string, attrs []byte) error) error {
+		for _, op := range ops {
+			if err := yield(op.stream, op.key, op.dn, op.attrs); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	byName := make(map[string][]byte, len(cookies))
 	for s, c := range cookies {
 		byName[string(s)] = c
 	}
-	if err := j.SaveModel(ctx, list, byName); err != nil {
+	if err := j.SaveModel(ctx, each, byName); err != nil {
 		// Put back what newer changes have not replaced.
 		m.mu.Lock()
 		for k, op := range ops {
@@ -222,7 +232,7 @@ func (m *Model) record(s StreamName, key, dn string, attrs []byte) {
 	if m.journal == nil {
 		return
 	}
-	m.pending[journalKey{s, key}] = store.LiveOp{Stream: string(s), Key: hex.EncodeToString([]byte(key)), DN: dn, Attrs: attrs}
+	m.pending[journalKey{s, key}] = journalOp{stream: string(s), key: hex.EncodeToString([]byte(key)), dn: dn, attrs: attrs}
 	if len(m.pending) >= flushBatch {
 		select {
 		case m.flushNow <- struct{}{}:

@@ -7,12 +7,6 @@ import (
 	"fmt"
 )
 
-// LiveOp is one change of the saved live model: an entry as received, or
-// (Attrs nil) its deletion.
-type LiveOp struct {
-	Stream, Key, DN string
-	Attrs           []byte
-}
 
 // LoadModel calls each for every entry of the live model saved under
 // digest and returns the streams' cookies. A model saved under another
@@ -83,8 +77,9 @@ func (s *Store) clearModel(ctx context.Context, digest string) error {
 
 // SaveModel applies changes of the live model and the cookies that cover
 // them in one transaction, so a saved cookie never runs ahead of the saved
-// entries (a nil cookie forgets the stream's).
-func (s *Store) SaveModel(ctx context.Context, ops []LiveOp, cookies map[string][]byte) error {
+// entries (a nil cookie forgets the stream's). ops hands each change to
+// its yield: an entry as received, or its deletion (attrs nil).
+func (s *Store) SaveModel(ctx context.Context, ops func(yield func(stream, key, dn string, attrs []byte) error) error, cookies map[string][]byte) error {
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -102,18 +97,22 @@ func (s *Store) SaveModel(ctx context.Context, ops []LiveOp, cookies map[string]
 	}
 	defer del.Close()
 	bctx, check := batch(ctx)
-	for _, op := range ops {
+	if err := ops(func(stream, key, dn string, attrs []byte) error {
 		if err := check(); err != nil {
 			return err
 		}
-		if op.Attrs == nil {
-			_, err = del.ExecContext(bctx, op.Stream, op.Key)
+		var err error
+		if attrs == nil {
+			_, err = del.ExecContext(bctx, stream, key)
 		} else {
-			_, err = put.ExecContext(bctx, op.Stream, op.Key, op.DN, op.Attrs)
+			_, err = put.ExecContext(bctx, stream, key, dn, attrs)
 		}
 		if err != nil {
-			return fmt.Errorf("save live model entry %s: %w", op.DN, err)
+			return fmt.Errorf("save live model entry %s: %w", dn, err)
 		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	for stream, c := range cookies {
 		if c == nil {
