@@ -7,7 +7,6 @@ import (
 	"fmt"
 )
 
-
 // LoadModel calls each for every entry of the live model saved under
 // digest and returns the streams' cookies. A model saved under another
 // digest (other searches or mappings) is discarded: nothing is returned.
