@@ -17,6 +17,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/collabsync/collabsync/internal/textdist"
 )
 
 // Groupings.
@@ -129,7 +131,7 @@ func known(ctx context.Context, db *sql.DB, name string) error {
 		if err := rows.Scan(&c); err != nil {
 			return err
 		}
-		if d := distance(strings.ToLower(c), strings.ToLower(name)); d <= 2 {
+		if d := textdist.Levenshtein(strings.ToLower(c), strings.ToLower(name)); d <= 2 {
 			near = append(near, c)
 		}
 	}
@@ -142,27 +144,6 @@ func known(ctx context.Context, db *sql.DB, name string) error {
 		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(near, ", "))
 	}
 	return errors.New(msg)
-}
-
-// distance is the Levenshtein distance of two short names.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // states lists the states present, the common ones first.

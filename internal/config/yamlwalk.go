@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/collabsync/collabsync/internal/textdist"
 )
 
 // document is a parsed configuration file as YAML saw it, before decoding:
@@ -154,7 +156,7 @@ func suggest(key string, known map[string]reflect.Type) string {
 		if norm(k) == norm(key) {
 			return k
 		}
-		dist := editDistance(key, k)
+		dist := textdist.Levenshtein(key, k)
 		if nk, nkey := norm(k), norm(key); len(nk) >= 3 && len(nkey) >= 3 && (strings.HasPrefix(nk, nkey) || strings.HasPrefix(nkey, nk)) {
 			dist = min(dist, 1) // one spelled out, the other short: directory for dir
 		}
@@ -166,27 +168,6 @@ func suggest(key string, known map[string]reflect.Type) string {
 		return ""
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance of two short strings.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 var (
