@@ -59,6 +59,15 @@ var readOrder = [...]struct {
 }{{StreamUsers, "users"}, {StreamDisabled, "disabled users"}, {StreamCollaborations, "collaborations"}, {StreamRoleGroups, "role groups"},
 	{StreamProduction, "production accounts"}}
 
+// StreamOrder lists every stream in the order reads take them.
+func StreamOrder() []StreamName {
+	out := make([]StreamName, len(readOrder))
+	for i, r := range readOrder {
+		out[i] = r.stream
+	}
+	return out
+}
+
 func (s *Source) read(ctx context.Context, conn Conn) (Entries, error) {
 	searches := streams(s.cfg)
 	entries := Entries{}

@@ -177,11 +177,10 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 			if err := m.endRefresh(name); err != nil {
 				if errors.Is(err, ErrNoEntries) {
 					// The next try reads whole (see Watcher.live).
-					for name := range searches {
-						m.dropCookie(name)
+					for other := range searches {
+						m.dropCookie(other)
 					}
-					err = refreshEmpty(search, true)
-					w.events.RefreshFailed(string(name), "no_entries", err)
+					err = refusedEmpty(w.events, name, search, true)
 				}
 				return err
 			}
@@ -348,8 +347,7 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 		}
 		if err := m.endRefresh(r.stream); err != nil {
 			if errors.Is(err, ErrNoEntries) {
-				err = fmt.Errorf("read %s: %w", r.what, noEntries(search))
-				w.events.RefreshFailed(string(r.stream), "no_entries", err)
+				err = refusedEmpty(w.events, r.stream, search, false)
 			}
 			return err
 		}

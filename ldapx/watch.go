@@ -313,9 +313,7 @@ func (w *Watcher) live(m *Model, name StreamName, search config.Search, resumed 
 		// The next try reads whole: a saved model that was wrong is put
 		// right, and an empty directory is refused again.
 		m.dropCookie(name)
-		err = refreshEmpty(search, resumed)
-		w.events.RefreshFailed(string(name), "no_entries", err)
-		return err
+		return refusedEmpty(w.events, name, search, resumed)
 	case err != nil:
 		m.dropCookie(name)
 		return fmt.Errorf("%w: %v", errCookieRejected, err)
@@ -324,12 +322,15 @@ func (w *Watcher) live(m *Model, name StreamName, search config.Search, resumed 
 	return nil
 }
 
-// refreshEmpty says why a refresh that left a stream empty was refused.
-func refreshEmpty(search config.Search, resumed bool) error {
+// refusedEmpty says why a refresh that would leave a stream empty was
+// refused, and tells the events.
+func refusedEmpty(events WatchEvents, name StreamName, search config.Search, resumed bool) error {
+	err := fmt.Errorf("refresh: %w", noEntries(search))
 	if resumed {
-		return fmt.Errorf("refresh resumed from the saved cookie would leave no entry (every one deleted, moved, or no longer readable): %w", noEntries(search))
+		err = fmt.Errorf("refresh resumed from the saved cookie would leave no entry (every one deleted, moved, or no longer readable): %w", noEntries(search))
 	}
-	return fmt.Errorf("refresh: %w", noEntries(search))
+	events.RefreshFailed(string(name), "no_entries", err)
+	return err
 }
 
 // unresumable reports a 389-ds cookie that names no change: its Retro

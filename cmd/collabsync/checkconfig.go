@@ -25,7 +25,7 @@ func cmdCheckConfig(ctx context.Context, a *app, args []string) int {
 	}
 	fmt.Fprintf(a.stdout, "%s: valid\n", a.configPath)
 	counts, err := ldapx.NewSource(cfg.LDAP, a.log).Count(ctx)
-	for _, s := range []ldapx.StreamName{ldapx.StreamUsers, ldapx.StreamDisabled, ldapx.StreamCollaborations, ldapx.StreamRoleGroups, ldapx.StreamProduction} {
+	for _, s := range ldapx.StreamOrder() {
 		if n, ok := counts[s]; ok {
 			fmt.Fprintf(a.stdout, "%s: %d entries\n", s, n)
 		}

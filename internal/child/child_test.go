@@ -7,36 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// groupAlive reports whether a live process (not a zombie nobody has
-// reaped yet) of the group is left.
-func groupAlive(pgid int) bool {
-	if syscall.Kill(-pgid, 0) != nil {
-		return false
-	}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(data[i+1:])) // state ppid pgrp ...
-		if len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
-			return true
-		}
-	}
-	return false
-}
+	"github.com/collabsync/collabsync/internal/testharness"
+)
 
 func TestRun(t *testing.T) {
 	ctx := context.Background()
@@ -89,7 +65,7 @@ func TestRun(t *testing.T) {
 					pid = pid*10 + int(ch-'0')
 				}
 				time.Sleep(50 * time.Millisecond)
-				if groupAlive(pid) {
+				if testharness.GroupAlive(pid) {
 					t.Errorf("processes of the group are left")
 				}
 			}

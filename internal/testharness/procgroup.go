@@ -35,6 +35,10 @@ func StopGroup(pgid int, grace time.Duration) error {
 	}
 }
 
+// GroupAlive reports whether a live process (not a zombie) of the group
+// is left.
+func GroupAlive(pgid int) bool { return groupMembers(pgid) > 0 }
+
 // groupMembers counts the processes of a group that are not zombies (a
 // zombie writes nothing, and in a container nobody may reap it).
 func groupMembers(pgid int) int {
