@@ -24,7 +24,9 @@ type Lock struct{ f *os.File }
 
 // BusyError says another run holds the lock.
 type BusyError struct {
-	Dir    string
+	Dir string
+	// Target, for a target's lock, names the target.
+	Target string
 	Holder string // as its holder described itself, e.g. "collabsync sync (pid 4242) since 10:03:12"
 	Waited time.Duration
 }
@@ -33,6 +35,10 @@ func (e *BusyError) Error() string {
 	holder := e.Holder
 	if holder == "" {
 		holder = "another collabsync run"
+	}
+	if e.Target != "" {
+		return fmt.Sprintf("target %s is being run by %s; gave up after waiting %v (one run per target at a time: sync, serve)",
+			e.Target, holder, e.Waited.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("state directory %s is in use by %s; gave up after waiting %v (one mutating run at a time: sync, ingest, approve, serve's runs)",
 		e.Dir, holder, e.Waited.Round(time.Millisecond))
@@ -49,6 +55,18 @@ func Acquire(ctx context.Context, dir, who string, wait time.Duration, waiting f
 	var busy *BusyError
 	if errors.As(err, &busy) {
 		busy.Dir = dir
+	}
+	return l, err
+}
+
+// AcquireTarget takes the lock of one target in dir: runs of one target
+// are serialised across processes, while runs of different targets (each
+// on its own worker in serve) overlap.
+func AcquireTarget(ctx context.Context, dir, target, who string, wait time.Duration) (*Lock, error) {
+	l, err := acquire(ctx, filepath.Join(dir, "target-"+target+".lock"), who, wait, nil)
+	var busy *BusyError
+	if errors.As(err, &busy) {
+		busy.Dir, busy.Target = dir, target
 	}
 	return l, err
 }

@@ -52,3 +52,33 @@ func TestHeldByAnotherProcess(t *testing.T) {
 		t.Errorf("lock file says %q", b)
 	}
 }
+
+// TestTargetLocks: one target's lock excludes another run of that target
+// (even within a process: a lock is an open file), names the target and
+// its holder, and leaves other targets and the state directory's lock
+// free.
+func TestTargetLocks(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	nss, err := AcquireTarget(ctx, dir, "nss", "collabsync serve", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nss.Release()
+	_, err = AcquireTarget(ctx, dir, "nss", "collabsync sync", 100*time.Millisecond)
+	var busy *BusyError
+	if !errors.As(err, &busy) || busy.Target != "nss" ||
+		!strings.Contains(err.Error(), "target nss is being run by collabsync serve (pid ") {
+		t.Fatalf("second lock of nss: %v", err)
+	}
+	hook, err := AcquireTarget(ctx, dir, "hook", "collabsync sync", 0)
+	if err != nil {
+		t.Fatalf("another target's lock: %v", err)
+	}
+	hook.Release()
+	state, err := Acquire(ctx, dir, "collabsync sync", 0, nil)
+	if err != nil {
+		t.Fatalf("the state directory's lock: %v", err)
+	}
+	state.Release()
+}
