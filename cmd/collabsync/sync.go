@@ -45,7 +45,11 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		a.errorf(fmt.Errorf("state store: %w", err))
 		return exitFailure, false
 	}
-	state, results, err := reconcile.NewEngine(cfg, a.log, st, nil).Run(ctx, opts)
+	eng := reconcile.NewEngine(cfg, a.log, st, nil)
+	// serve runs each target on its own: a target it is applying is
+	// waited for, the others are not.
+	eng.TargetLock = reconcile.TargetLock(cfg, "collabsync sync", a.lockWait)
+	state, results, err := eng.Run(ctx, opts)
 	if state != nil {
 		if serr := reconcile.RecordHistory(ctx, st, state, results, err, opts.DryRun); serr != nil {
 			a.errorf(fmt.Errorf("state store: %w", serr))

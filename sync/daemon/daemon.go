@@ -27,6 +27,7 @@ import (
 
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
@@ -237,6 +238,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	}
 	eng := reconcile.NewEngine(cfg, s.log, s.store, s.metrics.targetCall)
 	eng.Source = src
+	eng.TargetLock = reconcile.TargetLock(cfg, "collabsync serve", serveLockWait)
 	// An account that expires needs no change in the directory to lose
 	// its access: a run is due when it does.
 	expiries := &expiryTimer{send: send}
@@ -249,9 +251,15 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 			return backoff(n, time.Duration(cfg.Serve.RetryMin), time.Duration(cfg.Serve.RetryMax))
 		},
 		After: func(ctx context.Context, r engine.RunReport) {
-			s.afterRun(ctx, r)
+			s.afterRead(ctx, r)
 			if r.State != nil {
 				expiries.arm(r.State.NextExpiry)
+			}
+		},
+		Done: s.afterTarget,
+		Settled: func(ctx context.Context, state *directory.State) {
+			if err := reconcile.SaveStatuses(ctx, s.store, state); err != nil {
+				s.log.Error("state store", "err", err)
 			}
 		},
 		Idle:      s.mem.idle,
@@ -313,21 +321,33 @@ func (s *server) setMode(src *directorySource, mode, why string) {
 	s.status.setMode(mode, why)
 }
 
-// afterRun records history, metrics and status, and tells systemd.
-func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
+// afterRead records a read of the directory: the rules' history,
+// attribution, the userdb provider's state, metrics and status.
+func (s *server) afterRead(ctx context.Context, r engine.RunReport) {
 	if r.State != nil {
 		s.attr.Store(accounting.NewAttributor(r.State))
 		if p := s.userdb.Load(); p != nil {
 			p.Set(r.State)
 		}
-		if err := reconcile.RecordHistory(ctx, s.store, r.State, r.Results, r.Err, false); err != nil {
+		if err := reconcile.RecordRead(ctx, s.store, r.State); err != nil {
 			s.log.Error("state store", "err", err)
 		}
 		s.mem.afterRun(r.Full)
 	}
-	s.metrics.observeRun(r)
+	s.metrics.observeRead(r)
+	s.status.recordRead(r)
+	notify("STATUS=" + s.status.line())
+}
+
+// afterTarget records one target's run: its held plan, metrics, status,
+// and the retry queue; it tells systemd when start-up is over.
+func (s *server) afterTarget(ctx context.Context, r engine.TargetReport) {
+	if err := reconcile.RecordResults(ctx, s.store, []engine.Result{r.Result}); err != nil {
+		s.log.Error("state store", "err", err)
+	}
+	s.metrics.observeTarget(r)
 	if sch := s.schedules.Load(); sch != nil {
-		s.status.setMaintenance(time.Now(), *sch, r.Results)
+		s.status.setMaintenance(time.Now(), *sch, r.Result)
 	}
 	queue, err := s.store.Queue(ctx)
 	if err != nil {
@@ -338,7 +358,7 @@ func (s *server) afterRun(ctx context.Context, r engine.RunReport) {
 		s.metrics.queueChanges.WithLabelValues(q.Target).Set(float64(q.Changes))
 	}
 	s.metrics.queue.set(queue)
-	if s.status.record(r, queue) {
+	if s.status.recordTarget(r, queue) {
 		// Start-up is over: the directory is read and every target is
 		// reconciled or holds a plan for an operator to approve (/readyz
 		// says which). Waiting for the approval here would have systemd

@@ -195,8 +195,8 @@ func newMetrics(version string) *metrics {
 	return m
 }
 
-// observeRun updates the metrics from one reconcile.
-func (m *metrics) observeRun(r engine.RunReport) {
+// observeRead updates the metrics from one read of the directory.
+func (m *metrics) observeRead(r engine.RunReport) {
 	if busy := (*statelock.BusyError)(nil); errors.As(r.Err, &busy) {
 		m.lockBusy.Inc()
 		return
@@ -206,37 +206,6 @@ func (m *metrics) observeRun(r engine.RunReport) {
 		return
 	}
 	m.directoryReads.WithLabelValues("success").Inc()
-	for _, res := range r.Results {
-		result := "success"
-		switch {
-		case res.Plan != nil && res.Plan.Refused != "":
-			result = "refused"
-		case res.Err != nil:
-			result = "failure"
-		}
-		m.runs.WithLabelValues(res.Target, result).Inc()
-		if result == "refused" {
-			m.held.WithLabelValues(res.Target).Set(1)
-		} else {
-			m.held.WithLabelValues(res.Target).Set(0)
-		}
-		m.duration.WithLabelValues(res.Target).Observe(res.Duration.Seconds())
-		m.drift.WithLabelValues(res.Target).Add(float64(res.Drift))
-		in := 0.0
-		if res.Maintenance != "" {
-			in = 1
-		}
-		m.inMaintenance.WithLabelValues(res.Target).Set(in)
-		if res.Applied {
-			add, mod, del := res.Plan.Counts()
-			m.changes.WithLabelValues(res.Target, string(engine.OpAdd)).Add(float64(add))
-			m.changes.WithLabelValues(res.Target, string(engine.OpModify)).Add(float64(mod))
-			m.changes.WithLabelValues(res.Target, string(engine.OpDelete)).Add(float64(del))
-		}
-		if result == "success" {
-			m.lastSuccess.WithLabelValues(res.Target).Set(float64(r.Started.Add(r.Duration).Unix()))
-		}
-	}
 	// Counted first: a labelled child per object would be 100k lookups.
 	type key struct{ kind, state string }
 	objects := map[key]int{}
@@ -265,6 +234,43 @@ func (m *metrics) observeRun(r engine.RunReport) {
 	m.violations.Reset()
 	for k, n := range violations {
 		m.violations.WithLabelValues(k.kind, k.severity).Set(float64(n))
+	}
+}
+
+// observeTarget updates the metrics from one target's run.
+func (m *metrics) observeTarget(r engine.TargetReport) {
+	res := r.Result
+	if busy := (*statelock.BusyError)(nil); errors.As(res.Err, &busy) {
+		m.lockBusy.Inc()
+	}
+	result := "success"
+	switch {
+	case res.Plan != nil && res.Plan.Refused != "":
+		result = "refused"
+	case res.Err != nil:
+		result = "failure"
+	}
+	m.runs.WithLabelValues(res.Target, result).Inc()
+	if result == "refused" {
+		m.held.WithLabelValues(res.Target).Set(1)
+	} else {
+		m.held.WithLabelValues(res.Target).Set(0)
+	}
+	m.duration.WithLabelValues(res.Target).Observe(res.Duration.Seconds())
+	m.drift.WithLabelValues(res.Target).Add(float64(res.Drift))
+	in := 0.0
+	if res.Maintenance != "" {
+		in = 1
+	}
+	m.inMaintenance.WithLabelValues(res.Target).Set(in)
+	if res.Applied {
+		add, mod, del := res.Plan.Counts()
+		m.changes.WithLabelValues(res.Target, string(engine.OpAdd)).Add(float64(add))
+		m.changes.WithLabelValues(res.Target, string(engine.OpModify)).Add(float64(mod))
+		m.changes.WithLabelValues(res.Target, string(engine.OpDelete)).Add(float64(del))
+	}
+	if result == "success" {
+		m.lastSuccess.WithLabelValues(res.Target).Set(float64(time.Now().Unix()))
 	}
 }
 

@@ -19,7 +19,8 @@ func TestMetricsLint(t *testing.T) {
 		Violations: []directory.Violation{{Kind: directory.KindMailDomain, Severity: directory.SeverityError}},
 	}
 	plan := &engine.Plan{Target: "nss", Changes: []engine.Change{{Op: engine.OpAdd}}}
-	m.observeRun(engine.RunReport{Started: time.Now(), State: state, Results: []engine.Result{{Target: "nss", Plan: plan, Applied: true}}})
+	m.observeRead(engine.RunReport{Started: time.Now(), State: state})
+	m.observeTarget(engine.TargetReport{Started: time.Now(), State: state, Result: engine.Result{Target: "nss", Plan: plan, Applied: true}})
 	m.setMode("syncrepl")
 	m.ingestJobs.WithLabelValues("s", "new").Add(3)
 	m.ingestCoreSeconds.WithLabelValues("c", "atlas").Add(7200)

@@ -253,44 +253,52 @@ func (s *status) setDeletions(mechanism string, worst time.Duration) {
 	s.mu.Unlock()
 }
 
-// record takes one run in; it reports whether the daemon just became ready.
-func (s *status) record(r engine.RunReport, queue []store.Queued) bool {
+// recordRead takes one read of the directory in.
+func (s *status) recordRead(r engine.RunReport) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := &s.data
+	d.Directory.LastReason = r.Reason
+	if r.State == nil {
+		d.Directory.LastError = r.Err.Error()
+		return
+	}
+	d.Directory.LastRead, d.Directory.LastError = r.Started, ""
+	d.Directory.Users, d.Directory.Violations = len(r.State.Users), len(r.State.Violations)
+	d.Ready, _ = s.readyLocked()
+}
+
+// recordTarget takes one target's run in; it reports whether the daemon
+// just became ready.
+func (s *status) recordTarget(r engine.TargetReport, queue []store.Queued) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := &s.data
 	d.Queue = queue
-	d.Directory.LastReason = r.Reason
-	if r.State == nil {
-		d.Directory.LastError = r.Err.Error()
-		return false
+	res := r.Result
+	t := d.Targets[res.Target]
+	if t == nil {
+		t = &TargetStatus{}
+		d.Targets[res.Target] = t
 	}
-	d.Directory.LastRead, d.Directory.LastError = r.Started, ""
-	d.Directory.Users, d.Directory.Violations = len(r.State.Users), len(r.State.Violations)
-	for _, res := range r.Results {
-		t := d.Targets[res.Target]
-		if t == nil {
-			t = &TargetStatus{}
-			d.Targets[res.Target] = t
+	t.LastRun, t.Error = r.Started, ""
+	t.Added, t.Modified, t.Deleted = 0, 0, 0
+	switch {
+	case res.Maintenance != "":
+		t.Result = "maintenance"
+	case res.Plan != nil && res.Plan.Refused != "":
+		p := res.Plan
+		if t.Held == nil || t.Held.Digest != p.Digest {
+			t.Held = &HeldPlan{Digest: p.Digest, Reason: p.Refused, Since: r.Started, Suspect: s.suspect(p, r.State),
+				Approve: "collabsync approve " + res.Target + " " + p.Digest}
 		}
-		t.LastRun, t.Error = r.Started, ""
-		t.Added, t.Modified, t.Deleted = 0, 0, 0
-		switch {
-		case res.Maintenance != "":
-			t.Result = "maintenance"
-		case res.Plan != nil && res.Plan.Refused != "":
-			p := res.Plan
-			if t.Held == nil || t.Held.Digest != p.Digest {
-				t.Held = &HeldPlan{Digest: p.Digest, Reason: p.Refused, Since: r.Started, Suspect: s.suspect(p, r.State),
-					Approve: "collabsync approve " + res.Target + " " + p.Digest}
-			}
-			t.Result, t.Error = "held", res.Err.Error()
-		case res.Err != nil:
-			t.Result, t.Error = "failure", res.Err.Error()
-		default:
-			t.Result, t.LastSuccess, t.Held = "success", r.Started, nil
-			if res.Applied {
-				t.Added, t.Modified, t.Deleted = res.Plan.Counts()
-			}
+		t.Result, t.Error = "held", res.Err.Error()
+	case res.Err != nil:
+		t.Result, t.Error = "failure", res.Err.Error()
+	default:
+		t.Result, t.LastSuccess, t.Held = "success", r.Started, nil
+		if res.Applied {
+			t.Added, t.Modified, t.Deleted = res.Plan.Counts()
 		}
 	}
 	d.Ready, _ = s.readyLocked()
@@ -432,24 +440,24 @@ func firstLine(s string) string {
 	return s
 }
 
-// setMaintenance records each target's current and next windows, and the
-// changes held for the current one's end.
-func (s *status) setMaintenance(now time.Time, schedules map[string]*maintenance.Schedule, results []engine.Result) {
+// setMaintenance records each target's current and next windows, and
+// the changes held for the current one's end by the target that just ran.
+func (s *status) setMaintenance(now time.Time, schedules map[string]*maintenance.Schedule, ran engine.Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	held := map[string]int{}
-	for _, r := range results {
-		if r.Maintenance != "" && r.Plan != nil {
-			held[r.Target] = len(r.Plan.Changes)
-		}
-	}
 	for name, sched := range schedules {
 		t := s.data.Targets[name]
 		if t == nil {
 			t = &TargetStatus{}
 			s.data.Targets[name] = t
 		}
-		m := &MaintenanceStatus{HeldChanges: held[name]}
+		m := &MaintenanceStatus{}
+		switch {
+		case name == ran.Target && ran.Maintenance != "" && ran.Plan != nil:
+			m.HeldChanges = len(ran.Plan.Changes)
+		case name != ran.Target && t.Maintenance != nil:
+			m.HeldChanges = t.Maintenance.HeldChanges
+		}
 		var err error
 		if m.Current, m.Next, err = sched.At(now); err != nil {
 			m.Error = err.Error()

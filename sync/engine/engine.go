@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
@@ -81,7 +82,12 @@ type Engine struct {
 	Evaluate func(context.Context, *directory.Snapshot) (*directory.State, error)
 	Targets  []GuardedTarget
 	Log      *slog.Logger
+	// TargetLock, if set, is held around each run of a target that may
+	// write: one run per target at a time, across processes (a sync
+	// --once beside serve), while runs of different targets overlap.
+	TargetLock func(ctx context.Context, target string) (release func(), err error)
 
+	mu    sync.Mutex          // guards known: targets run concurrently
 	known map[string][]Record // by target name; absent: not known
 }
 
@@ -116,23 +122,13 @@ type Result struct {
 }
 
 // Run reads the source once, applies the rules, then plans (and unless
-// DryRun, applies) every target. Targets fail alone: one target's error
-// does not stop the others. The returned error is the source's, or all
-// targets' errors joined.
+// DryRun, applies) every target in turn. Targets fail alone: one target's
+// error does not stop the others. The returned error is the source's, or
+// all targets' errors joined.
 func (e *Engine) Run(ctx context.Context, opts Options) (*directory.State, []Result, error) {
-	var snap *directory.Snapshot
-	var err error
-	if fr, ok := e.Source.(FullReader); ok && opts.Full {
-		snap, err = fr.FullSnapshot(ctx)
-	} else {
-		snap, err = e.Source.Snapshot(ctx)
-	}
+	state, err := e.Read(ctx, opts.Full)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read directory: %w", err)
-	}
-	state, err := e.Evaluate(ctx, snap)
-	if err != nil {
-		return nil, nil, fmt.Errorf("account rules: %w", err)
+		return nil, nil, err
 	}
 	results := make([]Result, 0, len(e.Targets))
 	var errs []error
@@ -140,10 +136,7 @@ func (e *Engine) Run(ctx context.Context, opts Options) (*directory.State, []Res
 		if opts.Skip[t.Name()] {
 			continue
 		}
-		start := time.Now()
-		r := e.runTarget(ctx, t, state, opts)
-		r.Target = t.Name()
-		r.Duration = time.Since(start)
+		r := e.RunTarget(ctx, t, state, opts)
 		if r.Err != nil {
 			errs = append(errs, fmt.Errorf("target %s: %w", t.Name(), r.Err))
 		}
@@ -152,17 +145,56 @@ func (e *Engine) Run(ctx context.Context, opts Options) (*directory.State, []Res
 	return state, results, errors.Join(errs...)
 }
 
+// Read reads the source (whole, for a full reconcile of a FullReader)
+// and applies the rules.
+func (e *Engine) Read(ctx context.Context, full bool) (*directory.State, error) {
+	var snap *directory.Snapshot
+	var err error
+	if fr, ok := e.Source.(FullReader); ok && full {
+		snap, err = fr.FullSnapshot(ctx)
+	} else {
+		snap, err = e.Source.Snapshot(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read directory: %w", err)
+	}
+	state, err := e.Evaluate(ctx, snap)
+	if err != nil {
+		return nil, fmt.Errorf("account rules: %w", err)
+	}
+	return state, nil
+}
+
+// RunTarget plans (and unless DryRun, applies) one target against a
+// state, holding the target's lock when it may write. Runs of different
+// targets may overlap; one target is run by one caller at a time.
+func (e *Engine) RunTarget(ctx context.Context, t GuardedTarget, state *directory.State, opts Options) Result {
+	start := time.Now()
+	var r Result
+	if e.TargetLock != nil && !opts.DryRun {
+		release, err := e.TargetLock(ctx, t.Name())
+		if err != nil {
+			r = Result{Err: err}
+		} else {
+			defer release()
+		}
+	}
+	if r.Err == nil {
+		r = e.runTarget(ctx, t, state, opts)
+	}
+	r.Target = t.Name()
+	r.Duration = time.Since(start)
+	return r
+}
+
 func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *directory.State, opts Options) Result {
 	if r, ok := t.Target.(Recoverer); ok && !opts.DryRun {
 		if err := r.Recover(ctx); err != nil {
 			return Result{Err: fmt.Errorf("recover from an interrupted apply: %w", err)}
 		}
 	}
-	if e.known == nil {
-		e.known = map[string][]Record{}
-	}
 	name := t.Name()
-	current, known := e.known[name]
+	current, known := e.knownState(name)
 	var r Result
 	if t.Maintenance != nil {
 		window, until, err := t.Maintenance(time.Now())
@@ -176,7 +208,7 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	if opts.Full || !known {
 		real, err := t.Current(ctx)
 		if err != nil {
-			delete(e.known, name)
+			e.setKnown(name, nil, false)
 			return Result{Err: fmt.Errorf("read current state: %w", err)}
 		}
 		if known {
@@ -190,7 +222,7 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 		}
 		current = real
 	}
-	e.known[name] = current
+	e.setKnown(name, current, true)
 	// After the read: a target may keep from it what is not its own to
 	// decide (a list made by hand, a member from outside the directory).
 	desired, err := t.Desired(state)
@@ -214,7 +246,7 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	case plan.Refused != "":
 		// Held for an operator, who may well act on the target directly
 		// (a sync --allow-deletions): the next run reads it again.
-		delete(e.known, name)
+		e.setKnown(name, nil, false)
 		e.Log.Warn("plan refused by guard; it is held until approved", "target", plan.Target, "reason", plan.Refused,
 			"digest", plan.Digest, "approve", "collabsync approve "+plan.Target+" "+plan.Digest)
 		r.Err = fmt.Errorf("guard: %s; approve this plan with: collabsync approve %s %s", plan.Refused, plan.Target, plan.Digest)
@@ -222,17 +254,39 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	default:
 		if err := t.Apply(ctx, plan); err != nil {
 			// What a failed apply left is unknown: read it next time.
-			delete(e.known, name)
+			e.setKnown(name, nil, false)
 			r.Err = fmt.Errorf("apply: %w", err)
 			return r
 		}
-		e.known[name] = desired
+		e.setKnown(name, desired, true)
 		r.Applied = true
 	}
 	add, mod, del := plan.Counts()
 	e.Log.Info("reconciled", "target", plan.Target, "add", add, "modify", mod, "delete", del,
 		"applied", r.Applied, "dry_run", opts.DryRun)
 	return r
+}
+
+// knownState returns what the engine knows a target holds.
+func (e *Engine) knownState(target string) ([]Record, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	recs, ok := e.known[target]
+	return recs, ok
+}
+
+// setKnown records what a target holds (known) or forgets it.
+func (e *Engine) setKnown(target string, recs []Record, known bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !known {
+		delete(e.known, target)
+		return
+	}
+	if e.known == nil {
+		e.known = map[string][]Record{}
+	}
+	e.known[target] = recs
 }
 
 // hold is a run of a target in a maintenance window: held, not failed,

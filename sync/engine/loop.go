@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
@@ -31,19 +32,33 @@ type Trigger struct {
 	RetryAll bool
 }
 
-// RunReport is what one reconcile did, for history, metrics and status.
+// RunReport is one read of the directory, for history, metrics and
+// status: the state the targets are then given.
 type RunReport struct {
 	Reason   string
 	Full     bool // a full reconcile
 	Started  time.Time
 	Duration time.Duration
 	State    *directory.State // nil when the directory could not be read
-	Results  []Result
 	Err      error
+}
+
+// TargetReport is one target's run on a state the loop read.
+type TargetReport struct {
+	Reason  string
+	Started time.Time        // when the state was read
+	State   *directory.State // the state the target was given
+	Result  Result
 }
 
 // Loop runs the engine when asked: at start, on (debounced) triggers, and
 // when a failed target or an unreadable directory is due for a retry.
+//
+// The loop reads the directory and applies the rules; each target runs on
+// its own worker, so a slow, hung or unreachable target delays only
+// itself. A worker busy when a newer state comes takes the newest one
+// when it is done (states in between are never applied to it); a target
+// waiting out its backoff is given a state again when its retry is due.
 type Loop struct {
 	Engine   *Engine
 	Queue    Queue
@@ -51,15 +66,21 @@ type Loop struct {
 	// SourceBackoff is the wait before re-reading a directory that failed
 	// attempts times in a row.
 	SourceBackoff func(attempts int) time.Duration
-	// After sees every run (it must not block for long).
+	// After sees every read of the directory (it must not block for long).
 	After func(context.Context, RunReport)
-	// Idle, if set, is called after each run once the loop no longer
-	// holds anything of it (the daemon measures its resting memory there);
+	// Done sees every target's run (it must not block for long).
+	Done func(context.Context, TargetReport)
+	// Settled, if set, is called under Lock when every target given the
+	// newest state has taken it without error: the rules' history may
+	// then record that state as provisioned.
+	Settled func(context.Context, *directory.State)
+	// Idle, if set, is called once neither the loop nor any target holds
+	// anything of a run (the daemon measures its resting memory there);
 	// it must not block for long.
 	Idle func()
 	// Heartbeat, if set, is called at least every second while the loop
 	// is idle and after every run: a stuck loop stops beating (the
-	// systemd watchdog listens).
+	// systemd watchdog listens). A target's run never holds it up.
 	Heartbeat func()
 	// Approvals, if set, returns the recorded approvals (target → plan
 	// digest). While a plan is held by its guard the loop asks every
@@ -68,28 +89,141 @@ type Loop struct {
 	// HeldRetry is how soon a run retries plans held by their guards when
 	// nothing else triggers one (the directory may have recovered).
 	HeldRetry time.Duration
-	// Lock, if set, is held for each run from before the directory is
-	// read until After has returned, so that runs of other processes on
-	// the same state interleave with this loop's, never inside them.
+	// Lock, if set, is held for each read of the directory until After
+	// has returned, and around Settled, so that runs of other processes
+	// on the same state interleave with this loop's, never inside them.
+	// (A target's run holds the engine's TargetLock instead.)
 	Lock func(ctx context.Context) (release func(), err error)
 	// WaitForTrigger holds the first run (a full reconcile) until the
 	// first trigger: a source that builds its view first announces it.
 	WaitForTrigger bool
 	Log            *slog.Logger
+}
 
-	held map[string]string // target → digest of its plan held by the guard
+// job is a state given to a target's worker.
+type job struct {
+	gen    uint64
+	reason string
+	start  time.Time
+	state  *directory.State
+	opts   Options
+}
+
+// worker runs one target: the newest job it was given, one at a time.
+type worker struct {
+	target GuardedTarget
+	wake   chan struct{}
+	mu     sync.Mutex
+	next   *job // given, not yet taken
+}
+
+// give hands the worker a state, replacing one it has not taken yet.
+func (w *worker) give(j *job) {
+	w.mu.Lock()
+	w.next = j
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) take() *job {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	j := w.next
+	w.next = nil
+	return j
+}
+
+// done is a worker's report of one job.
+type done struct {
+	gen    uint64
+	report TargetReport
+}
+
+// work runs the jobs it is given until stop ends; a run in progress then
+// finishes (until ctx ends) and is reported.
+func (w *worker) work(stop, ctx context.Context, e *Engine, reports chan<- done) {
+	for {
+		select {
+		case <-stop.Done():
+			return
+		case <-w.wake:
+		}
+		j := w.take()
+		if j == nil {
+			continue
+		}
+		r := e.RunTarget(ctx, w.target, j.state, j.opts)
+		reports <- done{gen: j.gen, report: TargetReport{Reason: j.reason, Started: j.start, State: j.state, Result: r}}
+	}
+}
+
+// loopRun is the loop's bookkeeping while it runs.
+type loopRun struct {
+	workers map[string]*worker
+	given   map[string]uint64 // target → generation of its newest job
+	busy    map[string]bool   // a job given and not yet reported
+	gen     uint64
+	// due is each target's next attempt while it waits out a backoff.
+	due map[string]time.Time
+	// window is when each target in maintenance leaves its window.
+	window map[string]time.Time
+	// held: target → digest of its plan held by the guard; heldAt is when
+	// the loop last planned them.
+	held   map[string]string
+	heldAt time.Time
+	// sourceRetry is when an unreadable directory is read again.
+	sourceRetry    time.Time
+	sourceFailures int
+	// settling is the newest state until every target given it took it.
+	settling *settling
+}
+
+type settling struct {
+	gen     uint64
+	state   *directory.State
+	waiting map[string]bool // targets given the state, not yet reported
+	failed  bool
 }
 
 // Run reconciles until stop ends; runs use ctx, so a run in progress when
 // stop ends may finish until ctx ends too. A cancelled run is safe:
 // targets write atomically, so an abandoned apply leaves the old state,
-// and the next run redoes it.
+// and the next run redoes it. Run returns once every worker has.
 func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 	beat := func() {
 		if l.Heartbeat != nil {
 			l.Heartbeat()
 		}
 	}
+	lr := &loopRun{workers: map[string]*worker{}, given: map[string]uint64{}, busy: map[string]bool{},
+		due: map[string]time.Time{}, window: map[string]time.Time{}, held: map[string]string{}}
+	reports := make(chan done)
+	var wg sync.WaitGroup
+	for _, t := range l.Engine.Targets {
+		w := &worker{target: t, wake: make(chan struct{}, 1)}
+		lr.workers[t.Name()] = w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.work(stop, ctx, l.Engine, reports)
+		}()
+	}
+	defer func() {
+		// The workers finish what they run and report it.
+		finished := make(chan struct{})
+		go func() { wg.Wait(); close(finished) }()
+		for {
+			select {
+			case d := <-reports:
+				l.report(ctx, lr, d)
+			case <-finished:
+				return
+			}
+		}
+	}()
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	var (
@@ -97,30 +231,51 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 		debounceC <-chan time.Time
 		// At start every queued target is tried again; the targets' real
 		// state is read as none is known yet.
-		pending        = Trigger{Reason: "start", RetryAll: true}
-		retry          = time.NewTimer(0) // the first run, at once (unless WaitForTrigger)
-		sourceFailures int
+		pending = run{Trigger: Trigger{Reason: "start", RetryAll: true}}
+		retry   = time.NewTimer(0) // the first run, at once (unless WaitForTrigger)
 	)
-	l.held = map[string]string{}
 	defer retry.Stop()
 	if l.WaitForTrigger {
 		retry.Reset(math.MaxInt64) // never, until a trigger comes
+	}
+	rearm := func() {
+		if !retry.Stop() {
+			select {
+			case <-retry.C:
+			default:
+			}
+		}
+		if next, ok := l.next(ctx, lr); ok {
+			retry.Reset(time.Until(next))
+		}
 	}
 	for {
 		beat()
 		select {
 		case <-stop.Done():
 			return
+		case d := <-reports:
+			l.report(ctx, lr, d)
+			if ctx.Err() == nil {
+				rearm()
+			}
+			continue
 		case <-ticker.C:
-			if !l.heldApproved(ctx) {
+			approved := l.heldApproved(ctx, lr)
+			if len(approved) == 0 {
 				continue
 			}
-			pending.Reason = "approval"
+			if pending.Reason == "" {
+				pending.Reason, pending.only = "approval", approved
+			} else {
+				pending.only = nil // a trigger was pending too: every target
+			}
 			if debounce != nil {
 				debounce.Stop()
 				debounce, debounceC = nil, nil
 			}
 		case t := <-triggers:
+			pending.only = nil
 			pending.Full = pending.Full || t.Full
 			pending.RetryAll = pending.RetryAll || t.RetryAll
 			if debounce == nil {
@@ -133,138 +288,249 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 			debounce, debounceC = nil, nil
 		case <-retry.C:
 			if pending.Reason == "" {
-				pending.Reason = "retry"
+				// Only what is due; every target after an unreadable directory.
+				pending.Reason, pending.only = "retry", l.due(lr, time.Now())
 			}
 			if debounce != nil { // this run covers the pending trigger too
 				debounce.Stop()
 				debounce, debounceC = nil, nil
 			}
 		}
-		next, ok := l.runOnce(ctx, pending, &sourceFailures)
-		pending = Trigger{}
-		if l.Idle != nil {
-			l.Idle()
-		}
+		l.runOnce(ctx, lr, pending)
+		pending = run{}
+		l.idle(lr)
 		beat()
-		if !retry.Stop() {
-			select {
-			case <-retry.C:
-			default:
-			}
-		}
-		if ok {
-			retry.Reset(time.Until(next))
+		if ctx.Err() == nil {
+			rearm()
 		}
 	}
 }
 
-// heldApproved reports whether a plan held by its guard has been approved
-// since the last run.
-func (l *Loop) heldApproved(ctx context.Context) bool {
-	if len(l.held) == 0 || l.Approvals == nil {
-		return false
+// run is a run the loop has pending: a trigger, and for a retry or an
+// approval the targets it is for (nil: every target).
+type run struct {
+	Trigger
+	only map[string]bool
+}
+
+// heldApproved returns the targets whose plan held by its guard has been
+// approved since it was planned.
+func (l *Loop) heldApproved(ctx context.Context, lr *loopRun) map[string]bool {
+	if len(lr.held) == 0 || l.Approvals == nil {
+		return nil
 	}
 	approved, err := l.Approvals(ctx)
 	if err != nil {
 		l.Log.Error("read approvals", "err", err)
-		return false
+		return nil
 	}
-	for target, digest := range l.held {
+	out := map[string]bool{}
+	for target, digest := range lr.held {
 		if approved[target] == digest {
-			return true
+			out[target] = true
 		}
 	}
-	return false
+	return out
 }
 
-// runOnce runs the engine and returns when the next retry is due (ok is
-// false when nothing waits).
-func (l *Loop) runOnce(ctx context.Context, t Trigger, sourceFailures *int) (next time.Time, ok bool) {
+// due returns the targets a retry at now is for: those whose backoff or
+// maintenance window is over, and held plans due to be planned again;
+// nil (every target) when the directory is read again after a failure.
+func (l *Loop) due(lr *loopRun, now time.Time) map[string]bool {
+	if !lr.sourceRetry.IsZero() {
+		return nil
+	}
+	out := map[string]bool{}
+	for target, at := range lr.due {
+		if !at.After(now) {
+			out[target] = true
+		}
+	}
+	for target, at := range lr.window {
+		if !at.After(now) {
+			out[target] = true
+		}
+	}
+	if l.HeldRetry > 0 && !lr.heldAt.Add(l.HeldRetry).After(now) {
+		for target := range lr.held {
+			out[target] = true
+		}
+	}
+	return out
+}
+
+// runOnce reads the directory and gives the state to every target the run
+// is for that is not waiting out a backoff (all of them on a full
+// reconcile or RetryAll).
+func (l *Loop) runOnce(ctx context.Context, lr *loopRun, t run) {
 	start := time.Now()
+	fail := func(report RunReport, msg string) {
+		lr.sourceFailures++
+		wait := l.SourceBackoff(lr.sourceFailures)
+		lr.sourceRetry = start.Add(wait)
+		l.Log.Error(msg, "err", report.Err, "retry_in", wait)
+		l.After(ctx, report)
+	}
 	if l.Lock != nil {
 		release, err := l.Lock(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return time.Time{}, false
+			if ctx.Err() == nil {
+				fail(RunReport{Reason: t.Reason, Started: start, Duration: time.Since(start), Err: err}, "reconcile postponed")
 			}
-			*sourceFailures++
-			wait := l.SourceBackoff(*sourceFailures)
-			l.Log.Warn("reconcile postponed", "err", err, "retry_in", wait)
-			l.After(ctx, RunReport{Reason: t.Reason, Started: start, Duration: time.Since(start), Err: err})
-			return start.Add(wait), true
+			return
 		}
 		defer release()
 	}
-	waiting, err := l.Queue.Waiting(ctx)
-	if err != nil {
-		l.Log.Error("read retry queue", "err", err)
+	state, err := l.Engine.Read(ctx, t.Full)
+	report := RunReport{Reason: t.Reason, Full: t.Full, Started: start, Duration: time.Since(start), State: state, Err: err}
+	if ctx.Err() != nil {
+		return
 	}
-	skip := map[string]bool{}
-	for target, at := range waiting {
-		if !t.Full && !t.RetryAll && at.After(start) {
-			skip[target] = true
-		}
+	if state == nil {
+		fail(report, "reconcile failed: directory unreadable; downstream keeps its last state")
+		return
 	}
-	opts := Options{Skip: skip, Full: t.Full}
+	lr.sourceFailures, lr.sourceRetry = 0, time.Time{}
+	l.After(ctx, report)
+	opts := Options{Full: t.Full}
 	if l.Approvals != nil {
 		if opts.Approved, err = l.Approvals(ctx); err != nil {
 			l.Log.Error("read approvals", "err", err)
 		}
 	}
-	state, results, err := l.Engine.Run(ctx, opts)
-	report := RunReport{Reason: t.Reason, Full: t.Full, Started: start, Duration: time.Since(start), State: state, Results: results, Err: err}
+	l.readQueue(ctx, lr)
+	lr.gen++
+	lr.settling = &settling{gen: lr.gen, state: state, waiting: map[string]bool{}}
+	if len(lr.held) > 0 {
+		lr.heldAt = start
+	}
+	for _, tg := range l.Engine.Targets {
+		name := tg.Name()
+		if at, waiting := lr.due[name]; waiting && !t.Full && !t.RetryAll && at.After(start) {
+			continue
+		}
+		if t.only != nil && !t.only[name] {
+			continue
+		}
+		lr.workers[name].give(&job{gen: lr.gen, reason: t.Reason, start: start, state: state, opts: opts})
+		lr.given[name], lr.busy[name] = lr.gen, true
+		lr.settling.waiting[name] = true
+	}
+	if s := lr.settling; len(s.waiting) == 0 {
+		// Every target waits out a backoff: none is given the state.
+		lr.settling = nil
+		if l.Settled != nil {
+			l.Settled(ctx, s.state) // under the lock already
+		}
+	}
+}
+
+// report takes a worker's report in: the retry queue, held plans, Done,
+// and Settled once every target given the newest state has taken it.
+func (l *Loop) report(ctx context.Context, lr *loopRun, d done) {
+	r := d.report.Result
+	if lr.given[r.Target] == d.gen {
+		delete(lr.busy, r.Target)
+	}
 	if ctx.Err() != nil {
-		return time.Time{}, false
+		return // abandoned at stop: the next start runs it again
 	}
-	if state == nil {
-		*sourceFailures++
-		wait := l.SourceBackoff(*sourceFailures)
-		l.Log.Error("reconcile failed: directory unreadable; downstream keeps its last state", "err", err, "retry_in", wait)
-		l.After(ctx, report)
-		return start.Add(wait), true
+	delete(lr.held, r.Target)
+	delete(lr.window, r.Target)
+	switch {
+	case r.Plan != nil && r.Plan.Refused != "":
+		// Held for approval: not a failure to back off from; planned
+		// again by every run, and retried after HeldRetry.
+		lr.held[r.Target] = r.Plan.Digest
+		lr.heldAt = d.report.Started
+	case r.Err != nil:
+		changes := 0
+		if r.Plan != nil {
+			changes = len(r.Plan.Changes)
+		}
+		if qerr := l.Queue.Fail(ctx, r.Target, changes, r.Err); qerr != nil {
+			l.Log.Error("queue failed target", "target", r.Target, "err", qerr)
+		}
+		l.Log.Error("target failed; queued for retry", "target", r.Target, "err", r.Err)
+	default:
+		if _, queued := lr.due[r.Target]; queued {
+			if qerr := l.Queue.Succeed(ctx, r.Target); qerr != nil {
+				l.Log.Error("dequeue target", "target", r.Target, "err", qerr)
+			}
+		}
+		if !r.HeldUntil.IsZero() {
+			// A target in maintenance is run again as its window ends.
+			lr.window[r.Target] = r.HeldUntil
+		}
 	}
-	*sourceFailures = 0
-	for _, r := range results {
-		delete(l.held, r.Target)
-		switch {
-		case r.Plan != nil && r.Plan.Refused != "":
-			// Held for approval: not a failure to back off from; planned
-			// again by every run, and retried after HeldRetry.
-			l.held[r.Target] = r.Plan.Digest
-		case r.Err != nil:
-			changes := 0
-			if r.Plan != nil {
-				changes = len(r.Plan.Changes)
-			}
-			if qerr := l.Queue.Fail(ctx, r.Target, changes, r.Err); qerr != nil {
-				l.Log.Error("queue failed target", "target", r.Target, "err", qerr)
-			}
-			l.Log.Error("target failed; queued for retry", "target", r.Target, "err", r.Err)
-		case r.Err == nil:
-			if _, queued := waiting[r.Target]; queued {
-				if qerr := l.Queue.Succeed(ctx, r.Target); qerr != nil {
-					l.Log.Error("dequeue target", "target", r.Target, "err", qerr)
-				}
+	l.readQueue(ctx, lr)
+	if l.Done != nil {
+		l.Done(ctx, d.report)
+	}
+	if s := lr.settling; s != nil && s.gen == d.gen && s.waiting[r.Target] {
+		delete(s.waiting, r.Target)
+		s.failed = s.failed || r.Err != nil
+		if len(s.waiting) == 0 {
+			lr.settling = nil
+			if !s.failed && l.Settled != nil {
+				l.settle(ctx, s.state)
 			}
 		}
 	}
-	l.After(ctx, report)
-	if len(l.held) > 0 && l.HeldRetry > 0 {
-		next, ok = start.Add(l.HeldRetry), true
-	}
-	for _, r := range results {
-		// A target in maintenance is run again as its window ends.
-		if !r.HeldUntil.IsZero() && (!ok || r.HeldUntil.Before(next)) {
-			next, ok = r.HeldUntil, true
+	l.idle(lr)
+}
+
+// settle calls Settled under the lock.
+func (l *Loop) settle(ctx context.Context, state *directory.State) {
+	if l.Lock != nil {
+		release, err := l.Lock(ctx)
+		if err != nil {
+			l.Log.Warn("the rules' history is not recorded this time", "err", err)
+			return
 		}
+		defer release()
 	}
-	waiting, err = l.Queue.Waiting(ctx)
+	l.Settled(ctx, state)
+}
+
+// idle calls Idle when no target is running and the loop holds no state.
+func (l *Loop) idle(lr *loopRun) {
+	if l.Idle != nil && len(lr.busy) == 0 && lr.settling == nil {
+		l.Idle()
+	}
+}
+
+// readQueue reads which targets wait out a backoff, and until when.
+func (l *Loop) readQueue(ctx context.Context, lr *loopRun) {
+	waiting, err := l.Queue.Waiting(ctx)
 	if err != nil {
-		return next, ok
+		l.Log.Error("read retry queue", "err", err)
+		return
 	}
-	for _, at := range waiting {
+	lr.due = waiting
+}
+
+// next is when a run is next due (ok is false when nothing waits): a
+// retry of the directory, of a target's backoff, of held plans, or the
+// end of a maintenance window.
+func (l *Loop) next(ctx context.Context, lr *loopRun) (next time.Time, ok bool) {
+	consider := func(at time.Time) {
 		if !ok || at.Before(next) {
 			next, ok = at, true
+		}
+	}
+	if !lr.sourceRetry.IsZero() {
+		consider(lr.sourceRetry)
+	}
+	if len(lr.held) > 0 && l.HeldRetry > 0 {
+		consider(lr.heldAt.Add(l.HeldRetry))
+	}
+	for _, at := range lr.window {
+		consider(at)
+	}
+	for target, at := range lr.due {
+		if !lr.busy[target] { // a busy target takes the newest state anyway
+			consider(at)
 		}
 	}
 	return next, ok

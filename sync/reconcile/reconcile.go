@@ -18,6 +18,7 @@ import (
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/localaccounts"
 	"github.com/collabsync/collabsync/internal/maintenance"
+	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -149,23 +150,40 @@ func guard(g config.Guard) engine.Guard {
 	return engine.Guard{MaxDeleteRatio: g.MaxDeleteRatio, MinDeletes: g.MinDeletes}
 }
 
-// RecordHistory stores what a run decided: violations (with their
-// first-seen dates, filled into state), what attributing accounting jobs
-// needs (so an ingest reads no directory), which plans their guards hold
-// (for 'approve' and status; targets that went through are forgotten)
-// and, when every target took the state, the statuses the hold action
-// compares against next time. A dry run only reads the dates.
+// RecordHistory stores what a one-shot run decided: RecordRead,
+// RecordResults and, when every target took the state, SaveStatuses. A
+// dry run only reads the violations' dates.
 func RecordHistory(ctx context.Context, st *store.Store, state *directory.State, results []engine.Result, runErr error, dryRun bool) error {
-	now := time.Now()
 	if dryRun {
-		return st.ViolationsSince(ctx, state.Violations, now)
+		return st.ViolationsSince(ctx, state.Violations, time.Now())
 	}
+	if err := RecordRead(ctx, st, state); err != nil {
+		return err
+	}
+	if err := RecordResults(ctx, st, results); err != nil {
+		return err
+	}
+	if runErr != nil {
+		return nil
+	}
+	return SaveStatuses(ctx, st, state)
+}
+
+// RecordRead stores what a read of the directory decided: violations
+// (with their first-seen dates, filled into state) and what attributing
+// accounting jobs needs (so an ingest reads no directory).
+func RecordRead(ctx context.Context, st *store.Store, state *directory.State) error {
+	now := time.Now()
 	if err := st.RecordViolations(ctx, state.Violations, now); err != nil {
 		return fmt.Errorf("record violations: %w", err)
 	}
-	if err := SaveAttribution(ctx, st, accounting.NewAttributor(state), now); err != nil {
-		return err
-	}
+	return SaveAttribution(ctx, st, accounting.NewAttributor(state), now)
+}
+
+// RecordResults stores which plans their guards hold (for 'approve' and
+// status); targets that went through are forgotten.
+func RecordResults(ctx context.Context, st *store.Store, results []engine.Result) error {
+	now := time.Now()
 	for _, r := range results {
 		switch {
 		case r.Plan != nil && r.Plan.Refused != "":
@@ -178,14 +196,29 @@ func RecordHistory(ctx context.Context, st *store.Store, state *directory.State,
 			}
 		}
 	}
-	if runErr != nil {
-		return nil
-	}
+	return nil
+}
+
+// SaveStatuses records a state every target took as provisioned: the
+// statuses the hold action compares against next time.
+func SaveStatuses(ctx context.Context, st *store.Store, state *directory.State) error {
 	changed, gone := state.StatusChanges()
-	if err := st.SaveStatusChanges(ctx, changed, gone, now); err != nil {
+	if err := st.SaveStatusChanges(ctx, changed, gone, time.Now()); err != nil {
 		return fmt.Errorf("save statuses: %w", err)
 	}
 	return nil
+}
+
+// TargetLock returns the engine's TargetLock for a process: a lock file
+// per target in the state directory, waited for up to wait.
+func TargetLock(cfg *config.Config, who string, wait time.Duration) func(context.Context, string) (func(), error) {
+	return func(ctx context.Context, target string) (func(), error) {
+		l, err := statelock.AcquireTarget(ctx, cfg.StateDir, target, who, wait)
+		if err != nil {
+			return nil, err
+		}
+		return func() { l.Release() }, nil
+	}
 }
 
 // SaveAttribution stores what attributing jobs needs.

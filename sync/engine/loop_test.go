@@ -1,0 +1,247 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+// liveSource serves whatever snapshot was last set.
+type liveSource struct {
+	mu   sync.Mutex
+	snap *directory.Snapshot
+}
+
+func (s *liveSource) set(snap *directory.Snapshot) {
+	s.mu.Lock()
+	s.snap = snap
+	s.mu.Unlock()
+}
+
+func (s *liveSource) Snapshot(context.Context) (*directory.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.snap, nil
+}
+
+// chanTarget sends the users of every plan it applies; hang makes Apply
+// block until its context ends, fail makes the first fail applies fail.
+type chanTarget struct {
+	name    string
+	applied chan []Record
+	hang    bool
+	mu      sync.Mutex
+	fail    int
+	held    []Record
+}
+
+func (c *chanTarget) Name() string { return c.name }
+func (c *chanTarget) Desired(s *directory.State) ([]Record, error) {
+	return (&fakeTarget{}).Desired(s)
+}
+func (c *chanTarget) Current(context.Context) ([]Record, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held, nil
+}
+func (c *chanTarget) Apply(ctx context.Context, p *Plan) error {
+	if c.hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.fail > 0 {
+		c.fail--
+		return errors.New("HTTP 500")
+	}
+	c.held = p.Desired
+	c.applied <- p.Desired
+	return nil
+}
+
+// memQueue is the retry queue in memory, with a 50 ms backoff.
+type memQueue struct {
+	mu        sync.Mutex
+	next      map[string]time.Time
+	failures  int
+	successes int
+}
+
+func (q *memQueue) Waiting(context.Context) (map[string]time.Time, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := map[string]time.Time{}
+	for k, v := range q.next {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (q *memQueue) Fail(_ context.Context, target string, _ int, _ error) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.failures++
+	q.next[target] = time.Now().Add(50 * time.Millisecond)
+	return nil
+}
+
+func (q *memQueue) Succeed(_ context.Context, target string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.successes++
+	delete(q.next, target)
+	return nil
+}
+
+type loopFixture struct {
+	src      *liveSource
+	loop     *Loop
+	triggers chan Trigger
+	queue    *memQueue
+	stop     context.CancelFunc
+	cancel   context.CancelFunc
+	ended    chan struct{}
+	mu       sync.Mutex
+	settled  int
+	done     map[string]int
+}
+
+func startLoop(t *testing.T, targets ...Target) *loopFixture {
+	t.Helper()
+	f := &loopFixture{src: &liveSource{snap: users("a")}, triggers: make(chan Trigger, 16),
+		queue: &memQueue{next: map[string]time.Time{}}, ended: make(chan struct{}), done: map[string]int{}}
+	e := &Engine{Source: f.src, Evaluate: allActive, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, tg := range targets {
+		e.Targets = append(e.Targets, GuardedTarget{Target: tg, Guard: Guard{MaxDeleteRatio: 1, MinDeletes: 1}})
+	}
+	f.loop = &Loop{Engine: e, Queue: f.queue, Debounce: 10 * time.Millisecond, Log: e.Log, WaitForTrigger: true,
+		SourceBackoff: func(int) time.Duration { return 50 * time.Millisecond },
+		After:         func(context.Context, RunReport) {},
+		Done: func(_ context.Context, r TargetReport) {
+			f.mu.Lock()
+			f.done[r.Result.Target]++
+			f.mu.Unlock()
+		},
+		Settled: func(context.Context, *directory.State) {
+			f.mu.Lock()
+			f.settled++
+			f.mu.Unlock()
+		},
+	}
+	stop, cancelStop := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	f.stop, f.cancel = cancelStop, cancel
+	go func() {
+		defer close(f.ended)
+		f.loop.Run(stop, ctx, f.triggers)
+	}()
+	t.Cleanup(func() {
+		f.stop()
+		f.cancel()
+		<-f.ended
+	})
+	return f
+}
+
+func (f *loopFixture) counts() (settled int, done map[string]int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	done = map[string]int{}
+	for k, v := range f.done {
+		done[k] = v
+	}
+	return f.settled, done
+}
+
+// waitApplied waits for c to apply users named like want.
+func waitApplied(t *testing.T, c *chanTarget, want int, limit time.Duration) {
+	t.Helper()
+	deadline := time.After(limit)
+	for {
+		select {
+		case recs := <-c.applied:
+			if len(recs) == want {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("%s did not apply %d users within %v", c.name, want, limit)
+		}
+	}
+}
+
+// TestLoopTargetsDoNotWait: with one target hung in its apply, another
+// applies every change at once; the rules' history is not settled while
+// the hung target has not taken the state; stopping the loop abandons
+// the hung apply when the run context ends, and Run returns.
+func TestLoopTargetsDoNotWait(t *testing.T) {
+	hung := &chanTarget{name: "hook", hang: true}
+	fast := &chanTarget{name: "nss", applied: make(chan []Record, 64)}
+	f := startLoop(t, hung, fast)
+	f.triggers <- Trigger{Reason: "start"}
+	waitApplied(t, fast, 1, 2*time.Second)
+	names := []string{"a"}
+	for i := range 20 {
+		names = append(names, string(rune('b'+i)))
+		f.src.set(users(names...))
+		f.triggers <- Trigger{Reason: "directory change"}
+		waitApplied(t, fast, len(names), time.Second)
+	}
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+		settled, done := f.counts()
+		if settled == 0 && done["hook"] == 0 && done["nss"] == 21 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("settled %d times, runs reported %v; want none settled, nss 21, hook none", settled, done)
+		}
+	}
+	f.stop()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-f.ended:
+		t.Fatal("Run returned while a target still ran")
+	default:
+	}
+	f.cancel()
+	select {
+	case <-f.ended:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not return once its context ended")
+	}
+}
+
+// TestLoopRetriesAFailedTargetAlone: a target failing twice is queued,
+// retried after its backoff and taken off the queue; the other target is
+// not run again by the retries; the state settles once both took it.
+func TestLoopRetriesAFailedTargetAlone(t *testing.T) {
+	flaky := &chanTarget{name: "lists", applied: make(chan []Record, 64), fail: 2}
+	steady := &chanTarget{name: "nss", applied: make(chan []Record, 64)}
+	f := startLoop(t, flaky, steady)
+	f.triggers <- Trigger{Reason: "start"}
+	waitApplied(t, steady, 1, 2*time.Second)
+	waitApplied(t, flaky, 1, 2*time.Second)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		settled, done := f.counts()
+		f.queue.mu.Lock()
+		failures, successes, queued := f.queue.failures, f.queue.successes, len(f.queue.next)
+		f.queue.mu.Unlock()
+		if settled == 1 && done["lists"] == 3 && failures == 2 && successes == 1 && queued == 0 {
+			if done["nss"] != 1 {
+				t.Errorf("nss ran %d times; the retries of lists ran it again", done["nss"])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("settled %d, runs %v, queue: %d failures, %d successes, %d queued", settled, done, failures, successes, queued)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
