@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/testharness"
 )
@@ -99,4 +100,69 @@ func TestExecTarget(t *testing.T) {
 	if r := collabsync(t, e.config, "check-config"); r.code != 2 || !strings.Contains(r.stderr, bin+" (a directory above "+wrapper+") is writable by group or others") {
 		t.Errorf("check-config with a world-writable program directory: %d\n%s", r.code, r.stderr)
 	}
+}
+
+// TestServeHungTargetDelaysOnlyItself: an exec program that never ends,
+// whose grandchild holds its output pipe, with a timeout of ten minutes:
+// under serve, 20 membership changes still reach the nss files at the
+// usual latency, /status names the hook as the target not reconciled,
+// and serve stops on SIGTERM within 10 s, leaving no process of the
+// program behind.
+func TestServeHungTargetDelaysOnlyItself(t *testing.T) {
+	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
+	bin := filepath.Join(t.TempDir(), "bin")
+	os.Mkdir(bin, 0o755)
+	program := filepath.Join(bin, "hangs")
+	// Durations of its own, to tell this test's processes from any other's.
+	child, grandchild := fmt.Sprintf("4242.%06d", time.Now().Nanosecond()/1000), fmt.Sprintf("4243.%06d", time.Now().Nanosecond()/1000)
+	os.WriteFile(program, []byte("#!/bin/sh\ncat >/dev/null\nsleep "+grandchild+" &\nexec sleep "+child+"\n"), 0o755)
+	data, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(string(data), "\naccounting:\n", fmt.Sprintf("\n  - {name: hook, kind: exec, program: %s, timeout: 10m, state_file: %s}\naccounting:\n",
+		program, filepath.Join(bin, "hook.json")), 1)
+	writeFile(t, e.config, doc)
+	d := startServe(t, e.config)
+	eventually(t, 20*time.Second, "nss reconciled", func() bool {
+		_, body := d.get("/status")
+		return strings.Contains(body, `"nss":{"last_run":`) && strings.Contains(body, `"result":"success"`)
+	})
+	eventually(t, 5*time.Second, "the hook's program running", func() bool { return programAlive("sleep " + child) })
+	var worst time.Duration
+	for i := range 20 {
+		op, want := "add", true
+		if i%2 == 1 {
+			op, want = "delete", false
+		}
+		start := time.Now()
+		e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\n"+op+": memberUid\nmemberUid: trent\n")
+		eventually(t, 5*time.Second, fmt.Sprintf("change %d (%s trent) in getent", i+1, op),
+			func() bool { return e.inGroup(t, "lsst", "trent") == want })
+		worst = max(worst, time.Since(start))
+	}
+	t.Logf("worst latency of 20 changes with the hook hung: %v", worst)
+	st := d.status(t)
+	if st.Ready || st.Targets["hook"] != nil && !st.Targets["hook"].LastSuccess.IsZero() {
+		t.Errorf("status with the hook hung: ready %v, hook %+v", st.Ready, st.Targets["hook"])
+	}
+	if _, why := d.get("/readyz"); !strings.Contains(why, "not reconciled since start: hook") {
+		t.Errorf("/readyz: %q", why)
+	}
+	d.stop(t)
+	if programAlive("sleep "+child) || programAlive("sleep "+grandchild) {
+		t.Error("the hook's processes outlived serve")
+	}
+}
+
+// programAlive reports whether a process runs with this command line.
+func programAlive(cmdline string) bool {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range dirs {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ") == cmdline {
+			return true
+		}
+	}
+	return false
 }
