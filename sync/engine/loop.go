@@ -464,9 +464,9 @@ func (l *Loop) report(ctx context.Context, lr *loopRun, d done) {
 		}
 	}
 	l.readQueue(ctx, lr)
-	if l.Done != nil {
-		l.Done(ctx, d.report)
-	}
+	// Settled before Done: the daemon's start-up is over (Done of the
+	// last target) once the first state's history is recorded, so the
+	// first change after start does not wait for that record.
 	if s := lr.settling; s != nil && s.gen == d.gen && s.waiting[r.Target] {
 		delete(s.waiting, r.Target)
 		s.failed = s.failed || r.Err != nil
@@ -476,6 +476,9 @@ func (l *Loop) report(ctx context.Context, lr *loopRun, d done) {
 				l.settle(ctx, s.state)
 			}
 		}
+	}
+	if l.Done != nil {
+		l.Done(ctx, d.report)
 	}
 	l.idle(lr)
 }
