@@ -62,6 +62,14 @@ func (j *Job) Check() error {
 	return nil
 }
 
+// Defaults of the format check: a file whose first DefaultSampleLines
+// lines are more than DefaultMaxBadRatio bad is taken to be in another
+// format (the configuration's defaults; ingest's when none is given).
+const (
+	DefaultMaxBadRatio = 0.5
+	DefaultSampleLines = 1000
+)
+
 // Decoder turns the lines of one log into jobs. Formats whose records span
 // several lines (HTCondor) say where records end, so checkpoints fall on
 // record boundaries; formats with header lines (SWF, sacct with a header)

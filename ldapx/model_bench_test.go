@@ -52,7 +52,7 @@ func heapInUse() float64 {
 func BenchmarkModelMemory100k(b *testing.B) {
 	const n, c = 100_000, 10_000
 	cfg, err := config.Parse("bench.yaml", []byte("ldap:\n  uris: [ldap://localhost]\n  users:\n    base_dn: ou=people,dc=example,dc=org\n"+
-		"  collaborations:\n    base_dn: ou=groups,dc=example,dc=org\nstate_dir: /nonexistent\ntargets:\n  nss:\n    dir: /nonexistent\n"))
+		"  collaborations:\n    base_dn: ou=groups,dc=example,dc=org\nstate_dir: /nonexistent\n"), nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

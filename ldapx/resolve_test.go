@@ -35,7 +35,7 @@ func TestModelSnapshotIsResolve(t *testing.T) {
       attributes: {computing: computingContact}
       groups: {base_dn: "ou=roles,dc=x"}
 state_dir: /tmp
-`))
+`), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestJournalFollowsTheConfiguration(t *testing.T) {
   users: {base_dn: "ou=people,dc=x", filter: "`+filter+`"}
   collaborations: {base_dn: "ou=groups,dc=x"}
 state_dir: /tmp
-`))
+`), nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func TestUnusableAddresses(t *testing.T) {
   collaborations: {base_dn: "ou=groups,dc=x"}
   production_accounts: {base_dn: "ou=prod,dc=x", attributes: {managers: mail}}
 state_dir: /tmp
-`))
+`), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func configFor(t testing.TB, s *slapd.Server, ldapYAML string) config.LDAP {
 	} else {
 		doc = strings.Replace(doc, "state_dir", "  collaborations: {base_dn: \"ou=groups,dc=example,dc=org\"}\nstate_dir", 1)
 	}
-	cfg, err := config.Parse("test.yaml", []byte(doc))
+	cfg, err := config.Parse("test.yaml", []byte(doc), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

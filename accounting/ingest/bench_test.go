@@ -170,7 +170,7 @@ func insertFloor(b *testing.B, logPath, dbPath string) (decode, insert time.Dura
 		b.Fatal(err)
 	}
 	defer f.Close()
-	dec := Formats["slurm-sacct"](accounting.Options{Cluster: "gen", Location: time.UTC})
+	dec := Formats()["slurm-sacct"](accounting.Options{Cluster: "gen", Location: time.UTC})
 	w := &writer{db: st.DB, source: "bench"}
 	sc := bufio.NewScanner(f)
 	var jobs []staged

@@ -42,7 +42,7 @@ func decodeFile(t *testing.T, format, path string) (jobs [][]accounting.Job, bad
 		t.Fatal(err)
 	}
 	defer f.Close()
-	dec := Formats[format](accounting.Options{Cluster: "testresource", Location: time.UTC})
+	dec := Formats()[format](accounting.Options{Cluster: "testresource", Location: time.UTC})
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {

@@ -4,7 +4,7 @@
 package ingest
 
 import (
-	"sort"
+	"slices"
 
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/accounting/htcondor"
@@ -14,22 +14,28 @@ import (
 	"github.com/collabsync/collabsync/accounting/swf"
 )
 
-// Formats are the log formats by configuration name.
-var Formats = map[string]func(accounting.Options) accounting.Decoder{
-	"slurm-sacct":   func(o accounting.Options) accounting.Decoder { return slurm.NewSacct(o) },
-	"slurm-jobcomp": func(o accounting.Options) accounting.Decoder { return slurm.NewJobcomp(o) },
-	"pbs":           func(o accounting.Options) accounting.Decoder { return pbs.New(o) },
-	"sge":           func(o accounting.Options) accounting.Decoder { return sge.New(o) }, // SGE, SoGE and UGE 8.2+
-	"htcondor":      func(o accounting.Options) accounting.Decoder { return htcondor.New(o) },
-	"swf":           func(o accounting.Options) accounting.Decoder { return swf.New(o) },
+// Registry maps a log format's configuration name to its decoder.
+type Registry map[string]func(accounting.Options) accounting.Decoder
+
+// Formats returns the log formats collabsync reads. The program hands
+// their names to the configuration, which imports no parser.
+func Formats() Registry {
+	return Registry{
+		"slurm-sacct":   func(o accounting.Options) accounting.Decoder { return slurm.NewSacct(o) },
+		"slurm-jobcomp": func(o accounting.Options) accounting.Decoder { return slurm.NewJobcomp(o) },
+		"pbs":           func(o accounting.Options) accounting.Decoder { return pbs.New(o) },
+		"sge":           func(o accounting.Options) accounting.Decoder { return sge.New(o) }, // SGE, SoGE and UGE 8.2+
+		"htcondor":      func(o accounting.Options) accounting.Decoder { return htcondor.New(o) },
+		"swf":           func(o accounting.Options) accounting.Decoder { return swf.New(o) },
+	}
 }
 
-// FormatNames lists the formats, sorted.
-func FormatNames() []string {
-	names := make([]string, 0, len(Formats))
-	for n := range Formats {
+// Names lists the formats, sorted.
+func (r Registry) Names() []string {
+	names := make([]string, 0, len(r))
+	for n := range r {
 		names = append(names, n)
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	return names
 }

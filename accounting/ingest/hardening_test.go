@@ -309,7 +309,7 @@ func FuzzIngestFile(f *testing.F) {
 	f.Add(0, []byte(sacctRange(1, 3)+"garbage\n"+sacctLine(4, 1, "a")))
 	f.Add(2, []byte("ClusterId = 1\nProcId = 0\nOwner = \"u\"\nJobStatus = 4\nRemoteWallClockTime = 100\nRequestCpus = 2\nCompletionDate = 1700000000\n*** x\n"))
 	f.Add(5, []byte("; UnixStartTime: 1700000000\n1 0 0 10 1 -1 -1 1 10 -1 1 1 1 -1 1 1 -1 -1\n2 0 0 10"))
-	formats := FormatNames()
+	formats := Formats().Names()
 	f.Fuzz(func(t *testing.T, format int, data []byte) {
 		if format < 0 {
 			format = -format

@@ -29,31 +29,25 @@ type Source struct {
 	// MaxBadRatio is the share of bad lines among the first SampleLines
 	// lines a run reads from a file above which the file is taken to be in
 	// another format: nothing from it is stored or checkpointed and the
-	// run fails. nil means DefaultMaxBadRatio; 0 refuses any bad line
+	// run fails. nil means accounting.DefaultMaxBadRatio; 0 refuses any bad line
 	// there, 1 never refuses.
 	MaxBadRatio *float64
 	// SampleLines is how many lines that decision looks at (default 1000).
 	SampleLines int
 }
 
-// Defaults of the format check.
-const (
-	DefaultMaxBadRatio = 0.5
-	DefaultSampleLines = 1000
-)
-
 func (s Source) maxBadRatio() float64 {
 	if s.MaxBadRatio != nil {
 		return *s.MaxBadRatio
 	}
-	return DefaultMaxBadRatio
+	return accounting.DefaultMaxBadRatio
 }
 
 func (s Source) sampleLines() int64 {
 	if s.SampleLines > 0 {
 		return int64(s.SampleLines)
 	}
-	return DefaultSampleLines
+	return accounting.DefaultSampleLines
 }
 
 // Ingester writes jobs into the store.
@@ -305,7 +299,7 @@ func (in *Ingester) findCopy(ctx context.Context, source string, head []byte, op
 // unchanged damaged file is skipped by later runs without a word.
 func (in *Ingester) IngestFile(ctx context.Context, src Source, path string) (Stats, error) {
 	stats := Stats{Files: 1}
-	newDecoder, ok := Formats[src.Format]
+	newDecoder, ok := Formats()[src.Format]
 	if !ok {
 		return stats, fmt.Errorf("source %s: unknown format %q", src.Name, src.Format)
 	}

@@ -37,7 +37,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(uint8(4), true, true, []byte(sacctRange(1, 2)+"~\n"+sacctLine(3, 1, "a")))
 	f.Add(uint8(0), false, true, []byte("ClusterId = 1\nProcId = 0\n~\nJobStatus = 4\n*** x\nClusterId = 2\n"))
 	f.Add(uint8(5), true, false, []byte("; UnixStartTime: 1700000000\n1 0 0 10 1 -1 -1 1 10 -1 1 1 1 -1 1 1 -1 -1\n2 0 0 10"))
-	formats := FormatNames()
+	formats := Formats().Names()
 	long := bytes.Repeat([]byte("y"), maxLine+5)
 	f.Fuzz(func(t *testing.T, format uint8, compressed, withLong bool, content []byte) {
 		if withLong {
@@ -50,7 +50,7 @@ func FuzzReader(f *testing.F) {
 		head, _ := br.Peek(fingerprintLen)
 		fp := append(make([]byte, 0, fingerprintLen), head...)
 		r := &reader{in: in, src: src, path: "p", size: int64(len(content)), compressed: compressed,
-			dec: Formats[src.Format](src.Options), br: br, hash: sha256.New(), fp: fp}
+			dec: Formats()[src.Format](src.Options), br: br, hash: sha256.New(), fp: fp}
 		var out collected
 		if err := r.run(context.Background(), &out); err != nil {
 			t.Fatalf("run: %v", err)

@@ -27,7 +27,7 @@ func bigDirectory(b *testing.B, users, collabs int) (*slapd.Server, string, *con
 	b.Helper()
 	testharness.Require(b, "ldapsearch", "/usr/bin/time")
 	e := newLargeSyncEnv(b, users, collabs)
-	cfg, err := config.Load(e.config)
+	cfg, err := loadConfig(e.config)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/dirsrv"
 	"github.com/collabsync/collabsync/internal/testharness/gendir"
@@ -42,7 +41,7 @@ func BenchmarkFullRead389(b *testing.B) {
   collaborations: {base_dn: "ou=groups,dc=example,dc=org"}
 state_dir: %s
 `, s.URI, s.RootDN, s.RootPWFile, filepath.Join(dir, "state")))
-	cfg, err := config.Load(cfgPath)
+	cfg, err := loadConfig(cfgPath)
 	if err != nil {
 		b.Fatal(err)
 	}

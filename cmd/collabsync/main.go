@@ -17,11 +17,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/journal"
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/sync/reconcile"
+	"github.com/collabsync/collabsync/sync/targets"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -189,18 +191,24 @@ func envOr(key, def string) string {
 	return def
 }
 
-// loadConfig loads the configuration or prints every problem and returns nil.
+// loadConfig reads the configuration file with the target kinds and log
+// formats this program has: the one place they are handed in.
+func loadConfig(path string) (*config.Config, error) {
+	return config.Load(path, targets.Kinds(), ingest.Formats().Names())
+}
+
 // quietConfig loads the configuration, saying nothing when it cannot.
 func (a *app) quietConfig() *config.Config {
-	cfg, err := config.Load(a.configPath)
+	cfg, err := loadConfig(a.configPath)
 	if err != nil {
 		return nil
 	}
 	return cfg
 }
 
+// loadConfig loads the configuration or prints every problem and returns nil.
 func (a *app) loadConfig() *config.Config {
-	cfg, err := config.Load(a.configPath)
+	cfg, err := loadConfig(a.configPath)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "collabsync:", err)
 		return nil

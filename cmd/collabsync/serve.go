@@ -15,7 +15,7 @@ func cmdServe(ctx context.Context, a *app, args []string) int {
 		return code
 	}
 	defer st.Close()
-	if err := daemon.Run(ctx, daemon.Options{ConfigPath: a.configPath, Config: cfg, Store: st, Log: a.log, Version: version}); err != nil {
+	if err := daemon.Run(ctx, daemon.Options{ConfigPath: a.configPath, LoadConfig: loadConfig, Config: cfg, Store: st, Log: a.log, Version: version}); err != nil {
 		a.errorf(err)
 		return exitFailure
 	}

@@ -39,7 +39,7 @@ func cmdStatus(_ context.Context, a *app, args []string) int {
 	rows := make([]targetWindows, 0, len(cfg.Targets))
 	code := exitOK
 	for _, t := range cfg.Targets {
-		row := targetWindows{Target: t.Name, Kind: t.Kind}
+		row := targetWindows{Target: t.Name, Kind: t.Kind.Name}
 		if sched := schedules[t.Name]; sched != nil {
 			var err error
 			if row.Current, row.Next, err = sched.At(now); err != nil {

@@ -13,11 +13,10 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/collabsync/collabsync/accounting/ingest"
+	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/sync/engine"
-	"github.com/collabsync/collabsync/sync/targets"
 )
 
 // Config is the whole configuration file.
@@ -355,14 +354,16 @@ type Guard struct {
 // (shared with the target kinds' settings).
 type Duration = duration.Duration
 
-// Load reads, defaults and validates the file. A *FileError lists every
-// problem found, each with its line.
-func Load(path string) (*Config, error) {
+// Load reads, defaults and validates the file. kinds and formats are
+// the target kinds and accounting log formats the program knows (it hands
+// them in: the configuration imports none of them). A *FileError lists
+// every problem found, each with its line.
+func Load(path string, kinds engine.Registry, formats []string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	return Parse(path, data, kinds, formats)
 }
 
 // Parse is Load on bytes already read; name is used in messages. Every
@@ -370,12 +371,7 @@ func Load(path string) (*Config, error) {
 // the key most likely meant), values of the wrong type, and what
 // validation finds, each with its line. Only absent keys get defaults: an
 // explicit value, zero included, is honoured when validation allows it.
-func Parse(name string, data []byte) (*Config, error) {
-	return ParseWith(name, data, targets.Kinds())
-}
-
-// ParseWith is Parse with the target kinds given (tests register their own).
-func ParseWith(name string, data []byte, kinds engine.Registry) (*Config, error) {
+func Parse(name string, data []byte, kinds engine.Registry, formats []string) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		// Not YAML at all: nothing further can be said.
@@ -402,7 +398,7 @@ func ParseWith(name string, data []byte, kinds engine.Registry) (*Config, error)
 	for _, p := range problems {
 		failed[p.Path] = true
 	}
-	for _, p := range cfg.Validate() {
+	for _, p := range cfg.validate(formats) {
 		if !failed[p.Path] {
 			p.Line = doc.line(p.Path)
 			problems = append(problems, p)
@@ -534,8 +530,8 @@ func (c *Config) applyDefaults(given func(string) bool) {
 		sp := fmt.Sprintf("accounting.sources[%d].", i)
 		def(has, sp+"time_zone", &src.TimeZone, "UTC")
 		def(has, sp+"schedule", &src.Schedule, "*/15 * * * *")
-		def(has, sp+"max_bad_ratio", &src.MaxBadRatio, ingest.DefaultMaxBadRatio)
-		def(has, sp+"sample_lines", &src.SampleLines, ingest.DefaultSampleLines)
+		def(has, sp+"max_bad_ratio", &src.MaxBadRatio, accounting.DefaultMaxBadRatio)
+		def(has, sp+"sample_lines", &src.SampleLines, accounting.DefaultSampleLines)
 	}
 
 	def(has, "state_dir", &c.StateDir, "/var/lib/collabsync")

@@ -9,8 +9,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/sync/nss"
+	"github.com/collabsync/collabsync/sync/targets"
 )
+
+// parse and load read a configuration with the program's own kinds and
+// formats, as cmd hands them in.
+func parse(name string, data []byte) (*Config, error) {
+	return Parse(name, data, targets.Kinds(), ingest.Formats().Names())
+}
+
+func load(path string) (*Config, error) {
+	return Load(path, targets.Kinds(), ingest.Formats().Names())
+}
 
 func secretFile(t *testing.T) string {
 	t.Helper()
@@ -34,7 +46,7 @@ targets:
 }
 
 func TestParseDefaults(t *testing.T) {
-	cfg, err := Parse("c.yaml", []byte(minimal(secretFile(t))))
+	cfg, err := parse("c.yaml", []byte(minimal(secretFile(t))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +76,7 @@ func TestParseDefaults(t *testing.T) {
 
 func TestMemberDNDefault(t *testing.T) {
 	doc := strings.Replace(minimal(secretFile(t)), `collaborations: {`, `collaborations: {membership: member_dn, `, 1)
-	cfg, err := Parse("c.yaml", []byte(doc))
+	cfg, err := parse("c.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +112,7 @@ targets:
     guard:
       max_delete_ratio: 3
 `
-	_, err := Parse("bad.yaml", []byte(doc))
+	_, err := parse("bad.yaml", []byte(doc))
 	var fe *FileError
 	if !errors.As(err, &fe) {
 		t.Fatalf("want *FileError, got %v", err)
@@ -147,7 +159,7 @@ targets:
 func TestUnknownKeysAndTypes(t *testing.T) {
 	doc := minimal(secretFile(t)) + "extra_key: 1\n"
 	doc = strings.Replace(doc, "ldap:\n", "ldap:\n  page_sise: 10\n  timeout: soon\n", 1)
-	_, err := Parse("c.yaml", []byte(doc))
+	_, err := parse("c.yaml", []byte(doc))
 	var fe *FileError
 	if !errors.As(err, &fe) {
 		t.Fatalf("want *FileError, got %v", err)
@@ -178,7 +190,7 @@ targets:
   nss:
     guard: {max_delete_ratio: 2, min_deletes: many}
 `
-	_, err := Parse("c.yaml", []byte(doc))
+	_, err := parse("c.yaml", []byte(doc))
 	if err == nil {
 		t.Fatal("accepted")
 	}
@@ -204,7 +216,7 @@ rules: {review_grace: 0s}
 `
 	doc = strings.Replace(doc, "nss: {}", "nss: {guard: {max_delete_ratio: 0, min_deletes: 0}}", 1)
 	doc = strings.Replace(doc, `collaborations: {`, `collaborations: {default_fairshare: 0, `, 1)
-	cfg, err := Parse("c.yaml", []byte(doc))
+	cfg, err := parse("c.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,14 +236,14 @@ rules: {review_grace: 0s}
 		}
 	}
 	// A zero validation refuses is reported, not replaced.
-	_, err = Parse("c.yaml", []byte(strings.Replace(doc, "ldap:\n", "ldap:\n  timeout: 0s\n", 1)))
+	_, err = parse("c.yaml", []byte(strings.Replace(doc, "ldap:\n", "ldap:\n  timeout: 0s\n", 1)))
 	if err == nil || !strings.Contains(err.Error(), "c.yaml:3: ldap.timeout: must be positive") {
 		t.Errorf("timeout 0s: %v", err)
 	}
 }
 
 func TestEmptyFile(t *testing.T) {
-	_, err := Parse("empty.yaml", nil)
+	_, err := parse("empty.yaml", nil)
 	if err == nil || !strings.Contains(err.Error(), "ldap.uris: at least one LDAP URI is required") {
 		t.Errorf("empty file: %v", err)
 	}
@@ -270,7 +282,7 @@ func TestParseURI(t *testing.T) {
 func TestExampleConfig(t *testing.T) {
 	// The shipped example must be valid apart from files that only exist on
 	// a real host.
-	_, err := Load("../../configs/collabsync.example.yaml")
+	_, err := load("../../configs/collabsync.example.yaml")
 	var fe *FileError
 	if !errors.As(err, &fe) {
 		if err != nil {
@@ -293,8 +305,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("{{{"))
 	f.Add([]byte(minimal("/etc/hostname") + "serve: {memory_limit: 512MiB}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := Parse("fuzz.yaml", data)
-		if err == nil && len(cfg.Validate()) != 0 {
+		cfg, err := parse("fuzz.yaml", data)
+		if err == nil && len(cfg.validate(ingest.Formats().Names())) != 0 {
 			t.Errorf("accepted config does not validate")
 		}
 	})
@@ -306,7 +318,7 @@ func TestAccountingSources(t *testing.T) {
     - {name: c1-sacct, format: slurm-sacct, paths: ["/var/log/sacct*"], cluster: c1}
     - {name: c1-sacct, format: lsf, paths: [relative], time_zone: Mars/Olympus, schedule: "every day"}
 `
-	_, err := Parse("c.yaml", []byte(doc))
+	_, err := parse("c.yaml", []byte(doc))
 	msg := fmt.Sprint(err)
 	for _, want := range []string{`source "c1-sacct" is defined twice`, `unknown format "lsf"`, `"relative" must be an absolute path`,
 		"accounting.sources[1].cluster: required", `unknown time zone "Mars/Olympus"`, "accounting.sources[1].schedule: not a cron schedule"} {
@@ -314,7 +326,7 @@ func TestAccountingSources(t *testing.T) {
 			t.Errorf("missing %q in:\n%s", want, msg)
 		}
 	}
-	cfg, err := Parse("c.yaml", []byte(minimal(secretFile(t))+"accounting:\n  sources:\n    - {name: a, format: pbs, paths: [/x], cluster: c}\n"))
+	cfg, err := parse("c.yaml", []byte(minimal(secretFile(t))+"accounting:\n  sources:\n    - {name: a, format: pbs, paths: [/x], cluster: c}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +340,7 @@ func TestAccountingSources(t *testing.T) {
 // reads as instances named after their kind; mistakes name their line.
 func TestTargetInstances(t *testing.T) {
 	base := strings.Replace(minimal(secretFile(t)), "targets:\n  nss: {}\n", "", 1)
-	cfg, err := Parse("c.yaml", []byte(base+`targets:
+	cfg, err := parse("c.yaml", []byte(base+`targets:
   - name: extrausers
     kind: nss
     dir: /var/lib/extrausers
@@ -348,12 +360,12 @@ func TestTargetInstances(t *testing.T) {
 		ratio     float64
 	}{{"extrausers", "/var/lib/extrausers", 0.2}, {"login-nodes", "/srv/login/extrausers", 0.05}} {
 		got := cfg.Targets[i]
-		if got.Name != want.name || got.Kind != "nss" || got.Settings.(*nss.Settings).Dir != want.dir || got.Guard.MaxDeleteRatio != want.ratio {
+		if got.Name != want.name || got.Kind.Name != "nss" || got.Settings.(*nss.Settings).Dir != want.dir || got.Guard.MaxDeleteRatio != want.ratio {
 			t.Errorf("target %d = %+v (settings %+v), want %+v", i, got, got.Settings, want)
 		}
 	}
 
-	_, err = Parse("c.yaml", []byte(base+`targets:
+	_, err = parse("c.yaml", []byte(base+`targets:
   - name: extrausers
     kind: nss
     directory: /var/lib/extrausers
@@ -395,16 +407,16 @@ func TestTargetInstances(t *testing.T) {
 // attributes; a key the file gives wins over the preset.
 func TestSchemaPresets(t *testing.T) {
 	pw := secretFile(t)
-	parse := func(extra string) *Config {
+	withPreset := func(extra string) *Config {
 		t.Helper()
 		doc := strings.Replace(minimal(pw), "  users: {base_dn:", extra+"  users: {base_dn:", 1)
-		cfg, err := Parse("c.yaml", []byte(doc))
+		cfg, err := parse("c.yaml", []byte(doc))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return cfg
 	}
-	ad := parse("  schema: ad\n").LDAP
+	ad := withPreset("  schema: ad\n").LDAP
 	for _, c := range []struct{ name, got, want string }{
 		{"users filter", ad.Users.Filter, "(&(objectClass=user)(objectCategory=person)(uidNumber=*))"},
 		{"uid", ad.Users.Attributes.UID, "sAMAccountName"},
@@ -421,11 +433,11 @@ func TestSchemaPresets(t *testing.T) {
 			t.Errorf("ad %s = %q, want %q", c.name, c.got, c.want)
 		}
 	}
-	ipa := parse("  schema: freeipa\n").LDAP
+	ipa := withPreset("  schema: freeipa\n").LDAP
 	if ipa.Users.DisabledFilter != "(nsAccountLock=TRUE)" || ipa.Collaborations.Membership != MembershipDN {
 		t.Errorf("freeipa: %+v %+v", ipa.Users, ipa.Collaborations)
 	}
-	if def := parse("").LDAP; def.Schema != SchemaRFC2307 || def.Collaborations.Attributes.Members != "memberUid" ||
+	if def := withPreset("").LDAP; def.Schema != SchemaRFC2307 || def.Collaborations.Attributes.Members != "memberUid" ||
 		def.Users.DisabledFilter != "(|(pwdAccountLockedTime=000001010000Z)(nsAccountLock=TRUE))" || def.Users.Attributes.Expires != "" {
 		t.Errorf("default schema: %q, members %q, disabled filter %q, expires %q", def.Schema, def.Collaborations.Attributes.Members,
 			def.Users.DisabledFilter, def.Users.Attributes.Expires)
@@ -436,32 +448,32 @@ func TestSchemaPresets(t *testing.T) {
 	with := func(keys string) string {
 		return strings.Replace(minimal(pw), users, strings.TrimSuffix(users, "}")+", "+keys+"}", 1)
 	}
-	if c, err := Parse("c.yaml", []byte(with(`disabled_filter: ""`))); err != nil || c.LDAP.Users.DisabledFilter != "" {
+	if c, err := parse("c.yaml", []byte(with(`disabled_filter: ""`))); err != nil || c.LDAP.Users.DisabledFilter != "" {
 		t.Errorf("explicit empty disabled_filter: %v %+v", err, c)
 	}
 	for _, c := range []struct{ keys, want string }{
 		{`disabled_filter: "(nsAccountLock=TRUE"`, `c.yaml:5: ldap.users.disabled_filter: invalid LDAP filter`},
 		{`attributes: {expires: shadowExpire}, expires_format: seconds`, `ldap.users.expires_format: unknown format "seconds"`},
 	} {
-		if _, err := Parse("c.yaml", []byte(with(c.keys))); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := parse("c.yaml", []byte(with(c.keys))); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v", c.keys, err)
 		}
 	}
-	if c, err := Parse("c.yaml", []byte(with(`attributes: {expires: shadowExpire}, expires_format: days`))); err != nil ||
+	if c, err := parse("c.yaml", []byte(with(`attributes: {expires: shadowExpire}, expires_format: days`))); err != nil ||
 		c.LDAP.Users.ExpiresFormat != ExpiresDays {
 		t.Errorf("shadowExpire in days: %v", err)
 	}
 	// Explicit keys override the preset.
 	doc := strings.Replace(minimal(pw), `  users: {base_dn: "ou=people,dc=example,dc=org"}`,
 		"  schema: ad\n  users: {base_dn: \"ou=people,dc=example,dc=org\", attributes: {uid: uid}}", 1)
-	cfg, err := Parse("c.yaml", []byte(doc))
+	cfg, err := parse("c.yaml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.LDAP.Users.Attributes.UID != "uid" || cfg.LDAP.Users.Attributes.Home != "unixHomeDirectory" {
 		t.Errorf("override: %+v", cfg.LDAP.Users.Attributes)
 	}
-	_, err = Parse("c.yaml", []byte(strings.Replace(minimal(pw), "  users:", "  schema: openldap\n  users:", 1)))
+	_, err = parse("c.yaml", []byte(strings.Replace(minimal(pw), "  users:", "  schema: openldap\n  users:", 1)))
 	if err == nil || !strings.Contains(err.Error(), `c.yaml:5: ldap.schema: unknown schema "openldap" (want rfc2307, rfc2307bis, freeipa, ad)`) {
 		t.Errorf("unknown schema: %v", err)
 	}
@@ -490,7 +502,7 @@ func TestMaintenanceSettings(t *testing.T) {
     dir: /srv/fine
     maintenance: {windows: [{start: 2026-12-08T07:00:00Z, end: 2026-12-08T17:00:00Z, summary: Q4}]}
 `, 1)
-	cfg, err := Parse("c.yaml", []byte(doc))
+	cfg, err := parse("c.yaml", []byte(doc))
 	want := []string{
 		"c.yaml:12: targets[0].maintenance.windows[0].end: must be after the start",
 		"c.yaml:13: targets[0].maintenance.windows[1]: needs a start and an end",
@@ -528,7 +540,7 @@ func TestMemoryLimit(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d (error %v)", c.in, got, err, c.want, c.bad)
 		}
 	}
-	cfg, err := Parse("c.yaml", []byte(minimal(secretFile(t))))
+	cfg, err := parse("c.yaml", []byte(minimal(secretFile(t))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +552,7 @@ func TestMemoryLimit(t *testing.T) {
 		"lots":  `serve.memory_limit: want auto, off or a size: "lots" is not a size`,
 		"16MiB": "serve.memory_limit: 16MiB is less than 32MiB",
 	} {
-		_, err := Parse("c.yaml", []byte(minimal(secretFile(t))+"serve: {memory_limit: "+setting+"}\n"))
+		_, err := parse("c.yaml", []byte(minimal(secretFile(t))+"serve: {memory_limit: "+setting+"}\n"))
 		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
 			t.Errorf("memory_limit %s: %v, want %q", setting, err, want)
 		}

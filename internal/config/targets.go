@@ -24,8 +24,10 @@ import (
 // The older form, a mapping of kind to settings (targets: {nss: {dir: ...}}),
 // still reads: each entry is an instance named after its kind.
 type Target struct {
-	Name  string
-	Kind  string
+	Name string
+	// Kind is the instance's kind, resolved once from the registry the
+	// program handed in: it builds the instance from Settings.
+	Kind  engine.Kind
 	Guard Guard
 	// Maintenance holds the target's changes during its windows.
 	Maintenance maintenance.Config
@@ -94,7 +96,8 @@ func (d *document) targets(section *yaml.Node, kinds engine.Registry) ([]Target,
 // target reads one instance. In the older form kind is the entry's key
 // and the instance is named after it.
 func (d *document) target(n *yaml.Node, path, kind string, kinds engine.Registry) (Target, []Problem) {
-	t := Target{Path: path, Kind: kind, Name: kind}
+	t := Target{Path: path, Name: kind}
+	kindName := kind
 	var ps []Problem
 	problem := func(line int, p, format string, args ...any) {
 		ps = append(ps, Problem{Line: line, Path: p, Msg: fmt.Sprintf(format, args...)})
@@ -109,19 +112,20 @@ func (d *document) target(n *yaml.Node, path, kind string, kinds engine.Registry
 	if kind == "" {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			if n.Content[i].Value == "kind" {
-				t.Kind = n.Content[i+1].Value
+				kindName = n.Content[i+1].Value
 			}
 		}
 	}
-	k, ok := kinds.Lookup(t.Kind)
+	k, ok := kinds.Lookup(kindName)
 	switch {
-	case t.Kind == "" && kind == "":
+	case kindName == "" && kind == "":
 		problem(n.Line, path+".kind", "every target needs a kind (one of: %s)", kinds.Names())
 	case !ok:
-		problem(d.lineOf(n, "kind", n.Line), path+".kind", "unknown target kind %q (known: %s)", t.Kind, kinds.Names())
+		problem(d.lineOf(n, "kind", n.Line), path+".kind", "unknown target kind %q (known: %s)", kindName, kinds.Names())
 	}
 	var settingsType reflect.Type
 	if ok {
+		t.Kind = k
 		t.Settings = k.NewSettings()
 		settingsType = reflect.TypeOf(t.Settings).Elem()
 	}
@@ -159,7 +163,7 @@ func (d *document) target(n *yaml.Node, path, kind string, kinds engine.Registry
 			for name, ft := range common {
 				fields[name] = ft
 			}
-			msg := fmt.Sprintf("unknown key for a target of kind %s", t.Kind)
+			msg := fmt.Sprintf("unknown key for a target of kind %s", kindName)
 			if s := suggest(key.Value, fields); s != "" {
 				msg += fmt.Sprintf(" (did you mean %s?)", s)
 			}

@@ -16,7 +16,6 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/robfig/cron/v3"
 
-	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
@@ -59,12 +58,12 @@ func (ps *problems) add(path, format string, args ...any) {
 }
 
 // Validate reports every problem of a defaulted configuration at once.
-func (c *Config) Validate() []Problem {
+func (c *Config) validate(formats []string) []Problem {
 	var ps problems
 	c.LDAP.validate(&ps)
 	c.Rules.validate(&ps)
 	c.Serve.validate(&ps)
-	c.Accounting.validate(&ps)
+	c.Accounting.validate(&ps, formats)
 	if !filepath.IsAbs(c.StateDir) {
 		ps.add("state_dir", "must be an absolute path, got %q", c.StateDir)
 	} else if fi, err := os.Stat(c.StateDir); err == nil && (!fi.IsDir() || syscall.Access(c.StateDir, 2 /* W_OK */) != nil) {
@@ -258,7 +257,7 @@ func joinNames[S ~string](names []S) string {
 	return strings.Join(out, ", ")
 }
 
-func (a *Accounting) validate(ps *problems) {
+func (a *Accounting) validate(ps *problems, formats []string) {
 	names := map[string]bool{}
 	for i, s := range a.Sources {
 		path := fmt.Sprintf("accounting.sources[%d]", i)
@@ -268,8 +267,8 @@ func (a *Accounting) validate(ps *problems) {
 			ps.add(path+".name", "source %q is defined twice", s.Name)
 		}
 		names[s.Name] = true
-		if _, ok := ingest.Formats[s.Format]; !ok {
-			ps.add(path+".format", "unknown format %q (want one of %s)", s.Format, strings.Join(ingest.FormatNames(), ", "))
+		if !slices.Contains(formats, s.Format) {
+			ps.add(path+".format", "unknown format %q (want one of %s)", s.Format, strings.Join(formats, ", "))
 		}
 		if len(s.Paths) == 0 {
 			ps.add(path+".paths", "at least one path (glob) is required")

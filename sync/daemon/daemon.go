@@ -43,8 +43,10 @@ const stopGrace = 7 * time.Second
 
 // Options start a daemon.
 type Options struct {
-	// ConfigPath is read again on SIGHUP; Config is its first reading.
+	// ConfigPath is read again on SIGHUP by LoadConfig; Config is its
+	// first reading.
 	ConfigPath string
+	LoadConfig func(path string) (*config.Config, error)
 	Config     *config.Config
 	Store      *store.Store
 	Log        *slog.Logger
@@ -135,7 +137,7 @@ func Run(ctx context.Context, o Options) error {
 		for {
 			select {
 			case <-hup:
-				next, err := config.Load(o.ConfigPath)
+				next, err := o.LoadConfig(o.ConfigPath)
 				if err != nil {
 					s.metrics.reloads.WithLabelValues("failure").Inc()
 					s.log.Error("configuration reload refused; the running configuration stays", "err", err)

@@ -22,7 +22,6 @@ import (
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
-	"github.com/collabsync/collabsync/sync/targets"
 )
 
 // Policy turns the configured rules into the directory's Policy. It reads
@@ -94,16 +93,14 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, calls func
 		},
 		Log: log,
 	}
-	kinds := targets.Kinds()
 	schedules := Schedules(cfg)
 	for _, t := range cfg.Targets {
-		k, _ := kinds.Lookup(t.Kind) // the configuration knows only registered kinds
 		env := engine.Env{Log: log.With("target", t.Name)}.Filled()
 		if calls != nil {
 			name := t.Name
 			env.Call = func(result string) { calls(name, result) }
 		}
-		gt := engine.GuardedTarget{Target: k.New(t.Name, t.Settings, env), Guard: guard(t.Guard)}
+		gt := engine.GuardedTarget{Target: t.Kind.New(t.Name, t.Settings, env), Guard: guard(t.Guard)}
 		if sched := schedules[t.Name]; sched != nil {
 			gt.Maintenance = func(now time.Time) (string, time.Time, error) {
 				cur, _, err := sched.At(now)
