@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-
-	"github.com/collabsync/collabsync/internal/config"
 )
 
 // Conn is the narrow part of *ldap.Conn that collabsync uses, so tests can
@@ -30,14 +28,14 @@ type Conn interface {
 
 // Client connects and binds to the first reachable URI of the configuration.
 type Client struct {
-	cfg config.LDAP
+	cfg Config
 	log *slog.Logger
 	// modeChecked: the password file's mode is checked once per client.
 	modeChecked sync.Once
 }
 
 // NewClient returns a client for cfg. It does not connect.
-func NewClient(cfg config.LDAP, log *slog.Logger) *Client {
+func NewClient(cfg Config, log *slog.Logger) *Client {
 	return &Client{cfg: cfg, log: log}
 }
 
@@ -61,7 +59,7 @@ func (c *Client) Connect(ctx context.Context) (*ldap.Conn, error) {
 }
 
 func (c *Client) connect(ctx context.Context, uri string) (*ldap.Conn, error) {
-	u, err := config.ParseURI(uri)
+	u, err := ParseURI(uri)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +124,7 @@ func (c *Client) secureAndBind(conn *ldap.Conn, scheme, host string) error {
 	}
 	b := c.cfg.Bind
 	switch b.Method {
-	case config.BindSimple:
+	case BindSimple:
 		c.modeChecked.Do(func() {
 			if fi, err := os.Stat(b.PasswordFile); err == nil && fi.Mode().Perm()&0o007 != 0 {
 				c.log.Warn("the LDAP password file is readable by every user of this machine; make it 0600 or 0640",
@@ -140,11 +138,11 @@ func (c *Client) secureAndBind(conn *ldap.Conn, scheme, host string) error {
 		if err := conn.Bind(b.DN, pw); err != nil {
 			return fmt.Errorf("bind as %q: %w", b.DN, err)
 		}
-	case config.BindExternal:
+	case BindExternal:
 		if err := conn.ExternalBind(); err != nil {
 			return fmt.Errorf("SASL EXTERNAL bind: %w", err)
 		}
-	case config.BindAnonymous:
+	case BindAnonymous:
 	default:
 		return fmt.Errorf("unknown bind method %q", b.Method)
 	}
@@ -166,7 +164,7 @@ func (c *Client) tlsConfig(host string) (*tls.Config, error) {
 		c.log.Warn("TLS certificate verification is disabled by ldap.tls.insecure_skip_verify")
 	}
 	if t.CAFile != "" {
-		pool, err := config.ReadCAFile(t.CAFile)
+		pool, err := ReadCAFile(t.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("CA file: %w", err)
 		}
@@ -234,7 +232,7 @@ func (c *Client) pause(ctx context.Context, d time.Duration, unreachable bool) b
 // answers reports whether some configured server accepts a connection.
 func (c *Client) answers(ctx context.Context) bool {
 	for _, uri := range c.cfg.URIs {
-		u, err := config.ParseURI(uri)
+		u, err := ParseURI(uri)
 		if err != nil {
 			continue
 		}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
@@ -56,8 +55,8 @@ type RoleGroup struct {
 type Entries map[StreamName]map[string]*Mapped
 
 // streams lists the configured searches by stream.
-func streams(cfg config.LDAP) map[StreamName]config.Search {
-	s := map[StreamName]config.Search{StreamUsers: cfg.Users.Search, StreamCollaborations: cfg.Collaborations.Search}
+func streams(cfg Config) map[StreamName]Search {
+	s := map[StreamName]Search{StreamUsers: cfg.Users.Search, StreamCollaborations: cfg.Collaborations.Search}
 	if f := cfg.Users.DisabledFilter; f != "" {
 		d := cfg.Users.Search
 		d.Filter = And(d.Filter, f)
@@ -75,16 +74,16 @@ func streams(cfg config.LDAP) map[StreamName]config.Search {
 // entryMapper maps the entries of every stream.
 type entryMapper struct {
 	m    *Mapper
-	cfg  config.LDAP
+	cfg  Config
 	role *regexp.Regexp // role group names
 	// byDN: some mapped value may be a user DN, so user DNs are normalized
 	// (normalizing 100k DNs is not free).
 	byDN bool
 }
 
-func newEntryMapper(cfg config.LDAP) *entryMapper {
+func newEntryMapper(cfg Config) *entryMapper {
 	g := cfg.Collaborations
-	em := &entryMapper{m: NewMapper(cfg), cfg: cfg, byDN: g.Membership == config.MembershipDN || g.Contacts.Groups != nil ||
+	em := &entryMapper{m: NewMapper(cfg), cfg: cfg, byDN: g.Membership == MembershipDN || g.Contacts.Groups != nil ||
 		len(g.Contacts.Attributes) > 0 || cfg.Users.Attributes.ValidatedBy != ""}
 	if rg := g.Contacts.Groups; rg != nil {
 		em.role = roleGroupPattern(rg.Name)

@@ -16,7 +16,6 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/google/uuid"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
@@ -94,7 +93,7 @@ type Model struct {
 }
 
 // NewModel returns an empty model of the configured streams.
-func NewModel(cfg config.LDAP, changed func()) *Model {
+func NewModel(cfg Config, changed func()) *Model {
 	m := &Model{em: newEntryMapper(cfg), changed: changed, entries: Entries{}, cookies: map[StreamName][]byte{},
 		live: map[StreamName]bool{}, seen: map[StreamName]map[string]bool{}, full: map[StreamName]bool{}, refresh: make(chan struct{})}
 	for s := range streams(cfg) {

@@ -12,18 +12,17 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
 // Mapper turns LDAP entries into model objects according to the configured
 // attribute mapping. Every problem names the entry's DN.
 type Mapper struct {
-	cfg config.LDAP
+	cfg Config
 }
 
 // NewMapper returns a mapper for the configured attribute names.
-func NewMapper(cfg config.LDAP) *Mapper { return &Mapper{cfg: cfg} }
+func NewMapper(cfg Config) *Mapper { return &Mapper{cfg: cfg} }
 
 // UserAttributes lists the attributes to request for users: only the mapped ones.
 func (m *Mapper) UserAttributes() []string {
@@ -127,7 +126,7 @@ func parseExpiry(v, format string) (int64, error) {
 		return 0, nil
 	}
 	switch format {
-	case config.ExpiresFileTime:
+	case ExpiresFileTime:
 		// 100 ns intervals since 1601-01-01; 0 and 2^63-1 mean never.
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
@@ -138,7 +137,7 @@ func parseExpiry(v, format string) (int64, error) {
 		}
 		const epochDiff = 11644473600 // seconds from 1601 to 1970
 		return expiry(n/10_000_000 - epochDiff), nil
-	case config.ExpiresDays:
+	case ExpiresDays:
 		// shadowExpire: days since 1970; -1 (or empty) means never; as
 		// pam_unix, 0 is an account that expired on 1970-01-01.
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -227,7 +226,7 @@ type RawCollaboration struct {
 // Collaboration maps a collaboration entry.
 func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
 	a := m.cfg.Collaborations.Attributes
-	c := RawCollaboration{Collaboration: directory.Collaboration{DN: e.DN}, expandNested: m.cfg.Collaborations.Nested == config.NestedExpand}
+	c := RawCollaboration{Collaboration: directory.Collaboration{DN: e.DN}, expandNested: m.cfg.Collaborations.Nested == NestedExpand}
 	var err error
 	if c.Name, err = rdnPreferred(e, a.Name); err != nil {
 		return c, err

@@ -8,19 +8,18 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
-func testLDAPConfig() config.LDAP {
-	c := config.LDAP{
-		Users: config.UserMapping{
-			Attributes:   config.UserAttributes{UID: "uid", UIDNumber: "uidNumber", GIDNumber: "gidNumber", Name: "cn", Mail: "mail", Home: "homeDirectory", Shell: "loginShell"},
+func testLDAPConfig() Config {
+	c := Config{
+		Users: UserMapping{
+			Attributes:   UserAttributes{UID: "uid", UIDNumber: "uidNumber", GIDNumber: "gidNumber", Name: "cn", Mail: "mail", Home: "homeDirectory", Shell: "loginShell"},
 			DefaultShell: "/bin/bash", DefaultHome: "/home/{uid}",
 		},
-		Collaborations: config.CollaborationMapping{
-			Membership: config.MembershipUID,
-			Attributes: config.CollaborationAttributes{Name: "cn", GIDNumber: "gidNumber", Members: "memberUid"},
+		Collaborations: CollaborationMapping{
+			Membership: MembershipUID,
+			Attributes: CollaborationAttributes{Name: "cn", GIDNumber: "gidNumber", Members: "memberUid"},
 		},
 	}
 	return c
@@ -196,20 +195,20 @@ func TestParseExpiry(t *testing.T) {
 		want      int64
 		err       bool
 	}{
-		{config.ExpiresFileTime, "", 0, false},
-		{config.ExpiresFileTime, "0", 0, false},
-		{config.ExpiresFileTime, "9223372036854775807", 0, false},
-		{config.ExpiresFileTime, "134444448000000000", at, false}, // 2027-01-15
-		{config.ExpiresFileTime, "116444736000000000", -1, false}, // the epoch itself: not "never"
-		{config.ExpiresFileTime, "-5", 0, true},
-		{config.ExpiresFileTime, "soon", 0, true},
-		{config.ExpiresDays, "-1", 0, false},
-		{config.ExpiresDays, "0", -1, false}, // as pam_unix: expired on 1970-01-01
-		{config.ExpiresDays, "20833", at, false},
-		{config.ExpiresDays, "-2", 0, true},
-		{config.ExpiresGeneralizedTime, "20270115000000Z", at, false},
-		{config.ExpiresGeneralizedTime, "2027-01-15", at + 86399, false}, // a date: to its end, as reviewed_until
-		{config.ExpiresGeneralizedTime, "next year", 0, true},
+		{ExpiresFileTime, "", 0, false},
+		{ExpiresFileTime, "0", 0, false},
+		{ExpiresFileTime, "9223372036854775807", 0, false},
+		{ExpiresFileTime, "134444448000000000", at, false}, // 2027-01-15
+		{ExpiresFileTime, "116444736000000000", -1, false}, // the epoch itself: not "never"
+		{ExpiresFileTime, "-5", 0, true},
+		{ExpiresFileTime, "soon", 0, true},
+		{ExpiresDays, "-1", 0, false},
+		{ExpiresDays, "0", -1, false}, // as pam_unix: expired on 1970-01-01
+		{ExpiresDays, "20833", at, false},
+		{ExpiresDays, "-2", 0, true},
+		{ExpiresGeneralizedTime, "20270115000000Z", at, false},
+		{ExpiresGeneralizedTime, "2027-01-15", at + 86399, false}, // a date: to its end, as reviewed_until
+		{ExpiresGeneralizedTime, "next year", 0, true},
 	} {
 		got, err := parseExpiry(c.v, c.format)
 		if (err != nil) != c.err || got != c.want {

@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"github.com/go-ldap/ldap/v3"
-
-	"github.com/collabsync/collabsync/internal/config"
 )
 
 // modelEntries calls put with n users and c collaborations shaped as the
@@ -51,14 +49,11 @@ func heapInUse() float64 {
 // the targets' known state and the rules' history).
 func BenchmarkModelMemory100k(b *testing.B) {
 	const n, c = 100_000, 10_000
-	cfg, err := config.Parse("bench.yaml", []byte("ldap:\n  uris: [ldap://localhost]\n  users:\n    base_dn: ou=people,dc=example,dc=org\n"+
-		"  collaborations:\n    base_dn: ou=groups,dc=example,dc=org\nstate_dir: /nonexistent\n"), nil, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := parseSection(b, "ldap:\n  uris: [ldap://localhost]\n  users:\n    base_dn: ou=people,dc=example,dc=org\n"+
+		"  collaborations:\n    base_dn: ou=groups,dc=example,dc=org\nstate_dir: /nonexistent\n")
 	for b.Loop() {
 		before := heapInUse()
-		m := NewModel(cfg.LDAP, func() {})
+		m := NewModel(cfg, func() {})
 		for _, s := range m.streams {
 			m.beginRefresh(s, false)
 		}

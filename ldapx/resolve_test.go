@@ -12,7 +12,6 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/store"
 )
 
@@ -24,7 +23,7 @@ import (
 func TestModelSnapshotIsResolve(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("x"), 0o600)
-	cfg, err := config.Parse("c.yaml", []byte(`ldap:
+	cfg := parseSection(t, `ldap:
   uris: ["ldap://127.0.0.1"]
   bind: {dn: "cn=x", password_file: "`+pw+`"}
   users: {base_dn: "ou=people,dc=x"}
@@ -35,11 +34,8 @@ func TestModelSnapshotIsResolve(t *testing.T) {
       attributes: {computing: computingContact}
       groups: {base_dn: "ou=roles,dc=x"}
 state_dir: /tmp
-`), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewModel(cfg.LDAP, func() {})
+`)
+	m := NewModel(cfg, func() {})
 	for _, s := range m.streams {
 		m.beginRefresh(s, false)
 	}
@@ -108,18 +104,15 @@ func TestJournalFollowsTheConfiguration(t *testing.T) {
 	ctx := context.Background()
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("x"), 0o600)
-	parse := func(filter string) config.LDAP {
-		cfg, err := config.Parse("c.yaml", []byte(`ldap:
+	parse := func(filter string) Config {
+		cfg := parseSection(t, `ldap:
   uris: ["ldap://127.0.0.1"]
   bind: {dn: "cn=x", password_file: "`+pw+`"}
   users: {base_dn: "ou=people,dc=x", filter: "`+filter+`"}
   collaborations: {base_dn: "ou=groups,dc=x"}
 state_dir: /tmp
-`), nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg.LDAP
+`)
+		return cfg
 	}
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
@@ -156,18 +149,15 @@ state_dir: /tmp
 func TestUnusableAddresses(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("x"), 0o600)
-	cfg, err := config.Parse("c.yaml", []byte(`ldap:
+	cfg := parseSection(t, `ldap:
   uris: ["ldap://127.0.0.1"]
   bind: {dn: "cn=x", password_file: "`+pw+`"}
   users: {base_dn: "ou=people,dc=x"}
   collaborations: {base_dn: "ou=groups,dc=x"}
   production_accounts: {base_dn: "ou=prod,dc=x", attributes: {managers: mail}}
 state_dir: /tmp
-`), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	em := newEntryMapper(cfg.LDAP)
+`)
+	em := newEntryMapper(cfg)
 	entries := Entries{StreamUsers: {}, StreamCollaborations: {}, StreamProduction: {}}
 	for i, mail := range []string{"alice@example.org", "a@b, |/bin/sh"} {
 		dn := fmt.Sprintf("uid=u%d,ou=people,dc=x", i)
@@ -237,10 +227,10 @@ func TestResolveValidators(t *testing.T) {
 // named and each group counted once), and is named and left out when it
 // is report; a DN that is neither a user nor a group is named as such.
 func TestNestedGroups(t *testing.T) {
-	for _, mode := range []string{config.NestedExpand, config.NestedReport} {
+	for _, mode := range []string{NestedExpand, NestedReport} {
 		t.Run(mode, func(t *testing.T) {
 			cfg := testLDAPConfig()
-			cfg.Collaborations.Membership, cfg.Collaborations.Attributes.Members = config.MembershipDN, "member"
+			cfg.Collaborations.Membership, cfg.Collaborations.Attributes.Members = MembershipDN, "member"
 			cfg.Collaborations.Nested = mode
 			em := newEntryMapper(cfg)
 			dn := func(kind, name string) string { return kind + "=" + name + ",dc=example,dc=org" }
@@ -267,7 +257,7 @@ func TestNestedGroups(t *testing.T) {
 			}
 			all := strings.Join(problems, "\n")
 			want := map[string][]string{"atlas": {"alice", "bob", "carol"}, "students": {"alice", "bob", "carol"}, "interns": {"alice", "bob", "carol"}}
-			if mode == config.NestedReport {
+			if mode == NestedReport {
 				want = map[string][]string{"atlas": {"alice"}, "students": {"bob"}, "interns": {"carol"}}
 				if !strings.Contains(all, `cn=atlas,dc=example,dc=org: member "cn=students,dc=example,dc=org" is the group of collaboration students: nested groups are not expanded`) {
 					t.Errorf("report mode does not name the nested group:\n%s", all)

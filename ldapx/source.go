@@ -10,7 +10,6 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
@@ -19,12 +18,12 @@ type Source struct {
 	client *Client
 	mapper *Mapper
 	em     *entryMapper
-	cfg    config.LDAP
+	cfg    Config
 	log    *slog.Logger
 }
 
 // NewSource returns a Source for the configured directory.
-func NewSource(cfg config.LDAP, log *slog.Logger) *Source {
+func NewSource(cfg Config, log *slog.Logger) *Source {
 	return &Source{client: NewClient(cfg, log), mapper: NewMapper(cfg), em: newEntryMapper(cfg), cfg: cfg, log: log}
 }
 
@@ -134,7 +133,7 @@ var ErrNoEntries = errors.New("matched no entries")
 // to be misconfigured; one without production accounts or role groups is not.
 func mustMatch(s StreamName) bool { return s == StreamUsers || s == StreamCollaborations }
 
-func noEntries(s config.Search) error {
+func noEntries(s Search) error {
 	return fmt.Errorf("base %q, scope %s, filter %q %w: check the base DN and filter (ldap.schema presets a standard layout), "+
 		"and that the bind user may read them", s.BaseDN, s.Scope, s.Filter, ErrNoEntries)
 }
@@ -152,7 +151,7 @@ func roleGroupPattern(tmpl string) *regexp.Regexp {
 	return regexp.MustCompile("^" + q + "$")
 }
 
-func searchRequest(s config.Search, attrs []string) *ldap.SearchRequest {
+func searchRequest(s Search, attrs []string) *ldap.SearchRequest {
 	scope := ldap.ScopeWholeSubtree
 	switch s.Scope {
 	case "one":

@@ -14,7 +14,6 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/collabsync/collabsync/internal/config"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/gendir"
@@ -25,7 +24,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 
 // configFor parses a real config document pointing at s, so tests use the
 // same defaults as production.
-func configFor(t testing.TB, s *slapd.Server, ldapYAML string) config.LDAP {
+func configFor(t testing.TB, s *slapd.Server, ldapYAML string) Config {
 	t.Helper()
 	doc := "ldap:\n" + ldapYAML + `
   users: {base_dn: "ou=people,dc=example,dc=org"}
@@ -35,18 +34,15 @@ func configFor(t testing.TB, s *slapd.Server, ldapYAML string) config.LDAP {
 	} else {
 		doc = strings.Replace(doc, "state_dir", "  collaborations: {base_dn: \"ou=groups,dc=example,dc=org\"}\nstate_dir", 1)
 	}
-	cfg, err := config.Parse("test.yaml", []byte(doc), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.LDAP
+	cfg := parseSection(t, doc)
+	return cfg
 }
 
 func simpleBind(s *slapd.Server, uris ...string) string {
 	return fmt.Sprintf("  uris: [%s]\n  bind: {dn: %q, password_file: %q}\n", strings.Join(uris, ", "), s.RootDN, s.RootPWFile)
 }
 
-func snapshot(t *testing.T, cfg config.LDAP) *directory.Snapshot {
+func snapshot(t *testing.T, cfg Config) *directory.Snapshot {
 	t.Helper()
 	snap, err := NewSource(cfg, discard()).Snapshot(context.Background())
 	if err != nil {

@@ -9,8 +9,6 @@ import (
 	"testing"
 
 	"github.com/go-ldap/ldap/v3"
-
-	"github.com/collabsync/collabsync/internal/config"
 )
 
 // fakeConn serves scripted pages and can fail mid-page, to test what
@@ -115,7 +113,7 @@ func TestSnapshotFailsWhole(t *testing.T) {
 	f := &fakeConn{pages: [][]*ldap.Entry{users, users}, failPage: 1, failErr: netErr}
 	cfg := testLDAPConfig()
 	cfg.PageSize = 1
-	cfg.Users.Search = config.Search{BaseDN: "dc=x", Filter: "(uid=*)"}
+	cfg.Users.Search = Search{BaseDN: "dc=x", Filter: "(uid=*)"}
 	s := &Source{mapper: NewMapper(cfg), em: newEntryMapper(cfg), cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	snap, err := s.read(context.Background(), f)
 	if snap != nil || !errors.Is(err, netErr) {

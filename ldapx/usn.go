@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-
-	"github.com/collabsync/collabsync/internal/config"
 )
 
 // controlShowDeleted makes Active Directory return deleted objects
@@ -34,7 +32,7 @@ const controlShowDeleted = "1.2.840.113556.1.4.417"
 // another domain controller (USNs are per DC) means a full read.
 type USNWatcher struct {
 	client       *Client
-	cfg          config.LDAP
+	cfg          Config
 	log          *slog.Logger
 	events       WatchEvents
 	interval     time.Duration
@@ -45,7 +43,7 @@ type USNWatcher struct {
 // NewUSNWatcher returns a watcher polling every interval, and listing
 // the GUIDs every deletionScan when the bind user may not read the
 // deleted objects.
-func NewUSNWatcher(cfg config.LDAP, log *slog.Logger, events WatchEvents, interval, deletionScan time.Duration) *USNWatcher {
+func NewUSNWatcher(cfg Config, log *slog.Logger, events WatchEvents, interval, deletionScan time.Duration) *USNWatcher {
 	return &USNWatcher{client: NewClient(cfg, log), cfg: cfg, log: log, events: events, interval: interval, deletionScan: deletionScan}
 }
 
@@ -258,7 +256,7 @@ var errSeen = errors.New("seen")
 // sweep lists every stream's GUIDs and removes the entries the model
 // holds that are no longer there: deleted (or moved out of the searches)
 // without a tombstone the bind user may read.
-func (w *USNWatcher) sweep(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]config.Search) error {
+func (w *USNWatcher) sweep(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]Search) error {
 	var gone []string
 	for _, r := range readOrder {
 		search, ok := searches[r.stream]
@@ -289,7 +287,7 @@ func (w *USNWatcher) sweep(ctx context.Context, conn *ldap.Conn, m *Model, searc
 // rereadReferrers reads again the entries that name an entry renamed,
 // moved or deleted (gone holds its old DNs): Active Directory changed
 // their values itself, and no uSNChanged of theirs says so.
-func (w *USNWatcher) rereadReferrers(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]config.Search, gone []string) error {
+func (w *USNWatcher) rereadReferrers(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]Search, gone []string) error {
 	if len(gone) == 0 {
 		return nil
 	}
@@ -326,7 +324,7 @@ func (w *USNWatcher) rereadReferrers(ctx context.Context, conn *ldap.Conn, m *Mo
 }
 
 // fullRead builds the model from paged reads of every search.
-func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]config.Search) error {
+func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]Search) error {
 	for _, r := range readOrder {
 		search, ok := searches[r.stream]
 		if !ok {
@@ -359,7 +357,7 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 // poll applies what changed after USN from: entries changed and still in
 // a search are read again; those changed but no longer in it (moved out,
 // or no longer matching its filter) and those deleted are removed.
-func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]config.Search, nc string, from int64) error {
+func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]Search, nc string, from int64) error {
 	since := fmt.Sprintf("(uSNChanged>=%d)", from+1)
 	// The old DNs of entries renamed, moved out or deleted: the entries
 	// that name them are read again.

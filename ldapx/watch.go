@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-
-	"github.com/collabsync/collabsync/internal/config"
 )
 
 // ErrNoSyncrepl says the server does not offer RFC 4533 syncrepl (no
@@ -49,13 +47,13 @@ var errRefreshStalled = errors.New("refresh stalled")
 // cookie: after a short outage only what changed is sent again.
 type Watcher struct {
 	client *Client
-	cfg    config.LDAP
+	cfg    Config
 	log    *slog.Logger
 	events WatchEvents
 }
 
 // NewWatcher returns a watcher for the configured directory.
-func NewWatcher(cfg config.LDAP, log *slog.Logger, events WatchEvents) *Watcher {
+func NewWatcher(cfg Config, log *slog.Logger, events WatchEvents) *Watcher {
 	return &Watcher{client: NewClient(cfg, log), cfg: cfg, log: log, events: events}
 }
 
@@ -165,7 +163,7 @@ const (
 	resultSyncRefreshRequired = 4096 // RFC 4533: start again without a cookie
 )
 
-func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, search config.Search, m *Model) error {
+func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, search Search, m *Model) error {
 	cookie := m.cookie(name)
 	resumed := len(cookie) > 0
 	req := searchRequest(search, m.em.attributes(name))
@@ -306,7 +304,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 }
 
 // live ends a stream's refresh.
-func (w *Watcher) live(m *Model, name StreamName, search config.Search, resumed bool) error {
+func (w *Watcher) live(m *Model, name StreamName, search Search, resumed bool) error {
 	err := m.endRefresh(name)
 	switch {
 	case errors.Is(err, ErrNoEntries):
@@ -324,7 +322,7 @@ func (w *Watcher) live(m *Model, name StreamName, search config.Search, resumed 
 
 // refusedEmpty says why a refresh that would leave a stream empty was
 // refused, and tells the events.
-func refusedEmpty(events WatchEvents, name StreamName, search config.Search, resumed bool) error {
+func refusedEmpty(events WatchEvents, name StreamName, search Search, resumed bool) error {
 	err := fmt.Errorf("refresh: %w", noEntries(search))
 	if resumed {
 		err = fmt.Errorf("refresh resumed from the saved cookie would leave no entry (every one deleted, moved, or no longer readable): %w", noEntries(search))

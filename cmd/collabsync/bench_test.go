@@ -58,7 +58,7 @@ func BenchmarkFullRead100k(b *testing.B) {
 		defer conn.Close()
 		start := time.Now()
 		for _, q := range []struct {
-			s     config.Search
+			s     ldapx.Search
 			attrs []string
 		}{{cfg.LDAP.Users.Search, mapper.UserAttributes()}, {cfg.LDAP.Collaborations.Search, mapper.CollaborationAttributes()}} {
 			req := ldap.NewSearchRequest(q.s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false, q.s.Filter, q.attrs, nil)
@@ -124,7 +124,7 @@ func BenchmarkFullRead100k(b *testing.B) {
 // ldapsearchDump is the reference of the full-read benchmarks: ldapsearch
 // dumping the users, then the collaborations, with the mapped attributes,
 // 1000 a page. It returns the seconds and the larger peak RSS (MiB).
-func ldapsearchDump(b *testing.B, uri, bindDN, password string, cfg config.LDAP) (float64, float64) {
+func ldapsearchDump(b *testing.B, uri, bindDN, password string, cfg ldapx.Config) (float64, float64) {
 	b.Helper()
 	// ldapsearch -y takes the password byte for byte: no trailing newline.
 	pw := filepath.Join(b.TempDir(), "pw")
@@ -133,7 +133,7 @@ func ldapsearchDump(b *testing.B, uri, bindDN, password string, cfg config.LDAP)
 	var total time.Duration
 	var peak float64
 	for _, q := range []struct {
-		s     config.Search
+		s     ldapx.Search
 		attrs []string
 	}{{cfg.Users.Search, mapper.UserAttributes()}, {cfg.Collaborations.Search, mapper.CollaborationAttributes()}} {
 		args := append([]string{"-LLL", "-x", "-H", uri, "-D", bindDN, "-y", pw, "-E", "pr=1000/noprompt", "-b", q.s.BaseDN, q.s.Filter}, q.attrs...)

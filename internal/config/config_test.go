@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting/ingest"
+	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/nss"
 	"github.com/collabsync/collabsync/sync/targets"
 )
@@ -54,12 +55,12 @@ func TestParseDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"bind method", cfg.LDAP.Bind.Method, BindSimple},
+		{"bind method", cfg.LDAP.Bind.Method, ldapx.BindSimple},
 		{"timeout", time.Duration(cfg.LDAP.Timeout), 10 * time.Second},
 		{"page size", cfg.LDAP.PageSize, 1000},
 		{"user filter", cfg.LDAP.Users.Filter, "(objectClass=posixAccount)"},
 		{"uid attr", cfg.LDAP.Users.Attributes.UID, "uid"},
-		{"membership", cfg.LDAP.Collaborations.Membership, MembershipUID},
+		{"membership", cfg.LDAP.Collaborations.Membership, ldapx.MembershipUID},
 		{"members attr", cfg.LDAP.Collaborations.Attributes.Members, "memberUid"},
 		{"targets", len(cfg.Targets), 1},
 		{"nss name", cfg.Targets[0].Name, "nss"},
@@ -249,36 +250,6 @@ func TestEmptyFile(t *testing.T) {
 	}
 }
 
-func TestParseURI(t *testing.T) {
-	tests := []struct {
-		in, scheme, host string
-		bad              bool
-	}{
-		{in: "ldap://h.example.org", scheme: "ldap", host: "h.example.org"},
-		{in: "ldaps://h:636", scheme: "ldaps", host: "h:636"},
-		{in: "ldapi://%2Frun%2Fslapd%2Fldapi", scheme: "ldapi", host: "/run/slapd/ldapi"},
-		{in: "ldapi://", scheme: "ldapi", host: ""},
-		{in: "ldapi://relative", bad: true},
-		{in: "ldap://h:99999", bad: true},
-		{in: "ldap:///", bad: true},
-		{in: "ldap://h/dc=example", bad: true},
-		{in: "h.example.org", bad: true},
-		{in: "https://h", bad: true},
-	}
-	for _, tt := range tests {
-		u, err := ParseURI(tt.in)
-		if tt.bad {
-			if err == nil {
-				t.Errorf("%s: accepted", tt.in)
-			}
-			continue
-		}
-		if err != nil || u.Scheme != tt.scheme || u.Host != tt.host {
-			t.Errorf("%s: got %v %v", tt.in, u, err)
-		}
-	}
-}
-
 func TestExampleConfig(t *testing.T) {
 	// The shipped example must be valid apart from files that only exist on
 	// a real host.
@@ -423,21 +394,21 @@ func TestSchemaPresets(t *testing.T) {
 		{"home", ad.Users.Attributes.Home, "unixHomeDirectory"},
 		{"uid number", ad.Users.Attributes.UIDNumber, "uidNumber"},
 		{"groups filter", ad.Collaborations.Filter, "(&(objectClass=group)(gidNumber=*))"},
-		{"membership", ad.Collaborations.Membership, MembershipDN},
+		{"membership", ad.Collaborations.Membership, ldapx.MembershipDN},
 		{"members", ad.Collaborations.Attributes.Members, "member"},
 		{"disabled filter", ad.Users.DisabledFilter, "(userAccountControl:1.2.840.113556.1.4.803:=2)"},
 		{"expires", ad.Users.Attributes.Expires, "accountExpires"},
-		{"expires format", ad.Users.ExpiresFormat, ExpiresFileTime},
+		{"expires format", ad.Users.ExpiresFormat, ldapx.ExpiresFileTime},
 	} {
 		if c.got != c.want {
 			t.Errorf("ad %s = %q, want %q", c.name, c.got, c.want)
 		}
 	}
 	ipa := withPreset("  schema: freeipa\n").LDAP
-	if ipa.Users.DisabledFilter != "(nsAccountLock=TRUE)" || ipa.Collaborations.Membership != MembershipDN {
+	if ipa.Users.DisabledFilter != "(nsAccountLock=TRUE)" || ipa.Collaborations.Membership != ldapx.MembershipDN {
 		t.Errorf("freeipa: %+v %+v", ipa.Users, ipa.Collaborations)
 	}
-	if def := withPreset("").LDAP; def.Schema != SchemaRFC2307 || def.Collaborations.Attributes.Members != "memberUid" ||
+	if def := withPreset("").LDAP; def.Schema != ldapx.SchemaRFC2307 || def.Collaborations.Attributes.Members != "memberUid" ||
 		def.Users.DisabledFilter != "(|(pwdAccountLockedTime=000001010000Z)(nsAccountLock=TRUE))" || def.Users.Attributes.Expires != "" {
 		t.Errorf("default schema: %q, members %q, disabled filter %q, expires %q", def.Schema, def.Collaborations.Attributes.Members,
 			def.Users.DisabledFilter, def.Users.Attributes.Expires)
@@ -460,7 +431,7 @@ func TestSchemaPresets(t *testing.T) {
 		}
 	}
 	if c, err := parse("c.yaml", []byte(with(`attributes: {expires: shadowExpire}, expires_format: days`))); err != nil ||
-		c.LDAP.Users.ExpiresFormat != ExpiresDays {
+		c.LDAP.Users.ExpiresFormat != ldapx.ExpiresDays {
 		t.Errorf("shadowExpire in days: %v", err)
 	}
 	// Explicit keys override the preset.

@@ -6,6 +6,7 @@ package directory
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,15 @@ const (
 // CollaborationKinds lists the kinds.
 func CollaborationKinds() []CollaborationKind {
 	return []CollaborationKind{KindAdministrative, KindScientific}
+}
+
+// Join lists named values (kinds, roles, statuses) for a message: "a, b".
+func Join[S ~string](names []S) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = string(n)
+	}
+	return strings.Join(out, ", ")
 }
 
 // Role is a contact's role in a collaboration.

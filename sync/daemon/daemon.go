@@ -284,7 +284,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 func (s *server) watch(ctx context.Context, cfg *config.Config, src *directorySource, send func(engine.Trigger)) {
 	interval := time.Duration(cfg.Serve.PollInterval)
 	why := "serve.changes is poll"
-	if cfg.LDAP.Schema == config.SchemaAD && cfg.Serve.Changes != config.ChangesPoll {
+	if cfg.LDAP.Schema == ldapx.SchemaAD && cfg.Serve.Changes != config.ChangesPoll {
 		// Active Directory has no syncrepl: changes are read by uSNChanged.
 		s.setMode(src, "usn", "Active Directory: the entries changed since the last poll are read every poll_interval")
 		ldapx.NewUSNWatcher(cfg.LDAP, s.log, watchEvents{s}, interval, time.Duration(cfg.Serve.DeletionScan)).Run(ctx, src.model)

@@ -17,6 +17,7 @@ import (
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/internal/store"
+	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/reconcile"
 	"github.com/collabsync/collabsync/sync/userdb"
@@ -51,7 +52,7 @@ type status struct {
 	startedUp bool
 	// users and collabs are the configured searches, named when a held
 	// plan looks like a search gone wrong.
-	users, collabs config.Search
+	users, collabs ldapx.Search
 	// grace is how long the directory may be down before not ready.
 	grace time.Duration
 	now   func() time.Time

@@ -1,4 +1,4 @@
-package config
+package ldapx
 
 // The directory layouts ldap.schema names.
 const (
@@ -14,15 +14,15 @@ func Schemas() []string {
 }
 
 // applyPreset fills, for keys the file does not give, the filters and
-// attribute names of the configured schema, and returns the paths it set.
-func (l *LDAP) applyPreset(given func(string) bool) map[string]bool {
+// attribute names of the configured schema, and returns the keys it set.
+func (l *Config) applyPreset(given func(string) bool) map[string]bool {
 	set := map[string]bool{}
 	str := func(path string, p *string, v string) {
 		if !given(path) {
 			*p, set[path] = v, true
 		}
 	}
-	const up, gp = "ldap.users.", "ldap.collaborations."
+	const up, gp = "users.", "collaborations."
 	u, g := &l.Users, &l.Collaborations
 	groupsOfNames := func() {
 		str(gp+"filter", &g.Filter, "(&(objectClass=groupOfNames)(gidNumber=*))")

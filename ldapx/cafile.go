@@ -1,4 +1,4 @@
-package config
+package ldapx
 
 import (
 	"crypto/x509"
