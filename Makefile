@@ -31,7 +31,7 @@ test: deps lint
 # The demo installs only what it uses (slapd, ldap-utils, libnss-extrausers).
 demo: build
 	@.ci/install-deps demo
-	$(GO) run ./internal/demo -bin bin/collabsync -dir var/demo
+	$(GO) run ./cmd/demo -bin bin/collabsync -dir var/demo
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...

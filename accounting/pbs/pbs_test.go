@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/collabsync/collabsync/accounting"
-	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/accounting/accountingtest"
 )
 
 func TestPBS(t *testing.T) {
@@ -19,7 +19,7 @@ func TestPBS(t *testing.T) {
 		`11/09/2026 23:59:51;E;11.host;user=bob jobname="unterminated`,
 		`11/09/2026 23:59:51;E;12.host;user=bob exec_host=n1/x`,
 	}
-	jobs, bad := testharness.DecodeLines(d, lines)
+	jobs, bad := accountingtest.DecodeLines(d, lines)
 	if len(jobs) != 2 {
 		t.Fatalf("jobs: %+v", jobs)
 	}

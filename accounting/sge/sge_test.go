@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/collabsync/collabsync/accounting"
-	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/accounting/accountingtest"
 )
 
 // record builds an accounting line with the fields that matter set.
@@ -31,7 +31,7 @@ func TestSGE(t *testing.T) {
 		record(map[int]string{fJobNumber: "4", fOwner: "bob", fExitStatus: "137", fSubmit: "1700000000000", fStart: "1700000010000", fEnd: "1700000110500", fWallclock: "100.5", fSlots: "2"}),
 		"short:line",
 	}
-	jobs, bad := testharness.DecodeLines(d, lines)
+	jobs, bad := accountingtest.DecodeLines(d, lines)
 	if len(jobs) != 3 || len(bad) != 1 {
 		t.Fatalf("jobs %+v, bad %v", jobs, bad)
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
-	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/accounting/accountingtest"
 )
 
 func TestParseJobID(t *testing.T) {
@@ -54,7 +54,7 @@ func TestSacctHeaderDriven(t *testing.T) {
 		"9|RUNNING|proj2|bob|2026-01-02T00:00:00|Unknown|00:10:00|2|Unknown|",
 		"10|COMPLETED|proj2|bob",
 	}
-	jobs, bad := testharness.DecodeLines(d, lines)
+	jobs, bad := accountingtest.DecodeLines(d, lines)
 	if len(jobs) != 2 {
 		t.Fatalf("jobs = %+v", jobs)
 	}

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
-	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/accounting/accountingtest"
 )
 
 func TestSWF(t *testing.T) {
@@ -19,7 +19,7 @@ func TestSWF(t *testing.T) {
 3 120 0 50 -1 -1 -1 2 3600 -1 0 6 3 -1 1 1 -1 -1
 4 x 0 50
 `
-	jobs, bad := testharness.DecodeLines(d, strings.Split(data, "\n"))
+	jobs, bad := accountingtest.DecodeLines(d, strings.Split(data, "\n"))
 	if len(jobs) != 3 || len(bad) != 1 {
 		t.Fatalf("jobs %+v bad %v", jobs, bad)
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/collabsync/collabsync/sync/reconcile"
+	"github.com/collabsync/collabsync/app/wiring"
 )
 
 func cmdApprove(ctx context.Context, a *app, args []string) int {
@@ -38,8 +38,8 @@ func cmdApprove(ctx context.Context, a *app, args []string) int {
 	if cfg == nil {
 		return exitUsage
 	}
-	if !slices.Contains(reconcile.TargetNames(cfg), target) {
-		fmt.Fprintf(a.stderr, "collabsync approve: no target %q in %s (targets: %s)\n", target, a.configPath, strings.Join(reconcile.TargetNames(cfg), ", "))
+	if !slices.Contains(wiring.TargetNames(cfg), target) {
+		fmt.Fprintf(a.stderr, "collabsync approve: no target %q in %s (targets: %s)\n", target, a.configPath, strings.Join(wiring.TargetNames(cfg), ", "))
 		return exitUsage
 	}
 	st, done, ok := a.openStateFor(ctx, cfg, "approve", true)

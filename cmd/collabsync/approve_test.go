@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/collabsync/collabsync/sync/daemon"
+	"github.com/collabsync/collabsync/app/daemon"
 )
 
 // strictGuard makes every deletion need approval (explicit zeros are

@@ -13,12 +13,12 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/app/config"
+	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
 	"github.com/collabsync/collabsync/ldapx"
-	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 // bigDirectory starts slapd with a generated directory of users and
@@ -71,7 +71,7 @@ func BenchmarkFullRead100k(b *testing.B) {
 
 	// The rules over the same snapshot, with institution lists so the
 	// e-mail rules run for every user.
-	pol, err := reconcile.Policy(cfg, time.Now())
+	pol, err := wiring.Policy(cfg, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/store"
-	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 // cmdComplete prints names for the shell completion (not in the usage):
@@ -25,7 +25,7 @@ func cmdComplete(ctx context.Context, a *app, args []string) int {
 	var names []string
 	switch args[0] {
 	case "targets":
-		names = reconcile.TargetNames(cfg)
+		names = wiring.TargetNames(cfg)
 	case "sources":
 		for _, s := range cfg.Accounting.Sources {
 			names = append(names, s.Name)

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting/ingest"
-	"github.com/collabsync/collabsync/internal/config"
-	"github.com/collabsync/collabsync/sync/reconcile"
+	"github.com/collabsync/collabsync/app/config"
+	"github.com/collabsync/collabsync/app/wiring"
 )
 
 func cmdIngest(ctx context.Context, a *app, args []string) int {
@@ -47,7 +47,7 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 		return exitFailure
 	}
 	defer done()
-	attr, err := reconcile.Attributor(ctx, cfg, a.log, st)
+	attr, err := wiring.Attributor(ctx, cfg, a.log, st)
 	if err != nil {
 		a.errorf(err)
 		return exitFailure
@@ -58,14 +58,14 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 	}
 	code := exitOK
 	for _, s := range sources {
-		src, err := reconcile.IngestSource(s)
+		src, err := wiring.IngestSource(s)
 		if err != nil {
 			a.errorf(err)
 			return exitUsage
 		}
 		paths := []string{*from}
 		if *from == "" {
-			if paths, err = reconcile.SourcePaths(s); err != nil {
+			if paths, err = wiring.SourcePaths(s); err != nil {
 				a.errorf(err)
 				return exitUsage
 			}

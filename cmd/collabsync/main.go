@@ -18,11 +18,11 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting/ingest"
-	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/app/config"
+	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/journal"
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
-	"github.com/collabsync/collabsync/sync/reconcile"
 	"github.com/collabsync/collabsync/sync/targets"
 )
 
@@ -222,7 +222,7 @@ func (a *app) openState(ctx context.Context) (cfg *config.Config, st *store.Stor
 	if cfg = a.loadConfig(); cfg == nil {
 		return nil, nil, exitUsage
 	}
-	st, err := reconcile.OpenStore(ctx, cfg)
+	st, err := wiring.OpenStore(ctx, cfg)
 	if err != nil {
 		a.errorf(err)
 		return nil, nil, exitFailure
@@ -245,7 +245,7 @@ func (a *app) openStateFor(ctx context.Context, cfg *config.Config, who string, 
 			return nil, nil, false
 		}
 	}
-	st, err := reconcile.OpenStore(ctx, cfg)
+	st, err := wiring.OpenStore(ctx, cfg)
 	if err != nil {
 		lock.Release()
 		a.errorf(err)

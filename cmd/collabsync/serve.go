@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 
-	"github.com/collabsync/collabsync/sync/daemon"
+	"github.com/collabsync/collabsync/app/daemon"
 )
 
 func cmdServe(ctx context.Context, a *app, args []string) int {

@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/collabsync/collabsync/app/daemon"
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
-	"github.com/collabsync/collabsync/sync/daemon"
 )
 
 // daemonProc is `collabsync serve` running for a test.

@@ -7,8 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/maintenance"
-	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 // targetWindows is one target's maintenance as status prints it.
@@ -35,7 +35,7 @@ func cmdStatus(_ context.Context, a *app, args []string) int {
 		return exitUsage
 	}
 	now := time.Now()
-	schedules := reconcile.Schedules(cfg)
+	schedules := wiring.Schedules(cfg)
 	rows := make([]targetWindows, 0, len(cfg.Targets))
 	code := exitOK
 	for _, t := range cfg.Targets {
@@ -60,7 +60,7 @@ func cmdStatus(_ context.Context, a *app, args []string) int {
 		if win == nil {
 			return none
 		}
-		return fmt.Sprintf("%s %s → %s", reconcile.WindowName(win), win.Start.UTC().Format(time.RFC3339), win.End.UTC().Format(time.RFC3339))
+		return fmt.Sprintf("%s %s → %s", wiring.WindowName(win), win.Start.UTC().Format(time.RFC3339), win.End.UTC().Format(time.RFC3339))
 	}
 	for _, r := range rows {
 		now, next := window(r.Current, "-"), window(r.Next, "-")

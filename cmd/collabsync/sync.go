@@ -4,9 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
-	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 func cmdSync(ctx context.Context, a *app, args []string) int {
@@ -45,13 +46,13 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		a.errorf(fmt.Errorf("state store: %w", err))
 		return exitFailure, false
 	}
-	eng := reconcile.NewEngine(cfg, a.log, st, nil)
+	eng := wiring.NewEngine(cfg, a.log, st, ldapx.NewSource(cfg.LDAP, a.log), nil)
 	// serve runs each target on its own: a target it is applying is
 	// waited for, the others are not.
-	eng.TargetLock = reconcile.TargetLock(cfg, "collabsync sync", a.lockWait)
+	eng.TargetLock = wiring.TargetLock(cfg, "collabsync sync", a.lockWait)
 	state, results, err := eng.Run(ctx, opts)
 	if state != nil {
-		if serr := reconcile.RecordHistory(ctx, st, state, results, err, opts.DryRun); serr != nil {
+		if serr := wiring.RecordHistory(ctx, st, state, results, err, opts.DryRun); serr != nil {
 			a.errorf(fmt.Errorf("state store: %w", serr))
 			return exitFailure, false
 		}

@@ -8,8 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/directory"
-	"github.com/collabsync/collabsync/sync/reconcile"
 )
 
 // cmdViolations lists every broken rule. Exit 0: none; 1: some (warnings
@@ -25,7 +25,7 @@ func cmdViolations(ctx context.Context, a *app, args []string) int {
 		return code
 	}
 	defer st.Close()
-	state, err := reconcile.ReadAndEvaluate(ctx, cfg, st, a.log)
+	state, err := wiring.ReadAndEvaluate(ctx, cfg, st, a.log)
 	if err != nil {
 		a.errorf(err)
 		return exitFailure

@@ -6,8 +6,8 @@ import (
 
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/accounting/ingest"
-	"github.com/collabsync/collabsync/internal/config"
-	"github.com/collabsync/collabsync/sync/reconcile"
+	"github.com/collabsync/collabsync/app/config"
+	"github.com/collabsync/collabsync/app/wiring"
 )
 
 // ingest runs one scheduled ingest of a source, attributing jobs with the
@@ -31,11 +31,11 @@ func (s *server) ingest(ctx context.Context, cfg *config.Config, src config.Acco
 		}
 		attr = accounting.NewAttributorFrom(saved.Collaborations, saved.AdminOf)
 	}
-	isrc, err := reconcile.IngestSource(src)
+	isrc, err := wiring.IngestSource(src)
 	var stats ingest.Stats
 	if err == nil {
 		var paths []string
-		if paths, err = reconcile.SourcePaths(src); err == nil {
+		if paths, err = wiring.SourcePaths(src); err == nil {
 			in := &ingest.Ingester{DB: s.store.DB, Attribute: attr.Attribute, Log: s.log}
 			stats, err = in.Ingest(ctx, isrc, paths)
 		}

@@ -2,7 +2,7 @@
 // directory source, the account rules with their stored history, the
 // configured targets, and what a run records afterwards. The one-shot
 // commands and the daemon share it.
-package reconcile
+package wiring
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
-	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/localaccounts"
 	"github.com/collabsync/collabsync/internal/maintenance"
@@ -81,13 +81,13 @@ func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 	return store.Open(ctx, filepath.Join(cfg.StateDir, "collabsync.db"))
 }
 
-// NewEngine wires the configured source, rules (with the stored history)
-// and targets. It is shared by the one-shot commands and the daemon, which
-// replaces the source with its live model. calls, when not nil, counts
-// each target's calls to its downstream system by result.
-func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, calls func(target, result string)) *engine.Engine {
+// NewEngine wires a source (the one-shot commands read the directory
+// with ldapx.NewSource, the daemon gives its live model), the rules with
+// their stored history, and the configured targets. calls, when not nil,
+// counts each target's calls to its downstream system by result.
+func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, src engine.Source, calls func(target, result string)) *engine.Engine {
 	e := &engine.Engine{
-		Source: ldapx.NewSource(cfg.LDAP, log),
+		Source: src,
 		Evaluate: func(ctx context.Context, s *directory.Snapshot) (*directory.State, error) {
 			return Evaluate(ctx, cfg, st, s)
 		},

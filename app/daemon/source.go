@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"

@@ -26,14 +26,14 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/collabsync/collabsync/accounting"
-	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/app/config"
+	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
-	"github.com/collabsync/collabsync/sync/reconcile"
 	"github.com/collabsync/collabsync/sync/userdb"
 )
 
@@ -212,7 +212,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	}
 	sched.Start()
 	defer func() { <-sched.Stop().Done() }() // an ingest in progress commits its batch first
-	schedules := reconcile.Schedules(cfg)
+	schedules := wiring.Schedules(cfg)
 	s.schedules.Store(&schedules)
 	if cfg.Serve.UserDB != "" {
 		p := userdb.New(cfg.Serve.UserDB)
@@ -238,9 +238,8 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		}()
 		defer func() { <-served; s.userdb.Store(nil); s.metrics.userdb.Store(nil) }()
 	}
-	eng := reconcile.NewEngine(cfg, s.log, s.store, s.metrics.targetCall)
-	eng.Source = src
-	eng.TargetLock = reconcile.TargetLock(cfg, "collabsync serve", serveLockWait)
+	eng := wiring.NewEngine(cfg, s.log, s.store, src, s.metrics.targetCall)
+	eng.TargetLock = wiring.TargetLock(cfg, "collabsync serve", serveLockWait)
 	// An account that expires needs no change in the directory to lose
 	// its access: a run is due when it does.
 	expiries := &expiryTimer{send: send}
@@ -260,7 +259,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		},
 		Done: s.afterTarget,
 		Settled: func(ctx context.Context, state *directory.State) {
-			if err := reconcile.SaveStatuses(ctx, s.store, state); err != nil {
+			if err := wiring.SaveStatuses(ctx, s.store, state); err != nil {
 				s.log.Error("state store", "err", err)
 			}
 		},
@@ -331,7 +330,7 @@ func (s *server) afterRead(ctx context.Context, r engine.RunReport) {
 		if p := s.userdb.Load(); p != nil {
 			p.Set(r.State)
 		}
-		if err := reconcile.RecordRead(ctx, s.store, r.State); err != nil {
+		if err := wiring.RecordRead(ctx, s.store, r.State); err != nil {
 			s.log.Error("state store", "err", err)
 		}
 		s.mem.afterRun(r.Full)
@@ -344,7 +343,7 @@ func (s *server) afterRead(ctx context.Context, r engine.RunReport) {
 // afterTarget records one target's run: its held plan, metrics, status,
 // and the retry queue; it tells systemd when start-up is over.
 func (s *server) afterTarget(ctx context.Context, r engine.TargetReport) {
-	if err := reconcile.RecordResults(ctx, s.store, []engine.Result{r.Result}); err != nil {
+	if err := wiring.RecordResults(ctx, s.store, []engine.Result{r.Result}); err != nil {
 		s.log.Error("state store", "err", err)
 	}
 	s.metrics.observeTarget(r)

@@ -1,4 +1,5 @@
-package testharness
+// Package accountingtest helps the log parsers' tests.
+package accountingtest
 
 import "github.com/collabsync/collabsync/accounting"
 

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/app/config"
 )
 
 // autoFloor is the least limit serve.memory_limit: auto sets.

@@ -13,13 +13,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/app/config"
+	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
-	"github.com/collabsync/collabsync/sync/reconcile"
 	"github.com/collabsync/collabsync/sync/userdb"
 )
 
@@ -167,7 +167,7 @@ func newStatus() *status {
 func (s *status) configure(cfg *config.Config) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.targets = reconcile.TargetNames(cfg)
+	s.targets = wiring.TargetNames(cfg)
 	s.users, s.collabs = cfg.LDAP.Users.Search, cfg.LDAP.Collaborations.Search
 	s.grace = time.Duration(cfg.Serve.DirectoryGrace)
 }

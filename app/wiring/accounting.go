@@ -1,4 +1,4 @@
-package reconcile
+package wiring
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/accounting/ingest"
-	"github.com/collabsync/collabsync/internal/config"
+	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/internal/store"
 )
 
