@@ -49,6 +49,13 @@ func TestServeFollowsRandomChanges(t *testing.T) {
 		}
 	}
 	steps(1000)
+	// Stopped once it has applied the last change: the restart then sees
+	// only what changed while it was down (else its guard may hold it).
+	last := time.Now()
+	eventually(t, 20*time.Second, "serve applied the last change", func() bool {
+		nss := d.status(t).Targets["nss"]
+		return nss != nil && nss.LastSuccess.After(last)
+	})
 	d.stop(t)
 	steps(100) // while it is down
 	d = startServe(t, e.config)
