@@ -91,14 +91,12 @@ func (s *Settings) Validate() []engine.SettingProblem {
 
 // Kind declares the aliases kind of target.
 func Kind() engine.Kind {
-	return engine.Kind{
-		Name:        "aliases",
-		NewSettings: func() engine.Settings { return &Settings{CommandTimeout: duration.Duration(30 * time.Second)} },
-		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
-			st := s.(*Settings)
-			return &Target{InstanceName: name, Path: st.Path, Command: st.Command, CommandTimeout: time.Duration(st.CommandTimeout), Call: env.Call}
-		},
-	}
+	return engine.NewKind("aliases", func() *Settings { return &Settings{CommandTimeout: duration.Duration(30 * time.Second)} }, New)
+}
+
+// New builds an instance named name.
+func New(name string, s *Settings, env engine.Env) *Target {
+	return &Target{InstanceName: name, Path: s.Path, Command: s.Command, CommandTimeout: time.Duration(s.CommandTimeout), Call: env.Call}
 }
 
 // Target is the aliases target.

@@ -5,13 +5,14 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/directory/directorytest"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/engine/enginetest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -54,14 +55,12 @@ func testState(t *testing.T) *directory.State {
 				Managers: []string{"ops@lab.example.org"}},
 		},
 	}
-	pol := directory.Policy{Now: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC), MemberAffiliations: []string{"staff"},
-		ProductionSeparator: "_", ProductionLabel: regexp.MustCompile(`^[a-z0-9]{1,16}$`)}
-	return directory.Evaluate(snap, pol, nil)
+	return directory.Evaluate(snap, directorytest.Policy(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)), nil)
 }
 
 func plan(t *testing.T, tg *Target, st *directory.State) *engine.Plan {
 	t.Helper()
-	p, err := engine.MakePlan(context.Background(), tg, st)
+	p, err := enginetest.Plan(context.Background(), tg, st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -314,23 +314,6 @@ func (e *Engine) hold(t GuardedTarget, state *directory.State, current []Record,
 	return r
 }
 
-// MakePlan diffs a target's current records against the effective state.
-func MakePlan(ctx context.Context, t Target, state *directory.State) (*Plan, error) {
-	current, err := t.Current(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read current state: %w", err)
-	}
-	desired, err := t.Desired(state)
-	if err != nil {
-		return nil, fmt.Errorf("desired state: %w", err)
-	}
-	p, err := NewPlan(t.Name(), current, desired)
-	if n, ok := t.(Noter); ok && err == nil {
-		p.Notes = n.Notes()
-	}
-	return p, err
-}
-
 // NewPlan diffs current against desired records of the named target.
 func NewPlan(target string, current, desired []Record) (*Plan, error) {
 	changes, err := Diff(current, desired)

@@ -21,6 +21,20 @@ type Kind struct {
 	New func(name string, s Settings, env Env) Target
 }
 
+// NewKind declares a kind: defaults returns its settings (a pointer to
+// the kind's struct) holding the defaults, build makes an instance from
+// settings that validated, with the environment filled in. The one
+// conversion from the configuration's Settings to the kind's own is here.
+func NewKind[S Settings, T Target](name string, defaults func() S, build func(name string, s S, env Env) T) Kind {
+	return Kind{
+		Name:        name,
+		NewSettings: func() Settings { return defaults() },
+		New: func(instance string, s Settings, env Env) Target {
+			return build(instance, s.(S), env.Filled())
+		},
+	}
+}
+
 // Env is what a target instance gets from the process that runs it.
 type Env struct {
 	// Log is scoped to the instance.

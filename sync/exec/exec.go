@@ -111,15 +111,13 @@ func (s *Settings) Validate() []engine.SettingProblem {
 
 // Kind declares the exec kind of target.
 func Kind() engine.Kind {
-	return engine.Kind{
-		Name:        "exec",
-		NewSettings: func() engine.Settings { return &Settings{Timeout: duration.Duration(60 * time.Second)} },
-		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
-			st := s.(*Settings)
-			env = env.Filled()
-			return &Target{name: name, s: *st, call: env.Call}
-		},
-	}
+	return engine.NewKind("exec", func() *Settings { return &Settings{Timeout: duration.Duration(60 * time.Second)} }, New)
+}
+
+// New builds an instance named name.
+func New(name string, s *Settings, env engine.Env) *Target {
+	env = env.Filled()
+	return &Target{name: name, s: *s, call: env.Call}
 }
 
 // Target is the exec target.

@@ -125,16 +125,10 @@ func (s *Settings) Validate() []engine.SettingProblem {
 
 // Kind declares the mailman kind of target.
 func Kind() engine.Kind {
-	return engine.Kind{
-		Name: "mailman",
-		NewSettings: func() engine.Settings {
-			return &Settings{User: "restadmin", Timeout: duration.Duration(10 * time.Second), ListName: "{collaboration}",
-				Style: "private-default", Inactive: InactiveEmpty, Foreign: ForeignKeep}
-		},
-		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
-			return New(name, s.(*Settings), env)
-		},
-	}
+	return engine.NewKind("mailman", func() *Settings {
+		return &Settings{User: "restadmin", Timeout: duration.Duration(10 * time.Second), ListName: "{collaboration}",
+			Style: "private-default", Inactive: InactiveEmpty, Foreign: ForeignKeep}
+	}, New)
 }
 
 // Target is the mailman target.

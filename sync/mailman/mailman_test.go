@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -16,29 +15,18 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/directory/directorytest"
 	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/internal/testharness/mailman"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/engine/enginetest"
 )
 
 // state evaluates users and collaborations: every user internal; users
 // in no active collaboration stay pending.
 func state(t *testing.T, users []*directory.User, collabs []directory.Collaboration) *directory.State {
 	t.Helper()
-	for i := range users {
-		users[i].DN = "uid=" + users[i].UID + ",ou=people"
-		users[i].UIDNumber, users[i].GIDNumber, users[i].Affiliation = uint32(10000+i), 100, "staff"
-	}
-	for i := range collabs {
-		c := &collabs[i]
-		c.DN, c.GIDNumber, c.Kind = "cn="+c.Name+",ou=groups", uint32(20000+i), directory.KindScientific
-		if c.Status == "" {
-			c.Status = directory.StatusActive
-		}
-	}
-	pol := directory.Policy{Now: time.Now(), MemberAffiliations: []string{"staff"}, ProductionSeparator: "_",
-		ProductionLabel: regexp.MustCompile(`^[a-z0-9]+$`)}
-	return directory.Evaluate(&directory.Snapshot{Users: users, Collaborations: collabs}, pol, nil)
+	return directorytest.Centre(time.Now(), users, collabs)
 }
 
 func user(uid string, optOuts ...string) *directory.User {
@@ -66,7 +54,7 @@ func (c *counter) env() engine.Env {
 // run plans and applies as the engine does, reading the lists whole.
 func run(t *testing.T, tg *Target, st *directory.State) *engine.Plan {
 	t.Helper()
-	p, err := engine.MakePlan(context.Background(), tg, st)
+	p, err := enginetest.Plan(context.Background(), tg, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +189,7 @@ func TestMailmanFailures(t *testing.T) {
 
 	tg := New("lists", st, env)
 	failing.Store(true)
-	p, err := engine.MakePlan(ctx, tg, state(t, users, collabs))
+	p, err := enginetest.Plan(ctx, tg, state(t, users, collabs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +205,7 @@ func TestMailmanFailures(t *testing.T) {
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := engine.MakePlan(ctx, tg, state(t, users, collabs)); err == nil || results["502"]+results["error"] == 0 {
+	if _, err := enginetest.Plan(ctx, tg, state(t, users, collabs)); err == nil || results["502"]+results["error"] == 0 {
 		t.Fatalf("read while Mailman is stopped: %v (%v)", err, results)
 	}
 	if err := s.Start(); err != nil {

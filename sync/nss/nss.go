@@ -47,13 +47,12 @@ func (s *Settings) Validate() []engine.SettingProblem {
 
 // Kind declares the nss kind of target.
 func Kind() engine.Kind {
-	return engine.Kind{
-		Name:        "nss",
-		NewSettings: func() engine.Settings { return &Settings{Dir: "/var/lib/extrausers"} },
-		New: func(name string, s engine.Settings, _ engine.Env) engine.Target {
-			return &Target{InstanceName: name, Dir: s.(*Settings).Dir}
-		},
-	}
+	return engine.NewKind("nss", func() *Settings { return &Settings{Dir: "/var/lib/extrausers"} }, New)
+}
+
+// New builds an instance named name.
+func New(name string, s *Settings, _ engine.Env) *Target {
+	return &Target{InstanceName: name, Dir: s.Dir}
 }
 
 // Target is the nss target. It is an engine.Target.

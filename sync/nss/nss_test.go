@@ -13,6 +13,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/engine/enginetest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -44,7 +45,7 @@ func testState() *directory.State {
 
 func apply(t *testing.T, tg *Target, snap *directory.State) *engine.Plan {
 	t.Helper()
-	p, err := engine.MakePlan(context.Background(), tg, snap)
+	p, err := enginetest.Plan(context.Background(), tg, snap)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,17 +120,11 @@ func (s *Settings) Validate() []engine.SettingProblem {
 
 // Kind declares the slurm kind of target.
 func Kind() engine.Kind {
-	return engine.Kind{
-		Name: "slurm",
-		NewSettings: func() engine.Settings {
-			return &Settings{Sacctmgr: "/usr/bin/sacctmgr", Parent: "collaborations", Timeout: duration.Duration(60 * time.Second),
-				Fairshare: 1, UserFairshare: "parent", Organization: "collabsync", LoadThreshold: 200,
-				LoadTimeout: duration.Duration(30 * time.Minute), ForeignUsers: ForeignKeep}
-		},
-		New: func(name string, s engine.Settings, env engine.Env) engine.Target {
-			return New(name, s.(*Settings), env)
-		},
-	}
+	return engine.NewKind("slurm", func() *Settings {
+		return &Settings{Sacctmgr: "/usr/bin/sacctmgr", Parent: "collaborations", Timeout: duration.Duration(60 * time.Second),
+			Fairshare: 1, UserFairshare: "parent", Organization: "collabsync", LoadThreshold: 200,
+			LoadTimeout: duration.Duration(30 * time.Minute), ForeignUsers: ForeignKeep}
+	}, New)
 }
 
 // Target is the slurm target.

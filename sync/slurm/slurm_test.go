@@ -4,39 +4,31 @@ import (
 	"context"
 	"errors"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/directory/directorytest"
 	"github.com/collabsync/collabsync/internal/duration"
 	slurmtest "github.com/collabsync/collabsync/internal/testharness/slurm"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/engine/enginetest"
 )
 
 // centre evaluates a directory: every user internal, so active while in
-// an active collaboration.
+// an active collaboration, each collaboration's first member its contact.
 func centre(t *testing.T, users []string, collabs []directory.Collaboration) *directory.State {
 	t.Helper()
-	snap := &directory.Snapshot{}
+	us := make([]*directory.User, len(users))
 	for i, uid := range users {
-		snap.Users = append(snap.Users, &directory.User{DN: "uid=" + uid + ",ou=people", UID: uid, UIDNumber: uint32(10000 + i),
-			GIDNumber: 100, Mail: uid + "@example.org", Affiliation: "staff"})
+		us[i] = &directory.User{UID: uid, Mail: uid + "@example.org"}
 	}
 	for i := range collabs {
-		c := &collabs[i]
-		c.DN, c.GIDNumber, c.Status = "cn="+c.Name+",ou=groups", uint32(20000+i), directory.StatusActive
-		if c.Kind == "" {
-			c.Kind = directory.KindScientific
-		}
-		c.Contacts = map[directory.Role][]string{directory.RoleCollaboration: c.Members[:1]}
+		collabs[i].Contacts = map[directory.Role][]string{directory.RoleCollaboration: collabs[i].Members[:1]}
 	}
-	snap.Collaborations = collabs
-	pol := directory.Policy{Now: time.Now(), MemberAffiliations: []string{"staff"}, ProductionSeparator: "_",
-		ProductionLabel: regexp.MustCompile(`^[a-z0-9]+$`)}
-	return directory.Evaluate(snap, pol, nil)
+	return directorytest.Centre(time.Now(), us, collabs)
 }
 
 // counter counts sacctmgr runs and, among them, the changing ones.
@@ -53,7 +45,7 @@ func (c *counter) target(cl *slurmtest.Cluster) *Target {
 // reconcile plans (reading sacctmgr) and applies, returning the apply's error.
 func reconcile(t *testing.T, tg *Target, st *directory.State) (*engine.Plan, error) {
 	t.Helper()
-	p, err := engine.MakePlan(context.Background(), tg, st)
+	p, err := enginetest.Plan(context.Background(), tg, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +167,7 @@ func TestAgainstSlurm(t *testing.T) {
 	if got := assocs(t, c); !strings.Contains(got, "atlas|sys||parent\n") || !strings.Contains(got, "lab2|sys||parent\n") || defaultOf(t, c, "sys") != "lab2" {
 		t.Errorf("sys while his job runs (default %q):\n%s", defaultOf(t, c, "sys"), got)
 	}
-	if p, _ := engine.MakePlan(context.Background(), tg, centre(t, users, next)); len(p.Notes) == 0 || !strings.Contains(p.Notes[0], "atlas/bin") {
+	if p, _ := enginetest.Plan(context.Background(), tg, centre(t, users, next)); len(p.Notes) == 0 || !strings.Contains(p.Notes[0], "atlas/bin") {
 		t.Errorf("plan does not report the kept association: %+v", p)
 	}
 	must("scancel", jobs...)

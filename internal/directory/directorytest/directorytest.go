@@ -1,0 +1,54 @@
+// Package directorytest builds evaluated directory states for tests.
+package directorytest
+
+import (
+	"regexp"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+)
+
+// Policy is the tests' centre: the affiliation "staff" belongs to a
+// member institution, production accounts are <collaboration>_<label>.
+func Policy(now time.Time) directory.Policy {
+	return directory.Policy{Now: now, MemberAffiliations: []string{"staff"}, ProductionSeparator: "_",
+		ProductionLabel: regexp.MustCompile(`^[a-z0-9]{1,16}$`)}
+}
+
+// Centre fills what users and collaborations leave unset — DNs, numbers
+// in order (users from 10000 with gid 100, collaborations from 20000),
+// the staff affiliation, the scientific kind, the active status — and
+// evaluates them with Policy(now): every user is internal, so active
+// while in an active collaboration.
+func Centre(now time.Time, users []*directory.User, collabs []directory.Collaboration) *directory.State {
+	for i, u := range users {
+		if u.DN == "" {
+			u.DN = "uid=" + u.UID + ",ou=people"
+		}
+		if u.UIDNumber == 0 {
+			u.UIDNumber = uint32(10000 + i)
+		}
+		if u.GIDNumber == 0 {
+			u.GIDNumber = 100
+		}
+		if u.Affiliation == "" {
+			u.Affiliation = "staff"
+		}
+	}
+	for i := range collabs {
+		c := &collabs[i]
+		if c.DN == "" {
+			c.DN = "cn=" + c.Name + ",ou=groups"
+		}
+		if c.GIDNumber == 0 {
+			c.GIDNumber = uint32(20000 + i)
+		}
+		if c.Kind == "" {
+			c.Kind = directory.KindScientific
+		}
+		if c.Status == "" {
+			c.Status = directory.StatusActive
+		}
+	}
+	return directory.Evaluate(&directory.Snapshot{Users: users, Collaborations: collabs}, Policy(now), nil)
+}
