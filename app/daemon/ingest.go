@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
-	"github.com/collabsync/collabsync/accounting/ingest"
 	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/app/wiring"
 )
@@ -31,15 +30,7 @@ func (s *server) ingest(ctx context.Context, cfg *config.Config, src config.Acco
 		}
 		attr = accounting.NewAttributorFrom(saved.Collaborations, saved.AdminOf)
 	}
-	isrc, err := wiring.IngestSource(src)
-	var stats ingest.Stats
-	if err == nil {
-		var paths []string
-		if paths, err = wiring.SourcePaths(src); err == nil {
-			in := &ingest.Ingester{DB: s.store.DB, Attribute: attr.Attribute, Log: s.log}
-			stats, err = in.Ingest(ctx, isrc, paths)
-		}
-	}
+	stats, err := wiring.Ingest(ctx, s.store, s.log, src, wiring.IngestOptions{Attribute: attr.Attribute})
 	s.metrics.ingestJobs.WithLabelValues(src.Name, "new").Add(float64(stats.Inserted))
 	s.metrics.ingestJobs.WithLabelValues(src.Name, "duplicate").Add(float64(stats.Duplicates))
 	s.metrics.ingestBadLines.WithLabelValues(src.Name).Add(float64(stats.BadLines))

@@ -15,8 +15,40 @@ import (
 	"github.com/collabsync/collabsync/internal/store"
 )
 
-// IngestSource turns a configured accounting source into the ingester's.
-func IngestSource(s config.AccountingSource) (ingest.Source, error) {
+// IngestOptions are what differs between the ingest command and the
+// daemon's scheduled ingest.
+type IngestOptions struct {
+	// Attribute charges a job to a collaboration: the command's comes from
+	// Attributor (which may read the directory), the daemon's from its
+	// last read (it skips a run before it has one).
+	Attribute func(*accounting.Job) string
+	// Files, if set, are read instead of the source's paths.
+	Files []string
+	// Rescan reads the files from their start (ingest.Ingester.Rescan).
+	Rescan bool
+	// Progress, if set, hears how far a file has been stored.
+	Progress func(path string, done, total int64)
+}
+
+// Ingest reads one configured source into the store: the one way the
+// command and the daemon ingest.
+func Ingest(ctx context.Context, st *store.Store, log *slog.Logger, s config.AccountingSource, opts IngestOptions) (ingest.Stats, error) {
+	src, err := ingestSource(s)
+	if err != nil {
+		return ingest.Stats{}, fmt.Errorf("source %s: %w", s.Name, err)
+	}
+	paths := opts.Files
+	if paths == nil {
+		if paths, err = sourcePaths(s); err != nil {
+			return ingest.Stats{}, err
+		}
+	}
+	in := &ingest.Ingester{DB: st.DB, Attribute: opts.Attribute, Log: log, Rescan: opts.Rescan, Progress: opts.Progress}
+	return in.Ingest(ctx, src, paths)
+}
+
+// ingestSource turns a configured accounting source into the ingester's.
+func ingestSource(s config.AccountingSource) (ingest.Source, error) {
 	loc, err := time.LoadLocation(s.TimeZone)
 	if err != nil {
 		return ingest.Source{}, err
@@ -26,8 +58,8 @@ func IngestSource(s config.AccountingSource) (ingest.Source, error) {
 		MaxBadRatio: &ratio, SampleLines: s.SampleLines}, nil
 }
 
-// SourcePaths expands a source's globs.
-func SourcePaths(s config.AccountingSource) ([]string, error) {
+// sourcePaths expands a source's globs.
+func sourcePaths(s config.AccountingSource) ([]string, error) {
 	var out []string
 	for _, g := range s.Paths {
 		m, err := filepath.Glob(g)

@@ -52,25 +52,16 @@ func cmdIngest(ctx context.Context, a *app, args []string) int {
 		a.errorf(err)
 		return exitFailure
 	}
-	in := &ingest.Ingester{DB: st.DB, Attribute: attr.Attribute, Log: a.log, Rescan: *rescan}
+	opts := wiring.IngestOptions{Attribute: attr.Attribute, Rescan: *rescan}
+	if *from != "" {
+		opts.Files = []string{*from}
+	}
 	if isTerminal(a.stderr) {
-		in.Progress = progressPrinter(a.stderr)
+		opts.Progress = progressPrinter(a.stderr)
 	}
 	code := exitOK
 	for _, s := range sources {
-		src, err := wiring.IngestSource(s)
-		if err != nil {
-			a.errorf(err)
-			return exitUsage
-		}
-		paths := []string{*from}
-		if *from == "" {
-			if paths, err = wiring.SourcePaths(s); err != nil {
-				a.errorf(err)
-				return exitUsage
-			}
-		}
-		stats, err := in.Ingest(ctx, src, paths)
+		stats, err := wiring.Ingest(ctx, st, a.log, s, opts)
 		printIngest(a.stdout, s.Name, stats)
 		if err != nil {
 			a.errorf(err)
