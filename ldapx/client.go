@@ -131,7 +131,7 @@ func (c *Client) secureAndBind(conn *ldap.Conn, scheme, host string) error {
 					"password_file", b.PasswordFile, "mode", fi.Mode().Perm().String())
 			}
 		})
-		pw, err := ReadSecret(b.PasswordFile)
+		pw, err := readSecret(b.PasswordFile)
 		if err != nil {
 			return err
 		}
@@ -186,10 +186,10 @@ func tlsHint(err error) error {
 	return err
 }
 
-// ReadSecret reads a password file (e.g. a systemd credential), dropping a
+// readSecret reads a password file (e.g. a systemd credential), dropping a
 // trailing newline. An empty secret is refused: LDAP treats a simple bind
 // with an empty password as an unauthenticated bind that "succeeds".
-func ReadSecret(path string) (string, error) {
+func readSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("read password file: %w", err)

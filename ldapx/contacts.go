@@ -26,8 +26,8 @@ func (s *Source) Contacts(ctx context.Context, collaboration string) (map[direct
 	defer conn.Close()
 	g := s.cfg.Collaborations
 	req := searchRequest(g.Search, s.mapper.CollaborationAttributes())
-	req.Filter = And(g.Filter, EqualityFilter(g.Attributes.Name, collaboration))
-	var found []RawCollaboration
+	req.Filter = andFilter(g.Filter, equalityFilter(g.Attributes.Name, collaboration))
+	var found []rawCollaboration
 	err = Stream(ctx, conn, req, uint32(s.cfg.PageSize), func(e *ldap.Entry) error {
 		c, err := s.mapper.Collaboration(e)
 		if err != nil {
@@ -49,7 +49,7 @@ func (s *Source) Contacts(ctx context.Context, collaboration string) (map[direct
 		for _, role := range directory.Roles() {
 			name := strings.NewReplacer("{collaboration}", collaboration, "{role}", string(role)).Replace(rg.Name)
 			req := searchRequest(rg.Search, []string{rg.Members})
-			req.Filter = And(rg.Filter, EqualityFilter(rg.NameAttribute, name))
+			req.Filter = andFilter(rg.Filter, equalityFilter(rg.NameAttribute, name))
 			err := Stream(ctx, conn, req, uint32(s.cfg.PageSize), func(e *ldap.Entry) error {
 				values[role] = append(values[role], e.GetEqualFoldAttributeValues(rg.Members)...)
 				return nil
@@ -100,7 +100,7 @@ func (s *Source) lookupUser(ctx context.Context, conn Conn, v string) (directory
 		}
 		req.BaseDN, req.Scope = v, ldap.ScopeBaseObject
 	} else {
-		req.Filter = And(us.Filter, EqualityFilter(us.Attributes.UID, v))
+		req.Filter = andFilter(us.Filter, equalityFilter(us.Attributes.UID, v))
 	}
 	var user *directory.User
 	err := Stream(ctx, conn, req, uint32(s.cfg.PageSize), func(e *ldap.Entry) error {

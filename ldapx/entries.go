@@ -33,10 +33,10 @@ type Mapped struct {
 	DN string
 	// NormDN is the normalized DN, for entries other entries may name.
 	NormDN        string
-	User          *RawUser
-	Collaboration *RawCollaboration
+	User          *rawUser
+	Collaboration *rawCollaboration
 	RoleGroup     *RoleGroup
-	Production    *RawProduction
+	Production    *rawProduction
 	Problem       string
 }
 
@@ -59,7 +59,7 @@ func streams(cfg Config) map[StreamName]Search {
 	s := map[StreamName]Search{StreamUsers: cfg.Users.Search, StreamCollaborations: cfg.Collaborations.Search}
 	if f := cfg.Users.DisabledFilter; f != "" {
 		d := cfg.Users.Search
-		d.Filter = And(d.Filter, f)
+		d.Filter = andFilter(d.Filter, f)
 		s[StreamDisabled] = d
 	}
 	if rg := cfg.Collaborations.Contacts.Groups; rg != nil {
@@ -120,25 +120,25 @@ func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
 	var err error
 	switch s {
 	case StreamUsers:
-		var u RawUser
+		var u rawUser
 		if u, err = em.m.User(e); err == nil {
 			out.User = &u
 			if em.byDN {
-				out.NormDN = NormalizeDN(e.DN)
+				out.NormDN = normalizeDN(e.DN)
 			}
 			pack(&u.DN, &u.UID, &u.Name, &u.Mail, &u.Home, &u.Shell, &u.Affiliation, &u.ValidatedBy, &u.PrivateGroup, &out.NormDN)
 			out.DN = u.DN
 		}
 	case StreamCollaborations:
-		var c RawCollaboration
+		var c rawCollaboration
 		if c, err = em.m.Collaboration(e); err == nil {
 			out.Collaboration = &c
-			out.NormDN = NormalizeDN(e.DN)
+			out.NormDN = normalizeDN(e.DN)
 		}
 	case StreamRoleGroups:
 		out.RoleGroup, err = em.roleGroup(e)
 	case StreamProduction:
-		var p RawProduction
+		var p rawProduction
 		if p, err = em.m.Production(e); err == nil {
 			out.Production = &p
 		}
@@ -255,7 +255,7 @@ func (r *resolver) uidOf(v string) (string, bool) { return r.users.uidOf(v) }
 
 func (p *userPart) uidOf(v string) (string, bool) {
 	if strings.Contains(v, "=") {
-		uid, ok := p.uidByDN[NormalizeDN(v)]
+		uid, ok := p.uidByDN[normalizeDN(v)]
 		return uid, ok
 	}
 	_, ok := slices.BinarySearchFunc(p.users, v, func(u *directory.User, uid string) int { return strings.Compare(u.UID, uid) })
@@ -403,7 +403,7 @@ func (r *resolver) collaboration(e *Mapped, fromGroups map[directory.Role][]stri
 	for _, v := range unknown {
 		var g *Mapped
 		if strings.Contains(v, "=") {
-			g = r.collabByDN[NormalizeDN(v)]
+			g = r.collabByDN[normalizeDN(v)]
 			// What it resolves to depends on the other groups too.
 			nested = true
 		}
@@ -466,7 +466,7 @@ func (r *resolver) expand(root, g *Mapped, path []*Mapped) []string {
 		if !strings.Contains(v, "=") {
 			continue
 		}
-		if sub := r.collabByDN[NormalizeDN(v)]; sub != nil {
+		if sub := r.collabByDN[normalizeDN(v)]; sub != nil {
 			out = append(out, r.expand(root, sub, append(slices.Clip(path), g))...)
 		}
 	}
@@ -508,7 +508,7 @@ func (r *resolver) production(entries map[string]*Mapped) {
 		if p.Owner != "" {
 			if strings.Contains(p.Owner, "=") {
 				name, ok := "", false
-				if c := r.collabByDN[NormalizeDN(p.Owner)]; c != nil {
+				if c := r.collabByDN[normalizeDN(p.Owner)]; c != nil {
 					name, ok = c.Collaboration.Name, true
 				}
 				if !ok {

@@ -15,7 +15,7 @@ func bigEntries(n, c int) Entries {
 	for i := range n {
 		uid := fmt.Sprintf("u%06d", i)
 		dn := "uid=" + uid + ",ou=people,dc=example,dc=org"
-		users[fmt.Sprintf("uuid-u-%d", i)] = &Mapped{DN: dn, User: &RawUser{User: directory.User{DN: dn, UID: uid,
+		users[fmt.Sprintf("uuid-u-%d", i)] = &Mapped{DN: dn, User: &rawUser{User: directory.User{DN: dn, UID: uid,
 			UIDNumber: uint32(100000 + i), GIDNumber: uint32(200000 + i%c), Name: "User " + uid, Mail: uid + "@example.org",
 			Home: "/home/" + uid, Shell: "/bin/bash"}}}
 		members[i%c] = append(members[i%c], uid)
@@ -25,7 +25,7 @@ func bigEntries(n, c int) Entries {
 	for j := range c {
 		name := fmt.Sprintf("c%05d", j)
 		dn := "cn=" + name + ",ou=groups,dc=example,dc=org"
-		collabs[fmt.Sprintf("uuid-c-%d", j)] = &Mapped{DN: dn, NormDN: dn, Collaboration: &RawCollaboration{
+		collabs[fmt.Sprintf("uuid-c-%d", j)] = &Mapped{DN: dn, NormDN: dn, Collaboration: &rawCollaboration{
 			Collaboration: directory.Collaboration{DN: dn, Name: name, GIDNumber: uint32(200000 + j), Kind: directory.KindScientific,
 				Status: directory.StatusActive}, MemberValues: members[j], ContactValues: map[directory.Role][]string{}}}
 	}

@@ -7,14 +7,14 @@ import (
 	"github.com/go-ldap/ldap/v3"
 )
 
-// EqualityFilter builds (attr=value) with value escaped (RFC 4515). Every
+// equalityFilter builds (attr=value) with value escaped (RFC 4515). Every
 // filter collabsync builds from data goes through here.
-func EqualityFilter(attr, value string) string {
+func equalityFilter(attr, value string) string {
 	return "(" + attr + "=" + ldap.EscapeFilter(value) + ")"
 }
 
-// And combines filters; an empty list matches everything.
-func And(filters ...string) string {
+// andFilter combines filters; an empty list matches everything.
+func andFilter(filters ...string) string {
 	switch len(filters) {
 	case 0:
 		return "(objectClass=*)"
@@ -24,15 +24,15 @@ func And(filters ...string) string {
 	return "(&" + strings.Join(filters, "") + ")"
 }
 
-// ChildDN builds attr=value,parent with value escaped (RFC 4514).
-func ChildDN(attr, value, parent string) string {
+// childDN builds attr=value,parent with value escaped (RFC 4514).
+func childDN(attr, value, parent string) string {
 	return attr + "=" + ldap.EscapeDN(value) + "," + parent
 }
 
-// NormalizeDN gives DNs that differ only in case, spacing or escaping the
+// normalizeDN gives DNs that differ only in case, spacing or escaping the
 // same key, so member DNs can be matched against user DNs. It returns ""
 // when dn does not parse.
-func NormalizeDN(dn string) string {
+func normalizeDN(dn string) string {
 	parsed, err := ldap.ParseDN(dn)
 	if err != nil {
 		return ""

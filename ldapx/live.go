@@ -303,7 +303,7 @@ func (m *Model) dropUnseen(s StreamName) {
 // directory and changed is called. An entry the server reported present
 // that never arrived means the model and the cookie disagree. A users or
 // collaborations stream the refresh leaves empty is refused with
-// ErrNoEntries, resumed or not (a wrong base, a filter matching nothing,
+// errNoEntries, resumed or not (a wrong base, a filter matching nothing,
 // rights withdrawn, or every entry gone): it stays not live, and nothing
 // is planned from it.
 func (m *Model) endRefresh(s StreamName) error {
@@ -322,7 +322,7 @@ func (m *Model) endRefresh(s StreamName) error {
 	}
 	if left == 0 && mustMatch(s) {
 		m.mu.Unlock()
-		return ErrNoEntries
+		return errNoEntries
 	}
 	if m.full[s] {
 		m.dropUnseen(s)

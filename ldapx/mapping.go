@@ -57,36 +57,36 @@ var namePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
 // alone or with its domain (docs: csListName).
 var listName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}(@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)?$`)
 
-// ValidName reports whether s can be a Unix user or group name.
-func ValidName(s string) bool { return namePattern.MatchString(s) }
+// validName reports whether s can be a Unix user or group name.
+func validName(s string) bool { return namePattern.MatchString(s) }
 
-// RawUser is a user whose validator is not resolved to a uid yet: its
+// rawUser is a user whose validator is not resolved to a uid yet: its
 // ValidatedBy is the entry's value, a DN or a uid (resolving makes a copy
 // with the uid, or none; a field of its own cost 16 bytes per user).
-type RawUser struct {
+type rawUser struct {
 	directory.User
 }
 
 // User maps a user entry.
-func (m *Mapper) User(e *ldap.Entry) (RawUser, error) {
+func (m *Mapper) User(e *ldap.Entry) (rawUser, error) {
 	u, err := m.user(e)
 	if err != nil {
-		return RawUser{}, err
+		return rawUser{}, err
 	}
 	a := m.cfg.Users.Attributes
-	raw := RawUser{User: u}
+	raw := rawUser{User: u}
 	if raw.ValidatedBy, err = optionalSingle(e, a.ValidatedBy); err != nil {
-		return RawUser{}, err
+		return rawUser{}, err
 	}
 	if a.OptOuts != "" {
 		raw.OptOuts = e.GetEqualFoldAttributeValues(a.OptOuts)
 	}
 	if raw.Affiliation, err = optionalSingle(e, a.Affiliation); err != nil {
-		return RawUser{}, err
+		return rawUser{}, err
 	}
 	status, err := optionalSingle(e, a.Status)
 	if err != nil {
-		return RawUser{}, err
+		return rawUser{}, err
 	}
 	for _, v := range m.cfg.Users.SuspendedValues {
 		if status != "" && strings.EqualFold(v, status) {
@@ -94,16 +94,16 @@ func (m *Mapper) User(e *ldap.Entry) (RawUser, error) {
 		}
 	}
 	if v, err := optionalSingle(e, a.PrivateGroup); err != nil {
-		return RawUser{}, err
+		return rawUser{}, err
 	} else if v != "" {
-		if raw.PrivateGroup, err = rdnValue(v); err != nil || !ValidName(raw.PrivateGroup) {
-			return RawUser{}, fmt.Errorf("%s %q does not name a valid group", a.PrivateGroup, v)
+		if raw.PrivateGroup, err = rdnValue(v); err != nil || !validName(raw.PrivateGroup) {
+			return rawUser{}, fmt.Errorf("%s %q does not name a valid group", a.PrivateGroup, v)
 		}
 	}
 	if v, err := optionalSingle(e, a.Expires); err != nil {
-		return RawUser{}, err
+		return rawUser{}, err
 	} else if raw.Expires, err = parseExpiry(v, m.cfg.Users.ExpiresFormat); err != nil {
-		return RawUser{}, fmt.Errorf("%s: %w", a.Expires, err)
+		return rawUser{}, fmt.Errorf("%s: %w", a.Expires, err)
 	}
 	return raw, nil
 }
@@ -173,7 +173,7 @@ func (m *Mapper) user(e *ldap.Entry) (directory.User, error) {
 	if u.UID, err = rdnPreferred(e, a.UID); err != nil {
 		return u, err
 	}
-	if !ValidName(u.UID) {
+	if !validName(u.UID) {
 		return u, fmt.Errorf("%s %q is not a valid user name", a.UID, u.UID)
 	}
 	if u.UIDNumber, err = idNumber(e, a.UIDNumber); err != nil {
@@ -209,9 +209,9 @@ func (m *Mapper) user(e *ldap.Entry) (directory.User, error) {
 	return u, nil
 }
 
-// RawCollaboration is a collaboration whose member and contact values are
+// rawCollaboration is a collaboration whose member and contact values are
 // not resolved to uids yet (DNs need the users read first).
-type RawCollaboration struct {
+type rawCollaboration struct {
 	directory.Collaboration
 	// expandNested: members that are collaborations' groups count with
 	// their members (ldap.collaborations.nested: expand).
@@ -224,14 +224,14 @@ type RawCollaboration struct {
 }
 
 // Collaboration maps a collaboration entry.
-func (m *Mapper) Collaboration(e *ldap.Entry) (RawCollaboration, error) {
+func (m *Mapper) Collaboration(e *ldap.Entry) (rawCollaboration, error) {
 	a := m.cfg.Collaborations.Attributes
-	c := RawCollaboration{Collaboration: directory.Collaboration{DN: e.DN}, expandNested: m.cfg.Collaborations.Nested == NestedExpand}
+	c := rawCollaboration{Collaboration: directory.Collaboration{DN: e.DN}, expandNested: m.cfg.Collaborations.Nested == NestedExpand}
 	var err error
 	if c.Name, err = rdnPreferred(e, a.Name); err != nil {
 		return c, err
 	}
-	if !ValidName(c.Name) {
+	if !validName(c.Name) {
 		return c, fmt.Errorf("%s %q is not a valid group name", a.Name, c.Name)
 	}
 	if c.GIDNumber, err = idNumber(e, a.GIDNumber); err != nil {
@@ -331,21 +331,21 @@ func parseDate(v string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is neither a GeneralizedTime nor YYYY-MM-DD", v)
 }
 
-// RawProduction is a production account whose owner is not resolved yet.
-type RawProduction struct {
+// rawProduction is a production account whose owner is not resolved yet.
+type rawProduction struct {
 	directory.ProductionAccount
 	Owner string // a DN or a name
 }
 
 // Production maps a production account entry.
-func (m *Mapper) Production(e *ldap.Entry) (RawProduction, error) {
+func (m *Mapper) Production(e *ldap.Entry) (rawProduction, error) {
 	a := m.cfg.ProductionAccounts.Attributes
-	p := RawProduction{ProductionAccount: directory.ProductionAccount{DN: e.DN}}
+	p := rawProduction{ProductionAccount: directory.ProductionAccount{DN: e.DN}}
 	var err error
 	if p.Name, err = rdnPreferred(e, a.Name); err != nil {
 		return p, err
 	}
-	if !ValidName(p.Name) {
+	if !validName(p.Name) {
 		return p, fmt.Errorf("%s %q is not a valid user name", a.Name, p.Name)
 	}
 	if p.UIDNumber, err = idNumber(e, a.UIDNumber); err != nil {

@@ -98,20 +98,20 @@ func TestMembers(t *testing.T) {
 }
 
 func TestEscaping(t *testing.T) {
-	if got := EqualityFilter("uid", "a*)(uid=*"); got != `(uid=a\2a\29\28uid=\2a)` {
-		t.Errorf("EqualityFilter = %s", got)
+	if got := equalityFilter("uid", "a*)(uid=*"); got != `(uid=a\2a\29\28uid=\2a)` {
+		t.Errorf("equalityFilter = %s", got)
 	}
-	if _, err := ldap.CompileFilter(EqualityFilter("cn", `\*()`+"\x00")); err != nil {
+	if _, err := ldap.CompileFilter(equalityFilter("cn", `\*()`+"\x00")); err != nil {
 		t.Errorf("escaped filter does not compile: %v", err)
 	}
-	if got := ChildDN("cn", "a,b+c=d", "ou=roles,dc=x"); got != `cn=a\,b\+c=d,ou=roles,dc=x` {
-		t.Errorf("ChildDN = %s", got)
+	if got := childDN("cn", "a,b+c=d", "ou=roles,dc=x"); got != `cn=a\,b\+c=d,ou=roles,dc=x` {
+		t.Errorf("childDN = %s", got)
 	}
-	if got := And(); got != "(objectClass=*)" {
-		t.Errorf("And() = %s", got)
+	if got := andFilter(); got != "(objectClass=*)" {
+		t.Errorf("andFilter() = %s", got)
 	}
-	if got := And("(a=1)", "(b=2)"); got != "(&(a=1)(b=2))" {
-		t.Errorf("And = %s", got)
+	if got := andFilter("(a=1)", "(b=2)"); got != "(&(a=1)(b=2))" {
+		t.Errorf("andFilter = %s", got)
 	}
 }
 
@@ -122,11 +122,11 @@ func TestNormalizeDN(t *testing.T) {
 		{"cn=a+uid=b,dc=x", "uid=b+cn=a,dc=x"},
 	}
 	for _, p := range same {
-		if a, b := NormalizeDN(p[0]), NormalizeDN(p[1]); a != b || a == "" {
+		if a, b := normalizeDN(p[0]), normalizeDN(p[1]); a != b || a == "" {
 			t.Errorf("%q → %q, %q → %q: want equal", p[0], a, p[1], b)
 		}
 	}
-	if NormalizeDN("not a dn") != "" {
+	if normalizeDN("not a dn") != "" {
 		t.Error("invalid DN normalized to non-empty")
 	}
 }

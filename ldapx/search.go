@@ -27,7 +27,7 @@ func Stream(ctx context.Context, conn Conn, req *ldap.SearchRequest, pageSize ui
 		if errors.Is(err, errCutShort) && missingBase(ctx, conn, req.BaseDN) {
 			// 389-ds answers a paged search under a base that does not
 			// exist with a bare success.
-			err = fmt.Errorf("%w: %q does not exist", ErrNoBase, req.BaseDN)
+			err = fmt.Errorf("%w: %q does not exist", errNoBase, req.BaseDN)
 		}
 		if err != nil {
 			return fmt.Errorf("search %q under %q: %w", req.Filter, req.BaseDN, limitHint(err))
@@ -73,8 +73,8 @@ func streamPage(ctx context.Context, conn Conn, req *ldap.SearchRequest, fn func
 // errCutShort: a page ended without its paging control.
 var errCutShort = errors.New("result cut short: the page ended without its paging control (connection lost?)")
 
-// ErrNoBase: a search's base DN does not exist.
-var ErrNoBase = errors.New("no such base DN")
+// errNoBase: a search's base DN does not exist.
+var errNoBase = errors.New("no such base DN")
 
 // missingBase reports whether the server says base does not exist (a
 // base-scope read of it answers noSuchObject).

@@ -96,7 +96,7 @@ func (s *Source) read(ctx context.Context, conn Conn) (Entries, error) {
 
 // Count connects and counts each configured search's entries (no
 // attributes read). A users or collaborations search that matches nothing
-// is an error (ErrNoEntries), after every search was counted.
+// is an error (errNoEntries), after every search was counted.
 func (s *Source) Count(ctx context.Context) (map[StreamName]int, error) {
 	conn, err := s.client.Connect(ctx)
 	if err != nil {
@@ -124,10 +124,10 @@ func (s *Source) Count(ctx context.Context) (map[StreamName]int, error) {
 	return counts, errors.Join(errs...)
 }
 
-// ErrNoEntries: a search for users or collaborations matched nothing, which
+// errNoEntries: a search for users or collaborations matched nothing, which
 // is a wrong base DN or filter (or a bind user that may not read them)
 // far more often than an empty centre.
-var ErrNoEntries = errors.New("matched no entries")
+var errNoEntries = errors.New("matched no entries")
 
 // mustMatch: a directory without users or without collaborations is taken
 // to be misconfigured; one without production accounts or role groups is not.
@@ -135,7 +135,7 @@ func mustMatch(s StreamName) bool { return s == StreamUsers || s == StreamCollab
 
 func noEntries(s Search) error {
 	return fmt.Errorf("base %q, scope %s, filter %q %w: check the base DN and filter (ldap.schema presets a standard layout), "+
-		"and that the bind user may read them", s.BaseDN, s.Scope, s.Filter, ErrNoEntries)
+		"and that the bind user may read them", s.BaseDN, s.Scope, s.Filter, errNoEntries)
 }
 
 // roleGroupPattern turns "{collaboration}-{role}" into a regexp with the

@@ -173,7 +173,7 @@ func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) err
 		}
 		for name, search := range searches {
 			if err := m.endRefresh(name); err != nil {
-				if errors.Is(err, ErrNoEntries) {
+				if errors.Is(err, errNoEntries) {
 					// The next try reads whole (see Watcher.live).
 					for other := range searches {
 						m.dropCookie(other)
@@ -344,7 +344,7 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 			return fmt.Errorf("read %s: %w", r.what, err)
 		}
 		if err := m.endRefresh(r.stream); err != nil {
-			if errors.Is(err, ErrNoEntries) {
+			if errors.Is(err, errNoEntries) {
 				err = refusedEmpty(w.events, r.stream, search, false)
 			}
 			return err
@@ -381,7 +381,7 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 			continue
 		}
 		req := searchRequest(search, withGUID(m.em.attributes(r.stream)))
-		req.Filter = And(search.Filter, since)
+		req.Filter = andFilter(search.Filter, since)
 		still := map[string]bool{}
 		err := Stream(ctx, conn, req, uint32(w.cfg.PageSize), func(e *ldap.Entry) error {
 			key, err := complete(ctx, conn, e)
@@ -412,7 +412,7 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 	// with the show-deleted control, and only by a bind user with rights
 	// there (else none is returned, and the scan finds the deletions).
 	deleted := ldap.NewSearchRequest(nc, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
-		And("(isDeleted=TRUE)", since), []string{"objectGUID"}, []ldap.Control{ldap.NewControlString(controlShowDeleted, true, "")})
+		andFilter("(isDeleted=TRUE)", since), []string{"objectGUID"}, []ldap.Control{ldap.NewControlString(controlShowDeleted, true, "")})
 	err := Stream(ctx, conn, deleted, uint32(w.cfg.PageSize), func(e *ldap.Entry) error {
 		key, err := guidKey(e)
 		if err != nil {

@@ -14,9 +14,9 @@ import (
 	"github.com/go-ldap/ldap/v3"
 )
 
-// ErrNoSyncrepl says the server does not offer RFC 4533 syncrepl (no
+// errNoSyncrepl says the server does not offer RFC 4533 syncrepl (no
 // syncprov overlay, or access to it denied).
-var ErrNoSyncrepl = errors.New("the directory does not offer syncrepl (RFC 4533)")
+var errNoSyncrepl = errors.New("the directory does not offer syncrepl (RFC 4533)")
 
 // errCookieRejected: the server refused a stream's stored cookie (restarted
 // after a crash before checkpointing, restored from an older backup,
@@ -58,7 +58,7 @@ func NewWatcher(cfg Config, log *slog.Logger, events WatchEvents) *Watcher {
 }
 
 // Run keeps m live until ctx ends (then it returns nil), or until it
-// learns the server has no syncrepl (ErrNoSyncrepl).
+// learns the server has no syncrepl (errNoSyncrepl).
 func (w *Watcher) Run(ctx context.Context, m *Model) error {
 	const minBackoff, maxBackoff = time.Second, time.Minute
 	backoff := minBackoff
@@ -81,7 +81,7 @@ func (w *Watcher) Run(ctx context.Context, m *Model) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrNoSyncrepl) {
+		if errors.Is(err, errNoSyncrepl) {
 			return err
 		}
 		if errors.Is(err, errCookieRejected) {
@@ -91,7 +91,7 @@ func (w *Watcher) Run(ctx context.Context, m *Model) error {
 		}
 		// Jitter keeps many daemons from hammering a recovering server together.
 		wait := backoff/2 + rand.N(backoff/2+1)
-		if errors.Is(err, errRefreshStalled) || errors.Is(err, ErrNoEntries) {
+		if errors.Is(err, errRefreshStalled) || errors.Is(err, errNoEntries) {
 			// Not an outage: it will not heal by itself.
 			w.log.Error("directory change stream cannot complete its refresh; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
 		} else {
@@ -142,7 +142,7 @@ func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, m *Model) error 
 		switch {
 		case err == nil:
 			return 0
-		case errors.Is(err, ErrNoSyncrepl):
+		case errors.Is(err, errNoSyncrepl):
 			return 3
 		case errors.Is(err, errCookieRejected):
 			return 2
@@ -217,7 +217,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 			received++
 			st, _ := ldap.FindControl(resp.Controls(), ldap.ControlTypeSyncState).(*ldap.ControlSyncState)
 			if st == nil {
-				return fmt.Errorf("%w: entry %s came without a sync state control", ErrNoSyncrepl, e.DN)
+				return fmt.Errorf("%w: entry %s came without a sync state control", errNoSyncrepl, e.DN)
 			}
 			key := entryKey(st.EntryUUID)
 			switch {
@@ -271,7 +271,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 	case ctx.Err() != nil:
 		return nil
 	case stalled.Load() && missingBase(ctx, conn, search.BaseDN):
-		err := fmt.Errorf("%w after %d entries: the base DN %q does not exist (%w): check ldap.*.base_dn", errRefreshStalled, received, search.BaseDN, ErrNoBase)
+		err := fmt.Errorf("%w after %d entries: the base DN %q does not exist (%w): check ldap.*.base_dn", errRefreshStalled, received, search.BaseDN, errNoBase)
 		w.events.RefreshFailed(string(name), "no_base", err)
 		return err
 	case stalled.Load():
@@ -296,7 +296,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 		return fmt.Errorf("%w: %v", errCookieRejected, err)
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultUnavailableCriticalExtension),
 		ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform):
-		return fmt.Errorf("%w: %v", ErrNoSyncrepl, err)
+		return fmt.Errorf("%w: %v", errNoSyncrepl, err)
 	case err != nil:
 		return limitHint(err)
 	}
@@ -307,7 +307,7 @@ func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, 
 func (w *Watcher) live(m *Model, name StreamName, search Search, resumed bool) error {
 	err := m.endRefresh(name)
 	switch {
-	case errors.Is(err, ErrNoEntries):
+	case errors.Is(err, errNoEntries):
 		// The next try reads whole: a saved model that was wrong is put
 		// right, and an empty directory is refused again.
 		m.dropCookie(name)
