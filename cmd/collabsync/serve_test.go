@@ -181,46 +181,6 @@ func (e *syncEnv) inGroup(t testing.TB, group, uid string) bool {
 	return false
 }
 
-func TestServeChangeStream(t *testing.T) {
-	e := newDemoEnv(t, serveConfig(freeListen(t), ""))
-	d := startServe(t, e.config)
-	d.waitReady(t)
-	if e.inGroup(t, "lsst", "trent") {
-		t.Fatal("trent in lsst before the change")
-	}
-	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: trent\n")
-	eventually(t, 10*time.Second, "trent in getent group lsst", func() bool { return e.inGroup(t, "lsst", "trent") })
-	// And out again on removal.
-	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\ndelete: memberUid\nmemberUid: trent\n")
-	eventually(t, 10*time.Second, "trent out of lsst", func() bool { return !e.inGroup(t, "lsst", "trent") })
-
-	st := d.status(t)
-	if st.ChangeStream.Mode != "syncrepl" || !st.ChangeStream.Connected || len(st.ChangeStream.Live) != 4 {
-		t.Errorf("change stream status = %+v", st.ChangeStream)
-	}
-	if st.Targets["nss"] == nil || st.Targets["nss"].Result != "success" || !st.Ready {
-		t.Errorf("status = %+v", st)
-	}
-	if v := d.metric(`collabsync_reconcile_runs_total{result="success",target="nss"}`); v == "" || v == "0" {
-		t.Errorf("runs metric = %q", v)
-	}
-	if v := d.metric(`collabsync_change_stream_mode{mode="syncrepl"}`); v != "1" {
-		t.Errorf("mode metric = %q", v)
-	}
-	if !strings.Contains(d.logText(), `"msg":"reconciled","target":"nss"`) {
-		t.Error("no JSON reconcile log line per target")
-	}
-	// serve.memory_limit auto: measured when the model is complete and
-	// once the first run is over; the runtime exports the limit.
-	if n := strings.Count(d.logText(), `"msg":"memory limit set from the resting heap"`); n != 2 {
-		t.Errorf("%d resting measurements, want 2", n)
-	}
-	if v := d.metric("go_gc_gomemlimit_bytes"); v == "" || v == "9.223372036854776e+18" {
-		t.Errorf("go_gc_gomemlimit_bytes = %q, want a limit", v)
-	}
-	d.stop(t)
-}
-
 // notifySocket listens as systemd does for sd_notify messages.
 func notifySocket(t *testing.T) (string, <-chan string) {
 	t.Helper()
