@@ -357,7 +357,7 @@ func TestTargetInstances(t *testing.T) {
 	want := []string{
 		`c.yaml:10: targets[0].directory: unknown key for a target of kind nss (did you mean dir?)`,
 		`c.yaml:11: targets[1].name: "extrausers" is also the name of targets[0]`,
-		`c.yaml:14: targets[2].kind: unknown target kind "mailmain" (known: aliases, exec, mailman, nss, slurm)`,
+		`c.yaml:14: targets[2].kind: unknown target kind "mailmain" (known: ` + targets.Kinds().Names() + `)`,
 		`c.yaml:15: targets[3].name: every target needs a name`,
 		`c.yaml:16: targets[3].dir: must be an absolute path, got "relative"`,
 		`c.yaml:17: targets[4].name: "Bad Name" is not a target name`,
