@@ -1,7 +1,10 @@
 // Package accountingtest helps the log parsers' tests.
 package accountingtest
 
-import "github.com/collabsync/collabsync/accounting"
+import (
+	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/internal/store"
+)
 
 // DecodeLines feeds lines to an accounting decoder and returns the jobs
 // and the errors (bad lines) it gave.
@@ -14,4 +17,9 @@ func DecodeLines(d accounting.Decoder, lines []string) (jobs []accounting.Job, b
 		}
 	}
 	return jobs, bad
+}
+
+// Schema is the accounting tables' schema, for tests that open a store.
+func Schema() store.Schema {
+	return store.Schema{Name: accounting.SchemaName, Migrations: accounting.Migrations()}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/accountingtest"
 	"github.com/collabsync/collabsync/accounting/report"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/internal/testharness"
@@ -32,7 +33,7 @@ func TestMain(m *testing.M) {
 }
 
 func childIngest(dbPath, logPath string) error {
-	st, err := store.Open(context.Background(), dbPath)
+	st, err := store.Open(context.Background(), dbPath, accountingtest.Schema())
 	if err != nil {
 		return err
 	}
@@ -117,7 +118,7 @@ func BenchmarkIngest1M(b *testing.B) {
 // The totals are generated in SQL exactly as ingest keeps them; the report
 // never reads the jobs table, so it is left empty.
 func BenchmarkReportMonth10M(b *testing.B) {
-	st, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "s.db"))
+	st, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "s.db"), accountingtest.Schema())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func BenchmarkReportMonth10M(b *testing.B) {
 // storing them (the INSERT statements and commits, without the duplicate
 // check, day totals or checkpoint).
 func insertFloor(b *testing.B, logPath, dbPath string) (decode, insert time.Duration) {
-	st, err := store.Open(context.Background(), dbPath)
+	st, err := store.Open(context.Background(), dbPath, accountingtest.Schema())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/accountingtest"
 	"github.com/collabsync/collabsync/internal/store"
 )
 
@@ -28,7 +29,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "state.db"))
+	st, err := store.Open(context.Background(), filepath.Join(dir, "state.db"), accountingtest.Schema())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +337,7 @@ func TestConcurrentIngestsCountOnce(t *testing.T) {
 	p := e.write("sacct.log", sacctLines(300, 2, "a"), os.O_TRUNC)
 	errs := make(chan error, 2)
 	for k := 0; k < 2; k++ {
-		st, err := store.Open(context.Background(), filepath.Join(e.dir, "state.db"))
+		st, err := store.Open(context.Background(), filepath.Join(e.dir, "state.db"), accountingtest.Schema())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/accountingtest"
 	"github.com/collabsync/collabsync/accounting/slurm"
 	"github.com/collabsync/collabsync/internal/store"
 	slurmtest "github.com/collabsync/collabsync/internal/testharness/slurm"
@@ -75,7 +76,7 @@ func TestRealSlurm(t *testing.T) {
 	}
 
 	ingestInto := func(name string, srcs ...Source) (*store.Store, []Stats) {
-		st, err := store.Open(context.Background(), filepath.Join(dir, name, "s.db"))
+		st, err := store.Open(context.Background(), filepath.Join(dir, name, "s.db"), accountingtest.Schema())
 		if err != nil {
 			t.Fatal(err)
 		}

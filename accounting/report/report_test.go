@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/collabsync/collabsync/accounting/accountingtest"
 	"github.com/collabsync/collabsync/internal/store"
 )
 
 func TestRunAndWrite(t *testing.T) {
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"))
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), accountingtest.Schema())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,12 @@ func ReadAndEvaluate(ctx context.Context, cfg *config.Config, st *store.Store, l
 
 // OpenStore opens the state directory's database.
 func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
-	return store.Open(ctx, filepath.Join(cfg.StateDir, "collabsync.db"))
+	return store.Open(ctx, filepath.Join(cfg.StateDir, "collabsync.db"), Schemas()...)
+}
+
+// Schemas are the tables of the features outside the store's own.
+func Schemas() []store.Schema {
+	return []store.Schema{{Name: accounting.SchemaName, Migrations: accounting.Migrations()}}
 }
 
 // NewEngine wires a source (the one-shot commands read the directory

@@ -1,6 +1,8 @@
 // Package store is collabsync's SQLite state (modernc.org/sqlite, no cgo):
 // opening with the right pragmas, and schema migrations. Each feature keeps
-// its tables and queries in its own file here.
+// its tables and queries in its own file here; a feature elsewhere (the
+// accounting tables, with the ingest and the reports that query them)
+// hands its own migrations to Open as a Schema.
 package store
 
 import (
@@ -26,7 +28,16 @@ type Store struct {
 	cache cache
 }
 
-// migrations are applied in order, each once; never edit one that shipped.
+// Schema is a feature's tables: its migrations, applied in order, each
+// once, and tracked under its name. Never edit a migration that shipped.
+type Schema struct {
+	Name       string
+	Migrations []string
+}
+
+// migrations are the store's own (schema "store"). Until 2026-12 every
+// feature's migrations were one list numbered by PRAGMA user_version; the
+// accounting tables were its third to fifth (see legacy).
 var migrations = []string{
 	// 1: rule history
 	`CREATE TABLE subject_status (
@@ -53,77 +64,7 @@ var migrations = []string{
 		next_attempt INTEGER NOT NULL, -- unix nanoseconds
 		last_error   TEXT NOT NULL
 	);`,
-	// 3: accounting. A job's natural key makes ingest idempotent; usage is
-	// kept per day as well, so reports never scan the jobs.
-	`CREATE TABLE job (
-		id            INTEGER PRIMARY KEY,
-		cluster       TEXT NOT NULL,
-		job_id        TEXT NOT NULL,
-		array_index   INTEGER NOT NULL,
-		het_offset    INTEGER NOT NULL,
-		submit        INTEGER NOT NULL, -- unix seconds, 0 unknown
-		start         INTEGER NOT NULL,
-		end_time      INTEGER NOT NULL,
-		user          TEXT NOT NULL,
-		uid           INTEGER NOT NULL,
-		grp           TEXT NOT NULL,
-		account       TEXT NOT NULL,
-		partition     TEXT NOT NULL,
-		name          TEXT NOT NULL,
-		elapsed       INTEGER NOT NULL,
-		cpus          INTEGER NOT NULL,
-		nodes         INTEGER NOT NULL,
-		gpus          INTEGER NOT NULL,
-		state         TEXT NOT NULL,
-		exit_code     TEXT NOT NULL,
-		core_seconds  INTEGER NOT NULL,
-		collaboration TEXT NOT NULL, -- attributed at ingest, so reports are stable
-		source        TEXT NOT NULL
-	);
-	CREATE UNIQUE INDEX job_natural_key ON job (cluster, job_id, array_index, het_offset, submit, start, end_time);
-	CREATE TABLE usage_daily (
-		day           INTEGER NOT NULL, -- unix day of the job's end (UTC)
-		cluster       TEXT NOT NULL,
-		collaboration TEXT NOT NULL,
-		user          TEXT NOT NULL,
-		state         TEXT NOT NULL,
-		jobs          INTEGER NOT NULL,
-		core_seconds  INTEGER NOT NULL,
-		PRIMARY KEY (day, cluster, collaboration, user, state)
-	) WITHOUT ROWID;
-	CREATE TABLE ingest_checkpoint (
-		source      TEXT NOT NULL,
-		dev         INTEGER NOT NULL,
-		inode       INTEGER NOT NULL,
-		path        TEXT NOT NULL,
-		offset      INTEGER NOT NULL, -- bytes of (uncompressed) content consumed
-		line        INTEGER NOT NULL, -- lines consumed, for error messages
-		fingerprint BLOB NOT NULL,    -- hash of the first bytes, to notice a reused inode
-		state       TEXT NOT NULL,    -- the decoder's (a header)
-		complete    INTEGER NOT NULL, -- a compressed file read to its end
-		hash_state  BLOB NOT NULL,    -- SHA-256 of the content up to offset, resumable
-		digest      BLOB NOT NULL,    -- ... and its sum, to recognize a renamed or recompressed copy
-		updated_at  INTEGER NOT NULL,
-		PRIMARY KEY (source, dev, inode)
-	);
-	CREATE TABLE ingest_run (
-		source     TEXT PRIMARY KEY,
-		last_run   INTEGER NOT NULL,
-		newest_end INTEGER NOT NULL, -- the newest job end seen, for lag
-		bad_lines  INTEGER NOT NULL
-	);`,
-	// 4: the natural key leads with (cluster, end_time), so an ingest batch
-	// reads the stored keys around its jobs in a few range scans instead of
-	// probing the index job by job.
-	`DROP INDEX job_natural_key;
-	CREATE UNIQUE INDEX job_natural_key ON job (cluster, end_time, job_id, array_index, het_offset, submit, start);`,
-	// 5: a file that could not be read to its end (a truncated .gz, an
-	// unreadable file) is remembered with its size and mtime: reported
-	// once, skipped until it changes.
-	`ALTER TABLE ingest_checkpoint ADD COLUMN damage TEXT NOT NULL DEFAULT '';
-	ALTER TABLE ingest_checkpoint ADD COLUMN damage_size INTEGER NOT NULL DEFAULT 0;
-	ALTER TABLE ingest_checkpoint ADD COLUMN damage_mtime INTEGER NOT NULL DEFAULT 0; -- unix nanoseconds`,
-	// 6: what attributing jobs needs from the directory, as the last sync
+	// 3: what attributing jobs needs from the directory, as the last sync
 	// saw it, so an ingest needs no LDAP read.
 	`CREATE TABLE attribution (
 		kind          TEXT NOT NULL, -- 'collaboration': a name; 'user': uid → administrative collaboration
@@ -136,11 +77,11 @@ var migrations = []string{
 		digest   BLOB NOT NULL, -- of the rows, so an unchanged directory writes nothing
 		saved_at INTEGER NOT NULL -- unix seconds of the sync that last confirmed them
 	);`,
-	// 7: who was provisioned with which name and number, so an incumbent
+	// 4: who was provisioned with which name and number, so an incumbent
 	// keeps them against a newcomer.
 	`ALTER TABLE subject_status ADD COLUMN dn TEXT NOT NULL DEFAULT '';
 	ALTER TABLE subject_status ADD COLUMN number INTEGER NOT NULL DEFAULT -1;`,
-	// 8: plans held by their guards, and operators' approvals of them
+	// 5: plans held by their guards, and operators' approvals of them
 	// (bound to a plan's digest), so serve can apply an approved plan.
 	`CREATE TABLE held_plan (
 		target TEXT PRIMARY KEY,
@@ -153,16 +94,16 @@ var migrations = []string{
 		digest      TEXT NOT NULL,
 		approved_at INTEGER NOT NULL
 	);`,
-	// 9: how long a target has been failing, for the retry queue's metrics.
+	// 6: how long a target has been failing, for the retry queue's metrics.
 	`ALTER TABLE outbox ADD COLUMN first_failed INTEGER NOT NULL DEFAULT 0; -- unix nanoseconds`,
-	// 10: a counter per table that every write of it bumps, so a process
+	// 7: a counter per table that every write of it bumps, so a process
 	// may keep the table in memory and re-read it only when another
 	// process wrote it (the daemon's run per change reads no 100k rows).
 	`CREATE TABLE generation (
 		name TEXT PRIMARY KEY,
 		gen  INTEGER NOT NULL
 	) WITHOUT ROWID;`,
-	// 11: the daemon's live directory model, entry by entry as the
+	// 8: the daemon's live directory model, entry by entry as the
 	// directory sent it, so a restart resumes the change stream from its
 	// cookie instead of reading the whole directory again. digest names
 	// the searches and mappings it was built with.
@@ -183,10 +124,11 @@ var migrations = []string{
 // openLockWait bounds the wait for another process opening the database.
 const openLockWait = time.Minute
 
-// Open opens (creating if needed) the database at path and migrates it.
-// The database and its -wal and -shm files are 0600 whatever the umask:
-// they hold directory data.
-func Open(ctx context.Context, path string) (*Store, error) {
+// Open opens (creating if needed) the database at path and migrates the
+// store's own tables and those of the schemas given. The database and its
+// -wal and -shm files are 0600 whatever the umask: they hold directory
+// data.
+func Open(ctx context.Context, path string, schemas ...Schema) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
@@ -225,7 +167,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s := &Store{DB: db, path: path}
-	if err := s.migrate(ctx); err != nil { // opens the first connection, inside the lock
+	if err := s.migrate(ctx, schemas); err != nil { // opens the first connection, inside the lock
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
@@ -235,21 +177,39 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.DB.Close() }
 
-// migrate applies the missing migrations in one IMMEDIATE transaction: it
-// takes SQLite's write lock before reading the schema version, so two
-// processes opening a new database at once migrate it once (the second
-// waits, then finds nothing to do).
-func (s *Store) migrate(ctx context.Context) error {
+// tracked is PRAGMA user_version once each schema's version is kept in
+// the schema_version table; any other value is the single list's version
+// of the releases before (0: a new database).
+const tracked = 1000
+
+// legacy is, in order, the schema each migration of the single list
+// belonged to.
+var legacy = []string{"store", "store", "accounting", "accounting", "accounting", "store", "store", "store", "store", "store", "store"}
+
+// legacyVersion is the version of a schema in a database of the single
+// list at version v.
+func legacyVersion(schema string, v int) int {
+	n := 0
+	for _, name := range legacy[:v] {
+		if name == schema {
+			n++
+		}
+	}
+	return n
+}
+
+// migrate applies the missing migrations of every schema in one IMMEDIATE
+// transaction: it takes SQLite's write lock before reading the versions,
+// so two processes opening a new database at once migrate it once (the
+// second waits, then finds nothing to do).
+func (s *Store) migrate(ctx context.Context, schemas []Schema) error {
+	schemas = append([]Schema{{Name: "store", Migrations: migrations}}, schemas...)
 	conn, err := s.DB.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	var version int
-	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return err
-	}
-	if version == len(migrations) {
+	if current, err := versions(ctx, conn); err == nil && upToDate(schemas, current) {
 		return nil // the common case takes no write lock
 	}
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
@@ -261,25 +221,85 @@ func (s *Store) migrate(ctx context.Context) error {
 			conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
-	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+	var v int
+	if err := conn.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
 		return err
 	}
-	if version > len(migrations) {
-		return fmt.Errorf("database schema version %d is newer than this collabsync knows (%d)", version, len(migrations))
-	}
-	for v := version; v < len(migrations); v++ {
-		if _, err := conn.ExecContext(ctx, migrations[v]); err != nil {
-			return fmt.Errorf("migration %d: %w", v+1, err)
+	switch {
+	case v == tracked:
+	case v > len(legacy):
+		return fmt.Errorf("database schema version %d is newer than this collabsync knows", v)
+	default:
+		// A new database, or one of the single list: each schema's version
+		// is counted from it.
+		if _, err := conn.ExecContext(ctx, `CREATE TABLE schema_version (
+			name    TEXT PRIMARY KEY,
+			version INTEGER NOT NULL
+		) WITHOUT ROWID`); err != nil {
+			return err
+		}
+		for _, name := range []string{"store", "accounting"} {
+			if _, err := conn.ExecContext(ctx, "INSERT INTO schema_version (name, version) VALUES (?, ?)", name, legacyVersion(name, v)); err != nil {
+				return err
+			}
+		}
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", tracked)); err != nil {
+			return err
 		}
 	}
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
+	current, err := versions(ctx, conn)
+	if err != nil {
 		return err
+	}
+	for _, sc := range schemas {
+		have := current[sc.Name]
+		if have > len(sc.Migrations) {
+			return fmt.Errorf("the %s tables are at version %d, newer than this collabsync knows (%d)", sc.Name, have, len(sc.Migrations))
+		}
+		for i := have; i < len(sc.Migrations); i++ {
+			if _, err := conn.ExecContext(ctx, sc.Migrations[i]); err != nil {
+				return fmt.Errorf("%s migration %d: %w", sc.Name, i+1, err)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT INTO schema_version (name, version) VALUES (?, ?)
+			ON CONFLICT (name) DO UPDATE SET version = excluded.version`, sc.Name, len(sc.Migrations)); err != nil {
+			return err
+		}
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
 		return err
 	}
 	commit = true
 	return nil
+}
+
+// versions reads each schema's version (an error before the database
+// tracks them).
+func versions(ctx context.Context, conn *sql.Conn) (map[string]int, error) {
+	rows, err := conn.QueryContext(ctx, "SELECT name, version FROM schema_version")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var name string
+		var v int
+		if err := rows.Scan(&name, &v); err != nil {
+			return nil, err
+		}
+		out[name] = v
+	}
+	return out, rows.Err()
+}
+
+func upToDate(schemas []Schema, current map[string]int) bool {
+	for _, sc := range schemas {
+		if current[sc.Name] != len(sc.Migrations) {
+			return false
+		}
+	}
+	return true
 }
 
 // batch returns the context for the statements of a loop over many rows
