@@ -45,13 +45,12 @@ func newDemo(t *testing.T, extra string) *demo {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "extrausers")
 	os.Mkdir(out, 0o755)
-	tmpl, err := os.ReadFile("../../configs/demo/collabsync.yaml")
+	full, err := testharness.DemoConfig("../..", map[string]string{"LDAP_URI": s.URI, "BIND_DN": s.RootDN, "PASSWORD_FILE": s.RootPWFile,
+		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": out})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vars := map[string]string{"LDAP_URI": s.URI, "BIND_DN": s.RootDN, "PASSWORD_FILE": s.RootPWFile,
-		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": out}
-	doc, _, _ := strings.Cut(os.Expand(string(tmpl), func(k string) string { return vars[k] }), "\nserve:\n")
+	doc, _, _ := strings.Cut(full, "\nserve:\n") // the tests' serve section replaces the demo's
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -203,12 +202,7 @@ func (s *served) status(t *testing.T) StatusReport {
 // metric returns the value of one sample line of /metrics ("" if absent).
 func (s *served) metric(name string) string {
 	_, body := s.get("/metrics")
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return v
-		}
-	}
-	return ""
+	return testharness.Sample(body, name)
 }
 
 func (s *served) waitReady(t *testing.T) {
@@ -216,16 +210,9 @@ func (s *served) waitReady(t *testing.T) {
 	eventually(t, 20*time.Second, "/readyz", func() bool { code, _ := s.get("/readyz"); return code == 200 })
 }
 
-// eventually polls cond until it holds or the limit passes.
 func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testharness.Eventually(t, limit, what, cond)
 }
 
 // TestChangeStream: a membership change in the directory reaches the nss

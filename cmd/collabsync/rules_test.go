@@ -30,13 +30,11 @@ func demoEnvOn(t testing.TB, s *slapd.Server, extraConfig string) *syncEnv {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "extrausers")
 	os.Mkdir(out, 0o755)
-	tmpl, err := os.ReadFile("../../configs/demo/collabsync.yaml")
+	doc, err := testharness.DemoConfig("../..", map[string]string{"LDAP_URI": s.URI, "BIND_DN": s.RootDN, "PASSWORD_FILE": s.RootPWFile,
+		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": out, "LISTEN": freeListen(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vars := map[string]string{"LDAP_URI": s.URI, "BIND_DN": s.RootDN, "PASSWORD_FILE": s.RootPWFile,
-		"STATE_DIR": filepath.Join(dir, "state"), "NSS_DIR": out, "LISTEN": freeListen(t)}
-	doc := os.Expand(string(tmpl), func(k string) string { return vars[k] })
 	if strings.Contains(extraConfig, "serve:") {
 		// The test's serve section replaces the demo's (the file's last).
 		doc, _, _ = strings.Cut(doc, "\nserve:\n")

@@ -116,13 +116,7 @@ func httpGet(u string) (int, string) {
 // eventually polls cond until it holds or the limit passes.
 func eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testharness.Eventually(t, limit, what, cond)
 }
 
 func (d *daemonProc) waitReady(t testing.TB) {
@@ -161,12 +155,7 @@ func (d *daemonProc) stop(t testing.TB) {
 // metric returns the value of one sample line of /metrics ("" if absent).
 func (d *daemonProc) metric(name string) string {
 	_, body := d.get("/metrics")
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return v
-		}
-	}
-	return ""
+	return testharness.Sample(body, name)
 }
 
 func (e *syncEnv) inGroup(t testing.TB, group, uid string) bool {
