@@ -204,6 +204,11 @@ func Parse(name string, data []byte, kinds engine.Registry, formats []string) (*
 	}
 	problems = append(doc.unknown, problems...)
 	cfg.applyDefaults(doc.has)
+	// Outside the service, the unit's credential is the file it loads it
+	// from: check-config and an admin's commands read that.
+	if src, ok := credentialSource(cfg.LDAP.Bind.PasswordFile, os.Getenv("CREDENTIALS_DIRECTORY")); ok {
+		cfg.LDAP.Bind.PasswordFile = src
+	}
 	// A value that failed to decode is reported once, not again by validation.
 	failed := map[string]bool{}
 	for _, p := range problems {
@@ -287,3 +292,18 @@ func (g *Guard) applyDefaults(has func(string) bool, path string) {
 	def(has, path+"max_delete_ratio", &g.MaxDeleteRatio, 0.2)
 	def(has, path+"min_deletes", &g.MinDeletes, 10)
 }
+
+// The shipped unit passes the bind password as a systemd credential
+// (LoadCredential=ldap-password:/etc/collabsync/ldap-password), which
+// exists under /run/credentials/collabsync.service/ only while the service
+// runs. credentialSource maps such a path to the file the unit loads it
+// from when credentials is empty (not inside the service).
+func credentialSource(path, credentials string) (string, bool) {
+	name, ok := strings.CutPrefix(path, unitCredentials)
+	if !ok || credentials != "" || name == "" || strings.Contains(name, "/") {
+		return "", false
+	}
+	return "/etc/collabsync/" + name, true
+}
+
+const unitCredentials = "/run/credentials/collabsync.service/"
