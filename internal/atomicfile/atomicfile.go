@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/collabsync/collabsync/internal/owner"
 )
 
 // Write replaces path with data: it writes a temporary file in the same
@@ -98,7 +100,10 @@ func replace(path string, mode os.FileMode, fill func(io.Writer) error, check fu
 		}
 	}()
 	if err = fill(tmp); err == nil {
-		if err = tmp.Chmod(mode); err == nil {
+		if err = owner.Like(tmp, path); err == nil {
+			err = tmp.Chmod(mode)
+		}
+		if err == nil {
 			err = tmp.Sync()
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/collabsync/collabsync/internal/owner"
 )
 
 // FileName is the lock file's name in the state directory.
@@ -81,6 +83,10 @@ func acquire(ctx context.Context, path, who string, wait time.Duration, waiting 
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := owner.Like(f, filepath.Dir(path)); err != nil {
+		f.Close()
+		return nil, err
 	}
 	start := time.Now()
 	told := false

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/collabsync/collabsync/internal/owner"
 	"github.com/collabsync/collabsync/internal/statelock"
 
 	_ "modernc.org/sqlite" // the "sqlite" driver
@@ -149,7 +150,12 @@ func Open(ctx context.Context, path string, schemas ...Schema) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	// Root's -wal and -shm take the database's owner (SQLite does that).
+	err = owner.Like(f, filepath.Dir(path))
 	f.Close()
+	if err != nil {
+		return nil, err
+	}
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
 		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("restrict %s to its owner: %w", p, err)
