@@ -28,7 +28,8 @@ func (ps *configProblems) add(key, format string, args ...any) {
 }
 
 // Validate reports every problem of a defaulted section at once, by key
-// relative to the section ("uris[1]", "users.base_dn").
+// relative to the section ("uris[1]", "users.base_dn"). It reads no file:
+// CheckFiles does, for the commands that reach the directory.
 func (l *Config) Validate() []Problem {
 	var ps configProblems
 	if len(l.URIs) == 0 {
@@ -57,8 +58,6 @@ func (l *Config) Validate() []Problem {
 		}
 		if l.Bind.PasswordFile == "" {
 			ps.add("bind.password_file", "simple bind needs password_file (e.g. a systemd credential)")
-		} else if err := readableFile(l.Bind.PasswordFile); err != nil {
-			ps.add("bind.password_file", "cannot read: %v", err)
 		}
 	case BindExternal, BindAnonymous:
 		if l.Bind.PasswordFile != "" {
@@ -66,13 +65,6 @@ func (l *Config) Validate() []Problem {
 		}
 	default:
 		ps.add("bind.method", "unknown method %q (want simple, external or anonymous)", l.Bind.Method)
-	}
-	if l.TLS.CAFile != "" {
-		if err := readableFile(l.TLS.CAFile); err != nil {
-			ps.add("tls.ca_file", "cannot read: %v", err)
-		} else if _, err := ReadCAFile(l.TLS.CAFile); err != nil {
-			ps.add("tls.ca_file", "%v", err)
-		}
 	}
 	if l.Timeout <= 0 {
 		ps.add("timeout", "must be positive")
@@ -183,6 +175,25 @@ func (l *Config) Validate() []Problem {
 			{"shell", pa.Shell}, {"collaboration", pa.Collaboration}, {"managers", pa.Managers},
 		} {
 			validAttr(&ps, path+".attributes."+a.key, a.val)
+		}
+	}
+	return ps
+}
+
+// CheckFiles reports, by key, the files the section names that this
+// process cannot use: the bind password file and the CA file.
+func (l *Config) CheckFiles() []Problem {
+	var ps configProblems
+	if l.Bind.Method == BindSimple && l.Bind.PasswordFile != "" {
+		if err := readableFile(l.Bind.PasswordFile); err != nil {
+			ps.add("bind.password_file", "cannot read: %v", err)
+		}
+	}
+	if l.TLS.CAFile != "" {
+		if err := readableFile(l.TLS.CAFile); err != nil {
+			ps.add("tls.ca_file", "cannot read: %v", err)
+		} else if _, err := ReadCAFile(l.TLS.CAFile); err != nil {
+			ps.add("tls.ca_file", "%v", err)
 		}
 	}
 	return ps

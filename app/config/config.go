@@ -169,20 +169,34 @@ type Duration = duration.Duration
 // the target kinds and accounting log formats the program knows (it hands
 // them in: the configuration imports none of them). A *FileError lists
 // every problem found, each with its line.
-func Load(path string, kinds engine.Registry, formats []string) (*Config, error) {
+func Load(path string, kinds engine.Registry, formats []string, opts ...Option) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, kinds, formats)
+	return Parse(path, data, kinds, formats, opts...)
 }
+
+// Option changes what Load and Parse check.
+type Option func(*options)
+
+type options struct{ storedOnly bool }
+
+// StoredStateOnly is for the commands that read only the stored state
+// (report, status, violations, approve): the directory's password and CA
+// files are not checked, so whoever may read the state needs no secret.
+func StoredStateOnly() Option { return func(o *options) { o.storedOnly = true } }
 
 // Parse is Load on bytes already read; name is used in messages. Every
 // problem is reported at once, in the file's own words: unknown keys (with
 // the key most likely meant), values of the wrong type, and what
 // validation finds, each with its line. Only absent keys get defaults: an
 // explicit value, zero included, is honoured when validation allows it.
-func Parse(name string, data []byte, kinds engine.Registry, formats []string) (*Config, error) {
+func Parse(name string, data []byte, kinds engine.Registry, formats []string, opts ...Option) (*Config, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		// Not YAML at all: nothing further can be said.
@@ -214,7 +228,7 @@ func Parse(name string, data []byte, kinds engine.Registry, formats []string) (*
 	for _, p := range problems {
 		failed[p.Path] = true
 	}
-	for _, p := range cfg.validate(formats) {
+	for _, p := range cfg.validate(formats, !o.storedOnly) {
 		if !failed[p.Path] {
 			p.Line = doc.line(p.Path)
 			problems = append(problems, p)

@@ -298,7 +298,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal("/etc/hostname") + "serve: {memory_limit: 512MiB}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := parse("fuzz.yaml", data)
-		if err == nil && len(cfg.validate(ingest.Formats().Names())) != 0 {
+		if err == nil && len(cfg.validate(ingest.Formats().Names(), true)) != 0 {
 			t.Errorf("accepted config does not validate")
 		}
 	})

@@ -54,10 +54,15 @@ func (ps *problems) add(path, format string, args ...any) {
 	*ps = append(*ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-// Validate reports every problem of a defaulted configuration at once.
-func (c *Config) validate(formats []string) []Problem {
+// validate reports every problem of a defaulted configuration at once;
+// with files, also the directory's files this process cannot use.
+func (c *Config) validate(formats []string, files bool) []Problem {
 	var ps problems
-	for _, p := range c.LDAP.Validate() {
+	ldapProblems := c.LDAP.Validate()
+	if files {
+		ldapProblems = append(ldapProblems, c.LDAP.CheckFiles()...)
+	}
+	for _, p := range ldapProblems {
 		ps.add("ldap."+p.Key, "%s", p.Msg)
 	}
 	c.Rules.validate(&ps)

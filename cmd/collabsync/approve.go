@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/app/wiring"
 )
 
@@ -34,7 +35,7 @@ func cmdApprove(ctx context.Context, a *app, args []string) int {
 		return exitUsage
 	}
 	target, digest := fs.Arg(0), fs.Arg(1)
-	cfg := a.loadConfig()
+	cfg := a.loadConfig(config.StoredStateOnly())
 	if cfg == nil {
 		return exitUsage
 	}

@@ -193,8 +193,8 @@ func envOr(key, def string) string {
 
 // loadConfig reads the configuration file with the target kinds and log
 // formats this program has: the one place they are handed in.
-func loadConfig(path string) (*config.Config, error) {
-	return config.Load(path, targets.Kinds(), ingest.Formats().Names())
+func loadConfig(path string, opts ...config.Option) (*config.Config, error) {
+	return config.Load(path, targets.Kinds(), ingest.Formats().Names(), opts...)
 }
 
 // quietConfig loads the configuration, saying nothing when it cannot.
@@ -207,8 +207,8 @@ func (a *app) quietConfig() *config.Config {
 }
 
 // loadConfig loads the configuration or prints every problem and returns nil.
-func (a *app) loadConfig() *config.Config {
-	cfg, err := loadConfig(a.configPath)
+func (a *app) loadConfig(opts ...config.Option) *config.Config {
+	cfg, err := loadConfig(a.configPath, opts...)
 	if err != nil {
 		fmt.Fprintln(a.stderr, "collabsync:", err)
 		return nil
@@ -218,8 +218,8 @@ func (a *app) loadConfig() *config.Config {
 
 // openState loads the configuration and opens the state store. On failure
 // it has said why, and code is the exit code to return.
-func (a *app) openState(ctx context.Context) (cfg *config.Config, st *store.Store, code int) {
-	if cfg = a.loadConfig(); cfg == nil {
+func (a *app) openState(ctx context.Context, opts ...config.Option) (cfg *config.Config, st *store.Store, code int) {
+	if cfg = a.loadConfig(opts...); cfg == nil {
 		return nil, nil, exitUsage
 	}
 	st, err := wiring.OpenStore(ctx, cfg)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting/report"
+	"github.com/collabsync/collabsync/app/config"
 )
 
 func cmdReport(ctx context.Context, a *app, args []string) int {
@@ -34,7 +35,7 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintf(a.stderr, "collabsync report: bad --format %q\n", *format)
 		return exitUsage
 	}
-	_, st, code := a.openState(ctx)
+	_, st, code := a.openState(ctx, config.StoredStateOnly())
 	if st == nil {
 		return code
 	}

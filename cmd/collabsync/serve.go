@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 
+	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/app/daemon"
 )
 
@@ -15,7 +16,7 @@ func cmdServe(ctx context.Context, a *app, args []string) int {
 		return code
 	}
 	defer st.Close()
-	if err := daemon.Run(ctx, daemon.Options{ConfigPath: a.configPath, LoadConfig: loadConfig, Config: cfg, Store: st, Log: a.log, Version: version}); err != nil {
+	if err := daemon.Run(ctx, daemon.Options{ConfigPath: a.configPath, LoadConfig: func(path string) (*config.Config, error) { return loadConfig(path) }, Config: cfg, Store: st, Log: a.log, Version: version}); err != nil {
 		a.errorf(err)
 		return exitFailure
 	}

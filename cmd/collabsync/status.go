@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/maintenance"
 )
@@ -30,7 +31,7 @@ func cmdStatus(_ context.Context, a *app, args []string) int {
 		fmt.Fprintf(a.stderr, "collabsync status: bad --format %q\n", *format)
 		return exitUsage
 	}
-	cfg := a.loadConfig()
+	cfg := a.loadConfig(config.StoredStateOnly())
 	if cfg == nil {
 		return exitUsage
 	}
