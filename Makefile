@@ -47,6 +47,8 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/share/doc/collabsync $(DESTDIR)$(PREFIX)/share/collabsync
 	install -m 644 README.md CHANGELOG.md LICENSE docs/*.md $(DESTDIR)$(PREFIX)/share/doc/collabsync/
 	cp -r configs/prometheus configs/grafana configs/ldap configs/hooks $(DESTDIR)$(PREFIX)/share/collabsync/
+	install -d $(DESTDIR)$(PREFIX)/share/collabsync/systemd
+	install -m 644 systemd/drop-ins/*.conf systemd/collabsync-userdb.tmpfiles $(DESTDIR)$(PREFIX)/share/collabsync/systemd/
 
 deps:
 	@.ci/install-deps
