@@ -197,9 +197,10 @@ func loadConfig(path string, opts ...config.Option) (*config.Config, error) {
 	return config.Load(path, targets.Kinds(), ingest.Formats().Names(), opts...)
 }
 
-// quietConfig loads the configuration, saying nothing when it cannot.
+// quietConfig loads the configuration for the shell's completion, which
+// reads no secret, saying nothing when it cannot.
 func (a *app) quietConfig() *config.Config {
-	cfg, err := loadConfig(a.configPath)
+	cfg, err := loadConfig(a.configPath, config.StoredStateOnly())
 	if err != nil {
 		return nil
 	}

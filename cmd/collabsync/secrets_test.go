@@ -16,6 +16,9 @@ func TestStoredStateCommandsNeedNoSecret(t *testing.T) {
 	missing := filepath.Join(dir, "ldap-password")
 	cfg := writeFile(t, filepath.Join(dir, "collabsync.yaml"), fmt.Sprintf(standardConfig,
 		"ldap://127.0.0.1:1", "cn=admin,dc=example,dc=org", missing, filepath.Join(dir, "state"), dir))
+	if r := collabsync(t, cfg, "__complete", "targets"); r.stdout != "nss\n" {
+		t.Errorf("completion of targets without the password file: %q", r.stdout)
+	}
 	for _, args := range [][]string{{"report"}, {"status"}, {"approve", "nss", "0123456789abcdef"}} {
 		r := collabsync(t, cfg, args...)
 		if strings.Contains(r.stderr, "password_file") || r.code == exitUsage {
