@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -162,6 +164,24 @@ func TestViolationsSinceAndExitCodes(t *testing.T) {
 		if !first[i].Since.Equal(again[i].Since) {
 			t.Errorf("%s %s: since moved from %v to %v", first[i].Kind, first[i].Name, first[i].Since, again[i].Since)
 		}
+	}
+	// --stored lists what the last run recorded, the same violations,
+	// reading neither the directory nor its password.
+	cfg, _ := os.ReadFile(e.config)
+	noSecret := writeFile(t, filepath.Join(t.TempDir(), "c.yaml"), strings.ReplaceAll(string(cfg), e.server.RootPWFile, "/nonexistent/password"))
+	r = collabsync(t, noSecret, "violations", "--stored", "--format", "json")
+	var stored []directory.Violation
+	json.Unmarshal([]byte(r.stdout), &stored)
+	key := func(vs []directory.Violation) []string {
+		var out []string
+		for _, v := range vs {
+			out = append(out, fmt.Sprintf("%s %s %s %s %s %s", v.Kind, v.Subject, v.Severity, v.Reason, v.Action, v.Since))
+		}
+		slices.Sort(out)
+		return out
+	}
+	if r.code != 1 || !slices.Equal(key(stored), key(again)) {
+		t.Errorf("violations --stored: code %d\n%s\nwant the same as\n%s", r.code, strings.Join(key(stored), "\n"), strings.Join(key(again), "\n"))
 	}
 	// Fix every violation; the list is empty and the exit code 0.
 	for _, ldif := range []string{

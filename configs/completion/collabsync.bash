@@ -66,7 +66,8 @@ _collabsync() {
         sync) flags="--once --dry-run --allow-deletions" ;;
         plan) flags="--format --check" ;;
         check-config) flags="--online" ;;
-        violations|status) flags="--format" ;;
+        violations) flags="--stored --format" ;;
+        status) flags="--format" ;;
         contacts) flags="-g -p --format" ;;
         ingest) flags="--source --from --rescan" ;;
         report) flags="--by --collaboration --since --until --format" ;;

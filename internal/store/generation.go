@@ -16,7 +16,7 @@ type cache struct {
 	mu           sync.Mutex
 	statuses     directory.Previous
 	statusGen    int64
-	violations   map[violationKey]int64 // → first seen, unix nanoseconds
+	violations   map[violationKey]storedViolation
 	violationGen int64
 }
 

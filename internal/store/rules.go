@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
@@ -148,9 +150,20 @@ type violationKey struct{ kind, subject string }
 
 func keyOf(v directory.Violation) violationKey { return violationKey{string(v.Kind), v.Subject} }
 
+// storedViolation is a violation's row: when it was first seen and what
+// it said last.
+type storedViolation struct {
+	first                          int64 // unix nanoseconds
+	severity, name, reason, action string
+}
+
+func (sv storedViolation) says(v directory.Violation) bool {
+	return sv.severity == string(v.Severity) && sv.name == v.Name && sv.reason == v.Reason && sv.action == string(v.Action)
+}
+
 // RecordViolations stores the current violations, forgets those that are
-// gone, and sets each one's Since to when it was first seen. Only new and
-// gone violations are written.
+// gone, and sets each one's Since to when it was first seen. Only new,
+// changed and gone violations are written.
 func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, now time.Time) error {
 	s.cache.mu.Lock()
 	defer s.cache.mu.Unlock()
@@ -158,17 +171,19 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 	if err != nil {
 		return err
 	}
-	current := make(map[violationKey]int64, len(vs))
-	var added []violationKey
-	for i := range vs {
-		k := keyOf(vs[i])
-		first, ok := stored[k]
+	current := make(map[violationKey]storedViolation, len(vs))
+	var written []int // indexes into vs: new or changed
+	for i, v := range vs {
+		k := keyOf(v)
+		sv, ok := stored[k]
 		if !ok {
-			first = now.UnixNano()
-			added = append(added, k)
+			sv.first = now.UnixNano()
 		}
-		current[k] = first
-		vs[i].Since = time.Unix(0, first).UTC()
+		if !ok || !sv.says(v) {
+			written = append(written, i)
+		}
+		current[k] = storedViolation{first: sv.first, severity: string(v.Severity), name: v.Name, reason: v.Reason, action: string(v.Action)}
+		vs[i].Since = time.Unix(0, sv.first).UTC()
 	}
 	var gone []violationKey
 	for k := range stored {
@@ -176,7 +191,7 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 			gone = append(gone, k)
 		}
 	}
-	if len(added) == 0 && len(gone) == 0 {
+	if len(written) == 0 && len(gone) == 0 {
 		return nil
 	}
 	tx, err := s.DB.BeginTx(ctx, nil)
@@ -184,19 +199,22 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 		return err
 	}
 	defer tx.Rollback()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO violation (kind, subject, first_seen, last_seen) VALUES (?, ?, ?, ?)
-		ON CONFLICT (kind, subject) DO NOTHING`)
+	up, err := tx.PrepareContext(ctx, `INSERT INTO violation (kind, subject, first_seen, last_seen, severity, name, reason, action)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, subject) DO UPDATE SET last_seen = excluded.last_seen,
+		severity = excluded.severity, name = excluded.name, reason = excluded.reason, action = excluded.action`)
 	if err != nil {
 		return err
 	}
-	defer ins.Close()
+	defer up.Close()
 	bctx, check := batch(ctx)
-	for _, k := range added {
+	for _, i := range written {
 		if err := check(); err != nil {
 			return err
 		}
-		if _, err := ins.ExecContext(bctx, k.kind, k.subject, current[k], now.UnixNano()); err != nil {
-			return fmt.Errorf("record violation %s of %s: %w", k.kind, k.subject, err)
+		v := vs[i]
+		sv := current[keyOf(v)]
+		if _, err := up.ExecContext(bctx, string(v.Kind), v.Subject, sv.first, now.UnixNano(), sv.severity, sv.name, sv.reason, sv.action); err != nil {
+			return fmt.Errorf("record violation %s of %s: %w", v.Kind, v.Subject, err)
 		}
 	}
 	del, err := tx.PrepareContext(ctx, "DELETE FROM violation WHERE kind = ? AND subject = ?")
@@ -224,9 +242,9 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 	return nil
 }
 
-// violationsLocked returns the stored violations' first-seen times, from
-// the cache while no process wrote them (cache.mu held).
-func (s *Store) violationsLocked(ctx context.Context) (map[violationKey]int64, error) {
+// violationsLocked returns the stored violations, from the cache while no
+// process wrote them (cache.mu held).
+func (s *Store) violationsLocked(ctx context.Context) (map[violationKey]storedViolation, error) {
 	gen, err := s.generation(ctx, s.DB, "violation")
 	if err != nil {
 		return nil, fmt.Errorf("read violations: %w", err)
@@ -234,24 +252,49 @@ func (s *Store) violationsLocked(ctx context.Context) (map[violationKey]int64, e
 	if s.cache.violations != nil && s.cache.violationGen == gen {
 		return s.cache.violations, nil
 	}
-	rows, err := s.DB.QueryContext(ctx, "SELECT kind, subject, first_seen FROM violation")
+	rows, err := s.DB.QueryContext(ctx, "SELECT kind, subject, first_seen, severity, name, reason, action FROM violation")
 	if err != nil {
 		return nil, fmt.Errorf("read violations: %w", err)
 	}
 	defer rows.Close()
-	out := map[violationKey]int64{}
+	out := map[violationKey]storedViolation{}
 	for rows.Next() {
 		var k violationKey
-		var first int64
-		if err := rows.Scan(&k.kind, &k.subject, &first); err != nil {
+		var sv storedViolation
+		if err := rows.Scan(&k.kind, &k.subject, &sv.first, &sv.severity, &sv.name, &sv.reason, &sv.action); err != nil {
 			return nil, err
 		}
-		out[k] = first
+		out[k] = sv
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	s.cache.violations, s.cache.violationGen = out, gen
+	return out, nil
+}
+
+// Violations returns the violations the last recording run found, sorted
+// by kind and subject: what `violations --stored` lists without reading
+// the directory.
+func (s *Store) Violations(ctx context.Context) ([]directory.Violation, error) {
+	s.cache.mu.Lock()
+	stored, err := s.violationsLocked(ctx)
+	s.cache.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]directory.Violation, 0, len(stored))
+	for k, sv := range stored {
+		out = append(out, directory.Violation{Kind: directory.ViolationKind(k.kind), Subject: k.subject,
+			Severity: directory.Severity(sv.severity), Name: sv.name, Reason: sv.reason, Action: directory.Action(sv.action),
+			Since: time.Unix(0, sv.first).UTC()})
+	}
+	slices.SortFunc(out, func(a, b directory.Violation) int {
+		if c := strings.Compare(string(a.Kind), string(b.Kind)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Subject, b.Subject)
+	})
 	return out, nil
 }
 

@@ -120,6 +120,12 @@ var migrations = []string{
 		digest TEXT NOT NULL
 	);
 	DELETE FROM sync_cookie; -- cookies from before the model was kept`,
+	// 9: what each violation says, so it can be listed from the state
+	// alone (violations --stored: no directory, no password).
+	`ALTER TABLE violation ADD COLUMN severity TEXT NOT NULL DEFAULT '';
+	ALTER TABLE violation ADD COLUMN name TEXT NOT NULL DEFAULT '';
+	ALTER TABLE violation ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+	ALTER TABLE violation ADD COLUMN action TEXT NOT NULL DEFAULT '';`,
 }
 
 // openLockWait bounds the wait for another process opening the database.
