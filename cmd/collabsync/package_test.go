@@ -45,7 +45,9 @@ inroot() { chroot "$w/root" /bin/sh -c "$1"; }
 // .rpm; the .deb installs into a throwaway root (an overlay of this
 // machine's, in a private mount namespace): the binary says its version,
 // sysusers and tmpfiles made the user and the nss directory,
-// systemd-analyze verify passes on the installed unit; an upgrade keeps
+// systemd-analyze verify passes on the installed unit, check-config on the
+// installed example names the one file to create and passes once it is
+// there (README's install steps); an upgrade keeps
 // an edited configuration; a purge leaves none of its files. The .rpm
 // holds the same payload. The machine's own /usr and dpkg database are
 // untouched.
@@ -98,6 +100,9 @@ echo "version: $(inroot 'collabsync version')"
 echo "user: $(inroot 'getent passwd collabsync | cut -d: -f1,6')"
 echo "nss dir: $(inroot 'stat -c %U:%a /var/lib/extrausers')"
 inroot 'systemd-analyze verify /usr/lib/systemd/system/collabsync.service' && echo "verify: ok"
+echo "check-config as installed: $(inroot 'collabsync check-config 2>&1' | tail -n 1)"
+inroot '(umask 077; echo secret > /etc/collabsync/ldap-password)'
+echo "check-config with the password file: $(inroot 'collabsync check-config 2>&1')"
 echo "conffile: $(inroot 'dpkg-query -W -f="\${Conffiles}" collabsync' | awk '{print $1}')"
 inroot 'echo "# edited by the site" >> /etc/collabsync/collabsync.yaml'
 inroot 'dpkg -i /pkgs/collabsync_0.1.1_amd64.deb' >/dev/null
@@ -119,6 +124,8 @@ echo "after purge: $(inroot 'ls /usr/bin/collabsync /etc/collabsync/collabsync.y
 		"user: collabsync:/var/lib/collabsync",
 		"nss dir: collabsync:755",
 		"verify: ok",
+		"ldap.bind.password_file: cannot read: stat /etc/collabsync/ldap-password: no such file or directory",
+		"check-config with the password file: /etc/collabsync/collabsync.yaml: OK",
 		"conffile: /etc/collabsync/collabsync.yaml",
 		"upgraded: collabsync 0.1.1",
 		"edit kept: # edited by the site",
