@@ -43,14 +43,19 @@ func TestRealSlurm(t *testing.T) {
 	}
 	const wantRecords = 6 // the array has two tasks
 	deadline := time.Now().Add(90 * time.Second)
+	// Done when slurmctld has no job, jobcomp has every record, and
+	// slurmdbd, which slurmctld tells asynchronously, has every job's end
+	// (a dump before that misses a job: seen once on a loaded machine).
 	for {
 		q, _ := c.Run("squeue", "-h")
 		comp, _ := os.ReadFile(c.JobComp)
-		if strings.TrimSpace(q) == "" && strings.Count(string(comp), "\n") >= wantRecords {
+		ended, _ := c.Run("sacct", "-X", "-n", "-P", "--format=End", "-S", "2020-01-01")
+		if strings.TrimSpace(q) == "" && strings.Count(string(comp), "\n") >= wantRecords &&
+			strings.Count(ended, "\n")-strings.Count(ended, "Unknown") >= wantRecords {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("jobs not done: squeue %q, jobcomp:\n%s", q, comp)
+			t.Fatalf("jobs not done: squeue %q, sacct ends %q, jobcomp:\n%s", q, ended, comp)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
