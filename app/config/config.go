@@ -68,7 +68,9 @@ type Serve struct {
 	Listen string `yaml:"listen"`
 	// Changes selects how directory changes are noticed.
 	Changes string `yaml:"changes"`
-	// Debounce gathers a burst of changes into one reconcile.
+	// Debounce bounds how long changes that arrive while targets run are
+	// gathered (they run as soon as the targets are done); a change while
+	// none runs is read at once, and the first run at start waits for it.
 	Debounce Duration `yaml:"debounce"`
 	// PollInterval is the reconcile interval when polling.
 	PollInterval Duration `yaml:"poll_interval"`

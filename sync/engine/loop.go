@@ -51,8 +51,14 @@ type TargetReport struct {
 	Result  Result
 }
 
-// Loop runs the engine when asked: at start, on (debounced) triggers, and
-// when a failed target or an unreadable directory is due for a retry.
+// Loop runs the engine when asked: at start, on triggers, and when a
+// failed target or an unreadable directory is due for a retry. A trigger
+// while no target runs is run at once; triggers while targets run are
+// gathered into one run when the last of them is done, or after Debounce
+// if one takes longer (a hung target delays changes by Debounce at most).
+// So a lone change waits for nothing, and a burst is read and evaluated
+// once per target run, never beside a target still writing the state
+// before (which would hold two states in memory).
 //
 // The loop reads the directory and applies the rules; each target runs on
 // its own worker, so a slow, hung or unreachable target delays only
@@ -60,8 +66,10 @@ type TargetReport struct {
 // when it is done (states in between are never applied to it); a target
 // waiting out its backoff is given a state again when its retry is due.
 type Loop struct {
-	Engine   *Engine
-	Queue    Queue
+	Engine *Engine
+	Queue  Queue
+	// Debounce is how long changes that arrive while targets run are
+	// gathered at most before they are read.
 	Debounce time.Duration
 	// SourceBackoff is the wait before re-reading a directory that failed
 	// attempts times in a row.
@@ -256,10 +264,16 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 			return
 		case d := <-reports:
 			l.report(ctx, lr, d)
-			if ctx.Err() == nil {
-				rearm()
+			if ctx.Err() != nil {
+				continue
 			}
-			continue
+			rearm()
+			if debounce == nil || len(lr.busy) > 0 {
+				continue
+			}
+			// The targets are done: the changes gathered meanwhile run now.
+			debounce.Stop()
+			debounce, debounceC = nil, nil
 		case <-ticker.C:
 			approved := l.heldApproved(ctx, lr)
 			if len(approved) == 0 {
@@ -278,12 +292,19 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 			pending.only = nil
 			pending.Full = pending.Full || t.Full
 			pending.RetryAll = pending.RetryAll || t.RetryAll
-			if debounce == nil {
-				pending.Reason = t.Reason
+			if debounce != nil {
+				continue // gathered into the run already waiting
+			}
+			pending.Reason = t.Reason
+			// The first run waits for the debounce too: the source that
+			// announced its view is still saving it (the live model's
+			// journal), and the first run is the largest.
+			if len(lr.busy) > 0 || lr.gen == 0 {
 				debounce = time.NewTimer(l.Debounce)
 				debounceC = debounce.C
+				continue
 			}
-			continue
+			// No target runs: at once.
 		case <-debounceC:
 			debounce, debounceC = nil, nil
 		case <-retry.C:

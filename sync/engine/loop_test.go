@@ -31,11 +31,13 @@ func (s *liveSource) Snapshot(context.Context) (*directory.Snapshot, error) {
 }
 
 // chanTarget sends the users of every plan it applies; hang makes Apply
-// block until its context ends, fail makes the first fail applies fail.
+// block until its context ends, fail makes the first fail applies fail,
+// delay makes each apply take that long.
 type chanTarget struct {
 	name    string
 	applied chan []Record
 	hang    bool
+	delay   time.Duration
 	mu      sync.Mutex
 	fail    int
 	held    []Record
@@ -55,6 +57,7 @@ func (c *chanTarget) Apply(ctx context.Context, p *Plan) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
+	time.Sleep(c.delay)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.fail > 0 {
@@ -113,7 +116,7 @@ type loopFixture struct {
 	done     map[string]int
 }
 
-func startLoop(t *testing.T, targets ...Target) *loopFixture {
+func startLoop(t *testing.T, debounce time.Duration, targets ...Target) *loopFixture {
 	t.Helper()
 	f := &loopFixture{src: &liveSource{snap: users("a")}, triggers: make(chan Trigger, 16),
 		queue: &memQueue{next: map[string]time.Time{}}, ended: make(chan struct{}), done: map[string]int{}}
@@ -121,7 +124,7 @@ func startLoop(t *testing.T, targets ...Target) *loopFixture {
 	for _, tg := range targets {
 		e.Targets = append(e.Targets, GuardedTarget{Target: tg, Guard: Guard{MaxDeleteRatio: 1, MinDeletes: 1}})
 	}
-	f.loop = &Loop{Engine: e, Queue: f.queue, Debounce: 10 * time.Millisecond, Log: e.Log, WaitForTrigger: true,
+	f.loop = &Loop{Engine: e, Queue: f.queue, Debounce: debounce, Log: e.Log, WaitForTrigger: true,
 		SourceBackoff: func(int) time.Duration { return 50 * time.Millisecond },
 		After:         func(context.Context, RunReport) {},
 		Done: func(_ context.Context, r TargetReport) {
@@ -183,7 +186,7 @@ func waitApplied(t *testing.T, c *chanTarget, want int, limit time.Duration) {
 func TestLoopTargetsDoNotWait(t *testing.T) {
 	hung := &chanTarget{name: "hook", hang: true}
 	fast := &chanTarget{name: "nss", applied: make(chan []Record, 64)}
-	f := startLoop(t, hung, fast)
+	f := startLoop(t, 10*time.Millisecond, hung, fast)
 	f.triggers <- Trigger{Reason: "start"}
 	waitApplied(t, fast, 1, 2*time.Second)
 	names := []string{"a"}
@@ -223,7 +226,7 @@ func TestLoopTargetsDoNotWait(t *testing.T) {
 func TestLoopRetriesAFailedTargetAlone(t *testing.T) {
 	flaky := &chanTarget{name: "lists", applied: make(chan []Record, 64), fail: 2}
 	steady := &chanTarget{name: "nss", applied: make(chan []Record, 64)}
-	f := startLoop(t, flaky, steady)
+	f := startLoop(t, 10*time.Millisecond, flaky, steady)
 	f.triggers <- Trigger{Reason: "start"}
 	waitApplied(t, steady, 1, 2*time.Second)
 	waitApplied(t, flaky, 1, 2*time.Second)
@@ -243,5 +246,52 @@ func TestLoopRetriesAFailedTargetAlone(t *testing.T) {
 			t.Fatalf("settled %d, runs %v, queue: %d failures, %d successes, %d queued", settled, done, failures, successes, queued)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLoopLeadingEdgeDebounce: a change while no target runs is applied
+// at once, not after the debounce; a burst of changes arriving while the
+// target applies it is gathered into one run once the target is done.
+func TestLoopLeadingEdgeDebounce(t *testing.T) {
+	const apply = 200 * time.Millisecond
+	nss := &chanTarget{name: "nss", applied: make(chan []Record, 64), delay: apply}
+	f := startLoop(t, time.Second, nss)
+	f.triggers <- Trigger{Reason: "start"}
+	waitApplied(t, nss, 1, 2*time.Second)
+	time.Sleep(100 * time.Millisecond) // quiet
+
+	f.src.set(users("a", "b"))
+	start := time.Now()
+	f.triggers <- Trigger{Reason: "directory change"}
+	names := []string{"a", "b"}
+	time.Sleep(20 * time.Millisecond) // the lone change's run has begun
+	for i := range 10 {
+		names = append(names, string(rune('c'+i)))
+		f.src.set(users(names...))
+		f.triggers <- Trigger{Reason: "directory change"}
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitApplied(t, nss, 2, time.Second)
+	if took := time.Since(start); took > apply+150*time.Millisecond {
+		t.Errorf("a lone change while no target ran took %v to apply (the apply takes %v), want no debounce wait", took, apply)
+	}
+	runs := 0
+	for deadline := time.After(2 * time.Second); ; {
+		select {
+		case recs := <-nss.applied:
+			runs++
+			if len(recs) != len(names) {
+				continue
+			}
+		case <-deadline:
+			t.Fatalf("the burst was not applied within 2 s (%d runs)", runs)
+		}
+		break
+	}
+	if took := time.Since(start); took > 2*apply+300*time.Millisecond {
+		t.Errorf("the burst was applied %v after the lone change: it waited for the debounce, not for the target", took)
+	}
+	if runs != 1 {
+		t.Errorf("the burst of 10 changes took %d runs, want 1", runs)
 	}
 }
