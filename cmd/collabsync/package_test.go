@@ -100,6 +100,8 @@ echo "version: $(inroot 'collabsync version')"
 echo "user: $(inroot 'getent passwd collabsync | cut -d: -f1,6')"
 echo "nss dir: $(inroot 'stat -c %U:%a /var/lib/extrausers')"
 inroot 'systemd-analyze verify /usr/lib/systemd/system/collabsync.service' && echo "verify: ok"
+inroot 'mkdir -p /etc/systemd/system/collabsync.service.d && cp /usr/share/collabsync/systemd/*.conf /etc/systemd/system/collabsync.service.d/'
+inroot 'systemd-analyze verify collabsync.service 2>&1' | grep -q . || echo "verify with the drop-ins: ok"
 echo "check-config as installed: $(inroot 'collabsync check-config 2>&1' | tail -n 1)"
 inroot '(umask 077; echo secret > /etc/collabsync/ldap-password)'
 echo "check-config with the password file: $(inroot 'collabsync check-config 2>&1')"
@@ -124,6 +126,7 @@ echo "after purge: $(inroot 'ls /usr/bin/collabsync /etc/collabsync/collabsync.y
 		"user: collabsync:/var/lib/collabsync",
 		"nss dir: collabsync:755",
 		"verify: ok",
+		"verify with the drop-ins: ok",
 		"ldap.bind.password_file: cannot read: stat /etc/collabsync/ldap-password: no such file or directory",
 		"check-config with the password file: /etc/collabsync/collabsync.yaml: OK",
 		"conffile: /etc/collabsync/collabsync.yaml",
