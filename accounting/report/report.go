@@ -1,6 +1,7 @@
 // Package report sums stored usage: core-hours and jobs, by collaboration,
-// user, month or cluster, with a breakdown by job state. It reads the
-// per-day totals kept at ingest, never the jobs themselves.
+// user, month or cluster, or by two of them (user and month: a reporting
+// contact's table), with a breakdown by job state. It reads the per-day
+// totals kept at ingest, never the jobs themselves.
 package report
 
 import (
@@ -31,14 +32,17 @@ const (
 
 // Query selects what to sum.
 type Query struct {
+	// By is a grouping, or two separated by a comma ("user,month").
 	By            string
 	Collaboration string    // only this collaboration (a reporting contact's view)
 	Since, Until  time.Time // days [Since, Until); zero is open
 }
 
-// Row is one group's usage.
+// Row is one group's usage. Keys holds the group's value of each grouping
+// asked for, Key the same joined by "/".
 type Row struct {
 	Key       string           `json:"key"`
+	Keys      []string         `json:"keys"`
 	Jobs      int64            `json:"jobs"`
 	CoreHours float64          `json:"core_hours"`
 	ByState   map[string]int64 `json:"jobs_by_state"`
@@ -51,11 +55,33 @@ var groupExpr = map[string]string{
 	ByMonth:         "strftime('%Y-%m', day * 86400, 'unixepoch')",
 }
 
-// Run sums usage as asked; rows come sorted by key.
+// Groupings splits a grouping or two ("user,month"), refusing an unknown
+// one, the same one twice, or more than two.
+func Groupings(by string) ([]string, error) {
+	dims := strings.Split(by, ",")
+	if len(dims) > 2 {
+		return nil, fmt.Errorf("%q: at most two groupings", by)
+	}
+	for i, d := range dims {
+		if _, ok := groupExpr[d]; !ok {
+			return nil, fmt.Errorf("unknown grouping %q (want collaboration, user, month or cluster, or two of them: user,month)", d)
+		}
+		if i > 0 && d == dims[0] {
+			return nil, fmt.Errorf("%q: the same grouping twice", by)
+		}
+	}
+	return dims, nil
+}
+
+// Run sums usage as asked; rows come sorted by their keys.
 func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
-	expr, ok := groupExpr[q.By]
-	if !ok {
-		return nil, fmt.Errorf("unknown grouping %q (want collaboration, user, month or cluster)", q.By)
+	dims, err := Groupings(q.By)
+	if err != nil {
+		return nil, err
+	}
+	exprs := make([]string, len(dims))
+	for i, d := range dims {
+		exprs[i] = groupExpr[d]
 	}
 	since, until := int64(0), int64(1)<<40
 	if !q.Since.IsZero() {
@@ -69,7 +95,7 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 			return nil, err
 		}
 	}
-	sqlText := "SELECT " + expr + ", state, SUM(jobs), SUM(core_seconds) FROM usage_daily WHERE day >= ? AND day < ?"
+	sqlText := "SELECT " + strings.Join(exprs, " || char(31) || ") + ", state, SUM(jobs), SUM(core_seconds) FROM usage_daily WHERE day >= ? AND day < ?"
 	args := []any{since, until}
 	if q.Collaboration != "" {
 		sqlText += " AND collaboration = ?"
@@ -90,7 +116,8 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 		}
 		r := byKey[key]
 		if r == nil {
-			r = &Row{Key: key, ByState: map[string]int64{}}
+			keys := strings.Split(key, "\x1f")
+			r = &Row{Key: strings.Join(keys, "/"), Keys: keys, ByState: map[string]int64{}}
 			byKey[key] = r
 		}
 		r.Jobs += jobs
@@ -104,7 +131,7 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 	for _, r := range byKey {
 		out = append(out, *r)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	sort.Slice(out, func(i, j int) bool { return slices.Compare(out[i].Keys, out[j].Keys) < 0 })
 	return out, nil
 }
 
@@ -169,8 +196,9 @@ func states(rows []Row) []string {
 	return append(out, rest...)
 }
 
-// Write prints rows as table, csv or json, with a total line (table).
-func Write(w io.Writer, format, keyName string, rows []Row) error {
+// Write prints rows as table, csv or json, with a total line (table);
+// keyNames head the key columns, one per grouping.
+func Write(w io.Writer, format string, keyNames []string, rows []Row) error {
 	st := states(rows)
 	switch format {
 	case "json":
@@ -182,10 +210,10 @@ func Write(w io.Writer, format, keyName string, rows []Row) error {
 		return enc.Encode(rows)
 	case "csv":
 		cw := csv.NewWriter(w)
-		header := append([]string{keyName, "jobs", "core_hours"}, st...)
+		header := append(append(slices.Clone(keyNames), "jobs", "core_hours"), st...)
 		cw.Write(header)
 		for _, r := range rows {
-			rec := []string{r.Key, strconv.FormatInt(r.Jobs, 10), strconv.FormatFloat(r.CoreHours, 'f', 2, 64)}
+			rec := append(slices.Clone(r.Keys), strconv.FormatInt(r.Jobs, 10), strconv.FormatFloat(r.CoreHours, 'f', 2, 64))
 			for _, s := range st {
 				rec = append(rec, strconv.FormatInt(r.ByState[s], 10))
 			}
@@ -195,7 +223,7 @@ func Write(w io.Writer, format, keyName string, rows []Row) error {
 		return cw.Error()
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "%s\tJOBS\tCORE-HOURS\t", keyName)
+		fmt.Fprintf(tw, "%s\tJOBS\tCORE-HOURS\t", strings.Join(keyNames, "\t"))
 		for _, s := range st {
 			fmt.Fprintf(tw, "%s\t", s)
 		}
@@ -203,7 +231,7 @@ func Write(w io.Writer, format, keyName string, rows []Row) error {
 		var total Row
 		total.ByState = map[string]int64{}
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t", r.Key, r.Jobs, r.CoreHours)
+			fmt.Fprintf(tw, "%s\t%d\t%.2f\t", strings.Join(r.Keys, "\t"), r.Jobs, r.CoreHours)
 			for _, s := range st {
 				fmt.Fprintf(tw, "%d\t", r.ByState[s])
 				total.ByState[s] += r.ByState[s]
@@ -212,7 +240,7 @@ func Write(w io.Writer, format, keyName string, rows []Row) error {
 			total.Jobs += r.Jobs
 			total.CoreHours += r.CoreHours
 		}
-		fmt.Fprintf(tw, "total\t%d\t%.2f\t", total.Jobs, total.CoreHours)
+		fmt.Fprintf(tw, "total\t%s%d\t%.2f\t", strings.Repeat("\t", len(keyNames)-1), total.Jobs, total.CoreHours)
 		for _, s := range st {
 			fmt.Fprintf(tw, "%d\t", total.ByState[s])
 		}

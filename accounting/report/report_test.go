@@ -52,6 +52,9 @@ func TestRunAndWrite(t *testing.T) {
 		{Query{By: ByUser, Collaboration: "atlas"}, "alice:3:3.00 bob:3:3.00"},
 		{Query{By: ByCollaboration, Since: nov, Until: nov.AddDate(0, 1, 0)}, "atlas:4:4.00 lsst:1:0.50"},
 		{Query{By: ByCluster}, "c1:5:3.75 c2:3:3.00"},
+		// Two groupings: a reporting contact's user × month table.
+		{Query{By: "user,month", Collaboration: "atlas"}, "alice/2026-10:2:2.00 alice/2026-11:1:1.00 bob/2026-11:3:3.00"},
+		{Query{By: "month,collaboration"}, "2026-10/atlas:2:2.00 2026-11/atlas:4:4.00 2026-11/lsst:1:0.50 2026-12/lsst:1:0.25"},
 	}
 	for _, tt := range tests {
 		rows, err := Run(context.Background(), st.DB, tt.q)
@@ -71,22 +74,40 @@ func TestRunAndWrite(t *testing.T) {
 	}
 	rows, _ := Run(context.Background(), st.DB, Query{By: ByCollaboration})
 	var b bytes.Buffer
-	Write(&b, "table", "COLLABORATION", rows)
+	Write(&b, "table", []string{"COLLABORATION"}, rows)
 	if !strings.Contains(b.String(), "COMPLETED  FAILED  TIMEOUT  NODE_FAIL") || !strings.Contains(b.String(), "total     8        6.75") {
 		t.Errorf("table:\n%s", b.String())
 	}
 	b.Reset()
-	Write(&b, "csv", "collaboration", rows)
+	Write(&b, "csv", []string{"collaboration"}, rows)
 	if !strings.HasPrefix(b.String(), "collaboration,jobs,core_hours,COMPLETED,FAILED,TIMEOUT,NODE_FAIL\natlas,6,6.00,5,1,0,0\n") {
 		t.Errorf("csv:\n%s", b.String())
 	}
 	b.Reset()
-	Write(&b, "json", "x", nil)
+	Write(&b, "json", []string{"x"}, nil)
 	if strings.TrimSpace(b.String()) != "[]" {
 		t.Errorf("empty json: %q", b.String())
 	}
-	if err := Write(&b, "xml", "x", rows); err == nil {
+	if err := Write(&b, "xml", []string{"x"}, rows); err == nil {
 		t.Error("xml accepted")
+	}
+	// user × month: a column per grouping, in the table and the CSV.
+	rows, _ = Run(context.Background(), st.DB, Query{By: "user,month", Collaboration: "atlas"})
+	b.Reset()
+	Write(&b, "csv", []string{"user", "month"}, rows)
+	if !strings.HasPrefix(b.String(), "user,month,jobs,core_hours,COMPLETED,FAILED\nalice,2026-10,2,2.00,2,0\nalice,2026-11,1,1.00,0,1\nbob,2026-11,3,3.00,3,0\n") {
+		t.Errorf("user x month csv:\n%s", b.String())
+	}
+	b.Reset()
+	Write(&b, "table", []string{"USER", "MONTH"}, rows)
+	if lines := strings.Split(b.String(), "\n"); len(lines) < 5 || strings.Fields(lines[0])[1] != "MONTH" ||
+		strings.Join(strings.Fields(lines[4]), " ") != "total 6 6.00 5 1" {
+		t.Errorf("user x month table:\n%s", b.String())
+	}
+	for _, by := range []string{"user,user", "user,month,cluster", "user,planet"} {
+		if _, err := Run(context.Background(), st.DB, Query{By: by}); err == nil {
+			t.Errorf("grouping %q accepted", by)
+		}
 	}
 }
 

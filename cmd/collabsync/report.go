@@ -11,8 +11,8 @@ import (
 )
 
 func cmdReport(ctx context.Context, a *app, args []string) int {
-	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster] [--collaboration X] [--since DAY] [--until DAY] [--format table|csv|json]")
-	by := fs.String("by", report.ByCollaboration, "collaboration, user, month or cluster")
+	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster[,another]] [--collaboration X] [--since DAY] [--until DAY] [--format table|csv|json]")
+	by := fs.String("by", report.ByCollaboration, "collaboration, user, month or cluster, or two of them (user,month)")
 	collab := fs.String("collaboration", "", "only this collaboration (a reporting contact's view: --by user --collaboration X)")
 	since := fs.String("since", "", "from this day (YYYY-MM-DD or YYYY-MM), inclusive")
 	until := fs.String("until", "", "to this day (YYYY-MM-DD or YYYY-MM), exclusive")
@@ -21,8 +21,11 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 		return exitUsage
 	}
 	q := report.Query{By: *by, Collaboration: *collab}
-	var err error
-	if q.Since, err = parseDay(*since); err == nil {
+	dims, err := report.Groupings(*by)
+	if err == nil {
+		q.Since, err = parseDay(*since)
+	}
+	if err == nil {
 		q.Until, err = parseDay(*until)
 	}
 	if err != nil {
@@ -45,7 +48,11 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "collabsync report:", err)
 		return exitUsage
 	}
-	if err := report.Write(a.stdout, *format, strings.ToUpper(*by), rows); err != nil {
+	names := make([]string, len(dims))
+	for i, d := range dims {
+		names[i] = strings.ToUpper(d)
+	}
+	if err := report.Write(a.stdout, *format, names, rows); err != nil {
 		a.errorf(err)
 		return exitFailure
 	}
