@@ -38,6 +38,9 @@ type Job struct {
 // CoreSeconds is elapsed × allocated CPUs.
 func (j *Job) CoreSeconds() int64 { return j.Elapsed * j.CPUs }
 
+// GPUSeconds is the GPU time the job held: GPUs × elapsed.
+func (j *Job) GPUSeconds() int64 { return j.Elapsed * j.GPUs }
+
 // Limits of a plausible job; beyond them a record is corrupt, and its
 // core-seconds could overflow every total it joined.
 const (

@@ -79,5 +79,15 @@ func Migrations() []string {
 		`ALTER TABLE ingest_checkpoint ADD COLUMN damage TEXT NOT NULL DEFAULT '';
 		ALTER TABLE ingest_checkpoint ADD COLUMN damage_size INTEGER NOT NULL DEFAULT 0;
 		ALTER TABLE ingest_checkpoint ADD COLUMN damage_mtime INTEGER NOT NULL DEFAULT 0; -- unix nanoseconds`,
+		// 4: GPU-hours per day, beside core-hours, filled from the jobs
+		// already stored (a job's day as ingest counts it: its end, else
+		// its start, else its submission).
+		`ALTER TABLE usage_daily ADD COLUMN gpu_seconds INTEGER NOT NULL DEFAULT 0;
+		UPDATE usage_daily SET gpu_seconds = g.gs FROM (
+			SELECT CASE WHEN end_time != 0 THEN end_time / 86400 WHEN start != 0 THEN start / 86400 ELSE submit / 86400 END AS day,
+				cluster, collaboration, user, state, SUM(gpus * elapsed) AS gs
+			FROM job WHERE gpus > 0 GROUP BY 1, 2, 3, 4, 5) AS g
+		WHERE g.day = usage_daily.day AND g.cluster = usage_daily.cluster AND g.collaboration = usage_daily.collaboration
+			AND g.user = usage_daily.user AND g.state = usage_daily.state;`,
 	}
 }

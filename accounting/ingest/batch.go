@@ -81,7 +81,7 @@ type dayKey struct {
 	cluster, collab, user, state string
 }
 
-type dayUsage struct{ jobs, coreSeconds int64 }
+type dayUsage struct{ jobs, coreSeconds, gpuSeconds int64 }
 
 // write stores one batch.
 func (w *writer) write(ctx context.Context, b *batch) error {
@@ -114,6 +114,7 @@ func (w *writer) write(ctx context.Context, b *batch) error {
 		}
 		u.jobs++
 		u.coreSeconds += s.job.CoreSeconds()
+		u.gpuSeconds += s.job.GPUSeconds()
 	}
 	if err := saveDays(ctx, tx, days); err != nil {
 		return fmt.Errorf("day totals: %w", err)
@@ -254,15 +255,16 @@ func saveDays(ctx context.Context, tx *sql.Tx, days map[dayKey]*dayUsage) error 
 	if len(days) == 0 {
 		return nil
 	}
-	upsert, err := tx.PrepareContext(ctx, `INSERT INTO usage_daily (day, cluster, collaboration, user, state, jobs, core_seconds)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, cluster, collaboration, user, state)
-		DO UPDATE SET jobs = jobs + excluded.jobs, core_seconds = core_seconds + excluded.core_seconds`)
+	upsert, err := tx.PrepareContext(ctx, `INSERT INTO usage_daily (day, cluster, collaboration, user, state, jobs, core_seconds, gpu_seconds)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (day, cluster, collaboration, user, state)
+		DO UPDATE SET jobs = jobs + excluded.jobs, core_seconds = core_seconds + excluded.core_seconds,
+		gpu_seconds = gpu_seconds + excluded.gpu_seconds`)
 	if err != nil {
 		return err
 	}
 	defer upsert.Close()
 	for k, u := range days {
-		if _, err := upsert.ExecContext(ctx, k.day, k.cluster, k.collab, k.user, k.state, u.jobs, u.coreSeconds); err != nil {
+		if _, err := upsert.ExecContext(ctx, k.day, k.cluster, k.collab, k.user, k.state, u.jobs, u.coreSeconds, u.gpuSeconds); err != nil {
 			return err
 		}
 	}

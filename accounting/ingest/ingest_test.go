@@ -358,3 +358,21 @@ func TestConcurrentIngestsCountOnce(t *testing.T) {
 		t.Errorf("totals %d jobs, %d core-seconds", jobs, cs)
 	}
 }
+
+// TestGPUTimeInDayTotals: a job that held GPUs adds GPUs × elapsed to its
+// day's GPU time; one without adds none.
+func TestGPUTimeInDayTotals(t *testing.T) {
+	e := newEnv(t)
+	gpu := strings.Replace(sacctLine(1, 4, "atlas"), "|cpu=4|", "|cpu=4,gres/gpu=2|", 1)
+	p := e.write("sacct.log", gpu+sacctLine(2, 4, "atlas"), os.O_TRUNC)
+	if _, err := e.in.Ingest(context.Background(), sacctSource, []string{p}); err != nil {
+		t.Fatal(err)
+	}
+	var gs, cs int64
+	if err := e.db.QueryRow("SELECT SUM(gpu_seconds), SUM(core_seconds) FROM usage_daily").Scan(&gs, &cs); err != nil {
+		t.Fatal(err)
+	}
+	if gs != 2*3600 || cs != 2*4*3600 {
+		t.Errorf("day totals: %d GPU-seconds, %d core-seconds; want %d and %d", gs, cs, 2*3600, 2*4*3600)
+	}
+}

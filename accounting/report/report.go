@@ -1,4 +1,4 @@
-// Package report sums stored usage: core-hours and jobs, by collaboration,
+// Package report sums stored usage: core-hours, GPU-hours and jobs, by collaboration,
 // user, month or cluster, or by two of them (user and month: a reporting
 // contact's table), with a breakdown by job state. It reads the per-day
 // totals kept at ingest, never the jobs themselves.
@@ -45,6 +45,7 @@ type Row struct {
 	Keys      []string         `json:"keys"`
 	Jobs      int64            `json:"jobs"`
 	CoreHours float64          `json:"core_hours"`
+	GPUHours  float64          `json:"gpu_hours"`
 	ByState   map[string]int64 `json:"jobs_by_state"`
 }
 
@@ -95,7 +96,7 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 			return nil, err
 		}
 	}
-	sqlText := "SELECT " + strings.Join(exprs, " || char(31) || ") + ", state, SUM(jobs), SUM(core_seconds) FROM usage_daily WHERE day >= ? AND day < ?"
+	sqlText := "SELECT " + strings.Join(exprs, " || char(31) || ") + ", state, SUM(jobs), SUM(core_seconds), SUM(gpu_seconds) FROM usage_daily WHERE day >= ? AND day < ?"
 	args := []any{since, until}
 	if q.Collaboration != "" {
 		sqlText += " AND collaboration = ?"
@@ -110,8 +111,8 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 	byKey := map[string]*Row{}
 	for rows.Next() {
 		var key, state string
-		var jobs, cs int64
-		if err := rows.Scan(&key, &state, &jobs, &cs); err != nil {
+		var jobs, cs, gs int64
+		if err := rows.Scan(&key, &state, &jobs, &cs, &gs); err != nil {
 			return nil, err
 		}
 		r := byKey[key]
@@ -122,6 +123,7 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 		}
 		r.Jobs += jobs
 		r.CoreHours += float64(cs) / 3600
+		r.GPUHours += float64(gs) / 3600
 		r.ByState[state] += jobs
 	}
 	if err := rows.Err(); err != nil {
@@ -197,9 +199,22 @@ func states(rows []Row) []string {
 }
 
 // Write prints rows as table, csv or json, with a total line (table);
-// keyNames head the key columns, one per grouping.
+// keyNames head the key columns, one per grouping. The table and the CSV
+// have a GPU-hours column when some job held GPUs.
 func Write(w io.Writer, format string, keyNames []string, rows []Row) error {
 	st := states(rows)
+	gpus := slices.ContainsFunc(rows, func(r Row) bool { return r.GPUHours > 0 })
+	hours := func(r Row) []string {
+		out := []string{strconv.FormatFloat(r.CoreHours, 'f', 2, 64)}
+		if gpus {
+			out = append(out, strconv.FormatFloat(r.GPUHours, 'f', 2, 64))
+		}
+		return out
+	}
+	hourNames := []string{"core_hours"}
+	if gpus {
+		hourNames = append(hourNames, "gpu_hours")
+	}
 	switch format {
 	case "json":
 		if rows == nil {
@@ -210,10 +225,10 @@ func Write(w io.Writer, format string, keyNames []string, rows []Row) error {
 		return enc.Encode(rows)
 	case "csv":
 		cw := csv.NewWriter(w)
-		header := append(append(slices.Clone(keyNames), "jobs", "core_hours"), st...)
+		header := append(append(append(slices.Clone(keyNames), "jobs"), hourNames...), st...)
 		cw.Write(header)
 		for _, r := range rows {
-			rec := append(slices.Clone(r.Keys), strconv.FormatInt(r.Jobs, 10), strconv.FormatFloat(r.CoreHours, 'f', 2, 64))
+			rec := append(append(slices.Clone(r.Keys), strconv.FormatInt(r.Jobs, 10)), hours(r)...)
 			for _, s := range st {
 				rec = append(rec, strconv.FormatInt(r.ByState[s], 10))
 			}
@@ -223,15 +238,14 @@ func Write(w io.Writer, format string, keyNames []string, rows []Row) error {
 		return cw.Error()
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "%s\tJOBS\tCORE-HOURS\t", strings.Join(keyNames, "\t"))
+		fmt.Fprintf(tw, "%s\tJOBS\t%s\t", strings.Join(keyNames, "\t"), strings.ReplaceAll(strings.ToUpper(strings.Join(hourNames, "\t")), "_", "-"))
 		for _, s := range st {
 			fmt.Fprintf(tw, "%s\t", s)
 		}
 		fmt.Fprintln(tw)
-		var total Row
-		total.ByState = map[string]int64{}
+		total := Row{ByState: map[string]int64{}}
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f\t", strings.Join(r.Keys, "\t"), r.Jobs, r.CoreHours)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t", strings.Join(r.Keys, "\t"), r.Jobs, strings.Join(hours(r), "\t"))
 			for _, s := range st {
 				fmt.Fprintf(tw, "%d\t", r.ByState[s])
 				total.ByState[s] += r.ByState[s]
@@ -239,8 +253,9 @@ func Write(w io.Writer, format string, keyNames []string, rows []Row) error {
 			fmt.Fprintln(tw)
 			total.Jobs += r.Jobs
 			total.CoreHours += r.CoreHours
+			total.GPUHours += r.GPUHours
 		}
-		fmt.Fprintf(tw, "total\t%s%d\t%.2f\t", strings.Repeat("\t", len(keyNames)-1), total.Jobs, total.CoreHours)
+		fmt.Fprintf(tw, "total\t%s%d\t%s\t", strings.Repeat("\t", len(keyNames)-1), total.Jobs, strings.Join(hours(total), "\t"))
 		for _, s := range st {
 			fmt.Fprintf(tw, "%d\t", total.ByState[s])
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,15 +24,15 @@ func TestRunAndWrite(t *testing.T) {
 	for _, r := range []struct {
 		day                          string
 		collab, user, state, cluster string
-		jobs, cs                     int64
+		jobs, cs, gs                 int64
 	}{
-		{"2026-10-31", "atlas", "alice", "COMPLETED", "c1", 2, 7200},
-		{"2026-11-01", "atlas", "alice", "FAILED", "c1", 1, 3600},
-		{"2026-11-02", "atlas", "bob", "COMPLETED", "c2", 3, 10800},
-		{"2026-11-30", "lsst", "carol", "TIMEOUT", "c1", 1, 1800},
-		{"2026-12-01", "lsst", "carol", "NODE_FAIL", "c1", 1, 900},
+		{"2026-10-31", "atlas", "alice", "COMPLETED", "c1", 2, 7200, 0},
+		{"2026-11-01", "atlas", "alice", "FAILED", "c1", 1, 3600, 0},
+		{"2026-11-02", "atlas", "bob", "COMPLETED", "c2", 3, 10800, 0},
+		{"2026-11-30", "lsst", "carol", "TIMEOUT", "c1", 1, 1800, 5400},
+		{"2026-12-01", "lsst", "carol", "NODE_FAIL", "c1", 1, 900, 0},
 	} {
-		_, err := st.DB.Exec("INSERT INTO usage_daily VALUES (?, ?, ?, ?, ?, ?, ?)", day(r.day), r.cluster, r.collab, r.user, r.state, r.jobs, r.cs)
+		_, err := st.DB.Exec("INSERT INTO usage_daily VALUES (?, ?, ?, ?, ?, ?, ?, ?)", day(r.day), r.cluster, r.collab, r.user, r.state, r.jobs, r.cs, r.gs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,12 +76,14 @@ func TestRunAndWrite(t *testing.T) {
 	rows, _ := Run(context.Background(), st.DB, Query{By: ByCollaboration})
 	var b bytes.Buffer
 	Write(&b, "table", []string{"COLLABORATION"}, rows)
-	if !strings.Contains(b.String(), "COMPLETED  FAILED  TIMEOUT  NODE_FAIL") || !strings.Contains(b.String(), "total     8        6.75") {
+	if !strings.Contains(b.String(), "CORE-HOURS  GPU-HOURS  COMPLETED  FAILED  TIMEOUT  NODE_FAIL") ||
+		!regexp.MustCompile(`total +8 +6\.75 +1\.50 `).MatchString(b.String()) {
 		t.Errorf("table:\n%s", b.String())
 	}
 	b.Reset()
 	Write(&b, "csv", []string{"collaboration"}, rows)
-	if !strings.HasPrefix(b.String(), "collaboration,jobs,core_hours,COMPLETED,FAILED,TIMEOUT,NODE_FAIL\natlas,6,6.00,5,1,0,0\n") {
+	// lsst's jobs held GPUs: a GPU-hours column beside the core-hours.
+	if !strings.HasPrefix(b.String(), "collaboration,jobs,core_hours,gpu_hours,COMPLETED,FAILED,TIMEOUT,NODE_FAIL\natlas,6,6.00,0.00,5,1,0,0\nlsst,2,0.75,1.50,0,0,1,1\n") {
 		t.Errorf("csv:\n%s", b.String())
 	}
 	b.Reset()
