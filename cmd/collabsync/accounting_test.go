@@ -100,6 +100,15 @@ func TestDemoIngestAndReport(t *testing.T) {
 	if r := collabsync(t, e.config, "report", "--by", "planet"); r.code != exitUsage {
 		t.Errorf("bad grouping: code %d", r.code)
 	}
+	// A chart of atlas's months by member; a chart needs its collaboration.
+	r = collabsync(t, e.config, "report", "--format", "svg", "--collaboration", "atlas")
+	if r.code != 0 || !strings.Contains(r.stdout, "<svg") || !strings.Contains(r.stdout, "Core-hours of atlas by month and member") ||
+		!strings.Contains(r.stdout, ">alice</text>") {
+		t.Errorf("svg chart: code %d %s\n%.300s", r.code, r.stderr, r.stdout)
+	}
+	if r := collabsync(t, e.config, "report", "--format", "png"); r.code != exitUsage || !strings.Contains(r.stderr, "--collaboration") {
+		t.Errorf("a chart without its collaboration: code %d %s", r.code, r.stderr)
+	}
 }
 
 // TestIngestSurvivesSIGKILL: an ingest of a large log killed with SIGKILL

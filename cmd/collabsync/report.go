@@ -11,12 +11,12 @@ import (
 )
 
 func cmdReport(ctx context.Context, a *app, args []string) int {
-	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster[,another]] [--collaboration X] [--since DAY] [--until DAY] [--format table|csv|json]")
+	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster[,another]] [--collaboration X] [--since DAY] [--until DAY] [--format table|csv|json|svg|png]")
 	by := fs.String("by", report.ByCollaboration, "collaboration, user, month or cluster, or two of them (user,month)")
 	collab := fs.String("collaboration", "", "only this collaboration (a reporting contact's view: --by user --collaboration X)")
 	since := fs.String("since", "", "from this day (YYYY-MM-DD or YYYY-MM), inclusive")
 	until := fs.String("until", "", "to this day (YYYY-MM-DD or YYYY-MM), exclusive")
-	format := fs.String("format", "table", "table, csv or json")
+	format := fs.String("format", "table", "table, csv or json; svg or png: a chart of a collaboration's monthly core-hours by member (needs --collaboration)")
 	if !a.parseFlags(fs, args) {
 		return exitUsage
 	}
@@ -32,8 +32,16 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "collabsync report:", err)
 		return exitUsage
 	}
+	chart := *format == "svg" || *format == "png"
+	if chart {
+		if *collab == "" {
+			fmt.Fprintln(a.stderr, "collabsync report: a chart is of one collaboration: give --collaboration")
+			return exitUsage
+		}
+		q.By, dims = report.ByMonth+","+report.ByUser, []string{report.ByMonth, report.ByUser}
+	}
 	switch *format {
-	case "table", "csv", "json":
+	case "table", "csv", "json", "svg", "png":
 	default:
 		fmt.Fprintf(a.stderr, "collabsync report: bad --format %q\n", *format)
 		return exitUsage
@@ -47,6 +55,13 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 	if err != nil {
 		fmt.Fprintln(a.stderr, "collabsync report:", err)
 		return exitUsage
+	}
+	if chart {
+		if err := report.Chart(a.stdout, *format, *collab, rows); err != nil {
+			a.errorf(err)
+			return exitFailure
+		}
+		return exitOK
 	}
 	names := make([]string, len(dims))
 	for i, d := range dims {
