@@ -149,3 +149,32 @@ echo "after purge: $(inroot 'ls /usr/bin/collabsync /etc/collabsync/collabsync.y
 		t.Error("the machine's dpkg database lists collabsync")
 	}
 }
+
+// TestMakeInstall: make install puts the package's files under DESTDIR,
+// the binary and the unit's ExecStart under PREFIX, and keeps a
+// configuration already there.
+func TestMakeInstall(t *testing.T) {
+	testharness.Require(t, "make", "install")
+	dest := t.TempDir()
+	conf := filepath.Join(dest, "etc/collabsync/collabsync.yaml")
+	os.MkdirAll(filepath.Dir(conf), 0o755)
+	os.WriteFile(conf, []byte("# the site's\n"), 0o640)
+	cmd := exec.Command("make", "-C", "../..", "--no-print-directory", "install", "DESTDIR="+dest, "PREFIX=/opt/cs")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	for _, f := range []string{"opt/cs/bin/collabsync", "etc/systemd/system/collabsync.service", "usr/lib/sysusers.d/collabsync.conf",
+		"usr/lib/tmpfiles.d/collabsync.conf", "opt/cs/share/man/man1/collabsync.1", "opt/cs/share/doc/collabsync/README.md",
+		"opt/cs/share/collabsync/prometheus/collabsync.rules.yml", "opt/cs/share/collabsync/systemd/userdb.conf"} {
+		if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
+			t.Errorf("make install: %v", err)
+		}
+	}
+	unit, _ := os.ReadFile(filepath.Join(dest, "etc/systemd/system/collabsync.service"))
+	if !strings.Contains(string(unit), "ExecStart=/opt/cs/bin/collabsync ") || strings.Contains(string(unit), "/usr/bin/collabsync") {
+		t.Errorf("the unit's ExecStart does not follow PREFIX:\n%s", unit)
+	}
+	if got, _ := os.ReadFile(conf); string(got) != "# the site's\n" {
+		t.Errorf("make install replaced the site's configuration: %q", got)
+	}
+}
