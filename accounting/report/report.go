@@ -35,6 +35,7 @@ type Query struct {
 	// By is a grouping, or two separated by a comma ("user,month").
 	By            string
 	Collaboration string    // only this collaboration (a reporting contact's view)
+	User          string    // only this user's jobs
 	Since, Until  time.Time // days [Since, Until); zero is open
 }
 
@@ -92,7 +93,12 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 		until = q.Until.Unix() / 86400
 	}
 	if q.Collaboration != "" {
-		if err := known(ctx, db, q.Collaboration); err != nil {
+		if err := known(ctx, db, "collaboration", q.Collaboration); err != nil {
+			return nil, err
+		}
+	}
+	if q.User != "" {
+		if err := known(ctx, db, "user", q.User); err != nil {
 			return nil, err
 		}
 	}
@@ -101,6 +107,10 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 	if q.Collaboration != "" {
 		sqlText += " AND collaboration = ?"
 		args = append(args, q.Collaboration)
+	}
+	if q.User != "" {
+		sqlText += " AND user = ?"
+		args = append(args, q.User)
 	}
 	sqlText += " GROUP BY 1, 2"
 	rows, err := db.QueryContext(ctx, sqlText, args...)
@@ -137,19 +147,20 @@ func Run(ctx context.Context, db *sql.DB, q Query) ([]Row, error) {
 	return out, nil
 }
 
-// known refuses a collaboration no usage was ever recorded for (a typo
-// made an empty table that looked like an idle collaboration), naming the
-// closest known names.
-func known(ctx context.Context, db *sql.DB, name string) error {
+// known refuses a collaboration or user (column, "collaboration" or
+// "user": never data) no usage was ever
+// recorded for (a typo made an empty table that looked like an idle
+// collaboration), naming the closest known names.
+func known(ctx context.Context, db *sql.DB, column, name string) error {
 	var one int
-	err := db.QueryRowContext(ctx, "SELECT 1 FROM usage_daily WHERE collaboration = ? LIMIT 1", name).Scan(&one)
+	err := db.QueryRowContext(ctx, "SELECT 1 FROM usage_daily WHERE "+column+" = ? LIMIT 1", name).Scan(&one)
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return err
 	}
-	rows, err := db.QueryContext(ctx, "SELECT DISTINCT collaboration FROM usage_daily")
+	rows, err := db.QueryContext(ctx, "SELECT DISTINCT "+column+" FROM usage_daily")
 	if err != nil {
 		return err
 	}
@@ -168,7 +179,7 @@ func known(ctx context.Context, db *sql.DB, name string) error {
 		return err
 	}
 	slices.Sort(near)
-	msg := fmt.Sprintf("no usage was ever recorded for collaboration %q", name)
+	msg := fmt.Sprintf("no usage was ever recorded for %s %q", column, name)
 	if len(near) > 0 {
 		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(near, ", "))
 	}

@@ -43,6 +43,10 @@ func TestRunAndWrite(t *testing.T) {
 		err.Error() != `no usage was ever recorded for collaboration "atlsa" (did you mean atlas?)` {
 		t.Errorf("a misspelled collaboration: %v", err)
 	}
+	if _, err := Run(context.Background(), st.DB, Query{By: ByMonth, User: "alcie"}); err == nil ||
+		err.Error() != `no usage was ever recorded for user "alcie" (did you mean alice?)` {
+		t.Errorf("a misspelled user: %v", err)
+	}
 	nov := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		q    Query
@@ -53,6 +57,7 @@ func TestRunAndWrite(t *testing.T) {
 		{Query{By: ByUser, Collaboration: "atlas"}, "alice:3:3.00 bob:3:3.00"},
 		{Query{By: ByCollaboration, Since: nov, Until: nov.AddDate(0, 1, 0)}, "atlas:4:4.00 lsst:1:0.50"},
 		{Query{By: ByCluster}, "c1:5:3.75 c2:3:3.00"},
+		{Query{By: ByMonth, User: "alice"}, "2026-10:2:2.00 2026-11:1:1.00"},
 		// Two groupings: a reporting contact's user × month table.
 		{Query{By: "user,month", Collaboration: "atlas"}, "alice/2026-10:2:2.00 alice/2026-11:1:1.00 bob/2026-11:3:3.00"},
 		{Query{By: "month,collaboration"}, "2026-10/atlas:2:2.00 2026-11/atlas:4:4.00 2026-11/lsst:1:0.50 2026-12/lsst:1:0.25"},

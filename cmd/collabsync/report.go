@@ -11,16 +11,17 @@ import (
 )
 
 func cmdReport(ctx context.Context, a *app, args []string) int {
-	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster[,another]] [--collaboration X] [--since DAY] [--until DAY] [--format table|csv|json|svg|png]")
+	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster[,another]] [--collaboration X] [--user U] [--since DAY] [--until DAY] [--format table|csv|json|svg|png]")
 	by := fs.String("by", report.ByCollaboration, "collaboration, user, month or cluster, or two of them (user,month)")
 	collab := fs.String("collaboration", "", "only this collaboration (a reporting contact's view: --by user --collaboration X)")
+	user := fs.String("user", "", "only this user's jobs")
 	since := fs.String("since", "", "from this day (YYYY-MM-DD or YYYY-MM), inclusive")
 	until := fs.String("until", "", "to this day (YYYY-MM-DD or YYYY-MM), exclusive")
 	format := fs.String("format", "table", "table, csv or json; svg or png: a chart of a collaboration's monthly core-hours by member (needs --collaboration)")
 	if !a.parseFlags(fs, args) {
 		return exitUsage
 	}
-	q := report.Query{By: *by, Collaboration: *collab}
+	q := report.Query{By: *by, Collaboration: *collab, User: *user}
 	dims, err := report.Groupings(*by)
 	if err == nil {
 		q.Since, err = parseDay(*since)
