@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 )
 
 // Params size the directory.
@@ -19,6 +20,12 @@ type Params struct {
 	// MemberDN writes groupOfNames collaborations with member DNs instead of
 	// posixGroup with memberUid.
 	MemberDN bool
+	// HeavyTail gives collaborations sizes that fall as a power of their
+	// rank (Zipf-like): the largest holds a fifth of the users, a few
+	// hold thousands to tens of thousands, most a handful; users join
+	// MembersPerUser collaborations on average. Without it every
+	// collaboration has the same size.
+	HeavyTail bool
 }
 
 // UID is the uid of user i.
@@ -48,6 +55,10 @@ func Write(w io.Writer, p Params) error {
 		fmt.Fprintf(bw, "dn: uid=%s,ou=people,%s\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\nuid: %s\ncn: User %d\nsn: %d\nmail: %s@example.org\nuidNumber: %d\ngidNumber: %d\nhomeDirectory: /home/%s\nloginShell: /bin/bash\n\n",
 			uid, p.Suffix, uid, i, i, uid, 100000+i, 200000+i%p.Collaborations, uid)
 	}
+	if p.HeavyTail {
+		writeHeavyTail(bw, p)
+		return bw.Flush()
+	}
 	// User i is a member of collaborations (i + k*stride) mod C for k < MembersPerUser;
 	// so collaboration j's members are the users i with i ≡ j - k*stride (mod C).
 	stride := p.Collaborations/p.MembersPerUser + 1
@@ -76,4 +87,54 @@ func Write(w io.Writer, p Params) error {
 		bw.WriteString("\n")
 	}
 	return bw.Flush()
+}
+
+// writeHeavyTail writes collaborations of sizes s_j = max(2, S/(j+1)^a),
+// S a fifth of the users and a chosen so that the sizes sum to
+// MembersPerUser per user. Collaboration j's members are every m-th user
+// from j mod m, m = users/s_j: derived, not collected.
+func writeHeavyTail(bw *bufio.Writer, p Params) {
+	sizes := heavyTailSizes(p.Users, p.Collaborations, p.MembersPerUser)
+	for j, size := range sizes {
+		name := Collab(j)
+		if p.MemberDN {
+			fmt.Fprintf(bw, "dn: cn=%s,ou=groups,%s\nobjectClass: groupOfNames\nobjectClass: extensibleObject\ncn: %s\ngidNumber: %d\n", name, p.Suffix, name, 200000+j)
+		} else {
+			fmt.Fprintf(bw, "dn: cn=%s,ou=groups,%s\nobjectClass: posixGroup\ncn: %s\ngidNumber: %d\n", name, p.Suffix, name, 200000+j)
+		}
+		step := max(1, p.Users/size)
+		for i, n := j%step, 0; i < p.Users && n < size; i, n = i+step, n+1 {
+			if p.MemberDN {
+				fmt.Fprintf(bw, "member: uid=%s,ou=people,%s\n", UID(i), p.Suffix)
+			} else {
+				fmt.Fprintf(bw, "memberUid: %s\n", UID(i))
+			}
+		}
+		bw.WriteString("\n")
+	}
+}
+
+// heavyTailSizes are the collaborations' sizes, largest first.
+func heavyTailSizes(users, collabs, perUser int) []int {
+	top := max(2, users/5)
+	sizes := make([]int, collabs)
+	fill := func(a float64) int {
+		total := 0
+		for j := range sizes {
+			sizes[j] = min(users, max(2, int(float64(top)/math.Pow(float64(j+1), a))))
+			total += sizes[j]
+		}
+		return total
+	}
+	lo, hi := 0.0, 4.0 // a larger exponent, fewer members
+	for range 50 {
+		mid := (lo + hi) / 2
+		if fill(mid) > perUser*users {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	fill(hi)
+	return sizes
 }
