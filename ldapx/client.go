@@ -19,7 +19,8 @@ import (
 	"github.com/go-ldap/ldap/v3"
 )
 
-// Conn is the narrow part of *ldap.Conn that collabsync uses, so tests can
+// Conn is the narrow part of a connection that collabsync uses (Connection
+// and go-ldap's *ldap.Conn both have it), so tests can
 // put a fault-injecting fake in its place.
 type Conn interface {
 	SearchAsync(ctx context.Context, req *ldap.SearchRequest, bufferSize int) ldap.Response
@@ -42,7 +43,7 @@ func NewClient(cfg Config, log *slog.Logger) *Client {
 // Connect tries each URI in order and returns the first connection that
 // dials, upgrades to TLS if configured, and binds. The error lists why every
 // URI failed.
-func (c *Client) Connect(ctx context.Context) (*ldap.Conn, error) {
+func (c *Client) Connect(ctx context.Context) (*Connection, error) {
 	var errs []error
 	for _, uri := range c.cfg.URIs {
 		conn, err := c.connect(ctx, uri)
@@ -58,7 +59,7 @@ func (c *Client) Connect(ctx context.Context) (*ldap.Conn, error) {
 	return nil, fmt.Errorf("no LDAP server usable: %w", errors.Join(errs...))
 }
 
-func (c *Client) connect(ctx context.Context, uri string) (*ldap.Conn, error) {
+func (c *Client) connect(ctx context.Context, uri string) (*Connection, error) {
 	u, err := ParseURI(uri)
 	if err != nil {
 		return nil, err
@@ -88,37 +89,22 @@ func (c *Client) connect(ctx context.Context, uri string) (*ldap.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ldap %s: dial: %w", uri, tlsHint(err))
 	}
-	conn := ldap.NewConn(nc, u.Scheme == "ldaps")
-	conn.Start()
-	conn.SetTimeout(timeout)
-	// go-ldap's StartTLS and Bind take no context: closing the connection is
-	// what interrupts them when ctx ends.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-
-	if err := c.secureAndBind(conn, u.Scheme, u.Hostname()); err != nil {
+	conn := newConnection(nc)
+	if err := c.secureAndBind(ctx, conn, u.Scheme, u.Hostname()); err != nil {
 		conn.Close()
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
-		}
 		return nil, fmt.Errorf("ldap %s: %w", uri, err)
 	}
-	if !stop() {
-		conn.Close()
-		return nil, fmt.Errorf("ldap %s: %w", uri, ctx.Err())
-	}
-	// Requests after connecting are bounded by their own contexts.
-	conn.SetTimeout(0)
+	conn.start()
 	return conn, nil
 }
 
-func (c *Client) secureAndBind(conn *ldap.Conn, scheme, host string) error {
+func (c *Client) secureAndBind(ctx context.Context, conn *Connection, scheme, host string) error {
 	if c.cfg.TLS.StartTLS && scheme == "ldap" {
 		tc, err := c.tlsConfig(host)
 		if err != nil {
 			return err
 		}
-		if err := conn.StartTLS(tc); err != nil {
+		if err := conn.StartTLS(ctx, tc); err != nil {
 			return fmt.Errorf("StartTLS: %w", tlsHint(err))
 		}
 	}
@@ -135,11 +121,11 @@ func (c *Client) secureAndBind(conn *ldap.Conn, scheme, host string) error {
 		if err != nil {
 			return err
 		}
-		if err := conn.Bind(b.DN, pw); err != nil {
+		if err := conn.Bind(ctx, b.DN, pw); err != nil {
 			return fmt.Errorf("bind as %q: %w", b.DN, err)
 		}
 	case BindExternal:
-		if err := conn.ExternalBind(); err != nil {
+		if err := conn.ExternalBind(ctx); err != nil {
 			return fmt.Errorf("SASL EXTERNAL bind: %w", err)
 		}
 	case BindAnonymous:

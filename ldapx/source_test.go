@@ -150,12 +150,12 @@ func TestExternalBind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	who, err := conn.WhoAmI(nil)
+	who, err := conn.WhoAmI(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if who.AuthzID != "dn:gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth" {
-		t.Errorf("bound as %q", who.AuthzID)
+	if who != "dn:gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth" {
+		t.Errorf("bound as %q", who)
 	}
 	if snap := snapshot(t, cfg); len(snap.Users) != 2 {
 		t.Errorf("users = %d", len(snap.Users))

@@ -81,7 +81,7 @@ func (w *USNWatcher) Run(ctx context.Context, m *Model) {
 
 // rootDSE reads where the domain controller is: who it is and its highest
 // committed USN.
-func rootDSE(ctx context.Context, conn *ldap.Conn) (dc, namingContext string, usn int64, err error) {
+func rootDSE(ctx context.Context, conn *Connection) (dc, namingContext string, usn int64, err error) {
 	req := ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false, "(objectClass=*)",
 		[]string{"dsServiceName", "defaultNamingContext", "highestCommittedUSN"}, nil)
 	resp := conn.SearchAsync(ctx, req, 1)
@@ -120,7 +120,7 @@ func parsePosition(cookie []byte) (dc string, usn int64, ok bool) {
 	return string(cookie[:i]), usn, err == nil
 }
 
-func (w *USNWatcher) session(ctx context.Context, conn *ldap.Conn, m *Model) error {
+func (w *USNWatcher) session(ctx context.Context, conn *Connection, m *Model) error {
 	dc, nc, usn, err := rootDSE(ctx, conn)
 	if err != nil {
 		return err
@@ -242,7 +242,7 @@ const wellKnownDeletedObjects = "18e2ea80684f11d2b9aa00c04f79f805"
 // a poll cannot tell "none deleted" from "not allowed". A tombstone seen
 // in the container says it may; a domain where nothing was ever deleted
 // looks the same as no rights, and is scanned: slower, never wrong.
-func tombstonesReadable(ctx context.Context, conn *ldap.Conn, nc string, pageSize uint32) bool {
+func tombstonesReadable(ctx context.Context, conn *Connection, nc string, pageSize uint32) bool {
 	req := ldap.NewSearchRequest("<WKGUID="+wellKnownDeletedObjects+","+nc+">", ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
 		"(isDeleted=TRUE)", []string{"objectGUID"}, []ldap.Control{ldap.NewControlString(controlShowDeleted, true, "")})
 	found := false
@@ -256,7 +256,7 @@ var errSeen = errors.New("seen")
 // sweep lists every stream's GUIDs and removes the entries the model
 // holds that are no longer there: deleted (or moved out of the searches)
 // without a tombstone the bind user may read.
-func (w *USNWatcher) sweep(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]Search) error {
+func (w *USNWatcher) sweep(ctx context.Context, conn *Connection, m *Model, searches map[StreamName]Search) error {
 	var gone []string
 	for _, r := range readOrder {
 		search, ok := searches[r.stream]
@@ -287,7 +287,7 @@ func (w *USNWatcher) sweep(ctx context.Context, conn *ldap.Conn, m *Model, searc
 // rereadReferrers reads again the entries that name an entry renamed,
 // moved or deleted (gone holds its old DNs): Active Directory changed
 // their values itself, and no uSNChanged of theirs says so.
-func (w *USNWatcher) rereadReferrers(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]Search, gone []string) error {
+func (w *USNWatcher) rereadReferrers(ctx context.Context, conn *Connection, m *Model, searches map[StreamName]Search, gone []string) error {
 	if len(gone) == 0 {
 		return nil
 	}
@@ -324,7 +324,7 @@ func (w *USNWatcher) rereadReferrers(ctx context.Context, conn *ldap.Conn, m *Mo
 }
 
 // fullRead builds the model from paged reads of every search.
-func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]Search) error {
+func (w *USNWatcher) fullRead(ctx context.Context, conn *Connection, m *Model, searches map[StreamName]Search) error {
 	for _, r := range readOrder {
 		search, ok := searches[r.stream]
 		if !ok {
@@ -357,7 +357,7 @@ func (w *USNWatcher) fullRead(ctx context.Context, conn *ldap.Conn, m *Model, se
 // poll applies what changed after USN from: entries changed and still in
 // a search are read again; those changed but no longer in it (moved out,
 // or no longer matching its filter) and those deleted are removed.
-func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, searches map[StreamName]Search, nc string, from int64) error {
+func (w *USNWatcher) poll(ctx context.Context, conn *Connection, m *Model, searches map[StreamName]Search, nc string, from int64) error {
 	since := fmt.Sprintf("(uSNChanged>=%d)", from+1)
 	// The old DNs of entries renamed, moved out or deleted: the entries
 	// that name them are read again.
@@ -438,7 +438,7 @@ func (w *USNWatcher) poll(ctx context.Context, conn *ldap.Conn, m *Model, search
 
 // complete takes an entry's key out of it and reads the rest of its
 // ranged values (groups of more than 1,500 members).
-func complete(ctx context.Context, conn *ldap.Conn, e *ldap.Entry) (string, error) {
+func complete(ctx context.Context, conn *Connection, e *ldap.Entry) (string, error) {
 	key, err := guidKey(e)
 	if err == nil {
 		err = completeRanges(ctx, conn, e)

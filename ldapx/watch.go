@@ -106,7 +106,7 @@ func (w *Watcher) Run(ctx context.Context, m *Model) error {
 
 // session runs every stream on one connection until the first fails, or
 // the model asks for a full refresh.
-func (w *Watcher) session(ctx context.Context, conn *ldap.Conn, m *Model) error {
+func (w *Watcher) session(ctx context.Context, conn *Connection, m *Model) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	search := streams(w.cfg)
@@ -163,7 +163,7 @@ const (
 	resultSyncRefreshRequired = 4096 // RFC 4533: start again without a cookie
 )
 
-func (w *Watcher) stream(ctx context.Context, conn *ldap.Conn, name StreamName, search Search, m *Model) error {
+func (w *Watcher) stream(ctx context.Context, conn *Connection, name StreamName, search Search, m *Model) error {
 	cookie := m.cookie(name)
 	resumed := len(cookie) > 0
 	req := searchRequest(search, m.em.attributes(name))
