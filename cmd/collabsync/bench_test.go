@@ -17,16 +17,17 @@ import (
 	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/testharness"
+	"github.com/collabsync/collabsync/internal/testharness/gendir"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
 	"github.com/collabsync/collabsync/ldapx"
 )
 
 // bigDirectory starts slapd with a generated directory of users and
 // collaborations (memberUid) and returns a config for it.
-func bigDirectory(b *testing.B, users, collabs int) (*slapd.Server, string, *config.Config) {
+func bigDirectory(b *testing.B, p gendir.Params) (*slapd.Server, string, *config.Config) {
 	b.Helper()
 	testharness.Require(b, "ldapsearch", "/usr/bin/time")
-	e := newLargeSyncEnv(b, users, collabs)
+	e := newGeneratedSyncEnv(b, p)
 	cfg, err := loadConfig(e.config)
 	if err != nil {
 		b.Fatal(err)
@@ -40,20 +41,50 @@ func bigDirectory(b *testing.B, users, collabs int) (*slapd.Server, string, *con
 // streaming Source in-process, and a whole `collabsync plan` process
 // against an nss target that is already in sync (read, map, diff).
 func BenchmarkFullRead100k(b *testing.B) {
-	const users, collabs = 100_000, 10_000
-	s, cfgPath, cfg := bigDirectory(b, users, collabs)
+	fullRead(b, gendir.Params{Users: 100_000, Collaborations: 10_000})
+}
+
+// BenchmarkFullReadHeavy100k and BenchmarkFullReadHeavy1M: the same on
+// heavy-tailed collaborations (the largest a fifth of the users, four
+// memberships per user on average), at 100k users / 10k collaborations
+// and 1M / 100k.
+func BenchmarkFullReadHeavy100k(b *testing.B) {
+	fullRead(b, gendir.Params{Users: 100_000, Collaborations: 10_000, MembersPerUser: 4, HeavyTail: true})
+}
+
+func BenchmarkFullReadHeavy1M(b *testing.B) {
+	fullRead(b, gendir.Params{Users: 1_000_000, Collaborations: 100_000, MembersPerUser: 4, HeavyTail: true})
+}
+
+func fullRead(b *testing.B, p gendir.Params) {
+	users, collabs := p.Users, p.Collaborations
+	s, cfgPath, cfg := bigDirectory(b, p)
 	if r := collabsyncB(b, cfgPath, "sync", "--once"); r != nil {
 		b.Fatal(r)
 	}
 	src := ldapx.NewSource(cfg.LDAP, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mapper := ldapx.NewMapper(cfg.LDAP)
 
-	// rawReceive is the floor set by the LDAP library: the same two paged
-	// searches with every entry discarded unmapped.
-	rawReceive := func() float64 {
-		conn, err := ldapx.NewClient(cfg.LDAP, slog.New(slog.NewTextHandler(io.Discard, nil))).Connect(context.Background())
-		if err != nil {
-			b.Fatal(err)
+	// rawReceive is the floor set by the connection: the same two paged
+	// searches with every entry discarded unmapped, received by
+	// collabsync's connection (the lean decoder) or by go-ldap's.
+	rawReceive := func(goLDAP bool) float64 {
+		var conn ldapx.Conn
+		if goLDAP {
+			gl, err := ldap.DialURL(s.URI)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := gl.Bind(s.RootDN, s.RootPassword); err != nil {
+				b.Fatal(err)
+			}
+			conn = gl
+		} else {
+			c, err := ldapx.NewClient(cfg.LDAP, slog.New(slog.NewTextHandler(io.Discard, nil))).Connect(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			conn = c
 		}
 		defer conn.Close()
 		start := time.Now()
@@ -77,14 +108,15 @@ func BenchmarkFullRead100k(b *testing.B) {
 	}
 	pol.MemberDomains, pol.AcceptedDomains = []string{"example.org"}, []string{"partner.example.net"}
 
-	var refT, rawT, srcT, rulesT, planT, refRSS, planRSS []float64
+	var refT, rawT, goldapT, srcT, rulesT, planT, refRSS, planRSS []float64
 	for i := 0; i < b.N; i++ {
 		for rep := 0; rep < 3; rep++ {
 			t, rss := ldapsearchDump(b, s.URI, s.RootDN, s.RootPassword, cfg.LDAP)
 			refT = append(refT, t)
 			refRSS = append(refRSS, rss)
 
-			rawT = append(rawT, rawReceive())
+			rawT = append(rawT, rawReceive(false))
+			goldapT = append(goldapT, rawReceive(true))
 
 			start := time.Now()
 			snap, err := src.Snapshot(context.Background())
@@ -111,6 +143,7 @@ func BenchmarkFullRead100k(b *testing.B) {
 	b.ReportMetric(ref, "ldapsearch_s")
 	b.ReportMetric(testharness.Median(rawT), "raw_receive_s")
 	b.ReportMetric(testharness.Median(rawT)/ref, "raw_receive/ldapsearch")
+	b.ReportMetric(testharness.Median(goldapT)/ref, "goldap_receive/ldapsearch")
 	b.ReportMetric(testharness.Median(srcT), "source_s")
 	b.ReportMetric(testharness.Median(srcT)/ref, "source/ldapsearch")
 	b.ReportMetric(testharness.Median(rulesT), "rules_s")

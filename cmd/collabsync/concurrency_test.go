@@ -57,17 +57,24 @@ func (p *proc) wait(t *testing.T) int {
 // through getent.
 func newLargeSyncEnv(t testing.TB, users, collabs int) *syncEnv {
 	t.Helper()
+	return newGeneratedSyncEnv(t, gendir.Params{Users: users, Collaborations: collabs})
+}
+
+// newGeneratedSyncEnv is newLargeSyncEnv for any generated directory.
+func newGeneratedSyncEnv(t testing.TB, p gendir.Params) *syncEnv {
+	t.Helper()
 	dir := t.TempDir()
 	ldif := filepath.Join(dir, "dir.ldif")
 	f, err := os.Create(ldif)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := gendir.Write(f, gendir.Params{Users: users, Collaborations: collabs}); err != nil {
+	if err := gendir.Write(f, p); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
-	s := slapd.StartT(t, slapd.Options{LDIF: []string{ldif}})
+	// The mdb map: ≈2.5 KiB per user with the indexes, 1 GiB at least.
+	s := slapd.StartT(t, slapd.Options{LDIF: []string{ldif}, MaxSizeBytes: max(1<<30, int64(p.Users)*8<<10)})
 	out := filepath.Join(dir, "extrausers")
 	os.Mkdir(out, 0o755)
 	cfg := writeFile(t, filepath.Join(dir, "collabsync.yaml"),
