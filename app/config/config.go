@@ -89,9 +89,11 @@ type Serve struct {
 	// UserDB, when set, is the service name under which serve answers
 	// systemd's io.systemd.UserDatabase on /run/systemd/userdb/<name>.
 	UserDB string `yaml:"userdb"`
-	// MemoryLimit is the Go heap's soft limit: auto (1.5 times the heap
-	// serve holds at rest, at least 64 MiB), off (Go's default), or a size
-	// such as 512MiB. GOMEMLIMIT in the environment wins.
+	// MemoryLimit is the Go heap's soft limit: auto (for serve 1.5 times
+	// the heap it holds at rest; for plan and sync --once a quarter more
+	// than the peak live heap of their last run on this state; at least
+	// 64 MiB), off (Go's default), or a size such as 512MiB, for serve and
+	// the one-shot commands alike. GOMEMLIMIT in the environment wins.
 	MemoryLimit string `yaml:"memory_limit"`
 }
 

@@ -41,6 +41,7 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		return exitFailure, false
 	}
 	defer done()
+	defer wiring.OneShotMemory(ctx, cfg, st, a.log, "reconcile")(ctx)
 	var err error
 	if opts.Approved, err = st.Approvals(ctx); err != nil {
 		a.errorf(fmt.Errorf("state store: %w", err))

@@ -126,6 +126,13 @@ var migrations = []string{
 	ALTER TABLE violation ADD COLUMN name TEXT NOT NULL DEFAULT '';
 	ALTER TABLE violation ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 	ALTER TABLE violation ADD COLUMN action TEXT NOT NULL DEFAULT '';`,
+	// 10: the peak live heap of a command's last run, which sizes the
+	// next run's memory limit (internal/heaplimit).
+	`CREATE TABLE run_memory (
+		command     TEXT PRIMARY KEY,
+		peak_live   INTEGER NOT NULL, -- bytes
+		measured_at INTEGER NOT NULL  -- unix seconds
+	) WITHOUT ROWID;`,
 }
 
 // openLockWait bounds the wait for another process opening the database.

@@ -1,0 +1,43 @@
+package wiring
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/collabsync/collabsync/app/config"
+	"github.com/collabsync/collabsync/internal/heaplimit"
+	"github.com/collabsync/collabsync/internal/store"
+)
+
+// OneShotMemory gives a one-shot command the heap limit serve.memory_limit
+// asks for: auto, a quarter more than the peak live heap of the command's
+// last run on this state (none on a first run); off, none; a size, that
+// size. GOMEMLIMIT, when set, is Go's and wins. The returned function
+// records this run's peak for the next one; a failure to read or record
+// it costs only the limit, and is logged.
+func OneShotMemory(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger, command string) (end func(context.Context)) {
+	var limit int64
+	switch setting := cfg.Serve.MemoryLimit; {
+	case os.Getenv("GOMEMLIMIT") != "", setting == config.MemoryLimitOff:
+	case setting == config.MemoryLimitAuto:
+		peak, err := st.PeakLive(ctx, command)
+		if err != nil {
+			log.Warn("no memory limit for this run", "err", err)
+		}
+		if peak > 0 {
+			limit = heaplimit.For(peak)
+			log.Debug("memory limit from the last run's peak", "command", command, "peak_MiB", peak>>20, "limit_MiB", limit>>20)
+		}
+	default:
+		limit, _ = config.ParseSize(setting) // validated
+	}
+	w := heaplimit.Start(limit)
+	return func(ctx context.Context) {
+		peak := w.Stop()
+		if err := st.SavePeakLive(ctx, command, peak, time.Now()); err != nil {
+			log.Warn("the next run will have no memory limit", "err", err)
+		}
+	}
+}

@@ -1,0 +1,81 @@
+// Package heaplimit sizes the Go heap's soft limit of a one-shot command
+// from what the same command needed last time.
+//
+// Go collects when the heap has grown by GOGC (100 %) over what the last
+// collection found live, so a command whose live data peaks at 100 MiB
+// may reach 200 MiB or more before it ends. A command run again on the
+// same state directory usually needs what it needed the last time (the
+// directory does not change size between runs), so a limit of a quarter
+// more than last time's peak live heap holds its memory close to what it
+// uses. The limit is soft: a run that needs more grows past it, with the
+// collector working harder (Go caps that at half the CPU), and its peak
+// is remembered for the next one.
+package heaplimit
+
+import (
+	"runtime/debug"
+	runtimemetrics "runtime/metrics"
+	"sync"
+	"time"
+)
+
+// Floor is the least limit For returns.
+const Floor = 64 << 20
+
+// For is the limit for a run whose previous peak live heap was peak.
+func For(peak uint64) int64 { return max(int64(peak+peak/4), Floor) }
+
+// Watch follows the live heap (as each collection finds it) until Stop.
+type Watch struct {
+	every time.Duration
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu   sync.Mutex
+	peak uint64
+}
+
+// Start sets the soft limit (when limit > 0) and begins watching.
+func Start(limit int64) *Watch {
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	w := &Watch{every: 50 * time.Millisecond, stop: make(chan struct{}), done: make(chan struct{})}
+	go w.run()
+	return w
+}
+
+func (w *Watch) run() {
+	defer close(w.done)
+	t := time.NewTicker(w.every)
+	defer t.Stop()
+	for {
+		w.sample()
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Watch) sample() {
+	s := []runtimemetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	runtimemetrics.Read(s)
+	if s[0].Value.Kind() != runtimemetrics.KindUint64 {
+		return
+	}
+	w.mu.Lock()
+	w.peak = max(w.peak, s[0].Value.Uint64())
+	w.mu.Unlock()
+}
+
+// Stop ends the watch and returns the largest live heap seen.
+func (w *Watch) Stop() uint64 {
+	close(w.stop)
+	<-w.done
+	w.sample()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.peak
+}

@@ -1,0 +1,49 @@
+package heaplimit
+
+import (
+	"math"
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+func TestFor(t *testing.T) {
+	for _, tt := range []struct {
+		peak uint64
+		want int64
+	}{{0, Floor}, {10 << 20, Floor}, {100 << 20, 125 << 20}, {1 << 30, 1<<30 + 1<<28}} {
+		if got := For(tt.peak); got != tt.want {
+			t.Errorf("For(%d) = %d, want %d", tt.peak, got, tt.want)
+		}
+	}
+}
+
+// TestWatchSeesThePeak: data kept live across a collection counts, and
+// the limit given is set.
+func TestWatchSeesThePeak(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	w := Start(200 << 20)
+	if got := debug.SetMemoryLimit(-1); got != 200<<20 {
+		t.Errorf("limit %d", got)
+	}
+	held := make([][]byte, 64)
+	for i := range held {
+		held[i] = make([]byte, 1<<20)
+	}
+	runtime.GC()
+	time.Sleep(3 * w.every)
+	runtime.KeepAlive(held)
+	held = nil
+	runtime.GC()
+	if peak := w.Stop(); peak < 64<<20 {
+		t.Errorf("peak %d MiB, want at least the 64 MiB held", peak>>20)
+	}
+	// Start(0) leaves the limit alone.
+	debug.SetMemoryLimit(math.MaxInt64)
+	Start(0).Stop()
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("Start(0) set the limit to %d", got)
+	}
+}
