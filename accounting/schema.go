@@ -89,5 +89,13 @@ func Migrations() []string {
 			FROM job WHERE gpus > 0 GROUP BY 1, 2, 3, 4, 5) AS g
 		WHERE g.day = usage_daily.day AND g.cluster = usage_daily.cluster AND g.collaboration = usage_daily.collaboration
 			AND g.user = usage_daily.user AND g.state = usage_daily.state;`,
+		// 5: collaborations' allocations as the last sync read them, so
+		// report and the metrics compare usage with them without the
+		// directory.
+		`CREATE TABLE allocation (
+			collaboration TEXT PRIMARY KEY,
+			core_hours    INTEGER NOT NULL,
+			gpu_hours     INTEGER NOT NULL
+		) WITHOUT ROWID;`,
 	}
 }

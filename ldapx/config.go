@@ -160,6 +160,11 @@ type CollaborationAttributes struct {
 	Fairshare     string `yaml:"fairshare"`
 	Lists         string `yaml:"lists"`
 	Activity      string `yaml:"activity"`
+	// Allocation and GPUAllocation: core-hours and GPU-hours allocated per
+	// period (accounting.allocation_period); shipped schema: csAllocation,
+	// csGPUAllocation.
+	Allocation    string `yaml:"allocation"`
+	GPUAllocation string `yaml:"gpu_allocation"`
 }
 
 // ContactMapping says where contacts come from: DN-valued attributes on the

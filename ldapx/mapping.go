@@ -34,7 +34,7 @@ func (m *Mapper) UserAttributes() []string {
 // CollaborationAttributes lists the attributes to request for collaborations.
 func (m *Mapper) CollaborationAttributes() []string {
 	a := m.cfg.Collaborations.Attributes
-	attrs := nonEmpty(a.Name, a.GIDNumber, a.Members, a.Kind, a.Status, a.ReviewedUntil, a.Fairshare, a.Lists, a.Activity)
+	attrs := nonEmpty(a.Name, a.GIDNumber, a.Members, a.Kind, a.Status, a.ReviewedUntil, a.Fairshare, a.Lists, a.Activity, a.Allocation, a.GPUAllocation)
 	for _, role := range directory.Roles() {
 		if attr := m.cfg.Collaborations.Contacts.Attributes[role]; attr != "" {
 			attrs = append(attrs, attr)
@@ -290,6 +290,12 @@ func (m *Mapper) Collaboration(e *ldap.Entry) (rawCollaboration, error) {
 	if c.Activity, err = optionalSingle(e, a.Activity); err != nil {
 		return c, err
 	}
+	if c.Allocation.CoreHours, err = hours(e, a.Allocation); err != nil {
+		return c, err
+	}
+	if c.Allocation.GPUHours, err = hours(e, a.GPUAllocation); err != nil {
+		return c, err
+	}
 	c.ContactValues = map[directory.Role][]string{}
 	for role, attr := range g.Contacts.Attributes {
 		if vals := e.GetEqualFoldAttributeValues(attr); len(vals) > 0 {
@@ -491,4 +497,17 @@ func nonEmpty(names ...string) []string {
 		}
 	}
 	return out
+}
+
+// hours reads an optional allocation: a whole number of hours, 0 without.
+func hours(e *ldap.Entry, attr string) (int64, error) {
+	v, err := optionalSingle(e, attr)
+	if err != nil || v == "" {
+		return 0, err
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s %q is not a whole, non-negative number of hours", attr, v)
+	}
+	return n, nil
 }

@@ -2,6 +2,7 @@ package ldapx
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,48 @@ func TestListValues(t *testing.T) {
 		`cn=atlas,ou=groups: csListName "bad list" is not a list name (a local part, or local@domain); left out`}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("problems:\n%s", strings.Join(got, "\n"))
+	}
+}
+
+func TestAllocations(t *testing.T) {
+	cfg := testLDAPConfig()
+	cfg.Collaborations.Attributes.Allocation, cfg.Collaborations.Attributes.GPUAllocation = "csAllocation", "csGPUAllocation"
+	m := NewMapper(cfg)
+	for _, tt := range []struct {
+		name      string
+		core, gpu []string
+		want      directory.Allocation
+		err       string
+	}{
+		{"none", nil, nil, directory.Allocation{}, ""},
+		{"core only", []string{"500000"}, nil, directory.Allocation{CoreHours: 500000}, ""},
+		{"both", []string{"1200"}, []string{"30"}, directory.Allocation{CoreHours: 1200, GPUHours: 30}, ""},
+		{"zero", []string{"0"}, nil, directory.Allocation{}, ""},
+		{"negative", []string{"-5"}, nil, directory.Allocation{}, `csAllocation "-5" is not a whole, non-negative number of hours`},
+		{"a fraction", nil, []string{"1.5"}, directory.Allocation{}, `csGPUAllocation "1.5" is not a whole`},
+		{"two values", []string{"1", "2"}, nil, directory.Allocation{}, "csAllocation"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			attrs := map[string][]string{"cn": {"atlas"}, "gidNumber": {"2000"}}
+			if tt.core != nil {
+				attrs["csAllocation"] = tt.core
+			}
+			if tt.gpu != nil {
+				attrs["csGPUAllocation"] = tt.gpu
+			}
+			c, err := m.Collaboration(ldap.NewEntry("cn=atlas,ou=groups", attrs))
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || c.Allocation != tt.want {
+				t.Fatalf("allocation %+v, err %v; want %+v", c.Allocation, err, tt.want)
+			}
+		})
+	}
+	if attrs := m.CollaborationAttributes(); !slices.Contains(attrs, "csAllocation") || !slices.Contains(attrs, "csGPUAllocation") {
+		t.Errorf("the allocations are not asked for: %v", attrs)
 	}
 }

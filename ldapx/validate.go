@@ -135,7 +135,7 @@ func (l *Config) Validate() []Problem {
 	for _, a := range []struct{ key, val string }{
 		{"name", ga.Name}, {"gid_number", ga.GIDNumber}, {"members", ga.Members}, {"kind", ga.Kind},
 		{"status", ga.Status}, {"reviewed_until", ga.ReviewedUntil}, {"fairshare", ga.Fairshare},
-		{"lists", ga.Lists}, {"activity", ga.Activity},
+		{"lists", ga.Lists}, {"activity", ga.Activity}, {"allocation", ga.Allocation}, {"gpu_allocation", ga.GPUAllocation},
 	} {
 		validAttr(&ps, "collaborations.attributes."+a.key, a.val)
 	}

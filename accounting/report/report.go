@@ -165,25 +165,34 @@ func known(ctx context.Context, db *sql.DB, column, name string) error {
 		return err
 	}
 	defer rows.Close()
-	var near []string
+	var all []string
 	for rows.Next() {
 		var c string
 		if err := rows.Scan(&c); err != nil {
 			return err
 		}
-		if d := textdist.Levenshtein(strings.ToLower(c), strings.ToLower(name)); d <= 2 {
-			near = append(near, c)
-		}
+		all = append(all, c)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	slices.Sort(near)
-	msg := fmt.Sprintf("no usage was ever recorded for %s %q", column, name)
-	if len(near) > 0 {
-		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(near, ", "))
+	return fmt.Errorf("no usage was ever recorded for %s %q%s", column, name, closest(name, all))
+}
+
+// closest is " (did you mean ...?)" naming the names within two edits of
+// name (case aside), or nothing.
+func closest(name string, names []string) string {
+	var near []string
+	for _, c := range names {
+		if d := textdist.Levenshtein(strings.ToLower(c), strings.ToLower(name)); d <= 2 {
+			near = append(near, c)
+		}
 	}
-	return errors.New(msg)
+	if len(near) == 0 {
+		return ""
+	}
+	slices.Sort(near)
+	return fmt.Sprintf(" (did you mean %s?)", strings.Join(near, ", "))
 }
 
 // states lists the states present, the common ones first.

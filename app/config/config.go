@@ -34,6 +34,9 @@ type Config struct {
 // Accounting configures the ingest of batch-scheduler logs.
 type Accounting struct {
 	Sources []AccountingSource `yaml:"sources"`
+	// AllocationPeriod is the period collaborations' allocations are
+	// for: year (default), quarter or month, in UTC.
+	AllocationPeriod accounting.Period `yaml:"allocation_period"`
 }
 
 // AccountingSource is one log: where, which format, which cluster, when.
@@ -290,6 +293,7 @@ func (c *Config) applyDefaults(given func(string) bool) {
 	def(has, "serve.retry_max", &sv.RetryMax, Duration(15*time.Minute))
 	def(has, "serve.memory_limit", &sv.MemoryLimit, MemoryLimitAuto)
 
+	def(has, "accounting.allocation_period", &c.Accounting.AllocationPeriod, accounting.PeriodYear)
 	for i := range c.Accounting.Sources {
 		src := &c.Accounting.Sources[i]
 		sp := fmt.Sprintf("accounting.sources[%d].", i)

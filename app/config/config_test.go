@@ -309,11 +309,13 @@ func TestAccountingSources(t *testing.T) {
   sources:
     - {name: c1-sacct, format: slurm-sacct, paths: ["/var/log/sacct*"], cluster: c1}
     - {name: c1-sacct, format: lsf, paths: [relative], time_zone: Mars/Olympus, schedule: "every day"}
+  allocation_period: fortnight
 `
 	_, err := parse("c.yaml", []byte(doc))
 	msg := fmt.Sprint(err)
 	for _, want := range []string{`source "c1-sacct" is defined twice`, `unknown format "lsf"`, `"relative" must be an absolute path`,
-		"accounting.sources[1].cluster: required", `unknown time zone "Mars/Olympus"`, "accounting.sources[1].schedule: not a cron schedule"} {
+		"accounting.sources[1].cluster: required", `unknown time zone "Mars/Olympus"`, "accounting.sources[1].schedule: not a cron schedule",
+		`accounting.allocation_period: unknown period "fortnight" (want year, quarter or month)`} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("missing %q in:\n%s", want, msg)
 		}
@@ -322,7 +324,7 @@ func TestAccountingSources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := cfg.Accounting.Sources[0]; s.TimeZone != "UTC" || s.Schedule != "*/15 * * * *" {
+	if s := cfg.Accounting.Sources[0]; s.TimeZone != "UTC" || s.Schedule != "*/15 * * * *" || cfg.Accounting.AllocationPeriod != "year" {
 		t.Errorf("defaults: %+v", s)
 	}
 }

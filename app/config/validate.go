@@ -13,6 +13,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
@@ -87,6 +88,9 @@ func (g Guard) validate(ps *problems, path string) {
 }
 
 func (a *Accounting) validate(ps *problems, formats []string) {
+	if !slices.Contains(accounting.Periods(), a.AllocationPeriod) {
+		ps.add("accounting.allocation_period", "unknown period %q (want year, quarter or month)", a.AllocationPeriod)
+	}
 	names := map[string]bool{}
 	for i, s := range a.Sources {
 		path := fmt.Sprintf("accounting.sources[%d]", i)

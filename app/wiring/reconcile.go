@@ -179,6 +179,9 @@ func RecordRead(ctx context.Context, st *store.Store, state *directory.State) er
 	if err := st.RecordViolations(ctx, state.Violations, now); err != nil {
 		return fmt.Errorf("record violations: %w", err)
 	}
+	if err := accounting.SaveAllocations(ctx, st.DB, accounting.AllocationsOf(state)); err != nil {
+		return err
+	}
 	return SaveAttribution(ctx, st, accounting.NewAttributor(state), now)
 }
 

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -108,6 +109,27 @@ func TestDemoIngestAndReport(t *testing.T) {
 	}
 	if r := collabsync(t, e.config, "report", "--format", "png"); r.code != exitUsage || !strings.Contains(r.stderr, "--collaboration") {
 		t.Errorf("a chart without its collaboration: code %d %s", r.code, r.stderr)
+	}
+
+	// Allocations: saved by a sync (the directory's csAllocation), read
+	// by report from the state alone, against the year's usage.
+	e.sync(t)
+	r = collabsync(t, e.config, "report", "--allocations", "--at", "2026-11-15", "--format", "json")
+	var uses []report.Use
+	if err := json.Unmarshal([]byte(r.stdout), &uses); r.code != 0 || err != nil {
+		t.Fatalf("allocations: code %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if len(uses) != 2 || uses[0].Collaboration != "atlas" || uses[0].AllocatedCoreHours != 50 || uses[0].PeriodStart != "2026-01-01" ||
+		uses[1].Collaboration != "lsst" || uses[1].AllocatedGPUHours != 5 {
+		t.Fatalf("allocations: %+v", uses)
+	}
+	atlasYear := reportRows(t, e.config, "--by", "collaboration", "--collaboration", "atlas", "--since", "2026-01", "--until", "2027-01")
+	if len(atlasYear) != 1 || math.Abs(uses[0].CoreHours-atlasYear[0].CoreHours) > 0.01 || math.Abs(uses[0].CoreUsed-uses[0].CoreHours/50) > 1e-9 {
+		t.Errorf("atlas used %.2f of 50, its year's report says %+v", uses[0].CoreHours, atlasYear)
+	}
+	if r := collabsync(t, e.config, "report", "--allocations", "--collaboration", "atlsa"); r.code != exitUsage ||
+		!strings.Contains(r.stderr, `collaboration "atlsa" has no allocation (did you mean atlas?)`) {
+		t.Errorf("a misspelled collaboration: code %d %s", r.code, r.stderr)
 	}
 }
 

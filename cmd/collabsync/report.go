@@ -11,15 +11,20 @@ import (
 )
 
 func cmdReport(ctx context.Context, a *app, args []string) int {
-	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster[,another]] [--collaboration X] [--user U] [--since DAY] [--until DAY] [--format table|csv|json|svg|png]")
+	fs := a.newFlagSet("report", "[--by collaboration|user|month|cluster[,another]] [--collaboration X] [--user U] [--since DAY] [--until DAY] [--format table|csv|json|svg|png] | --allocations [--collaboration X] [--at DAY]")
 	by := fs.String("by", report.ByCollaboration, "collaboration, user, month or cluster, or two of them (user,month)")
 	collab := fs.String("collaboration", "", "only this collaboration (a reporting contact's view: --by user --collaboration X)")
 	user := fs.String("user", "", "only this user's jobs")
 	since := fs.String("since", "", "from this day (YYYY-MM-DD or YYYY-MM), inclusive")
 	until := fs.String("until", "", "to this day (YYYY-MM-DD or YYYY-MM), exclusive")
 	format := fs.String("format", "table", "table, csv or json; svg or png: a chart of a collaboration's monthly core-hours by member (needs --collaboration)")
+	allocations := fs.Bool("allocations", false, "each collaboration's use of its allocation in the current period (accounting.allocation_period)")
+	at := fs.String("at", "", "with --allocations: the period holding this day (YYYY-MM-DD or YYYY-MM) instead of today's")
 	if !a.parseFlags(fs, args) {
 		return exitUsage
+	}
+	if *allocations {
+		return reportAllocations(ctx, a, *collab, *at, *format)
 	}
 	q := report.Query{By: *by, Collaboration: *collab, User: *user}
 	dims, err := report.Groupings(*by)
@@ -87,4 +92,34 @@ func parseDay(s string) (time.Time, error) {
 		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("%q is neither YYYY-MM-DD nor YYYY-MM", s)
+}
+
+// reportAllocations prints the collaborations' use of their allocations.
+func reportAllocations(ctx context.Context, a *app, collab, at, format string) int {
+	day, err := parseDay(at)
+	if err == nil && format != "table" && format != "csv" && format != "json" {
+		err = fmt.Errorf("--allocations: bad --format %q (want table, csv or json)", format)
+	}
+	if err != nil {
+		fmt.Fprintln(a.stderr, "collabsync report:", err)
+		return exitUsage
+	}
+	if day.IsZero() {
+		day = time.Now()
+	}
+	cfg, st, code := a.openState(ctx, config.StoredStateOnly())
+	if st == nil {
+		return code
+	}
+	defer st.Close()
+	uses, err := report.Allocations(ctx, st.DB, cfg.Accounting.AllocationPeriod, day, collab)
+	if err != nil {
+		fmt.Fprintln(a.stderr, "collabsync report:", err)
+		return exitUsage
+	}
+	if err := report.WriteAllocations(a.stdout, format, uses); err != nil {
+		a.errorf(err)
+		return exitFailure
+	}
+	return exitOK
 }

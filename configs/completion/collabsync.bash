@@ -70,7 +70,7 @@ _collabsync() {
         status) flags="--format" ;;
         contacts) flags="-g -p --format" ;;
         ingest) flags="--source --from --rescan" ;;
-        report) flags="--by --collaboration --user --since --until --format" ;;
+        report) flags="--by --collaboration --user --since --until --format --allocations --at" ;;
     esac
     COMPREPLY=($(compgen -W "$flags" -- "$cur"))
 }

@@ -113,6 +113,15 @@ type Collaboration struct {
 	Fairshare int
 	Lists     []string
 	Activity  string
+	// Allocation is what it may use per allocation period.
+	Allocation Allocation
+}
+
+// Allocation is what a collaboration may use per allocation period
+// (accounting.allocation_period): core-hours, and GPU-hours. Zero is no
+// allocation of that resource.
+type Allocation struct {
+	CoreHours, GPUHours int64
 }
 
 // ProductionAccount is an account owned by a collaboration (robots,
