@@ -212,6 +212,9 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	}
 	sched.Start()
 	defer func() { <-sched.Stop().Done() }() // an ingest in progress commits its batch first
+	if len(cfg.Accounting.Sources) > 0 {
+		s.allocationsUsed(stop, cfg)
+	}
 	schedules := wiring.Schedules(cfg)
 	s.schedules.Store(&schedules)
 	if cfg.Serve.UserDB != "" {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/report"
 	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/app/wiring"
 )
@@ -52,8 +53,28 @@ func (s *server) ingest(ctx context.Context, cfg *config.Config, src config.Acco
 		s.log.Error("accounting ingest failed", "source", src.Name, "err", err)
 		return
 	}
+	s.allocationsUsed(ctx, cfg)
 	s.metrics.ingestRuns.WithLabelValues(src.Name, "success").Inc()
 	s.metrics.ingestLast.WithLabelValues(src.Name).Set(float64(time.Now().Unix()))
 	s.log.Info("accounting ingested", "source", src.Name, "files", stats.Files, "lines", stats.Lines, "new_jobs", stats.Inserted,
 		"duplicates", stats.Duplicates, "bad_lines", stats.BadLines)
+}
+
+// allocationsUsed sets the allocation metrics from the stored usage and
+// the allocations the last read saved.
+func (s *server) allocationsUsed(ctx context.Context, cfg *config.Config) {
+	uses, err := report.Allocations(ctx, s.store.DB, cfg.Accounting.AllocationPeriod, time.Now(), "")
+	if err != nil {
+		s.log.Warn("allocation metrics not updated", "err", err)
+		return
+	}
+	s.metrics.allocationUsed.Reset()
+	for _, u := range uses {
+		if u.AllocatedCoreHours > 0 {
+			s.metrics.allocationUsed.WithLabelValues(u.Collaboration, "core").Set(u.CoreUsed)
+		}
+		if u.AllocatedGPUHours > 0 {
+			s.metrics.allocationUsed.WithLabelValues(u.Collaboration, "gpu").Set(u.GPUUsed)
+		}
+	}
 }

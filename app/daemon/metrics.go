@@ -57,6 +57,7 @@ type metrics struct {
 	ingestLag         *prometheus.GaugeVec
 	ingestFailedFiles *prometheus.CounterVec
 	ingestUnreadable  *prometheus.GaugeVec
+	allocationUsed    *prometheus.GaugeVec
 }
 
 func newMetrics(version string) *metrics {
@@ -163,8 +164,12 @@ func newMetrics(version string) *metrics {
 	m.ingestUnreadable = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "collabsync_accounting_unreadable_files", Help: "Files the last ingest of each source could not read: failed now, or damaged and skipped until they change.",
 	}, []string{"source"})
+	m.allocationUsed = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "collabsync_allocation_used_ratio",
+		Help: "Share of each collaboration's allocation used in the current accounting.allocation_period, per resource (core, gpu); set at start and after each ingest.",
+	}, []string{"collaboration", "resource"})
 	m.reg.MustRegister(m.ingestCoreSeconds, m.ingestJobs, m.ingestBadLines, m.ingestRuns, m.ingestLast, m.ingestLag,
-		m.ingestFailedFiles, m.ingestUnreadable)
+		m.ingestFailedFiles, m.ingestUnreadable, m.allocationUsed)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "collabsync_build_info", Help: "Always 1; the release version, commit and Go version are labels.",
 		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "goversion": bi.GoVersion},

@@ -259,6 +259,16 @@ func TestServeIngestsOnSchedule(t *testing.T) {
 	if v := d.metric(`collabsync_accounting_core_seconds_total{cluster="gen",collaboration="unattributed"}`); v == "" {
 		t.Error("no core-seconds metric")
 	}
+	// The demo's allocations (atlas: core-hours; lsst: core and GPU)
+	// against this year's usage of them (the generated jobs are none of
+	// theirs): a series per allocated resource, none for the others.
+	eventually(t, 15*time.Second, "allocation metrics", func() bool {
+		return d.metric(`collabsync_allocation_used_ratio{collaboration="atlas",resource="core"}`) == "0" &&
+			d.metric(`collabsync_allocation_used_ratio{collaboration="lsst",resource="gpu"}`) == "0"
+	})
+	if v := d.metric(`collabsync_allocation_used_ratio{collaboration="atlas",resource="gpu"}`); v != "" {
+		t.Errorf("atlas has no GPU allocation, and a ratio %s", v)
+	}
 
 	// A truncated rotation appears: the metrics say a file failed, once,
 	// and that it stays unreadable until it goes.
