@@ -15,6 +15,17 @@ const (
 // Periods lists every period.
 func Periods() []Period { return []Period{PeriodYear, PeriodQuarter, PeriodMonth} }
 
+// Months is how many months the period spans.
+func (p Period) Months() int {
+	switch p {
+	case PeriodMonth:
+		return 1
+	case PeriodQuarter:
+		return 3
+	}
+	return 12
+}
+
 // Bounds is the period holding t: from its first day, inclusive, to the
 // first day of the next, exclusive.
 func (p Period) Bounds(t time.Time) (start, end time.Time) {

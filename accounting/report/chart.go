@@ -13,8 +13,10 @@ import (
 
 // Chart draws a collaboration's monthly core-hours stacked by member, as
 // SVG or PNG, from rows grouped by month then user (Query{By:
-// "month,user"}): what its reporting contacts see of its use.
-func Chart(w io.Writer, format, collaboration string, rows []Row) error {
+// "month,user"}): what its reporting contacts see of its use. A
+// perMonth above 0 (its allocation's share of a month) is drawn as a
+// dashed line across.
+func Chart(w io.Writer, format, collaboration string, rows []Row, perMonth float64) error {
 	switch format {
 	case "svg", "png":
 	default:
@@ -65,6 +67,16 @@ func Chart(w io.Writer, format, collaboration string, rows []Row) error {
 		p.Add(bars)
 		p.Legend.Add(user, bars)
 	}
+	if perMonth > 0 {
+		line, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: perMonth}, {X: float64(len(months)) - 0.5, Y: perMonth}})
+		if err != nil {
+			return fmt.Errorf("chart: %w", err)
+		}
+		line.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
+		line.Width = vg.Points(1.5)
+		p.Add(line)
+		p.Legend.Add(fmt.Sprintf("allocation: %.4g a month", perMonth), line)
+	}
 	p.NominalX(months...)
 	// Every month's bar whole, and room above the highest for the legend.
 	p.X.Min, p.X.Max = -0.5, float64(len(months))-0.5
@@ -76,6 +88,7 @@ func Chart(w io.Writer, format, collaboration string, rows []Row) error {
 		}
 		highest = max(highest, sum)
 	}
+	highest = max(highest, perMonth)
 	p.Y.Min, p.Y.Max = 0, highest*(1.1+0.06*float64(len(users)))
 	wt, err := p.WriterTo(8*vg.Inch, 4.5*vg.Inch, format)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"image/png"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,10 +22,13 @@ func TestChart(t *testing.T) {
 		{Keys: []string{"2026-11", "bob"}, CoreHours: 3},
 	}
 	var b bytes.Buffer
-	if err := Chart(&b, "svg", "atlas", rows); err != nil {
+	// An allocation of 30 core-hours a year: 2.5 a month.
+	if err := Chart(&b, "svg", "atlas", rows, 2.5); err != nil {
 		t.Fatal(err)
 	}
 	var texts []string
+	var horizontal []float64          // y of horizontal stroked lines
+	base := math.Inf(1)               // the bars' baseline (gonum's SVG y grows upwards)
 	heights := map[string][]float64{} // fill colour → bar heights, left to right
 	corner := regexp.MustCompile(`[ML]([0-9.]+),([0-9.]+)`)
 	dec := xml.NewDecoder(&b)
@@ -49,15 +53,21 @@ func TestChart(t *testing.T) {
 					style = a.Value
 				}
 			}
-			fill, ok := strings.CutPrefix(style, "fill:#")
-			if !ok || fill == "FFFFFF" {
-				continue
-			}
 			var xs, ys []float64
 			for _, m := range corner.FindAllStringSubmatch(d, -1) {
 				x, _ := strconv.ParseFloat(m[1], 64)
 				y, _ := strconv.ParseFloat(m[2], 64)
 				xs, ys = append(xs, x), append(ys, y)
+			}
+			if strings.HasPrefix(style, "fill:none") && len(xs) == 2 && ys[0] == ys[1] && xs[1]-xs[0] > 100 {
+				horizontal = append(horizontal, ys[0])
+			}
+			fill, ok := strings.CutPrefix(style, "fill:#")
+			if !ok || fill == "FFFFFF" {
+				continue
+			}
+			if len(xs) == 4 && xs[2]-xs[0] > 40 {
+				base = min(base, ys[0], ys[1])
 			}
 			if len(xs) == 4 && xs[2]-xs[0] > 40 { // a bar, not a legend swatch
 				heights[fill] = append(heights[fill], math.Abs(ys[1]-ys[0]))
@@ -70,7 +80,7 @@ func TestChart(t *testing.T) {
 			inText = false
 		}
 	}
-	for _, want := range []string{"Core-hours of atlas by month and member", "2026-10", "2026-11", "alice", "bob", "core-hours"} {
+	for _, want := range []string{"Core-hours of atlas by month and member", "2026-10", "2026-11", "alice", "bob", "core-hours", "allocation: 2.5 a month"} {
 		if !strings.Contains(strings.Join(texts, "|"), want) {
 			t.Errorf("no text %q in %q", want, texts)
 		}
@@ -92,9 +102,12 @@ func TestChart(t *testing.T) {
 	if len(alice) != 2 || len(bob) != 2 || math.Abs(alice[0]/unit-2) > 0.01 || math.Abs(bob[1]/unit-3) > 0.01 || bob[0] > 0.01 {
 		t.Errorf("bar heights alice %v, bob %v; want 2:1 and 0:3 in the same unit", alice, bob)
 	}
+	if !slices.ContainsFunc(horizontal, func(y float64) bool { return math.Abs((y-base)/unit-2.5) < 0.02 }) {
+		t.Errorf("no allocation line 2.5 units above the baseline %.1f (unit %.1f): horizontal lines at %v", base, unit, horizontal)
+	}
 
 	b.Reset()
-	if err := Chart(&b, "png", "atlas", rows); err != nil {
+	if err := Chart(&b, "png", "atlas", rows, 0); err != nil {
 		t.Fatal(err)
 	}
 	img, err := png.Decode(&b)
@@ -114,10 +127,10 @@ func TestChart(t *testing.T) {
 	if len(colours) < 4 { // background, axes and text, two members
 		t.Errorf("png has %d colours", len(colours))
 	}
-	if err := Chart(&b, "svg", "atlas", nil); err == nil {
+	if err := Chart(&b, "svg", "atlas", nil, 0); err == nil {
 		t.Error("a chart of no usage drawn")
 	}
-	if err := Chart(&b, "gif", "atlas", rows); err == nil {
+	if err := Chart(&b, "gif", "atlas", rows, 0); err == nil {
 		t.Error("gif accepted")
 	}
 }

@@ -119,13 +119,18 @@ func TestDemoIngestAndReport(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &uses); r.code != 0 || err != nil {
 		t.Fatalf("allocations: code %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
 	}
-	if len(uses) != 2 || uses[0].Collaboration != "atlas" || uses[0].AllocatedCoreHours != 50 || uses[0].PeriodStart != "2026-01-01" ||
+	if len(uses) != 2 || uses[0].Collaboration != "atlas" || uses[0].AllocatedCoreHours != 2400 || uses[0].PeriodStart != "2026-01-01" ||
 		uses[1].Collaboration != "lsst" || uses[1].AllocatedGPUHours != 5 {
 		t.Fatalf("allocations: %+v", uses)
 	}
 	atlasYear := reportRows(t, e.config, "--by", "collaboration", "--collaboration", "atlas", "--since", "2026-01", "--until", "2027-01")
-	if len(atlasYear) != 1 || math.Abs(uses[0].CoreHours-atlasYear[0].CoreHours) > 0.01 || math.Abs(uses[0].CoreUsed-uses[0].CoreHours/50) > 1e-9 {
-		t.Errorf("atlas used %.2f of 50, its year's report says %+v", uses[0].CoreHours, atlasYear)
+	if len(atlasYear) != 1 || math.Abs(uses[0].CoreHours-atlasYear[0].CoreHours) > 0.01 || math.Abs(uses[0].CoreUsed-uses[0].CoreHours/2400) > 1e-9 {
+		t.Errorf("atlas used %.2f of 2400, its year's report says %+v", uses[0].CoreHours, atlasYear)
+	}
+	// The chart draws atlas's allocation of 2,400 core-hours a year a month at a time.
+	r = collabsync(t, e.config, "report", "--format", "svg", "--collaboration", "atlas")
+	if r.code != 0 || !strings.Contains(r.stdout, ">allocation: 200 a month</text>") {
+		t.Errorf("svg chart without the allocation: code %d %s", r.code, r.stderr)
 	}
 	if r := collabsync(t, e.config, "report", "--allocations", "--collaboration", "atlsa"); r.code != exitUsage ||
 		!strings.Contains(r.stderr, `collaboration "atlsa" has no allocation (did you mean atlas?)`) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/accounting/report"
 	"github.com/collabsync/collabsync/app/config"
 )
@@ -52,7 +53,7 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintf(a.stderr, "collabsync report: bad --format %q\n", *format)
 		return exitUsage
 	}
-	_, st, code := a.openState(ctx, config.StoredStateOnly())
+	cfg, st, code := a.openState(ctx, config.StoredStateOnly())
 	if st == nil {
 		return code
 	}
@@ -63,7 +64,13 @@ func cmdReport(ctx context.Context, a *app, args []string) int {
 		return exitUsage
 	}
 	if chart {
-		if err := report.Chart(a.stdout, *format, *collab, rows); err != nil {
+		allocs, err := accounting.LoadAllocations(ctx, st.DB)
+		if err != nil {
+			a.errorf(err)
+			return exitFailure
+		}
+		perMonth := float64(allocs[*collab].CoreHours) / float64(cfg.Accounting.AllocationPeriod.Months())
+		if err := report.Chart(a.stdout, *format, *collab, rows, perMonth); err != nil {
 			a.errorf(err)
 			return exitFailure
 		}

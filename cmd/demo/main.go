@@ -134,6 +134,7 @@ func run(bin, dir string) error {
 		{"report", "--by", "collaboration"},
 		{"report", "--by", "month"},
 		{"report", "--by", "user", "--collaboration", "atlas"}, // what atlas's reporting contacts see
+		{"report", "--allocations", "--at", "2026-11-30"},      // the demo's logs are of 2026
 	} {
 		if err := cs(ok, args...); err != nil {
 			return err
