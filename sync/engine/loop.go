@@ -172,8 +172,10 @@ func (w *worker) work(stop, ctx context.Context, e *Engine, reports chan<- done)
 type loopRun struct {
 	workers map[string]*worker
 	given   map[string]uint64 // target → generation of its newest job
-	busy    map[string]bool   // a job given and not yet reported
-	gen     uint64
+	// busy: target → since when it has had a job given and not yet
+	// reported, without a pause.
+	busy map[string]time.Time
+	gen  uint64
 	// due is each target's next attempt while it waits out a backoff.
 	due map[string]time.Time
 	// window is when each target in maintenance leaves its window.
@@ -187,6 +189,17 @@ type loopRun struct {
 	sourceFailures int
 	// settling is the newest state until every target given it took it.
 	settling *settling
+}
+
+// busyFor says whether a target has been busy for less than d: one
+// that is about to be done with the last state.
+func (lr *loopRun) busyFor(now time.Time, d time.Duration) bool {
+	for _, since := range lr.busy {
+		if now.Sub(since) < d {
+			return true
+		}
+	}
+	return false
 }
 
 type settling struct {
@@ -206,7 +219,7 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 			l.Heartbeat()
 		}
 	}
-	lr := &loopRun{workers: map[string]*worker{}, given: map[string]uint64{}, busy: map[string]bool{},
+	lr := &loopRun{workers: map[string]*worker{}, given: map[string]uint64{}, busy: map[string]time.Time{},
 		due: map[string]time.Time{}, window: map[string]time.Time{}, held: map[string]string{}}
 	reports := make(chan done)
 	var wg sync.WaitGroup
@@ -268,10 +281,11 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 				continue
 			}
 			rearm()
-			if debounce == nil || len(lr.busy) > 0 {
+			if debounce == nil || lr.busyFor(time.Now(), l.Debounce) {
 				continue
 			}
-			// The targets are done: the changes gathered meanwhile run now.
+			// The targets are done, or only slow ones still run: the
+			// changes gathered meanwhile run now.
 			debounce.Stop()
 			debounce, debounceC = nil, nil
 		case <-ticker.C:
@@ -296,10 +310,15 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 				continue // gathered into the run already waiting
 			}
 			pending.Reason = t.Reason
-			// The first run waits for the debounce too: the source that
-			// announced its view is still saving it (the live model's
-			// journal), and the first run is the largest.
-			if len(lr.busy) > 0 || lr.gen == 0 {
+			// Changes that come while a target applies the last one are
+			// gathered until it is done, unless it has been at it for
+			// longer than the debounce: a slow target (a Mailman that
+			// answers in seconds) takes the newest state when it is
+			// done, and is no reason to make the others wait. The first
+			// run waits for the debounce too: the source that announced
+			// its view is still saving it (the live model's journal), and
+			// the first run is the largest.
+			if lr.busyFor(time.Now(), l.Debounce) || lr.gen == 0 {
 				debounce = time.NewTimer(l.Debounce)
 				debounceC = debounce.C
 				continue
@@ -434,7 +453,10 @@ func (l *Loop) runOnce(ctx context.Context, lr *loopRun, t run) {
 			continue
 		}
 		lr.workers[name].give(&job{gen: lr.gen, reason: t.Reason, start: start, state: state, opts: opts})
-		lr.given[name], lr.busy[name] = lr.gen, true
+		lr.given[name] = lr.gen
+		if _, ok := lr.busy[name]; !ok {
+			lr.busy[name] = time.Now()
+		}
 		lr.settling.waiting[name] = true
 	}
 	if s := lr.settling; len(s.waiting) == 0 {
@@ -553,7 +575,7 @@ func (l *Loop) next(ctx context.Context, lr *loopRun) (next time.Time, ok bool) 
 		consider(at)
 	}
 	for target, at := range lr.due {
-		if !lr.busy[target] { // a busy target takes the newest state anyway
+		if _, busy := lr.busy[target]; !busy { // a busy target takes the newest state anyway
 			consider(at)
 		}
 	}

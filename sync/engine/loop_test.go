@@ -220,6 +220,35 @@ func TestLoopTargetsDoNotWait(t *testing.T) {
 	}
 }
 
+// TestLoopSlowTargetIsNoReasonToWait: a target that has been applying
+// for longer than the debounce (a Mailman answering in seconds) does not
+// make every change to another target wait out the debounce: each lone
+// change is applied at once.
+func TestLoopSlowTargetIsNoReasonToWait(t *testing.T) {
+	const debounce = 500 * time.Millisecond
+	slow := &chanTarget{name: "lists", hang: true}
+	fast := &chanTarget{name: "nss", applied: make(chan []Record, 64)}
+	f := startLoop(t, debounce, slow, fast)
+	f.triggers <- Trigger{Reason: "start"}
+	waitApplied(t, fast, 1, 2*time.Second)
+	time.Sleep(debounce) // lists has been at it for longer than the debounce
+	names := []string{"a"}
+	for i := range 5 {
+		names = append(names, string(rune('b'+i)))
+		f.src.set(users(names...))
+		start := time.Now()
+		f.triggers <- Trigger{Reason: "directory change"}
+		waitApplied(t, fast, len(names), 2*time.Second)
+		if took := time.Since(start); took > debounce/2 {
+			t.Errorf("change %d took %v to reach nss while lists was slow, want no debounce wait", i, took)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.stop()
+	f.cancel()
+	<-f.ended
+}
+
 // TestLoopRetriesAFailedTargetAlone: a target failing twice is queued,
 // retried after its backoff and taken off the queue; the other target is
 // not run again by the retries; the state settles once both took it.
