@@ -35,7 +35,12 @@ func autoLimit(resting uint64) int64 { return max(int64(resting+resting/2), auto
 // loop is idle after the first run and after each full reconcile (their
 // garbage is then also returned to the system). A soft limit fails no
 // allocation: a run that needs more grows the heap past it, with the
-// collector working harder.
+// collector working harder. After the resting measurement, a live heap
+// that stays within a tenth of the limit for highFor (a slow target
+// holding an older state and its plan while the loop reads newer ones)
+// raises it to autoLimit of that heap: a collector bound to a heap it
+// cannot shrink runs without end, and every change waits for it. A run's
+// own data, live for a fraction of a second, does not.
 type memoryLimit struct {
 	log *slog.Logger
 
@@ -44,7 +49,15 @@ type memoryLimit struct {
 	rested  bool // a resting measurement was taken under this setting
 	ran     bool // a run ended under this setting
 	pending bool // a measurement is due when the loop is next idle
+	limit   int64
+	// highSince is since when every collection found the live heap
+	// within a tenth of the limit.
+	highSince time.Time
 }
+
+// highFor is how long the live heap stays close to the limit before it is
+// raised.
+const highFor = 2 * time.Second
 
 // configure applies a setting (at start and on each reload, until ctx
 // ends).
@@ -59,7 +72,7 @@ func (m *memoryLimit) configure(ctx context.Context, setting string) {
 	switch setting {
 	case config.MemoryLimitAuto:
 		m.auto = true
-		go m.untilRested(ctx)
+		go m.follow(ctx)
 	case config.MemoryLimitOff:
 		debug.SetMemoryLimit(math.MaxInt64)
 	default:
@@ -92,32 +105,56 @@ func (m *memoryLimit) idle() {
 	}
 }
 
-// untilRested keeps the limit at autoLimit of the heap the last
-// collection found live until the first resting measurement: while the
-// refresh streams the directory in, the model grows and each entry leaves
+// follow keeps the limit at autoLimit of the heap the last collection
+// found live until the first resting measurement: while the refresh
+// streams the directory in, the model grows and each entry leaves
 // kilobytes of decoder garbage, and the heap alone is what Go's default
-// goal counts, not the freed memory not yet returned to the system.
-func (m *memoryLimit) untilRested(ctx context.Context) {
+// goal counts, not the freed memory not yet returned to the system. After
+// it, follow raises the limit when the live heap comes close to it.
+func (m *memoryLimit) follow(ctx context.Context) {
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
-	sample := []runtimemetrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	for {
-		m.mu.Lock()
-		if !m.auto || m.rested {
-			m.mu.Unlock()
+		if !m.check(time.Now()) {
 			return
 		}
-		runtimemetrics.Read(sample)
-		if sample[0].Value.Kind() == runtimemetrics.KindUint64 {
-			debug.SetMemoryLimit(autoLimit(sample[0].Value.Uint64()))
-		}
-		m.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// check applies the live heap the last collection found to an automatic
+// limit; false once the limit is no longer automatic.
+func (m *memoryLimit) check(now time.Time) bool {
+	sample := []runtimemetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	runtimemetrics.Read(sample)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.auto {
+		return false
+	}
+	if sample[0].Value.Kind() != runtimemetrics.KindUint64 {
+		return true
+	}
+	live := sample[0].Value.Uint64()
+	switch {
+	case !m.rested:
+		debug.SetMemoryLimit(autoLimit(live))
+	case int64(live) <= m.limit-m.limit/10:
+		m.highSince = time.Time{}
+	case m.highSince.IsZero():
+		m.highSince = now
+	case now.Sub(m.highSince) >= highFor:
+		m.highSince = time.Time{}
+		old := m.limit
+		m.limit = autoLimit(live)
+		debug.SetMemoryLimit(m.limit)
+		m.log.Info("memory limit raised: the live heap came close to it", "live_MiB", live>>20, "was_MiB", old>>20, "limit_MiB", m.limit>>20)
+	}
+	return true
 }
 
 // modelLive measures the heap when the live model is first complete, so
@@ -141,8 +178,8 @@ func (m *memoryLimit) rest() {
 	if !m.auto || sample[0].Value.Kind() != runtimemetrics.KindUint64 {
 		return
 	}
-	m.rested = true
-	limit := autoLimit(sample[0].Value.Uint64())
-	debug.SetMemoryLimit(limit)
-	m.log.Info("memory limit set from the resting heap", "resting_MiB", sample[0].Value.Uint64()>>20, "limit_MiB", limit>>20)
+	m.rested, m.highSince = true, time.Time{}
+	m.limit = autoLimit(sample[0].Value.Uint64())
+	debug.SetMemoryLimit(m.limit)
+	m.log.Info("memory limit set from the resting heap", "resting_MiB", sample[0].Value.Uint64()>>20, "limit_MiB", m.limit>>20)
 }

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 )
 
 // TestMemoryLimit: a size and off are applied as given, GOMEMLIMIT wins,
@@ -69,5 +70,44 @@ func TestMemoryLimit(t *testing.T) {
 	m.afterRun(true)
 	if !m.pending {
 		t.Error("a full reconcile does not measure")
+	}
+
+	// follow's own checks, on the clock, stop: the checks below are on
+	// a test clock.
+	cancel()
+	time.Sleep(300 * time.Millisecond)
+
+	// A slow target holds an older state and its plan, 100 MiB, while the
+	// loop goes on: the limit at the floor is raised, not fought, once the
+	// heap has stayed there for highFor; not at once, as a run's own data
+	// comes and goes.
+	held := make([][]byte, 100)
+	for i := range held {
+		held[i] = make([]byte, 1<<20)
+	}
+	runtime.GC()
+	now := time.Now().Add(time.Hour) // after anything follow checks
+	if !m.check(now) {
+		t.Fatal("check: the limit is no longer automatic")
+	}
+	if got := limit(); got != autoFloor {
+		t.Errorf("raised at the first sight of a high live heap: limit %d MiB", got>>20)
+	}
+	m.check(now.Add(highFor))
+	if got := limit(); got < 150<<20 || got > 180<<20 {
+		t.Errorf("live heap of 100 MiB over a limit of %d MiB: limit %d MiB, want about 150", autoFloor>>20, got>>20)
+	}
+	runtime.KeepAlive(held)
+	// Far under the limit: unchanged.
+	held = nil
+	runtime.GC()
+	before := limit()
+	m.check(now.Add(3 * highFor))
+	if got := limit(); got != before {
+		t.Errorf("a live heap far under the limit changed it from %d to %d MiB", before>>20, got>>20)
+	}
+	m.configure(ctx, "off")
+	if m.check(now) {
+		t.Error("check goes on after the limit was turned off")
 	}
 }
