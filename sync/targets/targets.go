@@ -7,6 +7,7 @@ import (
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/exec"
 	"github.com/collabsync/collabsync/sync/mailman"
+	"github.com/collabsync/collabsync/sync/notices"
 	"github.com/collabsync/collabsync/sync/nss"
 	"github.com/collabsync/collabsync/sync/slurm"
 )
@@ -17,6 +18,7 @@ func Kinds() engine.Registry {
 		aliases.Kind(),
 		exec.Kind(),
 		mailman.Kind(),
+		notices.Kind(),
 		nss.Kind(),
 		slurm.Kind(),
 	}.Check()

@@ -1,0 +1,172 @@
+package notices
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/sync/engine"
+)
+
+// Fact is what a notice tells of: one kind of thing that became true.
+type Fact string
+
+// The facts collabsync tells people of.
+const (
+	// AccountActive: to the user, when their account becomes active.
+	AccountActive Fact = "account-active"
+	// AccountSuspended: to the user, when their account is suspended.
+	AccountSuspended Fact = "account-suspended"
+	// ReviewDue: to a collaboration's contacts, once per threshold (30,
+	// 14 and 7 days by default) before its review date.
+	ReviewDue Fact = "review-due"
+	// ReviewExpired: to a collaboration's contacts, when its review
+	// lapsed.
+	ReviewExpired Fact = "review-expired"
+	// AwaitingValidation: to the validators of an external user's
+	// collaborations, while the user waits for one of them.
+	AwaitingValidation Fact = "awaiting-validation"
+	// ProductionCreated: to a production account's managers (or its
+	// collaboration's contacts), when it is provisioned.
+	ProductionCreated Fact = "production-created"
+	// ProductionRemoved is sent when a ProductionCreated fact ends.
+	ProductionRemoved Fact = "production-removed"
+)
+
+// kind is the record kind of every notice.
+const kind = "notice"
+
+// Notice is one fact told to one recipient: the record a notices target
+// holds, once sent, in its ledger.
+type Notice struct {
+	Fact    Fact   `json:"fact"`
+	Subject string `json:"subject"` // a uid, a collaboration's or a production account's name
+	// Period tells one occurrence of a fact from the next (a review date
+	// and its threshold); empty for facts that are true or not.
+	Period string `json:"period,omitempty"`
+	To     string `json:"to"` // the recipient's uid
+	Mail   string `json:"mail"`
+	// Name is the recipient's name, for the greeting.
+	Name string `json:"name,omitempty"`
+	// What the template shows besides.
+	Collaborations []string `json:"collaborations,omitempty"`
+	User           string   `json:"user,omitempty"`      // the user a notice to others is about
+	UserName       string   `json:"user_name,omitempty"` // their name
+	Date           string   `json:"date,omitempty"`      // a review's date, YYYY-MM-DD
+	Days           int      `json:"days,omitempty"`      // days until it
+}
+
+// Key is the notice's record key: fact, subject, period, recipient. The
+// ledger holds one record per key, so a notice is sent once per period.
+func (n Notice) Key() string {
+	return string(n.Fact) + "/" + n.Subject + "/" + n.Period + "/" + n.To
+}
+
+func (n Notice) record() engine.Record {
+	data, _ := json.Marshal(n) // a plain struct: cannot fail
+	return engine.Record{Kind: kind, Key: n.Key(), Value: string(data)}
+}
+
+// facts derives what the state makes true, a notice per recipient.
+// today is the day (UTC midnight) the reviews are counted from.
+func facts(state *directory.State, today time.Time, reviewDays []int, optOut string) []Notice {
+	var out []Notice
+	to := func(n Notice, uid string) {
+		u, ok := state.User(uid)
+		if !ok || u.Mail == "" || slices.Contains(u.OptOuts, optOut) {
+			return
+		}
+		n.To, n.Mail, n.Name = u.UID, u.Mail, u.Name
+		out = append(out, n)
+	}
+	contacts := func(c *directory.CollaborationState) []string {
+		var uids []string
+		for _, r := range []directory.Role{directory.RoleCollaboration, directory.RoleComputing} {
+			uids = append(uids, c.Contacts[r]...)
+		}
+		slices.Sort(uids)
+		return slices.Compact(uids)
+	}
+	// A user's active collaborations, and the validators of the
+	// collaborations they are a member of.
+	activeIn := map[string][]string{}
+	validators := map[string][]string{}
+	for i := range state.Collaborations {
+		c := &state.Collaborations[i]
+		if c.Provisioned {
+			for _, m := range c.ActiveMembers {
+				activeIn[m] = append(activeIn[m], c.Name)
+			}
+		}
+		if v := c.Contacts[directory.RoleValidator]; len(v) > 0 {
+			for _, m := range c.Members {
+				validators[m] = append(validators[m], v...)
+			}
+		}
+		switch {
+		case c.Status == directory.StatusExpired:
+			for _, uid := range contacts(c) {
+				to(Notice{Fact: ReviewExpired, Subject: c.Name, Period: day(c.ReviewedUntil), Date: day(c.ReviewedUntil)}, uid)
+			}
+		case c.Status == directory.StatusActive && !c.ReviewedUntil.IsZero():
+			days := int(c.ReviewedUntil.UTC().Truncate(24*time.Hour).Sub(today).Hours()) / 24 // whole days
+			if threshold, ok := dueAt(days, reviewDays); ok {
+				for _, uid := range contacts(c) {
+					to(Notice{Fact: ReviewDue, Subject: c.Name, Period: strconv.Itoa(threshold) + "d:" + day(c.ReviewedUntil),
+						Date: day(c.ReviewedUntil), Days: days}, uid)
+				}
+			}
+		}
+	}
+	for _, u := range state.Users {
+		switch {
+		case u.Status == directory.StatusActive:
+			to(Notice{Fact: AccountActive, Subject: u.UID, Collaborations: activeIn[u.UID]}, u.UID)
+		case u.Status == directory.StatusSuspended:
+			to(Notice{Fact: AccountSuspended, Subject: u.UID}, u.UID)
+		case u.Status == directory.StatusPending && !u.Internal && u.ValidatedBy == "":
+			vs := validators[u.UID]
+			slices.Sort(vs)
+			for _, v := range slices.Compact(vs) {
+				to(Notice{Fact: AwaitingValidation, Subject: u.UID, User: u.UID, UserName: u.Name}, v)
+			}
+		}
+	}
+	for _, p := range state.ProductionAccounts {
+		if !p.Active {
+			continue
+		}
+		managers := p.Managers
+		if len(managers) == 0 {
+			if c, ok := state.Collaboration(p.Collaboration); ok {
+				managers = contacts(c)
+			}
+		}
+		for _, uid := range managers {
+			to(Notice{Fact: ProductionCreated, Subject: p.Name, Collaborations: nonEmpty(p.Collaboration)}, uid)
+		}
+	}
+	return out
+}
+
+// dueAt returns the smallest threshold that days is within.
+func dueAt(days int, thresholds []int) (int, bool) {
+	best, ok := 0, false
+	for _, t := range thresholds {
+		if days >= 0 && days <= t && (!ok || t < best) {
+			best, ok = t, true
+		}
+	}
+	return best, ok
+}
+
+func day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
+
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}

@@ -1,0 +1,450 @@
+// Package notices tells people by e-mail what the directory's changes
+// mean for them: an account that became active or was suspended, a
+// collaboration's review coming due or lapsed, an external user waiting
+// for a validator, a production account created or removed.
+//
+// It is a target like the others: its desired state is the notices the
+// directory makes true today (one per fact, subject, period and
+// recipient), its known state a ledger of the notices sent, and a plan's
+// additions are the mails to send — one mail per recipient, gathering all
+// of theirs. So guards, maintenance windows, plan and retries apply as to
+// every target, and a notice is sent once: the ledger records each mail
+// when the relay has accepted it. The first run on a directory (no ledger
+// yet) sends nothing: what is already true is recorded as told.
+package notices
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+
+	"github.com/collabsync/collabsync/internal/atomicfile"
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/duration"
+	"github.com/collabsync/collabsync/sync/engine"
+)
+
+// TLS modes of the SMTP connection.
+const (
+	TLSStartTLS = "starttls" // STARTTLS required, the certificate verified
+	TLSImplicit = "tls"      // TLS from the first byte (port 465)
+	TLSNone     = "none"     // plain text: a relay on this host only
+)
+
+// SMTP is how the site's relay is reached.
+type SMTP struct {
+	Host string `yaml:"host"`
+	Port int    `yaml:"port"`
+	TLS  string `yaml:"tls"`
+	// CAFile verifies the relay's certificate instead of the system's
+	// roots.
+	CAFile   string `yaml:"ca_file"`
+	Username string `yaml:"username"`
+	// PasswordFile holds the password for Username (never in the
+	// configuration itself).
+	PasswordFile string            `yaml:"password_file"`
+	Timeout      duration.Duration `yaml:"timeout"`
+}
+
+// Settings configure a notices target instance.
+type Settings struct {
+	SMTP SMTP `yaml:"smtp"`
+	// From is the sender's address; Site names the centre in the mails.
+	From string `yaml:"from"`
+	Site string `yaml:"site"`
+	// StateFile is the ledger of notices sent.
+	StateFile string `yaml:"state_file"`
+	// Templates is a directory whose files replace the default templates
+	// of the same name (mail.tmpl, account-active.tmpl ...); "" uses the
+	// defaults. One language per directory.
+	Templates string `yaml:"templates"`
+	// ReviewDays are the days before a review's date its contacts are
+	// told, once at each.
+	ReviewDays []int `yaml:"review_days"`
+	// OptOut is the opt-out value (the users' opt-out attribute) that
+	// keeps a person from every notice.
+	OptOut string `yaml:"opt_out"`
+	// PerMinute limits the mails sent per minute; 0 is no limit.
+	PerMinute int `yaml:"per_minute"`
+}
+
+// Validate implements engine.Settings.
+func (s *Settings) Validate() []engine.SettingProblem {
+	var probs []engine.SettingProblem
+	bad := func(key, format string, args ...any) {
+		probs = append(probs, engine.SettingProblem{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if s.SMTP.Host == "" {
+		bad("smtp.host", "is required")
+	}
+	if s.SMTP.Port < 1 || s.SMTP.Port > 65535 {
+		bad("smtp.port", "want 1-65535, got %d", s.SMTP.Port)
+	}
+	switch s.SMTP.TLS {
+	case TLSStartTLS, TLSImplicit, TLSNone:
+	default:
+		bad("smtp.tls", "want starttls, tls or none, got %q", s.SMTP.TLS)
+	}
+	if s.SMTP.TLS == TLSNone && s.SMTP.Username != "" {
+		bad("smtp.tls", "none would send the password in the clear: use starttls or tls with a username")
+	}
+	if s.SMTP.Username != "" {
+		if s.SMTP.PasswordFile == "" {
+			bad("smtp.password_file", "is required with smtp.username")
+		} else if _, err := readSecret(s.SMTP.PasswordFile); err != nil {
+			bad("smtp.password_file", "%v", err)
+		}
+	}
+	if s.SMTP.CAFile != "" {
+		if _, err := os.ReadFile(s.SMTP.CAFile); err != nil {
+			bad("smtp.ca_file", "%v", err)
+		}
+	}
+	if s.SMTP.Timeout <= 0 {
+		bad("smtp.timeout", "must be positive")
+	}
+	if a, err := mail.ParseAddress(s.From); err != nil || a.Name != "" {
+		bad("from", "want an address (user@example.org), got %q", s.From)
+	}
+	if !filepath.IsAbs(s.StateFile) {
+		bad("state_file", "must be an absolute path, got %q", s.StateFile)
+	}
+	if _, err := loadTemplates(s.Templates); err != nil {
+		bad("templates", "%v", err)
+	}
+	for _, d := range s.ReviewDays {
+		if d < 0 {
+			bad("review_days", "a day count must be 0 or more, got %d", d)
+		}
+	}
+	if s.OptOut == "" {
+		bad("opt_out", "must not be empty")
+	}
+	if s.PerMinute < 0 {
+		bad("per_minute", "must be 0 (no limit) or more, got %d", s.PerMinute)
+	}
+	return probs
+}
+
+// Kind declares the notices kind of target.
+func Kind() engine.Kind {
+	return engine.NewKind("notices", func() *Settings {
+		return &Settings{SMTP: SMTP{Host: "localhost", Port: 25, TLS: TLSStartTLS, Timeout: duration.Duration(30 * time.Second)},
+			Site: "collabsync", ReviewDays: []int{30, 14, 7}, OptOut: "notices", PerMinute: 60}
+	}, New)
+}
+
+// New builds an instance named name.
+func New(name string, s *Settings, env engine.Env) *Target {
+	env = env.Filled()
+	tmpl, _ := loadTemplates(s.Templates) // validated
+	return &Target{name: name, s: *s, log: env.Log, call: env.Call, now: time.Now, tmpl: tmpl}
+}
+
+// Target is the notices target.
+type Target struct {
+	name string
+	s    Settings
+	log  *slog.Logger
+	call func(string)
+	now  func() time.Time
+	tmpl templates
+
+	mu       sync.Mutex
+	baseline bool // no ledger yet: the next apply records, sends nothing
+}
+
+var (
+	_ engine.Target   = (*Target)(nil)
+	_ engine.Settings = (*Settings)(nil)
+	_ engine.Noter    = (*Target)(nil)
+)
+
+// Name implements engine.Target.
+func (t *Target) Name() string { return t.name }
+
+// Desired implements engine.Target: the notices the state makes true
+// today.
+func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
+	today := t.now().UTC().Truncate(24 * time.Hour)
+	ns := facts(state, today, t.s.ReviewDays, t.s.OptOut)
+	recs := make([]engine.Record, len(ns))
+	for i, n := range ns {
+		recs[i] = n.record()
+	}
+	return recs, nil
+}
+
+// Current implements engine.Target: the ledger of notices sent (none
+// before the first run, which is then a baseline).
+func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
+	recs, ok, err := t.readLedger()
+	t.mu.Lock()
+	t.baseline = err == nil && !ok
+	t.mu.Unlock()
+	return recs, err
+}
+
+// Notes implements engine.Noter: a baseline run says it sends nothing.
+func (t *Target) Notes() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.baseline {
+		return []string{"first run (no ledger at " + t.s.StateFile + "): the notices already true are recorded as told; none is sent"}
+	}
+	return nil
+}
+
+func (t *Target) readLedger() ([]engine.Record, bool, error) {
+	data, err := os.ReadFile(t.s.StateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var recs []engine.Record
+	if err := json.Unmarshal(data, &recs); err != nil {
+		return nil, false, fmt.Errorf("%s: %w (the ledger of notices sent; removed, the next run records what is true and sends nothing)", t.s.StateFile, err)
+	}
+	return recs, true, nil
+}
+
+func (t *Target) writeLedger(ledger map[string]engine.Record) error {
+	recs := make([]engine.Record, 0, len(ledger))
+	for _, r := range ledger {
+		recs = append(recs, r)
+	}
+	slices.SortFunc(recs, func(a, b engine.Record) int { return strings.Compare(a.Key, b.Key) })
+	data, err := json.Marshal(recs)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(t.s.StateFile), 0o700); err != nil {
+		return err
+	}
+	_, err = atomicfile.Write(t.s.StateFile, data, 0o600, func(data []byte) error {
+		return json.Unmarshal(data, &recs)
+	})
+	return err
+}
+
+// outgoing is one recipient's mail: the notices it tells, and what the
+// ledger records once it is sent.
+type outgoing struct {
+	to      string
+	items   []Notice
+	records []engine.Change
+}
+
+// Apply implements engine.Target: the plan's additions are mailed, one
+// mail per recipient; each mail is recorded in the ledger as soon as the
+// relay accepted it. A deletion is recorded without a mail, except the
+// end of a production account, which its managers are told of.
+func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
+	recs, ok, err := t.readLedger()
+	if err != nil {
+		return err
+	}
+	ledger := make(map[string]engine.Record, len(recs))
+	for _, r := range recs {
+		ledger[r.Key] = r
+	}
+	if !ok {
+		for _, r := range p.Desired {
+			ledger[r.Key] = r
+		}
+		if err := t.writeLedger(ledger); err != nil {
+			return err
+		}
+		t.log.Info("first run: notices already true recorded as told, none sent", "notices", len(p.Desired), "ledger", t.s.StateFile)
+		return nil
+	}
+	mails := map[string]*outgoing{}
+	silent := false
+	for _, c := range p.Changes {
+		var n Notice
+		switch c.Op {
+		case engine.OpModify:
+			ledger[c.Key] = engine.Record{Kind: c.Kind, Key: c.Key, Value: c.New}
+			silent = true
+			continue
+		case engine.OpDelete:
+			if err := json.Unmarshal([]byte(c.Old), &n); err != nil || n.Fact != ProductionCreated {
+				delete(ledger, c.Key)
+				silent = true
+				continue
+			}
+			n.Fact = ProductionRemoved
+		case engine.OpAdd:
+			if err := json.Unmarshal([]byte(c.New), &n); err != nil {
+				return fmt.Errorf("notice %s: %w", c.Key, err)
+			}
+		}
+		m := mails[n.Mail]
+		if m == nil {
+			m = &outgoing{to: n.Mail}
+			mails[n.Mail] = m
+		}
+		m.items = append(m.items, n)
+		m.records = append(m.records, c)
+	}
+	if silent {
+		if err := t.writeLedger(ledger); err != nil {
+			return err
+		}
+	}
+	if len(mails) == 0 {
+		return nil
+	}
+	order := make([]string, 0, len(mails))
+	for to := range mails {
+		order = append(order, to)
+	}
+	slices.Sort(order)
+	client, err := t.dial(ctx)
+	if err != nil {
+		t.call("error")
+		return fmt.Errorf("smtp %s:%d: %w", t.s.SMTP.Host, t.s.SMTP.Port, err)
+	}
+	defer client.Close()
+	var errs []error
+	sent := 0
+	for i, to := range order {
+		if i > 0 && t.s.PerMinute > 0 {
+			select {
+			case <-ctx.Done():
+				return errors.Join(append(errs, ctx.Err())...)
+			case <-time.After(time.Minute / time.Duration(t.s.PerMinute)):
+			}
+		}
+		m := mails[to]
+		msg, err := t.message(m)
+		if err != nil {
+			return err // a template's fault: every mail would fail alike
+		}
+		if err := client.Send(msg); err != nil {
+			t.call("error")
+			errs = append(errs, fmt.Errorf("mail to %s (%d notices): %w", to, len(m.items), err))
+			continue
+		}
+		t.call("sent")
+		sent++
+		for _, c := range m.records {
+			if c.Op == engine.OpDelete {
+				delete(ledger, c.Key)
+			} else {
+				ledger[c.Key] = engine.Record{Kind: c.Kind, Key: c.Key, Value: c.New}
+			}
+		}
+		if err := t.writeLedger(ledger); err != nil {
+			// Sent but not recorded: stop before more could be sent twice.
+			return fmt.Errorf("mail to %s sent, but the ledger was not written: %w", to, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%d of %d mails sent: %w", sent, len(order), errors.Join(errs...))
+	}
+	return nil
+}
+
+// message renders one recipient's mail. Its Message-ID is derived from
+// the notices it tells, so a mail sent again after a crash between the
+// relay's acceptance and the ledger's write is recognisably the same.
+func (t *Target) message(m *outgoing) (*gomail.Msg, error) {
+	slices.SortFunc(m.items, func(a, b Notice) int { return strings.Compare(a.Key(), b.Key()) })
+	r, err := t.tmpl.compose(t.s.Site, t.s.OptOut, m.items)
+	if err != nil {
+		return nil, err
+	}
+	msg := gomail.NewMsg()
+	if err := msg.From(t.s.From); err != nil {
+		return nil, err
+	}
+	if err := msg.To(m.to); err != nil {
+		return nil, fmt.Errorf("recipient %q: %w", m.to, err)
+	}
+	msg.Subject(r.Subject)
+	msg.SetBodyString(gomail.TypeTextPlain, r.Body)
+	msg.SetDate()
+	h := sha256.New()
+	h.Write([]byte(m.to))
+	for _, n := range m.items {
+		h.Write([]byte{0})
+		h.Write([]byte(string(n.Fact) + "/" + n.Key()))
+	}
+	_, domain, _ := strings.Cut(t.s.From, "@")
+	msg.SetMessageIDWithValue(hex.EncodeToString(h.Sum(nil))[:32] + "@" + domain)
+	msg.SetGenHeader("Auto-Submitted", "auto-generated")
+	msg.SetBulk()
+	return msg, nil
+}
+
+// dial connects to the relay as the settings say.
+func (t *Target) dial(ctx context.Context) (*gomail.Client, error) {
+	s := t.s.SMTP
+	opts := []gomail.Option{gomail.WithPort(s.Port), gomail.WithTimeout(time.Duration(s.Timeout))}
+	tc := &tls.Config{ServerName: s.Host, MinVersion: tls.VersionTLS12}
+	if s.CAFile != "" {
+		pem, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca_file %s: no certificate", s.CAFile)
+		}
+	}
+	switch s.TLS {
+	case TLSStartTLS:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory), gomail.WithTLSConfig(tc))
+	case TLSImplicit:
+		opts = append(opts, gomail.WithSSL(), gomail.WithTLSConfig(tc))
+	default:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
+	}
+	if s.Username != "" {
+		pw, err := readSecret(s.PasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthPlain), gomail.WithUsername(s.Username), gomail.WithPassword(pw))
+	}
+	c, err := gomail.NewClient(s.Host, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.DialWithContext(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func readSecret(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	pw := strings.TrimRight(string(data), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return pw, nil
+}
+
+func sorted(s []string) []string { slices.Sort(s); return s }

@@ -1,0 +1,259 @@
+package notices
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/directory/directorytest"
+	"github.com/collabsync/collabsync/internal/testharness/postfix"
+	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/engine/enginetest"
+)
+
+// centre is the test's directory on a day: users and collaborations as
+// directorytest.Centre evaluates them.
+type centre struct {
+	day     time.Time
+	users   map[string]directory.User
+	collabs map[string]directory.Collaboration
+	prods   []directory.ProductionAccount
+}
+
+func (c *centre) state() *directory.State {
+	var users []*directory.User
+	for _, u := range c.users {
+		u := u
+		users = append(users, &u)
+	}
+	slices.SortFunc(users, func(a, b *directory.User) int { return strings.Compare(a.UID, b.UID) })
+	var collabs []directory.Collaboration
+	for _, cl := range c.collabs {
+		collabs = append(collabs, cl)
+	}
+	slices.SortFunc(collabs, func(a, b directory.Collaboration) int { return strings.Compare(a.Name, b.Name) })
+	for i, u := range users {
+		u.UIDNumber = uint32(10000 + int(u.UID[0])*10 + i%10) // stable: by the first letter
+		u.DN = "uid=" + u.UID + ",ou=people"
+	}
+	for i := range collabs {
+		collabs[i].GIDNumber = uint32(20000 + int(collabs[i].Name[0]))
+	}
+	st := directorytest.Centre(c.day, users, collabs)
+	if len(c.prods) > 0 {
+		snap := &directory.Snapshot{Users: users, Collaborations: collabs, ProductionAccounts: c.prods}
+		st = directory.Evaluate(snap, directorytest.Policy(c.day), nil)
+	}
+	return st
+}
+
+func user(uid, name string, optOuts ...string) directory.User {
+	return directory.User{UID: uid, Name: name, Mail: uid + "@" + postfix.Domain, Home: "/home/" + uid, Shell: "/bin/bash", OptOuts: optOuts}
+}
+
+// run plans the target against the state and applies the plan, as a
+// run of the engine does.
+func run(t *testing.T, tg *Target, st *directory.State) (*engine.Plan, error) {
+	t.Helper()
+	p, err := enginetest.Plan(context.Background(), tg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Changes) == 0 {
+		return p, nil
+	}
+	return p, tg.Apply(context.Background(), p)
+}
+
+// waitMails waits until the server delivered n mails, and a little
+// longer to see that no more come.
+func waitMails(t *testing.T, s *postfix.Server, n int) []postfix.Mail {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ms, err := s.Mails()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) >= n || time.Now().After(deadline) {
+			time.Sleep(300 * time.Millisecond)
+			if ms, err = s.Mails(); err != nil {
+				t.Fatal(err)
+			}
+			if len(ms) != n {
+				var got []string
+				for _, m := range ms {
+					got = append(got, m.To+": "+m.Subject)
+				}
+				t.Fatalf("%d mails delivered, want %d:\n%s\npostfix log:\n%s", len(ms), n, strings.Join(got, "\n"), s.Log())
+			}
+			return ms
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestNoticesThroughPostfix drives the notices target through a real
+// Postfix delivering to a Maildir: the first run sends nothing; each
+// fact is mailed once to the right people, a contact's notices of a day
+// in one mail; an opt-out is respected; a relay that is down fails the
+// apply and loses nothing, and the notice is delivered once when it is
+// back; the end of a production account is told.
+func TestNoticesThroughPostfix(t *testing.T) {
+	pf := postfix.StartT(t)
+	dir := t.TempDir()
+	s := Kind().NewSettings().(*Settings)
+	s.SMTP.Host, s.SMTP.Port, s.SMTP.TLS = "127.0.0.1", pf.Port, TLSNone
+	s.From, s.Site, s.StateFile, s.PerMinute = "collabsync@example.org", "Test Centre", filepath.Join(dir, "notices.json"), 0
+	if probs := s.Validate(); len(probs) > 0 {
+		t.Fatalf("settings: %v", probs)
+	}
+	tg := New("mail", s, engine.Env{})
+	day0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	review := day0.AddDate(0, 0, 45)
+	c := &centre{day: day0, users: map[string]directory.User{
+		"alice": user("alice", "Alice Liddell"),
+		"bob":   user("bob", "Bob Marley"),
+		"eve":   user("eve", "Eve Optout", "notices"),
+	}, collabs: map[string]directory.Collaboration{
+		"atlas": {Name: "atlas", Members: []string{"alice", "bob", "eve"}, ReviewedUntil: review,
+			Contacts: map[directory.Role][]string{directory.RoleCollaboration: {"alice"}, directory.RoleValidator: {"bob"}}},
+		"cms": {Name: "cms", Members: []string{"alice"}, ReviewedUntil: review,
+			Contacts: map[directory.Role][]string{directory.RoleComputing: {"alice"}}},
+	}}
+	setNow := func(d time.Time) { c.day = d; tg.now = func() time.Time { return d } }
+	setNow(day0)
+
+	// A first run: what is true is recorded, nothing is sent.
+	p, err := run(t, tg, c.state())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "none is sent") {
+		t.Errorf("first run's notes %q, want one saying none is sent", p.Notes)
+	}
+	if _, err := os.Stat(s.StateFile); err != nil {
+		t.Fatalf("no ledger after the first run: %v", err)
+	}
+
+	// carol joins atlas: her account is active. dave, external, waits for
+	// a validator: bob validates for atlas.
+	c.users["carol"] = user("carol", "Carol Danvers")
+	c.users["dave"] = directory.User{UID: "dave", Name: "Dave Guest", Mail: "dave@" + postfix.Domain, Affiliation: "guest", Home: "/home/dave", Shell: "/bin/sh"}
+	atlas := c.collabs["atlas"]
+	atlas.Members = []string{"alice", "bob", "carol", "dave", "eve"}
+	c.collabs["atlas"] = atlas
+	st := c.state()
+	if u, _ := st.User("dave"); u.Status != directory.StatusPending {
+		t.Fatalf("dave is %s, the test wants an external user pending validation", u.Status)
+	}
+	if _, err := run(t, tg, st); err != nil {
+		t.Fatal(err)
+	}
+	ms := waitMails(t, pf, 2)
+	want := map[string]string{
+		"carol@example.org": "Test Centre: your account carol is active",
+		"bob@example.org":   "Test Centre: dave waits for your validation",
+	}
+	for _, m := range ms {
+		if want[m.To] != m.Subject {
+			t.Errorf("mail to %s: subject %q, want %q", m.To, m.Subject, want[m.To])
+		}
+	}
+	if !strings.Contains(mailTo(ms, "carol@example.org").Body, "Dear Carol Danvers") || !strings.Contains(mailTo(ms, "carol@example.org").Body, "in atlas") {
+		t.Errorf("carol's mail:\n%s", mailTo(ms, "carol@example.org").Body)
+	}
+	// The same state again: nothing more.
+	if p, err := run(t, tg, st); err != nil || len(p.Changes) != 0 {
+		t.Fatalf("the same state again: %d changes, %v", len(p.Changes), err)
+	}
+
+	// 29 days before both reviews: alice, contact of atlas and cms, gets
+	// one mail telling both.
+	setNow(review.AddDate(0, 0, -29))
+	if _, err := run(t, tg, c.state()); err != nil {
+		t.Fatal(err)
+	}
+	ms = waitMails(t, pf, 3)
+	m := ms[2]
+	if m.To != "alice@example.org" || !strings.Contains(m.Subject, "2 notices") ||
+		!strings.Contains(m.Body, "review of the collaboration atlas is due on 2026-04-16") ||
+		!strings.Contains(m.Body, "review of the collaboration cms is due on 2026-04-16") || !strings.Contains(m.Body, "in 29 days") {
+		t.Errorf("the combined review mail: to %s, %q:\n%s", m.To, m.Subject, m.Body)
+	}
+	// The next day: still within 30 days, already told.
+	setNow(review.AddDate(0, 0, -28))
+	if p, err := run(t, tg, c.state()); err != nil {
+		t.Fatal(err)
+	} else if add, _, _ := p.Counts(); add != 0 {
+		t.Fatalf("the next day: %d notices to send, want none", add)
+	}
+
+	// The relay is down when the 14-day notice is due: the apply fails,
+	// the ledger keeps it unsent; once the relay is back it goes, once.
+	setNow(review.AddDate(0, 0, -13))
+	if err := pf.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, tg, c.state()); err == nil {
+		t.Fatal("apply with the relay down succeeded")
+	} else if !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("the error does not name the relay: %v", err)
+	}
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, tg, c.state()); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := run(t, tg, c.state()); err != nil || len(p.Changes) != 0 {
+		t.Fatalf("after the retry: %d changes, %v", len(p.Changes), err)
+	}
+	ms = waitMails(t, pf, 4)
+	if m := ms[3]; m.To != "alice@example.org" || !strings.Contains(m.Body, "in 13 days") {
+		t.Errorf("the 14-day notice: to %s:\n%s", m.To, m.Body)
+	}
+
+	// A production account of atlas, bob its manager: created, removed.
+	c.prods = []directory.ProductionAccount{{DN: "uid=atlas_robot,ou=prod", Name: "atlas_robot", UIDNumber: 30000, GIDNumber: 100,
+		Home: "/home/atlas_robot", Shell: "/bin/sh", Collaboration: "atlas", Managers: []string{"bob"}}}
+	if _, err := run(t, tg, c.state()); err != nil {
+		t.Fatal(err)
+	}
+	c.prods = nil
+	if _, err := run(t, tg, c.state()); err != nil {
+		t.Fatal(err)
+	}
+	ms = waitMails(t, pf, 6)
+	if ms[4].Subject != "Test Centre: production account atlas_robot created" || ms[5].Subject != "Test Centre: production account atlas_robot removed" ||
+		ms[4].To != "bob@example.org" || ms[5].To != "bob@example.org" {
+		t.Errorf("production mails: %s %q, %s %q", ms[4].To, ms[4].Subject, ms[5].To, ms[5].Subject)
+	}
+	ids := map[string]bool{}
+	for _, m := range ms {
+		if m.To == "eve@example.org" {
+			t.Errorf("eve opted out and got %q", m.Subject)
+		}
+		if ids[m.MessageID] {
+			t.Errorf("message %s delivered twice", m.MessageID)
+		}
+		ids[m.MessageID] = true
+		if !strings.Contains(m.Raw, "Auto-Submitted: auto-generated") {
+			t.Errorf("mail to %s is not marked auto-generated", m.To)
+		}
+	}
+}
+
+func mailTo(ms []postfix.Mail, to string) postfix.Mail {
+	for _, m := range ms {
+		if m.To == to {
+			return m
+		}
+	}
+	return postfix.Mail{}
+}
