@@ -20,6 +20,9 @@ type Window struct {
 	Start   time.Time `yaml:"start" json:"start"`
 	End     time.Time `yaml:"end" json:"end"`
 	Summary string    `yaml:"summary" json:"summary,omitempty"`
+	// Services are what the window affects: a calendar event's
+	// CATEGORIES, a fixed window's own list.
+	Services []string `yaml:"services" json:"services,omitempty"`
 }
 
 // Contains reports whether t falls in the window.
@@ -133,15 +136,15 @@ func (s *Schedule) concerns(e *ical.Event) bool {
 	if len(s.cfg.Services) == 0 {
 		return true
 	}
-	cats, _ := e.Props.Text(ical.PropCategories)
+	cats := categories(e)
 	summary, _ := e.Props.Text(ical.PropSummary)
 	words := strings.FieldsFunc(strings.ToLower(summary), func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_')
 	})
 	for _, svc := range s.cfg.Services {
 		svc = strings.ToLower(svc)
-		for _, c := range strings.Split(cats, ",") {
-			if strings.EqualFold(strings.TrimSpace(c), svc) {
+		for _, c := range cats {
+			if strings.EqualFold(c, svc) {
 				return true
 			}
 		}
@@ -150,6 +153,25 @@ func (s *Schedule) concerns(e *ical.Event) bool {
 		}
 	}
 	return false
+}
+
+// categories are an event's CATEGORIES, every value of every such
+// property (a list: Props.Text gave only the first, so "slurm,batch" did
+// not concern batch).
+func categories(e *ical.Event) []string {
+	var out []string
+	for _, p := range e.Props.Values(ical.PropCategories) {
+		l, err := p.TextList()
+		if err != nil {
+			continue
+		}
+		for _, c := range l {
+			if c = strings.TrimSpace(c); c != "" {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
 
 // calendar returns the calendar's events, parsing the file again only
@@ -222,6 +244,7 @@ const (
 func occurrences(e *ical.Event, zone *time.Location, from, to time.Time) ([]Window, error) {
 	uid, _ := e.Props.Text(ical.PropUID)
 	summary, _ := e.Props.Text(ical.PropSummary)
+	services := categories(e)
 	name := summary
 	if name == "" {
 		name = uid
@@ -249,7 +272,7 @@ func occurrences(e *ical.Event, zone *time.Location, from, to time.Time) ([]Wind
 	}
 	if set == nil {
 		if end.After(from) && start.Before(to) {
-			return []Window{{Start: start, End: end, Summary: summary}}, nil
+			return []Window{{Start: start, End: end, Summary: summary, Services: services}}, nil
 		}
 		return nil, nil
 	}
@@ -272,7 +295,7 @@ func occurrences(e *ical.Event, zone *time.Location, from, to time.Time) ([]Wind
 				name, maxIterations, start.Format(time.RFC3339), to.Format(time.RFC3339))
 		}
 		last = at
-		if w := (Window{Start: at, End: at.Add(length), Summary: summary}); w.End.After(from) && w.Start.Before(to) {
+		if w := (Window{Start: at, End: at.Add(length), Summary: summary, Services: services}); w.End.After(from) && w.Start.Before(to) {
 			out = append(out, w)
 		}
 	}

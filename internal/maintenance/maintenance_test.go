@@ -74,6 +74,8 @@ func TestSchedule(t *testing.T) {
 			"2026-12-05T00:00:00Z", "", "2026-12-08T07:00:00Z 2026-12-08T17:00:00Z"},
 		{"calendar, mailman named in the summary, DURATION", Config{Calendar: cal, Services: []string{"mailman"}},
 			"2026-12-03T23:00:00Z", "2026-12-03T22:00:00Z 2026-12-04T00:00:00Z", ""},
+		{"calendar, the second of an event's categories", Config{Calendar: cal, Services: []string{"batch"}},
+			"2026-12-05T00:00:00Z", "", "2026-12-08T07:00:00Z 2026-12-08T17:00:00Z"},
 		{"calendar, a weekly event", Config{Calendar: cal, Services: []string{"nss"}},
 			"2027-03-10T00:00:00Z", "", "2027-03-15T06:00:00Z 2027-03-15T06:30:00Z"},
 		{"calendar, inside the weekly event", Config{Calendar: cal, Services: []string{"nss"}},
