@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 
@@ -33,6 +34,11 @@ const (
 	ProductionCreated Fact = "production-created"
 	// ProductionRemoved is sent when a ProductionCreated fact ends.
 	ProductionRemoved Fact = "production-removed"
+	// MaintenanceAhead: to the announcement address, a maintenance window
+	// announce.days_ahead days before it starts.
+	MaintenanceAhead Fact = "maintenance-ahead"
+	// MaintenanceReminder: to the announcement address, the day before.
+	MaintenanceReminder Fact = "maintenance-reminder"
 )
 
 // kind is the record kind of every notice.
@@ -56,6 +62,12 @@ type Notice struct {
 	UserName       string   `json:"user_name,omitempty"` // their name
 	Date           string   `json:"date,omitempty"`      // a review's date, YYYY-MM-DD
 	Days           int      `json:"days,omitempty"`      // days until it
+	// A maintenance window's start and end (in the calendar's zone),
+	// summary and services.
+	Start    string   `json:"start,omitempty"`
+	End      string   `json:"end,omitempty"`
+	Summary  string   `json:"summary,omitempty"`
+	Services []string `json:"services,omitempty"`
 }
 
 // Key is the notice's record key: fact, subject, period, recipient. The
@@ -150,6 +162,36 @@ func facts(state *directory.State, today time.Time, reviewDays []int, optOut str
 	}
 	return out
 }
+
+// announcements are the notices of the maintenance windows: one
+// daysAhead days before a window starts (or when it is first seen within
+// that), a reminder on the day before.
+func announcements(windows []maintenance.Window, now time.Time, daysAhead int, to string) []Notice {
+	var out []Notice
+	today := now.UTC().Truncate(24 * time.Hour)
+	for _, w := range windows {
+		if !w.Start.After(now) {
+			continue // begun: nothing to announce
+		}
+		days := int(w.Start.UTC().Truncate(24*time.Hour).Sub(today).Hours()) / 24
+		n := Notice{Subject: w.Start.UTC().Format(time.RFC3339), To: to, Mail: to, Name: "users",
+			Start: w.Start.Format(stamp), End: w.End.Format(stamp), Summary: w.Summary, Services: w.Services, Days: days}
+		n.Period = n.Subject
+		switch {
+		case days <= 1:
+			n.Fact = MaintenanceReminder
+		case days <= daysAhead:
+			n.Fact = MaintenanceAhead
+		default:
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// stamp is how a window's times are shown.
+const stamp = "Monday 2 January 2006 15:04 MST"
 
 // dueAt returns the smallest threshold that days is within.
 func dueAt(days int, thresholds []int) (int, bool) {

@@ -36,6 +36,7 @@ import (
 	"github.com/collabsync/collabsync/internal/atomicfile"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
+	"github.com/collabsync/collabsync/internal/maintenance"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 
@@ -81,6 +82,21 @@ type Settings struct {
 	OptOut string `yaml:"opt_out"`
 	// PerMinute limits the mails sent per minute; 0 is no limit.
 	PerMinute int `yaml:"per_minute"`
+	// Announce tells an address (the all-users list) of maintenance
+	// windows ahead.
+	Announce Announce `yaml:"announce"`
+}
+
+// Announce is where and when maintenance windows are announced.
+type Announce struct {
+	// To is the address told; "" announces nothing.
+	To string `yaml:"to"`
+	// The windows: an iCalendar file and fixed windows, and the services
+	// whose events count (empty: every event), as a target's maintenance.
+	maintenance.Config `yaml:",inline"`
+	// DaysAhead is how many days before a window it is announced; a
+	// reminder goes the day before.
+	DaysAhead int `yaml:"days_ahead"`
 }
 
 // Validate implements engine.Settings.
@@ -135,6 +151,22 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	if s.OptOut == "" {
 		bad("opt_out", "must not be empty")
 	}
+	if s.Announce.To != "" {
+		if a, err := mail.ParseAddress(s.Announce.To); err != nil || a.Name != "" {
+			bad("announce.to", "want an address (hpc-users@example.org), got %q", s.Announce.To)
+		}
+		if s.Announce.Empty() {
+			bad("announce", "a calendar or windows are needed to announce")
+		}
+		if s.Announce.Calendar != "" {
+			if _, err := maintenance.Parse(s.Announce.Calendar); err != nil {
+				bad("announce.calendar", "%v", err)
+			}
+		}
+		if s.Announce.DaysAhead < 2 {
+			bad("announce.days_ahead", "want 2 or more (the day before is the reminder), got %d", s.Announce.DaysAhead)
+		}
+	}
 	if s.PerMinute < 0 {
 		bad("per_minute", "must be 0 (no limit) or more, got %d", s.PerMinute)
 	}
@@ -145,7 +177,8 @@ func (s *Settings) Validate() []engine.SettingProblem {
 func Kind() engine.Kind {
 	return engine.NewKind("notices", func() *Settings {
 		return &Settings{SMTP: SMTP{Host: "localhost", Port: 25, TLS: TLSStartTLS, Timeout: duration.Duration(30 * time.Second)},
-			Site: "collabsync", ReviewDays: []int{30, 14, 7}, OptOut: "notices", PerMinute: 60}
+			Site: "collabsync", ReviewDays: []int{30, 14, 7}, OptOut: "notices", PerMinute: 60,
+			Announce: Announce{DaysAhead: 10}}
 	}, New)
 }
 
@@ -153,7 +186,11 @@ func Kind() engine.Kind {
 func New(name string, s *Settings, env engine.Env) *Target {
 	env = env.Filled()
 	tmpl, _ := loadTemplates(s.Templates) // validated
-	return &Target{name: name, s: *s, log: env.Log, call: env.Call, now: time.Now, tmpl: tmpl}
+	t := &Target{name: name, s: *s, log: env.Log, call: env.Call, now: time.Now, tmpl: tmpl}
+	if s.Announce.To != "" {
+		t.schedule = maintenance.New(s.Announce.Config)
+	}
+	return t
 }
 
 // Target is the notices target.
@@ -165,8 +202,13 @@ type Target struct {
 	now  func() time.Time
 	tmpl templates
 
+	// schedule is the windows announced (nil: none).
+	schedule *maintenance.Schedule
+
 	mu       sync.Mutex
 	baseline bool // no ledger yet: the next apply records, sends nothing
+	// windows are the windows ahead as Current last read them.
+	windows []maintenance.Window
 }
 
 var (
@@ -183,6 +225,9 @@ func (t *Target) Name() string { return t.name }
 func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	today := t.now().UTC().Truncate(24 * time.Hour)
 	ns := facts(state, today, t.s.ReviewDays, t.s.OptOut)
+	t.mu.Lock()
+	ns = append(ns, announcements(t.windows, t.now(), t.s.Announce.DaysAhead, t.s.Announce.To)...)
+	t.mu.Unlock()
 	recs := make([]engine.Record, len(ns))
 	for i, n := range ns {
 		recs[i] = n.record()
@@ -191,11 +236,21 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 }
 
 // Current implements engine.Target: the ledger of notices sent (none
-// before the first run, which is then a baseline).
+// before the first run, which is then a baseline). It reads the windows
+// to announce too, for Desired.
 func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
+	var windows []maintenance.Window
+	if t.schedule != nil {
+		now := t.now()
+		var err error
+		if windows, err = t.schedule.Windows(now, now.AddDate(0, 0, t.s.Announce.DaysAhead+1)); err != nil {
+			return nil, fmt.Errorf("announce: %w", err)
+		}
+	}
 	recs, ok, err := t.readLedger()
 	t.mu.Lock()
 	t.baseline = err == nil && !ok
+	t.windows = windows
 	t.mu.Unlock()
 	return recs, err
 }

@@ -257,3 +257,63 @@ func mailTo(ms []postfix.Mail, to string) postfix.Mail {
 	}
 	return postfix.Mail{}
 }
+
+// TestMaintenanceAnnounced: a window of the calendar is announced to the
+// all-users address days_ahead days before it starts, with its services
+// and end, and reminded the day before; on no other day.
+func TestMaintenanceAnnounced(t *testing.T) {
+	pf := postfix.StartT(t)
+	dir := t.TempDir()
+	cal := filepath.Join(dir, "downtimes.ics")
+	if err := os.WriteFile(cal, []byte("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\nBEGIN:VEVENT\r\nUID:spring@example.org\r\n"+
+		"DTSTAMP:20260101T000000Z\r\nDTSTART:20260520T080000Z\r\nDTEND:20260521T180000Z\r\nSUMMARY:Spring downtime\r\n"+
+		"CATEGORIES:slurm,lists\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := Kind().NewSettings().(*Settings)
+	s.SMTP.Host, s.SMTP.Port, s.SMTP.TLS = "127.0.0.1", pf.Port, TLSNone
+	s.From, s.Site, s.StateFile, s.PerMinute = "collabsync@example.org", "Test Centre", filepath.Join(dir, "notices.json"), 0
+	s.Announce.To, s.Announce.Calendar = "hpc-users@example.org", cal
+	if probs := s.Validate(); len(probs) > 0 {
+		t.Fatalf("settings: %v", probs)
+	}
+	tg := New("mail", s, engine.Env{})
+	start := time.Date(2026, 5, 20, 8, 0, 0, 0, time.UTC)
+	c := &centre{users: map[string]directory.User{"alice": user("alice", "Alice")},
+		collabs: map[string]directory.Collaboration{"atlas": {Name: "atlas", Members: []string{"alice"}}}}
+	sent := 0
+	for _, step := range []struct {
+		at   time.Time
+		want string // the subject mailed that day; "" none
+	}{
+		{start.AddDate(0, 0, -30), ""}, // the first run: nothing
+		{start.AddDate(0, 0, -11), ""},
+		{start.AddDate(0, 0, -10), "Test Centre: maintenance from Wednesday 20 May 2026 08:00 UTC (Spring downtime)"},
+		{start.AddDate(0, 0, -9), ""},
+		{start.AddDate(0, 0, -5), ""},
+		{start.Add(-22 * time.Hour), "Test Centre: reminder, maintenance from Wednesday 20 May 2026 08:00 UTC (Spring downtime)"},
+		{start.Add(-time.Hour), ""},
+		{start.Add(time.Hour), ""},
+	} {
+		c.day = step.at
+		tg.now = func() time.Time { return step.at }
+		if _, err := run(t, tg, c.state()); err != nil {
+			t.Fatalf("%s: %v", step.at, err)
+		}
+		if step.want == "" {
+			continue
+		}
+		sent++
+		ms := waitMails(t, pf, sent)
+		m := ms[sent-1]
+		if m.To != "hpc-users@example.org" || m.Subject != step.want {
+			t.Errorf("%s: mail to %s %q, want %q", step.at.Format(time.DateOnly), m.To, m.Subject, step.want)
+		}
+		for _, part := range []string{"Dear users", "ends Thursday 21 May 2026 18:00 UTC", "Affected: slurm, lists."} {
+			if !strings.Contains(m.Body, part) {
+				t.Errorf("%s: the mail does not say %q:\n%s", step.at.Format(time.DateOnly), part, m.Body)
+			}
+		}
+	}
+	waitMails(t, pf, 2)
+}
