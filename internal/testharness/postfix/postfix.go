@@ -25,7 +25,7 @@ import (
 	"github.com/collabsync/collabsync/internal/testharness"
 )
 
-// Domain is the one domain the server delivers.
+// Domain is the domain the server delivers when a test names none.
 const Domain = "example.org"
 
 // Server is a running Postfix.
@@ -34,14 +34,15 @@ type Server struct {
 	dir  string
 }
 
-// StartT starts Postfix for a test and stops it when the test ends.
-// Without Postfix it skips, or fails when CI is set.
-func StartT(t testing.TB) *Server {
+// StartT starts Postfix for a test, delivering mail for domains (none:
+// Domain), and stops it when the test ends. Without Postfix it skips, or
+// fails when CI is set.
+func StartT(t testing.TB, domains ...string) *Server {
 	t.Helper()
 	testharness.Require(t, "postfix")
 	testharness.RequireRoot(t)
 	dir := t.TempDir()
-	s, err := Start(dir)
+	s, err := Start(dir, domains...)
 	if err != nil {
 		t.Fatalf("start postfix: %v", err)
 	}
@@ -75,8 +76,11 @@ postlog unix-dgram n - n - 1 postlogd
 `
 
 // Start writes a configuration under dir and starts Postfix on a free
-// loopback port.
-func Start(dir string) (*Server, error) {
+// loopback port, delivering mail for domains (none: Domain).
+func Start(dir string, domains ...string) (*Server, error) {
+	if len(domains) == 0 {
+		domains = []string{Domain}
+	}
 	ports, err := testharness.FreePorts(1)
 	if err != nil {
 		return nil, err
@@ -113,7 +117,7 @@ mydestination =
 local_recipient_maps =
 alias_maps =
 alias_database =
-virtual_mailbox_domains = example.org
+virtual_mailbox_domains = $DOMAINS
 virtual_mailbox_base = $B/mail
 virtual_mailbox_maps = texthash:$B/etc/vmailbox
 virtual_uid_maps = static:65534
@@ -129,13 +133,17 @@ smtputf8_enable = no
 maillog_file = $B/maillog
 maillog_file_prefixes = $B
 `, "$B", dir)
+	mainCf = strings.ReplaceAll(mainCf, "$DOMAINS", strings.Join(domains, ", "))
+	var vmailbox strings.Builder
+	for _, d := range domains {
+		fmt.Fprintf(&vmailbox, "@%s all/\n", d)
+	}
 	files := map[string]string{
 		"main.cf":   mainCf,
 		"master.cf": fmt.Sprintf(master, s.Port),
-		// Each user's mail in their own Maildir: example.org/<user>/ is
-		// what the catch-all cannot say, so every mail goes to one
-		// Maildir and Mail sorts it by recipient.
-		"vmailbox": "@example.org example.org/all/\n",
+		// Every mail in one Maildir (a catch-all cannot name a Maildir
+		// per user); Mails tells them by Delivered-To.
+		"vmailbox": vmailbox.String(),
 	}
 	for name, text := range files {
 		if err := os.WriteFile(filepath.Join(dir, "etc", name), []byte(text), 0o644); err != nil {
@@ -196,7 +204,7 @@ type Mail struct {
 
 // Mails returns every message delivered so far, in delivery order.
 func (s *Server) Mails() ([]Mail, error) {
-	root := filepath.Join(s.dir, "mail", Domain, "all", "new")
+	root := filepath.Join(s.dir, "mail", "all", "new")
 	entries, err := os.ReadDir(root)
 	if os.IsNotExist(err) {
 		return nil, nil
