@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
+	"github.com/collabsync/collabsync/accounting/report"
 	"github.com/collabsync/collabsync/app/config"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/localaccounts"
@@ -22,6 +23,7 @@ import (
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/notices"
 )
 
 // Policy turns the configured rules into the directory's Policy. It reads
@@ -105,7 +107,11 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, src engine
 			name := t.Name
 			env.Call = func(result string) { calls(name, result) }
 		}
-		gt := engine.GuardedTarget{Target: t.Kind.New(t.Name, t.Settings, env), Guard: guard(t.Guard)}
+		tg := t.Kind.New(t.Name, t.Settings, env)
+		if u, ok := tg.(usageTeller); ok && st != nil {
+			u.SetUsage(allocationUse(st, cfg.Accounting.AllocationPeriod))
+		}
+		gt := engine.GuardedTarget{Target: tg, Guard: guard(t.Guard)}
 		if sched := schedules[t.Name]; sched != nil {
 			gt.Maintenance = func(now time.Time) (string, time.Time, error) {
 				cur, _, err := sched.At(now)
@@ -118,6 +124,32 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, src engine
 		e.Targets = append(e.Targets, gt)
 	}
 	return e
+}
+
+// usageTeller is a target that tells of the allocations' use (notices).
+type usageTeller interface{ SetUsage(notices.UsageFunc) }
+
+// allocationUse reads the allocations' use from the state store, as
+// report --allocations does.
+func allocationUse(st *store.Store, period accounting.Period) notices.UsageFunc {
+	return func(ctx context.Context, at time.Time) ([]notices.Use, error) {
+		uses, err := report.Allocations(ctx, st.DB, period, at, "")
+		if err != nil {
+			return nil, err
+		}
+		var out []notices.Use
+		for _, u := range uses {
+			if u.AllocatedCoreHours > 0 {
+				out = append(out, notices.Use{Collaboration: u.Collaboration, Resource: "core-hours", PeriodStart: u.PeriodStart,
+					PeriodEnd: u.PeriodEnd, Used: u.CoreHours, Allocated: float64(u.AllocatedCoreHours)})
+			}
+			if u.AllocatedGPUHours > 0 {
+				out = append(out, notices.Use{Collaboration: u.Collaboration, Resource: "GPU-hours", PeriodStart: u.PeriodStart,
+					PeriodEnd: u.PeriodEnd, Used: u.GPUHours, Allocated: float64(u.AllocatedGPUHours)})
+			}
+		}
+		return out, nil
+	}
 }
 
 // Schedules returns the maintenance schedule of each target that has one.

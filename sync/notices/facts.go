@@ -39,7 +39,20 @@ const (
 	MaintenanceAhead Fact = "maintenance-ahead"
 	// MaintenanceReminder: to the announcement address, the day before.
 	MaintenanceReminder Fact = "maintenance-reminder"
+	// AllocationUsed: to a collaboration's computing contacts, when its
+	// use of an allocation in the period reaches a threshold (once per
+	// threshold, resource and period).
+	AllocationUsed Fact = "allocation-used"
 )
+
+// Use is a collaboration's use of one allocated resource in a period.
+type Use struct {
+	Collaboration string
+	Resource      string // core-hours, gpu-hours
+	// The period, YYYY-MM-DD: Start inclusive, End exclusive.
+	PeriodStart, PeriodEnd string
+	Used, Allocated        float64
+}
 
 // kind is the record kind of every notice.
 const kind = "notice"
@@ -68,6 +81,12 @@ type Notice struct {
 	End      string   `json:"end,omitempty"`
 	Summary  string   `json:"summary,omitempty"`
 	Services []string `json:"services,omitempty"`
+	// An allocation's use: the resource, the threshold reached (percent),
+	// hours used and allocated, the period's end.
+	Resource  string `json:"resource,omitempty"`
+	Percent   int    `json:"percent,omitempty"`
+	Used      int64  `json:"used,omitempty"`
+	Allocated int64  `json:"allocated,omitempty"`
 }
 
 // Key is the notice's record key: fact, subject, period, recipient. The
@@ -186,6 +205,45 @@ func announcements(windows []maintenance.Window, now time.Time, daysAhead int, t
 			continue
 		}
 		out = append(out, n)
+	}
+	return out
+}
+
+// allocationNotices tell each collaboration's computing contacts (its
+// collaboration contacts when it has none) the highest threshold its use
+// of an allocation has reached in the period.
+func allocationNotices(state *directory.State, uses []Use, thresholds []int, optOut string) []Notice {
+	var out []Notice
+	for _, u := range uses {
+		if u.Allocated <= 0 {
+			continue
+		}
+		c, ok := state.Collaboration(u.Collaboration)
+		if !ok {
+			continue
+		}
+		reached := 0
+		for _, th := range thresholds {
+			if u.Used*100 >= float64(th)*u.Allocated && th > reached {
+				reached = th
+			}
+		}
+		if reached == 0 {
+			continue
+		}
+		to := c.Contacts[directory.RoleComputing]
+		if len(to) == 0 {
+			to = c.Contacts[directory.RoleCollaboration]
+		}
+		for _, uid := range to {
+			p, ok := state.User(uid)
+			if !ok || p.Mail == "" || slices.Contains(p.OptOuts, optOut) {
+				continue
+			}
+			out = append(out, Notice{Fact: AllocationUsed, Subject: u.Collaboration, Period: u.Resource + ":" + u.PeriodStart + ":" + strconv.Itoa(reached),
+				To: p.UID, Mail: p.Mail, Name: p.Name, Resource: u.Resource, Percent: reached, Used: int64(u.Used), Allocated: int64(u.Allocated),
+				Start: u.PeriodStart, End: u.PeriodEnd})
+		}
 	}
 	return out
 }

@@ -82,6 +82,9 @@ type Settings struct {
 	OptOut string `yaml:"opt_out"`
 	// PerMinute limits the mails sent per minute; 0 is no limit.
 	PerMinute int `yaml:"per_minute"`
+	// AllocationThresholds are the percentages of an allocation whose
+	// use is told to the collaboration's computing contacts.
+	AllocationThresholds []int `yaml:"allocation_thresholds"`
 	// Announce tells an address (the all-users list) of maintenance
 	// windows ahead.
 	Announce Announce `yaml:"announce"`
@@ -167,6 +170,11 @@ func (s *Settings) Validate() []engine.SettingProblem {
 			bad("announce.days_ahead", "want 2 or more (the day before is the reminder), got %d", s.Announce.DaysAhead)
 		}
 	}
+	for _, th := range s.AllocationThresholds {
+		if th <= 0 {
+			bad("allocation_thresholds", "a percentage must be more than 0, got %d", th)
+		}
+	}
 	if s.PerMinute < 0 {
 		bad("per_minute", "must be 0 (no limit) or more, got %d", s.PerMinute)
 	}
@@ -178,7 +186,7 @@ func Kind() engine.Kind {
 	return engine.NewKind("notices", func() *Settings {
 		return &Settings{SMTP: SMTP{Host: "localhost", Port: 25, TLS: TLSStartTLS, Timeout: duration.Duration(30 * time.Second)},
 			Site: "collabsync", ReviewDays: []int{30, 14, 7}, OptOut: "notices", PerMinute: 60,
-			Announce: Announce{DaysAhead: 10}}
+			AllocationThresholds: []int{80, 100}, Announce: Announce{DaysAhead: 10}}
 	}, New)
 }
 
@@ -209,6 +217,22 @@ type Target struct {
 	baseline bool // no ledger yet: the next apply records, sends nothing
 	// windows are the windows ahead as Current last read them.
 	windows []maintenance.Window
+	// usage reads the allocations' use (nil: no accounting); uses are
+	// what Current last read.
+	usage UsageFunc
+	uses  []Use
+}
+
+// UsageFunc returns each collaboration's use of its allocations in the
+// period holding at.
+type UsageFunc func(ctx context.Context, at time.Time) ([]Use, error)
+
+// SetUsage gives the target the accounting's use of the allocations;
+// without it no allocation notice is sent.
+func (t *Target) SetUsage(f UsageFunc) {
+	t.mu.Lock()
+	t.usage = f
+	t.mu.Unlock()
 }
 
 var (
@@ -227,6 +251,7 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	ns := facts(state, today, t.s.ReviewDays, t.s.OptOut)
 	t.mu.Lock()
 	ns = append(ns, announcements(t.windows, t.now(), t.s.Announce.DaysAhead, t.s.Announce.To)...)
+	ns = append(ns, allocationNotices(state, t.uses, t.s.AllocationThresholds, t.s.OptOut)...)
 	t.mu.Unlock()
 	recs := make([]engine.Record, len(ns))
 	for i, n := range ns {
@@ -247,10 +272,20 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 			return nil, fmt.Errorf("announce: %w", err)
 		}
 	}
+	t.mu.Lock()
+	usage := t.usage
+	t.mu.Unlock()
+	var uses []Use
+	if usage != nil {
+		var err error
+		if uses, err = usage(ctx, t.now()); err != nil {
+			return nil, fmt.Errorf("allocations' use: %w", err)
+		}
+	}
 	recs, ok, err := t.readLedger()
 	t.mu.Lock()
 	t.baseline = err == nil && !ok
-	t.windows = windows
+	t.windows, t.uses = windows, uses
 	t.mu.Unlock()
 	return recs, err
 }

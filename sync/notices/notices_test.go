@@ -234,6 +234,30 @@ func TestNoticesThroughPostfix(t *testing.T) {
 		ms[4].To != "bob@example.org" || ms[5].To != "bob@example.org" {
 		t.Errorf("production mails: %s %q, %s %q", ms[4].To, ms[4].Subject, ms[5].To, ms[5].Subject)
 	}
+	// atlas's core-hours: 85 of 100 used, then 120; cms has no allocation
+	// told. alice, its collaboration contact (it has no computing one), is
+	// told once at 80 %, once at 100 %.
+	used := 85.0
+	tg.SetUsage(func(context.Context, time.Time) ([]Use, error) {
+		return []Use{{Collaboration: "atlas", Resource: "core-hours", PeriodStart: "2026-01-01", PeriodEnd: "2027-01-01", Used: used, Allocated: 100},
+			{Collaboration: "cms", Resource: "core-hours", PeriodStart: "2026-01-01", PeriodEnd: "2027-01-01", Used: 10, Allocated: 100}}, nil
+	})
+	for _, u := range []float64{85, 90, 120, 130} {
+		used = u
+		if _, err := run(t, tg, c.state()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms = waitMails(t, pf, 8)
+	for i, want := range []string{"Test Centre: atlas has used 80% of its core-hours", "Test Centre: atlas has used 100% of its core-hours"} {
+		if m := ms[6+i]; m.To != "alice@example.org" || m.Subject != want {
+			t.Errorf("allocation mail %d: to %s %q, want %q", i, m.To, m.Subject, want)
+		}
+	}
+	if m := ms[7]; !strings.Contains(m.Body, "has used 120 of the 100 core-hours") || !strings.Contains(m.Body, "used up") {
+		t.Errorf("the 100%% mail:\n%s", m.Body)
+	}
+
 	ids := map[string]bool{}
 	for _, m := range ms {
 		if m.To == "eve@example.org" {
