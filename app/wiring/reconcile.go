@@ -111,6 +111,9 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, src engine
 		if u, ok := tg.(usageTeller); ok && st != nil {
 			u.SetUsage(allocationUse(st, cfg.Accounting.AllocationPeriod))
 		}
+		if r, ok := tg.(reportsTeller); ok && st != nil {
+			r.SetReports(monthlyReports{st: st, period: cfg.Accounting.AllocationPeriod})
+		}
 		gt := engine.GuardedTarget{Target: tg, Guard: guard(t.Guard)}
 		if sched := schedules[t.Name]; sched != nil {
 			gt.Maintenance = func(now time.Time) (string, time.Time, error) {

@@ -43,6 +43,10 @@ const (
 	// use of an allocation in the period reaches a threshold (once per
 	// threshold, resource and period).
 	AllocationUsed Fact = "allocation-used"
+	// UsageReport: to a collaboration's reporting contacts, its usage of
+	// the last month by member (CSV) and its last twelve months (chart),
+	// once a month, for collaborations that used anything.
+	UsageReport Fact = "usage-report"
 )
 
 // Use is a collaboration's use of one allocated resource in a period.
@@ -246,6 +250,32 @@ func allocationNotices(state *directory.State, uses []Use, thresholds []int, opt
 		}
 	}
 	return out
+}
+
+// reportNotices tell the reporting contacts of each collaboration that
+// used anything in month (YYYY-MM) of its report.
+func reportNotices(state *directory.State, used []string, month, optOut string) []Notice {
+	var out []Notice
+	for _, name := range used {
+		c, ok := state.Collaboration(name)
+		if !ok {
+			continue
+		}
+		for _, uid := range c.Contacts[directory.RoleReporting] {
+			p, ok := state.User(uid)
+			if !ok || p.Mail == "" || slices.Contains(p.OptOuts, optOut) {
+				continue
+			}
+			out = append(out, Notice{Fact: UsageReport, Subject: name, Period: month, To: p.UID, Mail: p.Mail, Name: p.Name, Date: month})
+		}
+	}
+	return out
+}
+
+// lastMonth is the month before now's, YYYY-MM.
+func lastMonth(now time.Time) string {
+	y, m, _ := now.UTC().Date()
+	return time.Date(y, m-1, 1, 0, 0, 0, 0, time.UTC).Format("2006-01")
 }
 
 // stamp is how a window's times are shown.

@@ -14,6 +14,7 @@
 package notices
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -221,6 +222,34 @@ type Target struct {
 	// what Current last read.
 	usage UsageFunc
 	uses  []Use
+	// reports make the monthly reports (nil: none); reported are the
+	// collaborations Current found using anything in month.
+	reports  Reports
+	reported []string
+	month    string
+}
+
+// Reports are the collaborations' monthly usage reports.
+type Reports interface {
+	// Used returns the collaborations that used anything in month
+	// (YYYY-MM).
+	Used(ctx context.Context, month string) ([]string, error)
+	// Files returns a collaboration's report of month, to attach.
+	Files(ctx context.Context, collaboration, month string) ([]File, error)
+}
+
+// File is an attachment.
+type File struct {
+	Name, ContentType string
+	Data              []byte
+}
+
+// SetReports gives the target the monthly usage reports; without them
+// none is sent.
+func (t *Target) SetReports(r Reports) {
+	t.mu.Lock()
+	t.reports = r
+	t.mu.Unlock()
 }
 
 // UsageFunc returns each collaboration's use of its allocations in the
@@ -252,6 +281,7 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	t.mu.Lock()
 	ns = append(ns, announcements(t.windows, t.now(), t.s.Announce.DaysAhead, t.s.Announce.To)...)
 	ns = append(ns, allocationNotices(state, t.uses, t.s.AllocationThresholds, t.s.OptOut)...)
+	ns = append(ns, reportNotices(state, t.reported, t.month, t.s.OptOut)...)
 	t.mu.Unlock()
 	recs := make([]engine.Record, len(ns))
 	for i, n := range ns {
@@ -273,7 +303,7 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 		}
 	}
 	t.mu.Lock()
-	usage := t.usage
+	usage, reports := t.usage, t.reports
 	t.mu.Unlock()
 	var uses []Use
 	if usage != nil {
@@ -282,10 +312,18 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 			return nil, fmt.Errorf("allocations' use: %w", err)
 		}
 	}
+	month := lastMonth(t.now())
+	var reported []string
+	if reports != nil {
+		var err error
+		if reported, err = reports.Used(ctx, month); err != nil {
+			return nil, fmt.Errorf("usage reports: %w", err)
+		}
+	}
 	recs, ok, err := t.readLedger()
 	t.mu.Lock()
 	t.baseline = err == nil && !ok
-	t.windows, t.uses = windows, uses
+	t.windows, t.uses, t.reported, t.month = windows, uses, reported, month
 	t.mu.Unlock()
 	return recs, err
 }
@@ -424,7 +462,7 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 			}
 		}
 		m := mails[to]
-		msg, err := t.message(m)
+		msg, err := t.message(ctx, m)
 		if err != nil {
 			return err // a template's fault: every mail would fail alike
 		}
@@ -456,7 +494,7 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 // message renders one recipient's mail. Its Message-ID is derived from
 // the notices it tells, so a mail sent again after a crash between the
 // relay's acceptance and the ledger's write is recognisably the same.
-func (t *Target) message(m *outgoing) (*gomail.Msg, error) {
+func (t *Target) message(ctx context.Context, m *outgoing) (*gomail.Msg, error) {
 	slices.SortFunc(m.items, func(a, b Notice) int { return strings.Compare(a.Key(), b.Key()) })
 	r, err := t.tmpl.compose(t.s.Site, t.s.OptOut, m.items)
 	if err != nil {
@@ -471,6 +509,26 @@ func (t *Target) message(m *outgoing) (*gomail.Msg, error) {
 	}
 	msg.Subject(r.Subject)
 	msg.SetBodyString(gomail.TypeTextPlain, r.Body)
+	for _, n := range m.items {
+		if n.Fact != UsageReport {
+			continue
+		}
+		t.mu.Lock()
+		reports := t.reports
+		t.mu.Unlock()
+		if reports == nil {
+			continue
+		}
+		files, err := reports.Files(ctx, n.Subject, n.Period)
+		if err != nil {
+			return nil, fmt.Errorf("the %s report of %s: %w", n.Period, n.Subject, err)
+		}
+		for _, f := range files {
+			if err := msg.AttachReader(f.Name, bytes.NewReader(f.Data), gomail.WithFileContentType(gomail.ContentType(f.ContentType))); err != nil {
+				return nil, fmt.Errorf("attach %s: %w", f.Name, err)
+			}
+		}
+	}
 	msg.SetDate()
 	h := sha256.New()
 	h.Write([]byte(m.to))

@@ -341,3 +341,58 @@ func TestMaintenanceAnnounced(t *testing.T) {
 	}
 	waitMails(t, pf, 2)
 }
+
+// fakeReports hands out one report per collaboration and month.
+type fakeReports struct{ used []string }
+
+func (f fakeReports) Used(context.Context, string) ([]string, error) { return f.used, nil }
+func (f fakeReports) Files(_ context.Context, collab, month string) ([]File, error) {
+	return []File{{Name: collab + "-" + month + ".csv", ContentType: "text/csv", Data: []byte("USER,CORE_HOURS\nalice,12.5\n")}}, nil
+}
+
+// TestUsageReportMailed: a collaboration's reporting contacts get its
+// report of the last month, with the files attached, once a month; the
+// first run records the month already begun.
+func TestUsageReportMailed(t *testing.T) {
+	pf := postfix.StartT(t)
+	dir := t.TempDir()
+	s := Kind().NewSettings().(*Settings)
+	s.SMTP.Host, s.SMTP.Port, s.SMTP.TLS = "127.0.0.1", pf.Port, TLSNone
+	s.From, s.Site, s.StateFile, s.PerMinute = "collabsync@example.org", "Test Centre", filepath.Join(dir, "notices.json"), 0
+	tg := New("mail", s, engine.Env{})
+	tg.SetReports(fakeReports{used: []string{"atlas", "cms"}})
+	c := &centre{users: map[string]directory.User{"alice": user("alice", "Alice"), "bob": user("bob", "Bob")},
+		collabs: map[string]directory.Collaboration{
+			"atlas": {Name: "atlas", Members: []string{"alice", "bob"}, Contacts: map[directory.Role][]string{directory.RoleReporting: {"bob"}}},
+			"cms":   {Name: "cms", Members: []string{"alice"}}, // no reporting contact
+		}}
+	sent := 0
+	for _, step := range []struct {
+		at   time.Time
+		want string
+	}{
+		{time.Date(2026, 11, 3, 3, 0, 0, 0, time.UTC), ""}, // the first run: October's, recorded
+		{time.Date(2026, 11, 20, 3, 0, 0, 0, time.UTC), ""},
+		{time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC), "Test Centre: usage of atlas in 2026-11"},
+		{time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC), ""},
+		{time.Date(2027, 1, 1, 3, 0, 0, 0, time.UTC), "Test Centre: usage of atlas in 2026-12"},
+	} {
+		c.day = step.at
+		tg.now = func() time.Time { return step.at }
+		if _, err := run(t, tg, c.state()); err != nil {
+			t.Fatalf("%s: %v", step.at, err)
+		}
+		if step.want == "" {
+			continue
+		}
+		sent++
+		m := waitMails(t, pf, sent)[sent-1]
+		if m.To != "bob@example.org" || m.Subject != step.want {
+			t.Errorf("%s: mail to %s %q, want bob %q", step.at.Format(time.DateOnly), m.To, m.Subject, step.want)
+		}
+		csv := "atlas-" + strings.TrimPrefix(step.want, "Test Centre: usage of atlas in ") + ".csv"
+		if !strings.Contains(m.Raw, `filename="`+csv+`"`) || !strings.Contains(m.Raw, "Content-Type: text/csv") {
+			t.Errorf("%s: no %s attached:\n%s", step.at.Format(time.DateOnly), csv, m.Raw)
+		}
+	}
+}
