@@ -11,6 +11,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/directory/directorytest"
+	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/postfix"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/engine/enginetest"
@@ -394,5 +395,64 @@ func TestUsageReportMailed(t *testing.T) {
 		if !strings.Contains(m.Raw, `filename="`+csv+`"`) || !strings.Contains(m.Raw, "Content-Type: text/csv") {
 			t.Errorf("%s: no %s attached:\n%s", step.at.Format(time.DateOnly), csv, m.Raw)
 		}
+	}
+}
+
+// TestSTARTTLSVerified: the default tls: starttls delivers through a
+// relay whose certificate the ca_file verifies, and refuses one it cannot
+// verify (no ca_file: the system's roots) and a relay offering no
+// STARTTLS; nothing is recorded as sent when it refuses.
+func TestSTARTTLSVerified(t *testing.T) {
+	certs, err := testharness.NewCertFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTLS := postfix.StartTLST(t, certs)
+	plain := postfix.StartT(t)
+	c := &centre{day: time.Now(), users: map[string]directory.User{"bob": user("bob", "Bob")},
+		collabs: map[string]directory.Collaboration{"atlas": {Name: "atlas", Members: []string{"bob"}}}}
+	for _, tc := range []struct {
+		name   string
+		port   int
+		caFile string
+		err    string // "" delivered
+	}{
+		{"verified", withTLS.Port, certs.CA, ""},
+		{"unknown authority", withTLS.Port, "", "certificate"},
+		{"no STARTTLS", plain.Port, certs.CA, "STARTTLS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := Kind().NewSettings().(*Settings)
+			s.SMTP.Host, s.SMTP.Port, s.SMTP.CAFile = "127.0.0.1", tc.port, tc.caFile
+			s.From, s.StateFile, s.PerMinute = "collabsync@example.org", filepath.Join(t.TempDir(), "notices.json"), 0
+			if s.SMTP.TLS != TLSStartTLS {
+				t.Fatalf("the default tls is %q", s.SMTP.TLS)
+			}
+			tg := New("mail", s, engine.Env{})
+			delete(c.users, "alice")
+			if _, err := run(t, tg, c.state()); err != nil { // the baseline: no alice yet
+				t.Fatal(err)
+			}
+			c.users["alice"] = user("alice", "Alice")
+			c.collabs["atlas"] = directory.Collaboration{Name: "atlas", Members: []string{"alice", "bob"}}
+			defer func() { c.collabs["atlas"] = directory.Collaboration{Name: "atlas", Members: []string{"bob"}} }()
+			_, err := run(t, tg, c.state())
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				m := waitMails(t, withTLS, 1)[0]
+				if !strings.Contains(m.Raw, "using TLS") {
+					t.Errorf("delivered without TLS:\n%s", m.Raw)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("apply: %v, want an error saying %q", err, tc.err)
+			}
+			if p, err := enginetest.Plan(context.Background(), tg, c.state()); err != nil || len(p.Changes) != 1 {
+				t.Errorf("after the refusal the notice is not pending: %v, %v", p, err)
+			}
+		})
 	}
 }

@@ -39,10 +39,17 @@ type Server struct {
 // fails when CI is set.
 func StartT(t testing.TB, domains ...string) *Server {
 	t.Helper()
+	return StartTLST(t, nil, domains...)
+}
+
+// StartTLST is StartT with STARTTLS offered under the certificate
+// certs (nil: none).
+func StartTLST(t testing.TB, certs *testharness.CertFiles, domains ...string) *Server {
+	t.Helper()
 	testharness.Require(t, "postfix")
 	testharness.RequireRoot(t)
 	dir := t.TempDir()
-	s, err := Start(dir, domains...)
+	s, err := Start(dir, certs, domains...)
 	if err != nil {
 		t.Fatalf("start postfix: %v", err)
 	}
@@ -55,6 +62,7 @@ func StartT(t testing.TB, domains ...string) *Server {
 }
 
 const master = `%d inet n - n - - smtpd
+tlsmgr unix - - n 1000? 1 tlsmgr
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
@@ -76,8 +84,9 @@ postlog unix-dgram n - n - 1 postlogd
 `
 
 // Start writes a configuration under dir and starts Postfix on a free
-// loopback port, delivering mail for domains (none: Domain).
-func Start(dir string, domains ...string) (*Server, error) {
+// loopback port, delivering mail for domains (none: Domain), offering
+// STARTTLS with certs unless nil.
+func Start(dir string, certs *testharness.CertFiles, domains ...string) (*Server, error) {
 	if len(domains) == 0 {
 		domains = []string{Domain}
 	}
@@ -134,6 +143,10 @@ maillog_file = $B/maillog
 maillog_file_prefixes = $B
 `, "$B", dir)
 	mainCf = strings.ReplaceAll(mainCf, "$DOMAINS", strings.Join(domains, ", "))
+	if certs != nil {
+		mainCf = strings.Replace(mainCf, "smtpd_tls_security_level = none\n", fmt.Sprintf("smtpd_tls_security_level = may\n"+
+			"smtpd_tls_cert_file = %s\nsmtpd_tls_key_file = %s\nsmtpd_tls_received_header = yes\n", certs.Cert, certs.Key), 1)
+	}
 	var vmailbox strings.Builder
 	for _, d := range domains {
 		fmt.Fprintf(&vmailbox, "@%s all/\n", d)
