@@ -180,7 +180,12 @@ func Open(ctx context.Context, path string, schemas ...Schema) (*Store, error) {
 	// The path is escaped: in a file: URI '#' would end it, '?' start the
 	// parameters and '%' escape, each opening another database.
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() +
-		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+		"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)" +
+		// Every transaction takes the write lock when it begins: one that
+		// read first and wrote later failed with SQLITE_BUSY_SNAPSHOT at
+		// once, whatever the busy timeout, when another process (a plan
+		// recording its memory) had written in between.
+		"&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -151,5 +152,44 @@ func TestSaveStatusesWritesTheDifference(t *testing.T) {
 	}
 	if got, _ := st.Statuses(ctx); !reflect.DeepEqual(got, third) {
 		t.Errorf("stored %v, want %v", got, third)
+	}
+}
+
+// TestWritersBesideEachOther: a run saving statuses while another
+// process records its memory (plan beside sync --once on one state
+// directory) waits for it instead of failing with SQLITE_BUSY: a
+// transaction that read before it wrote failed at once when another
+// writer had committed in between, whatever the busy timeout.
+func TestWritersBesideEachOther(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	a, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	done := make(chan error, 1)
+	go func() {
+		for i := range 300 {
+			if err := b.SavePeakLive(ctx, "plan", uint64(i), time.Now()); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range 300 {
+		changed := directory.Previous{fmt.Sprintf("user/u%d", i): {Status: directory.StatusActive}}
+		if err := a.SaveStatusChanges(ctx, changed, nil, time.Now()); err != nil {
+			t.Fatalf("save statuses beside another writer, round %d: %v", i, err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the other writer: %v", err)
 	}
 }
