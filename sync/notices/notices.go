@@ -144,7 +144,9 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	if !filepath.IsAbs(s.StateFile) {
 		bad("state_file", "must be an absolute path, got %q", s.StateFile)
 	}
-	if _, err := loadTemplates(s.Templates); err != nil {
+	if ts, err := loadTemplates(s.Templates); err != nil {
+		bad("templates", "%v", err)
+	} else if err := ts.check(); err != nil {
 		bad("templates", "%v", err)
 	}
 	for _, d := range s.ReviewDays {

@@ -259,6 +259,24 @@ func TestNoticesThroughPostfix(t *testing.T) {
 		t.Errorf("the 100%% mail:\n%s", m.Body)
 	}
 
+	// bob is suspended; the reviews lapse: alice, contact of both, is
+	// told in one mail.
+	b := c.users["bob"]
+	b.Suspended = true
+	c.users["bob"] = b
+	setNow(review.AddDate(0, 0, 1))
+	if _, err := run(t, tg, c.state()); err != nil {
+		t.Fatal(err)
+	}
+	ms = waitMails(t, pf, 10)
+	if m := mailTo(ms[8:], "bob@example.org"); m.Subject != "Test Centre: your account bob is suspended" {
+		t.Errorf("bob's suspension: %q", m.Subject)
+	}
+	if m := mailTo(ms[8:], "alice@example.org"); !strings.Contains(m.Body, "review of the collaboration atlas was due on 2026-04-16") ||
+		!strings.Contains(m.Body, "review of the collaboration cms was due on 2026-04-16") || !strings.Contains(m.Body, "has expired") {
+		t.Errorf("the lapsed reviews to alice: %q\n%s", m.Subject, m.Body)
+	}
+
 	ids := map[string]bool{}
 	for _, m := range ms {
 		if m.To == "eve@example.org" {

@@ -125,3 +125,23 @@ func (ts templates) compose(site, optOut string, items []Notice) (rendered, erro
 	}
 	return r, nil
 }
+
+// check renders every template with sample data: a field a template
+// names that the data does not have is found when the configuration is
+// checked, not when a mail is due.
+func (ts templates) check() error {
+	sample := Notice{Fact: AccountActive, Subject: "atlas", Period: "p", To: "alice", Mail: "alice@example.org", Name: "Alice",
+		Collaborations: []string{"atlas"}, User: "bob", UserName: "Bob", Date: "2026-01-01", Days: 3, Start: "s", End: "e",
+		Summary: "downtime", Services: []string{"slurm"}, Resource: "core-hours", Percent: 80, Used: 80, Allocated: 100}
+	for name := range ts {
+		if name == "mail" {
+			continue
+		}
+		n := sample
+		n.Fact = Fact(name)
+		if _, err := ts.compose("Site", "notices", []Notice{n, n}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
