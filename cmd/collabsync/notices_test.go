@@ -89,5 +89,29 @@ func TestServeNoticesThroughPostfix(t *testing.T) {
 		t.Errorf("%d mails delivered (%d before the kill), want %d", len(ms), len(sentBefore), joiners)
 	}
 	t.Logf("%d of %d mails sent before the SIGKILL, the rest after the restart", len(sentBefore), joiners)
+
+	// The relay is down when the next joiner comes: the target fails and
+	// is queued; once the relay is back the retry delivers the mail, once.
+	if err := pf.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	late := strings.ReplaceAll(strings.Split(ldif.String(), "\n\n")[0], "new1", "late")
+	e.modify(t, strings.Replace(late, "uidNumber: 10501", "uidNumber: 10599", 1)+"\n")
+	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: late\n")
+	eventually(t, 20*time.Second, "the notices target failing with the relay down", func() bool {
+		return strings.Contains(d.logText(), `"msg":"target failed; queued for retry","target":"notices"`)
+	})
+	if err := pf.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the late joiner's mail after the relay came back", func() bool {
+		ms, _ := pf.Mails()
+		return len(ms) > joiners
+	})
+	time.Sleep(time.Second)
+	ms, _ = pf.Mails()
+	if len(ms) != joiners+1 || ms[joiners].To != "late@lpnhe.example.org" {
+		t.Errorf("after the relay came back: %d mails, the last to %s; want %d, the last to late@", len(ms), ms[len(ms)-1].To, joiners+1)
+	}
 	d.stop(t)
 }

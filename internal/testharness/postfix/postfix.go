@@ -30,8 +30,9 @@ const Domain = "example.org"
 
 // Server is a running Postfix.
 type Server struct {
-	Port int
-	dir  string
+	Port    int
+	dir     string
+	running bool
 }
 
 // StartT starts Postfix for a test, delivering mail for domains (none:
@@ -54,6 +55,9 @@ func StartTLST(t testing.TB, certs *testharness.CertFiles, domains ...string) *S
 		t.Fatalf("start postfix: %v", err)
 	}
 	t.Cleanup(func() {
+		if !s.running {
+			return // a test stopped it
+		}
 		if err := s.Stop(); err != nil {
 			t.Errorf("stop postfix: %v", err)
 		}
@@ -178,6 +182,7 @@ func (s *Server) Start() error {
 		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s.Port))
 		if err == nil {
 			c.Close()
+			s.running = true
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -191,6 +196,7 @@ func (s *Server) Stop() error {
 	if out, err := exec.Command("postfix", "-c", filepath.Join(s.dir, "etc"), "stop").CombinedOutput(); err != nil {
 		return fmt.Errorf("postfix stop: %v: %s", err, out)
 	}
+	s.running = false
 	// The master's children are gone ≈20 ms later; wait for the port.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s.Port))
