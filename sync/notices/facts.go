@@ -29,6 +29,9 @@ const (
 	// AwaitingValidation: to the validators of an external user's
 	// collaborations, while the user waits for one of them.
 	AwaitingValidation Fact = "awaiting-validation"
+	// PendingValidation: to the external user, while their account waits
+	// for a validator (what they can act on: ask one).
+	PendingValidation Fact = "pending-validation"
 	// ProductionCreated: to a production account's managers (or its
 	// collaboration's contacts), when it is provisioned.
 	ProductionCreated Fact = "production-created"
@@ -75,10 +78,11 @@ type Notice struct {
 	Name string `json:"name,omitempty"`
 	// What the template shows besides.
 	Collaborations []string `json:"collaborations,omitempty"`
-	User           string   `json:"user,omitempty"`      // the user a notice to others is about
-	UserName       string   `json:"user_name,omitempty"` // their name
-	Date           string   `json:"date,omitempty"`      // a review's date, YYYY-MM-DD
-	Days           int      `json:"days,omitempty"`      // days until it
+	User           string   `json:"user,omitempty"`       // the user a notice to others is about
+	Validators     []string `json:"validators,omitempty"` // who can validate the user ("Name <mail>")
+	UserName       string   `json:"user_name,omitempty"`  // their name
+	Date           string   `json:"date,omitempty"`       // a review's date, YYYY-MM-DD
+	Days           int      `json:"days,omitempty"`       // days until it
 	// A maintenance window's start and end (in the calendar's zone),
 	// summary and services.
 	Start    string   `json:"start,omitempty"`
@@ -164,9 +168,21 @@ func facts(state *directory.State, today time.Time, reviewDays []int, optOut str
 		case u.Status == directory.StatusPending && !u.Internal && u.ValidatedBy == "":
 			vs := validators[u.UID]
 			slices.Sort(vs)
-			for _, v := range slices.Compact(vs) {
+			vs = slices.Compact(vs)
+			var names []string
+			for _, v := range vs {
 				to(Notice{Fact: AwaitingValidation, Subject: u.UID, User: u.UID, UserName: u.Name}, v)
+				if p, ok := state.User(v); ok {
+					names = append(names, p.Name+" <"+p.Mail+">")
+				}
 			}
+			var collabs []string
+			for i := range state.Collaborations {
+				if slices.Contains(state.Collaborations[i].Members, u.UID) {
+					collabs = append(collabs, state.Collaborations[i].Name)
+				}
+			}
+			to(Notice{Fact: PendingValidation, Subject: u.UID, Collaborations: collabs, Validators: names}, u.UID)
 		}
 	}
 	for _, p := range state.ProductionAccounts {

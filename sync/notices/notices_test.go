@@ -156,15 +156,19 @@ func TestNoticesThroughPostfix(t *testing.T) {
 	if _, err := run(t, tg, st); err != nil {
 		t.Fatal(err)
 	}
-	ms := waitMails(t, pf, 2)
+	ms := waitMails(t, pf, 3)
 	want := map[string]string{
 		"carol@example.org": "Test Centre: your account carol is active",
 		"bob@example.org":   "Test Centre: dave waits for your validation",
+		"dave@example.org":  "Test Centre: your account dave waits for a validator",
 	}
 	for _, m := range ms {
 		if want[m.To] != m.Subject {
 			t.Errorf("mail to %s: subject %q, want %q", m.To, m.Subject, want[m.To])
 		}
+	}
+	if d := mailTo(ms, "dave@example.org").Body; !strings.Contains(d, "a validator of atlas") || !strings.Contains(d, "Bob Marley <bob@example.org>") {
+		t.Errorf("dave's mail:\n%s", d)
 	}
 	if !strings.Contains(mailTo(ms, "carol@example.org").Body, "Dear Carol Danvers") || !strings.Contains(mailTo(ms, "carol@example.org").Body, "in atlas") {
 		t.Errorf("carol's mail:\n%s", mailTo(ms, "carol@example.org").Body)
@@ -180,8 +184,8 @@ func TestNoticesThroughPostfix(t *testing.T) {
 	if _, err := run(t, tg, c.state()); err != nil {
 		t.Fatal(err)
 	}
-	ms = waitMails(t, pf, 3)
-	m := ms[2]
+	ms = waitMails(t, pf, 4)
+	m := ms[3]
 	if m.To != "alice@example.org" || !strings.Contains(m.Subject, "2 notices") ||
 		!strings.Contains(m.Body, "review of the collaboration atlas is due on 2026-04-16") ||
 		!strings.Contains(m.Body, "review of the collaboration cms is due on 2026-04-16") || !strings.Contains(m.Body, "in 29 days") {
@@ -215,8 +219,8 @@ func TestNoticesThroughPostfix(t *testing.T) {
 	if p, err := run(t, tg, c.state()); err != nil || len(p.Changes) != 0 {
 		t.Fatalf("after the retry: %d changes, %v", len(p.Changes), err)
 	}
-	ms = waitMails(t, pf, 4)
-	if m := ms[3]; m.To != "alice@example.org" || !strings.Contains(m.Body, "in 13 days") {
+	ms = waitMails(t, pf, 5)
+	if m := ms[4]; m.To != "alice@example.org" || !strings.Contains(m.Body, "in 13 days") {
 		t.Errorf("the 14-day notice: to %s:\n%s", m.To, m.Body)
 	}
 
@@ -230,10 +234,10 @@ func TestNoticesThroughPostfix(t *testing.T) {
 	if _, err := run(t, tg, c.state()); err != nil {
 		t.Fatal(err)
 	}
-	ms = waitMails(t, pf, 6)
-	if ms[4].Subject != "Test Centre: production account atlas_robot created" || ms[5].Subject != "Test Centre: production account atlas_robot removed" ||
-		ms[4].To != "bob@example.org" || ms[5].To != "bob@example.org" {
-		t.Errorf("production mails: %s %q, %s %q", ms[4].To, ms[4].Subject, ms[5].To, ms[5].Subject)
+	ms = waitMails(t, pf, 7)
+	if ms[5].Subject != "Test Centre: production account atlas_robot created" || ms[6].Subject != "Test Centre: production account atlas_robot removed" ||
+		ms[5].To != "bob@example.org" || ms[6].To != "bob@example.org" {
+		t.Errorf("production mails: %s %q, %s %q", ms[5].To, ms[5].Subject, ms[6].To, ms[6].Subject)
 	}
 	// atlas's core-hours: 85 of 100 used, then 120; cms has no allocation
 	// told. alice, its collaboration contact (it has no computing one), is
@@ -249,13 +253,13 @@ func TestNoticesThroughPostfix(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ms = waitMails(t, pf, 8)
+	ms = waitMails(t, pf, 9)
 	for i, want := range []string{"Test Centre: atlas has used 80% of its core-hours", "Test Centre: atlas has used 100% of its core-hours"} {
-		if m := ms[6+i]; m.To != "alice@example.org" || m.Subject != want {
+		if m := ms[7+i]; m.To != "alice@example.org" || m.Subject != want {
 			t.Errorf("allocation mail %d: to %s %q, want %q", i, m.To, m.Subject, want)
 		}
 	}
-	if m := ms[7]; !strings.Contains(m.Body, "has used 120 of the 100 core-hours") || !strings.Contains(m.Body, "used up") {
+	if m := ms[8]; !strings.Contains(m.Body, "has used 120 of the 100 core-hours") || !strings.Contains(m.Body, "used up") {
 		t.Errorf("the 100%% mail:\n%s", m.Body)
 	}
 
@@ -268,11 +272,11 @@ func TestNoticesThroughPostfix(t *testing.T) {
 	if _, err := run(t, tg, c.state()); err != nil {
 		t.Fatal(err)
 	}
-	ms = waitMails(t, pf, 10)
-	if m := mailTo(ms[8:], "bob@example.org"); m.Subject != "Test Centre: your account bob is suspended" {
+	ms = waitMails(t, pf, 11)
+	if m := mailTo(ms[9:], "bob@example.org"); m.Subject != "Test Centre: your account bob is suspended" {
 		t.Errorf("bob's suspension: %q", m.Subject)
 	}
-	if m := mailTo(ms[8:], "alice@example.org"); !strings.Contains(m.Body, "review of the collaboration atlas was due on 2026-04-16") ||
+	if m := mailTo(ms[9:], "alice@example.org"); !strings.Contains(m.Body, "review of the collaboration atlas was due on 2026-04-16") ||
 		!strings.Contains(m.Body, "review of the collaboration cms was due on 2026-04-16") || !strings.Contains(m.Body, "has expired") {
 		t.Errorf("the lapsed reviews to alice: %q\n%s", m.Subject, m.Body)
 	}
