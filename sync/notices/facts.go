@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
@@ -103,22 +104,56 @@ func (n Notice) Key() string {
 	return string(n.Fact) + "/" + n.Subject + "/" + n.Period + "/" + n.To
 }
 
+// light reports whether a notice's record holds its key alone: the facts
+// every user has (100k records at 100k users) are told again from the
+// state when they are sent, so a run neither encodes nor keeps their
+// content.
+func (n Notice) light() bool { return n.Fact == AccountActive || n.Fact == AccountSuspended }
+
 func (n Notice) record() engine.Record {
+	if n.light() {
+		return engine.Record{Kind: kind, Key: n.Key()}
+	}
 	data, _ := json.Marshal(n) // a plain struct: cannot fail
 	return engine.Record{Kind: kind, Key: n.Key(), Value: string(data)}
 }
 
-// facts derives what the state makes true, a notice per recipient.
-// today is the day (UTC midnight) the reviews are counted from.
-func facts(state *directory.State, today time.Time, reviewDays []int, optOut string) []Notice {
-	var out []Notice
+// lightNotice makes a light notice whole from its key and the state it
+// was planned from: the user's address, name and active collaborations.
+func lightNotice(state *directory.State, key string) (Notice, bool) {
+	parts := strings.Split(key, "/")
+	if len(parts) != 4 || state == nil {
+		return Notice{}, false
+	}
+	n := Notice{Fact: Fact(parts[0]), Subject: parts[1], Period: parts[2], To: parts[3]}
+	u, ok := state.User(n.To)
+	if !ok || !n.light() {
+		return Notice{}, false
+	}
+	n.Mail, n.Name = u.Mail, u.Name
+	if n.Fact == AccountActive {
+		for i := range state.Collaborations {
+			c := &state.Collaborations[i]
+			if _, found := slices.BinarySearch(c.ActiveMembers, n.To); c.Provisioned && found {
+				n.Collaborations = append(n.Collaborations, c.Name)
+			}
+		}
+	}
+	return n, true
+}
+
+// facts emits what the state makes true, a notice per recipient (one per
+// user at least: emitted, not collected, as each is 300 bytes and most
+// are kept as their key alone). today is the day (UTC midnight) the
+// reviews are counted from.
+func facts(state *directory.State, today time.Time, reviewDays []int, optOut string, emit func(Notice)) {
 	to := func(n Notice, uid string) {
 		u, ok := state.User(uid)
 		if !ok || u.Mail == "" || slices.Contains(u.OptOuts, optOut) {
 			return
 		}
 		n.To, n.Mail, n.Name = u.UID, u.Mail, u.Name
-		out = append(out, n)
+		emit(n)
 	}
 	contacts := func(c *directory.CollaborationState) []string {
 		var uids []string
@@ -128,20 +163,23 @@ func facts(state *directory.State, today time.Time, reviewDays []int, optOut str
 		slices.Sort(uids)
 		return slices.Compact(uids)
 	}
-	// A user's active collaborations, and the validators of the
-	// collaborations they are a member of.
-	activeIn := map[string][]string{}
-	validators := map[string][]string{}
+	// External users waiting for a validator (few), the collaborations
+	// they asked to join and those collaborations' validators.
+	waiting := map[string]bool{}
+	for _, u := range state.Users {
+		if u.Status == directory.StatusPending && !u.Internal && u.ValidatedBy == "" {
+			waiting[u.UID] = true
+		}
+	}
+	validators, asked := map[string][]string{}, map[string][]string{}
 	for i := range state.Collaborations {
 		c := &state.Collaborations[i]
-		if c.Provisioned {
-			for _, m := range c.ActiveMembers {
-				activeIn[m] = append(activeIn[m], c.Name)
-			}
-		}
-		if v := c.Contacts[directory.RoleValidator]; len(v) > 0 {
+		if len(waiting) > 0 {
 			for _, m := range c.Members {
-				validators[m] = append(validators[m], v...)
+				if waiting[m] {
+					asked[m] = append(asked[m], c.Name)
+					validators[m] = append(validators[m], c.Contacts[directory.RoleValidator]...)
+				}
 			}
 		}
 		switch {
@@ -162,10 +200,11 @@ func facts(state *directory.State, today time.Time, reviewDays []int, optOut str
 	for _, u := range state.Users {
 		switch {
 		case u.Status == directory.StatusActive:
-			to(Notice{Fact: AccountActive, Subject: u.UID, Collaborations: activeIn[u.UID]}, u.UID)
+			// Its collaborations are looked up when it is sent (light).
+			to(Notice{Fact: AccountActive, Subject: u.UID}, u.UID)
 		case u.Status == directory.StatusSuspended:
 			to(Notice{Fact: AccountSuspended, Subject: u.UID}, u.UID)
-		case u.Status == directory.StatusPending && !u.Internal && u.ValidatedBy == "":
+		case waiting[u.UID]:
 			vs := validators[u.UID]
 			slices.Sort(vs)
 			vs = slices.Compact(vs)
@@ -176,13 +215,7 @@ func facts(state *directory.State, today time.Time, reviewDays []int, optOut str
 					names = append(names, p.Name+" <"+p.Mail+">")
 				}
 			}
-			var collabs []string
-			for i := range state.Collaborations {
-				if slices.Contains(state.Collaborations[i].Members, u.UID) {
-					collabs = append(collabs, state.Collaborations[i].Name)
-				}
-			}
-			to(Notice{Fact: PendingValidation, Subject: u.UID, Collaborations: collabs, Validators: names}, u.UID)
+			to(Notice{Fact: PendingValidation, Subject: u.UID, Collaborations: asked[u.UID], Validators: names}, u.UID)
 		}
 	}
 	for _, p := range state.ProductionAccounts {
@@ -199,7 +232,6 @@ func facts(state *directory.State, today time.Time, reviewDays []int, optOut str
 			to(Notice{Fact: ProductionCreated, Subject: p.Name, Collaborations: nonEmpty(p.Collaboration)}, uid)
 		}
 	}
-	return out
 }
 
 // announcements are the notices of the maintenance windows: one

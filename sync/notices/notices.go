@@ -229,6 +229,8 @@ type Target struct {
 	reports  Reports
 	reported []string
 	month    string
+	// state is the one Desired last planned from.
+	state *directory.State
 }
 
 // Reports are the collaborations' monthly usage reports.
@@ -279,15 +281,17 @@ func (t *Target) Name() string { return t.name }
 // today.
 func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	today := t.now().UTC().Truncate(24 * time.Hour)
-	ns := facts(state, today, t.s.ReviewDays, t.s.OptOut)
+	recs := make([]engine.Record, 0, len(state.Users)+len(state.Collaborations))
+	facts(state, today, t.s.ReviewDays, t.s.OptOut, func(n Notice) { recs = append(recs, n.record()) })
 	t.mu.Lock()
+	t.state = state // light notices are made whole from it when sent
+	var ns []Notice
 	ns = append(ns, announcements(t.windows, t.now(), t.s.Announce.DaysAhead, t.s.Announce.To)...)
 	ns = append(ns, allocationNotices(state, t.uses, t.s.AllocationThresholds, t.s.OptOut)...)
 	ns = append(ns, reportNotices(state, t.reported, t.month, t.s.OptOut)...)
 	t.mu.Unlock()
-	recs := make([]engine.Record, len(ns))
-	for i, n := range ns {
-		recs[i] = n.record()
+	for _, n := range ns {
+		recs = append(recs, n.record())
 	}
 	return recs, nil
 }
@@ -422,7 +426,15 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 			}
 			n.Fact = ProductionRemoved
 		case engine.OpAdd:
-			if err := json.Unmarshal([]byte(c.New), &n); err != nil {
+			if c.New == "" {
+				t.mu.Lock()
+				var ok bool
+				n, ok = lightNotice(t.state, c.Key)
+				t.mu.Unlock()
+				if !ok {
+					return fmt.Errorf("notice %s: not in the state it was planned from", c.Key)
+				}
+			} else if err := json.Unmarshal([]byte(c.New), &n); err != nil {
 				return fmt.Errorf("notice %s: %w", c.Key, err)
 			}
 		}
