@@ -6,6 +6,7 @@ import (
 	"github.com/collabsync/collabsync/sync/aliases"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/exec"
+	"github.com/collabsync/collabsync/sync/ldappub"
 	"github.com/collabsync/collabsync/sync/mailman"
 	"github.com/collabsync/collabsync/sync/notices"
 	"github.com/collabsync/collabsync/sync/nss"
@@ -17,6 +18,7 @@ func Kinds() engine.Registry {
 	return engine.Registry{
 		aliases.Kind(),
 		exec.Kind(),
+		ldappub.Kind(),
 		mailman.Kind(),
 		notices.Kind(),
 		nss.Kind(),

@@ -1,0 +1,433 @@
+// Package ldappub publishes the provisioned users and groups into a
+// directory subtree (target kind "ldap"), as standard posixAccount and
+// posixGroup (memberUid) entries, for the centre's LDAP replicas and the
+// SSSD or nslcd of every node to serve: the evaluated view, with the
+// account rules applied, not the source directory's.
+//
+// Entries it creates carry a marker (description: the target's marker);
+// an entry under the base without it is never modified nor deleted, and
+// an entry in the way of a new one is an error naming its DN. A change
+// costs the writes it needs: a membership is one modify of one memberUid
+// value, not a rewrite of the group.
+package ldappub
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/duration"
+	"github.com/collabsync/collabsync/sync/engine"
+)
+
+// Record kinds.
+const (
+	KindUser   = "user"
+	KindGroup  = "group"
+	KindMember = "member"
+)
+
+// Settings configure an ldap target instance: the server published to
+// (the source's or another), its own bind, and the base DN.
+type Settings struct {
+	URL string `yaml:"url"`
+	// TLS: starttls (the default for ldap://), none (plain text, a server
+	// on this host only); ldaps:// URLs are TLS from the start.
+	TLS          string            `yaml:"tls"`
+	CAFile       string            `yaml:"ca_file"`
+	BindDN       string            `yaml:"bind_dn"`
+	PasswordFile string            `yaml:"password_file"`
+	BaseDN       string            `yaml:"base_dn"`
+	Timeout      duration.Duration `yaml:"timeout"`
+}
+
+// Validate implements engine.Settings.
+func (s *Settings) Validate() []engine.SettingProblem {
+	var probs []engine.SettingProblem
+	bad := func(key, format string, args ...any) {
+		probs = append(probs, engine.SettingProblem{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	u, err := url.Parse(s.URL)
+	switch {
+	case err != nil:
+		bad("url", "%v", err)
+	case u.Scheme != "ldap" && u.Scheme != "ldaps":
+		bad("url", "want ldap:// or ldaps://, got %q", s.URL)
+	}
+	switch s.TLS {
+	case "starttls", "none":
+	default:
+		bad("tls", "want starttls or none, got %q", s.TLS)
+	}
+	if s.CAFile != "" {
+		if _, err := os.ReadFile(s.CAFile); err != nil {
+			bad("ca_file", "%v", err)
+		}
+	}
+	if s.BindDN == "" {
+		bad("bind_dn", "is required (a DN that may write under base_dn)")
+	} else if _, err := ldap.ParseDN(s.BindDN); err != nil {
+		bad("bind_dn", "%v", err)
+	}
+	if s.PasswordFile == "" {
+		bad("password_file", "is required")
+	} else if _, err := readSecret(s.PasswordFile); err != nil {
+		bad("password_file", "%v", err)
+	}
+	if dn, err := ldap.ParseDN(s.BaseDN); err != nil || len(dn.RDNs) < 2 {
+		bad("base_dn", "want a DN below the suffix (ou=hpc,dc=example,dc=org), got %q", s.BaseDN)
+	}
+	if s.Timeout <= 0 {
+		bad("timeout", "must be positive")
+	}
+	return probs
+}
+
+// Kind declares the ldap kind of target.
+func Kind() engine.Kind {
+	return engine.NewKind("ldap", func() *Settings {
+		return &Settings{TLS: "starttls", Timeout: duration.Duration(30 * time.Second)}
+	}, New)
+}
+
+// New builds an instance named name.
+func New(name string, s *Settings, env engine.Env) *Target {
+	env = env.Filled()
+	return &Target{name: name, s: *s, call: env.Call, marker: "managed by collabsync target " + name}
+}
+
+// Target is the ldap target.
+type Target struct {
+	name   string
+	s      Settings
+	call   func(string)
+	marker string
+}
+
+var (
+	_ engine.Target   = (*Target)(nil)
+	_ engine.Settings = (*Settings)(nil)
+)
+
+// Name implements engine.Target.
+func (t *Target) Name() string { return t.name }
+
+func (t *Target) peopleDN() string { return "ou=people," + t.s.BaseDN }
+func (t *Target) groupsDN() string { return "ou=groups," + t.s.BaseDN }
+func (t *Target) userDN(uid string) string {
+	return "uid=" + ldap.EscapeDN(uid) + "," + t.peopleDN()
+}
+func (t *Target) groupDN(name string) string {
+	return "cn=" + ldap.EscapeDN(name) + "," + t.groupsDN()
+}
+
+// userValue is a user record's value: what its entry holds, tab-separated
+// (no field can hold a tab: the model refuses control characters).
+func userValue(uidNumber, gidNumber uint32, name, home, shell string) string {
+	return strconv.FormatUint(uint64(uidNumber), 10) + "\t" + strconv.FormatUint(uint64(gidNumber), 10) + "\t" + home + "\t" + shell + "\t" + name
+}
+
+// Desired implements engine.Target: every active user and production
+// account, every provisioned collaboration and its active members.
+func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
+	var recs []engine.Record
+	for _, c := range state.Collaborations {
+		if !c.Provisioned {
+			continue
+		}
+		recs = append(recs, engine.Record{Kind: KindGroup, Key: c.Name, Value: strconv.FormatUint(uint64(c.GIDNumber), 10)})
+		for _, m := range c.ActiveMembers {
+			recs = append(recs, engine.Record{Kind: KindMember, Key: c.Name + " " + m})
+		}
+	}
+	for _, u := range state.Users {
+		if u.Status == directory.StatusActive {
+			name := u.Name
+			if name == "" {
+				name = u.UID
+			}
+			recs = append(recs, engine.Record{Kind: KindUser, Key: u.UID, Value: userValue(u.UIDNumber, u.GIDNumber, name, u.Home, u.Shell)})
+		}
+	}
+	for _, p := range state.ProductionAccounts {
+		if p.Active {
+			recs = append(recs, engine.Record{Kind: KindUser, Key: p.Name, Value: userValue(p.UIDNumber, p.GIDNumber, p.Name, p.Home, p.Shell)})
+		}
+	}
+	return recs, nil
+}
+
+// conn dials, secures and binds; the connection is closed when ctx ends
+// (go-ldap's calls take no context).
+func (t *Target) conn(ctx context.Context) (*ldap.Conn, func(), error) {
+	u, err := url.Parse(t.s.URL)
+	if err != nil {
+		return nil, nil, err
+	}
+	tc := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
+	if t.s.CAFile != "" {
+		pem, err := os.ReadFile(t.s.CAFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("ca_file %s: no certificate", t.s.CAFile)
+		}
+	}
+	timeout := time.Duration(t.s.Timeout)
+	c, err := ldap.DialURL(t.s.URL, ldap.DialWithTLSConfig(tc), ldap.DialWithDialer(&net.Dialer{Timeout: timeout}))
+	if err != nil {
+		t.call("error")
+		return nil, nil, fmt.Errorf("%s: %w", t.s.URL, err)
+	}
+	c.SetTimeout(timeout)
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	done := func() { stop(); c.Close() }
+	if u.Scheme == "ldap" && t.s.TLS == "starttls" {
+		if err := c.StartTLS(tc); err != nil {
+			done()
+			return nil, nil, fmt.Errorf("%s: StartTLS: %w", t.s.URL, err)
+		}
+	}
+	pw, err := readSecret(t.s.PasswordFile)
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	if err := c.Bind(t.s.BindDN, pw); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("%s: bind as %s: %w", t.s.URL, t.s.BindDN, err)
+	}
+	return c, done, nil
+}
+
+// Current implements engine.Target: the entries under the base that
+// carry the marker.
+func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
+	c, done, err := t.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	res, err := c.SearchWithPaging(ldap.NewSearchRequest(t.s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		"(&(description="+ldap.EscapeFilter(t.marker)+")(|(objectClass=posixAccount)(objectClass=posixGroup)))",
+		[]string{"objectClass", "uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "loginShell", "memberUid"}, nil), 1000)
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+		return nil, nil // the base is made by the first apply
+	}
+	if err != nil {
+		t.call("error")
+		return nil, fmt.Errorf("search %s: %w", t.s.BaseDN, err)
+	}
+	t.call("ok")
+	var recs []engine.Record
+	for _, e := range res.Entries {
+		classes := e.GetAttributeValues("objectClass")
+		switch {
+		case slices.ContainsFunc(classes, func(c string) bool { return strings.EqualFold(c, "posixAccount") }):
+			uidNumber, _ := strconv.ParseUint(e.GetAttributeValue("uidNumber"), 10, 32)
+			gidNumber, _ := strconv.ParseUint(e.GetAttributeValue("gidNumber"), 10, 32)
+			recs = append(recs, engine.Record{Kind: KindUser, Key: e.GetAttributeValue("uid"), Value: userValue(uint32(uidNumber), uint32(gidNumber),
+				e.GetAttributeValue("cn"), e.GetAttributeValue("homeDirectory"), e.GetAttributeValue("loginShell"))})
+		default:
+			name := e.GetAttributeValue("cn")
+			recs = append(recs, engine.Record{Kind: KindGroup, Key: name, Value: e.GetAttributeValue("gidNumber")})
+			for _, m := range e.GetAttributeValues("memberUid") {
+				recs = append(recs, engine.Record{Kind: KindMember, Key: name + " " + m})
+			}
+		}
+	}
+	return recs, nil
+}
+
+// Apply implements engine.Target: memberships taken away first, then
+// groups and users removed, then users and groups added or changed, then
+// memberships added; each change one LDAP operation.
+func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
+	c, done, err := t.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := t.ensureBase(c); err != nil {
+		return err
+	}
+	phase := func(c engine.Change) int {
+		switch {
+		case c.Kind == KindMember && c.Op == engine.OpDelete:
+			return 0
+		case c.Op == engine.OpDelete:
+			return 1
+		case c.Kind == KindMember:
+			return 3
+		default:
+			return 2
+		}
+	}
+	changes := slices.Clone(p.Changes)
+	slices.SortStableFunc(changes, func(a, b engine.Change) int { return phase(a) - phase(b) })
+	for _, ch := range changes {
+		if err := t.apply(c, ch); err != nil {
+			t.call("error")
+			return err
+		}
+	}
+	t.call("ok")
+	return nil
+}
+
+func (t *Target) apply(c *ldap.Conn, ch engine.Change) error {
+	switch ch.Kind {
+	case KindMember:
+		group, uid, _ := strings.Cut(ch.Key, " ")
+		m := ldap.NewModifyRequest(t.groupDN(group), nil)
+		if ch.Op == engine.OpDelete {
+			m.Delete("memberUid", []string{uid})
+		} else {
+			m.Add("memberUid", []string{uid})
+		}
+		return wrap(c.Modify(m), m.DN, "memberUid "+uid)
+	case KindGroup:
+		dn := t.groupDN(ch.Key)
+		switch ch.Op {
+		case engine.OpDelete:
+			return t.delete(c, dn)
+		case engine.OpModify:
+			m := ldap.NewModifyRequest(dn, nil)
+			m.Replace("gidNumber", []string{ch.New})
+			return wrap(c.Modify(m), dn, "gidNumber")
+		default:
+			a := ldap.NewAddRequest(dn, nil)
+			a.Attribute("objectClass", []string{"top", "posixGroup"})
+			a.Attribute("cn", []string{ch.Key})
+			a.Attribute("gidNumber", []string{ch.New})
+			a.Attribute("description", []string{t.marker})
+			return t.add(c, a)
+		}
+	default:
+		dn := t.userDN(ch.Key)
+		if ch.Op == engine.OpDelete {
+			return t.delete(c, dn)
+		}
+		f := strings.SplitN(ch.New, "\t", 5)
+		if len(f) != 5 {
+			return fmt.Errorf("user %s: malformed record %q", ch.Key, ch.New)
+		}
+		if ch.Op == engine.OpModify {
+			m := ldap.NewModifyRequest(dn, nil)
+			m.Replace("uidNumber", []string{f[0]})
+			m.Replace("gidNumber", []string{f[1]})
+			m.Replace("homeDirectory", []string{f[2]})
+			m.Replace("loginShell", []string{f[3]})
+			m.Replace("cn", []string{f[4]})
+			return wrap(c.Modify(m), dn, "account")
+		}
+		a := ldap.NewAddRequest(dn, nil)
+		a.Attribute("objectClass", []string{"top", "account", "posixAccount"})
+		a.Attribute("uid", []string{ch.Key})
+		a.Attribute("cn", []string{f[4]})
+		a.Attribute("uidNumber", []string{f[0]})
+		a.Attribute("gidNumber", []string{f[1]})
+		a.Attribute("homeDirectory", []string{f[2]})
+		if f[3] != "" {
+			a.Attribute("loginShell", []string{f[3]})
+		}
+		a.Attribute("description", []string{t.marker})
+		return t.add(c, a)
+	}
+}
+
+// add adds an entry; one already there is an error naming it, never
+// overwritten (it is not collabsync's, or a run before this one made it
+// and the next run reads it).
+func (t *Target) add(c *ldap.Conn, a *ldap.AddRequest) error {
+	err := c.Add(a)
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultEntryAlreadyExists) {
+		return fmt.Errorf("%s exists and is not collabsync's (no description %q): it is left alone; remove or rename it", a.DN, t.marker)
+	}
+	return wrap(err, a.DN, "add")
+}
+
+// delete removes an entry that carries the marker; a compare first, so a
+// marker taken away by hand keeps it.
+func (t *Target) delete(c *ldap.Conn, dn string) error {
+	ok, err := c.Compare(dn, "description", t.marker)
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+		return nil
+	}
+	if err != nil {
+		return wrap(err, dn, "compare description")
+	}
+	if !ok {
+		return fmt.Errorf("%s no longer carries description %q: it is left alone", dn, t.marker)
+	}
+	return wrap(c.Del(ldap.NewDelRequest(dn, nil)), dn, "delete")
+}
+
+// ensureBase creates the base and its two branches when missing.
+func (t *Target) ensureBase(c *ldap.Conn) error {
+	for _, dn := range []string{t.s.BaseDN, t.peopleDN(), t.groupsDN()} {
+		_, err := c.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false, "(objectClass=*)", []string{"1.1"}, nil))
+		if err == nil {
+			continue
+		}
+		if !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+			return wrap(err, dn, "read")
+		}
+		parsed, err := ldap.ParseDN(dn)
+		if err != nil {
+			return err
+		}
+		rdn := parsed.RDNs[0].Attributes[0]
+		a := ldap.NewAddRequest(dn, nil)
+		switch strings.ToLower(rdn.Type) {
+		case "ou":
+			a.Attribute("objectClass", []string{"top", "organizationalUnit"})
+		case "cn":
+			a.Attribute("objectClass", []string{"top", "organizationalRole"})
+		default:
+			return fmt.Errorf("%s does not exist and collabsync makes only ou= or cn= entries: create it", dn)
+		}
+		a.Attribute(rdn.Type, []string{rdn.Value})
+		if err := c.Add(a); err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultEntryAlreadyExists) {
+			return wrap(err, dn, "create")
+		}
+	}
+	return nil
+}
+
+func wrap(err error, dn, what string) error {
+	if err == nil {
+		return nil
+	}
+	var le *ldap.Error
+	if errors.As(err, &le) {
+		return fmt.Errorf("%s: %s: %s (%w)", dn, what, ldap.LDAPResultCodeMap[le.ResultCode], err)
+	}
+	return fmt.Errorf("%s: %s: %w", dn, what, err)
+}
+
+func readSecret(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	pw := strings.TrimRight(string(data), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return pw, nil
+}

@@ -1,0 +1,143 @@
+package ldappub
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/directory/directorytest"
+	"github.com/collabsync/collabsync/internal/testharness/slapd"
+	"github.com/collabsync/collabsync/sync/engine"
+	"github.com/collabsync/collabsync/sync/engine/enginetest"
+)
+
+const base = "ou=published,dc=example,dc=org"
+
+// search runs the real ldapsearch over the published subtree: the lines
+// "dn" and attr of each entry, sorted.
+func search(t *testing.T, s *slapd.Server, filter string, attrs ...string) []string {
+	t.Helper()
+	out, err := exec.Command("ldapsearch", append([]string{"-LLL", "-o", "ldif-wrap=no", "-Q", "-Y", "EXTERNAL", "-H", s.LDAPIURI, "-b", base, filter}, attrs...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ldapsearch: %v: %s", err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	sort.Strings(lines)
+	return lines
+}
+
+func run(t *testing.T, tg *Target, st *directory.State) *engine.Plan {
+	t.Helper()
+	p, err := enginetest.Plan(context.Background(), tg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Changes) > 0 {
+		if err := tg.Apply(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// TestPublishToSlapd publishes an evaluated state into a subtree of a
+// real slapd that does not exist yet, then a membership change (one
+// memberUid written, the other groups untouched), a user left out and a
+// uid renamed; an entry under the base that collabsync did not make is
+// never touched, and one in the way of a new entry is an error naming it.
+func TestPublishToSlapd(t *testing.T) {
+	schema, _ := filepath.Abs("../../configs/ldap/collabsync.ldif")
+	s := slapd.StartT(t, slapd.Options{LDIF: []string{"../../configs/demo/directory.ldif"}, Schemas: []string{schema}, NoSyncprov: true})
+	set := Kind().NewSettings().(*Settings)
+	set.URL, set.TLS, set.BindDN, set.PasswordFile, set.BaseDN = s.URI, "none", s.RootDN, s.RootPWFile, base
+	if probs := set.Validate(); len(probs) > 0 {
+		t.Fatalf("settings: %v", probs)
+	}
+	tg := New("published", set, engine.Env{})
+	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	users := map[string]*directory.User{}
+	for _, u := range []string{"alice", "bob", "carol", "dave"} {
+		users[u] = &directory.User{UID: u, Name: strings.ToUpper(u[:1]) + u[1:], Home: "/home/" + u, Shell: "/bin/bash"}
+	}
+	collabs := map[string][]string{"atlas": {"alice", "bob"}, "cms": {"carol"}, "lsst": {"dave"}}
+	state := func() *directory.State {
+		var us []*directory.User
+		for _, name := range []string{"alice", "bob", "carla", "carol", "dave", "erin"} {
+			if u, ok := users[name]; ok {
+				c := *u
+				us = append(us, &c)
+			}
+		}
+		var cs []directory.Collaboration
+		for _, name := range []string{"atlas", "cms", "lsst"} {
+			cs = append(cs, directory.Collaboration{Name: name, Members: slices.Sorted(slices.Values(collabs[name]))})
+		}
+		return directorytest.Centre(now, us, cs)
+	}
+	run(t, tg, state())
+	if got := search(t, s, "(objectClass=posixAccount)", "uid"); len(got) != 8 || !slices.Contains(got, "uid: alice") {
+		t.Fatalf("users published: %q", got)
+	}
+	if got := search(t, s, "(cn=atlas)", "memberUid"); !slices.Equal(got, []string{"dn: cn=atlas,ou=groups," + base, "memberUid: alice", "memberUid: bob"}) {
+		t.Fatalf("atlas: %q", got)
+	}
+	// A group an administrator made by hand under the base: never touched.
+	if err := s.Add(context.Background(), "dn: cn=byhand,ou=groups,"+base+"\nobjectClass: posixGroup\ncn: byhand\ngidNumber: 4242\nmemberUid: zed\n"); err != nil {
+		t.Fatal(err)
+	}
+	csn := func(cn string) []string { return search(t, s, "(cn="+cn+")", "entryCSN") }
+	cmsBefore := csn("cms")
+
+	// dave joins atlas: one memberUid added; cms untouched.
+	collabs["atlas"] = append(collabs["atlas"], "dave")
+	if p := run(t, tg, state()); len(p.Changes) != 1 || p.Changes[0].Key != "atlas dave" {
+		t.Fatalf("the plan of a membership: %+v", p.Changes)
+	}
+	if got := search(t, s, "(cn=atlas)", "memberUid"); !slices.Contains(got, "memberUid: dave") {
+		t.Errorf("atlas after dave joined: %q", got)
+	}
+	if after := csn("cms"); !slices.Equal(cmsBefore, after) {
+		t.Errorf("cms was written by a change to atlas: %q → %q", cmsBefore, after)
+	}
+	// carol renamed carla; bob leaves every collaboration (left out).
+	users["carla"] = users["carol"]
+	users["carla"].UID = "carla"
+	delete(users, "carol")
+	collabs["cms"] = []string{"carla"}
+	collabs["atlas"] = []string{"alice", "dave"}
+	run(t, tg, state())
+	got := search(t, s, "(objectClass=posixAccount)", "uid")
+	if slices.Contains(got, "uid: carol") || !slices.Contains(got, "uid: carla") || slices.Contains(got, "uid: bob") {
+		t.Errorf("after the rename and bob leaving: %q", got)
+	}
+	if got := search(t, s, "(cn=cms)", "memberUid"); !slices.Contains(got, "memberUid: carla") || slices.Contains(got, "memberUid: carol") {
+		t.Errorf("cms after the rename: %q", got)
+	}
+	if got := search(t, s, "(cn=byhand)", "memberUid"); !slices.Equal(got, []string{"dn: cn=byhand,ou=groups," + base, "memberUid: zed"}) {
+		t.Errorf("the group made by hand: %q", got)
+	}
+	// erin is new, but an entry made by hand already holds her DN.
+	if err := s.Add(context.Background(), "dn: uid=erin,ou=people,"+base+"\nobjectClass: account\nuid: erin\n"); err != nil {
+		t.Fatal(err)
+	}
+	users["erin"] = &directory.User{UID: "erin", Name: "Erin", Home: "/home/erin", Shell: "/bin/sh"}
+	collabs["lsst"] = []string{"dave", "erin"}
+	p, err := enginetest.Plan(context.Background(), tg, state())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Apply(context.Background(), p); err == nil || !strings.Contains(err.Error(), "uid=erin,ou=people,"+base) || !strings.Contains(err.Error(), "not collabsync's") {
+		t.Errorf("a new user whose DN is taken: %v", err)
+	}
+}
