@@ -6,6 +6,7 @@ package wiring
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,7 +86,8 @@ func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
 
 // Schemas are the tables of the features outside the store's own.
 func Schemas() []store.Schema {
-	return []store.Schema{{Name: accounting.SchemaName, Migrations: accounting.Migrations()}}
+	return []store.Schema{{Name: accounting.SchemaName, Migrations: accounting.Migrations()},
+		{Name: notices.SchemaName, Migrations: notices.Migrations()}}
 }
 
 // NewEngine wires a source (the one-shot commands read the directory
@@ -111,6 +113,9 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, src engine
 		if u, ok := tg.(usageTeller); ok && st != nil {
 			u.SetUsage(allocationUse(st, cfg.Accounting.AllocationPeriod))
 		}
+		if l, ok := tg.(ledgerKeeper); ok && st != nil {
+			l.SetStateStore(st.DB)
+		}
 		if r, ok := tg.(reportsTeller); ok && st != nil {
 			r.SetReports(monthlyReports{st: st, period: cfg.Accounting.AllocationPeriod})
 		}
@@ -128,6 +133,10 @@ func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, src engine
 	}
 	return e
 }
+
+// ledgerKeeper is a target that keeps a ledger in the state store
+// (notices).
+type ledgerKeeper interface{ SetStateStore(*sql.DB) }
 
 // usageTeller is a target that tells of the allocations' use (notices).
 type usageTeller interface{ SetUsage(notices.UsageFunc) }

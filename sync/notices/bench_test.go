@@ -33,7 +33,7 @@ func BenchmarkDesired100k(b *testing.B) {
 	}
 	st := directorytest.Centre(now, us, cs)
 	s := Kind().NewSettings().(*Settings)
-	s.From, s.StateFile = "collabsync@example.org", "/nonexistent/notices.json"
+	s.From = "collabsync@example.org"
 	tg := New("mail", s, engine.Env{})
 	tg.now = func() time.Time { return now }
 	b.ReportAllocs()

@@ -19,6 +19,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,7 +27,6 @@ import (
 	"log/slog"
 	"net/mail"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -34,7 +34,6 @@ import (
 
 	gomail "github.com/wneessen/go-mail"
 
-	"github.com/collabsync/collabsync/internal/atomicfile"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/internal/maintenance"
@@ -69,8 +68,6 @@ type Settings struct {
 	// From is the sender's address; Site names the centre in the mails.
 	From string `yaml:"from"`
 	Site string `yaml:"site"`
-	// StateFile is the ledger of notices sent.
-	StateFile string `yaml:"state_file"`
 	// Templates is a directory whose files replace the default templates
 	// of the same name (mail.tmpl, account-active.tmpl ...); "" uses the
 	// defaults. One language per directory.
@@ -140,9 +137,6 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	}
 	if a, err := mail.ParseAddress(s.From); err != nil || a.Name != "" {
 		bad("from", "want an address (user@example.org), got %q", s.From)
-	}
-	if !filepath.IsAbs(s.StateFile) {
-		bad("state_file", "must be an absolute path, got %q", s.StateFile)
 	}
 	if ts, err := loadTemplates(s.Templates); err != nil {
 		bad("templates", "%v", err)
@@ -231,6 +225,25 @@ type Target struct {
 	month    string
 	// state is the one Desired last planned from.
 	state *directory.State
+	// db is the state store, which holds the ledger.
+	db *sql.DB
+}
+
+// SetStateStore gives the target the state store its ledger lives in;
+// without it the target cannot run.
+func (t *Target) SetStateStore(db *sql.DB) {
+	t.mu.Lock()
+	t.db = db
+	t.mu.Unlock()
+}
+
+func (t *Target) ledger() (ledger, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.db == nil {
+		return ledger{}, errors.New("the notices ledger needs the state store, which this command does not open")
+	}
+	return ledger{db: t.db, target: t.name}, nil
 }
 
 // Reports are the collaborations' monthly usage reports.
@@ -326,7 +339,11 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 			return nil, fmt.Errorf("usage reports: %w", err)
 		}
 	}
-	recs, ok, err := t.readLedger()
+	l, err := t.ledger()
+	if err != nil {
+		return nil, err
+	}
+	recs, ok, err := l.read(ctx)
 	t.mu.Lock()
 	t.baseline = err == nil && !ok
 	t.windows, t.uses, t.reported, t.month = windows, uses, reported, month
@@ -339,43 +356,9 @@ func (t *Target) Notes() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.baseline {
-		return []string{"first run (no ledger at " + t.s.StateFile + "): the notices already true are recorded as told; none is sent"}
+		return []string{"first run (no ledger yet): the notices already true are recorded as told; none is sent"}
 	}
 	return nil
-}
-
-func (t *Target) readLedger() ([]engine.Record, bool, error) {
-	data, err := os.ReadFile(t.s.StateFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	var recs []engine.Record
-	if err := json.Unmarshal(data, &recs); err != nil {
-		return nil, false, fmt.Errorf("%s: %w (the ledger of notices sent; removed, the next run records what is true and sends nothing)", t.s.StateFile, err)
-	}
-	return recs, true, nil
-}
-
-func (t *Target) writeLedger(ledger map[string]engine.Record) error {
-	recs := make([]engine.Record, 0, len(ledger))
-	for _, r := range ledger {
-		recs = append(recs, r)
-	}
-	slices.SortFunc(recs, func(a, b engine.Record) int { return strings.Compare(a.Key, b.Key) })
-	data, err := json.Marshal(recs)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(t.s.StateFile), 0o700); err != nil {
-		return err
-	}
-	_, err = atomicfile.Write(t.s.StateFile, data, 0o600, func(data []byte) error {
-		return json.Unmarshal(data, &recs)
-	})
-	return err
 }
 
 // outgoing is one recipient's mail: the notices it tells, and what the
@@ -391,37 +374,33 @@ type outgoing struct {
 // relay accepted it. A deletion is recorded without a mail, except the
 // end of a production account, which its managers are told of.
 func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
-	recs, ok, err := t.readLedger()
+	l, err := t.ledger()
 	if err != nil {
 		return err
 	}
-	ledger := make(map[string]engine.Record, len(recs))
-	for _, r := range recs {
-		ledger[r.Key] = r
+	begun, err := l.begun(ctx)
+	if err != nil {
+		return err
 	}
-	if !ok {
-		for _, r := range p.Desired {
-			ledger[r.Key] = r
-		}
-		if err := t.writeLedger(ledger); err != nil {
+	if !begun {
+		if err := l.write(ctx, p.Desired, nil, true, t.now()); err != nil {
 			return err
 		}
-		t.log.Info("first run: notices already true recorded as told, none sent", "notices", len(p.Desired), "ledger", t.s.StateFile)
+		t.log.Info("first run: notices already true recorded as told, none sent", "notices", len(p.Desired))
 		return nil
 	}
 	mails := map[string]*outgoing{}
-	silent := false
+	var put []engine.Record
+	var del []string
 	for _, c := range p.Changes {
 		var n Notice
 		switch c.Op {
 		case engine.OpModify:
-			ledger[c.Key] = engine.Record{Kind: c.Kind, Key: c.Key, Value: c.New}
-			silent = true
+			put = append(put, engine.Record{Kind: c.Kind, Key: c.Key, Value: c.New})
 			continue
 		case engine.OpDelete:
 			if err := json.Unmarshal([]byte(c.Old), &n); err != nil || n.Fact != ProductionCreated {
-				delete(ledger, c.Key)
-				silent = true
+				del = append(del, c.Key)
 				continue
 			}
 			n.Fact = ProductionRemoved
@@ -446,8 +425,8 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		m.items = append(m.items, n)
 		m.records = append(m.records, c)
 	}
-	if silent {
-		if err := t.writeLedger(ledger); err != nil {
+	if len(put) > 0 || len(del) > 0 {
+		if err := l.write(ctx, put, del, false, t.now()); err != nil {
 			return err
 		}
 	}
@@ -487,14 +466,15 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		}
 		t.call("sent")
 		sent++
+		put, del = put[:0], del[:0]
 		for _, c := range m.records {
 			if c.Op == engine.OpDelete {
-				delete(ledger, c.Key)
+				del = append(del, c.Key)
 			} else {
-				ledger[c.Key] = engine.Record{Kind: c.Kind, Key: c.Key, Value: c.New}
+				put = append(put, engine.Record{Kind: c.Kind, Key: c.Key, Value: c.New})
 			}
 		}
-		if err := t.writeLedger(ledger); err != nil {
+		if err := l.write(ctx, put, del, false, t.now()); err != nil {
 			// Sent but not recorded: stop before more could be sent twice.
 			return fmt.Errorf("mail to %s sent, but the ledger was not written: %w", to, err)
 		}

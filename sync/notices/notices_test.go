@@ -11,6 +11,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/directory/directorytest"
+	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/internal/testharness"
 	"github.com/collabsync/collabsync/internal/testharness/postfix"
 	"github.com/collabsync/collabsync/sync/engine"
@@ -55,6 +56,19 @@ func (c *centre) state() *directory.State {
 
 func user(uid, name string, optOuts ...string) directory.User {
 	return directory.User{UID: uid, Name: name, Mail: uid + "@" + postfix.Domain, Home: "/home/" + uid, Shell: "/bin/bash", OptOuts: optOuts}
+}
+
+// newTarget builds a target named mail on a state store of its own.
+func newTarget(t testing.TB, s *Settings) *Target {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "collabsync.db"), store.Schema{Name: SchemaName, Migrations: Migrations()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	tg := New("mail", s, engine.Env{})
+	tg.SetStateStore(st.DB)
+	return tg
 }
 
 // run plans the target against the state and applies the plan, as a
@@ -107,14 +121,13 @@ func waitMails(t *testing.T, s *postfix.Server, n int) []postfix.Mail {
 // back; the end of a production account is told.
 func TestNoticesThroughPostfix(t *testing.T) {
 	pf := postfix.StartT(t)
-	dir := t.TempDir()
 	s := Kind().NewSettings().(*Settings)
 	s.SMTP.Host, s.SMTP.Port, s.SMTP.TLS = "127.0.0.1", pf.Port, TLSNone
-	s.From, s.Site, s.StateFile, s.PerMinute = "collabsync@example.org", "Test Centre", filepath.Join(dir, "notices.json"), 0
+	s.From, s.Site, s.PerMinute = "collabsync@example.org", "Test Centre", 0
 	if probs := s.Validate(); len(probs) > 0 {
 		t.Fatalf("settings: %v", probs)
 	}
-	tg := New("mail", s, engine.Env{})
+	tg := newTarget(t, s)
 	day0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	review := day0.AddDate(0, 0, 45)
 	c := &centre{day: day0, users: map[string]directory.User{
@@ -138,7 +151,7 @@ func TestNoticesThroughPostfix(t *testing.T) {
 	if len(p.Notes) != 1 || !strings.Contains(p.Notes[0], "none is sent") {
 		t.Errorf("first run's notes %q, want one saying none is sent", p.Notes)
 	}
-	if _, err := os.Stat(s.StateFile); err != nil {
+	if _, begun, err := (ledger{db: tg.db, target: "mail"}).read(context.Background()); err != nil || !begun {
 		t.Fatalf("no ledger after the first run: %v", err)
 	}
 
@@ -319,12 +332,12 @@ func TestMaintenanceAnnounced(t *testing.T) {
 	}
 	s := Kind().NewSettings().(*Settings)
 	s.SMTP.Host, s.SMTP.Port, s.SMTP.TLS = "127.0.0.1", pf.Port, TLSNone
-	s.From, s.Site, s.StateFile, s.PerMinute = "collabsync@example.org", "Test Centre", filepath.Join(dir, "notices.json"), 0
+	s.From, s.Site, s.PerMinute = "collabsync@example.org", "Test Centre", 0
 	s.Announce.To, s.Announce.Calendar = "hpc-users@example.org", cal
 	if probs := s.Validate(); len(probs) > 0 {
 		t.Fatalf("settings: %v", probs)
 	}
-	tg := New("mail", s, engine.Env{})
+	tg := newTarget(t, s)
 	start := time.Date(2026, 5, 20, 8, 0, 0, 0, time.UTC)
 	c := &centre{users: map[string]directory.User{"alice": user("alice", "Alice")},
 		collabs: map[string]directory.Collaboration{"atlas": {Name: "atlas", Members: []string{"alice"}}}}
@@ -378,11 +391,10 @@ func (f fakeReports) Files(_ context.Context, collab, month string) ([]File, err
 // first run records the month already begun.
 func TestUsageReportMailed(t *testing.T) {
 	pf := postfix.StartT(t)
-	dir := t.TempDir()
 	s := Kind().NewSettings().(*Settings)
 	s.SMTP.Host, s.SMTP.Port, s.SMTP.TLS = "127.0.0.1", pf.Port, TLSNone
-	s.From, s.Site, s.StateFile, s.PerMinute = "collabsync@example.org", "Test Centre", filepath.Join(dir, "notices.json"), 0
-	tg := New("mail", s, engine.Env{})
+	s.From, s.Site, s.PerMinute = "collabsync@example.org", "Test Centre", 0
+	tg := newTarget(t, s)
 	tg.SetReports(fakeReports{used: []string{"atlas", "cms"}})
 	c := &centre{users: map[string]directory.User{"alice": user("alice", "Alice"), "bob": user("bob", "Bob")},
 		collabs: map[string]directory.Collaboration{
@@ -446,11 +458,11 @@ func TestSTARTTLSVerified(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := Kind().NewSettings().(*Settings)
 			s.SMTP.Host, s.SMTP.Port, s.SMTP.CAFile = "127.0.0.1", tc.port, tc.caFile
-			s.From, s.StateFile, s.PerMinute = "collabsync@example.org", filepath.Join(t.TempDir(), "notices.json"), 0
+			s.From, s.PerMinute = "collabsync@example.org", 0
 			if s.SMTP.TLS != TLSStartTLS {
 				t.Fatalf("the default tls is %q", s.SMTP.TLS)
 			}
-			tg := New("mail", s, engine.Env{})
+			tg := newTarget(t, s)
 			delete(c.users, "alice")
 			if _, err := run(t, tg, c.state()); err != nil { // the baseline: no alice yet
 				t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 // pass; a subject cannot be made two lines by the data.
 func TestTemplatesChecked(t *testing.T) {
 	s := Kind().NewSettings().(*Settings)
-	s.From, s.StateFile = "collabsync@example.org", "/var/lib/collabsync/notices.json"
+	s.From = "collabsync@example.org"
 	if probs := s.Validate(); len(probs) != 0 {
 		t.Fatalf("the defaults: %v", probs)
 	}
