@@ -40,6 +40,15 @@ type Options struct {
 	NoSessionLog bool
 	// MaxSizeBytes is the mdb map size (default 1 GiB).
 	MaxSizeBytes int64
+	// Consumer makes the server a syncrepl consumer replica of a subtree
+	// of another (refreshAndPersist), as the replicas serving a centre's
+	// nodes are.
+	Consumer *Consumer
+}
+
+// Consumer is what a consumer replica replicates, from where, as whom.
+type Consumer struct {
+	Provider, SearchBase, BindDN, Password string
 }
 
 // Server is a running (or stopped) slapd.
@@ -173,6 +182,9 @@ olcDbIndex: entryCSN,entryUUID eq
 olcLimits: * size=unlimited size.prtotal=unlimited time=unlimited
 olcAccess: {0}to attrs=userPassword by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth manage by self write by anonymous auth by * none
 olcAccess: {1}to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth manage by * read
+{{- with .Consumer}}
+olcSyncrepl: rid=001 provider={{.Provider}} type=refreshAndPersist retry="1 +" searchbase="{{.SearchBase}}" scope=sub schemachecking=off bindmethod=simple binddn="{{.BindDN}}" credentials={{.Password}}
+{{- end}}
 
 dn: olcOverlay={0}memberof,olcDatabase={1}mdb,cn=config
 objectClass: olcOverlayConfig
@@ -205,7 +217,8 @@ func (s *Server) configure() error {
 	var b bytes.Buffer
 	err := configTemplate.Execute(&b, map[string]any{
 		"Dir": s.opts.Dir, "Suffix": s.opts.Suffix, "RootDN": s.RootDN, "RootPassword": s.RootPassword,
-		"MaxSizeBytes": s.opts.MaxSizeBytes, "Certs": s.Certs, "Schemas": s.opts.Schemas, "NoSyncprov": s.opts.NoSyncprov, "NoSessionLog": s.opts.NoSessionLog,
+		"MaxSizeBytes": s.opts.MaxSizeBytes, "Certs": s.Certs, "Schemas": s.opts.Schemas, "NoSyncprov": s.opts.NoSyncprov || s.opts.Consumer != nil, "NoSessionLog": s.opts.NoSessionLog,
+		"Consumer": s.opts.Consumer,
 	})
 	if err != nil {
 		return err
