@@ -254,8 +254,11 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 }
 
 // Apply implements engine.Target: memberships taken away first, then
-// groups and users removed, then users and groups added or changed, then
-// memberships added; each change one LDAP operation.
+// groups and users removed, then users and groups added or changed (a new
+// group with its members in the one add), then memberships added. A
+// group's memberships of a plan are one modify (one memberUid value for a
+// single change), so the first publish costs an LDAP operation per entry,
+// as ldapadd of the same entries does.
 func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	c, done, err := t.conn(ctx)
 	if err != nil {
@@ -265,41 +268,91 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	if err := t.ensureBase(c); err != nil {
 		return err
 	}
-	phase := func(c engine.Change) int {
+	added, removed := map[string][]string{}, map[string][]string{}
+	newGroups := map[string]bool{}
+	var entries []engine.Change
+	for _, ch := range p.Changes {
 		switch {
-		case c.Kind == KindMember && c.Op == engine.OpDelete:
-			return 0
-		case c.Op == engine.OpDelete:
-			return 1
-		case c.Kind == KindMember:
-			return 3
+		case ch.Kind == KindMember:
+			group, uid, _ := strings.Cut(ch.Key, " ")
+			if ch.Op == engine.OpDelete {
+				removed[group] = append(removed[group], uid)
+			} else {
+				added[group] = append(added[group], uid)
+			}
+		case ch.Kind == KindGroup && ch.Op == engine.OpAdd:
+			newGroups[ch.Key] = true
+			entries = append(entries, ch)
 		default:
-			return 2
+			entries = append(entries, ch)
 		}
 	}
-	changes := slices.Clone(p.Changes)
-	slices.SortStableFunc(changes, func(a, b engine.Change) int { return phase(a) - phase(b) })
-	for _, ch := range changes {
-		if err := t.apply(c, ch); err != nil {
-			t.call("error")
-			return err
+	fail := func(err error) error { t.call("error"); return err }
+	for _, group := range sortedKeys(removed) {
+		if err := t.members(c, group, removed[group], false); err != nil {
+			return fail(err)
+		}
+	}
+	// Deletions before additions: a renamed uid frees its number first.
+	slices.SortStableFunc(entries, func(a, b engine.Change) int {
+		return btoi(a.Op != engine.OpDelete) - btoi(b.Op != engine.OpDelete)
+	})
+	for _, ch := range entries {
+		var members []string
+		if ch.Kind == KindGroup && ch.Op == engine.OpAdd {
+			members = added[ch.Key]
+		}
+		if err := t.apply(c, ch, members); err != nil {
+			return fail(err)
+		}
+	}
+	for _, group := range sortedKeys(added) {
+		if newGroups[group] {
+			continue // added with the group
+		}
+		if err := t.members(c, group, added[group], true); err != nil {
+			return fail(err)
 		}
 	}
 	t.call("ok")
 	return nil
 }
 
-func (t *Target) apply(c *ldap.Conn, ch engine.Change) error {
+// members adds or deletes memberUid values of a group, in one modify.
+func (t *Target) members(c *ldap.Conn, group string, uids []string, add bool) error {
+	m := ldap.NewModifyRequest(t.groupDN(group), nil)
+	if add {
+		m.Add("memberUid", uids)
+	} else {
+		m.Delete("memberUid", uids)
+	}
+	what := "delete memberUid " + strings.Join(uids, " ")
+	if add {
+		what = "add memberUid " + strings.Join(uids, " ")
+	}
+	return wrap(c.Modify(m), m.DN, what)
+}
+
+func sortedKeys(m map[string][]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// apply makes one change to a user or group entry; a new group gets its
+// members in its add.
+func (t *Target) apply(c *ldap.Conn, ch engine.Change, members []string) error {
 	switch ch.Kind {
-	case KindMember:
-		group, uid, _ := strings.Cut(ch.Key, " ")
-		m := ldap.NewModifyRequest(t.groupDN(group), nil)
-		if ch.Op == engine.OpDelete {
-			m.Delete("memberUid", []string{uid})
-		} else {
-			m.Add("memberUid", []string{uid})
-		}
-		return wrap(c.Modify(m), m.DN, "memberUid "+uid)
 	case KindGroup:
 		dn := t.groupDN(ch.Key)
 		switch ch.Op {
@@ -314,6 +367,9 @@ func (t *Target) apply(c *ldap.Conn, ch engine.Change) error {
 			a.Attribute("objectClass", []string{"top", "posixGroup"})
 			a.Attribute("cn", []string{ch.Key})
 			a.Attribute("gidNumber", []string{ch.New})
+			if len(members) > 0 {
+				a.Attribute("memberUid", members)
+			}
 			a.Attribute("description", []string{t.marker})
 			return t.add(c, a)
 		}
