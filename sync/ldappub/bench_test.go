@@ -67,7 +67,7 @@ func BenchmarkPublish100k(b *testing.B) {
 	ldif := filepath.Join(b.TempDir(), "same.ldif")
 	writeLDIF(b, ldif, "ou=byldapadd,dc=example,dc=org", p.Desired)
 	start := time.Now()
-	if out, err := exec.Command("ldapadd", "-x", "-H", s.URI, "-D", s.RootDN, "-y", s.RootPWFile, "-f", ldif).CombinedOutput(); err != nil {
+	if out, err := exec.Command("ldapadd", "-x", "-H", s.URI, "-D", s.RootDN, "-w", s.RootPassword, "-f", ldif).CombinedOutput(); err != nil {
 		b.Fatalf("ldapadd: %v: %.500s", err, out)
 	}
 	ldapadd := time.Since(start)

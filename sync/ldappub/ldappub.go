@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -288,31 +289,40 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		}
 	}
 	fail := func(err error) error { t.call("error"); return err }
+	// Each phase's operations are independent: sent inFlight at a time on
+	// the one connection, so the server works while the next is encoded.
+	var ops []func() error
 	for _, group := range sortedKeys(removed) {
-		if err := t.members(c, group, removed[group], false); err != nil {
-			return fail(err)
-		}
+		ops = append(ops, func() error { return t.members(c, group, removed[group], false) })
+	}
+	if err := parallel(ctx, ops); err != nil {
+		return fail(err)
 	}
 	// Deletions before additions: a renamed uid frees its number first.
-	slices.SortStableFunc(entries, func(a, b engine.Change) int {
-		return btoi(a.Op != engine.OpDelete) - btoi(b.Op != engine.OpDelete)
-	})
-	for _, ch := range entries {
-		var members []string
-		if ch.Kind == KindGroup && ch.Op == engine.OpAdd {
-			members = added[ch.Key]
+	for _, deletes := range []bool{true, false} {
+		ops = ops[:0]
+		for _, ch := range entries {
+			if (ch.Op == engine.OpDelete) != deletes {
+				continue
+			}
+			var members []string
+			if ch.Kind == KindGroup && ch.Op == engine.OpAdd {
+				members = added[ch.Key]
+			}
+			ops = append(ops, func() error { return t.apply(c, ch, members) })
 		}
-		if err := t.apply(c, ch, members); err != nil {
+		if err := parallel(ctx, ops); err != nil {
 			return fail(err)
 		}
 	}
+	ops = ops[:0]
 	for _, group := range sortedKeys(added) {
-		if newGroups[group] {
-			continue // added with the group
+		if !newGroups[group] { // else added with the group
+			ops = append(ops, func() error { return t.members(c, group, added[group], true) })
 		}
-		if err := t.members(c, group, added[group], true); err != nil {
-			return fail(err)
-		}
+	}
+	if err := parallel(ctx, ops); err != nil {
+		return fail(err)
 	}
 	t.call("ok")
 	return nil
@@ -333,6 +343,43 @@ func (t *Target) members(c *ldap.Conn, group string, uids []string, add bool) er
 	return wrap(c.Modify(m), m.DN, what)
 }
 
+// inFlight is how many operations are sent before the first answer.
+const inFlight = 8
+
+// parallel runs ops, inFlight at a time; the first error stops the
+// ones not yet started and is returned (with the others that failed).
+func parallel(ctx context.Context, ops []func() error) error {
+	sem := make(chan struct{}, inFlight)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, op := range ops {
+		mu.Lock()
+		failed := len(errs) > 0
+		mu.Unlock()
+		if failed || ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := op(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) == 0 {
+		return ctx.Err()
+	}
+	return errors.Join(errs...)
+}
+
 func sortedKeys(m map[string][]string) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -340,13 +387,6 @@ func sortedKeys(m map[string][]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // apply makes one change to a user or group entry; a new group gets its
