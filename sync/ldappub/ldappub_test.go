@@ -141,3 +141,51 @@ func TestPublishToSlapd(t *testing.T) {
 		t.Errorf("a new user whose DN is taken: %v", err)
 	}
 }
+
+// TestPublishTLSVerified: StartTLS (the default) and ldaps:// verify the
+// server's certificate: with the CA that signed it the target reads and
+// writes, without it (the system's roots) it refuses before binding.
+func TestPublishTLSVerified(t *testing.T) {
+	s := slapd.StartT(t, slapd.Options{LDIF: []string{"../../configs/demo/directory.ldif"}, NoSyncprov: true, TLS: true,
+		Schemas: []string{mustAbs(t, "../../configs/ldap/collabsync.ldif")}})
+	st := directorytest.Centre(time.Now(), []*directory.User{{UID: "alice", Name: "Alice", Home: "/home/alice", Shell: "/bin/sh"}},
+		[]directory.Collaboration{{Name: "atlas", Members: []string{"alice"}}})
+	for _, tc := range []struct {
+		name, url, ca, err string
+	}{
+		{"starttls, the CA given", s.URI, s.Certs.CA, ""},
+		{"ldaps, the CA given", s.LDAPSURI, s.Certs.CA, ""},
+		{"starttls, system roots", s.URI, "", "certificate"},
+		{"ldaps, system roots", s.LDAPSURI, "", "certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := Kind().NewSettings().(*Settings)
+			set.URL, set.CAFile, set.BindDN, set.PasswordFile, set.BaseDN = tc.url, tc.ca, s.RootDN, s.RootPWFile, base
+			if set.TLS != "starttls" {
+				t.Fatalf("the default tls is %q", set.TLS)
+			}
+			if probs := set.Validate(); len(probs) > 0 {
+				t.Fatal(probs)
+			}
+			tg := New("published", set, engine.Env{})
+			p, err := enginetest.Plan(context.Background(), tg, st)
+			if err == nil {
+				err = tg.Apply(context.Background(), p)
+			}
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatal(err)
+			case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("err %v, want one saying %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
