@@ -9,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/collabsync/collabsync/internal/maintenance"
+	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 
@@ -194,7 +195,11 @@ func (d *document) lineOf(n *yaml.Node, key string, def int) int {
 
 // validateTargets checks names (valid, unique), guards and each kind's
 // settings.
-func validateTargets(ts []Target, ps *problems) {
+func validateTargets(ts []Target, src ldapx.Config, ps *problems) {
+	bases := []string{src.Users.BaseDN, src.Collaborations.BaseDN}
+	if p := src.ProductionAccounts; p != nil {
+		bases = append(bases, p.BaseDN)
+	}
 	seen := map[string]string{}
 	for _, t := range ts {
 		switch {
@@ -212,6 +217,11 @@ func validateTargets(ts []Target, ps *problems) {
 		if t.Settings != nil {
 			for _, p := range t.Settings.Validate() {
 				ps.add(t.Path+"."+p.Key, "%s", p.Msg)
+			}
+			if sc, ok := t.Settings.(engine.SourceChecker); ok {
+				for _, p := range sc.CheckSource(src.URIs, bases) {
+					ps.add(t.Path+"."+p.Key, "%s", p.Msg)
+				}
 			}
 		}
 	}

@@ -74,7 +74,7 @@ func (c *Config) validate(formats []string, files bool) []Problem {
 	} else if fi, err := os.Stat(c.StateDir); err == nil && (!fi.IsDir() || syscall.Access(c.StateDir, 2 /* W_OK */) != nil) {
 		ps.add("state_dir", "%s is not a directory this user may write", c.StateDir)
 	}
-	validateTargets(c.Targets, &ps)
+	validateTargets(c.Targets, c.LDAP, &ps)
 	return ps
 }
 

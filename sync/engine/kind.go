@@ -87,6 +87,14 @@ type Settings interface {
 	Validate() []SettingProblem
 }
 
+// SourceChecker is a kind's settings that could write into the very
+// directory collabsync reads (a target publishing to LDAP): checked
+// against the source's server URIs and search bases, so that its own
+// entries are never read back as users or collaborations.
+type SourceChecker interface {
+	CheckSource(uris, bases []string) []SettingProblem
+}
+
 // SettingProblem is one invalid setting.
 type SettingProblem struct {
 	Key, Msg string

@@ -96,6 +96,49 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	return probs
 }
 
+// CheckSource implements engine.SourceChecker: publishing on a server
+// collabsync reads, inside (or above) one of its search bases, would read
+// the published entries back as users or collaborations.
+func (s *Settings) CheckSource(uris, bases []string) []engine.SettingProblem {
+	pub, err := url.Parse(s.URL)
+	if err != nil {
+		return nil // Validate says so
+	}
+	base, err := ldap.ParseDN(s.BaseDN)
+	if err != nil {
+		return nil
+	}
+	same := false
+	for _, raw := range uris {
+		if u, err := url.Parse(raw); err == nil && hostPort(u) == hostPort(pub) {
+			same = true
+		}
+	}
+	if !same {
+		return nil
+	}
+	for _, b := range bases {
+		src, err := ldap.ParseDN(b)
+		if err != nil || b == "" {
+			continue
+		}
+		if src.EqualFold(base) || src.AncestorOfFold(base) || base.AncestorOfFold(src) {
+			return []engine.SettingProblem{{Key: "base_dn", Msg: fmt.Sprintf("%s overlaps %s, which collabsync reads on the same server (%s): "+
+				"the published entries would be read back as users or collaborations; publish outside the source's search bases", s.BaseDN, b, s.URL)}}
+		}
+	}
+	return nil
+}
+
+// hostPort is a URL's host and port, the scheme's default port filled in.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"ldap": "389", "ldaps": "636"}[u.Scheme]
+	}
+	return strings.ToLower(u.Hostname()) + ":" + port
+}
+
 // Kind declares the ldap kind of target.
 func Kind() engine.Kind {
 	return engine.NewKind("ldap", func() *Settings {
@@ -118,8 +161,9 @@ type Target struct {
 }
 
 var (
-	_ engine.Target   = (*Target)(nil)
-	_ engine.Settings = (*Settings)(nil)
+	_ engine.Target        = (*Target)(nil)
+	_ engine.Settings      = (*Settings)(nil)
+	_ engine.SourceChecker = (*Settings)(nil)
 )
 
 // Name implements engine.Target.

@@ -189,3 +189,26 @@ func mustAbs(t *testing.T, p string) string {
 	}
 	return a
 }
+
+// TestCheckSource: a base inside, equal to or above a search base of the
+// directory collabsync reads, on the same server, is refused; elsewhere
+// on it, or on another server, it is not.
+func TestCheckSource(t *testing.T) {
+	uris := []string{"ldap://LDAP.example.org", "ldaps://ldap2.example.org:1636"}
+	bases := []string{"ou=people,dc=example,dc=org", "ou=groups,dc=example,dc=org"}
+	for _, tc := range []struct {
+		url, base string
+		refused   bool
+	}{
+		{"ldap://ldap.example.org:389", "ou=hpc,ou=people,dc=example,dc=org", true},
+		{"ldap://ldap.example.org", "OU=Groups,DC=example,DC=org", true},
+		{"ldaps://ldap2.example.org:1636", "dc=example,dc=org", true},
+		{"ldap://ldap.example.org", "ou=hpc,dc=example,dc=org", false},
+		{"ldap://replica.example.org", "ou=hpc,ou=people,dc=example,dc=org", false},
+	} {
+		s := &Settings{URL: tc.url, BaseDN: tc.base}
+		if got := len(s.CheckSource(uris, bases)) > 0; got != tc.refused {
+			t.Errorf("%s %s: refused %v, want %v", tc.url, tc.base, got, tc.refused)
+		}
+	}
+}
