@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/collabsync/collabsync/internal/secret"
 )
 
 // Conn is the narrow part of a connection that collabsync uses (Connection
@@ -117,7 +119,7 @@ func (c *Client) secureAndBind(ctx context.Context, conn *Connection, scheme, ho
 					"password_file", b.PasswordFile, "mode", fi.Mode().Perm().String())
 			}
 		})
-		pw, err := readSecret(b.PasswordFile)
+		pw, err := secret.Read(b.PasswordFile)
 		if err != nil {
 			return err
 		}
@@ -170,21 +172,6 @@ func tlsHint(err error) error {
 			"(Samba's self-made one has none; docs/SERVERS.md)", err, host.Certificate.Subject.CommonName)
 	}
 	return err
-}
-
-// readSecret reads a password file (e.g. a systemd credential), dropping a
-// trailing newline. An empty secret is refused: LDAP treats a simple bind
-// with an empty password as an unauthenticated bind that "succeeds".
-func readSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read password file: %w", err)
-	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("password file %s is empty", path)
-	}
-	return s, nil
 }
 
 // pause waits d before the next attempt to connect; after a failure to

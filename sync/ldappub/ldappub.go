@@ -30,6 +30,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
+	"github.com/collabsync/collabsync/internal/secret"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 
@@ -84,7 +85,7 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	}
 	if s.PasswordFile == "" {
 		bad("password_file", "is required")
-	} else if _, err := readSecret(s.PasswordFile); err != nil {
+	} else if _, err := secret.Read(s.PasswordFile); err != nil {
 		bad("password_file", "%v", err)
 	}
 	if dn, err := ldap.ParseDN(s.BaseDN); err != nil || len(dn.RDNs) < 2 {
@@ -247,7 +248,7 @@ func (t *Target) conn(ctx context.Context) (*ldap.Conn, func(), error) {
 			return nil, nil, fmt.Errorf("%s: StartTLS: %w", t.s.URL, err)
 		}
 	}
-	pw, err := readSecret(t.s.PasswordFile)
+	pw, err := secret.Read(t.s.PasswordFile)
 	if err != nil {
 		done()
 		return nil, nil, err
@@ -558,16 +559,4 @@ func wrap(err error, dn, what string) error {
 		return fmt.Errorf("%s: %s: %s (%w)", dn, what, ldap.LDAPResultCodeMap[le.ResultCode], err)
 	}
 	return fmt.Errorf("%s: %s: %w", dn, what, err)
-}
-
-func readSecret(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	pw := strings.TrimRight(string(data), "\r\n")
-	if pw == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return pw, nil
 }

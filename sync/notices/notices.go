@@ -37,6 +37,7 @@ import (
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
 	"github.com/collabsync/collabsync/internal/maintenance"
+	"github.com/collabsync/collabsync/internal/secret"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 
@@ -123,7 +124,7 @@ func (s *Settings) Validate() []engine.SettingProblem {
 	if s.SMTP.Username != "" {
 		if s.SMTP.PasswordFile == "" {
 			bad("smtp.password_file", "is required with smtp.username")
-		} else if _, err := readSecret(s.SMTP.PasswordFile); err != nil {
+		} else if _, err := secret.Read(s.SMTP.PasswordFile); err != nil {
 			bad("smtp.password_file", "%v", err)
 		}
 	}
@@ -561,7 +562,7 @@ func (t *Target) dial(ctx context.Context) (*gomail.Client, error) {
 		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
 	}
 	if s.Username != "" {
-		pw, err := readSecret(s.PasswordFile)
+		pw, err := secret.Read(s.PasswordFile)
 		if err != nil {
 			return nil, err
 		}
@@ -575,18 +576,6 @@ func (t *Target) dial(ctx context.Context) (*gomail.Client, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-func readSecret(path string) (string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	pw := strings.TrimRight(string(data), "\r\n")
-	if pw == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return pw, nil
 }
 
 func sorted(s []string) []string { slices.Sort(s); return s }
