@@ -43,12 +43,9 @@ func loadTemplates(dir string) (templates, error) {
 				return nil, err
 			}
 		}
-		t, err := template.New(base).Option("missingkey=error").Parse(string(text))
+		t, err := parseTemplate(base, text)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, base), err)
-		}
-		if !strings.HasPrefix(string(text), "Subject: ") {
-			return nil, fmt.Errorf("%s: the first line must be \"Subject: ...\"", filepath.Join(dir, base))
 		}
 		set[strings.TrimSuffix(base, ".tmpl")] = t
 	}
@@ -64,6 +61,14 @@ func loadTemplates(dir string) (templates, error) {
 		}
 	}
 	return set, nil
+}
+
+// parseTemplate parses one template file's text.
+func parseTemplate(name string, text []byte) (*template.Template, error) {
+	if !strings.HasPrefix(string(text), "Subject: ") {
+		return nil, errors.New("the first line must be \"Subject: ...\"")
+	}
+	return template.New(name).Option("missingkey=error").Parse(string(text))
 }
 
 func (ts templates) names() []string {
