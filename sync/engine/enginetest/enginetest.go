@@ -26,3 +26,13 @@ func Plan(ctx context.Context, t engine.Target, state *directory.State) (*engine
 	}
 	return p, err
 }
+
+// Run plans as Plan does and applies the plan when it changes anything,
+// as a run of the engine does; the error is the plan's or the apply's.
+func Run(ctx context.Context, t engine.Target, state *directory.State) (*engine.Plan, error) {
+	p, err := Plan(ctx, t, state)
+	if err != nil || len(p.Changes) == 0 {
+		return p, err
+	}
+	return p, t.Apply(ctx, p)
+}
