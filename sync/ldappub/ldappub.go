@@ -13,24 +13,18 @@ package ldappub
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/collabsync/collabsync/internal/directory"
-	"github.com/collabsync/collabsync/internal/duration"
-	"github.com/collabsync/collabsync/internal/secret"
+	"github.com/collabsync/collabsync/internal/ldapconn"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 
@@ -44,55 +38,18 @@ const (
 // Settings configure an ldap target instance: the server published to
 // (the source's or another), its own bind, and the base DN.
 type Settings struct {
-	URL string `yaml:"url"`
-	// TLS: starttls (the default for ldap://), none (plain text, a server
-	// on this host only); ldaps:// URLs are TLS from the start.
-	TLS          string            `yaml:"tls"`
-	CAFile       string            `yaml:"ca_file"`
-	BindDN       string            `yaml:"bind_dn"`
-	PasswordFile string            `yaml:"password_file"`
-	BaseDN       string            `yaml:"base_dn"`
-	Timeout      duration.Duration `yaml:"timeout"`
+	ldapconn.Settings `yaml:",inline"`
+	BaseDN            string `yaml:"base_dn"`
 }
 
 // Validate implements engine.Settings.
 func (s *Settings) Validate() []engine.SettingProblem {
 	var probs []engine.SettingProblem
-	bad := func(key, format string, args ...any) {
-		probs = append(probs, engine.SettingProblem{Key: key, Msg: fmt.Sprintf(format, args...)})
-	}
-	u, err := url.Parse(s.URL)
-	switch {
-	case err != nil:
-		bad("url", "%v", err)
-	case u.Scheme != "ldap" && u.Scheme != "ldaps":
-		bad("url", "want ldap:// or ldaps://, got %q", s.URL)
-	}
-	switch s.TLS {
-	case "starttls", "none":
-	default:
-		bad("tls", "want starttls or none, got %q", s.TLS)
-	}
-	if s.CAFile != "" {
-		if _, err := os.ReadFile(s.CAFile); err != nil {
-			bad("ca_file", "%v", err)
-		}
-	}
-	if s.BindDN == "" {
-		bad("bind_dn", "is required (a DN that may write under base_dn)")
-	} else if _, err := ldap.ParseDN(s.BindDN); err != nil {
-		bad("bind_dn", "%v", err)
-	}
-	if s.PasswordFile == "" {
-		bad("password_file", "is required")
-	} else if _, err := secret.Read(s.PasswordFile); err != nil {
-		bad("password_file", "%v", err)
+	for _, p := range s.Settings.Validate() {
+		probs = append(probs, engine.SettingProblem{Key: p.Key, Msg: p.Msg})
 	}
 	if dn, err := ldap.ParseDN(s.BaseDN); err != nil || len(dn.RDNs) < 2 {
-		bad("base_dn", "want a DN below the suffix (ou=hpc,dc=example,dc=org), got %q", s.BaseDN)
-	}
-	if s.Timeout <= 0 {
-		bad("timeout", "must be positive")
+		probs = append(probs, engine.SettingProblem{Key: "base_dn", Msg: fmt.Sprintf("want a DN below the suffix (ou=hpc,dc=example,dc=org), got %q", s.BaseDN)})
 	}
 	return probs
 }
@@ -111,7 +68,7 @@ func (s *Settings) CheckSource(uris, bases []string) []engine.SettingProblem {
 	}
 	same := false
 	for _, raw := range uris {
-		if u, err := url.Parse(raw); err == nil && hostPort(u) == hostPort(pub) {
+		if u, err := url.Parse(raw); err == nil && ldapconn.HostPort(u) == ldapconn.HostPort(pub) {
 			same = true
 		}
 	}
@@ -131,19 +88,10 @@ func (s *Settings) CheckSource(uris, bases []string) []engine.SettingProblem {
 	return nil
 }
 
-// hostPort is a URL's host and port, the scheme's default port filled in.
-func hostPort(u *url.URL) string {
-	port := u.Port()
-	if port == "" {
-		port = map[string]string{"ldap": "389", "ldaps": "636"}[u.Scheme]
-	}
-	return strings.ToLower(u.Hostname()) + ":" + port
-}
-
 // Kind declares the ldap kind of target.
 func Kind() engine.Kind {
 	return engine.NewKind("ldap", func() *Settings {
-		return &Settings{TLS: "starttls", Timeout: duration.Duration(30 * time.Second)}
+		return &Settings{Settings: ldapconn.Defaults()}
 	}, New)
 }
 
@@ -215,47 +163,12 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	return recs, nil
 }
 
-// conn dials, secures and binds; the connection is closed when ctx ends
-// (go-ldap's calls take no context).
+// conn dials, secures and binds; the connection is closed when ctx ends.
 func (t *Target) conn(ctx context.Context) (*ldap.Conn, func(), error) {
-	u, err := url.Parse(t.s.URL)
-	if err != nil {
-		return nil, nil, err
-	}
-	tc := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
-	if t.s.CAFile != "" {
-		pem, err := os.ReadFile(t.s.CAFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("ca_file %s: no certificate", t.s.CAFile)
-		}
-	}
-	timeout := time.Duration(t.s.Timeout)
-	c, err := ldap.DialURL(t.s.URL, ldap.DialWithTLSConfig(tc), ldap.DialWithDialer(&net.Dialer{Timeout: timeout}))
+	c, done, err := ldapconn.Dial(ctx, t.s.Settings)
 	if err != nil {
 		t.call("error")
-		return nil, nil, fmt.Errorf("%s: %w", t.s.URL, err)
-	}
-	c.SetTimeout(timeout)
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	done := func() { stop(); c.Close() }
-	if u.Scheme == "ldap" && t.s.TLS == "starttls" {
-		if err := c.StartTLS(tc); err != nil {
-			done()
-			return nil, nil, fmt.Errorf("%s: StartTLS: %w", t.s.URL, err)
-		}
-	}
-	pw, err := secret.Read(t.s.PasswordFile)
-	if err != nil {
-		done()
 		return nil, nil, err
-	}
-	if err := c.Bind(t.s.BindDN, pw); err != nil {
-		done()
-		return nil, nil, fmt.Errorf("%s: bind as %s: %w", t.s.URL, t.s.BindDN, err)
 	}
 	return c, done, nil
 }

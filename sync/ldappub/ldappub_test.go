@@ -12,6 +12,7 @@ import (
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/directory/directorytest"
+	"github.com/collabsync/collabsync/internal/ldapconn"
 	"github.com/collabsync/collabsync/internal/testharness/slapd"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/engine/enginetest"
@@ -201,7 +202,7 @@ func TestCheckSource(t *testing.T) {
 		{"ldap://ldap.example.org", "ou=hpc,dc=example,dc=org", false},
 		{"ldap://replica.example.org", "ou=hpc,ou=people,dc=example,dc=org", false},
 	} {
-		s := &Settings{URL: tc.url, BaseDN: tc.base}
+		s := &Settings{Settings: ldapconn.Settings{URL: tc.url}, BaseDN: tc.base}
 		if got := len(s.CheckSource(uris, bases)) > 0; got != tc.refused {
 			t.Errorf("%s %s: refused %v, want %v", tc.url, tc.base, got, tc.refused)
 		}
