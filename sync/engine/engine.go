@@ -35,6 +35,30 @@ type Target interface {
 	Apply(ctx context.Context, p *Plan) error
 }
 
+// Fence says whether this process may still write to targets: the lease
+// of an active/passive pair of serve.
+type Fence interface {
+	// Held returns the lease's generation while this process holds it,
+	// an error when it does not (or may no longer).
+	Held() (generation uint64, err error)
+}
+
+type fenceKey struct{}
+
+// WithFence returns ctx carrying f, for an Apply.
+func WithFence(ctx context.Context, f Fence) context.Context {
+	return context.WithValue(ctx, fenceKey{}, f)
+}
+
+// FenceFrom returns the fence an Apply runs under, nil when there is
+// none. A target that can write the generation with its changes (and
+// refuse a write of an older one) does; one that writes for long checks
+// Held between its writes.
+func FenceFrom(ctx context.Context) Fence {
+	f, _ := ctx.Value(fenceKey{}).(Fence)
+	return f
+}
+
 // Recoverer is a target that can repair what an interrupted apply left
 // behind (temporary files of a killed run). The engine calls it before
 // planning, on every run that may write.
@@ -86,6 +110,11 @@ type Engine struct {
 	// write: one run per target at a time, across processes (a sync
 	// --once beside serve), while runs of different targets overlap.
 	TargetLock func(ctx context.Context, target string) (release func(), err error)
+
+	// Fence, if set, is checked before every apply, and given to the
+	// target with it (FenceFrom): a process of an HA pair applies only
+	// while it holds the lease.
+	Fence Fence
 
 	mu    sync.Mutex          // guards known: targets run concurrently
 	known map[string][]Record // by target name; absent: not known
@@ -252,6 +281,16 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 		r.Err = fmt.Errorf("guard: %s; approve this plan with: collabsync approve %s %s", plan.Refused, plan.Target, plan.Digest)
 	case opts.DryRun || len(plan.Changes) == 0:
 	default:
+		if e.Fence != nil {
+			// Checked right before: a process paused since its run began
+			// (SIGSTOP, a frozen VM) may have lost the lease meanwhile.
+			if _, err := e.Fence.Held(); err != nil {
+				e.setKnown(name, nil, false)
+				r.Err = fmt.Errorf("not applied: %w", err)
+				return r
+			}
+			ctx = WithFence(ctx, e.Fence)
+		}
 		if err := t.Apply(ctx, plan); err != nil {
 			// What a failed apply left is unknown: read it next time.
 			e.setKnown(name, nil, false)

@@ -162,3 +162,48 @@ func TestMaintenance(t *testing.T) {
 		t.Errorf("after the window: %v, applied %d, held %v", err, tg.applied, tg.held)
 	}
 }
+
+// leaseFence is a fence held while held is true.
+type leaseFence struct{ held bool }
+
+func (f *leaseFence) Held() (uint64, error) {
+	if !f.held {
+		return 0, errors.New("lease lost")
+	}
+	return 7, nil
+}
+
+// fenceSeer records the fence its Apply ran under.
+type fenceSeer struct {
+	fakeTarget
+	gen uint64
+}
+
+func (f *fenceSeer) Apply(ctx context.Context, p *Plan) error {
+	if fence := FenceFrom(ctx); fence != nil {
+		f.gen, _ = fence.Held()
+	}
+	return f.fakeTarget.Apply(ctx, p)
+}
+
+// TestFence: a process that no longer holds the lease applies nothing
+// (and forgets what it knew of the target); one that holds it gives the
+// fence to the target's Apply.
+func TestFence(t *testing.T) {
+	tg := &fenceSeer{fakeTarget: fakeTarget{name: "t"}}
+	fence := &leaseFence{}
+	e := newEngine(fakeSource{snap: users("a")})
+	e.Targets = []GuardedTarget{{Target: tg, Guard: Guard{MaxDeleteRatio: 0.5, MinDeletes: 1}}}
+	e.Fence = fence
+	_, _, err := e.Run(context.Background(), Options{})
+	if err == nil || !strings.Contains(err.Error(), "not applied: lease lost") || tg.applied != 0 {
+		t.Fatalf("without the lease: err %v, applied %d", err, tg.applied)
+	}
+	fence.held = true
+	if _, _, err := e.Run(context.Background(), Options{}); err != nil || tg.applied != 1 || tg.gen != 7 {
+		t.Fatalf("with the lease: err %v, applied %d, generation seen %d", err, tg.applied, tg.gen)
+	}
+	if tg.reads != 2 {
+		t.Errorf("the target was read %d times: the refused run must forget its known state", tg.reads)
+	}
+}

@@ -227,6 +227,12 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	if err := t.ensureBase(c); err != nil {
 		return err
 	}
+	fence := engine.FenceFrom(ctx)
+	if fence != nil {
+		if err := t.fence(c, fence); err != nil {
+			return err
+		}
+	}
 	added, removed := map[string][]string{}, map[string][]string{}
 	newGroups := map[string]bool{}
 	var entries []engine.Change
@@ -253,7 +259,7 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	for _, group := range sortedKeys(removed) {
 		ops = append(ops, func() error { return t.members(c, group, removed[group], false) })
 	}
-	if err := parallel(ctx, ops); err != nil {
+	if err := parallel(ctx, fence, ops); err != nil {
 		return fail(err)
 	}
 	// Deletions before additions: a renamed uid frees its number first.
@@ -269,7 +275,7 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 			}
 			ops = append(ops, func() error { return t.apply(c, ch, members) })
 		}
-		if err := parallel(ctx, ops); err != nil {
+		if err := parallel(ctx, fence, ops); err != nil {
 			return fail(err)
 		}
 	}
@@ -279,7 +285,7 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 			ops = append(ops, func() error { return t.members(c, group, added[group], true) })
 		}
 	}
-	if err := parallel(ctx, ops); err != nil {
+	if err := parallel(ctx, fence, ops); err != nil {
 		return fail(err)
 	}
 	t.call("ok")
@@ -306,7 +312,8 @@ const inFlight = 8
 
 // parallel runs ops, inFlight at a time; the first error stops the
 // ones not yet started and is returned (with the others that failed).
-func parallel(ctx context.Context, ops []func() error) error {
+// Under a fence, no op starts once the lease is not held.
+func parallel(ctx context.Context, fence engine.Fence, ops []func() error) error {
 	sem := make(chan struct{}, inFlight)
 	var (
 		wg   sync.WaitGroup
@@ -319,6 +326,14 @@ func parallel(ctx context.Context, ops []func() error) error {
 		mu.Unlock()
 		if failed || ctx.Err() != nil {
 			break
+		}
+		if fence != nil {
+			if _, err := fence.Held(); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				break
+			}
 		}
 		sem <- struct{}{}
 		wg.Add(1)
@@ -429,6 +444,39 @@ func (t *Target) delete(c *ldap.Conn, dn string) error {
 		return fmt.Errorf("%s no longer carries description %q: it is left alone", dn, t.marker)
 	}
 	return wrap(c.Del(ldap.NewDelRequest(dn, nil)), dn, "delete")
+}
+
+// fence writes the lease's generation on the base entry, unless a newer
+// generation is there already: a former leader that lost its lease
+// (paused past it, or cut off) writes nothing once the new leader has
+// applied. The base entry gets objectClass csFenced (collabsync's
+// schema, configs/ldap) the first time.
+func (t *Target) fence(c *ldap.Conn, f engine.Fence) error {
+	gen, err := f.Held()
+	if err != nil {
+		return err
+	}
+	g := strconv.FormatUint(gen, 10)
+	assert, err := ldapconn.NewAssertion("(|(!(csLeaseGeneration=*))(csLeaseGeneration<=" + g + "))")
+	if err != nil {
+		return err
+	}
+	m := ldap.NewModifyRequest(t.s.BaseDN, []ldap.Control{assert})
+	m.Replace("csLeaseGeneration", []string{g})
+	err = c.Modify(m)
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultObjectClassViolation) {
+		m = ldap.NewModifyRequest(t.s.BaseDN, []ldap.Control{assert})
+		m.Add("objectClass", []string{"csFenced"})
+		m.Replace("csLeaseGeneration", []string{g})
+		err = c.Modify(m)
+	}
+	switch {
+	case ldapconn.AssertionFailed(err):
+		return fmt.Errorf("%s: a newer lease generation than this process's (%d) has written here: this process lost the HA lease; nothing written", t.s.BaseDN, gen)
+	case ldap.IsErrorWithCode(err, ldap.LDAPResultUndefinedAttributeType), ldap.IsErrorWithCode(err, ldap.LDAPResultObjectClassViolation):
+		return wrap(err, t.s.BaseDN, "fence (the server needs collabsync's schema, configs/ldap/collabsync.ldif, for an HA pair)")
+	}
+	return wrap(err, t.s.BaseDN, "fence")
 }
 
 // ensureBase creates the base and its two branches when missing.

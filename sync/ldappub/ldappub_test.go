@@ -2,6 +2,8 @@ package ldappub
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -206,5 +208,98 @@ func TestCheckSource(t *testing.T) {
 		if got := len(s.CheckSource(uris, bases)) > 0; got != tc.refused {
 			t.Errorf("%s %s: refused %v, want %v", tc.url, tc.base, got, tc.refused)
 		}
+	}
+}
+
+// generation is a fence held at a generation for a number of checks
+// (-1: always).
+type generation struct {
+	gen    uint64
+	checks int
+}
+
+func (g *generation) Held() (uint64, error) {
+	if g.checks == 0 {
+		return 0, errors.New("lease lost")
+	}
+	g.checks--
+	return g.gen, nil
+}
+
+// TestPublishFenced: under an HA pair's lease the generation is written
+// on the base entry with each apply; an apply of an older generation (a
+// former leader, paused past its lease) writes nothing; a lease lost in
+// the middle of an apply starts no further write.
+func TestPublishFenced(t *testing.T) {
+	schema, _ := filepath.Abs("../../configs/ldap/collabsync.ldif")
+	s := slapd.StartT(t, slapd.Options{LDIF: []string{"../../configs/demo/directory.ldif"}, Schemas: []string{schema}, NoSyncprov: true})
+	set := Kind().NewSettings().(*Settings)
+	set.URL, set.TLS, set.BindDN, set.PasswordFile, set.BaseDN = s.URI, "none", s.RootDN, s.RootPWFile, base
+	tg := New("published", set, engine.Env{})
+	now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	var users []*directory.User
+	members := []string{}
+	for i := range 40 {
+		uid := fmt.Sprintf("u%02d", i)
+		users = append(users, &directory.User{UID: uid, Name: uid, Home: "/home/" + uid, Shell: "/bin/bash"})
+	}
+	state := func() *directory.State {
+		var us []*directory.User
+		for _, u := range users {
+			c := *u
+			us = append(us, &c)
+		}
+		var cs []directory.Collaboration
+		for i := range 20 {
+			cs = append(cs, directory.Collaboration{Name: fmt.Sprintf("g%02d", i), Members: slices.Clone(members)})
+		}
+		return directorytest.Centre(now, us, cs)
+	}
+	apply := func(f engine.Fence) error {
+		p, err := enginetest.Plan(context.Background(), tg, state())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tg.Apply(engine.WithFence(context.Background(), f), p)
+	}
+	baseGen := func() []string {
+		out, err := exec.Command("ldapsearch", "-LLL", "-Q", "-Y", "EXTERNAL", "-H", s.LDAPIURI, "-s", "base", "-b", base, "csLeaseGeneration").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ldapsearch: %v: %s", err, out)
+		}
+		return strings.Fields(strings.ReplaceAll(string(out), "\n", " "))
+	}
+	if err := apply(&generation{gen: 5, checks: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := baseGen(); !slices.Contains(got, "csLeaseGeneration:") || got[len(got)-1] != "5" {
+		t.Fatalf("base after generation 5: %q", got)
+	}
+	members = []string{"u01"}
+	err := apply(&generation{gen: 4, checks: -1})
+	if err == nil || !strings.Contains(err.Error(), "a newer lease generation than this process's (4) has written here") {
+		t.Fatalf("generation 4 after 5: %v", err)
+	}
+	if got := search(t, s, "(memberUid=u01)", "cn"); len(got) != 0 {
+		t.Fatalf("generation 4 wrote: %q", got)
+	}
+	// The lease is lost after the fence and 3 writes (u01's account, then
+	// two of the 20 memberships): no write starts after.
+	lost := &generation{gen: 6, checks: 4}
+	err = apply(lost)
+	if err == nil || !strings.Contains(err.Error(), "lease lost") {
+		t.Fatalf("lease lost mid-apply: %v", err)
+	}
+	if got := search(t, s, "(|(uid=u01)(memberUid=u01))", "cn"); len(got) != 2*3 {
+		t.Errorf("lease lost after 3 writes, yet %d entries written: %q", len(got)/2, got)
+	}
+	if err := apply(&generation{gen: 6, checks: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := search(t, s, "(memberUid=u01)", "cn"); len(got) != 2*20 {
+		t.Errorf("generation 6: %d of 20 groups written", len(got)/2)
+	}
+	if got := baseGen(); got[len(got)-1] != "6" {
+		t.Fatalf("base after generation 6: %q", got)
 	}
 }
