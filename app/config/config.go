@@ -16,6 +16,7 @@ import (
 	"github.com/collabsync/collabsync/accounting"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/duration"
+	"github.com/collabsync/collabsync/internal/ldapconn"
 	"github.com/collabsync/collabsync/ldapx"
 	"github.com/collabsync/collabsync/sync/engine"
 )
@@ -27,6 +28,8 @@ type Config struct {
 	Serve      Serve        `yaml:"serve"`
 	Accounting Accounting   `yaml:"accounting"`
 	StateDir   string       `yaml:"state_dir"`
+	// HA, when set, makes serve one of an active/passive pair.
+	HA *HA `yaml:"ha"`
 	// Targets are read apart (targets.go): each kind has its own keys.
 	Targets []Target `yaml:"-"`
 }
@@ -98,6 +101,21 @@ type Serve struct {
 	// 64 MiB), off (Go's default), or a size such as 512MiB, for serve and
 	// the one-shot commands alike. GOMEMLIMIT in the environment wins.
 	MemoryLimit string `yaml:"memory_limit"`
+}
+
+// HA makes serve one of an active/passive pair (docs/HA.md): both run the
+// same configuration; the one holding the lease entry applies to targets
+// and ingests, the other keeps its live model and takes over when the
+// lease lapses. The bind must be allowed to write the lease entry.
+type HA struct {
+	ldapconn.Settings `yaml:",inline"`
+	// LeaseDN is the lease entry (objectClass csLease), made when missing.
+	LeaseDN string `yaml:"lease_dn"`
+	// Holder names this process in the lease (default: the host name).
+	Holder string `yaml:"holder"`
+	// TTL is how long the lease lasts without a renewal: the most a
+	// takeover waits after the leader stops (renewed every third of it).
+	TTL Duration `yaml:"ttl"`
 }
 
 // Memory limit settings besides a size.
@@ -276,6 +294,15 @@ func (c *Config) applyDefaults(given func(string) bool) {
 	}
 	def(has, "rules.local_passwd", &r.LocalPasswd, "/etc/passwd")
 	def(has, "rules.local_group", &r.LocalGroup, "/etc/group")
+
+	if ha := c.HA; ha != nil {
+		d := ldapconn.Defaults()
+		def(has, "ha.tls", &ha.TLS, d.TLS)
+		def(has, "ha.timeout", &ha.Timeout, Duration(10*time.Second))
+		def(has, "ha.ttl", &ha.TTL, Duration(15*time.Second))
+		host, _ := os.Hostname()
+		def(has, "ha.holder", &ha.Holder, host)
+	}
 
 	sv := &c.Serve
 	def(has, "serve.listen", &sv.Listen, "127.0.0.1:9465")

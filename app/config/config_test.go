@@ -112,6 +112,11 @@ targets:
     dir: also/relative
     guard:
       max_delete_ratio: 3
+ha:
+  url: http://lease.example.org
+  password_file: /nonexistent/pw
+  lease_dn: ou=collabsync,dc=example,dc=org
+  ttl: 1s
 `
 	_, err := parse("bad.yaml", []byte(doc))
 	var fe *FileError
@@ -134,6 +139,11 @@ targets:
 		{18, "state_dir", "absolute path"},
 		{21, "targets.nss.dir", "absolute path"},
 		{23, "targets.nss.guard.max_delete_ratio", "between 0 and 1"},
+		{25, "ha.url", "want ldap:// or ldaps://"},
+		{24, "ha.bind_dn", "is required"},
+		{26, "ha.password_file", "/nonexistent/pw"},
+		{27, "ha.lease_dn", "want cn=<name>"},
+		{28, "ha.ttl", "at least 3s"},
 	}
 	for _, w := range want {
 		found := false

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
 	"github.com/robfig/cron/v3"
 
 	"github.com/collabsync/collabsync/accounting"
@@ -68,6 +69,9 @@ func (c *Config) validate(formats []string, files bool) []Problem {
 	}
 	c.Rules.validate(&ps)
 	c.Serve.validate(&ps)
+	if c.HA != nil {
+		c.HA.validate(&ps)
+	}
 	c.Accounting.validate(&ps, formats)
 	if !filepath.IsAbs(c.StateDir) {
 		ps.add("state_dir", "must be an absolute path, got %q", c.StateDir)
@@ -229,5 +233,20 @@ func (r *Rules) validate(ps *problems) {
 		if !slices.Contains(directory.Actions(), action) {
 			ps.add(path, "unknown action %q (want %s)", action, directory.Join(directory.Actions()))
 		}
+	}
+}
+
+func (h *HA) validate(ps *problems) {
+	for _, p := range h.Settings.Validate() {
+		ps.add("ha."+p.Key, "%s", p.Msg)
+	}
+	if dn, err := ldap.ParseDN(h.LeaseDN); err != nil || len(dn.RDNs) < 2 || len(dn.RDNs[0].Attributes) != 1 || !strings.EqualFold(dn.RDNs[0].Attributes[0].Type, "cn") {
+		ps.add("ha.lease_dn", "want cn=<name>,<an existing entry> (cn=serve,ou=collabsync,dc=example,dc=org), got %q", h.LeaseDN)
+	}
+	if h.Holder == "" || strings.ContainsAny(h.Holder, "\x00\n") {
+		ps.add("ha.holder", "must name this host, got %q", h.Holder)
+	}
+	if h.TTL < Duration(3*time.Second) {
+		ps.add("ha.ttl", "must be at least 3s, got %v", time.Duration(h.TTL))
 	}
 }
