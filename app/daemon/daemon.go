@@ -33,6 +33,7 @@ import (
 	"github.com/collabsync/collabsync/internal/statelock"
 	"github.com/collabsync/collabsync/internal/store"
 	"github.com/collabsync/collabsync/ldapx"
+	"github.com/collabsync/collabsync/ldapx/lease"
 	"github.com/collabsync/collabsync/sync/engine"
 	"github.com/collabsync/collabsync/sync/userdb"
 )
@@ -72,6 +73,11 @@ type server struct {
 	// userdb, when configured, serves each run's state to nss-systemd.
 	userdb atomic.Pointer[userdb.Provider]
 	mem    *memoryLimit
+	// live: the live model has been announced (refreshed) once.
+	live atomic.Bool
+	// lease, while serve is one of an HA pair, is its lease: only its
+	// holder ingests.
+	lease atomic.Pointer[lease.Lease]
 }
 
 // Run serves until ctx ends (SIGTERM), reloading the configuration on
@@ -181,7 +187,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	s.mem.configure(stop, cfg.Serve.MemoryLimit)
 	var first sync.Once
 	src := newDirectorySource(cfg, s.log, s.metrics, s.status, func() {
-		first.Do(s.mem.modelLive)
+		first.Do(func() { s.mem.modelLive(); s.live.Store(true) })
 		send(engine.Trigger{Reason: "directory change"})
 	})
 	if cfg.Serve.Changes != config.ChangesPoll {
@@ -205,7 +211,14 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		s.log.Error("full_reconcile schedule", "err", err) // validated at load: not expected
 	}
 	for _, as := range cfg.Accounting.Sources {
-		job := cron.NewChain(cron.SkipIfStillRunning(cron.DiscardLogger)).Then(cron.FuncJob(func() { s.ingest(stop, cfg, as) }))
+		job := cron.NewChain(cron.SkipIfStillRunning(cron.DiscardLogger)).Then(cron.FuncJob(func() {
+			if l := s.lease.Load(); cfg.HA != nil && l != nil {
+				if _, err := l.Held(); err != nil {
+					return // the leader ingests
+				}
+			}
+			s.ingest(stop, cfg, as)
+		}))
 		if _, err := sched.AddJob(as.Schedule, job); err != nil {
 			s.log.Error("accounting schedule", "source", as.Name, "err", err)
 		}
@@ -276,7 +289,11 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		WaitForTrigger: true,
 		Log:            s.log,
 	}
-	loop.Run(stop, run, triggers)
+	if cfg.HA == nil {
+		loop.Run(stop, run, triggers)
+		return
+	}
+	s.pair(stop, run, cfg, *loop, triggers)
 }
 
 // watch keeps the live model with syncrepl, or polls when the server has
@@ -339,7 +356,10 @@ func (s *server) afterRead(ctx context.Context, r engine.RunReport) {
 		s.mem.afterRun(r.Full)
 	}
 	s.metrics.observeRead(r)
-	s.status.recordRead(r)
+	if s.status.recordRead(r) {
+		notify("READY=1")
+		s.log.Info("started as standby: directory read; the leader applies to the targets")
+	}
 	notify("STATUS=" + s.status.line())
 }
 

@@ -46,6 +46,8 @@ type metrics struct {
 	lockBusy        prometheus.Counter
 	// userdb is the provider serve.userdb runs, when it does.
 	userdb atomic.Pointer[userdb.Provider]
+	// ha says who leads, when serve is one of a pair.
+	ha haMetrics
 	// ready is what /readyz answers from.
 	ready atomic.Pointer[status]
 

@@ -28,11 +28,15 @@ func (s *server) handler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if ready, why := s.status.ready(); !ready {
+		ready, why := s.status.ready()
+		switch {
+		case !ready:
 			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
-			return
+		case why != "":
+			fmt.Fprintln(w, why) // standby
+		default:
+			fmt.Fprintln(w, "ready")
 		}
-		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -68,6 +72,8 @@ type StatusReport struct {
 	Targets      map[string]*TargetStatus `json:"targets"`
 	ChangeStream ChangeStreamStatus       `json:"change_stream"`
 	Queue        []store.Queued           `json:"retry_queue"`
+	// HA is the lease, when serve is one of an active/passive pair.
+	HA *HAStatus `json:"ha,omitempty"`
 }
 
 // DirectoryStatus is the directory as the last reconcile took it.
@@ -254,19 +260,25 @@ func (s *status) setDeletions(mechanism string, worst time.Duration) {
 	s.mu.Unlock()
 }
 
-// recordRead takes one read of the directory in.
-func (s *status) recordRead(r engine.RunReport) {
+// recordRead takes one read of the directory in; it reports whether a
+// standby just started up (a standby runs no target).
+func (s *status) recordRead(r engine.RunReport) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := &s.data
 	d.Directory.LastReason = r.Reason
 	if r.State == nil {
 		d.Directory.LastError = r.Err.Error()
-		return
+		return false
 	}
 	d.Directory.LastRead, d.Directory.LastError = r.Started, ""
 	d.Directory.Users, d.Directory.Violations = len(r.State.Users), len(r.State.Violations)
 	d.Ready, _ = s.readyLocked()
+	if !s.startedUp && d.HA != nil && !d.HA.Leader {
+		s.startedUp = true
+		return true
+	}
+	return false
 }
 
 // recordTarget takes one target's run in; it reports whether the daemon
@@ -356,6 +368,16 @@ func (s *status) readyLocked() (bool, string) {
 			return false, "the userdb provider is not serving: " + h.Err
 		}
 	}
+	if ha := s.data.HA; ha != nil && !ha.Leader {
+		if ha.Err != "" {
+			return false, "standby, and the HA lease cannot be read: " + ha.Err
+		}
+		holder := ha.Holder
+		if holder == "" {
+			holder = "nobody"
+		}
+		return true, fmt.Sprintf("standby: %s leads (lease generation %d); this process keeps its live model and takes over when the lease lapses", holder, ha.Generation)
+	}
 	var missing, held []string
 	for _, t := range s.targets {
 		ts := s.data.Targets[t]
@@ -419,6 +441,10 @@ func (s *status) line() string {
 	d := s.data
 	if d.Directory.LastError != "" {
 		return "reconcile failed, downstream unchanged: " + firstLine(d.Directory.LastError)
+	}
+	if d.HA != nil && !d.HA.Leader {
+		return fmt.Sprintf("standby (%s leads, generation %d): last read %s (%s); changes via %s", d.HA.Holder, d.HA.Generation,
+			d.Directory.LastRead.Format(time.TimeOnly), d.Directory.LastReason, d.ChangeStream.Mode)
 	}
 	var parts []string
 	for _, t := range s.targets {

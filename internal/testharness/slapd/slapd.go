@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"text/template"
@@ -40,6 +41,10 @@ type Options struct {
 	NoSessionLog bool
 	// MaxSizeBytes is the mdb map size (default 1 GiB).
 	MaxSizeBytes int64
+	// AccessLog logs every write (successful or not) to the database
+	// cn=accesslog (slapo-accesslog), for tests that count writes:
+	// WriteLog reads it.
+	AccessLog bool
 	// Consumer makes the server a syncrepl consumer replica of a subtree
 	// of another (refreshAndPersist), as the replicas serving a centre's
 	// nodes are.
@@ -140,6 +145,9 @@ olcModuleLoad: back_mdb
 olcModuleLoad: memberof
 olcModuleLoad: syncprov
 olcModuleLoad: ppolicy
+{{- if .AccessLog}}
+olcModuleLoad: accesslog
+{{- end}}
 
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
@@ -195,6 +203,26 @@ dn: olcOverlay={1}ppolicy,olcDatabase={1}mdb,cn=config
 objectClass: olcOverlayConfig
 objectClass: olcPPolicyConfig
 olcOverlay: {1}ppolicy
+{{- if .AccessLog}}
+
+dn: olcDatabase={2}mdb,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {2}mdb
+olcSuffix: cn=accesslog
+olcDbDirectory: {{.Dir}}/accesslog
+olcDbNoSync: TRUE
+olcDbIndex: objectClass,reqStart eq
+olcLimits: * size=unlimited time=unlimited
+olcAccess: {0}to * by dn.exact=gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth read by * none
+
+dn: olcOverlay={3}accesslog,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcAccessLogConfig
+olcOverlay: {3}accesslog
+olcAccessLogDB: cn=accesslog
+olcAccessLogOps: writes
+{{- end}}
 {{- if not .NoSyncprov}}
 
 dn: olcOverlay={2}syncprov,olcDatabase={1}mdb,cn=config
@@ -209,7 +237,7 @@ olcSpSessionLog: 10000
 `))
 
 func (s *Server) configure() error {
-	for _, d := range []string{"cfg", "data"} {
+	for _, d := range []string{"cfg", "data", "accesslog"} {
 		if err := os.MkdirAll(filepath.Join(s.opts.Dir, d), 0o700); err != nil {
 			return err
 		}
@@ -218,7 +246,7 @@ func (s *Server) configure() error {
 	err := configTemplate.Execute(&b, map[string]any{
 		"Dir": s.opts.Dir, "Suffix": s.opts.Suffix, "RootDN": s.RootDN, "RootPassword": s.RootPassword,
 		"MaxSizeBytes": s.opts.MaxSizeBytes, "Certs": s.Certs, "Schemas": s.opts.Schemas, "NoSyncprov": s.opts.NoSyncprov || s.opts.Consumer != nil, "NoSessionLog": s.opts.NoSessionLog,
-		"Consumer": s.opts.Consumer,
+		"Consumer": s.opts.Consumer, "AccessLog": s.opts.AccessLog,
 	})
 	if err != nil {
 		return err
@@ -409,4 +437,50 @@ func freePort() (int, error) {
 		return 0, err
 	}
 	return ports[0], nil
+}
+
+// Write is one write operation the server's access log recorded.
+type Write struct {
+	Type   string   // add, modify, delete, modrdn
+	DN     string   // the entry written
+	Mods   []string // reqMod: "attr:+ value", "attr:= value", ... (add: the entry's attributes)
+	Result string   // reqResult: "0" for success
+	Start  string   // reqStart, which orders the writes
+}
+
+// WriteLog returns the writes to entries under base (Options.AccessLog),
+// oldest first.
+func (s *Server) WriteLog(ctx context.Context, base string) ([]Write, error) {
+	out, err := exec.CommandContext(ctx, "ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-Q", "-Y", "EXTERNAL", "-H", s.LDAPIURI,
+		"-b", "cn=accesslog", "(objectClass=auditWriteObject)", "reqType", "reqDN", "reqMod", "reqResult", "reqStart").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldapsearch cn=accesslog: %w", err)
+	}
+	var writes []Write
+	for _, rec := range strings.Split(string(out), "\n\n") {
+		var w Write
+		for _, line := range strings.Split(rec, "\n") {
+			k, v, ok := strings.Cut(line, ": ")
+			if !ok {
+				continue
+			}
+			switch k {
+			case "reqType":
+				w.Type = v
+			case "reqDN":
+				w.DN = v
+			case "reqMod":
+				w.Mods = append(w.Mods, v)
+			case "reqResult":
+				w.Result = v
+			case "reqStart":
+				w.Start = v
+			}
+		}
+		if w.DN != "" && strings.HasSuffix(strings.ToLower(w.DN), strings.ToLower(base)) {
+			writes = append(writes, w)
+		}
+	}
+	slices.SortFunc(writes, func(a, b Write) int { return strings.Compare(a.Start, b.Start) })
+	return writes, nil
 }
