@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,9 +76,11 @@ type server struct {
 	mem    *memoryLimit
 	// live: the live model has been announced (refreshed) once.
 	live atomic.Bool
-	// lease, while serve is one of an HA pair, is its lease: only its
-	// holder ingests.
+	// lease, when serve is one of an HA pair, is its lease (for the
+	// process: a reload keeps it); only its holder applies and ingests.
+	// roles says the lease was taken or lost.
 	lease atomic.Pointer[lease.Lease]
+	roles chan struct{}
 }
 
 // Run serves until ctx ends (SIGTERM), reloading the configuration on
@@ -116,6 +119,13 @@ func Run(ctx context.Context, o Options) error {
 	go httpSrv.Serve(ln)
 	s.log.Info("collabsync serving", "version", o.Version, "listen", ln.Addr().String(), "config", o.ConfigPath)
 	go s.watchdog(ctx)
+	if cfg.HA != nil {
+		// Released when the last run is over: a run finishing at stop
+		// still holds it.
+		leaseCtx, endLease := context.WithCancel(context.WithoutCancel(ctx))
+		campaigned := s.campaign(leaseCtx, cfg.HA)
+		defer func() { endLease(); <-campaigned }()
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -152,6 +162,10 @@ func Run(ctx context.Context, o Options) error {
 				}
 				if next.Serve.Listen != cfg.Serve.Listen || next.StateDir != cfg.StateDir {
 					s.log.Warn("serve.listen and state_dir changes take effect at the next restart")
+				}
+				if !reflect.DeepEqual(next.HA, cfg.HA) {
+					s.log.Warn("ha changes take effect at the next restart; the lease is kept as it is")
+					next.HA = cfg.HA
 				}
 				s.metrics.reloads.WithLabelValues("success").Inc()
 				s.log.Info("configuration reloaded")
@@ -293,7 +307,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		loop.Run(stop, run, triggers)
 		return
 	}
-	s.pair(stop, run, cfg, *loop, triggers)
+	s.pair(stop, run, *loop, triggers)
 }
 
 // watch keeps the live model with syncrepl, or polls when the server has

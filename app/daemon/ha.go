@@ -66,45 +66,45 @@ func (s *status) setHA(st lease.State) {
 	s.data.HA = &HAStatus{Role: role(st.Leader), State: st}
 }
 
-// pair runs the loop as one of an HA pair: while this process holds the
-// lease, loop as configured (targets applied under the lease's fence);
-// while it does not, the same loop without targets, which keeps the live
-// model read and evaluated, the rules' statuses saved, /status current.
-// A lost lease ends the leader's runs at once: no grace to finish.
-func (s *server) pair(stop, run context.Context, cfg *config.Config, loop engine.Loop, triggers <-chan engine.Trigger) {
-	l := lease.New(lease.Config{Server: cfg.HA.Settings, DN: cfg.HA.LeaseDN, Holder: cfg.HA.Holder, TTL: time.Duration(cfg.HA.TTL)}, s.log)
+// campaign runs the lease until ctx ends (then releases it), for the
+// whole process: a configuration reload keeps the lease.
+func (s *server) campaign(ctx context.Context, cfg *config.HA) (done <-chan struct{}) {
+	l := lease.New(lease.Config{Server: cfg.Settings, DN: cfg.LeaseDN, Holder: cfg.Holder, TTL: time.Duration(cfg.TTL)}, s.log)
+	s.roles = make(chan struct{}, 1)
+	s.status.setHA(l.State())
 	s.lease.Store(l)
-	defer s.lease.Store(nil)
-	leader := loop.Engine
-	leader.Fence = l
-	standby := &engine.Engine{Source: leader.Source, Evaluate: leader.Evaluate, Log: leader.Log}
-
-	roles := make(chan bool, 1)
-	leaseCtx, endLease := context.WithCancel(context.WithoutCancel(stop))
-	leaseDone := make(chan struct{})
+	finished := make(chan struct{})
 	go func() {
-		defer close(leaseDone)
+		defer close(finished)
 		leading := false
-		l.Run(leaseCtx, func(st lease.State) {
+		l.Run(ctx, func(st lease.State) {
 			s.status.setHA(st)
 			s.metrics.setHA(st, st.Leader != leading)
 			if st.Leader != leading {
 				leading = st.Leader
 				select {
-				case <-roles:
+				case s.roles <- struct{}{}:
 				default:
 				}
-				roles <- leading
 			}
 		})
 	}()
-	// The lease is released after the last run ends: held while a run
-	// in progress at stop finishes.
-	defer func() { endLease(); <-leaseDone }()
-	s.status.setHA(l.State())
+	return finished
+}
 
-	leading := false
+// pair runs the loop as one of an HA pair: while this process holds the
+// lease, loop as configured (targets applied under the lease's fence);
+// while it does not, the same loop without targets, which keeps the live
+// model read and evaluated, the rules' statuses saved, /status current.
+// A lost lease ends the leader's runs at once: no grace to finish.
+func (s *server) pair(stop, run context.Context, loop engine.Loop, triggers <-chan engine.Trigger) {
+	l := s.lease.Load()
+	leader := loop.Engine
+	leader.Fence = l
+	standby := &engine.Engine{Source: leader.Source, Evaluate: leader.Evaluate, Log: leader.Log}
 	for {
+		_, err := l.Held()
+		leading := err == nil
 		term := loop
 		termStop, endTerm := context.WithCancel(stop)
 		termRun, abandon := context.WithCancel(run)
@@ -130,9 +130,9 @@ func (s *server) pair(stop, run context.Context, cfg *config.Config, loop engine
 			endTerm()
 			abandon()
 			return
-		case leading = <-roles:
+		case <-s.roles:
 			endTerm()
-			if !leading {
+			if _, err := l.Held(); err != nil {
 				abandon() // the fence refuses its writes anyway
 			}
 			<-done
