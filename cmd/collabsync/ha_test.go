@@ -267,6 +267,13 @@ func TestServePairFailsOver(t *testing.T) {
 		return false
 	})
 	publishedWrites(t, e, uids)
+	// A one-shot sync on the standby's host would compete with the leader.
+	if r := collabsync(t, p.configs[1], "sync", "--once"); r.code == 0 || !strings.Contains(r.stderr, "host-a leads this pair") {
+		t.Errorf("sync --once on the standby's host: code %d: %s", r.code, r.stderr)
+	}
+	if r := collabsync(t, p.configs[1], "sync", "--once", "--dry-run"); r.code != 0 {
+		t.Errorf("sync --once --dry-run on the standby's host: code %d: %s", r.code, r.stderr)
+	}
 	b.stop(t)
 	a.stop(t)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/collabsync/collabsync/app/wiring"
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/ldapx"
+	"github.com/collabsync/collabsync/ldapx/lease"
 	"github.com/collabsync/collabsync/sync/engine"
 )
 
@@ -22,8 +23,33 @@ func cmdSync(ctx context.Context, a *app, args []string) int {
 		fmt.Fprintln(a.stderr, "collabsync sync: only --once is supported; run 'collabsync serve' for the daemon")
 		return exitUsage
 	}
+	if !*dryRun && !a.mayApply(ctx) {
+		return exitFailure
+	}
 	code, _ := a.reconcile(ctx, engine.Options{DryRun: *dryRun, AllowDeletions: *allow}, "text")
 	return code
+}
+
+// mayApply says whether this host may apply when it is one of an HA
+// pair: not while the other host's serve holds the lease (its next run
+// would undo or redo what this one writes), nor when the lease cannot be
+// read (who leads is unknown).
+func (a *app) mayApply(ctx context.Context) bool {
+	cfg := a.loadConfig()
+	if cfg == nil || cfg.HA == nil {
+		return true
+	}
+	ha := cfg.HA
+	holder, gen, held, err := lease.Holder(ctx, lease.Config{Server: ha.Settings, DN: ha.LeaseDN, Holder: ha.Holder})
+	switch {
+	case err != nil:
+		a.errorf(fmt.Errorf("ha: cannot tell which host of the pair leads, so nothing is applied (--dry-run plans): %w", err))
+		return false
+	case held && holder != ha.Holder:
+		a.errorf(fmt.Errorf("ha: %s leads this pair (lease %s, generation %d): apply from there, or stop its serve first; --dry-run plans from here", holder, ha.LeaseDN, gen))
+		return false
+	}
+	return true
 }
 
 // reconcile runs the engine once and prints the plans and a summary of the

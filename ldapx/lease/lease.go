@@ -415,3 +415,20 @@ func (l *Lease) release(settings ldapconn.Settings) {
 	}
 	l.log.Info("lease released")
 }
+
+// Holder reads who holds the lease: the holder's name and generation,
+// and whether it is held (not released; a holder that died holds it
+// until the other takes it). ok is false when there is no lease entry.
+func Holder(ctx context.Context, cfg Config) (holder string, generation uint64, held bool, err error) {
+	c, done, err := ldapconn.Dial(ctx, cfg.Server)
+	if err != nil {
+		return "", 0, false, err
+	}
+	defer done()
+	l := &Lease{cfg: cfg}
+	e, err := l.read(c)
+	if err != nil || !e.exists {
+		return "", 0, false, err
+	}
+	return e.holder, e.generation, e.seconds > 0, nil
+}
