@@ -60,8 +60,9 @@ func newLargeSyncEnv(t testing.TB, users, collabs int) *syncEnv {
 	return newGeneratedSyncEnv(t, gendir.Params{Users: users, Collaborations: collabs})
 }
 
-// newGeneratedSyncEnv is newLargeSyncEnv for any generated directory.
-func newGeneratedSyncEnv(t testing.TB, p gendir.Params) *syncEnv {
+// newGeneratedSyncEnv is newLargeSyncEnv for any generated directory;
+// schemas are loaded beside the standard ones.
+func newGeneratedSyncEnv(t testing.TB, p gendir.Params, schemas ...string) *syncEnv {
 	t.Helper()
 	dir := t.TempDir()
 	ldif := filepath.Join(dir, "dir.ldif")
@@ -74,7 +75,7 @@ func newGeneratedSyncEnv(t testing.TB, p gendir.Params) *syncEnv {
 	}
 	f.Close()
 	// The mdb map: ≈2.5 KiB per user with the indexes, 1 GiB at least.
-	s := slapd.StartT(t, slapd.Options{LDIF: []string{ldif}, MaxSizeBytes: max(1<<30, int64(p.Users)*8<<10)})
+	s := slapd.StartT(t, slapd.Options{LDIF: []string{ldif}, MaxSizeBytes: max(1<<30, int64(p.Users)*8<<10), Schemas: schemas})
 	out := filepath.Join(dir, "extrausers")
 	os.Mkdir(out, 0o755)
 	cfg := writeFile(t, filepath.Join(dir, "collabsync.yaml"),

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -78,6 +79,29 @@ func BenchmarkPublish100k(b *testing.B) {
 	}
 	publish := time.Since(start)
 
+	// A new leader of an HA pair (or serve's start) reads the subtree:
+	// against ldapsearch of the same entries.
+	start = time.Now()
+	if out, err := exec.Command("ldapsearch", "-x", "-LLL", "-E", "pr=1000/noprompt", "-H", s.URI, "-D", s.RootDN, "-w", s.RootPassword,
+		"-b", base, "(objectClass=*)", "objectClass", "uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "loginShell", "memberUid").Output(); err != nil {
+		b.Fatalf("ldapsearch: %v: %.500s", err, out)
+	}
+	ldapsearch := time.Since(start)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	allocBefore := ms.TotalAlloc
+	start = time.Now()
+	current, err := tg.Current(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	read := time.Since(start)
+	runtime.ReadMemStats(&ms)
+	if len(current) != len(p.Desired) {
+		b.Fatalf("read %d records, published %d", len(current), len(p.Desired))
+	}
+
 	// One membership: u000001 joins c00000.
 	c := &st.Collaborations[0]
 	c.ActiveMembers = append([]string{"u000001"}, c.ActiveMembers...)
@@ -96,6 +120,9 @@ func BenchmarkPublish100k(b *testing.B) {
 	b.ReportMetric(publish.Seconds()/ldapadd.Seconds(), "publish/ldapadd")
 	b.ReportMetric(float64(change.Milliseconds()), "change_ms")
 	b.ReportMetric(float64(len(p2.Changes)), "change_writes")
+	b.ReportMetric(read.Seconds(), "read_s")
+	b.ReportMetric(read.Seconds()/ldapsearch.Seconds(), "read/ldapsearch")
+	b.ReportMetric(float64(ms.TotalAlloc-allocBefore)/(1<<20), "read_alloc_MiB")
 }
 
 func mustDesired(b *testing.B, tg *Target, st *directory.State) []engine.Record {

@@ -174,42 +174,61 @@ func (t *Target) conn(ctx context.Context) (*ldap.Conn, func(), error) {
 }
 
 // Current implements engine.Target: the entries under the base that
-// carry the marker.
+// carry the marker, read a page at a time and turned into records as
+// they come (the subtree is never held whole: 110k entries decoded by
+// go-ldap are gigabytes of garbage, a few megabytes at a time here).
 func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 	c, done, err := t.conn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	res, err := c.SearchWithPaging(ldap.NewSearchRequest(t.s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+	paging := ldap.NewControlPaging(1000)
+	req := ldap.NewSearchRequest(t.s.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
 		"(&(description="+ldap.EscapeFilter(t.marker)+")(|(objectClass=posixAccount)(objectClass=posixGroup)))",
-		[]string{"objectClass", "uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "loginShell", "memberUid"}, nil), 1000)
-	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
-		return nil, nil // the base is made by the first apply
-	}
-	if err != nil {
-		t.call("error")
-		return nil, fmt.Errorf("search %s: %w", t.s.BaseDN, err)
-	}
-	t.call("ok")
+		[]string{"objectClass", "uid", "cn", "uidNumber", "gidNumber", "homeDirectory", "loginShell", "memberUid"}, []ldap.Control{paging})
 	var recs []engine.Record
-	for _, e := range res.Entries {
-		classes := e.GetAttributeValues("objectClass")
-		switch {
-		case slices.ContainsFunc(classes, func(c string) bool { return strings.EqualFold(c, "posixAccount") }):
-			uidNumber, _ := strconv.ParseUint(e.GetAttributeValue("uidNumber"), 10, 32)
-			gidNumber, _ := strconv.ParseUint(e.GetAttributeValue("gidNumber"), 10, 32)
-			recs = append(recs, engine.Record{Kind: KindUser, Key: e.GetAttributeValue("uid"), Value: userValue(uint32(uidNumber), uint32(gidNumber),
-				e.GetAttributeValue("cn"), e.GetAttributeValue("homeDirectory"), e.GetAttributeValue("loginShell"))})
-		default:
-			name := e.GetAttributeValue("cn")
-			recs = append(recs, engine.Record{Kind: KindGroup, Key: name, Value: e.GetAttributeValue("gidNumber")})
-			for _, m := range e.GetAttributeValues("memberUid") {
-				recs = append(recs, engine.Record{Kind: KindMember, Key: name + " " + m})
+	for {
+		r := c.SearchAsync(ctx, req, 256)
+		for r.Next() {
+			if e := r.Entry(); e != nil {
+				recs = appendRecords(recs, e)
 			}
 		}
+		err := r.Err()
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+			return nil, nil // the base is made by the first apply
+		}
+		if err != nil {
+			t.call("error")
+			return nil, fmt.Errorf("search %s: %w", t.s.BaseDN, err)
+		}
+		next, _ := ldap.FindControl(r.Controls(), ldap.ControlTypePaging).(*ldap.ControlPaging)
+		if next == nil || len(next.Cookie) == 0 {
+			break
+		}
+		paging.SetCookie(next.Cookie)
 	}
+	t.call("ok")
 	return recs, nil
+}
+
+// appendRecords appends an entry's records: a user, or a group and its
+// memberships.
+func appendRecords(recs []engine.Record, e *ldap.Entry) []engine.Record {
+	classes := e.GetAttributeValues("objectClass")
+	if slices.ContainsFunc(classes, func(c string) bool { return strings.EqualFold(c, "posixAccount") }) {
+		uidNumber, _ := strconv.ParseUint(e.GetAttributeValue("uidNumber"), 10, 32)
+		gidNumber, _ := strconv.ParseUint(e.GetAttributeValue("gidNumber"), 10, 32)
+		return append(recs, engine.Record{Kind: KindUser, Key: e.GetAttributeValue("uid"), Value: userValue(uint32(uidNumber), uint32(gidNumber),
+			e.GetAttributeValue("cn"), e.GetAttributeValue("homeDirectory"), e.GetAttributeValue("loginShell"))})
+	}
+	name := e.GetAttributeValue("cn")
+	recs = append(recs, engine.Record{Kind: KindGroup, Key: name, Value: e.GetAttributeValue("gidNumber")})
+	for _, m := range e.GetAttributeValues("memberUid") {
+		recs = append(recs, engine.Record{Kind: KindMember, Key: name + " " + m})
+	}
+	return recs
 }
 
 // Apply implements engine.Target: memberships taken away first, then
