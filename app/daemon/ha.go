@@ -109,6 +109,7 @@ func (s *server) pair(stop, run context.Context, loop engine.Loop, triggers <-ch
 		termStop, endTerm := context.WithCancel(stop)
 		termRun, abandon := context.WithCancel(run)
 		if leading {
+			s.mem.lead()
 			term.Engine = leader
 			// The live model may still be refreshing: the first run waits
 			// for its announcement then.

@@ -183,3 +183,20 @@ func (m *memoryLimit) rest() {
 	debug.SetMemoryLimit(m.limit)
 	m.log.Info("memory limit set from the resting heap", "resting_MiB", sample[0].Value.Uint64()>>20, "limit_MiB", m.limit>>20)
 }
+
+// lead lifts an automatic limit when this process of an HA pair starts
+// leading: its first run reads every target whole (it has applied
+// nothing), which the standby's resting heap is no measure of — at 100k
+// users the ldap target's read alone leaves gigabytes of decoder garbage,
+// and under the standby's limit the collector ran for 7 s of the 13 it
+// took. The resting heap is measured again once that run is over.
+func (m *memoryLimit) lead() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.auto {
+		return
+	}
+	m.ran, m.highSince = false, time.Time{}
+	m.limit = math.MaxInt64
+	debug.SetMemoryLimit(m.limit)
+}

@@ -106,6 +106,21 @@ func TestMemoryLimit(t *testing.T) {
 	if got := limit(); got != before {
 		t.Errorf("a live heap far under the limit changed it from %d to %d MiB", before>>20, got>>20)
 	}
+	// A standby starts leading: no limit until its first run as leader,
+	// which reads every target whole, has been let go.
+	m.lead()
+	if got := limit(); got != math.MaxInt64 {
+		t.Errorf("leading: limit %d MiB, want none during the first run", got>>20)
+	}
+	m.check(now.Add(4 * highFor))
+	if got := limit(); got != math.MaxInt64 {
+		t.Errorf("leading: check set the limit to %d MiB during the first run", got>>20)
+	}
+	m.afterRun(false)
+	m.idle()
+	if got := limit(); got != autoFloor {
+		t.Errorf("after the first run as leader: limit %d MiB, want the floor", got>>20)
+	}
 	m.configure(ctx, "off")
 	if m.check(now) {
 		t.Error("check goes on after the limit was turned off")
