@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -92,6 +93,17 @@ func haUsers(t *testing.T, e *syncEnv, n int) {
 
 func joinLSST(t *testing.T, e *syncEnv, uid string) {
 	e.modify(t, "dn: cn=lsst,ou=collaborations,dc=example,dc=org\nchangetype: modify\nadd: memberUid\nmemberUid: "+uid+"\n")
+}
+
+// joined says whether a write adding uid to lsst is in the access log.
+func joined(e *syncEnv, uid string) bool {
+	out, _ := e.server.WriteLog(context.Background(), haBase)
+	for _, w := range out {
+		if slices.Contains(w.Mods, "memberUid:+ "+uid) {
+			return true
+		}
+	}
+	return false
 }
 
 // publishedWrites checks the access log of the published subtree: no
@@ -223,17 +235,7 @@ func TestServePairFailsOver(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	b.cmd.Process.Signal(syscall.SIGSTOP)
 	eventually(t, haTTL+5*time.Second, "a leads", func() bool { return role(t, a) == "leader" })
-	eventually(t, 10*time.Second, "ha31 published by a", func() bool {
-		out, _ := e.server.WriteLog(context.Background(), haBase)
-		for _, w := range out {
-			for _, m := range w.Mods {
-				if m == "memberUid:+ ha31" {
-					return true
-				}
-			}
-		}
-		return false
-	})
+	eventually(t, 10*time.Second, "ha31 published by a", func() bool { return joined(e, "ha31") })
 	writesBefore := publishedWrites(t, e, uids)
 	// b resumes with its apply of ha31 in progress: it must write nothing.
 	p.publishB.Thaw()
@@ -255,17 +257,7 @@ func TestServePairFailsOver(t *testing.T) {
 	// One more change: a alone applies it, once.
 	joinLSST(t, e, "ha32")
 	uids = append(uids, "ha32")
-	eventually(t, 10*time.Second, "ha32 published", func() bool {
-		out, _ := e.server.WriteLog(context.Background(), haBase)
-		for _, w := range out {
-			for _, m := range w.Mods {
-				if m == "memberUid:+ ha32" {
-					return true
-				}
-			}
-		}
-		return false
-	})
+	eventually(t, 10*time.Second, "ha32 published", func() bool { return joined(e, "ha32") })
 	publishedWrites(t, e, uids)
 	// A one-shot sync on the standby's host would compete with the leader.
 	if r := collabsync(t, p.configs[1], "sync", "--once"); r.code == 0 || !strings.Contains(r.stderr, "host-a leads this pair") {
