@@ -121,8 +121,9 @@ func (l *Lease) poll() time.Duration { return min(time.Second, l.cfg.TTL/3) }
 func (l *Lease) Run(ctx context.Context, changed func(State)) {
 	settings := l.cfg.Server
 	// A renewal that waits longer than a third of the lease is as good
-	// as lost.
-	settings.Timeout = duration.Duration(min(time.Duration(settings.Timeout), l.cfg.TTL/3))
+	// as lost; 2 s at least, for a busy server (the lease's end is by the
+	// clock, not by this wait: Held fails on time even while it lasts).
+	settings.Timeout = duration.Duration(min(time.Duration(settings.Timeout), max(l.cfg.TTL/3, 2*time.Second)))
 	var (
 		conn *ldap.Conn
 		done func()
