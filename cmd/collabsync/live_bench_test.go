@@ -37,10 +37,41 @@ func newLargeServeEnv(b *testing.B, users, collabs int) (*syncEnv, *daemonProc, 
 
 // startServeReady starts serve and returns it with the time until /readyz.
 func startServeReady(b *testing.B, config string) (*daemonProc, time.Duration) {
+	return startServeReadyWithin(b, config, 120*time.Second)
+}
+
+func startServeReadyWithin(b *testing.B, config string, limit time.Duration) (*daemonProc, time.Duration) {
 	start := time.Now()
 	d := startServe(b, config)
-	eventually(b, 120*time.Second, "/readyz", func() bool { code, _ := d.get("/readyz"); return code == 200 })
+	eventually(b, limit, "/readyz", func() bool { code, _ := d.get("/readyz"); return code == 200 })
 	return d, time.Since(start)
+}
+
+// fullReads is the daemon's count of whole-directory reads.
+func (d *daemonProc) fullReads() float64 {
+	_, body := d.get("/metrics")
+	total := 0.0
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "collabsync_directory_full_reads_total{") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			total += v
+		}
+	}
+	return total
+}
+
+// peakRSS is the process's VmHWM in MiB.
+func peakRSS(b *testing.B, pid int) float64 {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	b.Fatalf("no VmHWM for %d", pid)
+	return 0
 }
 
 // memberChange adds (or removes) user k+1 to collaboration k of a
@@ -61,19 +92,7 @@ func memberChange(k int, op string) string {
 func BenchmarkServeLive100k(b *testing.B) {
 	const users, collabs = 100_000, 10_000
 	e, d, firstStart := newLargeServeEnv(b, users, collabs)
-	fullReads := func() float64 {
-		_, body := d.get("/metrics")
-		total := 0.0
-		for _, line := range strings.Split(body, "\n") {
-			if strings.HasPrefix(line, "collabsync_directory_full_reads_total{") {
-				f := strings.Fields(line)
-				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-				total += v
-			}
-		}
-		return total
-	}
-	before := fullReads()
+	before := d.fullReads()
 
 	var lat []float64
 	for n := 0; n < 50; n++ {
@@ -113,20 +132,13 @@ func BenchmarkServeLive100k(b *testing.B) {
 	if !e.inGroup(b, gendir.Collab(100+burst-1), gendir.UID(100+burst)) {
 		b.Fatal("getent does not show the burst's last change the group file holds")
 	}
-	reads := fullReads() - before
-	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
-	hwm := 0.0
-	for _, line := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			hwm = kb / 1024
-		}
-	}
+	reads := d.fullReads() - before
+	hwm := peakRSS(b, d.cmd.Process.Pid)
 	d.stop(b)
 
 	// A restart: the saved model resumes from its cookies.
 	d, restart := startServeReady(b, e.config)
-	restartReads := fullReads()
+	restartReads := d.fullReads()
 	d.stop(b)
 
 	b.ReportMetric(testharness.Median(lat), "p50_ms") // sorts lat
