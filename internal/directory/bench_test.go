@@ -3,6 +3,8 @@ package directory
 import (
 	"fmt"
 	"testing"
+
+	"github.com/collabsync/collabsync/internal/testharness/gendir"
 )
 
 // bigSnapshot is a synthetic centre shaped like gendir's: every user in two
@@ -39,5 +41,50 @@ func BenchmarkEvaluate100k(b *testing.B) {
 		if st := Evaluate(snap, p, nil); len(st.Users) != 100_000 {
 			b.Fatal("wrong size")
 		}
+	}
+}
+
+// heavySnapshot is a centre shaped like gendir's heavy tail: the largest
+// collaboration a fifth of the users, sizes falling as a power of their
+// rank, four memberships per user on average, members in uid order.
+func heavySnapshot(users, collabs int) *Snapshot {
+	s := &Snapshot{}
+	for i := range users {
+		uid := gendir.UID(i)
+		s.Users = append(s.Users, &User{DN: "uid=" + uid + ",ou=people,dc=example,dc=org", UID: uid,
+			UIDNumber: uint32(100000 + i), GIDNumber: 200000, Mail: uid + "@example.org"})
+	}
+	for j, size := range gendir.HeavyTailSizes(users, collabs, 4) {
+		name := gendir.Collab(j)
+		step := max(1, users/size)
+		members := make([]string, 0, size)
+		for i, n := j%step, 0; i < users && n < size; i, n = i+step, n+1 {
+			members = append(members, s.Users[i].UID)
+		}
+		s.Collaborations = append(s.Collaborations, Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
+			GIDNumber: uint32(200000 + j), Members: members, Kind: KindScientific, Status: StatusActive,
+			Contacts: map[Role][]string{RoleCollaboration: {members[0]}}})
+	}
+	return s
+}
+
+// BenchmarkEvaluateHeavy: the account rules over heavy-tailed centres of
+// 100k users / 10k collaborations and 1M / 100k.
+func BenchmarkEvaluateHeavy(b *testing.B) {
+	for _, size := range []struct {
+		name           string
+		users, collabs int
+	}{{"100k", 100_000, 10_000}, {"1M", 1_000_000, 100_000}} {
+		b.Run(size.name, func(b *testing.B) {
+			snap := heavySnapshot(size.users, size.collabs)
+			p := basePolicy()
+			p.MemberDomains = []string{"example.org"}
+			b.ResetTimer()
+			for range b.N {
+				if st := Evaluate(snap, p, nil); len(st.Users) != size.users {
+					b.Fatal("wrong size")
+				}
+			}
+		})
 	}
 }

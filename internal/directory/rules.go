@@ -544,8 +544,26 @@ func (e *evaluation) memberships(users int) func(user int) []int32 {
 	e.memberIdx = make([][]int32, len(e.st.Collaborations))
 	for ci, c := range e.st.Collaborations {
 		idx := make([]int32, 0, len(c.Members))
+		// Members in uid order (as the model keeps them) are found by
+		// galloping from the last one when they are more than √users:
+		// cheaper than a search of every user each, not for a handful.
+		gallop := len(c.Members)*len(c.Members) > users
+		from, prev := 0, ""
 		for _, uid := range c.Members {
-			if i, ok := e.st.users.find(uid); ok {
+			var (
+				i  int
+				ok bool
+			)
+			if gallop {
+				if uid < prev {
+					from = 0 // out of order: from the start
+				}
+				prev = uid
+				i, ok, from = e.st.users.findFrom(uid, from)
+			} else {
+				i, ok = e.st.users.find(uid)
+			}
+			if ok {
 				idx = append(idx, int32(i))
 				count[i+1]++
 			}

@@ -1,9 +1,11 @@
 package directory
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -583,6 +585,53 @@ func TestUIDIndex(t *testing.T) {
 			}
 			if i != want {
 				t.Errorf("%v without %v: %q at %d, want %d", c.uids, c.excluded, uid, i, want)
+			}
+		}
+	}
+}
+
+// TestUIDIndexFindFrom: galloping through a list of uids finds what find
+// finds, for lists in order or not, with uids twice, unknown and empty,
+// over users in order (with duplicate uids) or not.
+func TestUIDIndexFindFrom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	uid := func(k int) string { return fmt.Sprintf("u%04d", k) }
+	for round := range 300 {
+		n := rng.IntN(400)
+		var uids []string
+		for range n {
+			uids = append(uids, uid(rng.IntN(2*n+1)))
+		}
+		if round%3 != 0 {
+			slices.Sort(uids)
+		}
+		excluded := map[int]bool{}
+		for i := range uids {
+			excluded[i] = rng.IntN(4) == 0
+		}
+		x := newUIDIndex(len(uids), func(i int) string { return uids[i] }, func(i int) bool { return !excluded[i] })
+		var list []string
+		for range rng.IntN(3 * (n + 1)) {
+			list = append(list, uid(rng.IntN(2*n+2)))
+		}
+		if rng.IntN(4) != 0 {
+			slices.Sort(list)
+		}
+		if rng.IntN(5) == 0 {
+			list = append(list, "")
+		}
+		from, prev := 0, ""
+		for _, u := range list {
+			if u < prev {
+				from = 0
+			}
+			prev = u
+			wantI, wantOK := x.find(u)
+			var i int
+			var ok bool
+			i, ok, from = x.findFrom(u, from)
+			if ok != wantOK || (ok && i != wantI) {
+				t.Fatalf("round %d: users %v, list %v: %q found at %d (%v), find says %d (%v)", round, uids, list, u, i, ok, wantI, wantOK)
 			}
 		}
 	}

@@ -98,6 +98,34 @@ func (x *uidIndex) find(uid string) (int, bool) {
 	return slices.BinarySearch(x.uids, uid)
 }
 
+// findFrom is find for the uids of a list in ascending order: every uid
+// of the index before from sorts before uid, so the search gallops from
+// there (a collaboration's m members among n users cost O(m log(n/m))
+// compares instead of O(m log n): at 1M users the members' searches were
+// a quarter of serve's CPU). next is where the search for a larger uid
+// may start. Users not in uid order are found in the map.
+func (x *uidIndex) findFrom(uid string, from int) (i int, found bool, next int) {
+	if x.all != nil {
+		i, ok := x.all[uid]
+		return i, ok, 0
+	}
+	n := len(x.uids)
+	bound := 1
+	for from+bound < n && x.uids[from+bound] < uid {
+		bound <<= 1
+	}
+	lo := min(from+bound/2, n)
+	j, ok := slices.BinarySearch(x.uids[lo:min(from+bound+1, n)], uid)
+	next = lo + j
+	if !ok {
+		return 0, false, next
+	}
+	if d, dup := x.dups[uid]; dup {
+		return d, true, next
+	}
+	return next, true, next
+}
+
 // newUIDIndex indexes n users; of several entries with one uid, the
 // index holds the first that keep(index) accepts, else the last.
 func newUIDIndex(n int, uidAt func(int) string, keep func(int) bool) uidIndex {

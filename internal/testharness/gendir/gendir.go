@@ -94,7 +94,7 @@ func Write(w io.Writer, p Params) error {
 // MembersPerUser per user. Collaboration j's members are every m-th user
 // from j mod m, m = users/s_j: derived, not collected.
 func writeHeavyTail(bw *bufio.Writer, p Params) {
-	sizes := heavyTailSizes(p.Users, p.Collaborations, p.MembersPerUser)
+	sizes := HeavyTailSizes(p.Users, p.Collaborations, p.MembersPerUser)
 	for j, size := range sizes {
 		name := Collab(j)
 		if p.MemberDN {
@@ -114,8 +114,8 @@ func writeHeavyTail(bw *bufio.Writer, p Params) {
 	}
 }
 
-// heavyTailSizes are the collaborations' sizes, largest first.
-func heavyTailSizes(users, collabs, perUser int) []int {
+// HeavyTailSizes are the collaborations' sizes, largest first.
+func HeavyTailSizes(users, collabs, perUser int) []int {
 	top := max(2, users/5)
 	sizes := make([]int, collabs)
 	fill := func(a float64) int {
