@@ -70,7 +70,7 @@ demo: build
 	$(GO) run ./cmd/demo -bin bin/collabsync -dir var/demo
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 120m ./...
 
 # Runs of every fuzz target, FUZZTIME each (make test: 3s; the 10-minute
 # runs are reported in the session notes). .ci/fuzz says how a crasher is
