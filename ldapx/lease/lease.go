@@ -154,8 +154,12 @@ func (l *Lease) Run(ctx context.Context, changed func(State)) {
 		}
 		l.mu.Unlock()
 	}
+	// failing: since when the server has not answered (zero: it does);
+	// the failure is logged when it starts and every few minutes after.
+	var failing, logged time.Time
 	for {
-		var wait time.Duration
+		// A server that cannot be reached is tried again after a poll.
+		wait := l.poll()
 		err := func() error {
 			if conn == nil {
 				c, d, err := ldapconn.Dial(ctx, settings)
@@ -194,11 +198,21 @@ func (l *Lease) Run(ctx context.Context, changed func(State)) {
 		if err != nil && ctx.Err() == nil {
 			setErr(err)
 			closeConn()
-			l.log.Warn("HA lease server", "err", err)
+			if now := time.Now(); failing.IsZero() || now.Sub(logged) >= 5*time.Minute {
+				if failing.IsZero() {
+					failing = now
+				}
+				logged = now
+				l.log.Warn("HA lease server", "err", err, "failing_since", failing)
+			}
 			if l.State().Leader && !time.Now().Before(l.validUntilNow()) {
 				l.stepDown("the lease could not be renewed in time")
 			}
 		} else if err == nil {
+			if !failing.IsZero() {
+				l.log.Info("HA lease server answers again", "failed_for", time.Since(failing).Round(time.Second))
+			}
+			failing = time.Time{}
 			setErr(nil)
 		}
 		report()

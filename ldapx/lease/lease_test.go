@@ -1,13 +1,17 @@
 package lease
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -164,5 +168,46 @@ func TestLeaseErrors(t *testing.T) {
 				t.Errorf("Held: %v", err)
 			}
 		})
+	}
+}
+
+// TestLeaseServerDown: a lease server that takes connections and drops
+// them is tried once a poll, not in a loop, and said once in the log
+// (again every 5 minutes while it lasts).
+func TestLeaseServerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepts atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepts.Add(1)
+			c.Close()
+		}
+	}()
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("x\n"), 0o600)
+	st := ldapconn.Defaults()
+	st.URL, st.TLS, st.BindDN, st.PasswordFile = "ldap://"+ln.Addr().String(), "none", "cn=x,dc=example,dc=org", pw
+	var log bytes.Buffer
+	l := New(Config{Server: st, DN: leaseDN, Holder: "h", TTL: 3 * time.Second}, slog.New(slog.NewTextHandler(&log, nil)))
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	var last State
+	l.Run(ctx, func(s State) { last = s })
+	if n := accepts.Load(); n < 2 || n > 4 {
+		t.Errorf("%d connections in 2.5 s, want one a second", n)
+	}
+	if n := strings.Count(log.String(), "HA lease server"); n != 1 {
+		t.Errorf("the failure logged %d times:\n%s", n, log.String())
+	}
+	if last.Err == "" || last.Leader {
+		t.Errorf("state %+v", last)
 	}
 }
