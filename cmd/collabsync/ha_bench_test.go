@@ -35,10 +35,7 @@ func BenchmarkPairTakeover100k(b *testing.B) {
 		b.Fatal(err)
 	}
 	conf := func(host, state, out string) string {
-		doc := strings.Replace(string(raw), "targets:\n  nss:\n    dir: "+e.outDir+"\n", fmt.Sprintf(`targets:
-  - {name: nss, kind: nss, dir: %s}
-  - {name: published, kind: ldap, url: %q, tls: none, bind_dn: %q, password_file: %s, base_dn: %q}
-`, out, e.server.URI, e.server.RootDN, e.server.RootPWFile, base), 1)
+		doc := withPublished(b, e, string(raw), out, base)
 		doc = strings.Replace(doc, "state_dir: "+filepath.Join(filepath.Dir(e.config), "state"), "state_dir: "+state, 1)
 		doc += fmt.Sprintf("serve:\n  listen: %q\nha:\n  url: %q\n  tls: none\n  bind_dn: %q\n  password_file: %s\n  lease_dn: %q\n  holder: %s\n",
 			freeListen(b), e.server.URI, e.server.RootDN, e.server.RootPWFile, "cn=serve,dc=example,dc=org", host)

@@ -42,8 +42,7 @@ func newHAPair(t *testing.T) *haPair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := strings.Replace(string(raw), "\naccounting:\n", fmt.Sprintf("\n  - {name: published, kind: ldap, url: %q, tls: none, bind_dn: %q, password_file: %s, base_dn: %q}\naccounting:\n",
-		s.URI, s.RootDN, s.RootPWFile, haBase), 1)
+	doc := strings.Replace(string(raw), "\naccounting:\n", "\n  - "+ldapTarget(s, haBase)+"\naccounting:\n", 1)
 	writeFile(t, e.config, doc)
 	// Host b: its own state, nss files and listen address.
 	dirB := t.TempDir()

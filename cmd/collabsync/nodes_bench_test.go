@@ -29,13 +29,7 @@ func BenchmarkPublishToNode100k(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	doc := strings.Replace(string(raw), "targets:\n  nss:\n    dir: "+e.outDir+"\n", fmt.Sprintf(`targets:
-  - {name: nss, kind: nss, dir: %s}
-  - {name: published, kind: ldap, url: %q, tls: none, bind_dn: %q, password_file: %s, base_dn: %q}
-`, e.outDir, e.server.URI, e.server.RootDN, e.server.RootPWFile, base), 1)
-	if doc == string(raw) {
-		b.Fatal("could not add the ldap target")
-	}
+	doc := withPublished(b, e, string(raw), e.outDir, base)
 	writeFile(b, e.config, doc+fmt.Sprintf("serve:\n  listen: %q\n", freeListen(b)))
 	consumer := slapd.StartT(b, slapd.Options{MaxSizeBytes: 2 << 30,
 		Consumer: &slapd.Consumer{Provider: e.server.URI, SearchBase: base, BindDN: e.server.RootDN, Password: e.server.RootPassword}})

@@ -25,8 +25,7 @@ func TestServePublishesToNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := strings.Replace(string(raw), "\naccounting:\n", fmt.Sprintf("\n  - {name: published, kind: ldap, url: %q, tls: none, bind_dn: %q, password_file: %s, base_dn: %q}\naccounting:\n",
-		e.server.URI, e.server.RootDN, e.server.RootPWFile, base), 1)
+	doc := strings.Replace(string(raw), "\naccounting:\n", "\n  - "+ldapTarget(e.server, base)+"\naccounting:\n", 1)
 	if doc == string(raw) {
 		t.Fatal("could not add the ldap target")
 	}
@@ -74,4 +73,23 @@ func TestServePublishesToNodes(t *testing.T) {
 		}
 	}
 	d.stop(t)
+}
+
+// ldapTarget is the flow-style YAML of an ldap target named published
+// that writes under base on s as its root.
+func ldapTarget(s *slapd.Server, base string) string {
+	return fmt.Sprintf("{name: published, kind: ldap, url: %q, tls: none, bind_dn: %q, password_file: %s, base_dn: %q}", s.URI, s.RootDN, s.RootPWFile, base)
+}
+
+// withPublished replaces the nss target of a generated environment's
+// configuration (newGeneratedSyncEnv) by the nss target writing to out
+// and an ldap target publishing under base.
+func withPublished(t testing.TB, e *syncEnv, config, out, base string) string {
+	t.Helper()
+	doc := strings.Replace(config, "targets:\n  nss:\n    dir: "+e.outDir+"\n",
+		fmt.Sprintf("targets:\n  - {name: nss, kind: nss, dir: %s}\n  - %s\n", out, ldapTarget(e.server, base)), 1)
+	if doc == config {
+		t.Fatal("could not add the ldap target")
+	}
+	return doc
 }
