@@ -269,6 +269,9 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		defer func() { <-served; s.userdb.Store(nil); s.metrics.userdb.Store(nil) }()
 	}
 	eng := wiring.NewEngine(cfg, s.log, s.store, src, s.metrics.targetCall)
+	rules := wiring.NewRules(cfg, s.store)
+	rules.Observe = s.metrics.evaluation
+	eng.Evaluate = rules.Evaluate
 	eng.TargetLock = wiring.TargetLock(cfg, "collabsync serve", serveLockWait)
 	// An account that expires needs no change in the directory to lose
 	// its access: a run is due when it does.

@@ -27,6 +27,7 @@ type metrics struct {
 	lastSuccess     *prometheus.GaugeVec
 	directoryReads  *prometheus.CounterVec
 	fullReads       *prometheus.CounterVec
+	evaluations     *prometheus.CounterVec
 	modelDiffs      *prometheus.CounterVec
 	modelEntries    *prometheus.GaugeVec
 	drift           *prometheus.CounterVec
@@ -86,6 +87,10 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_directory_full_reads_total",
 			Help: "Whole-directory reads, by reason: refresh (a syncrepl refresh without a cookie: start, or the server asked), schedule (full_reconcile), poll.",
 		}, []string{"reason"}),
+		evaluations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_rules_evaluations_total",
+			Help: "Evaluations of the account rules, by kind: incremental (the subjects a change can affect) or whole (start, full reconcile, a change of policy, an entry added, removed or renamed, a review date or expiry reached).",
+		}, []string{"kind"}),
 		modelDiffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "collabsync_live_model_differences_total",
 			Help: "Entries on which the live model differed from a scheduled full read, per stream (a bug: the model is rebuilt).",
@@ -195,11 +200,20 @@ func newMetrics(version string) *metrics {
 		}
 		return nil
 	}))
-	m.reg.MustRegister(m.fullReads, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.inMaintenance, m.refreshFailures)
+	m.reg.MustRegister(m.fullReads, m.evaluations, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.inMaintenance, m.refreshFailures)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
 		m.ldapConnected, m.changeMode, m.deletionDelay, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// evaluation counts one evaluation of the rules.
+func (m *metrics) evaluation(incremental bool, _ string) {
+	kind := "whole"
+	if incremental {
+		kind = "incremental"
+	}
+	m.evaluations.WithLabelValues(kind).Inc()
 }
 
 // observeRead updates the metrics from one read of the directory.

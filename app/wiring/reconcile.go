@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/collabsync/collabsync/accounting"
@@ -54,15 +55,47 @@ func Policy(cfg *config.Config, now time.Time) (directory.Policy, error) {
 
 // Evaluate applies the rules, with the stored history, to a snapshot.
 func Evaluate(ctx context.Context, cfg *config.Config, st *store.Store, snap *directory.Snapshot) (*directory.State, error) {
-	prev, err := st.Statuses(ctx)
+	return NewRules(cfg, st).Evaluate(ctx, snap, true)
+}
+
+// Rules evaluates the account rules, with the stored history, for an
+// engine's runs: a change from the last run evaluates what it can affect
+// (directory.Evaluator), a full reconcile everything.
+type Rules struct {
+	cfg *config.Config
+	st  *store.Store
+	// Observe, if set, is told of each evaluation: incremental, or why
+	// it was whole.
+	Observe func(incremental bool, why string)
+
+	mu sync.Mutex // an HA pair's two loops share the rules
+	ev directory.Evaluator
+}
+
+// NewRules returns the rules of a configuration and state store.
+func NewRules(cfg *config.Config, st *store.Store) *Rules { return &Rules{cfg: cfg, st: st} }
+
+// Evaluate applies the rules to a snapshot; full evaluates every subject.
+func (r *Rules) Evaluate(ctx context.Context, snap *directory.Snapshot, full bool) (*directory.State, error) {
+	prev, err := r.st.Statuses(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pol, err := Policy(cfg, time.Now())
+	pol, err := Policy(r.cfg, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	return directory.Evaluate(snap, pol, prev), nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if full {
+		r.ev.Reset()
+	}
+	before := r.ev.Stats()
+	state := r.ev.Evaluate(snap, pol, prev)
+	if after := r.ev.Stats(); r.Observe != nil {
+		r.Observe(after.Incremental > before.Incremental, after.Why)
+	}
+	return state, nil
 }
 
 // ErrRead marks a failure to read the directory (as opposed to one of the
@@ -95,13 +128,7 @@ func Schemas() []store.Schema {
 // their stored history, and the configured targets. calls, when not nil,
 // counts each target's calls to its downstream system by result.
 func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, src engine.Source, calls func(target, result string)) *engine.Engine {
-	e := &engine.Engine{
-		Source: src,
-		Evaluate: func(ctx context.Context, s *directory.Snapshot) (*directory.State, error) {
-			return Evaluate(ctx, cfg, st, s)
-		},
-		Log: log,
-	}
+	e := &engine.Engine{Source: src, Evaluate: NewRules(cfg, st).Evaluate, Log: log}
 	schedules := Schedules(cfg)
 	for _, t := range cfg.Targets {
 		env := engine.Env{Log: log.With("target", t.Name)}.Filled()

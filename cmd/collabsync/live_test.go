@@ -103,6 +103,12 @@ func TestServeFollowsRandomChanges(t *testing.T) {
 	if n := d.metric(`collabsync_directory_full_reads_total{reason="refresh"}`); n != "" {
 		t.Errorf("serve re-read the whole directory by syncrepl %s time(s) after its restart", n)
 	}
+	// The files above came from incremental evaluations too: the churn's
+	// membership and attribute changes are evaluated by their difference.
+	if n := d.metric(`collabsync_rules_evaluations_total{kind="incremental"}`); n == "" || n == "0" {
+		t.Errorf("no incremental evaluation of the rules:\n%s", grepLines(body, "collabsync_rules_evaluations_total"))
+	}
+	t.Logf("%s", grepLines(body, "collabsync_rules_evaluations_total"))
 	d.stop(t)
 }
 

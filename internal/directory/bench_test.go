@@ -2,6 +2,7 @@ package directory
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/collabsync/collabsync/internal/testharness/gendir"
@@ -86,5 +87,59 @@ func BenchmarkEvaluateHeavy(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkEvaluateChange: one membership change evaluated by an
+// Evaluator, in the largest collaboration (a fifth of the users) and in
+// a small one, on the heavy-tailed centres; against the whole evaluation
+// of the same snapshot (BenchmarkEvaluateHeavy).
+func BenchmarkEvaluateChange(b *testing.B) {
+	for _, size := range []struct {
+		name           string
+		users, collabs int
+	}{{"100k", 100_000, 10_000}, {"1M", 1_000_000, 100_000}} {
+		for _, which := range []struct {
+			name string
+			ci   int
+		}{{"largest", 0}, {"small", size.collabs - 1}} {
+			b.Run(size.name+"/"+which.name, func(b *testing.B) {
+				snap := heavySnapshot(size.users, size.collabs)
+				p := basePolicy()
+				p.MemberDomains = []string{"example.org"}
+				ev := &Evaluator{}
+				ev.Evaluate(snap, p, nil)
+				c := snap.Collaborations[which.ci]
+				// A user the collaboration does not have: the last one
+				// not in it.
+				var uid string
+				for i := len(snap.Users) - 1; i >= 0; i-- {
+					if _, in := slices.BinarySearch(c.Members, snap.Users[i].UID); !in {
+						uid = snap.Users[i].UID
+						break
+					}
+				}
+				with := slices.Clone(c.Members)
+				j, _ := slices.BinarySearch(with, uid)
+				with = slices.Insert(with, j, uid)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for n := range b.N {
+					next := &Snapshot{Users: snap.Users, Collaborations: slices.Clone(snap.Collaborations),
+						ProductionAccounts: snap.ProductionAccounts, Problems: snap.Problems}
+					if n%2 == 0 {
+						next.Collaborations[which.ci].Members = with
+					}
+					st := ev.Evaluate(next, p, nil)
+					if len(st.Users) != size.users {
+						b.Fatal("wrong size")
+					}
+				}
+				b.StopTimer()
+				if s := ev.Stats(); s.Whole != 1 {
+					b.Fatalf("%d whole evaluations (%s)", s.Whole, s.Why)
+				}
+			})
+		}
 	}
 }

@@ -63,33 +63,52 @@ type verdict struct {
 	exclude, hold bool
 }
 
-// evaluation is the work area of one Evaluate call.
+// evaluation is the work area of the rules, kept by an Evaluator from one
+// run to the next.
 type evaluation struct {
 	p    *Policy
 	prev Previous
 	st   *State
-	// verdicts by entry (its DN, as the snapshot spells it in every rule):
-	// two entries with one name get one verdict each
-	verdicts map[string]*verdict
+	// Verdicts by entry (its DN, as the snapshot spells it in every rule):
+	// two entries with one name get one verdict each. fixed holds those of
+	// the rules on names and numbers (reserved accounts, rule 7), rules
+	// those of the rules on each subject's own attributes and relations.
+	fixed, rules map[string]*verdict
 	// memberIdx holds each collaboration's members as user indexes,
-	// resolved once (map lookups dominate the cost of the rules).
+	// resolved once (map lookups dominate the cost of the rules);
+	// memberOf is its inverse.
 	memberIdx [][]int32
+	memberOf  memberOf
+	// clashes are rule 7's groups of subjects sharing a name or number.
+	clashes []clashGroup
+	// held are the subjects a hold verdict keeps: their state depends on
+	// the history, so each run decides them again.
+	held held
 }
+
+// held lists the subjects a hold verdict applies to, by index.
+type held struct{ users, collabs, production []int }
 
 func (e *evaluation) violate(kind ViolationKind, name, dn, reason string) {
 	e.violateWith(kind, e.p.action(kind), name, dn, reason)
 }
 
+// violateWith records a violation of a rule on a subject's own attributes
+// and relations.
 func (e *evaluation) violateWith(kind ViolationKind, action Action, name, dn, reason string) {
+	e.note(e.rules, kind, action, name, dn, reason)
+}
+
+// note records a violation and its verdict in verdicts.
+func (e *evaluation) note(verdicts map[string]*verdict, kind ViolationKind, action Action, name, dn, reason string) {
 	if action == ActionOff {
 		return
 	}
 	e.st.Violations = append(e.st.Violations, Violation{Kind: kind, Severity: SeverityError, Subject: dn, Name: name, Reason: reason, Action: action})
-	key := dn
-	v := e.verdicts[key]
+	v := verdicts[dn]
 	if v == nil {
 		v = &verdict{}
-		e.verdicts[key] = v
+		verdicts[dn] = v
 	}
 	switch action {
 	case ActionExclude:
@@ -99,19 +118,32 @@ func (e *evaluation) violateWith(kind ViolationKind, action Action, name, dn, re
 	}
 }
 
+// verdict is what every rule said about the entry.
+func (e *evaluation) verdict(dn string) (v verdict, any bool) {
+	for _, m := range [2]map[string]*verdict{e.fixed, e.rules} {
+		if len(m) == 0 {
+			continue
+		}
+		if r := m[dn]; r != nil {
+			v.exclude, v.hold, any = v.exclude || r.exclude, v.hold || r.hold, true
+		}
+	}
+	return v, any
+}
+
 // excluded reports whether a rule leaves the entry out.
 func (e *evaluation) excluded(dn string) bool {
-	v := e.verdicts[dn]
-	return v != nil && v.exclude
+	v, _ := e.verdict(dn)
+	return v.exclude
 }
 
 // decide applies the verdicts to what the other rules allow: excluded
 // subjects are never active; held ones are active only if they were last
 // time too (a hold keeps access, it never grants it).
 func (e *evaluation) decide(subjectKind, name, dn string, allowed bool) (active, held bool) {
-	v := e.verdicts[dn]
+	v, any := e.verdict(dn)
 	switch {
-	case v == nil:
+	case !any:
 		return allowed, false
 	case v.exclude:
 		return false, false
@@ -124,72 +156,106 @@ func (e *evaluation) decide(subjectKind, name, dn string, allowed bool) (active,
 // Evaluate applies the account rules to a snapshot. It is pure: the same
 // snapshot, policy and history always give the same state.
 func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
-	e := &evaluation{p: &p, prev: prev, st: &State{basis: prev}, verdicts: map[string]*verdict{}}
-	for _, pr := range snap.Problems {
-		v := Violation{Kind: KindMalformedEntry, Severity: SeverityError, Subject: pr.DN, Reason: pr.Reason, Action: ActionExclude}
-		if pr.Reference {
-			v.Kind, v.Severity, v.Action = KindUnknownReference, SeverityWarning, ActionSkipped
-		}
-		e.st.Violations = append(e.st.Violations, v)
-	}
+	return newEvaluation(snap, p, prev).st
+}
+
+// newEvaluation evaluates every rule over the whole snapshot.
+func newEvaluation(snap *Snapshot, p Policy, prev Previous) *evaluation {
+	e := &evaluation{p: &p, prev: prev, st: &State{basis: prev}, fixed: map[string]*verdict{}, rules: map[string]*verdict{}}
+	e.st.Violations = problemViolations(snap.Problems, nil)
 	e.reserved(snap)
 	e.checkUnique(snap)
 	e.collaborations(snap)
 	e.users(snap)
 	e.production(snap)
-	e.activeMembers()
-	e.primaryGroups()
-	sort.SliceStable(e.st.Violations, func(i, j int) bool {
-		a, b := e.st.Violations[i], e.st.Violations[j]
-		if a.Kind != b.Kind {
-			return a.Kind < b.Kind
-		}
-		return a.Subject < b.Subject
-	})
-	return e.st
+	for ci := range e.st.Collaborations {
+		e.activeMembers(ci)
+	}
+	pg := e.newPrimaryGroups()
+	for i := range e.st.Users {
+		pg.decide(e, &e.st.Users[i])
+	}
+	sortViolations(e.st.Violations)
+	return e
 }
 
-// primaryGroups provisions active users' private groups that clash with
-// no collaboration, and warns of an active user whose primary gid names
-// no provisioned group.
-func (e *evaluation) primaryGroups() {
-	gids := make(map[uint32]string, len(e.st.Collaborations))
-	names := make(map[string]bool, len(e.st.Collaborations))
+// problemViolations appends the directory's problems to out as violations.
+func problemViolations(problems []Problem, out []Violation) []Violation {
+	for _, pr := range problems {
+		v := Violation{Kind: KindMalformedEntry, Severity: SeverityError, Subject: pr.DN, Reason: pr.Reason, Action: ActionExclude}
+		if pr.Reference {
+			v.Kind, v.Severity, v.Action = KindUnknownReference, SeverityWarning, ActionSkipped
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// sortViolations orders violations by kind, then subject; one subject's
+// violations of one kind stay in the order the rules found them.
+func sortViolations(vs []Violation) {
+	sort.SliceStable(vs, func(i, j int) bool { return violationLess(&vs[i], &vs[j]) })
+}
+
+func violationLess(a, b *Violation) bool {
+	if a.Kind != b.Kind {
+		return a.Kind < b.Kind
+	}
+	return a.Subject < b.Subject
+}
+
+// primaryGroups decides active users' private groups: provisioned when
+// they clash with no collaboration (nor an earlier user's), and a warning
+// for an active user whose primary gid names no provisioned group.
+type primaryGroups struct {
+	gids  map[uint32]string // gid → provisioned collaboration ("": none provisioned)
+	names map[string]bool   // collaboration names
+	// privateOf is each private group's user, in the order users are
+	// decided.
+	privateOf map[string]string
+}
+
+func (e *evaluation) newPrimaryGroups() *primaryGroups {
+	pg := &primaryGroups{gids: make(map[uint32]string, len(e.st.Collaborations)),
+		names: make(map[string]bool, len(e.st.Collaborations)), privateOf: map[string]string{}}
 	for _, c := range e.st.Collaborations {
-		names[c.Name] = true
+		pg.names[c.Name] = true
 		if c.Provisioned {
-			gids[c.GIDNumber] = c.Name
-		} else if _, ok := gids[c.GIDNumber]; !ok {
-			gids[c.GIDNumber] = ""
+			pg.gids[c.GIDNumber] = c.Name
+		} else if _, ok := pg.gids[c.GIDNumber]; !ok {
+			pg.gids[c.GIDNumber] = ""
 		}
 	}
-	warn := func(u *UserState, reason string) {
+	return pg
+}
+
+// decide sets u's OwnGroup and records its warning. Users are decided in
+// their order: of two with one private group, the first gets it.
+func (pg *primaryGroups) decide(e *evaluation, u *UserState) {
+	u.OwnGroup = false
+	if u.Status != StatusActive {
+		return
+	}
+	warn := func(reason string) {
 		e.st.Violations = append(e.st.Violations, Violation{Kind: KindPrimaryGroup, Severity: SeverityWarning, Subject: u.DN, Name: u.UID,
 			Reason: reason, Action: ActionWarn})
 	}
-	privateOf := map[string]string{} // private group → its user
-	for i := range e.st.Users {
-		u := &e.st.Users[i]
-		if u.Status != StatusActive {
-			continue
+	owner, taken := pg.gids[u.GIDNumber]
+	first, twice := pg.privateOf[u.PrivateGroup]
+	switch {
+	case u.PrivateGroup != "" && twice:
+		warn(fmt.Sprintf("private group %s is %s's already; not provisioned for this user", u.PrivateGroup, first))
+	case u.PrivateGroup != "" && (taken || pg.names[u.PrivateGroup]):
+		with := owner
+		if !taken || owner == "" {
+			with = u.PrivateGroup
 		}
-		owner, taken := gids[u.GIDNumber]
-		first, twice := privateOf[u.PrivateGroup]
-		switch {
-		case u.PrivateGroup != "" && twice:
-			warn(u, fmt.Sprintf("private group %s is %s's already; not provisioned for this user", u.PrivateGroup, first))
-		case u.PrivateGroup != "" && (taken || names[u.PrivateGroup]):
-			with := owner
-			if !taken || owner == "" {
-				with = u.PrivateGroup
-			}
-			warn(u, fmt.Sprintf("private group %s (gid %d) clashes with collaboration %s; the private group is not provisioned", u.PrivateGroup, u.GIDNumber, with))
-		case u.PrivateGroup != "":
-			u.OwnGroup = true
-			privateOf[u.PrivateGroup] = u.UID
-		case owner == "":
-			warn(u, fmt.Sprintf("primary gidNumber %d names no provisioned group: getent shows the number without a name", u.GIDNumber))
-		}
+		warn(fmt.Sprintf("private group %s (gid %d) clashes with collaboration %s; the private group is not provisioned", u.PrivateGroup, u.GIDNumber, with))
+	case u.PrivateGroup != "":
+		u.OwnGroup = true
+		pg.privateOf[u.PrivateGroup] = u.UID
+	case owner == "":
+		warn(fmt.Sprintf("primary gidNumber %d names no provisioned group: getent shows the number without a name", u.GIDNumber))
 	}
 }
 
@@ -229,7 +295,7 @@ func (e *evaluation) reserved(snap *Snapshot) {
 			why = append(why, fmt.Sprintf("%s %d is outside rules.gid_range %d-%d", what, gid, e.p.GIDRange.Min, e.p.GIDRange.Max))
 		}
 		if len(why) > 0 {
-			e.violateWith(KindReserved, ActionExclude, name, dn, strings.Join(why, "; "))
+			e.note(e.fixed, KindReserved, ActionExclude, name, dn, strings.Join(why, "; "))
 		}
 	}
 	for _, u := range snap.Users {
@@ -247,15 +313,7 @@ func (e *evaluation) reserved(snap *Snapshot) {
 // production accounts; uid numbers across users and production accounts;
 // gid numbers across collaborations. Clashes are rare, so the first pass
 // only remembers the first holder of each key and collects the rest.
-//
-// Whoever the last run provisioned with the name or number (the same DN,
-// the same number) keeps it, as a hold; the newcomers get the rule's
-// action. Without exactly one such incumbent, all get it.
 func (e *evaluation) checkUnique(snap *Snapshot) {
-	type subject struct {
-		kind, name, dn string
-		id             int64 // the clashing number; -1 for names
-	}
 	// The maps hold references to the entries, made subjects only when
 	// they clash (whole subjects made the maps 22 MB per run at 100k).
 	type ref struct {
@@ -267,20 +325,20 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		refProduction
 		refCollaboration
 	)
-	subjects := func(refs []ref, number bool) []subject {
-		out := make([]subject, len(refs))
+	subjects := func(refs []ref, number bool) []clashSubject {
+		out := make([]clashSubject, len(refs))
 		for k, r := range refs {
 			var id int64
 			switch r.kind {
 			case refUser:
 				u := snap.Users[r.i]
-				out[k], id = subject{SubjectUser, u.UID, u.DN, -1}, int64(u.UIDNumber)
+				out[k], id = clashSubject{SubjectUser, u.UID, u.DN, -1}, int64(u.UIDNumber)
 			case refProduction:
 				p := &snap.ProductionAccounts[r.i]
-				out[k], id = subject{SubjectProduction, p.Name, p.DN, -1}, int64(p.UIDNumber)
+				out[k], id = clashSubject{SubjectProduction, p.Name, p.DN, -1}, int64(p.UIDNumber)
 			default:
 				c := &snap.Collaborations[r.i]
-				out[k], id = subject{SubjectCollaboration, c.Name, c.DN, -1}, int64(c.GIDNumber)
+				out[k], id = clashSubject{SubjectCollaboration, c.Name, c.DN, -1}, int64(c.GIDNumber)
 			}
 			if number {
 				out[k].id = id
@@ -313,44 +371,6 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		names.add(fold(c.Name), ref{refCollaboration, int32(i)})
 		gids.add(c.GIDNumber, ref{refCollaboration, int32(i)})
 	}
-	incumbent := func(s subject) bool {
-		p, ok := e.prev[SubjectKey(s.kind, s.name)]
-		return ok && p.Status == StatusActive && (p.DN == "" || strings.EqualFold(p.DN, s.dn)) &&
-			(s.id < 0 || p.ID < 0 || p.ID == s.id)
-	}
-	report := func(kind ViolationKind, what string, group []subject) {
-		action := e.p.action(kind)
-		holder := -1
-		if action == ActionExclude || action == ActionHold {
-			for i, s := range group {
-				if incumbent(s) {
-					if holder >= 0 {
-						holder = -1 // two claim it: nobody keeps it
-						break
-					}
-					holder = i
-				}
-			}
-		}
-		for i, s := range group {
-			var others []string
-			for _, o := range group {
-				if o.dn != s.dn {
-					others = append(others, o.dn)
-				}
-			}
-			sort.Strings(others)
-			switch {
-			case holder < 0:
-				e.violate(kind, s.name, s.dn, fmt.Sprintf("%s is also used by %s", what, strings.Join(others, "; ")))
-			case i == holder:
-				e.violateWith(kind, ActionHold, s.name, s.dn,
-					fmt.Sprintf("%s is also claimed by %s; this entry keeps it, as the one already provisioned", what, strings.Join(others, "; ")))
-			default:
-				e.violate(kind, s.name, s.dn, fmt.Sprintf("%s is already provisioned for %s; this newcomer is left out", what, group[holder].dn))
-			}
-		}
-	}
 	for name, group := range names.clashes {
 		subs := subjects(group, false)
 		what := fmt.Sprintf("name %q", name)
@@ -360,13 +380,71 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 				what = fmt.Sprintf("name %q (names that differ only in case are one name downstream)", name)
 			}
 		}
-		report(KindDuplicateName, what, subs)
+		e.clashes = append(e.clashes, clashGroup{KindDuplicateName, what, subs})
 	}
 	for n, group := range uids.clashes {
-		report(KindDuplicateID, fmt.Sprintf("uidNumber %d", n), subjects(group, true))
+		e.clashes = append(e.clashes, clashGroup{KindDuplicateID, fmt.Sprintf("uidNumber %d", n), subjects(group, true)})
 	}
 	for n, group := range gids.clashes {
-		report(KindDuplicateID, fmt.Sprintf("gidNumber %d", n), subjects(group, true))
+		e.clashes = append(e.clashes, clashGroup{KindDuplicateID, fmt.Sprintf("gidNumber %d", n), subjects(group, true)})
+	}
+	for _, g := range e.clashes {
+		e.report(e.fixed, g)
+	}
+}
+
+// clashGroup is a name or number several subjects claim (rule 7).
+type clashGroup struct {
+	kind  ViolationKind
+	what  string // the name or number, for the reasons
+	group []clashSubject
+}
+
+type clashSubject struct {
+	kind, name, dn string
+	id             int64 // the clashing number; -1 for names
+}
+
+// report records a clash's violations and verdicts. Whoever the last run
+// provisioned with the name or number (the same DN, the same number)
+// keeps it, as a hold; the newcomers get the rule's action. Without
+// exactly one such incumbent, all get it.
+func (e *evaluation) report(verdicts map[string]*verdict, g clashGroup) {
+	incumbent := func(s clashSubject) bool {
+		p, ok := e.prev[SubjectKey(s.kind, s.name)]
+		return ok && p.Status == StatusActive && (p.DN == "" || strings.EqualFold(p.DN, s.dn)) &&
+			(s.id < 0 || p.ID < 0 || p.ID == s.id)
+	}
+	action := e.p.action(g.kind)
+	holder := -1
+	if action == ActionExclude || action == ActionHold {
+		for i, s := range g.group {
+			if incumbent(s) {
+				if holder >= 0 {
+					holder = -1 // two claim it: nobody keeps it
+					break
+				}
+				holder = i
+			}
+		}
+	}
+	for i, s := range g.group {
+		var others []string
+		for _, o := range g.group {
+			if o.dn != s.dn {
+				others = append(others, o.dn)
+			}
+		}
+		sort.Strings(others)
+		switch {
+		case holder < 0:
+			e.note(verdicts, g.kind, action, s.name, s.dn, fmt.Sprintf("%s is also used by %s", g.what, strings.Join(others, "; ")))
+		case i == holder:
+			e.note(verdicts, g.kind, ActionHold, s.name, s.dn,
+				fmt.Sprintf("%s is also claimed by %s; this entry keeps it, as the one already provisioned", g.what, strings.Join(others, "; ")))
+		default:
+			e.note(verdicts, g.kind, action, s.name, s.dn, fmt.Sprintf("%s is already provisioned for %s; this newcomer is left out", g.what, g.group[holder].dn))
+		}
 	}
 }
 
@@ -401,25 +479,31 @@ func (c *clashes[K, V]) add(k K, v V) {
 func (e *evaluation) collaborations(snap *Snapshot) {
 	e.st.collab = make(map[string]int, len(snap.Collaborations))
 	e.st.Collaborations = make([]CollaborationState, 0, len(snap.Collaborations))
-	for _, c := range snap.Collaborations {
-		cs := CollaborationState{Collaboration: c, Status: c.Status}
-		if cs.Status == "" {
-			cs.Status = StatusActive
-		}
-		cs.Contacts = EffectiveContacts(c.Contacts)
-		if cs.Status == StatusActive {
-			cs.Status = e.review(c)
-		}
-		if len(cs.Contacts[RoleCollaboration]) == 0 {
-			e.violate(KindNoCollabContact, c.Name, c.DN, "has no collaboration contact")
-		}
-		e.st.collab[c.Name] = len(e.st.Collaborations)
-		e.st.Collaborations = append(e.st.Collaborations, cs)
+	for ci, c := range snap.Collaborations {
+		e.st.collab[c.Name] = ci
+		e.st.Collaborations = append(e.st.Collaborations, e.collaboration(ci, c))
 	}
-	for i := range e.st.Collaborations {
-		c := &e.st.Collaborations[i]
-		c.Provisioned, _ = e.decide(SubjectCollaboration, c.Name, c.DN, c.Status == StatusActive)
+}
+
+// collaboration is one collaboration's state, without its active members.
+func (e *evaluation) collaboration(ci int, c Collaboration) CollaborationState {
+	cs := CollaborationState{Collaboration: c, Status: c.Status}
+	if cs.Status == "" {
+		cs.Status = StatusActive
 	}
+	cs.Contacts = EffectiveContacts(c.Contacts)
+	if cs.Status == StatusActive {
+		cs.Status = e.review(c)
+	}
+	if len(cs.Contacts[RoleCollaboration]) == 0 {
+		e.violate(KindNoCollabContact, c.Name, c.DN, "has no collaboration contact")
+	}
+	var held bool
+	cs.Provisioned, held = e.decide(SubjectCollaboration, c.Name, c.DN, cs.Status == StatusActive)
+	if held {
+		e.held.collabs = append(e.held.collabs, ci)
+	}
+	return cs
 }
 
 // EffectiveContacts is rule 5's second half: collaboration, computing and
@@ -478,110 +562,150 @@ func (e *evaluation) users(snap *Snapshot) {
 	// the one not left out (the incumbent of rule 7).
 	e.st.users = newUIDIndex(len(snap.Users), func(i int) string { return snap.Users[i].UID },
 		func(i int) bool { return !e.excluded(snap.Users[i].DN) })
-	memberOf := e.memberships(len(snap.Users))
+	e.memberships(len(snap.Users))
 	e.st.Users = make([]UserState, 0, len(snap.Users))
-	for i := range snap.Users {
-		u := snap.Users[i]
-		us := UserState{User: u}
-		collabs := memberOf(i)
-		var admin []string
-		inActive, validated := false, false
-		for _, ci := range collabs {
-			c := &e.st.Collaborations[ci]
-			if c.Kind == KindAdministrative && c.Status != StatusClosed {
-				admin = append(admin, c.Name)
-			}
-			if c.Provisioned {
-				inActive = true
-			}
-			if u.ValidatedBy != "" && slices.Contains(c.Contacts[RoleValidator], u.ValidatedBy) {
-				validated = true
-			}
-		}
-		if len(admin) > 1 {
-			e.violate(KindMultipleAdmin, u.UID, u.DN,
-				fmt.Sprintf("is a member of %d administrative collaborations (%s); at most one is allowed", len(admin), strings.Join(admin, ", ")))
-		}
-		domain := mailDomain(u.Mail)
-		us.Internal = e.internal(domain, u.Affiliation)
-		if len(e.p.AcceptedDomains) > 0 && !us.Internal && !inDomains(domain, e.p.AcceptedDomains) && !inDomains(domain, e.p.MemberDomains) {
-			reason := fmt.Sprintf("e-mail domain %q is not an institutional domain", domain)
-			if u.Mail == "" {
-				reason = "has no e-mail address; only institutional addresses are accepted"
-			}
-			e.violate(KindMailDomain, u.UID, u.DN, reason)
-		}
-		if !us.Internal && !validated {
-			reason := "is external and not validated by a validator contact of one of their collaborations"
-			if u.ValidatedBy != "" {
-				reason = fmt.Sprintf("is external; validated by %s, who is not a validator contact of any of their collaborations", u.ValidatedBy)
-			}
-			e.violate(KindUnvalidatedExternal, u.UID, u.DN, reason)
-		}
-		active, held := e.decide(SubjectUser, u.UID, u.DN, inActive)
-		us.Held = held
-		expired := u.Expires != 0 && u.Expires <= e.p.Now.Unix()
-		if u.Expires != 0 && !expired && (e.st.NextExpiry.IsZero() || u.Expires < e.st.NextExpiry.Unix()) {
+	for i, u := range snap.Users {
+		e.st.Users = append(e.st.Users, e.user(i, u))
+		if u.Expires != 0 && u.Expires > e.p.Now.Unix() && (e.st.NextExpiry.IsZero() || u.Expires < e.st.NextExpiry.Unix()) {
 			e.st.NextExpiry = time.Unix(u.Expires, 0)
 		}
-		switch {
-		case u.Suspended || expired:
-			us.Status = StatusSuspended
-		case active:
-			us.Status = StatusActive
-		default:
-			us.Status = StatusPending
-		}
-		e.st.Users = append(e.st.Users, us)
 	}
 }
 
-// memberships inverts the collaborations' member lists into, for each user
-// index, the indexes of its collaborations: one flat slice, no per-user
-// allocation.
-func (e *evaluation) memberships(users int) func(user int) []int32 {
-	count := make([]int32, users+1)
-	e.memberIdx = make([][]int32, len(e.st.Collaborations))
-	for ci, c := range e.st.Collaborations {
-		idx := make([]int32, 0, len(c.Members))
-		// Members in uid order (as the model keeps them) are found by
-		// galloping from the last one when they are more than √users:
-		// cheaper than a search of every user each, not for a handful.
-		gallop := len(c.Members)*len(c.Members) > users
-		from, prev := 0, ""
-		for _, uid := range c.Members {
-			var (
-				i  int
-				ok bool
-			)
-			if gallop {
-				if uid < prev {
-					from = 0 // out of order: from the start
-				}
-				prev = uid
-				i, ok, from = e.st.users.findFrom(uid, from)
-			} else {
-				i, ok = e.st.users.find(uid)
-			}
-			if ok {
-				idx = append(idx, int32(i))
-				count[i+1]++
-			}
+// user is user i's state, without its private group.
+func (e *evaluation) user(i int, u *User) UserState {
+	us := UserState{User: u}
+	var admin []string
+	inActive, validated := false, false
+	for _, ci := range e.memberOf.of(i) {
+		c := &e.st.Collaborations[ci]
+		if c.Kind == KindAdministrative && c.Status != StatusClosed {
+			admin = append(admin, c.Name)
 		}
-		e.memberIdx[ci] = idx
+		if c.Provisioned {
+			inActive = true
+		}
+		if u.ValidatedBy != "" && slices.Contains(c.Contacts[RoleValidator], u.ValidatedBy) {
+			validated = true
+		}
+	}
+	if len(admin) > 1 {
+		e.violate(KindMultipleAdmin, u.UID, u.DN,
+			fmt.Sprintf("is a member of %d administrative collaborations (%s); at most one is allowed", len(admin), strings.Join(admin, ", ")))
+	}
+	domain := mailDomain(u.Mail)
+	us.Internal = e.internal(domain, u.Affiliation)
+	if len(e.p.AcceptedDomains) > 0 && !us.Internal && !inDomains(domain, e.p.AcceptedDomains) && !inDomains(domain, e.p.MemberDomains) {
+		reason := fmt.Sprintf("e-mail domain %q is not an institutional domain", domain)
+		if u.Mail == "" {
+			reason = "has no e-mail address; only institutional addresses are accepted"
+		}
+		e.violate(KindMailDomain, u.UID, u.DN, reason)
+	}
+	if !us.Internal && !validated {
+		reason := "is external and not validated by a validator contact of one of their collaborations"
+		if u.ValidatedBy != "" {
+			reason = fmt.Sprintf("is external; validated by %s, who is not a validator contact of any of their collaborations", u.ValidatedBy)
+		}
+		e.violate(KindUnvalidatedExternal, u.UID, u.DN, reason)
+	}
+	active, held := e.decide(SubjectUser, u.UID, u.DN, inActive)
+	if us.Held = held; held {
+		e.held.users = append(e.held.users, i)
+	}
+	switch {
+	case u.Suspended || u.Expires != 0 && u.Expires <= e.p.Now.Unix():
+		us.Status = StatusSuspended
+	case active:
+		us.Status = StatusActive
+	default:
+		us.Status = StatusPending
+	}
+	return us
+}
+
+// memberships resolves every collaboration's members to user indexes and
+// inverts them: for each user index, the indexes of its collaborations.
+func (e *evaluation) memberships(users int) {
+	e.memberIdx = make([][]int32, len(e.st.Collaborations))
+	for ci := range e.st.Collaborations {
+		e.memberIdx[ci] = e.members(e.st.Collaborations[ci].Members)
+	}
+	e.memberOf = invert(e.memberIdx, users)
+}
+
+// members finds the users of a member list.
+func (e *evaluation) members(uids []string) []int32 {
+	idx := make([]int32, 0, len(uids))
+	// Members in uid order (as the model keeps them) are found by
+	// galloping from the last one when they are more than √users:
+	// cheaper than a search of every user each, not for a handful.
+	gallop := len(uids)*len(uids) > len(e.st.users.uids)
+	from, prev := 0, ""
+	for _, uid := range uids {
+		var (
+			i  int
+			ok bool
+		)
+		if gallop {
+			if uid < prev {
+				from = 0 // out of order: from the start
+			}
+			prev = uid
+			i, ok, from = e.st.users.findFrom(uid, from)
+		} else {
+			i, ok = e.st.users.find(uid)
+		}
+		if ok {
+			idx = append(idx, int32(i))
+		}
+	}
+	return idx
+}
+
+// memberOf is, for each user index, the indexes of its collaborations in
+// ascending order: one flat slice, no per-user allocation. An incremental
+// run patches the users whose memberships change.
+type memberOf struct {
+	start []int32 // user i's collaborations are flat[start[i]:start[i+1]]
+	flat  []int32
+	patch map[int32][]int32
+}
+
+func invert(memberIdx [][]int32, users int) memberOf {
+	start := make([]int32, users+1)
+	for _, idx := range memberIdx {
+		for _, i := range idx {
+			start[i+1]++
+		}
 	}
 	for i := 1; i <= users; i++ {
-		count[i] += count[i-1] // count[i] is now where user i's collaborations start
+		start[i] += start[i-1] // start[i] is now where user i's collaborations start
 	}
-	flat := make([]int32, count[users])
-	next := slices.Clone(count[:users])
-	for ci, idx := range e.memberIdx {
+	flat := make([]int32, start[users])
+	next := slices.Clone(start[:users])
+	for ci, idx := range memberIdx {
 		for _, i := range idx {
 			flat[next[i]] = int32(ci)
 			next[i]++
 		}
 	}
-	return func(user int) []int32 { return flat[count[user]:count[user+1]] }
+	return memberOf{start: start, flat: flat}
+}
+
+func (m *memberOf) of(user int) []int32 {
+	if p, ok := m.patch[int32(user)]; ok {
+		return p
+	}
+	return m.flat[m.start[user]:m.start[user+1]]
+}
+
+// set replaces a user's collaborations (the flat slice is never changed).
+func (m *memberOf) set(user int32, collabs []int32) {
+	if m.patch == nil {
+		m.patch = map[int32][]int32{}
+	}
+	m.patch[user] = collabs
 }
 
 func (e *evaluation) internal(domain, affiliation string) bool {
@@ -621,27 +745,36 @@ func inDomains(domain string, domains []string) bool {
 // production applies rule 6: the naming syntax, and the account's life
 // tied to its collaboration's.
 func (e *evaluation) production(snap *Snapshot) {
-	for _, pa := range snap.ProductionAccounts {
-		ps := ProductionState{ProductionAccount: pa}
+	for i, pa := range snap.ProductionAccounts {
 		owner := pa.Collaboration
 		if owner == "" {
 			owner = e.ownerByName(pa.Name)
-			ps.Collaboration = owner
 		}
-		c, known := e.st.Collaboration(owner)
-		switch {
-		case !known && owner == "":
-			e.violate(KindProductionOwner, pa.Name, pa.DN, "no collaboration owns it")
-		case !known:
-			e.violate(KindProductionOwner, pa.Name, pa.DN, fmt.Sprintf("its collaboration %q does not exist", owner))
-		default:
-			if reason := e.nameSyntax(pa.Name, owner); reason != "" {
-				e.violate(KindProductionName, pa.Name, pa.DN, reason)
-			}
-		}
-		ps.Active, _ = e.decide(SubjectProduction, pa.Name, pa.DN, known && c.Provisioned)
-		e.st.ProductionAccounts = append(e.st.ProductionAccounts, ps)
+		e.st.ProductionAccounts = append(e.st.ProductionAccounts, e.productionAccount(i, pa, owner))
 	}
+}
+
+// productionAccount is one production account's state, its owner named.
+func (e *evaluation) productionAccount(i int, pa ProductionAccount, owner string) ProductionState {
+	ps := ProductionState{ProductionAccount: pa}
+	ps.Collaboration = owner
+	c, known := e.st.Collaboration(owner)
+	switch {
+	case !known && owner == "":
+		e.violate(KindProductionOwner, pa.Name, pa.DN, "no collaboration owns it")
+	case !known:
+		e.violate(KindProductionOwner, pa.Name, pa.DN, fmt.Sprintf("its collaboration %q does not exist", owner))
+	default:
+		if reason := e.nameSyntax(pa.Name, owner); reason != "" {
+			e.violate(KindProductionName, pa.Name, pa.DN, reason)
+		}
+	}
+	var held bool
+	ps.Active, held = e.decide(SubjectProduction, pa.Name, pa.DN, known && c.Provisioned)
+	if held {
+		e.held.production = append(e.held.production, i)
+	}
+	return ps
 }
 
 // ownerByName finds the collaboration whose name the account's name
@@ -671,30 +804,29 @@ func (e *evaluation) nameSyntax(name, owner string) string {
 	return ""
 }
 
-// activeMembers fills each collaboration's members whose account is active.
+// activeMembers fills a collaboration's members whose account is active.
 // When every member is a user and active (the usual case), they are the
 // members as they are, shared (capped, so that an append copies).
-func (e *evaluation) activeMembers() {
-	for ci := range e.st.Collaborations {
-		c := &e.st.Collaborations[ci]
-		idx := e.memberIdx[ci]
-		active := 0
-		for _, i := range idx {
-			if e.st.Users[i].Status == StatusActive {
-				active++
-			}
+func (e *evaluation) activeMembers(ci int) {
+	c := &e.st.Collaborations[ci]
+	c.ActiveMembers = nil
+	idx := e.memberIdx[ci]
+	active := 0
+	for _, i := range idx {
+		if e.st.Users[i].Status == StatusActive {
+			active++
 		}
-		if active > 0 && active == len(c.Members) && len(idx) == active {
-			c.ActiveMembers = c.Members[:active:active]
-			continue
-		}
-		if active > 0 {
-			c.ActiveMembers = make([]string, 0, active)
-		}
-		for _, i := range idx {
-			if u := &e.st.Users[i]; u.Status == StatusActive {
-				c.ActiveMembers = append(c.ActiveMembers, u.UID)
-			}
+	}
+	if active > 0 && active == len(c.Members) && len(idx) == active {
+		c.ActiveMembers = c.Members[:active:active]
+		return
+	}
+	if active > 0 {
+		c.ActiveMembers = make([]string, 0, active)
+	}
+	for _, i := range idx {
+		if u := &e.st.Users[i]; u.Status == StatusActive {
+			c.ActiveMembers = append(c.ActiveMembers, u.UID)
 		}
 	}
 }

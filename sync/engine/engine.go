@@ -102,8 +102,10 @@ type Maintenance func(now time.Time) (window string, until time.Time, err error)
 // (and counts) drift: records changed downstream behind the engine's back.
 type Engine struct {
 	Source Source
-	// Evaluate applies the account rules to a snapshot.
-	Evaluate func(context.Context, *directory.Snapshot) (*directory.State, error)
+	// Evaluate applies the account rules to a snapshot; full marks a
+	// full reconcile's read (the rules are evaluated over the whole
+	// snapshot, whatever an incremental evaluation could reuse).
+	Evaluate func(ctx context.Context, snap *directory.Snapshot, full bool) (*directory.State, error)
 	Targets  []GuardedTarget
 	Log      *slog.Logger
 	// TargetLock, if set, is held around each run of a target that may
@@ -187,7 +189,7 @@ func (e *Engine) Read(ctx context.Context, full bool) (*directory.State, error) 
 	if err != nil {
 		return nil, fmt.Errorf("read directory: %w", err)
 	}
-	state, err := e.Evaluate(ctx, snap)
+	state, err := e.Evaluate(ctx, snap, full)
 	if err != nil {
 		return nil, fmt.Errorf("account rules: %w", err)
 	}

@@ -51,7 +51,7 @@ func (f *fakeTarget) Apply(_ context.Context, p *Plan) error {
 }
 
 // allActive stands in for the account rules: every user is active.
-func allActive(_ context.Context, s *directory.Snapshot) (*directory.State, error) {
+func allActive(_ context.Context, s *directory.Snapshot, _ bool) (*directory.State, error) {
 	st := &directory.State{}
 	for i := range s.Users {
 		st.Users = append(st.Users, directory.UserState{User: s.Users[i], Status: directory.StatusActive})
