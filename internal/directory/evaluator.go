@@ -491,4 +491,3 @@ func sameReserved(a, b *Reserved) bool {
 	}
 	return maps.Equal(a.Names, b.Names) && maps.Equal(a.UIDs, b.UIDs) && maps.Equal(a.GIDs, b.GIDs)
 }
-

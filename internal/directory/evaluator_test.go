@@ -33,7 +33,7 @@ func newWorld(seed uint64) *world {
 		MemberDomains: []string{"cern.ch"}, AcceptedDomains: []string{"partner.org"}, ProductionSeparator: "_",
 		ProductionLabel: regexp.MustCompile(`^[a-z]+$`), UIDRange: &IDRange{Min: 1000, Max: 60000}, GIDRange: &IDRange{Min: 1000, Max: 60000},
 		Reserved: &Reserved{Names: map[string]string{"root": "/etc/passwd"}, UIDs: map[uint32]string{}, GIDs: map[uint32]string{1027: "sudo"}},
-		Actions: map[ViolationKind]Action{}}
+		Actions:  map[ViolationKind]Action{}}
 	// Holds make subjects depend on the history: each kind's action at random.
 	for _, k := range []ViolationKind{KindDuplicateName, KindDuplicateID, KindMailDomain, KindUnvalidatedExternal, KindNoCollabContact, KindMultipleAdmin} {
 		w.pol.Actions[k] = []Action{ActionExclude, ActionHold, ActionReport}[r.IntN(3)]
