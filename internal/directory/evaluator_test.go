@@ -3,6 +3,7 @@ package directory
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -242,13 +243,6 @@ func (w *world) step() (what string) {
 	}
 }
 
-func maps_clone[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
 
 // TestEvaluatorMatchesWholeEvaluation drives random change sequences
 // through an Evaluator and requires, at every step, the state, the
