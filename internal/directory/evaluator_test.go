@@ -233,7 +233,7 @@ func (w *world) step() (what string) {
 		s.ProductionAccounts = append(s.ProductionAccounts, w.newProduction())
 		return "production added"
 	case k < 97:
-		w.pol.Actions = maps_clone(w.pol.Actions)
+		w.pol.Actions = maps.Clone(w.pol.Actions)
 		w.pol.Actions[KindMailDomain] = []Action{ActionExclude, ActionHold, ActionReport}[r.IntN(3)]
 		return "policy"
 	default:
