@@ -243,7 +243,6 @@ func (w *world) step() (what string) {
 	}
 }
 
-
 // TestEvaluatorMatchesWholeEvaluation drives random change sequences
 // through an Evaluator and requires, at every step, the state, the
 // violations (in order) and the history a whole evaluation gives; and
