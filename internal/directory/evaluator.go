@@ -26,9 +26,17 @@ import (
 // An Evaluator is not safe for concurrent use. The states it returns are
 // never modified afterwards (a later run copies what it changes).
 type Evaluator struct {
-	e    *evaluation // the last run's; nil before the first
-	snap *Snapshot
-	pol  Policy
+	e *evaluation // the last run's; nil before the first
+	// What the next run compares its snapshot with, besides the last
+	// state (which holds the users and collaborations as they were): the
+	// snapshot's list of users (the live model's, shared), the
+	// collaborations' own contacts (the state holds the effective ones),
+	// the production accounts. The snapshot itself is not kept: at 1M
+	// users its collaborations were 19 MB more between runs.
+	users      []*User
+	contacts   []map[Role][]string
+	production []ProductionAccount
+	pol        Policy
 	// clash holds rule 7's violations of the last run, in order: a run
 	// whose history changes them is a whole evaluation.
 	clash []Violation
@@ -38,6 +46,9 @@ type Evaluator struct {
 	reviewUntil time.Time
 
 	stats EvaluatorStats
+	// patchLimit is how many users' memberships may be patched before
+	// they are made flat again (0: an eighth of the users, and 64).
+	patchLimit int
 }
 
 // EvaluatorStats counts an Evaluator's runs.
@@ -65,7 +76,12 @@ func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 		why = reason
 	}
 	e := newEvaluation(snap, p, prev)
-	ev.e, ev.snap, ev.pol = e, snap, p
+	ev.e, ev.pol = e, p
+	ev.remember(snap)
+	ev.contacts = make([]map[Role][]string, len(snap.Collaborations))
+	for i := range snap.Collaborations {
+		ev.contacts[i] = snap.Collaborations[i].Contacts
+	}
 	ev.clash = ev.clash[:0]
 	for _, v := range e.st.Violations {
 		if v.Kind == KindDuplicateName || v.Kind == KindDuplicateID {
@@ -79,6 +95,11 @@ func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	ev.stats.Whole++
 	ev.stats.Why = why
 	return e.st
+}
+
+// remember keeps what the next run compares with.
+func (ev *Evaluator) remember(snap *Snapshot) {
+	ev.users, ev.production = snap.Users, snap.ProductionAccounts
 }
 
 // reviewLimit lowers reviewUntil to c's next review threshold.
@@ -105,7 +126,7 @@ var (
 // incremental evaluates the subjects the difference from the last run can
 // affect, or returns why it cannot.
 func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*State, string) {
-	e, old, last := ev.e, ev.snap, ev.e.st
+	e, last := ev.e, ev.e.st
 	switch {
 	case !samePolicy(&ev.pol, &p):
 		return nil, "the policy changed"
@@ -117,17 +138,17 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		return nil, "an account expired"
 	case last.users.all != nil:
 		return nil, "users not in uid order"
-	case len(snap.Users) != len(old.Users):
+	case len(snap.Users) != len(last.Users):
 		return nil, "users added or removed"
-	case len(snap.Collaborations) != len(old.Collaborations):
+	case len(snap.Collaborations) != len(last.Collaborations):
 		return nil, "collaborations added or removed"
-	case !slices.EqualFunc(snap.ProductionAccounts, old.ProductionAccounts, sameProduction):
+	case !slices.EqualFunc(snap.ProductionAccounts, ev.production, sameProduction):
 		return nil, "production accounts changed"
 	}
 	var reUsers []int32 // users to evaluate again
-	if !sameBacking(snap.Users, old.Users) {
+	if !sameBacking(snap.Users, ev.users) {
 		for i, u := range snap.Users {
-			o := old.Users[i]
+			o := last.Users[i].User
 			if u == o {
 				continue
 			}
@@ -139,11 +160,11 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 	}
 	var reCollabs []int
 	for ci := range snap.Collaborations {
-		c, o := &snap.Collaborations[ci], &old.Collaborations[ci]
+		c, o := &snap.Collaborations[ci], &last.Collaborations[ci].Collaboration
 		if c.Name != o.Name || c.DN != o.DN || c.GIDNumber != o.GIDNumber {
 			return nil, "a collaboration's name, DN or gid changed"
 		}
-		if !sameCollaboration(c, o) {
+		if !sameCollaboration(c, o, ev.contacts[ci]) {
 			reCollabs = append(reCollabs, ci)
 		}
 	}
@@ -181,22 +202,32 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		cs := e.collaboration(ci, c)
 		collabs.set(ci, cs)
 		st.Collaborations = collabs.s
+		ev.contacts[ci] = c.Contacts
 		ev.reviewLimit(&c, p.Now)
-		before, after := e.memberIdx[ci], e.members(c.Members)
-		if !ascending(before) || !ascending(after) {
+		if !ascending(was.Members) || !ascending(c.Members) {
 			return nil, "a collaboration's members are not in uid order"
 		}
-		joined, left := difference(before, after)
+		var joined, left []int32
+		for _, uid := range difference(was.Members, c.Members) {
+			u, known := st.users.find(uid)
+			if !known {
+				continue
+			}
+			if _, in := slices.BinarySearch(c.Members, uid); in {
+				joined = append(joined, int32(u))
+			} else {
+				left = append(left, int32(u))
+			}
+		}
 		for _, u := range joined {
 			e.memberOf.set(u, insertSorted(e.memberOf.of(int(u)), int32(ci)))
 		}
 		for _, u := range left {
 			e.memberOf.set(u, removeSorted(e.memberOf.of(int(u)), int32(ci)))
 		}
-		e.memberIdx[ci] = after
 		if cs.Kind != was.Kind || cs.Status != was.Status || cs.Provisioned != was.Provisioned ||
 			!slices.Equal(cs.Contacts[RoleValidator], was.Contacts[RoleValidator]) {
-			reUsers = append(append(reUsers, before...), after...)
+			reUsers = append(append(reUsers, e.members(was.Members)...), e.members(c.Members)...)
 		} else {
 			reUsers = append(append(reUsers, joined...), left...)
 		}
@@ -251,7 +282,7 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		st.Collaborations = collabs.s
 	}
 	for _, ci := range union(dirty, nil) {
-		e.activeMembers(ci)
+		e.activeMembers(ci, e.members(st.Collaborations[ci].Members))
 	}
 	pgDN := ev.primaryGroups(&users, flips, flipGIDs)
 	st.Users = users.s
@@ -271,10 +302,15 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 	}
 	st.Violations = mergeViolations(kept, found)
 
-	if len(e.memberOf.patch) > len(snap.Users)/8+64 {
-		e.memberOf = invert(e.memberIdx, len(snap.Users))
+	limit := len(snap.Users)/8 + 64
+	if ev.patchLimit > 0 {
+		limit = ev.patchLimit
 	}
-	ev.snap, ev.pol = snap, p
+	if len(e.memberOf.patch) > limit {
+		e.memberOf = e.memberOf.compact()
+	}
+	ev.pol = p
+	ev.remember(snap)
 	return st, ""
 }
 
@@ -385,7 +421,9 @@ func toInt32(s []int) []int32 {
 	return out
 }
 
-func ascending(s []int32) bool {
+// ascending reports whether a list is in strictly ascending order (sorted,
+// without repeats: as the live model keeps members).
+func ascending(s []string) bool {
 	for i := 1; i < len(s); i++ {
 		if s[i-1] >= s[i] {
 			return false
@@ -394,23 +432,27 @@ func ascending(s []int32) bool {
 	return true
 }
 
-// difference returns what after has that before had not, and the reverse;
-// both are ascending.
-func difference(before, after []int32) (added, removed []int32) {
+// difference returns the values one of two ascending lists has and the
+// other has not.
+func difference(a, b []string) []string {
+	if sameBacking(a, b) {
+		return nil
+	}
+	var out []string
 	i, j := 0, 0
-	for i < len(before) || j < len(after) {
+	for i < len(a) || j < len(b) {
 		switch {
-		case j == len(after) || i < len(before) && before[i] < after[j]:
-			removed = append(removed, before[i])
+		case j == len(b) || i < len(a) && a[i] < b[j]:
+			out = append(out, a[i])
 			i++
-		case i == len(before) || after[j] < before[i]:
-			added = append(added, after[j])
+		case i == len(a) || b[j] < a[i]:
+			out = append(out, b[j])
 			j++
 		default:
 			i, j = i+1, j+1
 		}
 	}
-	return added, removed
+	return out
 }
 
 func insertSorted(s []int32, v int32) []int32 {
@@ -436,10 +478,11 @@ func sameBacking[T any](a, b []T) bool {
 
 func sameStrings(a, b []string) bool { return sameBacking(a, b) || slices.Equal(a, b) }
 
-// sameCollaboration compares every field (TestSameCoversEveryField).
-func sameCollaboration(a, b *Collaboration) bool {
+// sameCollaboration compares every field (TestSameCoversEveryField), b's
+// contacts being bContacts.
+func sameCollaboration(a, b *Collaboration, bContacts map[Role][]string) bool {
 	return a.DN == b.DN && a.Name == b.Name && a.GIDNumber == b.GIDNumber && sameStrings(a.Members, b.Members) &&
-		a.Kind == b.Kind && a.Status == b.Status && a.ReviewedUntil == b.ReviewedUntil && sameContacts(a.Contacts, b.Contacts) &&
+		a.Kind == b.Kind && a.Status == b.Status && a.ReviewedUntil == b.ReviewedUntil && sameContacts(a.Contacts, bContacts) &&
 		a.Fairshare == b.Fairshare && slices.Equal(a.Lists, b.Lists) && a.Activity == b.Activity && a.Allocation == b.Allocation
 }
 

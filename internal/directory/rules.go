@@ -75,8 +75,8 @@ type evaluation struct {
 	// those of the rules on each subject's own attributes and relations.
 	fixed, rules map[string]*verdict
 	// memberIdx holds each collaboration's members as user indexes,
-	// resolved once (map lookups dominate the cost of the rules);
-	// memberOf is its inverse.
+	// resolved once during a whole evaluation (map lookups dominated the
+	// cost of the rules); memberOf is its inverse, kept between runs.
 	memberIdx [][]int32
 	memberOf  memberOf
 	// clashes are rule 7's groups of subjects sharing a name or number.
@@ -169,8 +169,9 @@ func newEvaluation(snap *Snapshot, p Policy, prev Previous) *evaluation {
 	e.users(snap)
 	e.production(snap)
 	for ci := range e.st.Collaborations {
-		e.activeMembers(ci)
+		e.activeMembers(ci, e.memberIdx[ci])
 	}
+	e.memberIdx = nil // 4 bytes a membership: a run finds the few it needs again
 	pg := e.newPrimaryGroups()
 	for i := range e.st.Users {
 		pg.decide(e, &e.st.Users[i])
@@ -560,9 +561,10 @@ func (e *evaluation) review(c Collaboration) Status {
 func (e *evaluation) users(snap *Snapshot) {
 	// Of two entries with one uid, members and contacts naming it mean
 	// the one not left out (the incumbent of rule 7).
-	e.st.users = newUIDIndex(len(snap.Users), func(i int) string { return snap.Users[i].UID },
-		func(i int) bool { return !e.excluded(snap.Users[i].DN) })
+	e.st.users = newUIDIndex(snap.Users, func(i int) bool { return !e.excluded(snap.Users[i].DN) })
+	e.st.users.listUIDs()
 	e.memberships(len(snap.Users))
+	e.st.users.uids = nil
 	e.st.Users = make([]UserState, 0, len(snap.Users))
 	for i, u := range snap.Users {
 		e.st.Users = append(e.st.Users, e.user(i, u))
@@ -640,7 +642,7 @@ func (e *evaluation) members(uids []string) []int32 {
 	// Members in uid order (as the model keeps them) are found by
 	// galloping from the last one when they are more than √users:
 	// cheaper than a search of every user each, not for a handful.
-	gallop := len(uids)*len(uids) > len(e.st.users.uids)
+	gallop := len(uids)*len(uids) > len(e.st.users.users)
 	from, prev := 0, ""
 	for _, uid := range uids {
 		var (
@@ -691,6 +693,20 @@ func invert(memberIdx [][]int32, users int) memberOf {
 		}
 	}
 	return memberOf{start: start, flat: flat}
+}
+
+// compact folds the patches into a flat slice again.
+func (m *memberOf) compact() memberOf {
+	users := len(m.start) - 1
+	out := memberOf{start: make([]int32, users+1)}
+	for u := range users {
+		out.start[u+1] = out.start[u] + int32(len(m.of(u)))
+	}
+	out.flat = make([]int32, 0, out.start[users])
+	for u := range users {
+		out.flat = append(out.flat, m.of(u)...)
+	}
+	return out
 }
 
 func (m *memberOf) of(user int) []int32 {
@@ -804,13 +820,13 @@ func (e *evaluation) nameSyntax(name, owner string) string {
 	return ""
 }
 
-// activeMembers fills a collaboration's members whose account is active.
+// activeMembers fills a collaboration's members whose account is active,
+// given the users its members are.
 // When every member is a user and active (the usual case), they are the
 // members as they are, shared (capped, so that an append copies).
-func (e *evaluation) activeMembers(ci int) {
+func (e *evaluation) activeMembers(ci int, idx []int32) {
 	c := &e.st.Collaborations[ci]
 	c.ActiveMembers = nil
-	idx := e.memberIdx[ci]
 	active := 0
 	for _, i := range idx {
 		if e.st.Users[i].Status == StatusActive {

@@ -576,8 +576,7 @@ func TestUIDIndex(t *testing.T) {
 		{[]string{"c", "b", "a", "b"}, nil, map[string]int{"b": 1}},
 		{nil, nil, map[string]int{"a": -1}},
 	} {
-		uidAt := func(i int) string { return c.uids[i] }
-		x := newUIDIndex(len(c.uids), uidAt, func(i int) bool { return !c.excluded[i] })
+		x := newUIDIndex(usersOf(c.uids), func(i int) bool { return !c.excluded[i] })
 		for uid, want := range c.want {
 			i, ok := x.find(uid)
 			if !ok {
@@ -588,6 +587,14 @@ func TestUIDIndex(t *testing.T) {
 			}
 		}
 	}
+}
+
+func usersOf(uids []string) []*User {
+	out := make([]*User, len(uids))
+	for i, uid := range uids {
+		out[i] = &User{UID: uid}
+	}
+	return out
 }
 
 // TestUIDIndexFindFrom: galloping through a list of uids finds what find
@@ -609,7 +616,7 @@ func TestUIDIndexFindFrom(t *testing.T) {
 		for i := range uids {
 			excluded[i] = rng.IntN(4) == 0
 		}
-		x := newUIDIndex(len(uids), func(i int) string { return uids[i] }, func(i int) bool { return !excluded[i] })
+		x := newUIDIndex(usersOf(uids), func(i int) bool { return !excluded[i] })
 		var list []string
 		for range rng.IntN(3 * (n + 1)) {
 			list = append(list, uid(rng.IntN(2*n+2)))
