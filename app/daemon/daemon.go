@@ -292,7 +292,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 		},
 		Done: s.afterTarget,
 		Settled: func(ctx context.Context, state *directory.State) {
-			if err := wiring.SaveStatuses(ctx, s.store, state); err != nil {
+			if err := rules.Save(ctx, state); err != nil {
 				s.log.Error("state store", "err", err)
 			}
 		},

@@ -45,6 +45,13 @@ type Evaluator struct {
 	// outcomes hold until then. Zero: none.
 	reviewUntil time.Time
 
+	// epoch counts whole evaluations, seq runs; log lists, since the
+	// last whole evaluation, the subjects whose history record each
+	// incremental run changed (ChangesSince), less what Forget dropped.
+	epoch, seq uint64
+	log        []moved
+	forgot     uint64 // the log holds nothing up to this run
+
 	stats EvaluatorStats
 	// patchLimit is how many users' memberships may be patched before
 	// they are made flat again (0: an eighth of the users, and 64).
@@ -67,14 +74,18 @@ func (ev *Evaluator) Reset() { ev.e = nil }
 // Evaluate applies the rules to a snapshot, as the function Evaluate does.
 func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	why := "first run"
+	ev.seq++
 	if ev.e != nil {
 		st, reason := ev.incremental(snap, p, prev)
 		if st != nil {
+			st.epoch, st.seq = ev.epoch, ev.seq
 			ev.stats.Incremental++
 			return st
 		}
 		why = reason
 	}
+	ev.epoch++
+	ev.log = ev.log[:0]
 	e := newEvaluation(snap, p, prev)
 	ev.e, ev.pol = e, p
 	ev.remember(snap)
@@ -94,7 +105,66 @@ func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	}
 	ev.stats.Whole++
 	ev.stats.Why = why
+	e.st.epoch, e.st.seq = ev.epoch, ev.seq
 	return e.st
+}
+
+// moved is a subject whose history record a run changed.
+type moved struct {
+	seq uint64
+	key string
+}
+
+// ChangesSince is StatusChanges against an earlier state of this
+// Evaluator instead of the history: the records that differ between the
+// two, found among the subjects the incremental runs between them
+// changed, not among all. ok is false unless both come from the same
+// series of incremental runs since a whole evaluation, old not after
+// now, and no Forget has dropped what lies between them. A caller that
+// saved old's statuses, and knows nobody else wrote the history since,
+// saves now's with them: a change among 1M users compares a few records,
+// not 1.1M.
+func (ev *Evaluator) ChangesSince(old, now *State) (changed Previous, gone []string, ok bool) {
+	if old == nil || now == nil || old.epoch != ev.epoch || now.epoch != ev.epoch || old.seq > now.seq || ev.forgot > old.seq {
+		return nil, nil, false
+	}
+	changed = Previous{}
+	seen := map[string]bool{}
+	for _, m := range ev.log {
+		if m.seq <= old.seq || m.seq > now.seq || seen[m.key] {
+			continue
+		}
+		seen[m.key] = true
+		is, in := now.record(m.key)
+		was, inOld := old.record(m.key)
+		switch {
+		case in && (!inOld || is != was):
+			changed[m.key] = is
+		case !in && inOld:
+			gone = append(gone, m.key)
+		}
+	}
+	slices.Sort(gone)
+	return changed, gone, true
+}
+
+// Forget drops the log up to a state whose statuses were saved: no later
+// ChangesSince starts before it.
+func (ev *Evaluator) Forget(saved *State) {
+	if saved == nil || saved.epoch != ev.epoch {
+		return
+	}
+	i := 0
+	for i < len(ev.log) && ev.log[i].seq <= saved.seq {
+		i++
+	}
+	ev.log = slices.Delete(ev.log, 0, i)
+	ev.forgot = max(ev.forgot, saved.seq)
+}
+
+// moved logs a subject whose history record this run changes.
+func (ev *Evaluator) moved(kind, name string) {
+	ev.log = append(ev.log, moved{ev.seq, SubjectKey(kind, name)})
 }
 
 // remember keeps what the next run compares with.
@@ -233,6 +303,7 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		}
 		if cs.Provisioned != was.Provisioned {
 			flipped[c.Name], flipGIDs[c.GIDNumber] = true, true
+			ev.moved(SubjectCollaboration, c.Name)
 		}
 		dirty = append(dirty, ci)
 	}
@@ -251,6 +322,7 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 			return nil, "a duplicate uid's verdict changed"
 		}
 		if us.Status != o.Status {
+			ev.moved(SubjectUser, u.UID)
 			flips = append(flips, i)
 			for _, ci := range e.memberOf.of(int(i)) {
 				dirty = append(dirty, int(ci))
@@ -273,7 +345,11 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		}
 		delete(e.rules, pa.DN)
 		reDN[pa.DN] = append(reDN[pa.DN], productionKinds...)
-		prods.set(i, e.productionAccount(i, pa, ps.Collaboration))
+		now := e.productionAccount(i, pa, ps.Collaboration)
+		if now.Active != ps.Active {
+			ev.moved(SubjectProduction, pa.Name)
+		}
+		prods.set(i, now)
 	}
 	st.ProductionAccounts = prods.s
 

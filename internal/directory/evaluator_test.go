@@ -255,12 +255,13 @@ func TestEvaluatorMatchesWholeEvaluation(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("PROPERTY_SEEDS")); err == nil {
 		seeds = n
 	}
-	var incremental, whole uint64
+	var incremental, whole, sinceSaved uint64
 	for seed := range uint64(seeds) {
 		w := newWorld(seed)
 		ev := &Evaluator{patchLimit: int(seed % 2 * 3)} // patches made flat often, for half
 		var prev Previous
-		var kept *State
+		var kept, saved *State
+		var older []*State
 		var keptJSON string
 		for step := range steps {
 			what := "start"
@@ -278,11 +279,24 @@ func TestEvaluatorMatchesWholeEvaluation(t *testing.T) {
 				}
 			}
 			kept, keptJSON = got, stateJSON(t, got)
+			// The history saved by difference from the last saved state;
+			// from an older one, right or refused.
+			older = append(older, got)
+			for _, from := range []*State{saved, older[max(0, len(older)-4)]} {
+				if changed, gone, ok := ev.ChangesSince(from, got); ok {
+					sinceSaved++
+					wantChanged, wantGone := statusDiff(from.Statuses(), got.Statuses())
+					if !reflect.DeepEqual(changed, wantChanged) || !slices.Equal(gone, wantGone) {
+						t.Fatalf("seed %d step %d (%s): changes since an earlier state %v %v, want %v %v", seed, step, what, changed, gone, wantChanged, wantGone)
+					}
+				}
+			}
 			// The history: as the daemon saves it, mostly; sometimes a
 			// run no target took (nothing saved), sometimes an edited one.
 			switch w.r.IntN(10) {
 			case 0:
 			case 1:
+				saved = nil
 				prev = got.Statuses()
 				for k, p := range prev {
 					if w.r.IntN(4) == 0 {
@@ -292,17 +306,39 @@ func TestEvaluatorMatchesWholeEvaluation(t *testing.T) {
 				}
 			default:
 				prev = got.Statuses()
+				saved = got
+				ev.Forget(got)
 			}
 		}
 		incremental += ev.Stats().Incremental
 		whole += ev.Stats().Whole
 	}
-	t.Logf("%d incremental runs, %d whole", incremental, whole)
+	t.Logf("%d incremental runs, %d whole, %d saved by difference", incremental, whole, sinceSaved)
+	if sinceSaved < incremental/2 {
+		t.Errorf("only %d of %d incremental runs saved by difference", sinceSaved, incremental)
+	}
 	// Most changes are the incremental kind: a test that always fell
 	// back to the whole evaluation would prove nothing.
 	if incremental < whole {
 		t.Errorf("%d incremental runs, %d whole: the incremental path is hardly taken", incremental, whole)
 	}
+}
+
+// statusDiff is what Statuses changed from was to is.
+func statusDiff(was, is Previous) (changed Previous, gone []string) {
+	changed = Previous{}
+	for k, p := range is {
+		if q, ok := was[k]; !ok || q != p {
+			changed[k] = p
+		}
+	}
+	for k := range was {
+		if _, ok := is[k]; !ok {
+			gone = append(gone, k)
+		}
+	}
+	slices.Sort(gone)
+	return changed, gone
 }
 
 func stateJSON(t *testing.T, s *State) string {

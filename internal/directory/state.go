@@ -75,6 +75,9 @@ type State struct {
 	users  uidIndex
 	collab map[string]int
 	basis  Previous
+	// epoch and seq place a state among an Evaluator's: seq counts its
+	// runs, epoch its whole evaluations (zero: not an Evaluator's).
+	epoch, seq uint64
 }
 
 // uidIndex finds a user's index by uid. Users in uid order (as a snapshot
@@ -240,6 +243,45 @@ func (s *State) subjects(fn func(key string, p Provisioned)) {
 	for _, p := range s.ProductionAccounts {
 		fn(SubjectKey(SubjectProduction, p.Name), Provisioned{Status: active(p.Active), DN: p.DN, ID: int64(p.UIDNumber)})
 	}
+}
+
+// record is one subject's record in Statuses, found by its key: of
+// several entries of one name, the first active one, else the last.
+func (s *State) record(key string) (p Provisioned, found bool) {
+	kind, name, _ := strings.Cut(key, "/")
+	take := func(q Provisioned) {
+		if !found || p.Status != StatusActive {
+			p = q
+		}
+		found = true
+	}
+	active := func(b bool) Status {
+		if b {
+			return StatusActive
+		}
+		return StatusPending
+	}
+	switch kind {
+	case SubjectUser:
+		i := sort.Search(len(s.Users), func(i int) bool { return s.Users[i].UID >= name })
+		for ; i < len(s.Users) && s.Users[i].UID == name; i++ {
+			u := &s.Users[i]
+			take(Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)})
+		}
+	case SubjectCollaboration:
+		i := sort.Search(len(s.Collaborations), func(i int) bool { return s.Collaborations[i].Name >= name })
+		for ; i < len(s.Collaborations) && s.Collaborations[i].Name == name; i++ {
+			c := &s.Collaborations[i]
+			take(Provisioned{Status: active(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)})
+		}
+	case SubjectProduction:
+		i := sort.Search(len(s.ProductionAccounts), func(i int) bool { return s.ProductionAccounts[i].Name >= name })
+		for ; i < len(s.ProductionAccounts) && s.ProductionAccounts[i].Name == name; i++ {
+			pa := &s.ProductionAccounts[i]
+			take(Provisioned{Status: active(pa.Active), DN: pa.DN, ID: int64(pa.UIDNumber)})
+		}
+	}
+	return p, found
 }
 
 // StatusChanges is Statuses as a difference from the history the state

@@ -76,8 +76,13 @@ func TestSaveStatusChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Statuses(ctx)
-	if err := a.SaveStatusChanges(ctx, directory.Previous{"user/carol": act}, []string{"user/bob"}, t0); err != nil {
+	gen, err := a.SaveStatusChanges(ctx, directory.Previous{"user/carol": act}, []string{"user/bob"}, t0)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// The generation the save left: a knows the table is what it wrote.
+	if now, _ := b.StatusGeneration(ctx); gen != now || gen <= 0 {
+		t.Errorf("save left generation %d, the table has %d", gen, now)
 	}
 	want := directory.Previous{"user/alice": act, "user/carol": act}
 	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {
@@ -87,11 +92,12 @@ func TestSaveStatusChanges(t *testing.T) {
 		t.Errorf("the table: %v", got)
 	}
 	// b writes; a's next change must not patch a stale cache.
-	if err := b.SaveStatusChanges(ctx, directory.Previous{"user/dave": act}, nil, t0); err != nil {
+	if _, err := b.SaveStatusChanges(ctx, directory.Previous{"user/dave": act}, nil, t0); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.SaveStatusChanges(ctx, nil, []string{"user/alice"}, t0); err != nil {
-		t.Fatal(err)
+	// a's save after b's: a cannot know the table is only what it wrote.
+	if gen, err := a.SaveStatusChanges(ctx, nil, []string{"user/alice"}, t0); err != nil || gen != -1 {
+		t.Fatalf("save after another process wrote: generation %d, %v; want -1", gen, err)
 	}
 	want = directory.Previous{"user/carol": act, "user/dave": act}
 	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {

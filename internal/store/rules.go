@@ -71,7 +71,18 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 			gone = append(gone, subject)
 		}
 	}
-	return s.SaveStatusChanges(ctx, changed, gone, now)
+	_, err := s.SaveStatusChanges(ctx, changed, gone, now)
+	return err
+}
+
+// StatusGeneration counts the writes of the stored statuses, by any
+// process.
+func (s *Store) StatusGeneration(ctx context.Context) (int64, error) {
+	gen, err := s.generation(ctx, s.DB, "subject_status")
+	if err != nil {
+		return 0, fmt.Errorf("read statuses: %w", err)
+	}
+	return gen, nil
 }
 
 // SaveStatusChanges applies a run's difference from the stored statuses
@@ -81,10 +92,19 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 // is read again next time), so a run that changed nothing costs nothing.
 // When the cache is empty (a first run), changed becomes the cache rather
 // than being copied into it: the caller must not modify it afterwards.
-func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previous, gone []string, now time.Time) error {
+// gen is the StatusGeneration the save left when this process's cache
+// was current as it began (no other process wrote since it read or wrote
+// the table last), else -1; 0 when there was nothing to write.
+func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previous, gone []string, now time.Time) (gen int64, err error) {
 	if len(changed) == 0 && len(gone) == 0 {
-		return nil
+		return 0, nil
 	}
+	err = s.saveStatusChanges(ctx, changed, gone, now, &gen)
+	return gen, err
+}
+
+func (s *Store) saveStatusChanges(ctx context.Context, changed directory.Previous, gone []string, now time.Time, saved *int64) error {
+	*saved = -1
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -131,7 +151,7 @@ func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previou
 		s.cache.statuses = nil // another process wrote meanwhile: read again
 		return nil
 	}
-	s.cache.statusGen = gen
+	s.cache.statusGen, *saved = gen, gen
 	if len(s.cache.statuses) == 0 {
 		s.cache.statuses = changed
 		return nil

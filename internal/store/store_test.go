@@ -185,7 +185,7 @@ func TestWritersBesideEachOther(t *testing.T) {
 	}()
 	for i := range 300 {
 		changed := directory.Previous{fmt.Sprintf("user/u%d", i): {Status: directory.StatusActive}}
-		if err := a.SaveStatusChanges(ctx, changed, nil, time.Now()); err != nil {
+		if _, err := a.SaveStatusChanges(ctx, changed, nil, time.Now()); err != nil {
 			t.Fatalf("save statuses beside another writer, round %d: %v", i, err)
 		}
 	}

@@ -1,0 +1,96 @@
+package wiring
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/collabsync/collabsync/app/config"
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/store"
+)
+
+// TestRulesSaveByDifference: the statuses serve saves by difference from
+// the last state it saved are, after every save, the whole state's, as
+// the table holds them; also when another process wrote the table
+// between two runs (then the whole difference is saved).
+func TestRulesSaveByDifference(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "collabsync.db")
+	st, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	other, err := store.Open(ctx, path) // another process on the same state
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	cfg := &config.Config{}
+	cfg.Rules.UIDRange, cfg.Rules.GIDRange = config.IDRange{Min: 1000, Max: 60000}, config.IDRange{Min: 1000, Max: 60000}
+	cfg.Rules.ProductionLabel = ".*"
+	r := NewRules(cfg, st)
+
+	// 40 users, each in one of 8 collaborations: one leaving it loses
+	// their access, one joining gains it.
+	rng := rand.New(rand.NewPCG(3, 4))
+	snap := &directory.Snapshot{}
+	for i := range 40 {
+		uid := fmt.Sprintf("u%02d", i)
+		snap.Users = append(snap.Users, &directory.User{DN: "uid=" + uid + ",dc=x", UID: uid, UIDNumber: uint32(2000 + i), GIDNumber: 3000})
+	}
+	for c := range 8 {
+		name := fmt.Sprintf("c%d", c)
+		col := directory.Collaboration{DN: "cn=" + name + ",dc=x", Name: name, GIDNumber: uint32(3000 + c), Kind: directory.KindScientific,
+			Contacts: map[directory.Role][]string{directory.RoleCollaboration: {"u00"}}}
+		for i := c; i < 40; i += 8 {
+			col.Members = append(col.Members, snap.Users[i].UID)
+		}
+		snap.Collaborations = append(snap.Collaborations, col)
+	}
+	for step := range 60 {
+		if step > 0 {
+			next := *snap
+			next.Collaborations = slices.Clone(snap.Collaborations)
+			c := &next.Collaborations[rng.IntN(len(next.Collaborations))]
+			uid := snap.Users[rng.IntN(len(snap.Users))].UID
+			members := slices.Clone(c.Members)
+			if i, in := slices.BinarySearch(members, uid); in {
+				members = slices.Delete(members, i, i+1)
+			} else {
+				members = slices.Insert(members, i, uid)
+			}
+			c.Members = members
+			snap = &next
+		}
+		if step == 30 {
+			// Another process (a sync --once) writes the table.
+			if _, err := other.SaveStatusChanges(ctx, directory.Previous{"user/zed": {Status: directory.StatusActive, ID: -1}}, nil, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		state, err := r.Evaluate(ctx, snap, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Save(ctx, state); err != nil {
+			t.Fatal(err)
+		}
+		stored, err := other.Statuses(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := state.Statuses(); !maps.Equal(stored, want) {
+			t.Fatalf("step %d: stored %d statuses, the state has %d:\nstored %v\nwant   %v", step, len(stored), len(want), stored, want)
+		}
+	}
+	if s := r.ev.Stats(); s.Incremental < 50 {
+		t.Errorf("%d incremental runs of 60", s.Incremental)
+	}
+}
