@@ -77,7 +77,9 @@ type Rules struct {
 }
 
 // NewRules returns the rules of a configuration and state store.
-func NewRules(cfg *config.Config, st *store.Store) *Rules { return &Rules{cfg: cfg, st: st, savedGen: -1} }
+func NewRules(cfg *config.Config, st *store.Store) *Rules {
+	return &Rules{cfg: cfg, st: st, savedGen: -1}
+}
 
 // Save records a state every target took as provisioned: the statuses
 // the hold action compares against next time. While the stored statuses
