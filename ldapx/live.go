@@ -56,7 +56,7 @@ type Model struct {
 	users        *userPart
 	usersChanged bool
 	// collabs are the collaborations resolved against users.
-	collabs collabCache
+	collabs *collabCache
 
 	// With a journal, changes wait in pending until Flush saves them;
 	// flushMu keeps flushes in order. digest names the searches and
@@ -126,7 +126,10 @@ func (m *Model) Snapshot() (snap *directory.Snapshot, ok bool) {
 	if m.users == nil || m.usersChanged {
 		m.users, m.usersChanged, m.collabs = resolveUsers(m.entries[StreamUsers], m.entries[StreamDisabled]), false, nil
 	}
-	snap, m.collabs = resolveWith(m.entries, m.users, m.collabs)
+	if m.collabs == nil {
+		m.collabs = &collabCache{}
+	}
+	snap = resolveWith(m.entries, m.users, m.collabs)
 	return snap, true
 }
 

@@ -7,11 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/store"
 )
 
@@ -21,6 +23,12 @@ import (
 // attribute) and role groups, every snapshot it gives equals resolving its
 // entries from scratch.
 func TestModelSnapshotIsResolve(t *testing.T) {
+	for _, membership := range []string{"member_dn", "member_uid"} {
+		t.Run(membership, func(t *testing.T) { testModelSnapshotIsResolve(t, membership) })
+	}
+}
+
+func testModelSnapshotIsResolve(t *testing.T, membership string) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("x"), 0o600)
 	cfg := parseSection(t, `ldap:
@@ -29,7 +37,7 @@ func TestModelSnapshotIsResolve(t *testing.T) {
   users: {base_dn: "ou=people,dc=x"}
   collaborations:
     base_dn: "ou=groups,dc=x"
-    membership: member_dn
+    membership: `+membership+`
     contacts:
       attributes: {computing: computingContact}
       groups: {base_dn: "ou=roles,dc=x"}
@@ -41,10 +49,27 @@ state_dir: /tmp
 	}
 	rnd := rand.New(rand.NewPCG(3, 4))
 	userDN := func(i int) string { return fmt.Sprintf("uid=u%d,ou=people,dc=x", i) }
+	member := userDN
+	if membership == "member_uid" {
+		member = func(i int) string { return fmt.Sprintf("u%d", i) }
+	}
 	someUsers := func() []string {
 		var out []string
 		for range rnd.IntN(4) {
 			out = append(out, userDN(rnd.IntN(30))) // some dangle
+		}
+		return out
+	}
+	// Members: sometimes many (a search of the users by galloping),
+	// sometimes sorted and all known (taken as they are).
+	someMembers := func() []string {
+		var out []string
+		for range rnd.IntN(12) {
+			out = append(out, member(rnd.IntN(30)))
+		}
+		if rnd.IntN(2) == 0 {
+			slices.Sort(out)
+			out = slices.Compact(out)
 		}
 		return out
 	}
@@ -65,7 +90,8 @@ state_dir: /tmp
 				return
 			}
 			m.put(StreamCollaborations, fmt.Sprint(j), ldap.NewEntry(fmt.Sprintf("cn=g%d,ou=groups,dc=x", j), map[string][]string{
-				"cn": {fmt.Sprintf("g%d", j%5)}, "gidNumber": {fmt.Sprint(2000 + j)}, "member": someUsers(), "computingContact": someUsers()}))
+				"cn": {fmt.Sprintf("g%d", j%5)}, "gidNumber": {fmt.Sprint(2000 + j)}, "member": someMembers(), "memberUid": someMembers(),
+				"computingContact": someUsers()}))
 		default:
 			r := rnd.IntN(8)
 			if rnd.IntN(4) == 0 {
@@ -93,6 +119,9 @@ state_dir: /tmp
 		}
 		if want := Resolve(m.entries); !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: the model's snapshot differs from resolving its entries:\n got %+v\nwant %+v", i, got, want)
+		}
+		if n, max := len(m.collabs.m), len(m.entries[StreamCollaborations]); n > max {
+			t.Fatalf("step %d: %d collaborations cached of %d entries", i, n, max)
 		}
 	}
 }
@@ -272,5 +301,43 @@ func TestNestedGroups(t *testing.T) {
 				t.Errorf("an unknown DN:\n%s", all)
 			}
 		})
+	}
+}
+
+// TestAllKnownIsMembersAsIs: the galloping check takes a member list as
+// it is exactly when Members would: known uids, strictly ascending (with
+// duplicate uids among the users, DNs, unknown and empty values).
+func TestAllKnownIsMembersAsIs(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for round := range 2000 {
+		n := rnd.IntN(60)
+		entries := map[string]*Mapped{}
+		for i := range n {
+			uid := fmt.Sprintf("u%d", rnd.IntN(2*n+1))
+			entries[fmt.Sprint(i)] = &Mapped{DN: "uid=" + uid + fmt.Sprint(i) + ",dc=x", User: &rawUser{User: directory.User{DN: "uid=" + uid + fmt.Sprint(i) + ",dc=x", UID: uid}}}
+		}
+		p := resolveUsers(entries, nil)
+		var values []string
+		for range rnd.IntN(20) {
+			switch rnd.IntN(12) {
+			case 0:
+				values = append(values, "uid=u1,dc=x")
+			case 1:
+				values = append(values, "")
+			default:
+				values = append(values, fmt.Sprintf("u%d", rnd.IntN(2*n+2)))
+			}
+		}
+		if rnd.IntN(3) != 0 {
+			slices.Sort(values)
+		}
+		if rnd.IntN(2) == 0 {
+			values = slices.Compact(values)
+		}
+		uids, unknown := Members(values, p.uidOf)
+		asIs := len(unknown) == 0 && len(uids) == len(values) && (len(values) == 0 || &uids[0] == &values[0])
+		if got := p.allKnown(values); got != asIs {
+			t.Fatalf("round %d: users %v, values %v: allKnown %v, Members as they are %v", round, p.users, values, got, asIs)
+		}
 	}
 }
