@@ -183,7 +183,10 @@ func (sv storedViolation) says(v directory.Violation) bool {
 
 // RecordViolations stores the current violations, forgets those that are
 // gone, and sets each one's Since to when it was first seen. Only new,
-// changed and gone violations are written.
+// changed and gone violations are written. Violations in (kind, subject)
+// order, as a state holds them, are looked up in the cached ones and no
+// map of them is made: at 1M users with 100k standing violations, two new
+// maps a run were a tenth of a change's time.
 func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, now time.Time) error {
 	s.cache.mu.Lock()
 	defer s.cache.mu.Unlock()
@@ -191,25 +194,52 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 	if err != nil {
 		return err
 	}
-	current := make(map[violationKey]storedViolation, len(vs))
 	var written []int // indexes into vs: new or changed
+	found, inOrder := 0, true
 	for i, v := range vs {
 		k := keyOf(v)
+		again := false
+		if i > 0 {
+			prev := keyOf(vs[i-1])
+			again = prev == k
+			inOrder = inOrder && (prev.kind < k.kind || prev.kind == k.kind && prev.subject <= k.subject)
+		}
 		sv, ok := stored[k]
 		if !ok {
 			sv.first = now.UnixNano()
+		} else if !again {
+			found++ // keys stored and current, each once while in order
 		}
 		if !ok || !sv.says(v) {
 			written = append(written, i)
 		}
-		current[k] = storedViolation{first: sv.first, severity: string(v.Severity), name: v.Name, reason: v.Reason, action: string(v.Action)}
 		vs[i].Since = time.Unix(0, sv.first).UTC()
 	}
 	var gone []violationKey
-	for k := range stored {
-		if _, ok := current[k]; !ok {
-			gone = append(gone, k)
+	var lastAt map[violationKey]int // the last violation of each key, when not in order
+	if !inOrder || found != len(stored) {
+		lastAt = make(map[violationKey]int, len(vs))
+		for i, v := range vs {
+			lastAt[keyOf(v)] = i
 		}
+		for k := range stored {
+			if _, ok := lastAt[k]; !ok {
+				gone = append(gone, k)
+			}
+		}
+	}
+	// Of several violations of one key, the last is what is stored.
+	record := func(i int) storedViolation {
+		k, j := keyOf(vs[i]), i
+		if lastAt != nil {
+			j = lastAt[k]
+		} else {
+			for j+1 < len(vs) && keyOf(vs[j+1]) == k {
+				j++
+			}
+		}
+		v := vs[j]
+		return storedViolation{first: vs[i].Since.UnixNano(), severity: string(v.Severity), name: v.Name, reason: v.Reason, action: string(v.Action)}
 	}
 	if len(written) == 0 && len(gone) == 0 {
 		return nil
@@ -232,7 +262,7 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 			return err
 		}
 		v := vs[i]
-		sv := current[keyOf(v)]
+		sv := record(i)
 		if _, err := up.ExecContext(bctx, string(v.Kind), v.Subject, sv.first, now.UnixNano(), sv.severity, sv.name, sv.reason, sv.action); err != nil {
 			return fmt.Errorf("record violation %s of %s: %w", v.Kind, v.Subject, err)
 		}
@@ -250,6 +280,10 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 			return fmt.Errorf("forget violation %s of %s: %w", k.kind, k.subject, err)
 		}
 	}
+	before, err := s.generation(ctx, tx, "violation")
+	if err != nil {
+		return err
+	}
 	gen, err := s.bump(ctx, tx, "violation")
 	if err != nil {
 		return err
@@ -258,7 +292,18 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 		s.cache.violations = nil
 		return err
 	}
-	s.cache.violations, s.cache.violationGen = current, gen
+	if before != s.cache.violationGen {
+		s.cache.violations = nil // another process wrote meanwhile: read again
+		return nil
+	}
+	// The cache becomes what was written, in place.
+	for _, k := range gone {
+		delete(stored, k)
+	}
+	for _, i := range written {
+		stored[keyOf(vs[i])] = record(i)
+	}
+	s.cache.violationGen = gen
 	return nil
 }
 
