@@ -97,8 +97,11 @@ func TestRecordViolationsKeepsTheTable(t *testing.T) {
 		for _, v := range vs {
 			last[string(v.Kind)+" "+v.Subject] = v
 		}
+		if len(want) != len(last) {
+			t.Fatalf("round %d: the table holds %d violations, the run found %d:\n%v", round, len(want), len(last), want)
+		}
 		for _, w := range want {
-			if l := last[string(w.Kind)+" "+w.Subject]; l.Reason != w.Reason {
+			if l, ok := last[string(w.Kind)+" "+w.Subject]; !ok || l.Reason != w.Reason {
 				t.Fatalf("round %d: %s %s stored with %q, the last of the run says %q", round, w.Kind, w.Subject, w.Reason, l.Reason)
 			}
 		}
