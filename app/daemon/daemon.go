@@ -363,11 +363,16 @@ func (s *server) setMode(src *directorySource, mode, why string) {
 // attribution, the userdb provider's state, metrics and status.
 func (s *server) afterRead(ctx context.Context, r engine.RunReport) {
 	if r.State != nil {
-		s.attr.Store(accounting.NewAttributor(r.State))
+		attr := s.attr.Load()
+		changed := !attr.Unchanged(r.State)
+		if changed {
+			attr = accounting.NewAttributor(r.State)
+			s.attr.Store(attr)
+		}
 		if p := s.userdb.Load(); p != nil {
 			p.Set(r.State)
 		}
-		if err := wiring.RecordRead(ctx, s.store, r.State); err != nil {
+		if err := wiring.RecordReadWith(ctx, s.store, r.State, attr, changed); err != nil {
 			s.log.Error("state store", "err", err)
 		}
 		s.mem.afterRun(r.Full)

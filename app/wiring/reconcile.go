@@ -288,6 +288,13 @@ func RecordHistory(ctx context.Context, st *store.Store, state *directory.State,
 // (with their first-seen dates, filled into state) and what attributing
 // accounting jobs needs (so an ingest reads no directory).
 func RecordRead(ctx context.Context, st *store.Store, state *directory.State) error {
+	return RecordReadWith(ctx, st, state, accounting.NewAttributor(state), true)
+}
+
+// RecordReadWith is RecordRead with the state's attributor made already;
+// one unchanged since the last record (Attributor.Unchanged) is not saved
+// again.
+func RecordReadWith(ctx context.Context, st *store.Store, state *directory.State, attr *accounting.Attributor, changed bool) error {
 	now := time.Now()
 	if err := st.RecordViolations(ctx, state.Violations, now); err != nil {
 		return fmt.Errorf("record violations: %w", err)
@@ -295,7 +302,13 @@ func RecordRead(ctx context.Context, st *store.Store, state *directory.State) er
 	if err := accounting.SaveAllocations(ctx, st.DB, accounting.AllocationsOf(state)); err != nil {
 		return err
 	}
-	return SaveAttribution(ctx, st, accounting.NewAttributor(state), now)
+	if !changed {
+		if err := st.ConfirmAttribution(ctx, now); err != nil {
+			return fmt.Errorf("save attribution: %w", err)
+		}
+		return nil
+	}
+	return SaveAttribution(ctx, st, attr, now)
 }
 
 // RecordResults stores which plans their guards hold (for 'approve' and

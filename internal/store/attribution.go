@@ -94,6 +94,13 @@ func (s *Store) SaveAttribution(ctx context.Context, a *Attribution, now time.Ti
 	return tx.Commit()
 }
 
+// ConfirmAttribution records that a sync found the saved attribution
+// unchanged.
+func (s *Store) ConfirmAttribution(ctx context.Context, now time.Time) error {
+	_, err := s.DB.ExecContext(ctx, "UPDATE attribution_saved SET saved_at = ? WHERE id = 1", now.Unix())
+	return err
+}
+
 func writeAttributionRows(ctx context.Context, tx *sql.Tx, want map[[2]string]string) error {
 	have := map[[2]string]string{}
 	rows, err := tx.QueryContext(ctx, "SELECT kind, name, collaboration FROM attribution")
