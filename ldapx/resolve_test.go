@@ -339,5 +339,8 @@ func TestAllKnownIsMembersAsIs(t *testing.T) {
 		if got := p.allKnown(values); got != asIs {
 			t.Fatalf("round %d: users %v, values %v: allKnown %v, Members as they are %v", round, p.users, values, got, asIs)
 		}
+		if got, gotUnknown := p.members(values); !slices.Equal(got, uids) || !slices.Equal(gotUnknown, unknown) {
+			t.Fatalf("round %d: values %v: members %v %v, Members %v %v", round, values, got, gotUnknown, uids, unknown)
+		}
 	}
 }
