@@ -107,8 +107,14 @@ func TestSaveStatusChanges(t *testing.T) {
 
 // twoProcesses opens one state database twice, as two processes would.
 func twoProcesses(t *testing.T) (a, b *Store) {
+	a, b, _ = twoProcessesAt(t)
+	return a, b
+}
+
+// twoProcessesAt is twoProcesses, with the database's path.
+func twoProcessesAt(t *testing.T) (a, b *Store, path string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "state.db")
+	path = filepath.Join(t.TempDir(), "state.db")
 	for _, st := range []**Store{&a, &b} {
 		var err error
 		if *st, err = Open(context.Background(), path); err != nil {
@@ -116,5 +122,5 @@ func twoProcesses(t *testing.T) (a, b *Store) {
 		}
 		t.Cleanup(func() { (*st).Close() })
 	}
-	return a, b
+	return a, b, path
 }

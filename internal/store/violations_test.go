@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,17 +19,7 @@ import (
 // violation dated from when its key was first seen.
 func TestRecordViolationsKeepsTheTable(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.db")
-	a, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	a, b, path := twoProcessesAt(t)
 	rnd := rand.New(rand.NewPCG(7, 8))
 	kinds := []directory.ViolationKind{directory.KindMailDomain, directory.KindNoCollabContact, directory.KindUnknownReference}
 	firstSeen := map[string]time.Time{} // key → when the table first had it
