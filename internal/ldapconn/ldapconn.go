@@ -115,13 +115,16 @@ func Dial(ctx context.Context, s Settings) (c *ldap.Conn, done func(), err error
 		}
 	}
 	timeout := time.Duration(s.Timeout)
-	c, err = ldap.DialURL(s.URL, ldap.DialWithTLSConfig(tc), ldap.DialWithDialer(&net.Dialer{Timeout: timeout}))
+	conn, err := ldap.DialURL(s.URL, ldap.DialWithTLSConfig(tc), ldap.DialWithDialer(&net.Dialer{Timeout: timeout}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", s.URL, err)
 	}
-	c.SetTimeout(timeout)
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	done = func() { stop(); c.Close() }
+	conn.SetTimeout(timeout)
+	// The closures hold conn, never c: an error return sets c to nil while
+	// ctx may be ending (a nil Close and a data race, seen under -race).
+	c = conn
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	done = func() { stop(); conn.Close() }
 	if u.Scheme == "ldap" && s.TLS == "starttls" {
 		if err := c.StartTLS(tc); err != nil {
 			done()
