@@ -225,23 +225,39 @@ func (s *State) Statuses() Previous {
 	return out
 }
 
+// The history record of each kind of subject.
+func (u *UserState) record() Provisioned {
+	return Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)}
+}
+
+func (c *CollaborationState) record() Provisioned {
+	return Provisioned{Status: provisioned(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)}
+}
+
+func (p *ProductionState) record() Provisioned {
+	return Provisioned{Status: provisioned(p.Active), DN: p.DN, ID: int64(p.UIDNumber)}
+}
+
+// provisioned is the status a collaboration or production account is
+// recorded with.
+func provisioned(active bool) Status {
+	if active {
+		return StatusActive
+	}
+	return StatusPending
+}
+
 // subjects calls fn with every subject's record, in the state's order:
 // users, collaborations, production accounts.
 func (s *State) subjects(fn func(key string, p Provisioned)) {
-	active := func(b bool) Status {
-		if b {
-			return StatusActive
-		}
-		return StatusPending
+	for i := range s.Users {
+		fn(SubjectKey(SubjectUser, s.Users[i].UID), s.Users[i].record())
 	}
-	for _, u := range s.Users {
-		fn(SubjectKey(SubjectUser, u.UID), Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)})
+	for i := range s.Collaborations {
+		fn(SubjectKey(SubjectCollaboration, s.Collaborations[i].Name), s.Collaborations[i].record())
 	}
-	for _, c := range s.Collaborations {
-		fn(SubjectKey(SubjectCollaboration, c.Name), Provisioned{Status: active(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)})
-	}
-	for _, p := range s.ProductionAccounts {
-		fn(SubjectKey(SubjectProduction, p.Name), Provisioned{Status: active(p.Active), DN: p.DN, ID: int64(p.UIDNumber)})
+	for i := range s.ProductionAccounts {
+		fn(SubjectKey(SubjectProduction, s.ProductionAccounts[i].Name), s.ProductionAccounts[i].record())
 	}
 }
 
@@ -255,30 +271,21 @@ func (s *State) record(key string) (p Provisioned, found bool) {
 		}
 		found = true
 	}
-	active := func(b bool) Status {
-		if b {
-			return StatusActive
-		}
-		return StatusPending
-	}
 	switch kind {
 	case SubjectUser:
 		i := sort.Search(len(s.Users), func(i int) bool { return s.Users[i].UID >= name })
 		for ; i < len(s.Users) && s.Users[i].UID == name; i++ {
-			u := &s.Users[i]
-			take(Provisioned{Status: u.Status, DN: u.DN, ID: int64(u.UIDNumber)})
+			take(s.Users[i].record())
 		}
 	case SubjectCollaboration:
 		i := sort.Search(len(s.Collaborations), func(i int) bool { return s.Collaborations[i].Name >= name })
 		for ; i < len(s.Collaborations) && s.Collaborations[i].Name == name; i++ {
-			c := &s.Collaborations[i]
-			take(Provisioned{Status: active(c.Provisioned), DN: c.DN, ID: int64(c.GIDNumber)})
+			take(s.Collaborations[i].record())
 		}
 	case SubjectProduction:
 		i := sort.Search(len(s.ProductionAccounts), func(i int) bool { return s.ProductionAccounts[i].Name >= name })
 		for ; i < len(s.ProductionAccounts) && s.ProductionAccounts[i].Name == name; i++ {
-			pa := &s.ProductionAccounts[i]
-			take(Provisioned{Status: active(pa.Active), DN: pa.DN, ID: int64(pa.UIDNumber)})
+			take(s.ProductionAccounts[i].record())
 		}
 	}
 	return p, found
