@@ -10,6 +10,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/gallop"
 )
 
 // StreamName names one of the configured searches; each is read (and watched)
@@ -300,21 +301,15 @@ func (p *userPart) members(values []string) (uids, unknown []string) {
 // O(m log(n/m)) compares instead of O(m log n) (a changed collaboration
 // of 200k members among 1M users took a second).
 func (p *userPart) allKnown(values []string) bool {
-	n, from := len(p.users), 0
+	from := 0
 	for i, v := range values {
 		if i > 0 && values[i-1] >= v || strings.Contains(v, "=") {
 			return false
 		}
-		bound := 1
-		for from+bound < n && p.users[from+bound].UID < v {
-			bound <<= 1
-		}
-		lo := min(from+bound/2, n)
-		j, ok := slices.BinarySearchFunc(p.users[lo:min(from+bound+1, n)], v, func(u *directory.User, uid string) int { return strings.Compare(u.UID, uid) })
-		if !ok {
+		var ok bool
+		if from, ok = gallop.Search(p.users, v, from, directory.CompareUID); !ok {
 			return false
 		}
-		from = lo + j
 	}
 	return true
 }
@@ -324,7 +319,7 @@ func (p *userPart) uidOf(v string) (string, bool) {
 		uid, ok := p.uidByDN[normalizeDN(v)]
 		return uid, ok
 	}
-	_, ok := slices.BinarySearchFunc(p.users, v, func(u *directory.User, uid string) int { return strings.Compare(u.UID, uid) })
+	_, ok := slices.BinarySearchFunc(p.users, v, directory.CompareUID)
 	return v, ok
 }
 

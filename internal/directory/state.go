@@ -4,6 +4,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/collabsync/collabsync/internal/gallop"
 	"time"
 )
 
@@ -94,22 +96,9 @@ type uidIndex struct {
 	uids []string
 }
 
-func (x *uidIndex) uid(i int) string {
-	if x.uids != nil {
-		return x.uids[i]
-	}
-	return x.users[i].UID
-}
-
-// search finds uid among users[lo:hi].
-func (x *uidIndex) search(uid string, lo, hi int) (int, bool) {
-	if x.uids != nil {
-		i, ok := slices.BinarySearch(x.uids[lo:hi], uid)
-		return lo + i, ok
-	}
-	i, ok := slices.BinarySearchFunc(x.users[lo:hi], uid, func(u *User, uid string) int { return strings.Compare(u.UID, uid) })
-	return lo + i, ok
-}
+// CompareUID orders a user against a uid, for searches of users sorted
+// by uid.
+func CompareUID(u *User, uid string) int { return strings.Compare(u.UID, uid) }
 
 // listUIDs makes the list of uids searches use (nil users: none).
 func (x *uidIndex) listUIDs() {
@@ -129,7 +118,10 @@ func (x *uidIndex) find(uid string) (int, bool) {
 	if i, ok := x.dups[uid]; ok {
 		return i, true
 	}
-	return x.search(uid, 0, len(x.users))
+	if x.uids != nil {
+		return slices.BinarySearch(x.uids, uid)
+	}
+	return slices.BinarySearchFunc(x.users, uid, CompareUID)
 }
 
 // findFrom is find for the uids of a list in ascending order: every uid
@@ -143,12 +135,12 @@ func (x *uidIndex) findFrom(uid string, from int) (i int, found bool, next int) 
 		i, ok := x.all[uid]
 		return i, ok, 0
 	}
-	n := len(x.users)
-	bound := 1
-	for from+bound < n && x.uid(from+bound) < uid {
-		bound <<= 1
+	var ok bool
+	if x.uids != nil {
+		next, ok = gallop.Search(x.uids, uid, from, strings.Compare)
+	} else {
+		next, ok = gallop.Search(x.users, uid, from, CompareUID)
 	}
-	next, ok := x.search(uid, min(from+bound/2, n), min(from+bound+1, n))
 	if !ok {
 		return 0, false, next
 	}
