@@ -50,7 +50,10 @@ type Evaluator struct {
 	// incremental run changed (ChangesSince), less what Forget dropped.
 	epoch, seq uint64
 	log        []moved
-	forgot     uint64 // the log holds nothing up to this run
+	// journal logs which entries of the state each run since the last
+	// whole evaluation changed (State.ChangedSince).
+	journal *journal
+	forgot  uint64 // the log holds nothing up to this run
 
 	stats EvaluatorStats
 	// patchLimit is how many users' memberships may be patched before
@@ -78,7 +81,7 @@ func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	if ev.e != nil {
 		st, reason := ev.incremental(snap, p, prev)
 		if st != nil {
-			st.epoch, st.seq = ev.epoch, ev.seq
+			st.epoch, st.seq, st.journal = ev.epoch, ev.seq, ev.journal
 			ev.stats.Incremental++
 			return st
 		}
@@ -105,7 +108,8 @@ func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	}
 	ev.stats.Whole++
 	ev.stats.Why = why
-	e.st.epoch, e.st.seq = ev.epoch, ev.seq
+	ev.journal = newJournal(ev.seq, len(snap.Users))
+	e.st.epoch, e.st.seq, e.st.journal = ev.epoch, ev.seq, ev.journal
 	return e.st
 }
 
@@ -358,6 +362,7 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		st.Collaborations = collabs.s
 	}
 	for _, ci := range union(dirty, nil) {
+		collabs.touch(ci)
 		e.activeMembers(ci, e.members(st.Collaborations[ci].Members))
 	}
 	pgDN := ev.primaryGroups(&users, flips, flipGIDs)
@@ -385,6 +390,7 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 	if len(e.memberOf.patch) > limit {
 		e.memberOf = e.memberOf.compact()
 	}
+	ev.journal.add(ev.seq, users.touched, collabs.touched, prods.touched)
 	ev.pol = p
 	ev.remember(snap)
 	return st, ""
@@ -438,15 +444,21 @@ func (ev *Evaluator) primaryGroups(users *cow[UserState], flips []int32, flipGID
 }
 
 // cow is a list shared with an earlier state, copied on its first change.
+// touched lists the entries set (or changed in place, touch), for the
+// journal: an entry may be listed twice.
 type cow[T any] struct {
-	s      []T
-	copied bool
+	s       []T
+	copied  bool
+	touched []int32
 }
 
 func (c *cow[T]) set(i int, v T) {
 	c.copy()
 	c.s[i] = v
+	c.touch(i)
 }
+
+func (c *cow[T]) touch(i int) { c.touched = append(c.touched, int32(i)) }
 
 func (c *cow[T]) copy() {
 	if !c.copied {

@@ -80,6 +80,9 @@ type State struct {
 	// epoch and seq place a state among an Evaluator's: seq counts its
 	// runs, epoch its whole evaluations (zero: not an Evaluator's).
 	epoch, seq uint64
+	// journal logs what the Evaluator's runs since its last whole
+	// evaluation changed (nil: not an Evaluator's state).
+	journal *journal
 }
 
 // uidIndex finds a user's index by uid. Users in uid order (as a snapshot
