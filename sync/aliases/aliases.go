@@ -260,7 +260,7 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		var b bytes.Buffer
 		fmt.Fprintf(&b, "# Written by collabsync (target %s); edits are overwritten.\n", t.InstanceName)
 		want := 0
-		for _, r := range p.Desired {
+		for r := range p.Desired.All() {
 			if r.Kind == KindAlias {
 				b.WriteString(r.Value)
 				b.WriteByte('\n')

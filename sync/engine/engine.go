@@ -59,6 +59,20 @@ func FenceFrom(ctx context.Context) Fence {
 	return f
 }
 
+// Patcher is a target whose desired records for a state can be found
+// from those for an earlier state it was given: only the records of the
+// entries that changed between the two (directory.State.ChangedSince)
+// are made again. The engine asks it when it knows the target holds what
+// it desired for that earlier state (it applied it, or found it there).
+type Patcher interface {
+	// DesiredSince returns, for every record the difference between from
+	// and to may change, the record desired for to, or its key Gone when
+	// to wants none; ok is false when the difference is not known (the
+	// engine then asks Desired). Records it does not return are those
+	// desired for from.
+	DesiredSince(from, to *directory.State) (desires []Desire, ok bool, err error)
+}
+
 // Recoverer is a target that can repair what an interrupted apply left
 // behind (temporary files of a killed run). The engine calls it before
 // planning, on every run that may write.
@@ -118,8 +132,16 @@ type Engine struct {
 	// while it holds the lease.
 	Fence Fence
 
-	mu    sync.Mutex          // guards known: targets run concurrently
-	known map[string][]Record // by target name; absent: not known
+	mu    sync.Mutex       // guards known: targets run concurrently
+	known map[string]known // by target name; absent: not known
+}
+
+// known is what the engine knows a target holds.
+type known struct {
+	recs Records
+	// basis, if set, is the state whose desired records recs are: a
+	// Patcher's next plan is found from the difference with it.
+	basis *directory.State
 }
 
 // Options changes one run.
@@ -225,7 +247,7 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 		}
 	}
 	name := t.Name()
-	current, known := e.knownState(name)
+	cur, isKnown := e.knownState(name)
 	var r Result
 	if t.Maintenance != nil {
 		window, until, err := t.Maintenance(time.Now())
@@ -233,17 +255,17 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 			return Result{Err: fmt.Errorf("maintenance windows: %w", err)}
 		}
 		if window != "" {
-			return e.hold(t, state, current, known, window, until)
+			return e.hold(t, state, cur.recs, isKnown, window, until)
 		}
 	}
-	if opts.Full || !known {
+	if opts.Full || !isKnown {
 		real, err := t.Current(ctx)
 		if err != nil {
-			e.setKnown(name, nil, false)
+			e.forget(name)
 			return Result{Err: fmt.Errorf("read current state: %w", err)}
 		}
-		if known {
-			drift, err := Diff(current, real)
+		if isKnown {
+			drift, err := Diff(cur.recs.Slice(), real)
 			if err != nil {
 				return Result{Err: err}
 			}
@@ -251,19 +273,16 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 				e.Log.Warn("target changed behind collabsync's back; repairing", "target", name, "records", r.Drift)
 			}
 		}
-		current = real
+		cur = known{recs: RecordsOf(real)}
 	}
-	e.setKnown(name, current, true)
+	e.setKnown(name, cur)
 	// After the read: a target may keep from it what is not its own to
 	// decide (a list made by hand, a member from outside the directory).
-	desired, err := t.Desired(state)
-	if err != nil {
-		return Result{Err: fmt.Errorf("desired state: %w", err)}
-	}
-	plan, err := NewPlan(name, current, desired)
+	plan, err := e.plan(t.Target, state, cur)
 	if err != nil {
 		return Result{Err: err}
 	}
+	current := cur.recs
 	if n, ok := t.Target.(Noter); ok {
 		plan.Notes = n.Notes()
 	}
@@ -271,23 +290,27 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	approved := opts.Approved[name] != "" && opts.Approved[name] == plan.Digest
 	t.Guard.Check(plan, opts.AllowDeletions || approved)
 	if g, ok := t.Target.(Grouper); ok && plan.Refused == "" {
-		t.Guard.CheckGroups(plan, current, g.Group, opts.AllowDeletions || approved)
+		t.Guard.CheckGroups(plan, current.Slice(), g.Group, opts.AllowDeletions || approved)
 	}
 	switch {
 	case plan.Refused != "":
 		// Held for an operator, who may well act on the target directly
 		// (a sync --allow-deletions): the next run reads it again.
-		e.setKnown(name, nil, false)
+		e.forget(name)
 		e.Log.Warn("plan refused by guard; it is held until approved", "target", plan.Target, "reason", plan.Refused,
 			"digest", plan.Digest, "approve", "collabsync approve "+plan.Target+" "+plan.Digest)
 		r.Err = fmt.Errorf("guard: %s; approve this plan with: collabsync approve %s %s", plan.Refused, plan.Target, plan.Digest)
-	case opts.DryRun || len(plan.Changes) == 0:
+	case opts.DryRun:
+	case len(plan.Changes) == 0:
+		if !current.dups {
+			e.setKnown(name, known{recs: current, basis: state})
+		}
 	default:
 		if e.Fence != nil {
 			// Checked right before: a process paused since its run began
 			// (SIGSTOP, a frozen VM) may have lost the lease meanwhile.
 			if _, err := e.Fence.Held(); err != nil {
-				e.setKnown(name, nil, false)
+				e.forget(name)
 				r.Err = fmt.Errorf("not applied: %w", err)
 				return r
 			}
@@ -295,11 +318,11 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 		}
 		if err := t.Apply(ctx, plan); err != nil {
 			// What a failed apply left is unknown: read it next time.
-			e.setKnown(name, nil, false)
+			e.forget(name)
 			r.Err = fmt.Errorf("apply: %w", err)
 			return r
 		}
-		e.setKnown(name, desired, true)
+		e.setKnown(name, known{recs: plan.Desired, basis: state})
 		r.Applied = true
 	}
 	add, mod, del := plan.Counts()
@@ -308,41 +331,69 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	return r
 }
 
-// knownState returns what the engine knows a target holds.
-func (e *Engine) knownState(target string) ([]Record, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	recs, ok := e.known[target]
-	return recs, ok
+// plan is a target's plan for a state against what it holds: from the
+// difference with the state it holds the desired records of when the
+// target is a Patcher that can tell, else from its whole desired state.
+func (e *Engine) plan(t Target, state *directory.State, cur known) (*Plan, error) {
+	name := t.Name()
+	if p, ok := t.(Patcher); ok && cur.basis != nil {
+		desires, ok, err := p.DesiredSince(cur.basis, state)
+		if err != nil {
+			return nil, fmt.Errorf("desired state: %w", err)
+		}
+		if ok {
+			changes, err := cur.recs.ChangesTo(desires)
+			if err != nil {
+				return nil, err
+			}
+			return newPlan(name, cur.recs.Len(), changes, cur.recs.Patch(changes)), nil
+		}
+	}
+	desired, err := t.Desired(state)
+	if err != nil {
+		return nil, fmt.Errorf("desired state: %w", err)
+	}
+	return NewPlan(name, cur.recs.Slice(), desired)
 }
 
-// setKnown records what a target holds (known) or forgets it.
-func (e *Engine) setKnown(target string, recs []Record, known bool) {
+// knownState returns what the engine knows a target holds.
+func (e *Engine) knownState(target string) (known, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !known {
-		delete(e.known, target)
-		return
-	}
+	k, ok := e.known[target]
+	return k, ok
+}
+
+// setKnown records what a target holds.
+func (e *Engine) setKnown(target string, k known) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.known == nil {
-		e.known = map[string][]Record{}
+		e.known = map[string]known{}
 	}
-	e.known[target] = recs
+	e.known[target] = k
+}
+
+// forget makes what a target holds unknown: the next run reads it.
+func (e *Engine) forget(target string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.known, target)
 }
 
 // hold is a run of a target in a maintenance window: held, not failed,
 // and applied when the window ends (the loop runs then). The target is
 // not even read (it may well be down): its changes are planned against
 // its known state when there is one.
-func (e *Engine) hold(t GuardedTarget, state *directory.State, current []Record, known bool, window string, until time.Time) Result {
+func (e *Engine) hold(t GuardedTarget, state *directory.State, current Records, isKnown bool, window string, until time.Time) Result {
 	r := Result{Maintenance: window, HeldUntil: until}
 	changes := -1 // unknown: the target's state is not known yet
-	if known {
+	if isKnown {
 		desired, err := t.Desired(state)
 		if err != nil {
 			return Result{Err: fmt.Errorf("desired state: %w", err)}
 		}
-		if r.Plan, err = NewPlan(t.Name(), current, desired); err != nil {
+		if r.Plan, err = NewPlan(t.Name(), current.Slice(), desired); err != nil {
 			return Result{Err: err}
 		}
 		if changes = len(r.Plan.Changes); changes > 0 {
@@ -361,8 +412,12 @@ func NewPlan(target string, current, desired []Record) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newPlan(target, len(current), changes, RecordsOf(desired)), nil
+}
+
+func newPlan(target string, current int, changes []Change, desired Records) *Plan {
 	if changes == nil {
 		changes = []Change{} // "changes": [] in JSON, never null
 	}
-	return &Plan{Target: target, Changes: changes, Current: len(current), Desired: desired, Digest: digest(target, changes)}, nil
+	return &Plan{Target: target, Changes: changes, Current: current, Desired: desired, Digest: digest(target, changes)}
 }

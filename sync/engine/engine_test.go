@@ -46,7 +46,7 @@ func (f *fakeTarget) Apply(_ context.Context, p *Plan) error {
 	if f.applyErr != nil {
 		return f.applyErr
 	}
-	f.held = p.Desired
+	f.held = p.Desired.Slice()
 	return nil
 }
 

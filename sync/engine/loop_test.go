@@ -64,8 +64,8 @@ func (c *chanTarget) Apply(ctx context.Context, p *Plan) error {
 		c.fail--
 		return errors.New("HTTP 500")
 	}
-	c.held = p.Desired
-	c.applied <- p.Desired
+	c.held = p.Desired.Slice()
+	c.applied <- p.Desired.Slice()
 	return nil
 }
 

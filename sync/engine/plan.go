@@ -52,7 +52,7 @@ type Plan struct {
 	// Refused says why a guard stopped this plan; a refused plan is not applied.
 	Refused string `json:"refused,omitempty"`
 	// Desired is the full desired state, for targets that rewrite whole files.
-	Desired []Record `json:"-"`
+	Desired Records `json:"-"`
 	// Notes are what the target says of its state that is no change
 	// (members it keeps that are not its own); not part of the digest.
 	Notes []string `json:"notes,omitempty"`
@@ -173,7 +173,7 @@ type Guard struct {
 func (g Guard) Check(p *Plan, approved bool) {
 	_, _, del := p.Counts()
 	switch {
-	case p.Current > 0 && len(p.Desired) == 0:
+	case p.Current > 0 && p.Desired.Len() == 0:
 		// An empty desired state is far more often a broken source (a wrong
 		// base DN, an ACL change) than a centre with no users left.
 		p.Refused = fmt.Sprintf("desired state is empty but the target holds %d records; refusing to empty it", p.Current)

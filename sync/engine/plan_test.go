@@ -75,10 +75,10 @@ func TestGuard(t *testing.T) {
 		{name: "emptying a target is refused", plan: Plan{Current: 5, Changes: deletes(5)}, refused: "desired state is empty"},
 		{name: "emptying is refused even when approved", plan: Plan{Current: 5, Changes: deletes(5)}, approved: true, refused: "desired state is empty"},
 		{name: "empty target stays empty", plan: Plan{Current: 0}},
-		{name: "few deletions pass", plan: Plan{Current: 4, Changes: deletes(2), Desired: make([]Record, 2)}},
-		{name: "many deletions beyond ratio are held", plan: Plan{Current: 10, Changes: deletes(3), Desired: make([]Record, 7)}, refused: "would delete 3 of 10"},
-		{name: "approval lets them through", plan: Plan{Current: 10, Changes: deletes(3), Desired: make([]Record, 7)}, approved: true},
-		{name: "within ratio", plan: Plan{Current: 100, Changes: deletes(20), Desired: make([]Record, 80)}},
+		{name: "few deletions pass", plan: Plan{Current: 4, Changes: deletes(2), Desired: RecordsOf(make([]Record, 2))}},
+		{name: "many deletions beyond ratio are held", plan: Plan{Current: 10, Changes: deletes(3), Desired: RecordsOf(make([]Record, 7))}, refused: "would delete 3 of 10"},
+		{name: "approval lets them through", plan: Plan{Current: 10, Changes: deletes(3), Desired: RecordsOf(make([]Record, 7))}, approved: true},
+		{name: "within ratio", plan: Plan{Current: 100, Changes: deletes(20), Desired: RecordsOf(make([]Record, 80))}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -66,7 +66,7 @@ func BenchmarkPublish100k(b *testing.B) {
 		b.Fatal(err)
 	}
 	ldif := filepath.Join(b.TempDir(), "same.ldif")
-	writeLDIF(b, ldif, "ou=byldapadd,dc=example,dc=org", p.Desired)
+	writeLDIF(b, ldif, "ou=byldapadd,dc=example,dc=org", p.Desired.Slice())
 	start := time.Now()
 	if out, err := exec.Command("ldapadd", "-x", "-H", s.URI, "-D", s.RootDN, "-w", s.RootPassword, "-f", ldif).CombinedOutput(); err != nil {
 		b.Fatalf("ldapadd: %v: %.500s", err, out)
@@ -98,8 +98,8 @@ func BenchmarkPublish100k(b *testing.B) {
 	}
 	read := time.Since(start)
 	runtime.ReadMemStats(&ms)
-	if len(current) != len(p.Desired) {
-		b.Fatalf("read %d records, published %d", len(current), len(p.Desired))
+	if len(current) != p.Desired.Len() {
+		b.Fatalf("read %d records, published %d", len(current), p.Desired.Len())
 	}
 
 	// One membership: u000001 joins c00000.
@@ -107,7 +107,7 @@ func BenchmarkPublish100k(b *testing.B) {
 	c.ActiveMembers = append([]string{"u000001"}, c.ActiveMembers...)
 	slices.Sort(c.ActiveMembers)
 	start = time.Now()
-	p2, err := engine.NewPlan(tg.Name(), p.Desired, mustDesired(b, tg, st))
+	p2, err := engine.NewPlan(tg.Name(), p.Desired.Slice(), mustDesired(b, tg, st))
 	if err != nil {
 		b.Fatal(err)
 	}

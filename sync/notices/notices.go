@@ -384,10 +384,10 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		return err
 	}
 	if !begun {
-		if err := l.write(ctx, p.Desired, nil, true, t.now()); err != nil {
+		if err := l.write(ctx, p.Desired.Slice(), nil, true, t.now()); err != nil {
 			return err
 		}
-		t.log.Info("first run: notices already true recorded as told, none sent", "notices", len(p.Desired))
+		t.log.Info("first run: notices already true recorded as told, none sent", "notices", p.Desired.Len())
 		return nil
 	}
 	mails := map[string]*outgoing{}

@@ -313,14 +313,14 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 			continue
 		}
 		want := 0
-		for _, r := range p.Desired {
+		for r := range p.Desired.All() {
 			if r.Kind == kind {
 				want++
 			}
 		}
 		// The file is streamed from the records, never held whole.
 		write := func(w io.Writer) error {
-			for _, r := range p.Desired {
+			for r := range p.Desired.All() {
 				if r.Kind == kind {
 					if _, err := io.WriteString(w, r.Value); err != nil {
 						return err
