@@ -140,6 +140,10 @@ func (r Records) Patch(changes []Change) Records {
 type Desire struct {
 	Record
 	Gone bool
+	// New: the record is made by what made none of this key before (a
+	// subject that changed), so a record of this key the target holds is
+	// another's, which still wants it: the key is desired twice.
+	New bool
 }
 
 // ChangesTo returns the changes that take these records to the desires
@@ -158,6 +162,8 @@ func (r Records) ChangesTo(desires []Desire) ([]Change, error) {
 		}
 		cur, held := r.find(d.Kind, d.Key)
 		switch {
+		case d.New && held && !d.Gone:
+			return nil, fmt.Errorf("desired state has %s %q twice", d.Kind, d.Key)
 		case d.Gone && held:
 			changes = append(changes, Change{Op: OpDelete, Kind: d.Kind, Key: d.Key, Old: cur.Value})
 		case d.Gone:

@@ -95,6 +95,13 @@ func TestRecordsChangesToRefusesAKeyTwice(t *testing.T) {
 	if err == nil {
 		t.Fatal("a key desired twice: no error")
 	}
+	held := RecordsOf([]Record{{"passwd", "a", "x"}})
+	if _, err := held.ChangesTo([]Desire{{Record: Record{Kind: "passwd", Key: "a", Value: "y"}, New: true}}); err == nil {
+		t.Fatal("a new record of a key held (another's): no error")
+	}
+	if c, err := held.ChangesTo([]Desire{{Record: Record{Kind: "passwd", Key: "b", Value: "y"}, New: true}}); err != nil || len(c) != 1 || c[0].Op != OpAdd {
+		t.Fatalf("a new record of a key not held: %v %v", c, err)
+	}
 }
 
 func TestRecordsOf(t *testing.T) {

@@ -70,6 +70,7 @@ type Target struct {
 
 var (
 	_ engine.Target    = (*Target)(nil)
+	_ engine.Patcher   = (*Target)(nil)
 	_ engine.Recoverer = (*Target)(nil)
 	_ engine.Settings  = (*Settings)(nil)
 )
@@ -111,18 +112,7 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		recs = append(recs, engine.Record{Kind: kind, Key: key})
 	}
 	group := func(name string, gid uint32, members []string) {
-		add(KindGroup, name, func() {
-			buf = append(buf, name...)
-			buf = append(buf, ":x:"...)
-			buf = strconv.AppendUint(buf, uint64(gid), 10)
-			buf = append(buf, ':')
-			for i, m := range members {
-				if i > 0 {
-					buf = append(buf, ',')
-				}
-				buf = append(buf, m...)
-			}
-		})
+		add(KindGroup, name, func() { buf = groupLine(buf, name, gid, members) })
 	}
 	// Collaborations (sorted by name) and users' private groups (sorted
 	// by user, most often their name too), merged by name.
@@ -140,33 +130,18 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	for _, u := range private {
 		group(u.PrivateGroup, u.GIDNumber, nil)
 	}
-	passwd := func(name string, uid, gid uint32, gecosName, home, shell string) {
-		add(KindPasswd, name, func() {
-			buf = append(buf, name...)
-			buf = append(buf, ":x:"...)
-			buf = strconv.AppendUint(buf, uint64(uid), 10)
-			buf = append(buf, ':')
-			buf = strconv.AppendUint(buf, uint64(gid), 10)
-			buf = append(buf, ':')
-			buf = append(buf, gecos(gecosName)...)
-			buf = append(buf, ':')
-			buf = append(buf, home...)
-			buf = append(buf, ':')
-			buf = append(buf, shell...)
-		})
-	}
 	// Users and production accounts, each sorted by name, merged.
 	users, prods := state.Users, state.ProductionAccounts
 	for len(users) > 0 || len(prods) > 0 {
 		if len(prods) == 0 || len(users) > 0 && users[0].UID <= prods[0].Name {
-			if u := users[0]; u.Status == directory.StatusActive {
-				passwd(u.UID, u.UIDNumber, u.GIDNumber, u.Name, u.Home, u.Shell)
+			if u := &users[0]; u.Status == directory.StatusActive {
+				add(KindPasswd, u.UID, func() { buf = userLine(buf, u) })
 			}
 			users = users[1:]
 			continue
 		}
-		if p := prods[0]; p.Active {
-			passwd(p.Name, p.UIDNumber, p.GIDNumber, "production account of "+p.Collaboration, p.Home, p.Shell)
+		if p := &prods[0]; p.Active {
+			add(KindPasswd, p.Name, func() { buf = productionLine(buf, p) })
 		}
 		prods = prods[1:]
 	}
@@ -181,6 +156,96 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	}
 	t.last = recs
 	return recs, nil
+}
+
+// groupLine appends a group line.
+func groupLine(buf []byte, name string, gid uint32, members []string) []byte {
+	buf = append(buf, name...)
+	buf = append(buf, ":x:"...)
+	buf = strconv.AppendUint(buf, uint64(gid), 10)
+	buf = append(buf, ':')
+	for i, m := range members {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, m...)
+	}
+	return buf
+}
+
+// userLine and productionLine append a passwd line.
+func userLine(buf []byte, u *directory.UserState) []byte {
+	return passwdLine(buf, u.UID, u.UIDNumber, u.GIDNumber, u.Name, u.Home, u.Shell)
+}
+
+func productionLine(buf []byte, p *directory.ProductionState) []byte {
+	return passwdLine(buf, p.Name, p.UIDNumber, p.GIDNumber, "production account of "+p.Collaboration, p.Home, p.Shell)
+}
+
+func passwdLine(buf []byte, name string, uid, gid uint32, gecosName, home, shell string) []byte {
+	buf = append(buf, name...)
+	buf = append(buf, ":x:"...)
+	buf = strconv.AppendUint(buf, uint64(uid), 10)
+	buf = append(buf, ':')
+	buf = strconv.AppendUint(buf, uint64(gid), 10)
+	buf = append(buf, ':')
+	buf = append(buf, gecos(gecosName)...)
+	buf = append(buf, ':')
+	buf = append(buf, home...)
+	buf = append(buf, ':')
+	return append(buf, shell...)
+}
+
+// DesiredSince implements engine.Patcher: the lines of the users,
+// collaborations and production accounts that changed between the two
+// states (directory.State.ChangedSince). A line depends on its subject
+// alone, so a subject unchanged has the same lines; a key a changed
+// subject made for from and no changed subject makes for to is gone.
+func (t *Target) DesiredSince(from, to *directory.State) ([]engine.Desire, bool, error) {
+	ch, ok := to.ChangedSince(from)
+	if !ok {
+		return nil, false, nil
+	}
+	// The engine's records are patched from here on: the last whole
+	// desired state is no longer what this target holds.
+	t.last = nil
+	type key struct{ kind, name string }
+	made := map[key]bool{} // what the changed subjects made for from
+	var out []engine.Desire
+	lines := func(st *directory.State, emit func(kind, name string, line func([]byte) []byte)) {
+		for _, i := range ch.Users {
+			u := &st.Users[i]
+			if u.Status == directory.StatusActive {
+				emit(KindPasswd, u.UID, func(b []byte) []byte { return userLine(b, u) })
+			}
+			if u.OwnGroup {
+				emit(KindGroup, u.PrivateGroup, func(b []byte) []byte { return groupLine(b, u.PrivateGroup, u.GIDNumber, nil) })
+			}
+		}
+		for _, i := range ch.Collaborations {
+			if c := &st.Collaborations[i]; c.Provisioned {
+				emit(KindGroup, c.Name, func(b []byte) []byte { return groupLine(b, c.Name, c.GIDNumber, c.ActiveMembers) })
+			}
+		}
+		for _, i := range ch.ProductionAccounts {
+			if p := &st.ProductionAccounts[i]; p.Active {
+				emit(KindPasswd, p.Name, func(b []byte) []byte { return productionLine(b, p) })
+			}
+		}
+	}
+	lines(from, func(kind, name string, _ func([]byte) []byte) { made[key{kind, name}] = true })
+	wanted := map[key]bool{}
+	lines(to, func(kind, name string, line func([]byte) []byte) {
+		k := key{kind, name}
+		wanted[k] = true
+		out = append(out, engine.Desire{Record: engine.Record{Kind: kind, Key: name, Value: string(line(nil))}, New: !made[k]})
+	})
+	for k := range made {
+		if !wanted[k] {
+			out = append(out, engine.Desire{Record: engine.Record{Kind: k.kind, Key: k.name}, Gone: true})
+		}
+	}
+	return out, true, nil
 }
 
 // privateGroups are the users whose private group is provisioned, in
