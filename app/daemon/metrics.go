@@ -28,6 +28,7 @@ type metrics struct {
 	directoryReads  *prometheus.CounterVec
 	fullReads       *prometheus.CounterVec
 	evaluations     *prometheus.CounterVec
+	plans           *prometheus.CounterVec
 	modelDiffs      *prometheus.CounterVec
 	modelEntries    *prometheus.GaugeVec
 	drift           *prometheus.CounterVec
@@ -91,6 +92,10 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_rules_evaluations_total",
 			Help: "Evaluations of the account rules, by kind: incremental (the subjects a change can affect) or whole (start, full reconcile, a change of policy, an entry added, removed or renamed, a review date or expiry reached).",
 		}, []string{"kind"}),
+		plans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "collabsync_target_plans_total",
+			Help: "Plans made per target, by kind: difference (from the records the target holds and the entries changed since the state they were desired for) or whole (the whole desired state diffed).",
+		}, []string{"target", "kind"}),
 		modelDiffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "collabsync_live_model_differences_total",
 			Help: "Entries on which the live model differed from a scheduled full read, per stream (a bug: the model is rebuilt).",
@@ -200,7 +205,7 @@ func newMetrics(version string) *metrics {
 		}
 		return nil
 	}))
-	m.reg.MustRegister(m.fullReads, m.evaluations, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.inMaintenance, m.refreshFailures)
+	m.reg.MustRegister(m.fullReads, m.evaluations, m.plans, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.inMaintenance, m.refreshFailures)
 	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
 		m.ldapConnected, m.changeMode, m.deletionDelay, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -272,6 +277,13 @@ func (m *metrics) observeTarget(r engine.TargetReport) {
 		result = "failure"
 	}
 	m.runs.WithLabelValues(res.Target, result).Inc()
+	if res.Plan != nil {
+		kind := "whole"
+		if res.ByDifference {
+			kind = "difference"
+		}
+		m.plans.WithLabelValues(res.Target, kind).Inc()
+	}
 	if result == "refused" {
 		m.held.WithLabelValues(res.Target).Set(1)
 	} else {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,32 @@ func TestServeFollowsRandomChanges(t *testing.T) {
 	steps(100)
 	t.Logf("changes made: %v", ch.Done)
 
+	requireFreshRead(t, e, 20*time.Second)
+	// A scheduled full reconcile after the last change compared the model.
+	before := d.metric(`collabsync_directory_full_reads_total{reason="schedule"}`)
+	eventually(t, 10*time.Second, "a scheduled full reconcile", func() bool {
+		return d.metric(`collabsync_directory_full_reads_total{reason="schedule"}`) != before
+	})
+	body := d.metrics(t)
+	if strings.Contains(body, "collabsync_live_model_differences_total{") {
+		t.Errorf("the live model differed from the directory:\n%s", grepLines(body, "collabsync_live_model_differences_total"))
+	}
+	if n := d.metric(`collabsync_directory_full_reads_total{reason="refresh"}`); n != "" {
+		t.Errorf("serve re-read the whole directory by syncrepl %s time(s) after its restart", n)
+	}
+	// The files above came from incremental evaluations too: the churn's
+	// membership and attribute changes are evaluated by their difference.
+	if n := d.metric(`collabsync_rules_evaluations_total{kind="incremental"}`); n == "" || n == "0" {
+		t.Errorf("no incremental evaluation of the rules:\n%s", grepLines(body, "collabsync_rules_evaluations_total"))
+	}
+	t.Logf("%s\n%s", grepLines(body, "collabsync_rules_evaluations_total"), grepLines(body, "collabsync_target_plans_total"))
+	d.stop(t)
+}
+
+// requireFreshRead waits until serve's files are what a fresh sync --once
+// into another directory writes.
+func requireFreshRead(t *testing.T, e *syncEnv, within time.Duration) {
+	t.Helper()
 	// A fresh full read into another directory, with its own state.
 	freshDir := t.TempDir()
 	freshOut := filepath.Join(freshDir, "extrausers")
@@ -84,32 +111,13 @@ func TestServeFollowsRandomChanges(t *testing.T) {
 		}
 		return diff == ""
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(within)
 	for !settled() {
 		if time.Now().After(deadline) {
 			t.Fatalf("serve's files never matched a fresh full read:\n%s", diff)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// A scheduled full reconcile after the last change compared the model.
-	before := d.metric(`collabsync_directory_full_reads_total{reason="schedule"}`)
-	eventually(t, 10*time.Second, "a scheduled full reconcile", func() bool {
-		return d.metric(`collabsync_directory_full_reads_total{reason="schedule"}`) != before
-	})
-	body := d.metrics(t)
-	if strings.Contains(body, "collabsync_live_model_differences_total{") {
-		t.Errorf("the live model differed from the directory:\n%s", grepLines(body, "collabsync_live_model_differences_total"))
-	}
-	if n := d.metric(`collabsync_directory_full_reads_total{reason="refresh"}`); n != "" {
-		t.Errorf("serve re-read the whole directory by syncrepl %s time(s) after its restart", n)
-	}
-	// The files above came from incremental evaluations too: the churn's
-	// membership and attribute changes are evaluated by their difference.
-	if n := d.metric(`collabsync_rules_evaluations_total{kind="incremental"}`); n == "" || n == "0" {
-		t.Errorf("no incremental evaluation of the rules:\n%s", grepLines(body, "collabsync_rules_evaluations_total"))
-	}
-	t.Logf("%s", grepLines(body, "collabsync_rules_evaluations_total"))
-	d.stop(t)
 }
 
 // firstDifference shows where two files part.
@@ -151,6 +159,45 @@ func (d *daemonProc) metrics(t *testing.T) string {
 // that row, say), so the restored model lacks a user the stream has no
 // reason to send again. The scheduled full reconcile finds the difference,
 // says which DN, counts it, and rebuilds the model: the user comes back.
+// TestServeTakesChangesByDifference: memberships and attributes changed
+// a few at a time, no full reconcile: the rules and the nss target take
+// the changes by their difference, and the files are what a fresh full
+// read writes (a difference that left a line stale would stay: nothing
+// whole repairs it).
+func TestServeTakesChangesByDifference(t *testing.T) {
+	e := newLargeSyncEnv(t, 500, 50)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(e.config, append(cfg, serveConfig(freeListen(t), "")...), 0o600)
+	d := startServe(t, e.config)
+	d.waitReady(t)
+	ch, err := churn.New(e.server.RootConn(t), "dc=example,dc=org", 11, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		if _, err := ch.StepAttributes(); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			time.Sleep(15 * time.Millisecond) // runs of a few changes each
+		}
+	}
+	t.Logf("changes made: %v", ch.Done)
+	requireFreshRead(t, e, 20*time.Second)
+	body := d.metrics(t)
+	if n, _ := strconv.Atoi(d.metric(`collabsync_target_plans_total{kind="difference",target="nss"}`)); n < 20 {
+		t.Errorf("%d nss plans made by difference, want 20 or more:\n%s", n, grepLines(body, "collabsync_target_plans_total"))
+	}
+	if n := d.metric(`collabsync_directory_full_reads_total{reason="schedule"}`); n != "" {
+		t.Errorf("%s scheduled full reads: a full reconcile may have repaired what a difference missed", n)
+	}
+	t.Logf("%s\n%s", grepLines(body, "collabsync_rules_evaluations_total{"), grepLines(body, "collabsync_target_plans_total{"))
+	d.stop(t)
+}
+
 func TestServeRepairsADivergentModel(t *testing.T) {
 	e := newDemoEnv(t, serveConfig(freeListen(t), "  full_reconcile: \"@every 3s\"\n"))
 	d := startServe(t, e.config)

@@ -165,6 +165,9 @@ type Result struct {
 	Applied  bool
 	Err      error
 	Duration time.Duration
+	// ByDifference: the plan was found from the difference between two
+	// states (a Patcher's), not from the whole desired state.
+	ByDifference bool
 	// Drift counts the records whose real state differed from what the
 	// engine had applied, as a full reconcile found (and repairs).
 	Drift int
@@ -278,10 +281,11 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	e.setKnown(name, cur)
 	// After the read: a target may keep from it what is not its own to
 	// decide (a list made by hand, a member from outside the directory).
-	plan, err := e.plan(t.Target, state, cur)
+	plan, byDifference, err := e.plan(t.Target, state, cur)
 	if err != nil {
 		return Result{Err: err}
 	}
+	r.ByDifference = byDifference
 	current := cur.recs
 	if n, ok := t.Target.(Noter); ok {
 		plan.Notes = n.Notes()
@@ -334,26 +338,27 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 // plan is a target's plan for a state against what it holds: from the
 // difference with the state it holds the desired records of when the
 // target is a Patcher that can tell, else from its whole desired state.
-func (e *Engine) plan(t Target, state *directory.State, cur known) (*Plan, error) {
+func (e *Engine) plan(t Target, state *directory.State, cur known) (p *Plan, byDifference bool, err error) {
 	name := t.Name()
-	if p, ok := t.(Patcher); ok && cur.basis != nil {
-		desires, ok, err := p.DesiredSince(cur.basis, state)
+	if pt, ok := t.(Patcher); ok && cur.basis != nil {
+		desires, ok, err := pt.DesiredSince(cur.basis, state)
 		if err != nil {
-			return nil, fmt.Errorf("desired state: %w", err)
+			return nil, false, fmt.Errorf("desired state: %w", err)
 		}
 		if ok {
 			changes, err := cur.recs.ChangesTo(desires)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			return newPlan(name, cur.recs.Len(), changes, cur.recs.Patch(changes)), nil
+			return newPlan(name, cur.recs.Len(), changes, cur.recs.Patch(changes)), true, nil
 		}
 	}
 	desired, err := t.Desired(state)
 	if err != nil {
-		return nil, fmt.Errorf("desired state: %w", err)
+		return nil, false, fmt.Errorf("desired state: %w", err)
 	}
-	return NewPlan(name, cur.recs.Slice(), desired)
+	p, err = NewPlan(name, cur.recs.Slice(), desired)
+	return p, false, err
 }
 
 // knownState returns what the engine knows a target holds.

@@ -95,11 +95,11 @@ func (c *Churn) Step() (string, error) {
 	var err error
 	switch {
 	case op < 30:
-		desc, err = c.addMember()
+		desc, err = c.addMember(true)
 	case op < 50:
-		desc, err = c.removeMember()
+		desc, err = c.removeMember(true)
 	case op < 60:
-		desc, err = c.modifyUser()
+		desc, err = c.modifyUser(true)
 	case op < 68:
 		desc, err = c.addUser()
 	case op < 74:
@@ -122,10 +122,35 @@ func (c *Churn) Step() (string, error) {
 	return desc, nil
 }
 
-func (c *Churn) addMember() (string, error) {
+// StepAttributes makes one random change of a membership or of a user's
+// name or shell (no entry added, removed or renamed, no number changed:
+// a change the rules and the targets take by its difference) and says
+// what it was.
+func (c *Churn) StepAttributes() (string, error) {
+	c.next++
+	var desc string
+	var err error
+	switch op := c.rnd.IntN(100); {
+	case op < 45:
+		desc, err = c.addMember(false)
+	case op < 80:
+		desc, err = c.removeMember(false)
+	default:
+		desc, err = c.modifyUser(false)
+	}
+	if err != nil {
+		return desc, fmt.Errorf("%s: %w", desc, err)
+	}
+	c.Done[strings.Fields(desc)[0]]++
+	return desc, nil
+}
+
+// addMember puts a user into a collaboration, or takes them out if they
+// are in (numbers as removeMember).
+func (c *Churn) addMember(numbers bool) (string, error) {
 	g, u := c.pick(c.colls), c.pick(c.users)
 	if slices.Contains(c.members[g], u) {
-		return c.removeMember()
+		return c.removeMember(numbers)
 	}
 	req := ldap.NewModifyRequest(c.groupDN(g), nil)
 	req.Add(c.memberAttr(), []string{c.memberValue(u)})
@@ -133,10 +158,12 @@ func (c *Churn) addMember() (string, error) {
 	return "add-member " + u + " to " + g, c.conn.Modify(req)
 }
 
-func (c *Churn) removeMember() (string, error) {
+// removeMember takes a member out of a collaboration; of one it cannot,
+// it changes a user instead (numbers: maybe its gidNumber).
+func (c *Churn) removeMember(numbers bool) (string, error) {
 	g := c.pick(c.colls)
 	if len(c.members[g]) == 0 || (c.memberDN && len(c.members[g]) == 1) { // groupOfNames needs a member
-		return c.modifyUser()
+		return c.modifyUser(numbers)
 	}
 	u := c.pick(c.members[g])
 	req := ldap.NewModifyRequest(c.groupDN(g), nil)
@@ -145,10 +172,15 @@ func (c *Churn) removeMember() (string, error) {
 	return "remove-member " + u + " from " + g, c.conn.Modify(req)
 }
 
-func (c *Churn) modifyUser() (string, error) {
+// modifyUser changes a user's shell, name or (numbers) gidNumber.
+func (c *Churn) modifyUser(numbers bool) (string, error) {
 	u := c.pick(c.users)
 	req := ldap.NewModifyRequest(c.userDN(u), nil)
-	switch c.rnd.IntN(3) {
+	n := 2
+	if numbers {
+		n = 3
+	}
+	switch c.rnd.IntN(n) {
 	case 0:
 		req.Replace("loginShell", []string{fmt.Sprintf("/bin/shell%d", c.rnd.IntN(5))})
 	case 1:
