@@ -43,43 +43,52 @@ func Write(path string, data []byte, mode os.FileMode, verify func([]byte) error
 	})
 }
 
-// WriteFrom is Write for content that write produces, which it calls
-// more than once (to compare with the file in place, then to write the
-// temporary file) so that the content is never held whole in memory. The
-// read-back is checked against the written content's SHA-256 and passed
-// to verify (if not nil) as a stream.
-func WriteFrom(path string, mode os.FileMode, write func(io.Writer) error, verify func(io.Reader) error) (changed bool, err error) {
-	sum, size, err := digest(write)
-	if err != nil {
-		return false, err
-	}
-	if old, oldSize, err := fileDigest(path); err == nil && oldSize == size && old == sum {
-		return false, nil
-	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("read %s: %w", path, err)
-	}
-	return replace(path, mode, func(w io.Writer) error {
-		bw := bufio.NewWriterSize(w, 64<<10)
+// Stream replaces path with the content write produces, never holding
+// it whole in memory: the content goes to a temporary file once, hashed
+// as it goes; the file is fsynced and read back once, its SHA-256 checked
+// against the written content's while verify (if not nil) reads it as a
+// stream; then it is renamed over path. Unlike Write it does not compare
+// with the file in place first: a caller streams content it knows
+// differs (an nss apply with changes to make), and the comparison cost a
+// second production of the content and a hash of the old file.
+func Stream(path string, mode os.FileMode, write func(io.Writer) error, verify func(io.Reader) error) error {
+	var sum [sha256.Size]byte
+	var size int64
+	_, err := replace(path, mode, func(w io.Writer) error {
+		h := sha256.New()
+		cw := &countingWriter{w: io.MultiWriter(w, h)}
+		bw := bufio.NewWriterSize(cw, 64<<10)
 		if err := write(bw); err != nil {
 			return err
 		}
-		return bw.Flush()
-	}, func(tmp string) error {
-		if back, backSize, err := fileDigest(tmp); err != nil {
+		if err := bw.Flush(); err != nil {
 			return err
-		} else if back != sum || backSize != size {
-			return errors.New("content read back differs from what was written")
 		}
-		if verify == nil {
-			return nil
-		}
+		sum, size = [sha256.Size]byte(h.Sum(nil)), cw.n
+		return nil
+	}, func(tmp string) error {
 		f, err := os.Open(tmp)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		return verify(bufio.NewReaderSize(f, 64<<10))
+		h := sha256.New()
+		back := &countingWriter{w: h}
+		r := io.TeeReader(f, back)
+		if verify != nil {
+			if err := verify(bufio.NewReaderSize(r, 64<<10)); err != nil {
+				return err
+			}
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil { // what verify left unread
+			return err
+		}
+		if [sha256.Size]byte(h.Sum(nil)) != sum || back.n != size {
+			return errors.New("content read back differs from what was written")
+		}
+		return nil
 	})
+	return err
 }
 
 // replace writes a temporary file beside path with fill, fsyncs it, runs
@@ -124,35 +133,6 @@ func replace(path string, mode os.FileMode, fill func(io.Writer) error, check fu
 		return true, fmt.Errorf("fsync directory %s: %w", dir, err)
 	}
 	return true, nil
-}
-
-// digest returns the SHA-256 and size of what write produces.
-func digest(write func(io.Writer) error) ([sha256.Size]byte, int64, error) {
-	h := sha256.New()
-	cw := &countingWriter{w: h}
-	bw := bufio.NewWriterSize(cw, 64<<10) // strings written without a copy each
-	if err := write(bw); err != nil {
-		return [sha256.Size]byte{}, 0, err
-	}
-	if err := bw.Flush(); err != nil {
-		return [sha256.Size]byte{}, 0, err
-	}
-	return [sha256.Size]byte(h.Sum(nil)), cw.n, nil
-}
-
-// fileDigest returns the SHA-256 and size of a file's content.
-func fileDigest(path string) ([sha256.Size]byte, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return [sha256.Size]byte{}, 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return [sha256.Size]byte{}, 0, err
-	}
-	return [sha256.Size]byte(h.Sum(nil)), n, nil
 }
 
 type countingWriter struct {

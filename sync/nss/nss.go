@@ -360,8 +360,9 @@ func (t *Target) Recover(ctx context.Context) error {
 }
 
 // Apply implements engine.Target: each file the plan changes is rewritten
-// whole from the desired state, atomically, and only if its content
-// changes; a file the plan does not touch is not even read.
+// whole from the desired state, streamed once into a temporary file that
+// is read back, verified and renamed over it; a file the plan does not
+// touch is not even read.
 func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 	if err := os.MkdirAll(t.Dir, 0o755); err != nil {
 		return err
@@ -377,23 +378,24 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 		if !touched[kind] {
 			continue
 		}
-		want := 0
-		for r := range p.Desired.All() {
-			if r.Kind == kind {
-				want++
-			}
-		}
-		// The file is streamed from the records, never held whole.
+		want := 0 // the lines written, which the file must parse back to
+		// The file is streamed from the records, never held whole; the
+		// records are in kind order, so the walk ends after the kind's.
 		write := func(w io.Writer) error {
 			for r := range p.Desired.All() {
-				if r.Kind == kind {
-					if _, err := io.WriteString(w, r.Value); err != nil {
-						return err
-					}
-					if _, err := io.WriteString(w, "\n"); err != nil {
-						return err
-					}
+				if r.Kind > kind {
+					break
 				}
+				if r.Kind != kind {
+					continue
+				}
+				if _, err := io.WriteString(w, r.Value); err != nil {
+					return err
+				}
+				if _, err := io.WriteString(w, "\n"); err != nil {
+					return err
+				}
+				want++
 			}
 			return nil
 		}
@@ -406,7 +408,7 @@ func (t *Target) Apply(ctx context.Context, p *engine.Plan) error {
 			}
 			return err
 		}
-		if _, err := atomicfile.WriteFrom(path, 0o644, write, verify); err != nil {
+		if err := atomicfile.Stream(path, 0o644, write, verify); err != nil {
 			return err
 		}
 	}
