@@ -344,3 +344,37 @@ func TestAllKnownIsMembersAsIs(t *testing.T) {
 		}
 	}
 }
+
+// TestCollabCacheOrder: the collaborations come in DN order whether the
+// last call's order is reused (same keys) or not (a key added, gone, or
+// a DN out of order under its old key).
+func TestCollabCacheOrder(t *testing.T) {
+	entries := map[string]*Mapped{}
+	for _, n := range []string{"c", "a", "d", "b"} {
+		entries[n] = &Mapped{DN: "cn=" + n + ",ou=g"}
+	}
+	var c collabCache
+	dns := func() string {
+		var out []string
+		for _, e := range c.inOrder(entries) {
+			out = append(out, e.DN[3:4])
+		}
+		return strings.Join(out, "")
+	}
+	for _, step := range []struct {
+		change func()
+		want   string
+	}{
+		{func() {}, "abcd"},
+		{func() {}, "abcd"}, // reused
+		{func() { entries["b"] = &Mapped{DN: "cn=b,ou=g"} }, "abcd"},
+		{func() { entries["e"] = &Mapped{DN: "cn=0,ou=g"} }, "0abcd"},
+		{func() { delete(entries, "a") }, "0bcd"},
+		{func() { entries["c"] = &Mapped{DN: "cn=z,ou=g"} }, "0bdz"},
+	} {
+		step.change()
+		if got := dns(); got != step.want {
+			t.Fatalf("order %q, want %q", got, step.want)
+		}
+	}
+}
