@@ -35,8 +35,7 @@ type metrics struct {
 	targetCalls     *prometheus.CounterVec
 	inMaintenance   *prometheus.GaugeVec
 	refreshFailures *prometheus.CounterVec
-	objects         *prometheus.GaugeVec
-	violations      *prometheus.GaugeVec
+	state           *stateCollector
 	ldapConnected   prometheus.Gauge
 	changeMode      *prometheus.GaugeVec
 	deletionDelay   *prometheus.GaugeVec
@@ -119,12 +118,7 @@ func newMetrics(version string) *metrics {
 			Name: "collabsync_target_in_maintenance",
 			Help: "1 while a target is in a maintenance window (its changes held until the window ends), else 0.",
 		}, []string{"target"}),
-		objects: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "collabsync_directory_objects", Help: "Directory objects by kind and effective state, as of the last read.",
-		}, []string{"kind", "state"}),
-		violations: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "collabsync_violations", Help: "Current rule violations by kind and severity.",
-		}, []string{"kind", "severity"}),
+		state: newStateCollector(),
 		ldapConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "collabsync_ldap_connected", Help: "1 while the change stream is connected to the directory.",
 		}),
@@ -206,7 +200,7 @@ func newMetrics(version string) *metrics {
 		return nil
 	}))
 	m.reg.MustRegister(m.fullReads, m.evaluations, m.plans, m.modelDiffs, m.modelEntries, m.drift, m.targetCalls, m.inMaintenance, m.refreshFailures)
-	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.objects, m.violations,
+	m.reg.MustRegister(m.runs, m.duration, m.changes, m.lastSuccess, m.directoryReads, m.state,
 		m.ldapConnected, m.changeMode, m.deletionDelay, m.syncEvents, m.queueChanges, m.reloads, m.held, m.queue, m.lockBusy, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -232,35 +226,7 @@ func (m *metrics) observeRead(r engine.RunReport) {
 		return
 	}
 	m.directoryReads.WithLabelValues("success").Inc()
-	// Counted first: a labelled child per object would be 100k lookups.
-	type key struct{ kind, state string }
-	objects := map[key]int{}
-	for _, u := range r.State.Users {
-		objects[key{"user", string(u.Status)}]++
-	}
-	for _, c := range r.State.Collaborations {
-		objects[key{"collaboration", string(c.Status)}]++
-	}
-	for _, p := range r.State.ProductionAccounts {
-		state := directory.StatusPending
-		if p.Active {
-			state = directory.StatusActive
-		}
-		objects[key{"production_account", string(state)}]++
-	}
-	m.objects.Reset()
-	for k, n := range objects {
-		m.objects.WithLabelValues(k.kind, k.state).Set(float64(n))
-	}
-	type vkey struct{ kind, severity string }
-	violations := map[vkey]int{}
-	for _, v := range r.State.Violations {
-		violations[vkey{string(v.Kind), string(v.Severity)}]++
-	}
-	m.violations.Reset()
-	for k, n := range violations {
-		m.violations.WithLabelValues(k.kind, k.severity).Set(float64(n))
-	}
+	m.state.state.Store(r.State)
 }
 
 // observeTarget updates the metrics from one target's run.
@@ -421,5 +387,58 @@ func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	for t, at := range q.first {
 		ch <- prometheus.MustNewConstMetric(q.age, prometheus.GaugeValue, time.Since(at).Seconds(), t)
 		ch <- prometheus.MustNewConstMetric(q.tries, prometheus.GaugeValue, float64(q.attempts[t]), t)
+	}
+}
+
+// stateCollector reports the directory's objects and the rule violations
+// of the last read, counted when scraped: counting 1.1M subjects on every
+// change was 30 ms of each at 1M users, for a scrape every 15 s or so.
+type stateCollector struct {
+	state               atomic.Pointer[directory.State]
+	objects, violations *prometheus.Desc
+}
+
+func newStateCollector() *stateCollector {
+	return &stateCollector{
+		objects: prometheus.NewDesc("collabsync_directory_objects", "Directory objects by kind and effective state, as of the last read.",
+			[]string{"kind", "state"}, nil),
+		violations: prometheus.NewDesc("collabsync_violations", "Current rule violations by kind and severity.", []string{"kind", "severity"}, nil),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.objects
+	ch <- c.violations
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.state.Load()
+	if st == nil {
+		return
+	}
+	type key struct{ a, b string }
+	objects := map[key]int{}
+	for _, u := range st.Users {
+		objects[key{"user", string(u.Status)}]++
+	}
+	for _, c := range st.Collaborations {
+		objects[key{"collaboration", string(c.Status)}]++
+	}
+	for _, p := range st.ProductionAccounts {
+		state := directory.StatusPending
+		if p.Active {
+			state = directory.StatusActive
+		}
+		objects[key{"production_account", string(state)}]++
+	}
+	for k, n := range objects {
+		ch <- prometheus.MustNewConstMetric(c.objects, prometheus.GaugeValue, float64(n), k.a, k.b)
+	}
+	violations := map[key]int{}
+	for _, v := range st.Violations {
+		violations[key{string(v.Kind), string(v.Severity)}]++
+	}
+	for k, n := range violations {
+		ch <- prometheus.MustNewConstMetric(c.violations, prometheus.GaugeValue, float64(n), k.a, k.b)
 	}
 }

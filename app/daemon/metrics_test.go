@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,17 @@ func TestMetricsLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	want := `
+# HELP collabsync_directory_objects Directory objects by kind and effective state, as of the last read.
+# TYPE collabsync_directory_objects gauge
+collabsync_directory_objects{kind="user",state="active"} 1
+# HELP collabsync_violations Current rule violations by kind and severity.
+# TYPE collabsync_violations gauge
+collabsync_violations{kind="mail_domain",severity="error"} 1
+`
+	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(want), "collabsync_directory_objects", "collabsync_violations"); err != nil {
+		t.Error(err)
 	}
 	if n := testutil.ToFloat64(m.runs.WithLabelValues("nss", "success")); n != 1 {
 		t.Errorf("runs = %v", n)
