@@ -268,7 +268,9 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 			return Result{Err: fmt.Errorf("read current state: %w", err)}
 		}
 		if isKnown {
-			drift, err := Diff(cur.recs.Slice(), real)
+			// The real state as a current one: a line held twice counts
+			// once (it is no key desired twice).
+			drift, err := Diff(cur.recs.Slice(), firstOfEach(real))
 			if err != nil {
 				return Result{Err: err}
 			}

@@ -207,3 +207,17 @@ func TestFence(t *testing.T) {
 		t.Errorf("the target was read %d times: the refused run must forget its known state", tg.reads)
 	}
 }
+
+// TestFullReconcileWithALineTwice: a target holding a record twice (a
+// line an admin pasted twice) is reconciled by a full run, whose drift
+// count must not take the real state for a desired one (which may not
+// hold a key twice).
+func TestFullReconcileWithALineTwice(t *testing.T) {
+	tg := &fakeTarget{name: "t", held: []Record{{"user", "a", "A"}, {"user", "a", "A"}, {"user", "b", "B"}}}
+	e := newEngine(fakeSource{snap: users("a", "b")}, tg)
+	for _, opts := range []Options{{}, {Full: true}, {Full: true}} {
+		if _, results, err := e.Run(context.Background(), opts); err != nil || results[0].Drift != 0 {
+			t.Fatalf("full=%v: %v, drift %d (%+v)", opts.Full, err, results[0].Drift, results)
+		}
+	}
+}

@@ -141,6 +141,25 @@ func Diff(current, desired []Record) ([]Change, error) {
 	return changes, nil
 }
 
+// firstOfEach is recs in (kind, key) order with the first record of each
+// key only, as Diff counts a current state; a list without a key twice is
+// returned as it is.
+func firstOfEach(recs []Record) []Record {
+	recs = sorted(recs)
+	for i := 1; i < len(recs); i++ {
+		if compareRecords(recs[i-1], recs[i]) == 0 {
+			out := slices.Clone(recs[:i])
+			for _, r := range recs[i:] {
+				if compareRecords(out[len(out)-1], r) != 0 {
+					out = append(out, r)
+				}
+			}
+			return out
+		}
+	}
+	return recs
+}
+
 // compareRecords orders records by kind, then key.
 func compareRecords(a, b Record) int {
 	if c := strings.Compare(a.Kind, b.Kind); c != 0 {
