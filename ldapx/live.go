@@ -80,9 +80,10 @@ func NewModel(cfg Config, changed func()) *Model {
 	sort.Slice(m.streams, func(i, j int) bool { return m.streams[i] < m.streams[j] })
 	search := streams(cfg)
 	h := sha256.New()
-	// The version of what the journal holds: 2 keys entries by their
-	// UUID's bytes in hex (1 had the UUID's text form).
-	h.Write([]byte("live model 2\x00"))
+	// The version of what the journal holds: 3 encodes the attributes in
+	// binary (encodeSaved; 2 in JSON), 2 keys entries by their UUID's
+	// bytes in hex (1 had the UUID's text form).
+	h.Write([]byte("live model 3\x00"))
 	for _, st := range m.streams {
 		fmt.Fprintf(h, "%s\x00%+v\x00%q\x00", st, search[st], m.em.attributes(st))
 	}
@@ -237,7 +238,7 @@ func (m *Model) put(s StreamName, key string, e *ldap.Entry) {
 	mapped := m.em.mapEntry(s, e)
 	var attrs []byte
 	if m.journaled() {
-		attrs = attrsJSON(e)
+		attrs = encodeSaved(e)
 	}
 	m.mu.Lock()
 	m.record(s, key, e.DN, attrs)
