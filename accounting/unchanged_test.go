@@ -12,9 +12,9 @@ import (
 func TestAttributorUnchanged(t *testing.T) {
 	base := func() *directory.State {
 		return &directory.State{Collaborations: []directory.CollaborationState{
-			{Collaboration: directory.Collaboration{Name: "atlas", Kind: directory.KindScientific, Members: []string{"alice", "bob"}}},
-			{Collaboration: directory.Collaboration{Name: "cern", Kind: directory.KindAdministrative, Members: []string{"alice"}}},
-			{Collaboration: directory.Collaboration{Name: "desy", Kind: directory.KindAdministrative, Members: []string{"bob"}}},
+			{Collaboration: &directory.Collaboration{Name: "atlas", Kind: directory.KindScientific, Members: []string{"alice", "bob"}}},
+			{Collaboration: &directory.Collaboration{Name: "cern", Kind: directory.KindAdministrative, Members: []string{"alice"}}},
+			{Collaboration: &directory.Collaboration{Name: "desy", Kind: directory.KindAdministrative, Members: []string{"bob"}}},
 		}}
 	}
 	a := NewAttributor(base())
@@ -32,7 +32,7 @@ func TestAttributorUnchanged(t *testing.T) {
 		{"one no longer administrative", func(s *directory.State) { s.Collaborations[2].Kind = directory.KindScientific }, false},
 		{"a name", func(s *directory.State) { s.Collaborations[0].Name = "atlas2" }, false},
 		{"a collaboration added", func(s *directory.State) {
-			s.Collaborations = append(s.Collaborations, directory.CollaborationState{Collaboration: directory.Collaboration{Name: "lsst"}})
+			s.Collaborations = append(s.Collaborations, directory.CollaborationState{Collaboration: &directory.Collaboration{Name: "lsst"}})
 		}, false},
 		{"a collaboration gone", func(s *directory.State) { s.Collaborations = s.Collaborations[:2] }, false},
 	} {

@@ -268,7 +268,7 @@ func (c *collabCache) inOrder(entries map[string]*Mapped) []*Mapped {
 }
 
 type resolvedCollab struct {
-	c        directory.Collaboration
+	c        *directory.Collaboration // the snapshots' and the states', shared
 	problems []directory.Problem
 	groups   map[directory.Role][]string // the role groups' values it was resolved with
 	// nested: a member DN is no user (another collaboration's group, or
@@ -467,7 +467,7 @@ func (r *resolver) collaborations(entries, roleGroups map[string]*Mapped) {
 			slices.Sort(values) // the order of role groups is not significant
 		}
 	}
-	r.snap.Collaborations = make([]directory.Collaboration, 0, len(collabs))
+	r.snap.Collaborations = make([]*directory.Collaboration, 0, len(collabs))
 	cache := r.cache
 	for i, e := range collabs {
 		if rc, ok := cache.m[e]; ok && !rc.nested && sameGroups(rc.groups, fromGroups[i]) {
@@ -478,8 +478,8 @@ func (r *resolver) collaborations(entries, roleGroups map[string]*Mapped) {
 		}
 		first := len(r.snap.Problems)
 		c, nested := r.collaboration(e, fromGroups[i])
-		r.snap.Collaborations = append(r.snap.Collaborations, c)
-		cache.m[e] = &resolvedCollab{c: c, problems: slices.Clone(r.snap.Problems[first:]), groups: fromGroups[i], nested: nested, run: cache.run}
+		r.snap.Collaborations = append(r.snap.Collaborations, &c)
+		cache.m[e] = &resolvedCollab{c: &c, problems: slices.Clone(r.snap.Problems[first:]), groups: fromGroups[i], nested: nested, run: cache.run}
 	}
 	if len(cache.m) > len(collabs) { // entries changed or gone since the last call
 		for e, rc := range cache.m {

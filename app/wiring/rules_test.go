@@ -52,13 +52,16 @@ func TestRulesSaveByDifference(t *testing.T) {
 		for i := c; i < 40; i += 8 {
 			col.Members = append(col.Members, snap.Users[i].UID)
 		}
-		snap.Collaborations = append(snap.Collaborations, col)
+		snap.Collaborations = append(snap.Collaborations, &col)
 	}
 	for step := range 60 {
 		if step > 0 {
 			next := *snap
 			next.Collaborations = slices.Clone(snap.Collaborations)
-			c := &next.Collaborations[rng.IntN(len(next.Collaborations))]
+			ci := rng.IntN(len(next.Collaborations))
+			changed := *next.Collaborations[ci] // a new one, as the model resolves a changed entry
+			next.Collaborations[ci] = &changed
+			c := &changed
 			uid := snap.Users[rng.IntN(len(snap.Users))].UID
 			members := slices.Clone(c.Members)
 			if i, in := slices.BinarySearch(members, uid); in {

@@ -24,7 +24,7 @@ func bigSnapshot(users, collabs int) *Snapshot {
 	}
 	for j := 0; j < collabs; j++ {
 		name := fmt.Sprintf("c%05d", j)
-		s.Collaborations = append(s.Collaborations, Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
+		s.Collaborations = append(s.Collaborations, &Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
 			GIDNumber: uint32(200000 + j), Members: members[j], Kind: KindScientific, Status: StatusActive,
 			Contacts: map[Role][]string{RoleCollaboration: {members[j][0]}}})
 	}
@@ -62,7 +62,7 @@ func heavySnapshot(users, collabs int) *Snapshot {
 		for i, n := j%step, 0; i < users && n < size; i, n = i+step, n+1 {
 			members = append(members, s.Users[i].UID)
 		}
-		s.Collaborations = append(s.Collaborations, Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
+		s.Collaborations = append(s.Collaborations, &Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
 			GIDNumber: uint32(200000 + j), Members: members, Kind: KindScientific, Status: StatusActive,
 			Contacts: map[Role][]string{RoleCollaboration: {members[0]}}})
 	}

@@ -104,7 +104,7 @@ func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	}
 	ev.reviewUntil = time.Time{}
 	for i := range snap.Collaborations {
-		ev.reviewLimit(&snap.Collaborations[i], p.Now)
+		ev.reviewLimit(snap.Collaborations[i], p.Now)
 	}
 	ev.stats.Whole++
 	ev.stats.Why = why
@@ -234,7 +234,10 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 	}
 	var reCollabs []int
 	for ci := range snap.Collaborations {
-		c, o := &snap.Collaborations[ci], &last.Collaborations[ci].Collaboration
+		c, o := snap.Collaborations[ci], last.Collaborations[ci].Collaboration
+		if c == o {
+			continue // the model's same resolved collaboration
+		}
 		if c.Name != o.Name || c.DN != o.DN || c.GIDNumber != o.GIDNumber {
 			return nil, "a collaboration's name, DN or gid changed"
 		}
@@ -277,7 +280,7 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		collabs.set(ci, cs)
 		st.Collaborations = collabs.s
 		ev.contacts[ci] = c.Contacts
-		ev.reviewLimit(&c, p.Now)
+		ev.reviewLimit(c, p.Now)
 		if !ascending(was.Members) || !ascending(c.Members) {
 			return nil, "a collaboration's members are not in uid order"
 		}

@@ -338,7 +338,7 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 				p := &snap.ProductionAccounts[r.i]
 				out[k], id = clashSubject{SubjectProduction, p.Name, p.DN, -1}, int64(p.UIDNumber)
 			default:
-				c := &snap.Collaborations[r.i]
+				c := snap.Collaborations[r.i]
 				out[k], id = clashSubject{SubjectCollaboration, c.Name, c.DN, -1}, int64(c.GIDNumber)
 			}
 			if number {
@@ -487,14 +487,14 @@ func (e *evaluation) collaborations(snap *Snapshot) {
 }
 
 // collaboration is one collaboration's state, without its active members.
-func (e *evaluation) collaboration(ci int, c Collaboration) CollaborationState {
+func (e *evaluation) collaboration(ci int, c *Collaboration) CollaborationState {
 	cs := CollaborationState{Collaboration: c, Status: c.Status}
 	if cs.Status == "" {
 		cs.Status = StatusActive
 	}
 	cs.Contacts = EffectiveContacts(c.Contacts)
 	if cs.Status == StatusActive {
-		cs.Status = e.review(c)
+		cs.Status = e.review(*c)
 	}
 	if len(cs.Contacts[RoleCollaboration]) == 0 {
 		e.violate(KindNoCollabContact, c.Name, c.DN, "has no collaboration contact")

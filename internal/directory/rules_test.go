@@ -41,7 +41,7 @@ func (f *fixture) collab(name string, members []string, edit ...func(*Collaborat
 	for _, e := range edit {
 		e(&c)
 	}
-	f.snap.Collaborations = append(f.snap.Collaborations, c)
+	f.snap.Collaborations = append(f.snap.Collaborations, &c)
 	return f
 }
 

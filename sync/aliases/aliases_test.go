@@ -27,9 +27,9 @@ func testState(t *testing.T) *directory.State {
 		id++
 		return &directory.User{DN: "uid=" + uid + ",ou=people", UID: uid, UIDNumber: id, GIDNumber: 100, Mail: mail, Suspended: suspended, Affiliation: "staff"}
 	}
-	collab := func(name string, status directory.Status, members []string, contacts map[directory.Role][]string) directory.Collaboration {
+	collab := func(name string, status directory.Status, members []string, contacts map[directory.Role][]string) *directory.Collaboration {
 		id++
-		return directory.Collaboration{DN: "cn=" + name + ",ou=groups", Name: name, GIDNumber: id + 10000, Members: members,
+		return &directory.Collaboration{DN: "cn=" + name + ",ou=groups", Name: name, GIDNumber: id + 10000, Members: members,
 			Kind: directory.KindScientific, Status: status, Contacts: contacts}
 	}
 	snap := &directory.Snapshot{
@@ -40,7 +40,7 @@ func testState(t *testing.T) *directory.State {
 			user("mallory", "m@lab.example.org, |/bin/sh -c id", false),
 			user("nomail", "", false),
 		},
-		Collaborations: []directory.Collaboration{
+		Collaborations: []*directory.Collaboration{
 			collab("Atlas", directory.StatusActive, []string{"alice", "bob", "carol", "mallory", "nomail"}, map[directory.Role][]string{
 				directory.RoleCollaboration: {"alice", "carol"}, directory.RoleComputing: {"bob", "mallory"},
 				directory.RoleStorage: {"nomail"}}),
@@ -105,7 +105,9 @@ func TestGolden(t *testing.T) {
 func TestCaseCollision(t *testing.T) {
 	st := testState(t)
 	dup := st.Collaborations[0]
-	dup.Name, dup.DN = "ATLAS", "cn=ATLAS,ou=groups"
+	c := *dup.Collaboration // the state's collaborations are shared: a copy to change
+	c.Name, c.DN = "ATLAS", "cn=ATLAS,ou=groups"
+	dup.Collaboration = &c
 	st.Collaborations = append(st.Collaborations, dup)
 	tg := &Target{InstanceName: "aliases", Path: filepath.Join(t.TempDir(), "aliases")}
 	_, err := tg.Desired(st)

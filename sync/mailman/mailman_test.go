@@ -288,7 +288,7 @@ func TestListNames(t *testing.T) {
 	tg := New("lists", s, engine.Env{})
 	alice := directory.UserState{User: &directory.User{UID: "alice", Mail: "alice@example.org"}, Status: directory.StatusActive}
 	collab := func(name string, lists ...string) directory.CollaborationState {
-		return directory.CollaborationState{Collaboration: directory.Collaboration{DN: "cn=" + name + ",ou=groups", Name: name, Lists: lists},
+		return directory.CollaborationState{Collaboration: &directory.Collaboration{DN: "cn=" + name + ",ou=groups", Name: name, Lists: lists},
 			Provisioned: true, ActiveMembers: []string{"alice"}}
 	}
 	st := &directory.State{Users: []directory.UserState{alice}, Collaborations: []directory.CollaborationState{

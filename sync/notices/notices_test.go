@@ -48,7 +48,7 @@ func (c *centre) state() *directory.State {
 	}
 	st := directorytest.Centre(c.day, users, collabs)
 	if len(c.prods) > 0 {
-		snap := &directory.Snapshot{Users: users, Collaborations: collabs, ProductionAccounts: c.prods}
+		snap := &directory.Snapshot{Users: users, Collaborations: directory.CollaborationsOf(collabs...), ProductionAccounts: c.prods}
 		st = directory.Evaluate(snap, directorytest.Policy(c.day), nil)
 	}
 	return st

@@ -31,10 +31,10 @@ func testState() *directory.State {
 			{User: &directory.User{UID: "dave", UIDNumber: 10004, GIDNumber: 20001, Home: "/home/dave", Shell: "/bin/sh"}, Status: directory.StatusSuspended},
 		},
 		Collaborations: []directory.CollaborationState{
-			{Collaboration: directory.Collaboration{Name: "empty", GIDNumber: 20003}, Status: active, Provisioned: true},
-			{Collaboration: directory.Collaboration{Name: "proj1", GIDNumber: 20001, Members: []string{"alice", "bob", "carol"}},
+			{Collaboration: &directory.Collaboration{Name: "empty", GIDNumber: 20003}, Status: active, Provisioned: true},
+			{Collaboration: &directory.Collaboration{Name: "proj1", GIDNumber: 20001, Members: []string{"alice", "bob", "carol"}},
 				Status: active, Provisioned: true, ActiveMembers: []string{"alice", "bob"}},
-			{Collaboration: directory.Collaboration{Name: "old", GIDNumber: 20004, Members: []string{"alice"}}, Status: directory.StatusExpired},
+			{Collaboration: &directory.Collaboration{Name: "old", GIDNumber: 20004, Members: []string{"alice"}}, Status: directory.StatusExpired},
 		},
 		ProductionAccounts: []directory.ProductionState{
 			{ProductionAccount: directory.ProductionAccount{Name: "proj1_robot", UIDNumber: 30001, GIDNumber: 20001, Home: "/home/proj1_robot", Shell: "/bin/bash", Collaboration: "proj1"}, Active: true},

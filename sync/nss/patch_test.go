@@ -101,7 +101,7 @@ func TestDesiredSinceRefusesAKeyTwice(t *testing.T) {
 	snap := func(second directory.Status) *directory.Snapshot {
 		s := &directory.Snapshot{
 			Users: []*directory.User{{DN: "uid=amy,ou=people", UID: "amy", UIDNumber: 10000, GIDNumber: 100, Affiliation: "staff"}},
-			Collaborations: []directory.Collaboration{
+			Collaborations: []*directory.Collaboration{
 				{DN: "cn=g,ou=a", Name: "g", GIDNumber: 20000, Kind: directory.KindScientific, Status: directory.StatusActive, Members: []string{"amy"},
 					Contacts: map[directory.Role][]string{directory.RoleCollaboration: {"amy"}}},
 				{DN: "cn=g,ou=b", Name: "g", GIDNumber: 20001, Kind: directory.KindScientific, Status: second, Members: []string{"amy"},

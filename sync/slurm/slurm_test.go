@@ -275,7 +275,7 @@ func TestHandMadeUsersKept(t *testing.T) {
 			{User: &directory.User{UID: "alice"}, Status: directory.StatusActive},
 			{User: &directory.User{UID: "Bob"}, Status: directory.StatusActive}, // in no collaboration: his association goes
 		},
-		Collaborations: []directory.CollaborationState{{Collaboration: directory.Collaboration{Name: "atlas"}, Provisioned: true, ActiveMembers: []string{"alice"}}},
+		Collaborations: []directory.CollaborationState{{Collaboration: &directory.Collaboration{Name: "atlas"}, Provisioned: true, ActiveMembers: []string{"alice"}}},
 	}
 	for _, c := range []struct {
 		foreign string

@@ -25,8 +25,8 @@ func testProvider() *Provider {
 			{User: &directory.User{UID: "carol", UIDNumber: 10003, GIDNumber: 20001}, Status: directory.StatusPending},
 		},
 		Collaborations: []directory.CollaborationState{
-			{Collaboration: directory.Collaboration{Name: "atlas", GIDNumber: 21001}, Provisioned: true, ActiveMembers: []string{"alice", "bob"}},
-			{Collaboration: directory.Collaboration{Name: "old", GIDNumber: 21002}, ActiveMembers: []string{"alice"}},
+			{Collaboration: &directory.Collaboration{Name: "atlas", GIDNumber: 21001}, Provisioned: true, ActiveMembers: []string{"alice", "bob"}},
+			{Collaboration: &directory.Collaboration{Name: "old", GIDNumber: 21002}, ActiveMembers: []string{"alice"}},
 		},
 	})
 	return p

@@ -50,5 +50,5 @@ func Centre(now time.Time, users []*directory.User, collabs []directory.Collabor
 			c.Status = directory.StatusActive
 		}
 	}
-	return directory.Evaluate(&directory.Snapshot{Users: users, Collaborations: collabs}, Policy(now), nil)
+	return directory.Evaluate(&directory.Snapshot{Users: users, Collaborations: directory.CollaborationsOf(collabs...)}, Policy(now), nil)
 }

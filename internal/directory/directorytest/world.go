@@ -102,7 +102,7 @@ func (w *World) editUser(u *directory.User) {
 	}
 }
 
-func (w *World) newCollab() directory.Collaboration {
+func (w *World) newCollab() *directory.Collaboration {
 	name := w.name("c")
 	c := directory.Collaboration{DN: fmt.Sprintf("cn=%s,ou=groups%d,dc=x", name, w.next), Name: name, GIDNumber: uint32(5000 + w.R.IntN(14)), Kind: directory.KindScientific}
 	if w.R.IntN(9) == 0 {
@@ -119,7 +119,7 @@ func (w *World) newCollab() directory.Collaboration {
 	for range 4 {
 		w.editCollab(&c)
 	}
-	return c
+	return &c
 }
 
 // editCollab changes what a collaboration's name, DN and gid are not.
@@ -192,7 +192,10 @@ func (w *World) Step() (what string) {
 	switch k := r.IntN(100); {
 	case k < 45 && len(s.Collaborations) > 0:
 		for range 1 + r.IntN(2) {
-			w.editCollab(&s.Collaborations[r.IntN(len(s.Collaborations))])
+			i := r.IntN(len(s.Collaborations))
+			c := *s.Collaborations[i] // a new one, as the model resolves a changed entry
+			w.editCollab(&c)
+			s.Collaborations[i] = &c
 		}
 		return "collaboration"
 	case k < 60 && len(s.Users) > 0:
@@ -224,7 +227,9 @@ func (w *World) Step() (what string) {
 		return "collaboration added"
 	case k < 92 && len(s.Collaborations) > 0:
 		i := r.IntN(len(s.Collaborations))
-		s.Collaborations[i].GIDNumber = uint32(5000 + r.IntN(14))
+		c := *s.Collaborations[i]
+		c.GIDNumber = uint32(5000 + r.IntN(14))
+		s.Collaborations[i] = &c
 		return "gid changed"
 	case k < 95:
 		s.ProductionAccounts = append(s.ProductionAccounts, w.newProduction())
