@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -268,10 +269,18 @@ targets:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := st.DB.Exec(`UPDATE live_entry SET attrs = replace(attrs, '"10002"', '"10099"') WHERE dn LIKE 'CN=Robert Durand,%'`); err != nil {
+	// The saved entry's uidNumber, in place (the same length: the saved
+	// form's lengths stay right).
+	var stream, key string
+	var attrs []byte
+	if err := st.DB.QueryRow(`SELECT stream, key, attrs FROM live_entry WHERE dn LIKE 'CN=Robert Durand,%'`).Scan(&stream, &key, &attrs); err != nil {
 		t.Fatal(err)
-	} else if n, _ := res.RowsAffected(); n != 1 {
-		t.Fatalf("changed %d saved entries", n)
+	}
+	if !bytes.Contains(attrs, []byte("10002")) {
+		t.Fatalf("the saved entry holds no uidNumber 10002: %q", attrs)
+	}
+	if _, err := st.DB.Exec(`UPDATE live_entry SET attrs = ? WHERE stream = ? AND key = ?`, bytes.Replace(attrs, []byte("10002"), []byte("10099"), 1), stream, key); err != nil {
+		t.Fatal(err)
 	}
 	st.Close()
 	data, _ := os.ReadFile(cfg)

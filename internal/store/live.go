@@ -10,6 +10,9 @@ import (
 // LoadModel calls each for every entry of the live model saved under
 // digest and returns the streams' cookies. A model saved under another
 // digest (other searches or mappings) is discarded: nothing is returned.
+// attrs are the model's own encoding of an entry, which its digest
+// versions (live_entry's schema comment says JSON: the form until the
+// model's journal version 3, whose binary form ldapx encodes).
 func (s *Store) LoadModel(ctx context.Context, digest string, each func(stream, key, dn string, attrs []byte) error) (map[string][]byte, error) {
 	var saved string
 	err := s.DB.QueryRowContext(ctx, "SELECT digest FROM live_model WHERE id = 1").Scan(&saved)
