@@ -309,7 +309,7 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	case opts.DryRun:
 	case len(plan.Changes) == 0:
 		if !current.dups {
-			e.setKnown(name, known{recs: current, basis: state})
+			e.setKnown(name, known{recs: current, basis: basisFor(t.Target, state)})
 		}
 	default:
 		if e.Fence != nil {
@@ -328,7 +328,7 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 			r.Err = fmt.Errorf("apply: %w", err)
 			return r
 		}
-		e.setKnown(name, known{recs: plan.Desired, basis: state})
+		e.setKnown(name, known{recs: plan.Desired, basis: basisFor(t.Target, state)})
 		r.Applied = true
 	}
 	add, mod, del := plan.Counts()
@@ -361,6 +361,16 @@ func (e *Engine) plan(t Target, state *directory.State, cur known) (p *Plan, byD
 	}
 	p, err = NewPlan(name, cur.recs.Slice(), desired)
 	return p, false, err
+}
+
+// basisFor is the state to keep with a target's known records: a
+// Patcher's next plan starts from it; another target's would only keep
+// an old state alive.
+func basisFor(t Target, state *directory.State) *directory.State {
+	if _, ok := t.(Patcher); ok {
+		return state
+	}
+	return nil
 }
 
 // knownState returns what the engine knows a target holds.

@@ -111,3 +111,22 @@ func TestPatcherPlansFromTheStateItHolds(t *testing.T) {
 		t.Fatalf("a declined difference: whole desired states %d, held %v", tg.wholes, tg.held)
 	}
 }
+
+// TestOnlyAPatcherKeepsItsState: the state a target's records were
+// desired for is kept for a Patcher only (another's would only keep an
+// old state alive while the target waits).
+func TestOnlyAPatcherKeepsItsState(t *testing.T) {
+	plain := &fakeTarget{name: "plain"}
+	patcher := &patchTarget{fakeTarget: fakeTarget{name: "patcher"}}
+	e := newEngine(fakeSource{snap: users("a")}, plain)
+	e.Targets = append(e.Targets, GuardedTarget{Target: patcher, Guard: Guard{MaxDeleteRatio: 1, MinDeletes: 1}})
+	if _, _, err := e.Run(context.Background(), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if k, _ := e.knownState("plain"); k.basis != nil {
+		t.Error("a plain target's state kept")
+	}
+	if k, _ := e.knownState("patcher"); k.basis == nil {
+		t.Error("a Patcher's state not kept")
+	}
+}
