@@ -309,7 +309,10 @@ func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *director
 	case opts.DryRun:
 	case len(plan.Changes) == 0:
 		if !current.dups {
-			e.setKnown(name, known{recs: current, basis: basisFor(t.Target, state)})
+			// The desired records, the same as those read: kept rather
+			// than the read ones, which a target that reuses its last
+			// desired lines (nss) would hold a second copy of.
+			e.setKnown(name, known{recs: plan.Desired, basis: basisFor(t.Target, state)})
 		}
 	default:
 		if e.Fence != nil {
