@@ -28,13 +28,11 @@ import (
 type Evaluator struct {
 	e *evaluation // the last run's; nil before the first
 	// What the next run compares its snapshot with, besides the last
-	// state (which holds the users and collaborations as they were): the
-	// snapshot's list of users (the live model's, shared), the
-	// collaborations' own contacts (the state holds the effective ones),
-	// the production accounts. The snapshot itself is not kept: at 1M
-	// users its collaborations were 19 MB more between runs.
+	// state (which holds the users and collaborations as they were, the
+	// directory's own contacts among them): the snapshot's list of users
+	// (the live model's, shared) and the production accounts. The
+	// snapshot itself is not kept.
 	users      []*User
-	contacts   []map[Role][]string
 	production []ProductionAccount
 	pol        Policy
 	// clash holds rule 7's violations of the last run, in order: a run
@@ -92,10 +90,6 @@ func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
 	e := newEvaluation(snap, p, prev)
 	ev.e, ev.pol = e, p
 	ev.remember(snap)
-	ev.contacts = make([]map[Role][]string, len(snap.Collaborations))
-	for i := range snap.Collaborations {
-		ev.contacts[i] = snap.Collaborations[i].Contacts
-	}
 	ev.clash = ev.clash[:0]
 	for _, v := range e.st.Violations {
 		if v.Kind == KindDuplicateName || v.Kind == KindDuplicateID {
@@ -241,7 +235,7 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		if c.Name != o.Name || c.DN != o.DN || c.GIDNumber != o.GIDNumber {
 			return nil, "a collaboration's name, DN or gid changed"
 		}
-		if !sameCollaboration(c, o, ev.contacts[ci]) {
+		if !sameCollaboration(c, o) {
 			reCollabs = append(reCollabs, ci)
 		}
 	}
@@ -279,7 +273,6 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*Stat
 		cs := e.collaboration(ci, c)
 		collabs.set(ci, cs)
 		st.Collaborations = collabs.s
-		ev.contacts[ci] = c.Contacts
 		ev.reviewLimit(c, p.Now)
 		if !ascending(was.Members) || !ascending(c.Members) {
 			return nil, "a collaboration's members are not in uid order"
@@ -569,11 +562,10 @@ func sameBacking[T any](a, b []T) bool {
 
 func sameStrings(a, b []string) bool { return sameBacking(a, b) || slices.Equal(a, b) }
 
-// sameCollaboration compares every field (TestSameCoversEveryField), b's
-// contacts being bContacts.
-func sameCollaboration(a, b *Collaboration, bContacts map[Role][]string) bool {
+// sameCollaboration compares every field (TestSameCoversEveryField).
+func sameCollaboration(a, b *Collaboration) bool {
 	return a.DN == b.DN && a.Name == b.Name && a.GIDNumber == b.GIDNumber && sameStrings(a.Members, b.Members) &&
-		a.Kind == b.Kind && a.Status == b.Status && a.ReviewedUntil == b.ReviewedUntil && sameContacts(a.Contacts, bContacts) &&
+		a.Kind == b.Kind && a.Status == b.Status && a.ReviewedUntil == b.ReviewedUntil && sameContacts(a.Contacts, b.Contacts) &&
 		a.Fairshare == b.Fairshare && slices.Equal(a.Lists, b.Lists) && a.Activity == b.Activity && a.Allocation == b.Allocation
 }
 
