@@ -36,11 +36,14 @@ func autoLimit(resting uint64) int64 { return max(int64(resting+resting/2), auto
 // garbage is then also returned to the system). A soft limit fails no
 // allocation: a run that needs more grows the heap past it, with the
 // collector working harder. After the resting measurement, a live heap
-// that stays within a tenth of the limit for highFor (a slow target
-// holding an older state and its plan while the loop reads newer ones)
-// raises it to autoLimit of that heap: a collector bound to a heap it
-// cannot shrink runs without end, and every change waits for it. A run's
-// own data, live for a fraction of a second, does not.
+// that stays within a tenth of the limit for highFor, or over it for
+// overFor (a slow target holding an older state and its plan while the
+// loop reads newer ones; the first run's known records while a slow
+// target keeps the loop from ever being idle), raises it to autoLimit of
+// that heap: a collector bound to a heap it cannot shrink runs without
+// end, and every change waits for it (with 2 s, a Mailman answering after
+// 2 s doubled nss's change latency at 100k users). A run's own data, live
+// for a fraction of a second, does not.
 type memoryLimit struct {
 	log *slog.Logger
 
@@ -56,8 +59,12 @@ type memoryLimit struct {
 }
 
 // highFor is how long the live heap stays close to the limit before it is
-// raised.
-const highFor = 2 * time.Second
+// raised; overFor how long it stays over it, the collector then running
+// back to back (Go lets it take half the CPU).
+const (
+	highFor = 2 * time.Second
+	overFor = 400 * time.Millisecond
+)
 
 // configure applies a setting (at start and on each reload, until ctx
 // ends).
@@ -147,7 +154,7 @@ func (m *memoryLimit) check(now time.Time) bool {
 		m.highSince = time.Time{}
 	case m.highSince.IsZero():
 		m.highSince = now
-	case now.Sub(m.highSince) >= highFor:
+	case now.Sub(m.highSince) >= highFor || int64(live) > m.limit && now.Sub(m.highSince) >= overFor:
 		m.highSince = time.Time{}
 		old := m.limit
 		m.limit = autoLimit(live)

@@ -79,7 +79,7 @@ func TestMemoryLimit(t *testing.T) {
 
 	// A slow target holds an older state and its plan, 100 MiB, while the
 	// loop goes on: the limit at the floor is raised, not fought, once the
-	// heap has stayed there for highFor; not at once, as a run's own data
+	// heap has stayed over it for overFor; not at once, as a run's own data
 	// comes and goes.
 	held := make([][]byte, 100)
 	for i := range held {
@@ -93,9 +93,25 @@ func TestMemoryLimit(t *testing.T) {
 	if got := limit(); got != autoFloor {
 		t.Errorf("raised at the first sight of a high live heap: limit %d MiB", got>>20)
 	}
+	m.check(now.Add(overFor))
+	if got := limit(); got < 150<<20 || got > 180<<20 {
+		t.Errorf("live heap of 100 MiB over a limit of %d MiB for %v: limit %d MiB, want about 150", autoFloor>>20, overFor, got>>20)
+	}
+	// Close to the limit but under it, the collector keeps up: raised
+	// only after highFor.
+	m.mu.Lock()
+	m.limit, m.highSince = 105<<20, time.Time{}
+	m.mu.Unlock()
+	debug.SetMemoryLimit(105 << 20)
+	now = now.Add(time.Minute)
+	m.check(now)
+	m.check(now.Add(overFor))
+	if got := limit(); got != 105<<20 {
+		t.Errorf("live heap of 100 MiB under a limit of 105 MiB: raised to %d MiB after %v", got>>20, overFor)
+	}
 	m.check(now.Add(highFor))
 	if got := limit(); got < 150<<20 || got > 180<<20 {
-		t.Errorf("live heap of 100 MiB over a limit of %d MiB: limit %d MiB, want about 150", autoFloor>>20, got>>20)
+		t.Errorf("live heap of 100 MiB close to a limit of 105 MiB for %v: limit %d MiB, want about 150", highFor, got>>20)
 	}
 	runtime.KeepAlive(held)
 	// Far under the limit: unchanged.
