@@ -199,15 +199,19 @@ func (t *Target) templateList(name string) string {
 // all-users or contacts list), is left out for this collaboration and
 // noted with its DN, never an error of the whole target.
 func (t *Target) collabLists(c *directory.CollaborationState, claimed map[string]string) []string {
+	own := ownList(c.Name)
 	if len(c.Lists) == 0 {
 		id := t.templateList(c.Name)
-		if !t.managed(id) {
+		switch owner := claimed[id]; {
+		case !t.managed(id):
 			t.refuse(c.DN, id, fmt.Sprintf("list_name makes %q of it, which is no list name this target manages", id))
+			return nil
+		case owner != own:
+			t.refuse(c.DN, id, fmt.Sprintf("list_name makes %q of it, which is %s: its members would join it", id, owner))
 			return nil
 		}
 		return []string{id}
 	}
-	own := ownList(c.Name)
 	var ids []string
 	for _, l := range c.Lists {
 		name, domain, hasDomain := strings.Cut(strings.ToLower(l), "@")
@@ -267,8 +271,8 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	}
 	for i := range state.Collaborations {
 		c := &state.Collaborations[i]
-		if len(c.Lists) == 0 {
-			claimed[t.templateList(c.Name)] = ownList(c.Name)
+		if id := t.templateList(c.Name); len(c.Lists) == 0 && claimed[id] == "" {
+			claimed[id] = ownList(c.Name)
 		}
 	}
 	for i := range state.Collaborations {

@@ -296,6 +296,7 @@ func TestListNames(t *testing.T) {
 		collab("atlas", "cms"),
 		collab("cms"),
 		collab("lsst", "lsst-news@lists.example.org", "hpc-contacts"),
+		collab("hpc-contacts"), // named as the contacts' list
 	}}
 	recs, err := tg.Desired(st)
 	if err != nil {
@@ -315,9 +316,37 @@ func TestListNames(t *testing.T) {
 		`cn=_under,ou=groups: list_name makes "_under.lists.example.org" of it, which is no list name this target manages; left out`,
 		`cn=atlas,ou=groups: names "cms", which is collaboration cms's list: its members would join it; left out`,
 		`cn=lsst,ou=groups: names "hpc-contacts", which is the list of all contacts: its members would join it; left out`,
+		`cn=hpc-contacts,ou=groups: list_name makes "hpc-contacts.lists.example.org" of it, which is the list of all contacts: its members would join it; left out`,
 	} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("notes lack %q:\n%s", want, notes)
 		}
+	}
+}
+
+// TestCollaborationNamedAsASpecialList: a collaboration whose name makes
+// the contacts' list of it is refused it: its members do not join the
+// contacts' list.
+func TestCollaborationNamedAsASpecialList(t *testing.T) {
+	s := Kind().NewSettings().(*Settings)
+	s.URL, s.Domain, s.Contacts = "http://127.0.0.1:1", "lists.example.org", "hpc-contacts"
+	tg := New("lists", s, engine.Env{})
+	st := state(t, []*directory.User{user("alice"), user("bob")},
+		[]directory.Collaboration{collab("atlas", []string{"alice"}, "alice"), collab("hpc-contacts", []string{"alice", "bob"}, "alice")})
+	recs, err := tg.Desired(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var contacts []string
+	for _, r := range recs {
+		if list, addr, _ := strings.Cut(r.Key, " "); r.Kind == KindMember && list == "hpc-contacts.lists.example.org" {
+			contacts = append(contacts, addr)
+		}
+	}
+	if want := []string{"alice@example.org"}; !slices.Equal(contacts, want) {
+		t.Errorf("contacts' list %v, want %v", contacts, want)
+	}
+	if notes := strings.Join(tg.Notes(), "\n"); !strings.Contains(notes, "which is the list of all contacts") {
+		t.Errorf("notes do not say why hpc-contacts has no list:\n%s", notes)
 	}
 }
