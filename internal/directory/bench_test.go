@@ -1,20 +1,29 @@
-package directory
+package directory_test
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"testing"
+	"time"
 
-	"github.com/collabsync/collabsync/internal/testharness/gendir"
+	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/directory/directorytest"
 )
+
+// benchPolicy is the benchmarks' centre: users of example.org internal.
+func benchPolicy() directory.Policy {
+	return directory.Policy{Now: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC), ReviewGrace: 30 * 24 * time.Hour, ReviewWarning: 30 * 24 * time.Hour,
+		ProductionSeparator: "_", ProductionLabel: regexp.MustCompile(`^[a-z0-9]{1,16}$`), MemberDomains: []string{"example.org"}}
+}
 
 // bigSnapshot is a synthetic centre shaped like gendir's: every user in two
 // collaborations, every collaboration with a contact.
-func bigSnapshot(users, collabs int) *Snapshot {
-	s := &Snapshot{}
+func bigSnapshot(users, collabs int) *directory.Snapshot {
+	s := &directory.Snapshot{}
 	for i := 0; i < users; i++ {
 		uid := fmt.Sprintf("u%06d", i)
-		s.Users = append(s.Users, &User{DN: "uid=" + uid + ",ou=people,dc=example,dc=org", UID: uid,
+		s.Users = append(s.Users, &directory.User{DN: "uid=" + uid + ",ou=people,dc=example,dc=org", UID: uid,
 			UIDNumber: uint32(100000 + i), GIDNumber: 200000, Mail: uid + "@example.org"})
 	}
 	members := make([][]string, collabs)
@@ -24,9 +33,9 @@ func bigSnapshot(users, collabs int) *Snapshot {
 	}
 	for j := 0; j < collabs; j++ {
 		name := fmt.Sprintf("c%05d", j)
-		s.Collaborations = append(s.Collaborations, &Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
-			GIDNumber: uint32(200000 + j), Members: members[j], Kind: KindScientific, Status: StatusActive,
-			Contacts: map[Role][]string{RoleCollaboration: {members[j][0]}}})
+		s.Collaborations = append(s.Collaborations, &directory.Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
+			GIDNumber: uint32(200000 + j), Members: members[j], Kind: directory.KindScientific, Status: directory.StatusActive,
+			Contacts: map[directory.Role][]string{directory.RoleCollaboration: {members[j][0]}}})
 	}
 	return s
 }
@@ -35,38 +44,14 @@ func bigSnapshot(users, collabs int) *Snapshot {
 // collaborations (docs/BENCHMARKS.md compares it with the LDAP read).
 func BenchmarkEvaluate100k(b *testing.B) {
 	snap := bigSnapshot(100_000, 10_000)
-	p := basePolicy()
-	p.MemberDomains, p.AcceptedDomains = []string{"example.org"}, []string{"partner.example.net"}
+	p := benchPolicy()
+	p.AcceptedDomains = []string{"partner.example.net"}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if st := Evaluate(snap, p, nil); len(st.Users) != 100_000 {
+		if st := directory.Evaluate(snap, p, nil); len(st.Users) != 100_000 {
 			b.Fatal("wrong size")
 		}
 	}
-}
-
-// heavySnapshot is a centre shaped like gendir's heavy tail: the largest
-// collaboration a fifth of the users, sizes falling as a power of their
-// rank, four memberships per user on average, members in uid order.
-func heavySnapshot(users, collabs int) *Snapshot {
-	s := &Snapshot{}
-	for i := range users {
-		uid := gendir.UID(i)
-		s.Users = append(s.Users, &User{DN: "uid=" + uid + ",ou=people,dc=example,dc=org", UID: uid,
-			UIDNumber: uint32(100000 + i), GIDNumber: 200000, Mail: uid + "@example.org"})
-	}
-	for j, size := range gendir.HeavyTailSizes(users, collabs, 4) {
-		name := gendir.Collab(j)
-		step := max(1, users/size)
-		members := make([]string, 0, size)
-		for i, n := j%step, 0; i < users && n < size; i, n = i+step, n+1 {
-			members = append(members, s.Users[i].UID)
-		}
-		s.Collaborations = append(s.Collaborations, &Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
-			GIDNumber: uint32(200000 + j), Members: members, Kind: KindScientific, Status: StatusActive,
-			Contacts: map[Role][]string{RoleCollaboration: {members[0]}}})
-	}
-	return s
 }
 
 // BenchmarkEvaluateHeavy: the account rules over heavy-tailed centres of
@@ -77,12 +62,11 @@ func BenchmarkEvaluateHeavy(b *testing.B) {
 		users, collabs int
 	}{{"100k", 100_000, 10_000}, {"1M", 1_000_000, 100_000}} {
 		b.Run(size.name, func(b *testing.B) {
-			snap := heavySnapshot(size.users, size.collabs)
-			p := basePolicy()
-			p.MemberDomains = []string{"example.org"}
+			snap := directorytest.Heavy(size.users, size.collabs)
+			p := benchPolicy()
 			b.ResetTimer()
 			for range b.N {
-				if st := Evaluate(snap, p, nil); len(st.Users) != size.users {
+				if st := directory.Evaluate(snap, p, nil); len(st.Users) != size.users {
 					b.Fatal("wrong size")
 				}
 			}
@@ -91,7 +75,7 @@ func BenchmarkEvaluateHeavy(b *testing.B) {
 }
 
 // BenchmarkEvaluateChange: one membership change evaluated by an
-// Evaluator, in the largest collaboration (a fifth of the users) and in
+// directory.Evaluator, in the largest collaboration (a fifth of the users) and in
 // a small one, on the heavy-tailed centres; against the whole evaluation
 // of the same snapshot (BenchmarkEvaluateHeavy).
 func BenchmarkEvaluateChange(b *testing.B) {
@@ -104,10 +88,9 @@ func BenchmarkEvaluateChange(b *testing.B) {
 			ci   int
 		}{{"largest", 0}, {"small", size.collabs - 1}} {
 			b.Run(size.name+"/"+which.name, func(b *testing.B) {
-				snap := heavySnapshot(size.users, size.collabs)
-				p := basePolicy()
-				p.MemberDomains = []string{"example.org"}
-				ev := &Evaluator{}
+				snap := directorytest.Heavy(size.users, size.collabs)
+				p := benchPolicy()
+				ev := &directory.Evaluator{}
 				ev.Evaluate(snap, p, nil)
 				c := snap.Collaborations[which.ci]
 				// A user the collaboration does not have: the last one
@@ -125,7 +108,7 @@ func BenchmarkEvaluateChange(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for n := range b.N {
-					next := &Snapshot{Users: snap.Users, Collaborations: slices.Clone(snap.Collaborations),
+					next := &directory.Snapshot{Users: snap.Users, Collaborations: slices.Clone(snap.Collaborations),
 						ProductionAccounts: snap.ProductionAccounts, Problems: snap.Problems}
 					if n%2 == 0 {
 						next.Collaborations[which.ci].Members = with

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
+	"github.com/collabsync/collabsync/internal/testharness/gendir"
 )
 
 // Policy is the tests' centre: the affiliation "staff" belongs to a
@@ -51,4 +52,28 @@ func Centre(now time.Time, users []*directory.User, collabs []directory.Collabor
 		}
 	}
 	return directory.Evaluate(&directory.Snapshot{Users: users, Collaborations: directory.CollaborationsOf(collabs...)}, Policy(now), nil)
+}
+
+// Heavy is a centre shaped like gendir's heavy tail: the largest
+// collaboration a fifth of the users, sizes falling as a power of their
+// rank, four memberships per user on average, members in uid order.
+func Heavy(users, collabs int) *directory.Snapshot {
+	s := &directory.Snapshot{}
+	for i := range users {
+		uid := gendir.UID(i)
+		s.Users = append(s.Users, &directory.User{DN: "uid=" + uid + ",ou=people,dc=example,dc=org", UID: uid,
+			UIDNumber: uint32(100000 + i), GIDNumber: 200000, Mail: uid + "@example.org"})
+	}
+	for j, size := range gendir.HeavyTailSizes(users, collabs, 4) {
+		name := gendir.Collab(j)
+		step := max(1, users/size)
+		members := make([]string, 0, size)
+		for i, n := j%step, 0; i < users && n < size; i, n = i+step, n+1 {
+			members = append(members, s.Users[i].UID)
+		}
+		s.Collaborations = append(s.Collaborations, &directory.Collaboration{DN: "cn=" + name + ",ou=groups,dc=example,dc=org", Name: name,
+			GIDNumber: uint32(200000 + j), Members: members, Kind: directory.KindScientific, Status: directory.StatusActive,
+			Contacts: map[directory.Role][]string{directory.RoleCollaboration: {members[0]}}})
+	}
+	return s
 }
