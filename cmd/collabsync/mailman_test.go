@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -136,6 +137,11 @@ func TestMailmanTarget(t *testing.T) {
 	t.Logf("a member removed in LDAP left the roster in %v", time.Since(start).Round(time.Millisecond))
 	if !strings.Contains(e.members(t, "hpc-users"), "alice.martin") {
 		t.Error("alice left hpc-users with atlas (she is still active)")
+	}
+	// Planned from the difference with the state applied at start, not
+	// from every list.
+	if n, _ := strconv.Atoi(d.metric(`collabsync_target_plans_total{kind="difference",target="lists"}`)); n < 1 {
+		t.Errorf("the lists target planned the change whole:\n%s", grepLines(d.metrics(t), "collabsync_target_plans_total"))
 	}
 
 	// Mailman stopped: alice comes back to atlas; nss applies, lists fails.

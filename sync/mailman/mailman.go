@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -150,10 +151,20 @@ type Target struct {
 	foreign map[string][]string
 	// refused are the lists the last Desired left out, with why.
 	refused []string
+	// What the last desired state (whole, or by difference) was found
+	// for: which lists each collaboration (by index) feeds, and which
+	// collaborations feed each list. A collaboration's lists depend on
+	// every other's names and lists (who claimed a list first), so they
+	// hold for a later state as long as no changed collaboration's name
+	// or lists changed.
+	assignedFor *directory.State
+	feeds       [][]string
+	fedBy       map[string][]int
 }
 
 var (
 	_ engine.Target   = (*Target)(nil)
+	_ engine.Patcher  = (*Target)(nil)
 	_ engine.Grouper  = (*Target)(nil)
 	_ engine.Noter    = (*Target)(nil)
 	_ engine.Settings = (*Settings)(nil)
@@ -249,17 +260,6 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		}
 		return members[id]
 	}
-	// subscribe adds a user's address unless they opted out of the list.
-	subscribe := func(id string, u *directory.UserState) {
-		if u.Status != directory.StatusActive || !directory.ValidAddress(u.Mail) || optedOut(u.OptOuts, id, t.s.Domain) {
-			return
-		}
-		want(id)[strings.ToLower(u.Mail)] = true
-	}
-	var contacts map[string]bool
-	if t.s.Contacts != "" {
-		contacts = want(t.listID(t.s.Contacts))
-	}
 	// Lists that are someone's: the all-users and contacts lists, and
 	// each collaboration's template list.
 	t.refused = nil
@@ -275,36 +275,30 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 			claimed[id] = ownList(c.Name)
 		}
 	}
+	t.feeds, t.fedBy = make([][]string, len(state.Collaborations)), map[string][]int{}
 	for i := range state.Collaborations {
 		c := &state.Collaborations[i]
-		ids := t.collabLists(c, claimed)
-		for _, id := range ids {
-			if c.Provisioned {
-				want(id)
-				for _, uid := range c.ActiveMembers {
-					if u, ok := state.User(uid); ok {
-						subscribe(id, u)
-					}
-				}
-			} else if t.s.Inactive == InactiveEmpty && t.lists[id] {
-				want(id) // kept, emptied
-			}
+		t.feeds[i] = t.collabLists(c, claimed)
+		for _, id := range t.feeds[i] {
+			t.fedBy[id] = append(t.fedBy[id], i)
 		}
-		if contacts != nil && c.Provisioned {
-			for _, uids := range c.Contacts {
-				for _, uid := range uids {
-					if u, ok := state.User(uid); ok {
-						subscribe(t.listID(t.s.Contacts), u)
-					}
-				}
-			}
+	}
+	for id := range t.fedBy {
+		if wanted, addrs := t.collabList(state, id); wanted {
+			members[id] = addrs
 		}
+	}
+	if t.s.Contacts != "" {
+		id := t.listID(t.s.Contacts)
+		members[id] = t.contactsList(state, id)
 	}
 	if t.s.AllUsers != "" {
 		id := t.listID(t.s.AllUsers)
-		want(id)
+		m := want(id)
 		for i := range state.Users {
-			subscribe(id, &state.Users[i])
+			if a := t.address(&state.Users[i], id); a != "" {
+				m[a] = true
+			}
 		}
 	}
 	if t.s.Inactive == InactiveEmpty {
@@ -322,6 +316,7 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 			}
 		}
 	}
+	t.assignedFor = state
 	ids := make([]string, 0, len(members))
 	for id := range members {
 		ids = append(ids, id)
@@ -332,16 +327,223 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 		recs = append(recs, engine.Record{Kind: KindList, Key: id})
 	}
 	for _, id := range ids {
-		addrs := make([]string, 0, len(members[id]))
-		for a := range members[id] {
-			addrs = append(addrs, a)
-		}
-		slices.Sort(addrs)
-		for _, a := range addrs {
+		for _, a := range sortedKeys(members[id]) {
 			recs = append(recs, engine.Record{Kind: KindMember, Key: id + " " + a})
 		}
 	}
 	return recs, nil
+}
+
+// address is the address a user is subscribed to a list with: empty
+// unless the user is active, has a valid address and did not opt out.
+func (t *Target) address(u *directory.UserState, id string) string {
+	if u.Status != directory.StatusActive || !directory.ValidAddress(u.Mail) || optedOut(u.OptOuts, id, t.s.Domain) {
+		return ""
+	}
+	return strings.ToLower(u.Mail)
+}
+
+// collabList is a collaboration's list in a state: whether it is desired
+// (a collaboration feeding it is provisioned, or it exists and inactive
+// lists are emptied), and its members then, foreign ones not included.
+func (t *Target) collabList(state *directory.State, id string) (wanted bool, members map[string]bool) {
+	members = map[string]bool{}
+	for _, i := range t.fedBy[id] {
+		c := &state.Collaborations[i]
+		if !c.Provisioned {
+			continue
+		}
+		wanted = true
+		for _, uid := range c.ActiveMembers {
+			if u, ok := state.User(uid); ok {
+				if a := t.address(u, id); a != "" {
+					members[a] = true
+				}
+			}
+		}
+	}
+	return wanted || t.s.Inactive == InactiveEmpty && t.lists[id], members
+}
+
+// contactsList is the contacts' list's members in a state: the contacts
+// of every provisioned collaboration, foreign ones not included.
+func (t *Target) contactsList(state *directory.State, id string) map[string]bool {
+	members := map[string]bool{}
+	for i := range state.Collaborations {
+		c := &state.Collaborations[i]
+		if !c.Provisioned {
+			continue
+		}
+		for _, uids := range c.Contacts {
+			for _, uid := range uids {
+				if u, ok := state.User(uid); ok {
+					if a := t.address(u, id); a != "" {
+						members[a] = true
+					}
+				}
+			}
+		}
+	}
+	return members
+}
+
+// DesiredSince implements engine.Patcher: the lists the entries that
+// changed between the two states (directory.State.ChangedSince) feed are
+// found again whole for both; a member only from's is gone. A change of a
+// collaboration's name or lists (which may give a list to another), of
+// an active user's address or opt-outs (whose collaborations the state
+// does not index), a read not yet taken in (foreign members), or states
+// other than those the last desired state was found for, are not known.
+func (t *Target) DesiredSince(from, to *directory.State) ([]engine.Desire, bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if from == nil || from != t.assignedFor || t.rosters != nil || t.s.AllUsers != "" && t.s.AllUsers == t.s.Contacts {
+		return nil, false, nil
+	}
+	ch, ok := to.ChangedSince(from)
+	if !ok {
+		return nil, false, nil
+	}
+	affected := map[string]bool{}
+	// Addresses whose all-users or contacts subscription may change: of
+	// users who became active or not, and of contacts of collaborations
+	// provisioned or not, or whose contacts changed.
+	var moved, contacts []string
+	note := func(list *[]string, u *directory.UserState, ok bool) {
+		if ok && directory.ValidAddress(u.Mail) {
+			*list = append(*list, strings.ToLower(u.Mail))
+		}
+	}
+	for _, i := range ch.Collaborations {
+		a, b := &from.Collaborations[i], &to.Collaborations[i]
+		if a.Name != b.Name || !slices.Equal(a.Lists, b.Lists) {
+			return nil, false, nil
+		}
+		for _, id := range t.feeds[i] {
+			affected[id] = true
+		}
+		if a.Provisioned == b.Provisioned && (!a.Provisioned || maps.EqualFunc(a.Contacts, b.Contacts, slices.Equal)) {
+			continue
+		}
+		for _, c := range []struct {
+			st *directory.State
+			cs *directory.CollaborationState
+		}{{from, a}, {to, b}} {
+			for _, uids := range c.cs.Contacts {
+				for _, uid := range uids {
+					u, ok := c.st.User(uid)
+					note(&contacts, u, ok)
+				}
+			}
+		}
+	}
+	for _, i := range ch.Users {
+		a, b := &from.Users[i], &to.Users[i]
+		switch active, wasActive := b.Status == directory.StatusActive, a.Status == directory.StatusActive; {
+		case !active && !wasActive:
+		case active && wasActive:
+			if a.Mail != b.Mail || !slices.Equal(a.OptOuts, b.OptOuts) {
+				return nil, false, nil
+			}
+		default:
+			// Active in one of the two: the active members of the
+			// collaborations changed with it, so their lists are among
+			// those affected.
+			note(&moved, a, true)
+			note(&moved, b, true)
+		}
+	}
+	var out []engine.Desire
+	// emit desires a list as it is for to, and its members, which were
+	// and are (foreign ones added) as given.
+	emit := func(id string, wanted bool, was, is map[string]bool) {
+		out = append(out, engine.Desire{Record: engine.Record{Kind: KindList, Key: id}, Gone: !wanted})
+		if t.s.Foreign == ForeignKeep {
+			for _, a := range t.foreign[id] {
+				was[a], is[a] = true, wanted
+			}
+		}
+		for a, in := range is {
+			if in {
+				out = append(out, engine.Desire{Record: engine.Record{Kind: KindMember, Key: id + " " + a}})
+			}
+		}
+		for a := range was {
+			if !is[a] {
+				out = append(out, engine.Desire{Record: engine.Record{Kind: KindMember, Key: id + " " + a}, Gone: true})
+			}
+		}
+	}
+	for id := range affected {
+		_, was := t.collabList(from, id)
+		wanted, is := t.collabList(to, id)
+		if !wanted {
+			is = map[string]bool{}
+		}
+		emit(id, wanted, was, is)
+	}
+	if contacts = append(contacts, moved...); len(contacts) > 0 && t.s.Contacts != "" {
+		id := t.listID(t.s.Contacts)
+		was, is := map[string]bool{}, map[string]bool{}
+		for _, a := range contacts {
+			was[a], is[a] = t.contact(from, id, a), t.contact(to, id, a)
+		}
+		emit(id, true, was, is)
+	}
+	if len(moved) > 0 && t.s.AllUsers != "" {
+		id := t.listID(t.s.AllUsers)
+		was, is := map[string]bool{}, map[string]bool{}
+		for _, a := range moved {
+			was[a], is[a] = len(t.holders(from, id, a)) > 0, len(t.holders(to, id, a)) > 0
+		}
+		emit(id, true, was, is)
+	}
+	t.assignedFor = to
+	return out, true, nil
+}
+
+// holders are the uids of a state's users subscribed to a list with an
+// address (the users are read through: none is indexed by address).
+func (t *Target) holders(state *directory.State, id, addr string) []string {
+	var uids []string
+	for i := range state.Users {
+		u := &state.Users[i]
+		if len(u.Mail) == len(addr) && t.address(u, id) == addr {
+			uids = append(uids, u.UID)
+		}
+	}
+	return uids
+}
+
+// contact reports whether the contacts' list of a state has an address:
+// whether a user subscribed with it is a contact of a provisioned
+// collaboration.
+func (t *Target) contact(state *directory.State, id, addr string) bool {
+	uids := t.holders(state, id, addr)
+	if len(uids) == 0 {
+		return false
+	}
+	for i := range state.Collaborations {
+		if c := &state.Collaborations[i]; c.Provisioned {
+			for _, cs := range c.Contacts {
+				for _, uid := range cs {
+					if slices.Contains(uids, uid) {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // Notes implements engine.Noter: the lists left out for a collaboration,
