@@ -18,7 +18,10 @@ import (
 // TestRulesSaveByDifference: the statuses serve saves by difference from
 // the last state it saved are, after every save, the whole state's, as
 // the table holds them; also when another process wrote the table
-// between two runs (then the whole difference is saved).
+// between two runs (then the whole difference is saved). Each run, which
+// takes the state saved last as its history, gives the state an
+// evaluation against the stored statuses gives (two users share a
+// number: the one provisioned last keeps it).
 func TestRulesSaveByDifference(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "collabsync.db")
@@ -35,6 +38,7 @@ func TestRulesSaveByDifference(t *testing.T) {
 	cfg := &config.Config{}
 	cfg.Rules.UIDRange, cfg.Rules.GIDRange = config.IDRange{Min: 1000, Max: 60000}, config.IDRange{Min: 1000, Max: 60000}
 	cfg.Rules.ProductionLabel = ".*"
+	cfg.Rules.Actions = map[directory.ViolationKind]directory.Action{directory.KindDuplicateID: directory.ActionExclude}
 	r := NewRules(cfg, st)
 
 	// 40 users, each in one of 8 collaborations: one leaving it loses
@@ -72,15 +76,37 @@ func TestRulesSaveByDifference(t *testing.T) {
 			c.Members = members
 			snap = &next
 		}
+		if step == 20 {
+			// A newcomer with u05's number, in c0: u05, provisioned
+			// with it since the start, keeps it.
+			next := *snap
+			next.Users = append(slices.Clone(snap.Users), &directory.User{DN: "uid=u40,dc=x", UID: "u40", UIDNumber: 2005, GIDNumber: 3000})
+			next.Collaborations = slices.Clone(snap.Collaborations)
+			c0 := *next.Collaborations[0]
+			c0.Members = append(slices.Clone(c0.Members), "u40")
+			next.Collaborations[0] = &c0
+			snap = &next
+		}
 		if step == 30 {
 			// Another process (a sync --once) writes the table.
 			if _, err := other.SaveStatusChanges(ctx, directory.Previous{"user/zed": {Status: directory.StatusActive, ID: -1}}, nil, time.Now()); err != nil {
 				t.Fatal(err)
 			}
 		}
+		history, err := other.Statuses(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		state, err := r.Evaluate(ctx, snap, false)
 		if err != nil {
 			t.Fatal(err)
+		}
+		pol, err := Policy(cfg, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := state.Statuses(), directory.Evaluate(snap, pol, history).Statuses(); !maps.Equal(got, want) {
+			t.Fatalf("step %d: evaluated %v, against the stored statuses %v", step, got, want)
 		}
 		if err := r.Save(ctx, state); err != nil {
 			t.Fatal(err)
@@ -91,6 +117,9 @@ func TestRulesSaveByDifference(t *testing.T) {
 		}
 		if want := state.Statuses(); !maps.Equal(stored, want) {
 			t.Fatalf("step %d: stored %d statuses, the state has %d:\nstored %v\nwant   %v", step, len(stored), len(want), stored, want)
+		}
+		if step >= 20 && step < 25 && (stored["user/u05"].Status != directory.StatusActive || stored["user/u40"].Status == directory.StatusActive) {
+			t.Errorf("step %d: u05 %v, u40 %v: the incumbent does not keep its number", step, stored["user/u05"], stored["user/u40"])
 		}
 	}
 	if s := r.ev.Stats(); s.Incremental < 50 {

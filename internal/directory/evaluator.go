@@ -73,7 +73,7 @@ func (ev *Evaluator) Stats() EvaluatorStats { return ev.stats }
 func (ev *Evaluator) Reset() { ev.e = nil }
 
 // Evaluate applies the rules to a snapshot, as the function Evaluate does.
-func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
+func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev History) *State {
 	why := "first run"
 	ev.seq++
 	if ev.e != nil {
@@ -193,7 +193,10 @@ var (
 
 // incremental evaluates the subjects the difference from the last run can
 // affect, or returns why it cannot.
-func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev Previous) (*State, string) {
+func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev History) (*State, string) {
+	if prev == nil {
+		prev = Previous(nil)
+	}
 	e, last := ev.e, ev.e.st
 	switch {
 	case !samePolicy(&ev.pol, &p):

@@ -29,7 +29,7 @@ func TestEvaluatorMatchesWholeEvaluation(t *testing.T) {
 	for seed := range uint64(seeds) {
 		w := directorytest.NewWorld(seed)
 		ev := directory.NewEvaluatorFlatteningPast(int(seed % 2 * 3)) // patches made flat often, for half
-		var prev directory.Previous
+		var prev directory.History
 		var kept, saved *directory.State
 		var older []*directory.State
 		var keptJSON string
@@ -83,15 +83,21 @@ func TestEvaluatorMatchesWholeEvaluation(t *testing.T) {
 			case 0:
 			case 1:
 				saved = nil
-				prev = got.Statuses()
-				for k, p := range prev {
+				edited := got.Statuses()
+				for k, p := range edited {
 					if w.R.IntN(4) == 0 {
 						p.Status = []directory.Status{directory.StatusActive, directory.StatusPending}[w.R.IntN(2)]
-						prev[k] = p
+						edited[k] = p
 					}
 				}
+				prev = edited
 			default:
+				// As the store holds it, or as serve gives it: the state
+				// last saved.
 				prev = got.Statuses()
+				if w.R.IntN(2) == 0 {
+					prev = got.History()
+				}
 				saved = got
 				ev.Forget(got)
 			}

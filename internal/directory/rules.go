@@ -67,7 +67,7 @@ type verdict struct {
 // run to the next.
 type evaluation struct {
 	p    *Policy
-	prev Previous
+	prev History
 	st   *State
 	// Verdicts by entry (its DN, as the snapshot spells it in every rule):
 	// two entries with one name get one verdict each. fixed holds those of
@@ -148,19 +148,23 @@ func (e *evaluation) decide(subjectKind, name, dn string, allowed bool) (active,
 	case v.exclude:
 		return false, false
 	case v.hold:
-		return allowed && e.prev[SubjectKey(subjectKind, name)].Status == StatusActive, true
+		last, _ := e.prev.Provisioned(SubjectKey(subjectKind, name))
+		return allowed && last.Status == StatusActive, true
 	}
 	return allowed, false
 }
 
 // Evaluate applies the account rules to a snapshot. It is pure: the same
 // snapshot, policy and history always give the same state.
-func Evaluate(snap *Snapshot, p Policy, prev Previous) *State {
+func Evaluate(snap *Snapshot, p Policy, prev History) *State {
 	return newEvaluation(snap, p, prev).st
 }
 
 // newEvaluation evaluates every rule over the whole snapshot.
-func newEvaluation(snap *Snapshot, p Policy, prev Previous) *evaluation {
+func newEvaluation(snap *Snapshot, p Policy, prev History) *evaluation {
+	if prev == nil {
+		prev = Previous(nil)
+	}
 	e := &evaluation{p: &p, prev: prev, st: &State{basis: prev}, fixed: map[string]*verdict{}, rules: map[string]*verdict{}}
 	e.st.Violations = problemViolations(snap.Problems, nil)
 	e.reserved(snap)
@@ -412,7 +416,7 @@ type clashSubject struct {
 // exactly one such incumbent, all get it.
 func (e *evaluation) report(verdicts map[string]*verdict, g clashGroup) {
 	incumbent := func(s clashSubject) bool {
-		p, ok := e.prev[SubjectKey(s.kind, s.name)]
+		p, ok := e.prev.Provisioned(SubjectKey(s.kind, s.name))
 		return ok && p.Status == StatusActive && (p.DN == "" || strings.EqualFold(p.DN, s.dn)) &&
 			(s.id < 0 || p.ID < 0 || p.ID == s.id)
 	}

@@ -502,10 +502,13 @@ func TestIncumbentKeepsItsNameAndNumber(t *testing.T) {
 
 // TestStatusChangesIsADiff: applied to the history, StatusChanges gives
 // exactly Statuses, through random directories (duplicate names included)
-// evaluated against the history of the one before.
+// evaluated against the history of the one before, as a map or as the
+// state itself (State.History, which holds what Statuses does).
 func TestStatusChangesIsADiff(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(5, 6))
 	var prev Previous
+	var last *State
+	var asState int
 	for round := 0; round < 300; round++ {
 		f := newFixture()
 		names := []string{"alice", "bob", "carol", "dave", "erin"}
@@ -537,7 +540,12 @@ func TestStatusChangesIsADiff(t *testing.T) {
 		}
 		snap := f.snap
 		snap.Sort()
-		st := Evaluate(&snap, basePolicy(), prev)
+		var hist History = prev
+		if last != nil && rnd.IntN(2) == 0 {
+			hist = last.History()
+			asState++
+		}
+		st := Evaluate(&snap, basePolicy(), hist)
 		changed, gone := st.StatusChanges()
 		got := Previous{}
 		for k, v := range prev {
@@ -556,7 +564,28 @@ func TestStatusChangesIsADiff(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("round %d: history %v\nchanged %v gone %v\ngot  %v\nwant %v", round, prev, changed, gone, got, want)
 		}
-		prev = want
+		h, all := st.History(), Previous{}
+		h.All(func(k string, p Provisioned) {
+			if _, twice := all[k]; twice {
+				t.Fatalf("round %d: the state as a history gives %s twice", round, k)
+			}
+			all[k] = p
+		})
+		if !reflect.DeepEqual(all, want) || h.Len() != len(want) {
+			t.Fatalf("round %d: the state as a history holds %d %v, its statuses are %v", round, h.Len(), all, want)
+		}
+		for k, p := range want {
+			if q, ok := h.Provisioned(k); !ok || q != p {
+				t.Fatalf("round %d: the state as a history has %s %v %v, its statuses %v", round, k, q, ok, p)
+			}
+		}
+		if _, ok := h.Provisioned("user/nobody"); ok {
+			t.Fatalf("round %d: the state as a history has user/nobody", round)
+		}
+		prev, last = want, st
+	}
+	if asState < 100 {
+		t.Errorf("only %d rounds evaluated against a state as the history", asState)
 	}
 }
 

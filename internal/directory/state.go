@@ -9,11 +9,44 @@ import (
 	"time"
 )
 
-// Previous holds what the last run every target took provisioned of each
+// History is what the last run every target took provisioned of each
 // subject, keyed by SubjectKey: the hold action keeps a subject no better
 // than its status, and whoever was provisioned with a name or number keeps
-// it against a newcomer.
+// it against a newcomer. The stored history is a Previous; the state last
+// saved as it is one too (State.History), without a second map of every
+// subject.
+type History interface {
+	// Provisioned returns a subject's record.
+	Provisioned(key string) (Provisioned, bool)
+	// Len is the number of subjects.
+	Len() int
+	// All calls fn with every subject's record, in no given order.
+	All(fn func(key string, p Provisioned))
+}
+
+// Previous is a history held as a map.
 type Previous map[string]Provisioned
+
+var (
+	_ History = Previous(nil)
+	_ History = stateHistory{}
+)
+
+// Provisioned implements History.
+func (p Previous) Provisioned(key string) (Provisioned, bool) {
+	r, ok := p[key]
+	return r, ok
+}
+
+// Len implements History.
+func (p Previous) Len() int { return len(p) }
+
+// All implements History.
+func (p Previous) All(fn func(key string, p Provisioned)) {
+	for k, v := range p {
+		fn(k, v)
+	}
+}
 
 // Provisioned is one subject as last provisioned.
 type Provisioned struct {
@@ -82,7 +115,7 @@ type State struct {
 
 	users  uidIndex
 	collab map[string]int
-	basis  Previous
+	basis  History
 	// epoch and seq place a state among an Evaluator's: seq counts its
 	// runs, epoch its whole evaluations (zero: not an Evaluator's).
 	epoch, seq uint64
@@ -191,8 +224,37 @@ func newUIDIndex(users []*User, keep func(int) bool) uidIndex {
 	return x
 }
 
-// Basis is the history the state was evaluated against.
-func (s *State) Basis() Previous { return s.basis }
+// History is the state's statuses as the history of a later run: what
+// Statuses returns, found in the state's lists (no map of every subject).
+// It holds the lists, not the state (nor, through it, the history the
+// state was evaluated against).
+func (s *State) History() History {
+	return stateHistory{users: s.Users, collabs: s.Collaborations, prods: s.ProductionAccounts}
+}
+
+// stateHistory is a state's lists as a history.
+type stateHistory struct {
+	users   []UserState
+	collabs []CollaborationState
+	prods   []ProductionState
+}
+
+func (h stateHistory) state() *State {
+	return &State{Users: h.users, Collaborations: h.collabs, ProductionAccounts: h.prods}
+}
+
+// Provisioned implements History.
+func (h stateHistory) Provisioned(key string) (Provisioned, bool) { return h.state().record(key) }
+
+// Len implements History.
+func (h stateHistory) Len() int {
+	n := 0
+	h.state().folded(func(string, Provisioned) { n++ })
+	return n
+}
+
+// All implements History.
+func (h stateHistory) All(fn func(key string, p Provisioned)) { h.state().folded(fn) }
 
 // User returns the user with that uid.
 func (s *State) User(uid string) (*UserState, bool) {
@@ -293,66 +355,72 @@ func (s *State) record(key string) (p Provisioned, found bool) {
 }
 
 // StatusChanges is Statuses as a difference from the history the state
-// was evaluated against (Basis): the subjects whose record changes or is
-// new, and the keys of those that are gone. A run that changed one subject
-// of 100k builds two small values instead of a second map of 100k. The
-// state's lists are in snapshot order (by name, then DN), so entries of one
-// name are adjacent and fold as Statuses folds them.
+// was evaluated against: the subjects whose record changes or is new, and
+// the keys of those that are gone. A run that changed one subject of 100k
+// builds two small values instead of a second map of 100k.
 func (s *State) StatusChanges() (changed Previous, gone []string) {
+	basis := s.basis
+	if basis == nil {
+		basis = Previous(nil)
+	}
+	had := basis.Len()
 	changed = Previous{}
-	if len(s.basis) == 0 { // a first run: every subject is new
+	if had == 0 { // a first run: every subject is new
 		changed = make(Previous, len(s.Users)+len(s.Collaborations)+len(s.ProductionAccounts))
 	}
 	produced := 0
-	// fold keeps, of a run of entries of one name, what Statuses keeps:
-	// the first active one, else the last.
-	emit := func(key string, p Provisioned) {
+	s.folded(func(key string, p Provisioned) {
 		produced++
-		if old, ok := s.basis[key]; !ok || old != p {
+		if old, ok := basis.Provisioned(key); !ok || old != p {
 			changed[key] = p
 		}
+	})
+	if produced-countNew(basis, changed) == had {
+		return changed, nil // every subject of the history is still here
 	}
+	// Something went: find which (rare, so the full map is built only now).
+	now := s.Statuses()
+	basis.All(func(key string, _ Provisioned) {
+		if _, ok := now[key]; !ok {
+			gone = append(gone, key)
+		}
+	})
+	sort.Strings(gone)
+	return changed, gone
+}
+
+// folded calls fn with every subject's record in Statuses: of a run of
+// entries of one name, the first active one, else the last. The state's
+// lists are in snapshot order (by name, then DN), so entries of one name
+// are adjacent.
+func (s *State) folded(fn func(key string, p Provisioned)) {
 	// run is the current run of entries of one name (none when key is "").
 	var run struct {
 		key string
 		p   Provisioned
 	}
-	flush := func() {
-		if run.key != "" {
-			emit(run.key, run.p)
-		}
-	}
-	add := func(key string, p Provisioned) {
+	s.subjects(func(key string, p Provisioned) {
 		if key == run.key {
 			if run.p.Status != StatusActive {
 				run.p = p
 			}
 			return
 		}
-		flush()
-		run.key, run.p = key, p
-	}
-	s.subjects(add)
-	flush()
-	if produced-countNew(s.basis, changed) == len(s.basis) {
-		return changed, nil // every subject of the history is still here
-	}
-	// Something went: find which (rare, so the full map is built only now).
-	now := s.Statuses()
-	for key := range s.basis {
-		if _, ok := now[key]; !ok {
-			gone = append(gone, key)
+		if run.key != "" {
+			fn(run.key, run.p)
 		}
+		run.key, run.p = key, p
+	})
+	if run.key != "" {
+		fn(run.key, run.p)
 	}
-	sort.Strings(gone)
-	return changed, gone
 }
 
 // countNew counts the changed subjects the history did not have.
-func countNew(basis, changed Previous) int {
+func countNew(basis History, changed Previous) int {
 	n := 0
 	for key := range changed {
-		if _, ok := basis[key]; !ok {
+		if _, ok := basis.Provisioned(key); !ok {
 			n++
 		}
 	}

@@ -13,9 +13,12 @@ import (
 // cache holds tables a process reads on every run, each with the
 // generation it was read at.
 type cache struct {
-	mu           sync.Mutex
+	mu sync.Mutex
+	// statuses, when not nil, were read at statusGen; statusKnown says
+	// the table was at statusGen when this process last read or wrote it.
 	statuses     directory.Previous
 	statusGen    int64
+	statusKnown  bool
 	violations   map[violationKey]storedViolation
 	violationGen int64
 }

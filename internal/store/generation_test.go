@@ -65,8 +65,9 @@ func TestCachedTablesFollowOtherProcesses(t *testing.T) {
 }
 
 // TestSaveStatusChanges: a run's difference is written and the cached map
-// follows it in place; after another process wrote, the cache is read
-// again instead.
+// is dropped (serve takes the state it saved as the history: no second
+// map of every subject); the generation the save left is returned while
+// no other process wrote, -1 after one did.
 func TestSaveStatusChanges(t *testing.T) {
 	ctx := context.Background()
 	a, b := twoProcesses(t)
@@ -83,6 +84,9 @@ func TestSaveStatusChanges(t *testing.T) {
 	// The generation the save left: a knows the table is what it wrote.
 	if now, _ := b.StatusGeneration(ctx); gen != now || gen <= 0 {
 		t.Errorf("save left generation %d, the table has %d", gen, now)
+	}
+	if a.cache.statuses != nil {
+		t.Errorf("the store keeps a map of %d statuses after saving", len(a.cache.statuses))
 	}
 	want := directory.Previous{"user/alice": act, "user/carol": act}
 	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {

@@ -13,9 +13,8 @@ import (
 )
 
 // Statuses returns what was last provisioned of each subject. The map is
-// shared with later calls (it is cached while no process writes the
-// table): it must not be modified, and SaveStatusChanges updates it in
-// place, so it is read only until then.
+// shared with later calls (it is cached until a process writes the
+// table): it must not be modified.
 func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 	gen, err := s.generation(ctx, s.DB, "subject_status")
 	if err != nil {
@@ -43,7 +42,7 @@ func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	s.cache.statuses, s.cache.statusGen = prev, gen
+	s.cache.statuses, s.cache.statusGen, s.cache.statusKnown = prev, gen, true
 	return prev, nil
 }
 
@@ -87,14 +86,13 @@ func (s *Store) StatusGeneration(ctx context.Context) (int64, error) {
 
 // SaveStatusChanges applies a run's difference from the stored statuses
 // (directory.State.StatusChanges): changed (or new) subjects are written,
-// gone ones deleted, in one transaction. The cached map is updated in
-// place when no other process wrote the table since it was read (else it
-// is read again next time), so a run that changed nothing costs nothing.
-// When the cache is empty (a first run), changed becomes the cache rather
-// than being copied into it: the caller must not modify it afterwards.
-// gen is the StatusGeneration the save left when this process's cache
-// was current as it began (no other process wrote since it read or wrote
-// the table last), else -1; 0 when there was nothing to write.
+// gone ones deleted, in one transaction; a run that changed nothing costs
+// nothing. The cached map is dropped, not kept up to date: serve's next
+// run takes the state it saved as the history (wiring.Rules), and a map
+// of every subject beside it was 10 MB at 100k users. gen is the
+// StatusGeneration the save left when the table was as this process last
+// read or wrote it as the save began (no other process wrote since), else
+// -1; 0 when there was nothing to write.
 func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previous, gone []string, now time.Time) (gen int64, err error) {
 	if len(changed) == 0 && len(gone) == 0 {
 		return 0, nil
@@ -147,21 +145,12 @@ func (s *Store) saveStatusChanges(ctx context.Context, changed directory.Previou
 	}
 	s.cache.mu.Lock()
 	defer s.cache.mu.Unlock()
-	if s.cache.statuses == nil || s.cache.statusGen != before {
-		s.cache.statuses = nil // another process wrote meanwhile: read again
+	s.cache.statuses = nil
+	if !s.cache.statusKnown || s.cache.statusGen != before {
+		s.cache.statusKnown = false // another process wrote meanwhile
 		return nil
 	}
 	s.cache.statusGen, *saved = gen, gen
-	if len(s.cache.statuses) == 0 {
-		s.cache.statuses = changed
-		return nil
-	}
-	for _, subject := range gone {
-		delete(s.cache.statuses, subject)
-	}
-	for subject, p := range changed {
-		s.cache.statuses[subject] = p
-	}
 	return nil
 }
 
