@@ -154,14 +154,26 @@ func (m *memoryLimit) check(now time.Time) bool {
 		m.highSince = time.Time{}
 	case m.highSince.IsZero():
 		m.highSince = now
-	case now.Sub(m.highSince) >= highFor || int64(live) > m.limit && now.Sub(m.highSince) >= overFor:
-		m.highSince = time.Time{}
-		old := m.limit
-		m.limit = autoLimit(live)
-		debug.SetMemoryLimit(m.limit)
-		m.log.Info("memory limit raised: the live heap came close to it", "live_MiB", live>>20, "was_MiB", old>>20, "limit_MiB", m.limit>>20)
+	case now.Sub(m.highSince) >= highFor:
+		m.raise(autoLimit(live), live)
+	case int64(live) > m.limit && now.Sub(m.highSince) >= overFor:
+		m.raise(overLimit(live), live)
 	}
 	return true
+}
+
+// overLimit is the limit a live heap over the limit raises it to: a
+// quarter more, room for the collector to work without making what may
+// be a first run's data (gone once it is over, when the resting heap is
+// measured again) a peak half as large again.
+func overLimit(live uint64) int64 { return max(int64(live+live/4), autoFloor) }
+
+func (m *memoryLimit) raise(limit int64, live uint64) {
+	m.highSince = time.Time{}
+	old := m.limit
+	m.limit = limit
+	debug.SetMemoryLimit(m.limit)
+	m.log.Info("memory limit raised: the live heap came close to it", "live_MiB", live>>20, "was_MiB", old>>20, "limit_MiB", m.limit>>20)
 }
 
 // modelLive measures the heap when the live model is first complete, so
