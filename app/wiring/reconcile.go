@@ -95,11 +95,12 @@ func (r *Rules) Save(ctx context.Context, state *directory.State) error {
 		return fmt.Errorf("save statuses: %w", err)
 	}
 	r.mu.Lock()
-	changed, gone, ok := r.ev.ChangesSince(r.saved, state)
+	since, gone, ok := r.ev.ChangesSince(r.saved, state)
 	ok = ok && gen == r.savedGen
 	r.mu.Unlock()
+	var changed directory.History = since
 	if !ok {
-		changed, gone = state.StatusChanges()
+		changed, gone = state.StatusDiff()
 	}
 	after, err := r.st.SaveStatusChanges(ctx, changed, gone, time.Now())
 	if err != nil {
@@ -343,7 +344,7 @@ func RecordResults(ctx context.Context, st *store.Store, results []engine.Result
 // SaveStatuses records a state every target took as provisioned: the
 // statuses the hold action compares against next time.
 func SaveStatuses(ctx context.Context, st *store.Store, state *directory.State) error {
-	changed, gone := state.StatusChanges()
+	changed, gone := state.StatusDiff()
 	if _, err := st.SaveStatusChanges(ctx, changed, gone, time.Now()); err != nil {
 		return fmt.Errorf("save statuses: %w", err)
 	}

@@ -2,6 +2,7 @@ package directory
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"regexp"
@@ -563,6 +564,19 @@ func TestStatusChangesIsADiff(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("round %d: history %v\nchanged %v gone %v\ngot  %v\nwant %v", round, prev, changed, gone, got, want)
+		}
+		// StatusDiff: the same difference, as a history.
+		diff, diffGone := st.StatusDiff()
+		applied := maps.Clone(prev)
+		if applied == nil {
+			applied = Previous{}
+		}
+		for _, k := range diffGone {
+			delete(applied, k)
+		}
+		diff.All(func(k string, p Provisioned) { applied[k] = p })
+		if !reflect.DeepEqual(applied, want) {
+			t.Fatalf("round %d: history %v with StatusDiff %v gone %v applied is %v, want %v", round, prev, diff, diffGone, applied, want)
 		}
 		h, all := st.History(), Previous{}
 		h.All(func(k string, p Provisioned) {

@@ -85,7 +85,7 @@ func (s *Store) StatusGeneration(ctx context.Context) (int64, error) {
 }
 
 // SaveStatusChanges applies a run's difference from the stored statuses
-// (directory.State.StatusChanges): changed (or new) subjects are written,
+// (directory.State.StatusDiff): changed (or new) subjects are written,
 // gone ones deleted, in one transaction; a run that changed nothing costs
 // nothing. The cached map is dropped, not kept up to date: serve's next
 // run takes the state it saved as the history (wiring.Rules), and a map
@@ -93,15 +93,18 @@ func (s *Store) StatusGeneration(ctx context.Context) (int64, error) {
 // StatusGeneration the save left when the table was as this process last
 // read or wrote it as the save began (no other process wrote since), else
 // -1; 0 when there was nothing to write.
-func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.Previous, gone []string, now time.Time) (gen int64, err error) {
-	if len(changed) == 0 && len(gone) == 0 {
+func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.History, gone []string, now time.Time) (gen int64, err error) {
+	if changed == nil {
+		changed = directory.Previous(nil)
+	}
+	if changed.Len() == 0 && len(gone) == 0 {
 		return 0, nil
 	}
 	err = s.saveStatusChanges(ctx, changed, gone, now, &gen)
 	return gen, err
 }
 
-func (s *Store) saveStatusChanges(ctx context.Context, changed directory.Previous, gone []string, now time.Time, saved *int64) error {
+func (s *Store) saveStatusChanges(ctx context.Context, changed directory.History, gone []string, now time.Time, saved *int64) error {
 	*saved = -1
 	tx, err := s.DB.BeginTx(ctx, nil)
 	if err != nil {
@@ -128,13 +131,19 @@ func (s *Store) saveStatusChanges(ctx context.Context, changed directory.Previou
 		return err
 	}
 	defer upsert.Close()
-	for subject, p := range changed {
-		if err := check(); err != nil {
-			return err
+	changed.All(func(subject string, p directory.Provisioned) {
+		if err == nil {
+			err = check()
 		}
-		if _, err := upsert.ExecContext(bctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
-			return fmt.Errorf("save status of %s: %w", subject, err)
+		if err != nil {
+			return
 		}
+		if _, err = upsert.ExecContext(bctx, subject, p.Status, p.DN, p.ID, now.Unix()); err != nil {
+			err = fmt.Errorf("save status of %s: %w", subject, err)
+		}
+	})
+	if err != nil {
+		return err
 	}
 	gen, err := s.bump(ctx, tx, "subject_status")
 	if err != nil {
