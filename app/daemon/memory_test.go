@@ -45,15 +45,15 @@ func TestMemoryLimit(t *testing.T) {
 		model[i] = make([]byte, 1<<20)
 	}
 	m.modelLive()
-	if got := limit(); got < 150<<20 || got > 180<<20 {
-		t.Errorf("auto with 100 MiB live: limit %d MiB, want about 150", got>>20)
+	if got := limit(); got < 140<<20 || got > 170<<20 {
+		t.Errorf("auto with 100 MiB live: limit %d MiB, want about 140", got>>20)
 	}
 	runtime.KeepAlive(model)
 	model = nil
 	// The first run ends with far less live: measured when the loop is
 	// next idle, not while the run's report is still held.
 	m.afterRun(false)
-	if got := limit(); got < 150<<20 {
+	if got := limit(); got < 140<<20 {
 		t.Errorf("measured before the loop let the run go: limit %d MiB", got>>20)
 	}
 	m.idle()
@@ -110,8 +110,8 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("live heap of 100 MiB under a limit of 105 MiB: raised to %d MiB after %v", got>>20, overFor)
 	}
 	m.check(now.Add(highFor))
-	if got := limit(); got < 150<<20 || got > 180<<20 {
-		t.Errorf("live heap of 100 MiB close to a limit of 105 MiB for %v: limit %d MiB, want about 150", highFor, got>>20)
+	if got := limit(); got < 140<<20 || got > 170<<20 {
+		t.Errorf("live heap of 100 MiB close to a limit of 105 MiB for %v: limit %d MiB, want about 140", highFor, got>>20)
 	}
 	runtime.KeepAlive(held)
 	// Far under the limit: unchanged.
