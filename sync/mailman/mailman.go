@@ -404,54 +404,9 @@ func (t *Target) DesiredSince(from, to *directory.State) ([]engine.Desire, bool,
 	if !ok {
 		return nil, false, nil
 	}
-	affected := map[string]bool{}
-	// Addresses whose all-users or contacts subscription may change: of
-	// users who became active or not, and of contacts of collaborations
-	// provisioned or not, or whose contacts changed.
-	var moved, contacts []string
-	note := func(list *[]string, u *directory.UserState, ok bool) {
-		if ok && directory.ValidAddress(u.Mail) {
-			*list = append(*list, strings.ToLower(u.Mail))
-		}
-	}
-	for _, i := range ch.Collaborations {
-		a, b := &from.Collaborations[i], &to.Collaborations[i]
-		if a.Name != b.Name || !slices.Equal(a.Lists, b.Lists) {
-			return nil, false, nil
-		}
-		for _, id := range t.feeds[i] {
-			affected[id] = true
-		}
-		if a.Provisioned == b.Provisioned && (!a.Provisioned || maps.EqualFunc(a.Contacts, b.Contacts, slices.Equal)) {
-			continue
-		}
-		for _, c := range []struct {
-			st *directory.State
-			cs *directory.CollaborationState
-		}{{from, a}, {to, b}} {
-			for _, uids := range c.cs.Contacts {
-				for _, uid := range uids {
-					u, ok := c.st.User(uid)
-					note(&contacts, u, ok)
-				}
-			}
-		}
-	}
-	for _, i := range ch.Users {
-		a, b := &from.Users[i], &to.Users[i]
-		switch active, wasActive := b.Status == directory.StatusActive, a.Status == directory.StatusActive; {
-		case !active && !wasActive:
-		case active && wasActive:
-			if a.Mail != b.Mail || !slices.Equal(a.OptOuts, b.OptOuts) {
-				return nil, false, nil
-			}
-		default:
-			// Active in one of the two: the active members of the
-			// collaborations changed with it, so their lists are among
-			// those affected.
-			note(&moved, a, true)
-			note(&moved, b, true)
-		}
+	affected, contacts, moved, ok := t.touched(from, to, ch)
+	if !ok {
+		return nil, false, nil
 	}
 	var out []engine.Desire
 	// emit desires a list as it is for to, and its members, which were
@@ -482,7 +437,7 @@ func (t *Target) DesiredSince(from, to *directory.State) ([]engine.Desire, bool,
 		}
 		emit(id, wanted, was, is)
 	}
-	if contacts = append(contacts, moved...); len(contacts) > 0 && t.s.Contacts != "" {
+	if len(contacts) > 0 && t.s.Contacts != "" {
 		id := t.listID(t.s.Contacts)
 		was, is := map[string]bool{}, map[string]bool{}
 		for _, a := range contacts {
@@ -500,6 +455,61 @@ func (t *Target) DesiredSince(from, to *directory.State) ([]engine.Desire, bool,
 	}
 	t.assignedFor = to
 	return out, true, nil
+}
+
+// touched finds what the entries changed between two states may change:
+// the lists of the changed collaborations, and the addresses whose
+// contacts or all-users subscription may change (of contacts of
+// collaborations provisioned or not, or whose contacts changed; moved:
+// of users who became active or not). ok is false when the difference
+// cannot tell (DesiredSince).
+func (t *Target) touched(from, to *directory.State, ch directory.Changed) (affected map[string]bool, contacts, moved []string, ok bool) {
+	affected = map[string]bool{}
+	note := func(list *[]string, u *directory.UserState, ok bool) {
+		if ok && directory.ValidAddress(u.Mail) {
+			*list = append(*list, strings.ToLower(u.Mail))
+		}
+	}
+	for _, i := range ch.Collaborations {
+		a, b := &from.Collaborations[i], &to.Collaborations[i]
+		if a.Name != b.Name || !slices.Equal(a.Lists, b.Lists) {
+			return nil, nil, nil, false
+		}
+		for _, id := range t.feeds[i] {
+			affected[id] = true
+		}
+		if a.Provisioned == b.Provisioned && (!a.Provisioned || maps.EqualFunc(a.Contacts, b.Contacts, slices.Equal)) {
+			continue
+		}
+		for _, c := range []struct {
+			st *directory.State
+			cs *directory.CollaborationState
+		}{{from, a}, {to, b}} {
+			for _, uids := range c.cs.Contacts {
+				for _, uid := range uids {
+					u, ok := c.st.User(uid)
+					note(&contacts, u, ok)
+				}
+			}
+		}
+	}
+	for _, i := range ch.Users {
+		a, b := &from.Users[i], &to.Users[i]
+		switch active, wasActive := b.Status == directory.StatusActive, a.Status == directory.StatusActive; {
+		case !active && !wasActive:
+		case active && wasActive:
+			if a.Mail != b.Mail || !slices.Equal(a.OptOuts, b.OptOuts) {
+				return nil, nil, nil, false
+			}
+		default:
+			// Active in one of the two: the active members of the
+			// collaborations changed with it, so their lists are among
+			// those affected.
+			note(&moved, a, true)
+			note(&moved, b, true)
+		}
+	}
+	return affected, append(contacts, moved...), moved, true
 }
 
 // holders are the uids of a state's users subscribed to a list with an
