@@ -95,7 +95,7 @@ type Serve struct {
 	// UserDB, when set, is the service name under which serve answers
 	// systemd's io.systemd.UserDatabase on /run/systemd/userdb/<name>.
 	UserDB string `yaml:"userdb"`
-	// MemoryLimit is the Go heap's soft limit: auto (for serve 1.5 times
+	// MemoryLimit is the Go heap's soft limit: auto (for serve 1.4 times
 	// the heap it holds at rest; for plan and sync --once a quarter more
 	// than the peak live heap of their last run on this state; at least
 	// 64 MiB), off (Go's default), or a size such as 512MiB, for serve and
