@@ -137,8 +137,15 @@ func (r *Rules) Evaluate(ctx context.Context, snap *directory.Snapshot, full boo
 	var prev directory.History
 	if r.saved != nil && r.savedGen >= 0 && r.savedGen == gen {
 		prev = r.saved.History()
-	} else if prev, err = r.st.Statuses(ctx); err != nil {
-		return nil, err
+	} else {
+		// Read without the lock, as before the history was the saved
+		// state: 1.1M rows take seconds at 1M users.
+		r.mu.Unlock()
+		prev, err = r.st.Statuses(ctx)
+		r.mu.Lock()
+		if err != nil {
+			return nil, err
+		}
 	}
 	if full {
 		r.ev.Reset()
