@@ -19,8 +19,10 @@ import (
 
 // BER identifiers that LDAP messages use.
 const (
+	tagBoolean     = 0x01
 	tagInteger     = 0x02
 	tagOctetString = 0x04
+	tagEnumerated  = 0x0a
 	tagSequence    = 0x30
 	tagSet         = 0x31
 	tagControls    = 0xa0 // [0] Controls, constructed

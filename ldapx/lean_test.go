@@ -190,6 +190,19 @@ func TestLeanDecoderAgreesWithGoLDAP(t *testing.T) {
 func FuzzLeanEntry(f *testing.F) {
 	f.Add(entryOp("uid=alice", []string{"uid", "alice"}, []string{"cn", "A", "B"})[2:], []byte(nil))
 	f.Add(entryOp("cn=x")[2:], syncState)
+	// Sync states in other shapes: critical, without a cookie, a short
+	// entryUUID, a field too many, two controls (decoded in place or by
+	// go-ldap, alike).
+	for _, fields := range [][]byte{
+		elem(tagSequence, []byte{0x0a, 1, 2}, str("0123456789abcdef")),
+		elem(tagSequence, []byte{0x0a, 1, 0}, str("0123456789abcde")),
+		elem(tagSequence, []byte{0x0a, 1, 3}, str("0123456789abcdef"), str("c"), str("d")),
+		elem(tagSequence, []byte{0x0a, 2, 0, 1}, str("0123456789abcdef")),
+	} {
+		f.Add(entryOp("cn=x")[2:], elem(tagControls, elem(tagSequence, str(ldap.ControlTypeSyncState), []byte{0x01, 1, 0xff}, str(string(fields)))))
+		f.Add(entryOp("cn=x")[2:], elem(tagControls, elem(tagSequence, str(ldap.ControlTypeSyncState), str(string(fields))),
+			elem(tagSequence, str("1.2.3"), str("v"))))
+	}
 	f.Add([]byte{0x04, 0x00, 0x30, 0x80, 0x00, 0x00}, []byte(nil))
 	f.Add([]byte{0x04, 0x81, 0x01, 'x', 0x30, 0x00}, []byte(nil))
 	f.Fuzz(func(t *testing.T, body, controls []byte) {
@@ -358,4 +371,33 @@ func BenchmarkDecodeEntry(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkDecodeSyncState: the sync state control every entry of a
+// syncrepl refresh carries, decoded in place and by go-ldap.
+func BenchmarkDecodeSyncState(b *testing.B) {
+	m := message{controls: syncState[2:]} // the controls' element's contents
+	for _, lean := range []bool{true, false} {
+		name := map[bool]string{true: "lean", false: "go-ldap"}[lean]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if lean {
+					if _, err := decodeControls(m); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				one, _, _ := split(m.controls)
+				raw := appendLength([]byte{one.tag}, len(one.body))
+				p, err := ber.DecodePacketErr(append(raw, one.body...))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := ldap.DecodeControl(p); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
