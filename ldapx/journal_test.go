@@ -1,7 +1,13 @@
 package ldapx
 
 import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/go-ldap/ldap/v3"
@@ -65,4 +71,71 @@ func FuzzDecodeSaved(f *testing.F) {
 			t.Fatalf("attributes lost: %v", merged)
 		}
 	})
+}
+
+// fakeJournal serves saved entries to Load and counts those it gave.
+type fakeJournal struct {
+	entries [][4]string // stream, hex key, DN, attrs
+	read    int
+}
+
+func (f *fakeJournal) LoadModel(_ context.Context, _ string, each func(stream, key, dn string, attrs []byte) error) (map[string][]byte, error) {
+	for _, e := range f.entries {
+		f.read++
+		if err := each(e[0], e[1], e[2], []byte(e[3])); err != nil {
+			return nil, err
+		}
+	}
+	return map[string][]byte{string(StreamUsers): []byte("cookie-1")}, nil
+}
+
+func (f *fakeJournal) SaveModel(context.Context, func(func(stream, key, dn string, attrs []byte) error) error, map[string][]byte) error {
+	return nil
+}
+
+// TestLoadRestoresOrStops: a saved model is restored whole (its entries
+// decoded and mapped beside the journal's read), with its cookie; one
+// broken entry among 10,000 is an error naming it, stops the read soon
+// after, and leaves the model empty, with no cookie.
+func TestLoadRestoresOrStops(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("x"), 0o600)
+	cfg := parseSection(t, `ldap:
+  uris: ["ldap://127.0.0.1"]
+  bind: {dn: "cn=x", password_file: "`+pw+`"}
+  users: {base_dn: "ou=people,dc=x"}
+  collaborations: {base_dn: "ou=groups,dc=x"}
+state_dir: /tmp
+`)
+	saved := func(broken int) *fakeJournal {
+		f := &fakeJournal{}
+		for i := range 10_000 {
+			dn := fmt.Sprintf("uid=u%05d,ou=people,dc=x", i)
+			attrs := string(encodeSaved(ldap.NewEntry(dn, map[string][]string{"uid": {fmt.Sprintf("u%05d", i)}, "uidNumber": {fmt.Sprint(1000 + i)}, "gidNumber": {"100"}})))
+			if i == broken {
+				attrs = "\xff\xff"
+			}
+			f.entries = append(f.entries, [4]string{string(StreamUsers), hex.EncodeToString([]byte(dn)), dn, attrs})
+		}
+		return f
+	}
+	m := NewModel(cfg, func() {})
+	if n, err := m.Load(context.Background(), saved(-1)); n != 10_000 || err != nil || string(m.cookie(StreamUsers)) != "cookie-1" {
+		t.Fatalf("restored %d, %v, cookie %q", n, err, m.cookie(StreamUsers))
+	}
+	if got := len(m.entries[StreamUsers]); got != 10_000 {
+		t.Fatalf("%d users in the model", got)
+	}
+	m = NewModel(cfg, func() {})
+	f := saved(1000)
+	n, err := m.Load(context.Background(), f)
+	if n != 0 || err == nil || !strings.Contains(err.Error(), "uid=u01000,ou=people,dc=x") {
+		t.Fatalf("with a broken entry: restored %d, %v", n, err)
+	}
+	if len(m.entries[StreamUsers]) != 0 || m.cookie(StreamUsers) != nil {
+		t.Errorf("with a broken entry: %d users and cookie %q kept", len(m.entries[StreamUsers]), m.cookie(StreamUsers))
+	}
+	if f.read == len(f.entries) {
+		t.Errorf("the journal was read to its end after the broken entry")
+	}
 }
