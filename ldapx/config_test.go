@@ -1,10 +1,34 @@
 package ldapx
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 )
+
+// minimalSection is the least ldap section (a password file made for
+// it; users under ou=people,dc=x with the filter given, when not empty;
+// collaborations under ou=groups,dc=x), with more lines of the section.
+func minimalSection(tb testing.TB, usersFilter, more string) Config {
+	tb.Helper()
+	pw := filepath.Join(tb.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("x"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	filter := ""
+	if usersFilter != "" {
+		filter = `, filter: "` + usersFilter + `"`
+	}
+	return parseSection(tb, `ldap:
+  uris: ["ldap://127.0.0.1"]
+  bind: {dn: "cn=x", password_file: "`+pw+`"}
+  users: {base_dn: "ou=people,dc=x"`+filter+`}
+  collaborations: {base_dn: "ou=groups,dc=x"}
+`+more+`state_dir: /tmp
+`)
+}
 
 // parseSection reads the ldap section of a configuration document (the
 // whole document is the section when it has no ldap key) as the program's

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -98,15 +96,7 @@ func (f *fakeJournal) SaveModel(context.Context, func(func(stream, key, dn strin
 // broken entry among 10,000 is an error naming it, stops the read soon
 // after, and leaves the model empty, with no cookie.
 func TestLoadRestoresOrStops(t *testing.T) {
-	pw := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pw, []byte("x"), 0o600)
-	cfg := parseSection(t, `ldap:
-  uris: ["ldap://127.0.0.1"]
-  bind: {dn: "cn=x", password_file: "`+pw+`"}
-  users: {base_dn: "ou=people,dc=x"}
-  collaborations: {base_dn: "ou=groups,dc=x"}
-state_dir: /tmp
-`)
+	cfg := minimalSection(t, "", "")
 	saved := func(broken int) *fakeJournal {
 		f := &fakeJournal{}
 		for i := range 10_000 {

@@ -131,18 +131,7 @@ state_dir: /tmp
 // its cookies (the entries were chosen and mapped by the old one).
 func TestJournalFollowsTheConfiguration(t *testing.T) {
 	ctx := context.Background()
-	pw := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pw, []byte("x"), 0o600)
-	parse := func(filter string) Config {
-		cfg := parseSection(t, `ldap:
-  uris: ["ldap://127.0.0.1"]
-  bind: {dn: "cn=x", password_file: "`+pw+`"}
-  users: {base_dn: "ou=people,dc=x", filter: "`+filter+`"}
-  collaborations: {base_dn: "ou=groups,dc=x"}
-state_dir: /tmp
-`)
-		return cfg
-	}
+	parse := func(filter string) Config { return minimalSection(t, filter, "") }
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -176,15 +165,7 @@ state_dir: /tmp
 // no plain address (a |command, a second value after a comma) is dropped
 // with a problem naming the DN, and the entry is still used.
 func TestUnusableAddresses(t *testing.T) {
-	pw := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pw, []byte("x"), 0o600)
-	cfg := parseSection(t, `ldap:
-  uris: ["ldap://127.0.0.1"]
-  bind: {dn: "cn=x", password_file: "`+pw+`"}
-  users: {base_dn: "ou=people,dc=x"}
-  collaborations: {base_dn: "ou=groups,dc=x"}
-  production_accounts: {base_dn: "ou=prod,dc=x", attributes: {managers: mail}}
-state_dir: /tmp
+	cfg := minimalSection(t, "", `  production_accounts: {base_dn: "ou=prod,dc=x", attributes: {managers: mail}}
 `)
 	em := newEntryMapper(cfg)
 	entries := Entries{StreamUsers: {}, StreamCollaborations: {}, StreamProduction: {}}
