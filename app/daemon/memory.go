@@ -23,8 +23,8 @@ const autoFloor = 64 << 20
 // heap does. The limit also covers the runtime's own memory (≈17 MiB at
 // 100k users), and the process's RSS is the limit and the binary's pages
 // (≈21 MiB). Half as much again put serve's peak RSS at 100k users at
-// 143-144 MiB, over issue 23's 150 MB; two fifths, 136-141 MiB, with the
-// p99 of a change still under 100 ms (three and five runs).
+// 143-144 MiB, over issue 23's 150 MB (143 MiB); two fifths at 135-148
+// MiB, under it in fifteen runs of seventeen (docs/BENCHMARKS.md).
 func autoLimit(resting uint64) int64 { return max(int64(resting+resting*2/5), autoFloor) }
 
 // memoryLimit keeps the Go heap's soft limit (serve.memory_limit).
@@ -43,8 +43,10 @@ func autoLimit(resting uint64) int64 { return max(int64(resting+resting*2/5), au
 // that stays within a tenth of the limit for highFor, or over it for
 // overFor (a slow target holding an older state and its plan while the
 // loop reads newer ones; the first run's known records while a slow
-// target keeps the loop from ever being idle), raises it to autoLimit of
-// that heap: a collector bound to a heap it cannot shrink runs without
+// target keeps the loop from ever being idle), raises it: to autoLimit
+// of that heap after highFor, to overLimit after overFor (a first run's
+// data is gone once the run is over, and the resting heap measured
+// again). A collector bound to a heap it cannot shrink runs without
 // end, and every change waits for it (with 2 s, a Mailman answering after
 // 2 s doubled nss's change latency at 100k users). A run's own data, live
 // for a fraction of a second, does not.
