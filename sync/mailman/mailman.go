@@ -369,22 +369,31 @@ func (t *Target) collabList(state *directory.State, id string) (wanted bool, mem
 // of every provisioned collaboration, foreign ones not included.
 func (t *Target) contactsList(state *directory.State, id string) map[string]bool {
 	members := map[string]bool{}
-	for i := range state.Collaborations {
-		c := &state.Collaborations[i]
-		if !c.Provisioned {
-			continue
+	eachContact(state, func(uid string) bool {
+		if u, ok := state.User(uid); ok {
+			if a := t.address(u, id); a != "" {
+				members[a] = true
+			}
 		}
-		for _, uids := range c.Contacts {
-			for _, uid := range uids {
-				if u, ok := state.User(uid); ok {
-					if a := t.address(u, id); a != "" {
-						members[a] = true
+		return true
+	})
+	return members
+}
+
+// eachContact calls fn with the uid of each contact of each provisioned
+// collaboration of a state, until fn returns false.
+func eachContact(state *directory.State, fn func(uid string) bool) {
+	for i := range state.Collaborations {
+		if c := &state.Collaborations[i]; c.Provisioned {
+			for _, uids := range c.Contacts {
+				for _, uid := range uids {
+					if !fn(uid) {
+						return
 					}
 				}
 			}
 		}
 	}
-	return members
 }
 
 // DesiredSince implements engine.Patcher: the lists the entries that
@@ -530,21 +539,14 @@ func (t *Target) holders(state *directory.State, id, addr string) []string {
 // collaboration.
 func (t *Target) contact(state *directory.State, id, addr string) bool {
 	uids := t.holders(state, id, addr)
-	if len(uids) == 0 {
-		return false
+	found := false
+	if len(uids) > 0 {
+		eachContact(state, func(uid string) bool {
+			found = slices.Contains(uids, uid)
+			return !found
+		})
 	}
-	for i := range state.Collaborations {
-		if c := &state.Collaborations[i]; c.Provisioned {
-			for _, cs := range c.Contacts {
-				for _, uid := range cs {
-					if slices.Contains(uids, uid) {
-						return true
-					}
-				}
-			}
-		}
-	}
-	return false
+	return found
 }
 
 func sortedKeys(m map[string]bool) []string {
