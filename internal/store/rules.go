@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -362,24 +360,21 @@ func (s *Store) Violations(ctx context.Context) ([]directory.Violation, error) {
 }
 
 // ViolationsSince fills Since from the store without recording anything,
-// for read-only commands; unseen violations get now.
+// for read-only commands; unseen violations get now. The stored ones are
+// read once, as RecordViolations reads them (and kept while no process
+// writes them): at 1M users a query per violation was 100k queries.
 func (s *Store) ViolationsSince(ctx context.Context, vs []directory.Violation, now time.Time) error {
-	stmt, err := s.DB.PrepareContext(ctx, "SELECT first_seen FROM violation WHERE kind = ? AND subject = ?")
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	stored, err := s.violationsLocked(ctx)
 	if err != nil {
 		return err
 	}
-	defer stmt.Close()
 	for i := range vs {
-		k := keyOf(vs[i])
-		kind, subject := k.kind, k.subject
-		var first int64
-		switch err := stmt.QueryRowContext(ctx, kind, subject).Scan(&first); {
-		case err == nil:
-			vs[i].Since = time.Unix(0, first).UTC()
-		case errors.Is(err, sql.ErrNoRows):
+		if sv, ok := stored[keyOf(vs[i])]; ok {
+			vs[i].Since = time.Unix(0, sv.first).UTC()
+		} else {
 			vs[i].Since = now.UTC()
-		default:
-			return fmt.Errorf("read violation %s of %s: %w", kind, subject, err)
 		}
 	}
 	return nil
