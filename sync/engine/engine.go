@@ -178,21 +178,36 @@ type Result struct {
 }
 
 // Run reads the source once, applies the rules, then plans (and unless
-// DryRun, applies) every target in turn. Targets fail alone: one target's
+// DryRun, applies) every target in turn. Each target's real state, when
+// the run needs it, is read beside the directory's read (under the
+// target's lock, after its recovery, as RunTarget reads it): at 1M users
+// nss's files took 2.6 s after the read. Targets fail alone: one target's
 // error does not stop the others. The returned error is the source's, or
 // all targets' errors joined.
 func (e *Engine) Run(ctx context.Context, opts Options) (*directory.State, []Result, error) {
+	var targets []GuardedTarget
+	for _, t := range e.Targets {
+		if !opts.Skip[t.Name()] {
+			targets = append(targets, t)
+		}
+	}
+	begun := make([]targetRun, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() { begun[i] = e.begin(ctx, t, opts) })
+	}
 	state, err := e.Read(ctx, opts.Full)
+	wg.Wait()
 	if err != nil {
+		for _, b := range begun {
+			b.release()
+		}
 		return nil, nil, err
 	}
-	results := make([]Result, 0, len(e.Targets))
+	results := make([]Result, 0, len(targets))
 	var errs []error
-	for _, t := range e.Targets {
-		if opts.Skip[t.Name()] {
-			continue
-		}
-		r := e.RunTarget(ctx, t, state, opts)
+	for i, t := range targets {
+		r := e.finish(ctx, t, state, opts, begun[i])
 		if r.Err != nil {
 			errs = append(errs, fmt.Errorf("target %s: %w", t.Name(), r.Err))
 		}
@@ -225,62 +240,113 @@ func (e *Engine) Read(ctx context.Context, full bool) (*directory.State, error) 
 // state, holding the target's lock when it may write. Runs of different
 // targets may overlap; one target is run by one caller at a time.
 func (e *Engine) RunTarget(ctx context.Context, t GuardedTarget, state *directory.State, opts Options) Result {
+	return e.finish(ctx, t, state, opts, e.begin(ctx, t, opts))
+}
+
+// targetRun is a target's run up to its plan: the lock held, the
+// recovery done, the maintenance window and the real state read.
+type targetRun struct {
+	spent   time.Duration
+	unlock  func()
+	err     error
+	window  string // the maintenance window the target is in, if any
+	until   time.Time
+	cur     known
+	isKnown bool
+	drift   int
+}
+
+func (b targetRun) release() {
+	if b.unlock != nil {
+		b.unlock()
+	}
+}
+
+// begin takes a target's lock when the run may write, repairs what an
+// interrupted apply left, and reads what the run plans against: the
+// target's known state, or its real state the first time, after a failed
+// apply, and on a full reconcile (counting drift from the known). It
+// needs no directory state: Run does it beside the directory's read.
+func (e *Engine) begin(ctx context.Context, t GuardedTarget, opts Options) (b targetRun) {
 	start := time.Now()
-	var r Result
+	defer func() { b.spent = time.Since(start) }()
 	if e.TargetLock != nil && !opts.DryRun {
 		release, err := e.TargetLock(ctx, t.Name())
 		if err != nil {
-			r = Result{Err: err}
-		} else {
-			defer release()
+			return targetRun{err: err}
 		}
+		b.unlock = release
 	}
-	if r.Err == nil {
-		r = e.runTarget(ctx, t, state, opts)
-	}
-	r.Target = t.Name()
-	r.Duration = time.Since(start)
-	return r
-}
-
-func (e *Engine) runTarget(ctx context.Context, t GuardedTarget, state *directory.State, opts Options) Result {
 	if r, ok := t.Target.(Recoverer); ok && !opts.DryRun {
 		if err := r.Recover(ctx); err != nil {
-			return Result{Err: fmt.Errorf("recover from an interrupted apply: %w", err)}
+			b.err = fmt.Errorf("recover from an interrupted apply: %w", err)
+			return b
 		}
 	}
 	name := t.Name()
-	cur, isKnown := e.knownState(name)
-	var r Result
+	b.cur, b.isKnown = e.knownState(name)
 	if t.Maintenance != nil {
 		window, until, err := t.Maintenance(time.Now())
 		if err != nil {
-			return Result{Err: fmt.Errorf("maintenance windows: %w", err)}
+			b.err = fmt.Errorf("maintenance windows: %w", err)
+			return b
 		}
 		if window != "" {
-			return e.hold(t, state, cur.recs, isKnown, window, until)
+			// The target is not even read (it may well be down).
+			b.window, b.until = window, until
+			return b
 		}
 	}
-	if opts.Full || !isKnown {
+	if opts.Full || !b.isKnown {
 		real, err := t.Current(ctx)
 		if err != nil {
 			e.forget(name)
-			return Result{Err: fmt.Errorf("read current state: %w", err)}
+			b.err = fmt.Errorf("read current state: %w", err)
+			return b
 		}
-		if isKnown {
+		if b.isKnown {
 			// The real state as a current one: a line held twice counts
 			// once (it is no key desired twice).
-			drift, err := Diff(cur.recs.Slice(), firstOfEach(real))
+			drift, err := Diff(b.cur.recs.Slice(), firstOfEach(real))
 			if err != nil {
-				return Result{Err: err}
+				b.err = err
+				return b
 			}
-			if r.Drift = len(drift); r.Drift > 0 {
-				e.Log.Warn("target changed behind collabsync's back; repairing", "target", name, "records", r.Drift)
+			if b.drift = len(drift); b.drift > 0 {
+				e.Log.Warn("target changed behind collabsync's back; repairing", "target", name, "records", b.drift)
 			}
 		}
-		cur = known{recs: RecordsOf(real)}
+		b.cur = known{recs: RecordsOf(real)}
 	}
-	e.setKnown(name, cur)
+	e.setKnown(name, b.cur)
+	return b
+}
+
+// finish plans a begun run of a target against a state and, unless
+// DryRun, applies the plan; it releases the target's lock.
+func (e *Engine) finish(ctx context.Context, t GuardedTarget, state *directory.State, opts Options, b targetRun) Result {
+	start := time.Now()
+	defer b.release()
+	var r Result
+	switch {
+	case b.err != nil:
+		r = Result{Err: b.err}
+	case b.window != "":
+		r = e.hold(t, state, b.cur.recs, b.isKnown, b.window, b.until)
+	default:
+		r = e.planAndApply(ctx, t, state, opts, b.cur)
+		r.Drift = b.drift
+	}
+	r.Target = t.Name()
+	r.Duration = b.spent + time.Since(start)
+	return r
+}
+
+// planAndApply plans a target against what it holds, cur, and unless
+// DryRun applies the plan.
+func (e *Engine) planAndApply(ctx context.Context, t GuardedTarget, state *directory.State, opts Options, cur known) Result {
+	name := t.Name()
+	var r Result
 	// After the read: a target may keep from it what is not its own to
 	// decide (a list made by hand, a member from outside the directory).
 	plan, byDifference, err := e.plan(t.Target, state, cur)
