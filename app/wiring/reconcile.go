@@ -158,6 +158,29 @@ func (r *Rules) Evaluate(ctx context.Context, snap *directory.Snapshot, full boo
 	return state, nil
 }
 
+// ReadHistoryAhead reads the rules' history, the stored statuses, on
+// another goroutine: a run evaluating beside it finds them read (the
+// store keeps them until a process writes them, and a caller meanwhile
+// waits for the read under way). Beside the directory's read it costs
+// the run nothing; after it, 1.1M rows at 1M users took 5 s. The
+// returned function stops the read if it is still under way and waits
+// for it: call it before the store is closed.
+func ReadHistoryAhead(ctx context.Context, st *store.Store, log *slog.Logger) (wait func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := st.Statuses(ctx); err != nil && ctx.Err() == nil {
+			// The run reads them again, and says so if it fails.
+			log.Debug("read the rules' history ahead of the run", "err", err)
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // ErrRead marks a failure to read the directory (as opposed to one of the
 // state store or the rules' inputs).
 var ErrRead = errors.New("read directory")
@@ -165,6 +188,7 @@ var ErrRead = errors.New("read directory")
 // ReadAndEvaluate reads the whole directory and applies the rules: the
 // effective state, for commands that need it without reconciling.
 func ReadAndEvaluate(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger) (*directory.State, error) {
+	defer ReadHistoryAhead(ctx, st, log)()
 	snap, err := ldapx.NewSource(cfg.LDAP, log).Snapshot(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRead, err)
