@@ -44,6 +44,15 @@ func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 	return prev, nil
 }
 
+// ForgetStatuses drops the cached map of the stored statuses: its reader
+// holds them another way (directory.State.Against) and a later call reads
+// the table again.
+func (s *Store) ForgetStatuses() {
+	s.cache.mu.Lock()
+	s.cache.statuses = nil
+	s.cache.mu.Unlock()
+}
+
 // SaveStatuses makes the stored statuses these, writing only the rows that
 // differ from stored, what the store held when the run read it (the
 // caller's lock keeps it so): a run that changed one subject of 100k writes
@@ -85,7 +94,7 @@ func (s *Store) StatusGeneration(ctx context.Context) (int64, error) {
 // SaveStatusChanges applies a run's difference from the stored statuses
 // (directory.State.StatusDiff): changed (or new) subjects are written,
 // gone ones deleted, in one transaction; a run that changed nothing costs
-// nothing. The cached map is dropped, not kept up to date: serve's next
+// nothing but the cached map. The cached map is dropped, not kept up to date: serve's next
 // run takes the state it saved as the history (wiring.Rules), and a map
 // of every subject beside it was 10 MB at 100k users. gen is the
 // StatusGeneration the save left when the table was as this process last
@@ -96,6 +105,10 @@ func (s *Store) SaveStatusChanges(ctx context.Context, changed directory.History
 		changed = directory.Previous(nil)
 	}
 	if changed.Len() == 0 && len(gone) == 0 {
+		// The caller takes the state it saved as the history all the
+		// same: the map is dropped (at 1M users serve held 213 MB of it
+		// at rest after a restart that changed nothing).
+		s.ForgetStatuses()
 		return 0, nil
 	}
 	err = s.saveStatusChanges(ctx, changed, gone, now, &gen)
