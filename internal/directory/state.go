@@ -116,6 +116,9 @@ type State struct {
 	users  uidIndex
 	collab map[string]int
 	basis  History
+	// settled, when not nil, is StatusChanges computed when the history
+	// was let go (letGo).
+	settled *statusDiff
 	// epoch and seq place a state among an Evaluator's: seq counts its
 	// runs, epoch its whole evaluations (zero: not an Evaluator's).
 	epoch, seq uint64
@@ -256,6 +259,80 @@ func (h stateHistory) Len() int {
 // All implements History.
 func (h stateHistory) All(fn func(key string, p Provisioned)) { h.state().folded(fn) }
 
+// overHistory is a history as a state and the records it differs in: a
+// history read whole (a map of every subject: 213 MB at 1M users) made
+// small once a state was evaluated against it. It answers what the map
+// did.
+type overHistory struct {
+	state History
+	// old holds the history's records of the subjects the state changed,
+	// added (had false) or left out.
+	old map[string]oldRecord
+	n   int
+}
+
+type oldRecord struct {
+	p   Provisioned
+	had bool
+}
+
+var _ History = overHistory{}
+
+// Provisioned implements History.
+func (h overHistory) Provisioned(key string) (Provisioned, bool) {
+	if o, ok := h.old[key]; ok {
+		return o.p, o.had
+	}
+	return h.state.Provisioned(key)
+}
+
+// Len implements History.
+func (h overHistory) Len() int { return h.n }
+
+// All implements History.
+func (h overHistory) All(fn func(key string, p Provisioned)) {
+	h.state.All(func(key string, p Provisioned) {
+		if _, ok := h.old[key]; !ok {
+			fn(key, p)
+		}
+	})
+	for key, o := range h.old {
+		if o.had {
+			fn(key, o.p)
+		}
+	}
+}
+
+// statusDiff is a state's StatusChanges, kept once its history was let go.
+type statusDiff struct {
+	changed Previous
+	gone    []string
+}
+
+// letGo computes the state's status difference from the history it was
+// evaluated against, a map, and makes that history the state and the
+// records it differs in (what the map answered, without the map): the
+// caller may then let the map go before the targets plan. It returns the
+// history as it is now held.
+func (s *State) letGo(m Previous) History {
+	changed, gone := s.StatusChanges()
+	old := make(map[string]oldRecord, len(changed)+len(gone))
+	for key := range changed {
+		p, had := m[key]
+		old[key] = oldRecord{p, had}
+	}
+	for _, key := range gone {
+		old[key] = oldRecord{m[key], true}
+	}
+	h := overHistory{state: s.History(), old: old, n: len(m)}
+	s.basis, s.settled = h, &statusDiff{changed: changed, gone: gone}
+	return h
+}
+
+// Against is the history the state was evaluated against (nil: none).
+// After an Evaluator's run against a map it no longer holds the map.
+func (s *State) Against() History { return s.basis }
+
 // User returns the user with that uid.
 func (s *State) User(uid string) (*UserState, bool) {
 	i, ok := s.users.find(uid)
@@ -359,6 +436,9 @@ func (s *State) record(key string) (p Provisioned, found bool) {
 // the keys of those that are gone. A run that changed one subject of 100k
 // builds two small values instead of a second map of 100k.
 func (s *State) StatusChanges() (changed Previous, gone []string) {
+	if s.settled != nil {
+		return s.settled.changed, s.settled.gone
+	}
 	basis := s.basis
 	if basis == nil {
 		basis = Previous(nil)
