@@ -107,7 +107,36 @@ func Diff(current, desired []Record) ([]Change, error) {
 			return nil, fmt.Errorf("desired state has %s %q twice", desired[i].Kind, desired[i].Key)
 		}
 	}
-	var changes []Change
+	// Counted first, then made at that size: a first run's plan of every
+	// record grown by append held 244 MB of serve's peak at 1M users (the
+	// list and the copy it grew from). BenchmarkDiffFirstRun, 1.1M
+	// records: every one new 310 ms and 522 MB allocated before, 75 ms
+	// and 88 MB after; in sync (one merge, nothing allocated) 55-60 ms
+	// both ways.
+	n := 0
+	merge(current, desired, func(Op, Record, Record) { n++ })
+	if n == 0 {
+		return nil, nil
+	}
+	changes := make([]Change, 0, n)
+	merge(current, desired, func(op Op, cur, des Record) {
+		switch op {
+		case OpDelete:
+			changes = append(changes, Change{Op: OpDelete, Kind: cur.Kind, Key: cur.Key, Old: cur.Value})
+		case OpAdd:
+			changes = append(changes, Change{Op: OpAdd, Kind: des.Kind, Key: des.Key, New: des.Value})
+		case OpModify:
+			changes = append(changes, Change{Op: OpModify, Kind: cur.Kind, Key: cur.Key, Old: cur.Value, New: des.Value})
+		}
+	})
+	return changes, nil
+}
+
+// merge walks two sorted lists of records in (kind, key) order and calls
+// fn with each difference: a current record deleted, a desired one added,
+// or one whose value is modified. Of duplicate current records the first
+// counts.
+func merge(current, desired []Record, fn func(op Op, cur, des Record)) {
 	i, j := 0, 0
 	for i < len(current) || j < len(desired) {
 		if i > 0 && i < len(current) && compareRecords(current[i-1], current[i]) == 0 {
@@ -125,20 +154,19 @@ func Diff(current, desired []Record) ([]Change, error) {
 		}
 		switch {
 		case c < 0:
-			changes = append(changes, Change{Op: OpDelete, Kind: current[i].Kind, Key: current[i].Key, Old: current[i].Value})
+			fn(OpDelete, current[i], Record{})
 			i++
 		case c > 0:
-			changes = append(changes, Change{Op: OpAdd, Kind: desired[j].Kind, Key: desired[j].Key, New: desired[j].Value})
+			fn(OpAdd, Record{}, desired[j])
 			j++
 		default:
 			if current[i].Value != desired[j].Value {
-				changes = append(changes, Change{Op: OpModify, Kind: current[i].Kind, Key: current[i].Key, Old: current[i].Value, New: desired[j].Value})
+				fn(OpModify, current[i], desired[j])
 			}
 			i++
 			j++
 		}
 	}
-	return changes, nil
 }
 
 // firstOfEach is recs in (kind, key) order with the first record of each
