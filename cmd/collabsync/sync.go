@@ -68,7 +68,6 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 	}
 	defer done()
 	defer wiring.OneShotMemory(ctx, cfg, st, a.log, "reconcile")(ctx)
-	defer wiring.ReadHistoryAhead(ctx, st, a.log)()
 	var err error
 	if opts.Approved, err = st.Approvals(ctx); err != nil {
 		a.errorf(fmt.Errorf("state store: %w", err))
