@@ -20,7 +20,7 @@ import (
 // out and put back in turn, each timed from ldapmodify to the real
 // getent. Reported as BenchmarkServeLive100k: p50 and max of the changes,
 // full reads during them, serve's peak RSS, the first start's and the
-// restart's time to ready, and the restart's full reads; and, as the
+// restart's time to ready, and the restart's full reads and peak RSS; and, as the
 // reference, the p50 and max of ldapmodify's own time for the same
 // changes (slapd's share: a value taken out of a 200k-value attribute).
 func BenchmarkServeLive1M(b *testing.B) {
@@ -73,6 +73,7 @@ func BenchmarkServeLive1M(b *testing.B) {
 	d.stop(b)
 	d, restart := startServeReadyWithin(b, e.config, 15*time.Minute)
 	restartReads := d.fullReads()
+	restartHWM := peakRSS(b, d.cmd.Process.Pid)
 	d.stop(b)
 	b.ReportMetric(testharness.Median(lat), "p50_ms") // sorts lat
 	b.ReportMetric(testharness.Median(mod), "ldapmodify_p50_ms")
@@ -83,4 +84,5 @@ func BenchmarkServeLive1M(b *testing.B) {
 	b.ReportMetric(firstStart.Seconds(), "first_start_s")
 	b.ReportMetric(restart.Seconds(), "restart_s")
 	b.ReportMetric(restartReads, "restart_full_reads")
+	b.ReportMetric(restartHWM, "restart_maxrss_MiB")
 }
