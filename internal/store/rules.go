@@ -11,8 +11,8 @@ import (
 )
 
 // Statuses returns what was last provisioned of each subject. The map is
-// shared with later calls (it is cached until a process writes the
-// table): it must not be modified.
+// shared with later calls (it is cached until a process writes the table
+// or ForgetStatuses): it must not be modified.
 func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 	gen, err := s.generation(ctx, s.DB, "subject_status")
 	if err != nil {
@@ -93,10 +93,11 @@ func (s *Store) StatusGeneration(ctx context.Context) (int64, error) {
 
 // SaveStatusChanges applies a run's difference from the stored statuses
 // (directory.State.StatusDiff): changed (or new) subjects are written,
-// gone ones deleted, in one transaction; a run that changed nothing costs
-// nothing but the cached map. The cached map is dropped, not kept up to date: serve's next
-// run takes the state it saved as the history (wiring.Rules), and a map
-// of every subject beside it was 10 MB at 100k users. gen is the
+// gone ones deleted, in one transaction; a run that changed nothing
+// writes nothing. The cached map is dropped either way, not kept up to
+// date: serve's next run takes the state it saved as the history
+// (wiring.Rules), and a map of every subject beside it was 10 MB at 100k
+// users. gen is the
 // StatusGeneration the save left when the table was as this process last
 // read or wrote it as the save began (no other process wrote since), else
 // -1; 0 when there was nothing to write.
