@@ -120,22 +120,19 @@ func Diff(current, desired []Record) ([]Change, error) {
 	}
 	changes := make([]Change, 0, n)
 	merge(current, desired, func(op Op, cur, des Record) {
-		switch op {
-		case OpDelete:
-			changes = append(changes, Change{Op: OpDelete, Kind: cur.Kind, Key: cur.Key, Old: cur.Value})
-		case OpAdd:
-			changes = append(changes, Change{Op: OpAdd, Kind: des.Kind, Key: des.Key, New: des.Value})
-		case OpModify:
-			changes = append(changes, Change{Op: OpModify, Kind: cur.Kind, Key: cur.Key, Old: cur.Value, New: des.Value})
+		r := cur // the record an add has no current one of
+		if op == OpAdd {
+			r = des
 		}
+		changes = append(changes, Change{Op: op, Kind: r.Kind, Key: r.Key, Old: cur.Value, New: des.Value})
 	})
 	return changes, nil
 }
 
 // merge walks two sorted lists of records in (kind, key) order and calls
-// fn with each difference: a current record deleted, a desired one added,
-// or one whose value is modified. Of duplicate current records the first
-// counts.
+// fn with each difference: a current record deleted (des empty), a
+// desired one added (cur empty), or one whose value is modified. Of
+// duplicate current records the first counts.
 func merge(current, desired []Record, fn func(op Op, cur, des Record)) {
 	i, j := 0, 0
 	for i < len(current) || j < len(desired) {
