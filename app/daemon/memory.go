@@ -37,19 +37,19 @@ func autoLimit(resting uint64) int64 { return max(int64(resting+resting*2/5), au
 // limit is autoLimit of that resting heap, measured with a collection when
 // the live model is first complete (before the first run) and when the
 // loop is idle after the first run and after each full reconcile (their
-// garbage is then also returned to the system). A soft limit fails no
-// allocation: a run that needs more grows the heap past it, with the
+// garbage is then also returned to the system; a slow target still
+// running then is part of the rest, engine.Loop.Idle). A soft limit fails
+// no allocation: a run that needs more grows the heap past it, with the
 // collector working harder. After the resting measurement, a live heap
 // that stays within a tenth of the limit for highFor, or over it for
 // overFor (a slow target holding an older state and its plan while the
-// loop reads newer ones; the first run's known records while a slow
-// target keeps the loop from ever being idle), raises it: to autoLimit
-// of that heap after highFor, to overLimit after overFor (a first run's
-// data is gone once the run is over, and the resting heap measured
-// again). A collector bound to a heap it cannot shrink runs without
-// end, and every change waits for it (with 2 s, a Mailman answering after
-// 2 s doubled nss's change latency at 100k users). A run's own data, live
-// for a fraction of a second, does not.
+// loop reads newer ones), raises it: to autoLimit of that heap after
+// highFor, to overLimit after overFor or while a measurement is still to
+// come (a first run's data is gone once the run is over, and the resting
+// heap measured again). A collector bound to a heap it cannot shrink runs
+// without end, and every change waits for it (with 2 s, a Mailman
+// answering after 2 s doubled nss's change latency at 100k users). A
+// run's own data, live for a fraction of a second, does not.
 type memoryLimit struct {
 	log *slog.Logger
 
@@ -160,6 +160,10 @@ func (m *memoryLimit) check(now time.Time) bool {
 		m.highSince = time.Time{}
 	case m.highSince.IsZero():
 		m.highSince = now
+	case now.Sub(m.highSince) >= highFor && m.measuring():
+		// A first run's or a full reconcile's data, gone when the
+		// resting heap is measured again: room, not a new rest.
+		m.raise(overLimit(live), live)
 	case now.Sub(m.highSince) >= highFor:
 		m.raise(autoLimit(live), live)
 	case int64(live) > m.limit && now.Sub(m.highSince) >= overFor:
@@ -167,6 +171,14 @@ func (m *memoryLimit) check(now time.Time) bool {
 	}
 	return true
 }
+
+// measuring says whether a resting measurement is still to come: the
+// first run (or a full reconcile) is under way, or its targets but slow
+// ones are not yet done. Until then the live heap holds the run's own
+// data (at 1M users the first run's plan and evaluation, ≈170 MiB over
+// the resting heap), which is no reason for a limit two fifths over it:
+// the peak RSS follows the limit. Called with mu held.
+func (m *memoryLimit) measuring() bool { return m.pending || !m.ran }
 
 // overLimit is the limit a live heap over the limit raises it to: a
 // quarter more, room for the collector to work without making what may

@@ -82,8 +82,11 @@ type Loop struct {
 	// newest state has taken it without error: the rules' history may
 	// then record that state as provisioned.
 	Settled func(context.Context, *directory.State)
-	// Idle, if set, is called once neither the loop nor any target holds
-	// anything of a run (the daemon measures its resting memory there);
+	// Idle, if set, is called once the loop holds no run and no target
+	// but a slow one (at it for longer than Debounce) is still running:
+	// the daemon measures its resting memory there, and what a slow
+	// target holds (an older state and its plan) it holds for as long as
+	// it is slow. Called again at every report and every second while so;
 	// it must not block for long.
 	Idle func()
 	// Heartbeat, if set, is called at least every second while the loop
@@ -291,6 +294,7 @@ func (l *Loop) Run(stop, ctx context.Context, triggers <-chan Trigger) {
 		case <-ticker.C:
 			approved := l.heldApproved(ctx, lr)
 			if len(approved) == 0 {
+				l.idle(lr) // a target may have become slow since
 				continue
 			}
 			if pending.Reason == "" {
@@ -539,9 +543,11 @@ func (l *Loop) settle(ctx context.Context, state *directory.State) {
 	l.Settled(ctx, state)
 }
 
-// idle calls Idle when no target is running and the loop holds no state.
+// idle calls Idle when no target but slow ones is running. The loop holds
+// a state between runs only while a target given it has not taken it
+// (settling), and such a target is busy.
 func (l *Loop) idle(lr *loopRun) {
-	if l.Idle != nil && len(lr.busy) == 0 && lr.settling == nil {
+	if l.Idle != nil && !lr.busyFor(time.Now(), l.Debounce) {
 		l.Idle()
 	}
 }

@@ -114,6 +114,7 @@ type loopFixture struct {
 	mu       sync.Mutex
 	settled  int
 	done     map[string]int
+	idle     int
 }
 
 func startLoop(t *testing.T, debounce time.Duration, targets ...Target) *loopFixture {
@@ -135,6 +136,11 @@ func startLoop(t *testing.T, debounce time.Duration, targets ...Target) *loopFix
 		Settled: func(context.Context, *directory.State) {
 			f.mu.Lock()
 			f.settled++
+			f.mu.Unlock()
+		},
+		Idle: func() {
+			f.mu.Lock()
+			f.idle++
 			f.mu.Unlock()
 		},
 	}
@@ -247,6 +253,46 @@ func TestLoopSlowTargetIsNoReasonToWait(t *testing.T) {
 	f.stop()
 	f.cancel()
 	<-f.ended
+}
+
+// TestLoopIdleBesideASlowTarget: Idle (where serve measures its resting
+// memory) comes once the run is over for every target but those that have
+// been at it for longer than the debounce: a target that never finishes
+// does not keep it from ever coming. Not while a target is still at it.
+func TestLoopIdleBesideASlowTarget(t *testing.T) {
+	const debounce = 300 * time.Millisecond
+	idles := func(f *loopFixture) int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.idle
+	}
+	busy := &chanTarget{name: "nss", applied: make(chan []Record, 64), delay: 2 * debounce}
+	f := startLoop(t, debounce, busy)
+	f.triggers <- Trigger{Reason: "start"}
+	time.Sleep(debounce + 200*time.Millisecond)
+	if n := idles(f); n != 0 {
+		t.Errorf("idle %d times while the only target was still at its first run", n)
+	}
+	waitApplied(t, busy, 1, 2*time.Second)
+	waitIdle(t, f, idles, 2*time.Second)
+
+	slow := &chanTarget{name: "lists", hang: true}
+	fast := &chanTarget{name: "nss", applied: make(chan []Record, 64)}
+	f = startLoop(t, debounce, slow, fast)
+	f.triggers <- Trigger{Reason: "start"}
+	waitApplied(t, fast, 1, 2*time.Second)
+	waitIdle(t, f, idles, 3*time.Second)
+}
+
+func waitIdle(t *testing.T, f *loopFixture, idles func(*loopFixture) int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for idles(f) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no Idle within %v of the run's end", within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // TestLoopRetriesAFailedTargetAlone: a target failing twice is queued,
