@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"slices"
 	"strings"
@@ -280,5 +281,50 @@ func TestRunReadsTargetsBesideTheDirectory(t *testing.T) {
 		if !slices.Equal(events, want) {
 			t.Errorf("directory error %v: %q, want %q", srcErr, events, want)
 		}
+	}
+}
+
+// comparingTarget is a fakeTarget that can compare what it holds.
+type comparingTarget struct {
+	*fakeTarget
+	compared int
+}
+
+func (c *comparingTarget) Holds(_ context.Context, recs iter.Seq[Record]) (bool, error) {
+	c.compared++
+	return slices.Equal(slices.Collect(recs), c.held), nil
+}
+
+// TestRunComparesBeforeReading: a Comparer not yet known is compared with
+// its desired records and read whole only when it does not hold them; on
+// a full reconcile it is compared with its known records (no drift: not
+// read), and read when it differs (the drift counted and repaired).
+func TestRunComparesBeforeReading(t *testing.T) {
+	ctx := context.Background()
+	tg := &comparingTarget{fakeTarget: &fakeTarget{name: "t", held: []Record{{"user", "a", "A"}, {"user", "b", "B"}}}}
+	e := newEngine(fakeSource{snap: users("a", "b")})
+	e.Targets = []GuardedTarget{{Target: tg, Guard: Guard{MaxDeleteRatio: 0.5, MinDeletes: 1}}}
+	step := func(what string, opts Options, reads, applied, drift int) {
+		t.Helper()
+		_, results, err := e.Run(ctx, opts)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if tg.reads != reads || tg.applied != applied || results[0].Drift != drift {
+			t.Errorf("%s: read %d times, applied %d, drift %d; want %d, %d, %d", what, tg.reads, tg.applied, results[0].Drift, reads, applied, drift)
+		}
+	}
+	step("first run, the target in sync", Options{}, 0, 0, 0)
+	step("full reconcile, in sync", Options{Full: true}, 0, 0, 0)
+	tg.held = []Record{{"user", "a", "A"}, {"user", "b", "changed by hand"}}
+	step("full reconcile, changed by hand", Options{Full: true}, 1, 1, 1)
+	if len(tg.held) != 2 || tg.held[1].Value != "B" {
+		t.Errorf("not repaired: %v", tg.held)
+	}
+	e = newEngine(fakeSource{snap: users("a", "b", "c")})
+	e.Targets = []GuardedTarget{{Target: tg, Guard: Guard{MaxDeleteRatio: 0.5, MinDeletes: 1}}}
+	step("first run, a user to add", Options{}, 2, 2, 0)
+	if len(tg.held) != 3 || tg.compared != 4 {
+		t.Errorf("held %v after %d comparisons, want 3 records after 4", tg.held, tg.compared)
 	}
 }

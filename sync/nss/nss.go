@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,7 @@ var (
 	_ engine.Target    = (*Target)(nil)
 	_ engine.Patcher   = (*Target)(nil)
 	_ engine.Recoverer = (*Target)(nil)
+	_ engine.Comparer  = (*Target)(nil)
 	_ engine.Settings  = (*Settings)(nil)
 )
 
@@ -295,6 +297,117 @@ func (t *Target) Current(ctx context.Context) ([]engine.Record, error) {
 		recs = append(recs, r...)
 	}
 	return recs, nil
+}
+
+// Holds implements engine.Comparer: the files are read, streamed, beside
+// the lines Apply writes for recs (a missing file holds no records). A
+// file that differs in any byte (a comment, a blank line, a record out of
+// order) is not held: the engine then reads it whole.
+func (t *Target) Holds(ctx context.Context, recs iter.Seq[engine.Record]) (bool, error) {
+	c := &comparison{dir: t.Dir, kinds: []string{KindGroup, KindPasswd}, buf: make([]byte, 64<<10)}
+	defer c.close()
+	for r := range recs {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		for c.r == nil || c.kind != r.Kind {
+			if len(c.kinds) == 0 {
+				return false, nil // a kind out of order, or of no file
+			}
+			if ok, err := c.end(); !ok || err != nil {
+				return false, err
+			}
+			if err := c.open(); err != nil {
+				return false, err
+			}
+		}
+		if ok, err := c.line(r.Value); !ok || err != nil {
+			return false, err
+		}
+	}
+	for { // the files of no record, after the last, hold none
+		if ok, err := c.end(); !ok || err != nil {
+			return false, err
+		}
+		if len(c.kinds) == 0 {
+			return true, nil
+		}
+		if err := c.open(); err != nil {
+			return false, err
+		}
+	}
+}
+
+// comparison walks the files in kind order beside the records.
+type comparison struct {
+	dir   string
+	kinds []string // the files still to open, in order
+	kind  string   // the open file's, when r is set
+	f     *os.File
+	r     *bufio.Reader
+	buf   []byte
+}
+
+// end closes the open file, if any; false when it holds more.
+func (c *comparison) end() (bool, error) {
+	if c.r == nil {
+		return true, nil
+	}
+	_, err := c.r.ReadByte()
+	c.close()
+	if err == nil {
+		return false, nil
+	}
+	return err == io.EOF, readErr(err)
+}
+
+// open opens the next file; a missing one holds nothing.
+func (c *comparison) open() error {
+	c.kind, c.kinds = c.kinds[0], c.kinds[1:]
+	f, err := os.Open(filepath.Join(c.dir, c.kind))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		c.r = bufio.NewReader(strings.NewReader(""))
+	case err != nil:
+		return err
+	default:
+		c.f, c.r = f, bufio.NewReaderSize(f, len(c.buf))
+	}
+	return nil
+}
+
+// line says whether the open file goes on with line and a newline.
+func (c *comparison) line(line string) (bool, error) {
+	for len(line) > 0 {
+		n := min(len(line), len(c.buf))
+		if _, err := io.ReadFull(c.r, c.buf[:n]); err != nil {
+			return false, readErr(err)
+		}
+		if string(c.buf[:n]) != line[:n] {
+			return false, nil
+		}
+		line = line[n:]
+	}
+	b, err := c.r.ReadByte()
+	if err != nil {
+		return false, readErr(err)
+	}
+	return b == '\n', nil
+}
+
+func (c *comparison) close() {
+	if c.f != nil {
+		c.f.Close()
+	}
+	c.f, c.r = nil, nil
+}
+
+// readErr is a read's error, nil for a file that ended: it differs.
+func readErr(err error) error {
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return err
 }
 
 // parse reads a passwd or group file; name is used in errors.

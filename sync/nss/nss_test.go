@@ -3,6 +3,7 @@ package nss
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -244,4 +245,105 @@ func TestPrivateGroups(t *testing.T) {
 	if string(got) != want {
 		t.Errorf("group:\n%s\nwant\n%s", got, want)
 	}
+}
+
+// TestHolds: the files hold the desired records when they are, byte for
+// byte, what Apply writes for them; anything else is read whole.
+func TestHolds(t *testing.T) {
+	state := testState()
+	long := make([]string, 20000) // a group line longer than the 64 KiB compared at a time
+	for i := range long {
+		long[i] = fmt.Sprintf("member%05d", i)
+	}
+	state.Collaborations = append(state.Collaborations, directory.CollaborationState{
+		Collaboration: &directory.Collaboration{Name: "huge", GIDNumber: 20005, Members: long},
+		Status:        directory.StatusActive, Provisioned: true, ActiveMembers: long})
+	edit := func(file string, fn func(string) string) func(dir string) {
+		return func(dir string) {
+			p := filepath.Join(dir, file)
+			b, _ := os.ReadFile(p)
+			if err := os.WriteFile(p, []byte(fn(string(b))), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(dir string)
+		recs   func(engine.Records) []engine.Record
+		want   bool
+	}{
+		{name: "as written", want: true},
+		{name: "a line more", change: edit("passwd", func(s string) string { return s + "eve:x:10009:20001::/home/eve:/bin/sh\n" })},
+		{name: "the last newline gone", change: edit("group", func(s string) string { return strings.TrimSuffix(s, "\n") })},
+		{name: "a comment", change: edit("passwd", func(s string) string { return "# by hand\n" + s })},
+		{name: "a member changed in the long line", change: edit("group", func(s string) string { return strings.Replace(s, "member15000", "member15001", 1) })},
+		{name: "the long line cut short", change: edit("group", func(s string) string { return strings.Replace(s, ",member19999", "", 1) })},
+		{name: "passwd missing", change: func(dir string) { os.Remove(filepath.Join(dir, "passwd")) }},
+		{name: "a record less", recs: func(r engine.Records) []engine.Record { return r.Slice()[1:] }},
+		{name: "no records, both files missing", want: true,
+			change: func(dir string) { os.Remove(filepath.Join(dir, "passwd")); os.Remove(filepath.Join(dir, "group")) },
+			recs:   func(engine.Records) []engine.Record { return nil }},
+		{name: "no records, files there", recs: func(engine.Records) []engine.Record { return nil }},
+		{name: "passwd before group", recs: func(r engine.Records) []engine.Record {
+			var g, p []engine.Record
+			for rec := range r.All() {
+				if rec.Kind == KindGroup {
+					g = append(g, rec)
+				} else {
+					p = append(p, rec)
+				}
+			}
+			return append(p, g...)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := &Target{Dir: t.TempDir()}
+			p := apply(t, tg, state)
+			if tc.change != nil {
+				tc.change(tg.Dir)
+			}
+			recs := p.Desired.All()
+			if tc.recs != nil {
+				recs = slices.Values(tc.recs(p.Desired))
+			}
+			got, err := tg.Holds(context.Background(), recs)
+			if err != nil || got != tc.want {
+				t.Errorf("Holds = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzHolds: Holds says the files hold records only when they are those
+// records as Apply writes them: never for a file that reads differently.
+func FuzzHolds(f *testing.F) {
+	f.Add("g:x:5:a,b\n", "alice:x:1:1:A:/h:/bin/sh\n")
+	f.Add("b:x:6:\na:x:5:\n", "")
+	f.Add("g:x:5:a\n#c\n", "\n")
+	f.Add("g:x:5:a", "alice:x:1:1:A:/h:/bin/sh\nalice:x:1:1:A:/h:/bin/sh\n")
+	f.Fuzz(func(t *testing.T, group, passwd string) {
+		tg := &Target{Dir: t.TempDir()}
+		for kind, data := range map[string]string{KindGroup: group, KindPasswd: passwd} {
+			if err := os.WriteFile(filepath.Join(tg.Dir, kind), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		read, err := tg.Current(context.Background())
+		if err != nil {
+			return
+		}
+		recs := engine.RecordsOf(read)
+		written := map[string]string{}
+		for r := range recs.All() {
+			written[r.Kind] += r.Value + "\n"
+		}
+		held, err := tg.Holds(context.Background(), recs.All())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := written[KindGroup] == group && written[KindPasswd] == passwd; held != want {
+			t.Errorf("Holds = %v for files %q and %q, reading as %q", held, group, passwd, written)
+		}
+	})
 }
