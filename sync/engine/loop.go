@@ -82,12 +82,12 @@ type Loop struct {
 	// newest state has taken it without error: the rules' history may
 	// then record that state as provisioned.
 	Settled func(context.Context, *directory.State)
-	// Idle, if set, is called once the loop holds no run and no target
-	// but a slow one (at it for longer than Debounce) is still running:
-	// the daemon measures its resting memory there, and what a slow
-	// target holds (an older state and its plan) it holds for as long as
-	// it is slow. Called again at every report and every second while so;
-	// it must not block for long.
+	// Idle, if set, is called once the loop holds no run and no target is
+	// running, or some target is done and the others are slow (at it for
+	// longer than Debounce): the daemon measures its resting memory there,
+	// and what a slow target holds (an older state and its plan) it holds
+	// for as long as it is slow. Called again at every report and every
+	// second while so; it must not block for long.
 	Idle func()
 	// Heartbeat, if set, is called at least every second while the loop
 	// is idle and after every run: a stuck loop stops beating (the
@@ -543,13 +543,16 @@ func (l *Loop) settle(ctx context.Context, state *directory.State) {
 	l.Settled(ctx, state)
 }
 
-// idle calls Idle when no target but slow ones is running. The loop holds
-// a state between runs only while a target given it has not taken it
-// (settling), and such a target is busy.
+// idle calls Idle when no target is running, or when some target is done
+// and those still running are slow. While every target is still at a run,
+// however long (at 1M users nss's first run takes 18 s), its data is
+// live. The loop holds a state between runs only while a target given it
+// has not taken it (settling), and such a target is busy.
 func (l *Loop) idle(lr *loopRun) {
-	if l.Idle != nil && !lr.busyFor(time.Now(), l.Debounce) {
-		l.Idle()
+	if l.Idle == nil || lr.busyFor(time.Now(), l.Debounce) || len(lr.busy) > 0 && len(lr.busy) == len(lr.workers) {
+		return
 	}
+	l.Idle()
 }
 
 // readQueue reads which targets wait out a backoff, and until when.
