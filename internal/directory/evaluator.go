@@ -74,13 +74,17 @@ func (ev *Evaluator) Reset() { ev.e = nil }
 
 // Evaluate applies the rules to a snapshot, as the function Evaluate does.
 //
-// A history held as a map (the stored statuses, read whole) is not kept:
+// A history read whole (the stored statuses, a map or packed) is not kept:
 // the state and the Evaluator hold it as the state and the records it
 // differs in (State.Against), so the map can go before the targets plan.
 func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev History) *State {
 	st := ev.evaluate(snap, p, prev)
-	if m, ok := prev.(Previous); ok && len(m) > 0 {
-		ev.e.prev = st.letGo(m)
+	switch prev.(type) {
+	case Previous, *PackedHistory:
+		if prev.Len() == 0 {
+			break
+		}
+		ev.e.prev = st.letGo(prev)
 	}
 	return st
 }

@@ -3,6 +3,7 @@ package directory_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -43,12 +44,17 @@ func TestEvaluatorMatchesWholeEvaluation(t *testing.T) {
 			if diff := compareStates(got, want); diff != "" {
 				t.Fatalf("seed %d step %d (%s; evaluator stats %+v): %s", seed, step, what, ev.Stats(), diff)
 			}
-			// The history a map was: let go, held as the state and what
-			// it differs in, answering as the map did; the status
-			// difference the same as against the map.
-			if m, ok := prev.(directory.Previous); ok {
-				if err := sameHistory(got.Against(), m); err != nil {
+			// The history read whole (a map, or packed as the store
+			// reads it) was: let go, held as the state and what it
+			// differs in, answering as it did; the status difference the
+			// same as against it.
+			switch prev.(type) {
+			case directory.Previous, *directory.PackedHistory:
+				if err := sameHistory(got.Against(), directory.PreviousOf(prev)); err != nil {
 					t.Fatalf("seed %d step %d (%s): the history as held after the run: %v", seed, step, what, err)
+				}
+				if _, held := got.Against().(*directory.PackedHistory); held && prev.Len() > 0 {
+					t.Fatalf("seed %d step %d (%s): the packed history read whole is still held", seed, step, what)
 				}
 			}
 			gotChanged, gotGone := got.StatusChanges()
@@ -112,8 +118,12 @@ func TestEvaluatorMatchesWholeEvaluation(t *testing.T) {
 			default:
 				// As the store holds it, or as serve gives it: the state
 				// last saved.
-				prev = got.Statuses()
-				if w.R.IntN(2) == 0 {
+				switch w.R.IntN(3) {
+				case 0:
+					prev = got.Statuses()
+				case 1:
+					prev = pack(got.Statuses())
+				default:
 					prev = got.History()
 				}
 				saved = got
@@ -135,6 +145,16 @@ func TestEvaluatorMatchesWholeEvaluation(t *testing.T) {
 	if incremental < whole {
 		t.Errorf("%d incremental runs, %d whole: the incremental path is hardly taken", incremental, whole)
 	}
+}
+
+// pack is a history packed as the store reads it.
+func pack(m directory.Previous) *directory.PackedHistory {
+	var b directory.HistoryBuilder
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		p := m[k]
+		b.Add([]byte(k), p.Status, []byte(p.DN), p.ID)
+	}
+	return b.History()
 }
 
 // sameHistory says where a history does not answer as the map m.

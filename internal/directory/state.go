@@ -41,6 +41,13 @@ func (p Previous) Provisioned(key string) (Provisioned, bool) {
 // Len implements History.
 func (p Previous) Len() int { return len(p) }
 
+// PreviousOf returns a history as a map.
+func PreviousOf(h History) Previous {
+	p := make(Previous, h.Len())
+	h.All(func(key string, r Provisioned) { p[key] = r })
+	return p
+}
+
 // All implements History.
 func (p Previous) All(fn func(key string, p Provisioned)) {
 	for k, v := range p {
@@ -310,21 +317,22 @@ type statusDiff struct {
 }
 
 // letGo computes the state's status difference from the history it was
-// evaluated against, a map, and makes that history the state and the
+// evaluated against, read whole, and makes that history the state and the
 // records it differs in (what the map answered, without the map): the
 // caller may then let the map go before the targets plan. It returns the
 // history as it is now held.
-func (s *State) letGo(m Previous) History {
+func (s *State) letGo(m History) History {
 	changed, gone := s.StatusChanges()
 	old := make(map[string]oldRecord, len(changed)+len(gone))
 	for key := range changed {
-		p, had := m[key]
+		p, had := m.Provisioned(key)
 		old[key] = oldRecord{p, had}
 	}
 	for _, key := range gone {
-		old[key] = oldRecord{m[key], true}
+		p, _ := m.Provisioned(key)
+		old[key] = oldRecord{p, true}
 	}
-	h := overHistory{state: s.History(), old: old, n: len(m)}
+	h := overHistory{state: s.History(), old: old, n: m.Len()}
 	s.basis, s.settled = h, &statusDiff{changed: changed, gone: gone}
 	return h
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"runtime"
 	"testing"
 	"time"
 
@@ -105,4 +106,46 @@ func BenchmarkSaveStatusesFirst(b *testing.B) {
 		b.StopTimer()
 		st.Close()
 	}
+}
+
+// BenchmarkReadStatuses: the stored statuses of 100k users and 10k
+// collaborations read whole (a restart's first run), and what the read
+// history keeps live (retained_MB).
+func BenchmarkReadStatuses(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, b.TempDir()+"/state.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	prev := directory.Previous{}
+	for i := 0; i < 100_000; i++ {
+		prev[directory.SubjectKey(directory.SubjectUser, fmt.Sprintf("u%06d", i))] = directory.Provisioned{
+			Status: directory.StatusActive, DN: fmt.Sprintf("uid=u%06d,ou=people,dc=example,dc=org", i), ID: int64(100000 + i)}
+	}
+	for i := 0; i < 10_000; i++ {
+		prev[directory.SubjectKey(directory.SubjectCollaboration, fmt.Sprintf("c%05d", i))] = directory.Provisioned{
+			Status: directory.StatusActive, DN: fmt.Sprintf("cn=c%05d,ou=groups,dc=example,dc=org", i), ID: int64(200000 + i)}
+	}
+	if err := st.SaveStatuses(ctx, nil, prev, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	prev = nil
+	var retained float64
+	for b.Loop() {
+		st.ForgetStatuses()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		h, err := st.Statuses(ctx)
+		if err != nil || h.Len() != 110_000 {
+			b.Fatalf("read %v: %v", h, err)
+		}
+		st.ForgetStatuses()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		retained = float64(after.HeapAlloc-before.HeapAlloc) / 1e6
+		runtime.KeepAlive(h)
+	}
+	b.ReportMetric(retained, "retained_MB")
 }

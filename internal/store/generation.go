@@ -16,7 +16,7 @@ type cache struct {
 	mu sync.Mutex
 	// statuses, when not nil, were read at statusGen; statusKnown says
 	// the table was at statusGen when this process last read or wrote it.
-	statuses     directory.Previous
+	statuses     directory.History
 	statusGen    int64
 	statusKnown  bool
 	violations   map[violationKey]storedViolation

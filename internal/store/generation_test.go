@@ -22,17 +22,17 @@ func TestCachedTablesFollowOtherProcesses(t *testing.T) {
 	if err := a.SaveStatuses(ctx, nil, directory.Previous{"user:alice": {Status: "active"}}, t0); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := b.Statuses(ctx); got["user:alice"].Status != "active" {
+	if got, _ := statusesOf(ctx, b); got["user:alice"].Status != "active" {
 		t.Fatalf("b reads %v", got)
 	}
-	if got, _ := a.Statuses(ctx); len(got) != 1 {
+	if got, _ := statusesOf(ctx, a); len(got) != 1 {
 		t.Fatalf("a reads %v", got)
 	}
 	// b writes; a's cached copy is stale and must not be served.
 	if err := b.SaveStatuses(ctx, nil, directory.Previous{"user:alice": {Status: "suspended"}, "user:bob": {Status: "active"}}, t0); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := a.Statuses(ctx); got["user:alice"].Status != "suspended" || len(got) != 2 {
+	if got, _ := statusesOf(ctx, a); got["user:alice"].Status != "suspended" || len(got) != 2 {
 		t.Errorf("after b's write a reads %v", got)
 	}
 
@@ -86,13 +86,13 @@ func TestSaveStatusChanges(t *testing.T) {
 		t.Errorf("save left generation %d, the table has %d", gen, now)
 	}
 	if a.cache.statuses != nil {
-		t.Errorf("the store keeps a map of %d statuses after saving", len(a.cache.statuses))
+		t.Errorf("the store keeps a history of %d statuses after saving", a.cache.statuses.Len())
 	}
 	want := directory.Previous{"user/alice": act, "user/carol": act}
-	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {
+	if got, _ := statusesOf(ctx, a); !reflect.DeepEqual(got, want) {
 		t.Errorf("a's cache: %v", got)
 	}
-	if got, _ := b.Statuses(ctx); !reflect.DeepEqual(got, want) {
+	if got, _ := statusesOf(ctx, b); !reflect.DeepEqual(got, want) {
 		t.Errorf("the table: %v", got)
 	}
 	// b writes; a's next change must not patch a stale cache.
@@ -104,7 +104,7 @@ func TestSaveStatusChanges(t *testing.T) {
 		t.Fatalf("save after another process wrote: generation %d, %v; want -1", gen, err)
 	}
 	want = directory.Previous{"user/carol": act, "user/dave": act}
-	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {
+	if got, _ := statusesOf(ctx, a); !reflect.DeepEqual(got, want) {
 		t.Errorf("a after b wrote: %v", got)
 	}
 	// A save with nothing to write: the caller keeps the state it saved
@@ -114,9 +114,9 @@ func TestSaveStatusChanges(t *testing.T) {
 		t.Fatalf("save of nothing: generation %d, %v; want 0", gen, err)
 	}
 	if a.cache.statuses != nil {
-		t.Errorf("the store keeps a map of %d statuses after a save of nothing", len(a.cache.statuses))
+		t.Errorf("the store keeps a history of %d statuses after a save of nothing", a.cache.statuses.Len())
 	}
-	if got, _ := a.Statuses(ctx); !reflect.DeepEqual(got, want) {
+	if got, _ := statusesOf(ctx, a); !reflect.DeepEqual(got, want) {
 		t.Errorf("a after a save of nothing: %v", got)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"strings"
@@ -10,10 +11,11 @@ import (
 	"github.com/collabsync/collabsync/internal/directory"
 )
 
-// Statuses returns what was last provisioned of each subject. The map is
-// shared with later calls (it is cached until a process writes the table
-// or ForgetStatuses): it must not be modified.
-func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
+// Statuses returns what was last provisioned of each subject, packed (at
+// 1M users 1.1M subjects, 213 MB as a map, about half packed). It is
+// shared with later calls: cached until a process writes the table or
+// ForgetStatuses.
+func (s *Store) Statuses(ctx context.Context) (directory.History, error) {
 	gen, err := s.generation(ctx, s.DB, "subject_status")
 	if err != nil {
 		return nil, fmt.Errorf("read statuses: %w", err)
@@ -23,23 +25,32 @@ func (s *Store) Statuses(ctx context.Context) (directory.Previous, error) {
 	if s.cache.statuses != nil && s.cache.statusGen == gen {
 		return s.cache.statuses, nil
 	}
+	var b directory.HistoryBuilder
+	var n, size int
+	if err := s.DB.QueryRowContext(ctx, "SELECT count(*), coalesce(sum(length(CAST(subject AS BLOB)) + length(CAST(dn AS BLOB))), 0) FROM subject_status").Scan(&n, &size); err != nil {
+		return nil, fmt.Errorf("read statuses: %w", err)
+	}
+	b.Grow(n, size)
 	rows, err := s.DB.QueryContext(ctx, "SELECT subject, status, dn, number FROM subject_status")
 	if err != nil {
 		return nil, fmt.Errorf("read statuses: %w", err)
 	}
 	defer rows.Close()
-	prev := directory.Previous{}
+	var subject, status, dn sql.RawBytes
+	var id int64
 	for rows.Next() {
-		var subject string
-		var p directory.Provisioned
-		if err := rows.Scan(&subject, &p.Status, &p.DN, &p.ID); err != nil {
-			return nil, err
+		if err := rows.Scan(&subject, &status, &dn, &id); err != nil {
+			return nil, fmt.Errorf("read statuses: %w", err)
 		}
-		prev[subject] = p
+		b.Add(subject, directory.Status(status), dn, id)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read statuses: %w", err)
 	}
+	if !b.Complete() {
+		return nil, fmt.Errorf("read statuses: table subject_status in %s holds more than 255 distinct statuses or 4 GiB of subjects", s.path)
+	}
+	prev := b.History()
 	s.cache.statuses, s.cache.statusGen, s.cache.statusKnown = prev, gen, true
 	return prev, nil
 }
@@ -58,7 +69,7 @@ func (s *Store) ForgetStatuses() {
 // caller's lock keeps it so): a run that changed one subject of 100k writes
 // one row, not 100k. A nil stored is read first. It is SaveStatusChanges
 // for a caller holding the whole new map.
-func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Previous, now time.Time) error {
+func (s *Store) SaveStatuses(ctx context.Context, stored directory.History, statuses directory.Previous, now time.Time) error {
 	if stored == nil {
 		var err error
 		if stored, err = s.Statuses(ctx); err != nil {
@@ -67,16 +78,16 @@ func (s *Store) SaveStatuses(ctx context.Context, stored, statuses directory.Pre
 	}
 	changed := directory.Previous{}
 	for subject, p := range statuses {
-		if old, ok := stored[subject]; !ok || old != p {
+		if old, ok := stored.Provisioned(subject); !ok || old != p {
 			changed[subject] = p
 		}
 	}
 	var gone []string
-	for subject := range stored {
+	stored.All(func(subject string, _ directory.Provisioned) {
 		if _, ok := statuses[subject]; !ok {
 			gone = append(gone, subject)
 		}
-	}
+	})
 	_, err := s.SaveStatusChanges(ctx, changed, gone, now)
 	return err
 }
