@@ -98,16 +98,21 @@ func TestMemoryLimit(t *testing.T) {
 	if got := limit(); got < 125<<20 || got > 150<<20 {
 		t.Errorf("live heap of 100 MiB over a limit of %d MiB for %v: limit %d MiB, want about 125", autoFloor>>20, overFor, got>>20)
 	}
+	// closeFor puts the limit at 105 MiB, the live heap of 100 MiB close
+	// to it from a minute on, checked then and after d: the limit then.
+	closeFor := func(d time.Duration) int64 {
+		m.mu.Lock()
+		m.limit, m.highSince = 105<<20, time.Time{}
+		m.mu.Unlock()
+		debug.SetMemoryLimit(105 << 20)
+		now = now.Add(time.Minute)
+		m.check(now)
+		m.check(now.Add(d))
+		return limit()
+	}
 	// Close to the limit but under it, the collector keeps up: raised
 	// only after highFor.
-	m.mu.Lock()
-	m.limit, m.highSince = 105<<20, time.Time{}
-	m.mu.Unlock()
-	debug.SetMemoryLimit(105 << 20)
-	now = now.Add(time.Minute)
-	m.check(now)
-	m.check(now.Add(overFor))
-	if got := limit(); got != 105<<20 {
+	if got := closeFor(overFor); got != 105<<20 {
 		t.Errorf("live heap of 100 MiB under a limit of 105 MiB: raised to %d MiB after %v", got>>20, overFor)
 	}
 	m.check(now.Add(highFor))
@@ -118,14 +123,7 @@ func TestMemoryLimit(t *testing.T) {
 	// come: its data is gone when the run is over; a fifth, not two
 	// fifths (at 1M users the peak RSS follows the limit).
 	m.afterRun(true)
-	m.mu.Lock()
-	m.limit, m.highSince = 105<<20, time.Time{}
-	m.mu.Unlock()
-	debug.SetMemoryLimit(105 << 20)
-	now = now.Add(time.Minute)
-	m.check(now)
-	m.check(now.Add(highFor))
-	if got := limit(); got < 118<<20 || got > 130<<20 {
+	if got := closeFor(highFor); got < 118<<20 || got > 130<<20 {
 		t.Errorf("live heap of 100 MiB close to a limit of 105 MiB for %v while a measurement is due: limit %d MiB, want about 120", highFor, got>>20)
 	}
 	m.idle()

@@ -15,23 +15,7 @@ import (
 // subject changed since the last run (serve saves it after every change).
 func BenchmarkSaveStatuses(b *testing.B) {
 	ctx := context.Background()
-	st, err := Open(ctx, b.TempDir()+"/state.db")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	prev := directory.Previous{}
-	for i := 0; i < 100_000; i++ {
-		prev[directory.SubjectKey(directory.SubjectUser, fmt.Sprintf("u%06d", i))] = directory.Provisioned{
-			Status: directory.StatusActive, DN: fmt.Sprintf("uid=u%06d,ou=people,dc=example,dc=org", i), ID: int64(100000 + i)}
-	}
-	for i := 0; i < 10_000; i++ {
-		prev[directory.SubjectKey(directory.SubjectCollaboration, fmt.Sprintf("c%05d", i))] = directory.Provisioned{
-			Status: directory.StatusActive, DN: fmt.Sprintf("cn=c%05d,ou=groups,dc=example,dc=org", i), ID: int64(200000 + i)}
-	}
-	if err := st.SaveStatuses(ctx, nil, prev, time.Now()); err != nil {
-		b.Fatal(err)
-	}
+	st, prev := savedStatuses(ctx, b)
 	b.ResetTimer()
 	b.StopTimer()
 	for i := 0; i < b.N; i++ {
@@ -113,24 +97,7 @@ func BenchmarkSaveStatusesFirst(b *testing.B) {
 // history keeps live (retained_MB).
 func BenchmarkReadStatuses(b *testing.B) {
 	ctx := context.Background()
-	st, err := Open(ctx, b.TempDir()+"/state.db")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	prev := directory.Previous{}
-	for i := 0; i < 100_000; i++ {
-		prev[directory.SubjectKey(directory.SubjectUser, fmt.Sprintf("u%06d", i))] = directory.Provisioned{
-			Status: directory.StatusActive, DN: fmt.Sprintf("uid=u%06d,ou=people,dc=example,dc=org", i), ID: int64(100000 + i)}
-	}
-	for i := 0; i < 10_000; i++ {
-		prev[directory.SubjectKey(directory.SubjectCollaboration, fmt.Sprintf("c%05d", i))] = directory.Provisioned{
-			Status: directory.StatusActive, DN: fmt.Sprintf("cn=c%05d,ou=groups,dc=example,dc=org", i), ID: int64(200000 + i)}
-	}
-	if err := st.SaveStatuses(ctx, nil, prev, time.Now()); err != nil {
-		b.Fatal(err)
-	}
-	prev = nil
+	st, _ := savedStatuses(ctx, b)
 	var retained float64
 	for b.Loop() {
 		st.ForgetStatuses()
@@ -148,4 +115,27 @@ func BenchmarkReadStatuses(b *testing.B) {
 		runtime.KeepAlive(h)
 	}
 	b.ReportMetric(retained, "retained_MB")
+}
+
+// savedStatuses opens a store holding the statuses of 100k users and 10k
+// collaborations, and returns them.
+func savedStatuses(ctx context.Context, b *testing.B) (*Store, directory.Previous) {
+	st, err := Open(ctx, b.TempDir()+"/state.db")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	prev := directory.Previous{}
+	for i := 0; i < 100_000; i++ {
+		prev[directory.SubjectKey(directory.SubjectUser, fmt.Sprintf("u%06d", i))] = directory.Provisioned{
+			Status: directory.StatusActive, DN: fmt.Sprintf("uid=u%06d,ou=people,dc=example,dc=org", i), ID: int64(100000 + i)}
+	}
+	for i := 0; i < 10_000; i++ {
+		prev[directory.SubjectKey(directory.SubjectCollaboration, fmt.Sprintf("c%05d", i))] = directory.Provisioned{
+			Status: directory.StatusActive, DN: fmt.Sprintf("cn=c%05d,ou=groups,dc=example,dc=org", i), ID: int64(200000 + i)}
+	}
+	if err := st.SaveStatuses(ctx, nil, prev, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	return st, prev
 }
