@@ -6,9 +6,11 @@ import (
 	"maps"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/directory/directorytest"
@@ -307,5 +309,26 @@ func TestChangedSinceOtherSeries(t *testing.T) {
 	ev.Reset()
 	if _, ok := ev.Evaluate(w.Snap, w.Pol, nil).ChangedSince(b); ok {
 		t.Errorf("across a whole evaluation: ok")
+	}
+}
+
+// TestWholeEvaluationOnEveryCore: the members of a whole evaluation,
+// looked up on every core, are those found on one (under -race: without
+// a race), members unknown and out of order included.
+func TestWholeEvaluationOnEveryCore(t *testing.T) {
+	snap := directorytest.Heavy(20_000, 2_000)
+	for i, c := range snap.Collaborations {
+		if i%3 == 0 {
+			c.Members = append(slices.Clone(c.Members), "nobody", "a-late-member")
+		}
+	}
+	p := directory.Policy{Now: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC), ReviewGrace: 30 * 24 * time.Hour}
+	prev := runtime.GOMAXPROCS(1)
+	one := directory.Evaluate(snap, p, nil)
+	runtime.GOMAXPROCS(max(prev, 4))
+	every := directory.Evaluate(snap, p, nil)
+	runtime.GOMAXPROCS(prev)
+	if diff := compareStates(every, one); diff != "" {
+		t.Fatal(diff)
 	}
 }
