@@ -3,9 +3,12 @@ package ldapx
 import (
 	"fmt"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -313,6 +316,39 @@ func (r *resolver) dangling(dn, format string, args ...any) {
 // uidOf resolves a DN or a uid to a known uid.
 func (r *resolver) uidOf(v string) (string, bool) { return r.users.uidOf(v) }
 
+// resolvedMembers is a member list found among the users.
+type resolvedMembers struct{ uids, unknown []string }
+
+// membersOf finds the members of the collaborations but those cached says
+// are resolved already, on every core, a run of collaborations at a time:
+// at 1M users a restart's resolution looked up 4M members for 3.9 s on
+// one. members only reads the users.
+func (p *userPart) membersOf(collabs []*Mapped, cached func(i int) (*resolvedCollab, bool)) []resolvedMembers {
+	out := make([]resolvedMembers, len(collabs))
+	const run = 256
+	var next atomic.Int64
+	work := func() {
+		for {
+			lo := int(next.Add(run)) - run
+			if lo >= len(collabs) {
+				return
+			}
+			for i := lo; i < min(lo+run, len(collabs)); i++ {
+				if _, ok := cached(i); !ok {
+					out[i].uids, out[i].unknown = p.members(collabs[i].Collaboration.MemberValues)
+				}
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), (len(collabs)+run-1)/run) - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+	return out
+}
+
 // members is Members(values, p.uidOf). A long list of known uids is
 // checked by galloping through the users (allKnown), sorted first when
 // it is not (slapd appends an added value at the end): at 1M users a
@@ -469,15 +505,20 @@ func (r *resolver) collaborations(entries, roleGroups map[string]*Mapped) {
 	}
 	r.snap.Collaborations = make([]*directory.Collaboration, 0, len(collabs))
 	cache := r.cache
+	cached := func(i int) (*resolvedCollab, bool) {
+		rc, ok := cache.m[collabs[i]]
+		return rc, ok && !rc.nested && sameGroups(rc.groups, fromGroups[i])
+	}
+	members := r.users.membersOf(collabs, cached)
 	for i, e := range collabs {
-		if rc, ok := cache.m[e]; ok && !rc.nested && sameGroups(rc.groups, fromGroups[i]) {
+		if rc, ok := cached(i); ok {
 			r.snap.Collaborations = append(r.snap.Collaborations, rc.c)
 			r.snap.Problems = append(r.snap.Problems, rc.problems...)
 			rc.run = cache.run
 			continue
 		}
 		first := len(r.snap.Problems)
-		c, nested := r.collaboration(e, fromGroups[i])
+		c, nested := r.collaboration(e, fromGroups[i], members[i])
 		r.snap.Collaborations = append(r.snap.Collaborations, &c)
 		cache.m[e] = &resolvedCollab{c: &c, problems: slices.Clone(r.snap.Problems[first:]), groups: fromGroups[i], nested: nested, run: cache.run}
 	}
@@ -498,15 +539,15 @@ const maxNesting = 16
 // as the mapping says; nested reports a member DN that is no user, whose
 // meaning depends on the other collaborations (it is resolved anew each
 // time).
-func (r *resolver) collaboration(e *Mapped, fromGroups map[directory.Role][]string) (c directory.Collaboration, nested bool) {
+func (r *resolver) collaboration(e *Mapped, fromGroups map[directory.Role][]string, members resolvedMembers) (c directory.Collaboration, nested bool) {
 	raw := e.Collaboration
 	c = raw.Collaboration
-	var unknown, through []string
+	var through []string
 	for _, why := range raw.badValues {
 		r.dangling(c.DN, "%s", why)
 	}
-	c.Members, unknown = r.users.members(raw.MemberValues)
-	for _, v := range unknown {
+	c.Members = members.uids
+	for _, v := range members.unknown {
 		var g *Mapped
 		if strings.Contains(v, "=") {
 			g = r.collabByDN(normalizeDN(v))

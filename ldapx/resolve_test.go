@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -357,5 +358,51 @@ func TestCollabCacheOrder(t *testing.T) {
 		if got := dns(); got != step.want {
 			t.Fatalf("order %q, want %q", got, step.want)
 		}
+	}
+}
+
+// TestResolveOnEveryCore: members looked up on every core (more than one
+// run of collaborations) resolve as on one; under -race, without a race.
+func TestResolveOnEveryCore(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("x"), 0o600)
+	cfg := parseSection(t, `ldap:
+  uris: ["ldap://127.0.0.1"]
+  bind: {dn: "cn=x", password_file: "`+pw+`"}
+  users: {base_dn: "ou=people,dc=x"}
+  collaborations: {base_dn: "ou=groups,dc=x", membership: member_uid}
+state_dir: /tmp
+`)
+	m := NewModel(cfg, func() {})
+	for _, s := range m.streams {
+		m.beginRefresh(s, false)
+	}
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for i := range 3000 {
+		m.put(StreamUsers, fmt.Sprint(i), ldap.NewEntry(fmt.Sprintf("uid=u%05d,ou=people,dc=x", i), map[string][]string{
+			"uid": {fmt.Sprintf("u%05d", i)}, "uidNumber": {fmt.Sprint(1000 + i)}, "gidNumber": {"100"}}))
+	}
+	for j := range 2000 {
+		var members []string
+		for range 1 + rnd.IntN(80) {
+			members = append(members, fmt.Sprintf("u%05d", rnd.IntN(3300))) // some unknown
+		}
+		if j%2 == 0 {
+			slices.Sort(members)
+			members = slices.Compact(members)
+		}
+		m.put(StreamCollaborations, fmt.Sprint(j), ldap.NewEntry(fmt.Sprintf("cn=g%d,ou=groups,dc=x", j), map[string][]string{
+			"cn": {fmt.Sprintf("g%d", j)}, "gidNumber": {fmt.Sprint(20000 + j)}, "memberUid": members}))
+	}
+	prev := runtime.GOMAXPROCS(1)
+	one := Resolve(m.entries)
+	runtime.GOMAXPROCS(max(prev, 4))
+	every := Resolve(m.entries)
+	runtime.GOMAXPROCS(prev)
+	if len(one.Collaborations) != 2000 || len(one.Problems) == 0 {
+		t.Fatalf("%d collaborations, %d problems: not the directory meant", len(one.Collaborations), len(one.Problems))
+	}
+	if !reflect.DeepEqual(every, one) {
+		t.Error("resolved on every core, the snapshot differs from one resolved on one")
 	}
 }
