@@ -29,25 +29,33 @@ func TestModelSnapshotIsResolve(t *testing.T) {
 	}
 }
 
-func testModelSnapshotIsResolve(t *testing.T, membership string) {
+// refreshingModel is a model of a directory at ldap://127.0.0.1 with
+// users under ou=people,dc=x and the collaborations section given, every
+// stream in its first refresh.
+func refreshingModel(t *testing.T, collaborations string) *Model {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("x"), 0o600)
 	cfg := parseSection(t, `ldap:
   uris: ["ldap://127.0.0.1"]
   bind: {dn: "cn=x", password_file: "`+pw+`"}
   users: {base_dn: "ou=people,dc=x"}
-  collaborations:
-    base_dn: "ou=groups,dc=x"
-    membership: `+membership+`
-    contacts:
-      attributes: {computing: computingContact}
-      groups: {base_dn: "ou=roles,dc=x"}
+  collaborations:`+collaborations+`
 state_dir: /tmp
 `)
 	m := NewModel(cfg, func() {})
 	for _, s := range m.streams {
 		m.beginRefresh(s, false)
 	}
+	return m
+}
+
+func testModelSnapshotIsResolve(t *testing.T, membership string) {
+	m := refreshingModel(t, `
+    base_dn: "ou=groups,dc=x"
+    membership: `+membership+`
+    contacts:
+      attributes: {computing: computingContact}
+      groups: {base_dn: "ou=roles,dc=x"}`)
 	rnd := rand.New(rand.NewPCG(3, 4))
 	userDN := func(i int) string { return fmt.Sprintf("uid=u%d,ou=people,dc=x", i) }
 	member := userDN
@@ -364,19 +372,7 @@ func TestCollabCacheOrder(t *testing.T) {
 // TestResolveOnEveryCore: members looked up on every core (more than one
 // run of collaborations) resolve as on one; under -race, without a race.
 func TestResolveOnEveryCore(t *testing.T) {
-	pw := filepath.Join(t.TempDir(), "pw")
-	os.WriteFile(pw, []byte("x"), 0o600)
-	cfg := parseSection(t, `ldap:
-  uris: ["ldap://127.0.0.1"]
-  bind: {dn: "cn=x", password_file: "`+pw+`"}
-  users: {base_dn: "ou=people,dc=x"}
-  collaborations: {base_dn: "ou=groups,dc=x", membership: member_uid}
-state_dir: /tmp
-`)
-	m := NewModel(cfg, func() {})
-	for _, s := range m.streams {
-		m.beginRefresh(s, false)
-	}
+	m := refreshingModel(t, ` {base_dn: "ou=groups,dc=x", membership: member_uid}`)
 	rnd := rand.New(rand.NewPCG(5, 6))
 	for i := range 3000 {
 		m.put(StreamUsers, fmt.Sprint(i), ldap.NewEntry(fmt.Sprintf("uid=u%05d,ou=people,dc=x", i), map[string][]string{
