@@ -3,17 +3,15 @@ package ldapx
 import (
 	"fmt"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/collabsync/collabsync/internal/directory"
 	"github.com/collabsync/collabsync/internal/gallop"
+	"github.com/collabsync/collabsync/internal/parallel"
 )
 
 // StreamName names one of the configured searches; each is read (and watched)
@@ -320,32 +318,15 @@ func (r *resolver) uidOf(v string) (string, bool) { return r.users.uidOf(v) }
 type resolvedMembers struct{ uids, unknown []string }
 
 // membersOf finds the members of the collaborations but those cached says
-// are resolved already, on every core, a run of collaborations at a time:
-// at 1M users a restart's resolution looked up 4M members for 3.9 s on
-// one. members only reads the users.
+// are resolved already, on every core: at 1M users a restart's resolution
+// looked up 4M members for 3.9 s on one. members only reads the users.
 func (p *userPart) membersOf(collabs []*Mapped, cached func(i int) (*resolvedCollab, bool)) []resolvedMembers {
 	out := make([]resolvedMembers, len(collabs))
-	const run = 256
-	var next atomic.Int64
-	work := func() {
-		for {
-			lo := int(next.Add(run)) - run
-			if lo >= len(collabs) {
-				return
-			}
-			for i := lo; i < min(lo+run, len(collabs)); i++ {
-				if _, ok := cached(i); !ok {
-					out[i].uids, out[i].unknown = p.members(collabs[i].Collaboration.MemberValues)
-				}
-			}
+	parallel.For(len(collabs), 256, func(i int) {
+		if _, ok := cached(i); !ok {
+			out[i].uids, out[i].unknown = p.members(collabs[i].Collaboration.MemberValues)
 		}
-	}
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), (len(collabs)+run-1)/run) - 1 {
-		wg.Go(work)
-	}
-	work()
-	wg.Wait()
+	})
 	return out
 }
 
