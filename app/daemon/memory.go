@@ -46,10 +46,11 @@ func autoLimit(resting uint64) int64 { return max(int64(resting+resting*2/5), au
 // loop reads newer ones), raises it: to autoLimit of that heap after
 // highFor, to overLimit after overFor, and to runLimit either way while a
 // measurement is still to come (a first run's data is gone once the run
-// is over, and the resting heap measured again). A collector bound to a heap it cannot shrink runs
-// without end, and every change waits for it (with 2 s, a Mailman
-// answering after 2 s doubled nss's change latency at 100k users). A
-// run's own data, live for a fraction of a second, does not.
+// is over, and the resting heap measured again). A collector bound to a
+// heap it cannot shrink runs without end, and every change waits for it
+// (with 2 s, a Mailman answering after 2 s doubled nss's change latency
+// at 100k users). A run's own data, live for a fraction of a second, does
+// not.
 type memoryLimit struct {
 	log *slog.Logger
 
@@ -160,16 +161,23 @@ func (m *memoryLimit) check(now time.Time) bool {
 		m.highSince = time.Time{}
 	case m.highSince.IsZero():
 		m.highSince = now
-	case m.measuring() && (now.Sub(m.highSince) >= highFor || int64(live) > m.limit && now.Sub(m.highSince) >= overFor):
-		// A first run's or a full reconcile's data, gone when the
-		// resting heap is measured again: room, not a new rest.
-		m.raise(runLimit(live), live)
 	case now.Sub(m.highSince) >= highFor:
-		m.raise(autoLimit(live), live)
+		m.raise(m.raiseTo(autoLimit, live), live)
 	case int64(live) > m.limit && now.Sub(m.highSince) >= overFor:
-		m.raise(overLimit(live), live)
+		m.raise(m.raiseTo(overLimit, live), live)
 	}
 	return true
+}
+
+// raiseTo is limit of a live heap, or runLimit of it while a measurement
+// is still to come: then it holds a first run's or a full reconcile's
+// data, gone when the resting heap is measured again (room, not a new
+// rest). Called with mu held.
+func (m *memoryLimit) raiseTo(limit func(uint64) int64, live uint64) int64 {
+	if m.measuring() {
+		return runLimit(live)
+	}
+	return limit(live)
 }
 
 // measuring says whether a resting measurement is still to come: the

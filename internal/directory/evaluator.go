@@ -81,10 +81,9 @@ func (ev *Evaluator) Evaluate(snap *Snapshot, p Policy, prev History) *State {
 	st := ev.evaluate(snap, p, prev)
 	switch prev.(type) {
 	case Previous, *PackedHistory:
-		if prev.Len() == 0 {
-			break
+		if prev.Len() > 0 {
+			ev.e.prev = st.letGo(prev)
 		}
-		ev.e.prev = st.letGo(prev)
 	}
 	return st
 }
