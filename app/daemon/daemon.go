@@ -102,7 +102,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer held.Release()
 	s := &server{log: o.Log, metrics: newMetrics(o.Version), status: newStatus(), store: o.Store, lastBeat: time.Now(),
-		mem: &memoryLimit{log: o.Log}}
+		mem: &memoryLimit{log: o.Log, kept: o.Store}}
 	s.metrics.ready.Store(s.status)
 	s.status.userdb = func() *userdb.Health {
 		if p := s.userdb.Load(); p != nil {
@@ -201,7 +201,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 	s.mem.configure(stop, cfg.Serve.MemoryLimit)
 	var first sync.Once
 	src := newDirectorySource(cfg, s.log, s.metrics, s.status, func() {
-		first.Do(func() { s.mem.modelLive(); s.live.Store(true) })
+		first.Do(func() { s.mem.modelLive(stop); s.live.Store(true) })
 		send(engine.Trigger{Reason: "directory change"})
 	})
 	// The rules' history, which the first run reads whole, is read
@@ -300,7 +300,7 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 				s.log.Error("state store", "err", err)
 			}
 		},
-		Idle:      s.mem.idle,
+		Idle:      func() { s.mem.idle(stop) },
 		Heartbeat: s.beat,
 		Lock:      func(ctx context.Context) (func(), error) { return s.lock(ctx, cfg, "serve (reconcile)") },
 		Approvals: s.store.Approvals,

@@ -46,13 +46,20 @@ func autoLimit(resting uint64) int64 { return max(int64(resting+resting*2/5), au
 // loop reads newer ones), raises it: to autoLimit of that heap after
 // highFor, to overLimit after overFor, and to runLimit either way while a
 // measurement is still to come (a first run's data is gone once the run
-// is over, and the resting heap measured again). A collector bound to a
+// is over, and the resting heap measured again). The model's resting heap
+// and the first run's peak are kept in the state store: the next start
+// holds the limit at autoLimit of the one while the model is restored or
+// read, and at firstLimit of the other during its first run, instead of
+// following a heap that grows by hundreds of MiB. A collector bound to a
 // heap it cannot shrink runs without end, and every change waits for it
 // (with 2 s, a Mailman answering after 2 s doubled nss's change latency
 // at 100k users). A run's own data, live for a fraction of a second, does
 // not.
 type memoryLimit struct {
 	log *slog.Logger
+	// kept remembers the model's resting heap and the first run's peak
+	// across restarts; nil: not kept.
+	kept restingHeaps
 
 	mu      sync.Mutex
 	auto    bool
@@ -60,10 +67,32 @@ type memoryLimit struct {
 	ran     bool // a run ended under this setting
 	pending bool // a measurement is due when the loop is next idle
 	limit   int64
+	// before is the least limit until the model is first complete:
+	// autoLimit of the resting heap the model had the last time (0: none
+	// kept); first the least limit of the first run: firstLimit of the
+	// live heap the last first run peaked at.
+	before, first int64
+	// firstPeak is the largest live heap seen since the model was
+	// complete, until the first run's resting measurement (firstDone).
+	firstPeak uint64
+	firstDone bool
 	// highSince is since when every collection found the live heap
 	// within a tenth of the limit.
 	highSince time.Time
 }
+
+// restingHeaps keeps a measured heap by name (the state store).
+type restingHeaps interface {
+	PeakLive(ctx context.Context, command string) (uint64, error)
+	SavePeakLive(ctx context.Context, command string, peak uint64, at time.Time) error
+}
+
+// The kept heaps: the live model's resting heap, and the live heap's
+// peak during the first run.
+const (
+	modelAtRest  = "serve: live model at rest"
+	firstRunPeak = "serve: first run at peak"
+)
 
 // highFor is how long the live heap stays close to the limit before it is
 // raised; overFor how long it stays over it, the collector then running
@@ -76,9 +105,27 @@ const (
 // configure applies a setting (at start and on each reload, until ctx
 // ends).
 func (m *memoryLimit) configure(ctx context.Context, setting string) {
+	var before, first int64
+	if setting == config.MemoryLimitAuto && m.kept != nil {
+		resting, err := m.kept.PeakLive(ctx, modelAtRest)
+		if err == nil {
+			var peak uint64
+			peak, err = m.kept.PeakLive(ctx, firstRunPeak)
+			if peak > 0 {
+				first = firstLimit(peak)
+			}
+		}
+		if err != nil {
+			m.log.Warn("the last start's heap is not known; the memory limit follows the heap until the first run is over", "err", err)
+		}
+		if resting > 0 {
+			before = autoLimit(resting)
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.auto, m.rested, m.ran = false, false, false
+	m.before, m.first, m.firstPeak, m.firstDone = before, first, 0, false
 	if v := os.Getenv("GOMEMLIMIT"); v != "" {
 		m.log.Info("memory limit from GOMEMLIMIT; serve.memory_limit is not used", "GOMEMLIMIT", v)
 		return
@@ -109,13 +156,26 @@ func (m *memoryLimit) afterRun(full bool) {
 	}
 }
 
-// idle takes a measurement afterRun asked for.
-func (m *memoryLimit) idle() {
+// idle takes a measurement afterRun asked for. The first keeps the live
+// heap's peak during the first run for the next start.
+func (m *memoryLimit) idle(ctx context.Context) {
 	m.mu.Lock()
-	due := m.pending
+	due, first, peak := m.pending, !m.firstDone && m.rested, m.firstPeak
 	m.mu.Unlock()
-	if due {
-		m.rest()
+	if !due {
+		return
+	}
+	if first && peak > 0 && m.kept != nil {
+		// Before the measurement, which takes a while: serve may be
+		// stopping.
+		if err := m.kept.SavePeakLive(ctx, firstRunPeak, peak, time.Now()); err != nil {
+			m.log.Warn("the first run's peak heap is not kept for the next start", "err", err)
+		}
+	}
+	if m.rest() > 0 && first {
+		m.mu.Lock()
+		m.firstDone = true
+		m.mu.Unlock()
 	}
 }
 
@@ -154,9 +214,12 @@ func (m *memoryLimit) check(now time.Time) bool {
 		return true
 	}
 	live := sample[0].Value.Uint64()
+	if m.rested && !m.firstDone {
+		m.firstPeak = max(m.firstPeak, live)
+	}
 	switch {
 	case !m.rested:
-		debug.SetMemoryLimit(autoLimit(live))
+		debug.SetMemoryLimit(max(autoLimit(live), m.before))
 	case int64(live) <= m.limit-m.limit/10:
 		m.highSince = time.Time{}
 	case m.highSince.IsZero():
@@ -194,6 +257,15 @@ func (m *memoryLimit) measuring() bool { return m.pending || !m.ran }
 // the peak RSS at 1,293-1,298 MiB, over issue 23's 1.25 GiB.
 func runLimit(live uint64) int64 { return max(int64(live+live/5), autoFloor) }
 
+// firstLimit is the least limit of a first run whose last one peaked at a
+// live heap of peak: a tenth more. At 1M users the first run after a
+// restart holds 290 MiB over the model's resting 675 MiB; under the
+// model's limit (autoLimit, 945 MiB) the collector ran back to back, 40 %
+// of the run's CPU, until the limit was raised. A fifth over the peak put
+// the restart's peak RSS at 1,300 MiB, over issue 23's 1.25 GiB; a tenth
+// at 1,139-1,216, with the restart 14.1-14.6 s instead of 15.5-16.8.
+func firstLimit(peak uint64) int64 { return max(int64(peak+peak/10), autoFloor) }
+
 // overLimit is the limit a live heap over the limit raises it to: a
 // quarter more, room for the collector to work without making what may
 // be a first run's data (gone once it is over, when the resting heap is
@@ -209,17 +281,38 @@ func (m *memoryLimit) raise(limit int64, live uint64) {
 }
 
 // modelLive measures the heap when the live model is first complete, so
-// that the limit holds from the first reconcile on.
-func (m *memoryLimit) modelLive() {
+// that the limit holds from the first reconcile on, and keeps it: the
+// next start holds its limit there while the model is restored or read
+// (at 1M users, following the growing heap, the collector took 39 % of
+// the restore's CPU).
+func (m *memoryLimit) modelLive(ctx context.Context) {
 	m.mu.Lock()
 	auto := m.auto && !m.rested
 	m.mu.Unlock()
-	if auto {
-		m.rest()
+	if !auto {
+		return
+	}
+	resting := m.rest()
+	if resting == 0 {
+		return
+	}
+	m.mu.Lock()
+	if m.first > m.limit {
+		m.limit = m.first
+		debug.SetMemoryLimit(m.limit)
+		m.log.Info("memory limit raised for the first run, to a tenth over the last first run's peak", "limit_MiB", m.limit>>20)
+	}
+	m.mu.Unlock()
+	if m.kept != nil {
+		if err := m.kept.SavePeakLive(ctx, modelAtRest, resting, time.Now()); err != nil {
+			m.log.Warn("the live model's resting heap is not kept for the next start", "err", err)
+		}
 	}
 }
 
-func (m *memoryLimit) rest() {
+// rest measures the resting heap and sets an automatic limit from it; it
+// returns the heap measured (0: the limit is not automatic).
+func (m *memoryLimit) rest() uint64 {
 	debug.FreeOSMemory()
 	sample := []runtimemetrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	runtimemetrics.Read(sample)
@@ -227,12 +320,14 @@ func (m *memoryLimit) rest() {
 	defer m.mu.Unlock()
 	m.pending = false
 	if !m.auto || sample[0].Value.Kind() != runtimemetrics.KindUint64 {
-		return
+		return 0
 	}
+	resting := sample[0].Value.Uint64()
 	m.rested, m.highSince = true, time.Time{}
-	m.limit = autoLimit(sample[0].Value.Uint64())
+	m.limit = autoLimit(resting)
 	debug.SetMemoryLimit(m.limit)
-	m.log.Info("memory limit set from the resting heap", "resting_MiB", sample[0].Value.Uint64()>>20, "limit_MiB", m.limit>>20)
+	m.log.Info("memory limit set from the resting heap", "resting_MiB", resting>>20, "limit_MiB", m.limit>>20)
+	return resting
 }
 
 // lead lifts an automatic limit when this process of an HA pair starts

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
@@ -44,7 +45,7 @@ func TestMemoryLimit(t *testing.T) {
 	for i := range model {
 		model[i] = make([]byte, 1<<20)
 	}
-	m.modelLive()
+	m.modelLive(ctx)
 	if got := limit(); got < 140<<20 || got > 170<<20 {
 		t.Errorf("auto with 100 MiB live: limit %d MiB, want about 140", got>>20)
 	}
@@ -56,13 +57,13 @@ func TestMemoryLimit(t *testing.T) {
 	if got := limit(); got < 140<<20 {
 		t.Errorf("measured before the loop let the run go: limit %d MiB", got>>20)
 	}
-	m.idle()
+	m.idle(ctx)
 	if got := limit(); got != autoFloor {
 		t.Errorf("auto after the first run with little live: limit %d MiB, want the floor %d MiB", got>>20, autoFloor>>20)
 	}
 	// Later runs do not measure again; a full reconcile does.
 	m.afterRun(false)
-	m.idle()
+	m.idle(ctx)
 	m.afterRun(false)
 	if m.pending {
 		t.Error("a second run measures again")
@@ -71,7 +72,7 @@ func TestMemoryLimit(t *testing.T) {
 	if !m.pending {
 		t.Error("a full reconcile does not measure")
 	}
-	m.idle()
+	m.idle(ctx)
 
 	// follow's own checks, on the clock, stop: the checks below are on
 	// a test clock.
@@ -126,7 +127,7 @@ func TestMemoryLimit(t *testing.T) {
 	if got := closeFor(highFor); got < 118<<20 || got > 130<<20 {
 		t.Errorf("live heap of 100 MiB close to a limit of 105 MiB for %v while a measurement is due: limit %d MiB, want about 120", highFor, got>>20)
 	}
-	m.idle()
+	m.idle(ctx)
 	runtime.KeepAlive(held)
 	// Far under the limit: unchanged.
 	held = nil
@@ -147,12 +148,112 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("leading: check set the limit to %d MiB during the first run", got>>20)
 	}
 	m.afterRun(false)
-	m.idle()
+	m.idle(ctx)
 	if got := limit(); got != autoFloor {
 		t.Errorf("after the first run as leader: limit %d MiB, want the floor", got>>20)
 	}
 	m.configure(ctx, "off")
 	if m.check(now) {
 		t.Error("check goes on after the limit was turned off")
+	}
+}
+
+// keptHeaps is the state store's record of heaps, in memory.
+type keptHeaps struct {
+	heaps map[string]uint64
+	err   error
+}
+
+func (k *keptHeaps) PeakLive(_ context.Context, name string) (uint64, error) {
+	return k.heaps[name], k.err
+}
+
+func (k *keptHeaps) SavePeakLive(_ context.Context, name string, peak uint64, _ time.Time) error {
+	if k.err != nil {
+		return k.err
+	}
+	k.heaps[name] = peak
+	return nil
+}
+
+// TestMemoryLimitKeptAcrossStarts: auto keeps the model's resting heap and
+// the first run's peak; the next start holds the limit at autoLimit of the
+// one until the model is complete, and at firstLimit of the other during
+// the first run, instead of following the heap as it grows. Nothing kept
+// (or a store that fails): the heap is followed, as on a first start.
+func TestMemoryLimitKeptAcrossStarts(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	limit := func() int64 { return debug.SetMemoryLimit(-1) }
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hold := func(mib int) [][]byte {
+		b := make([][]byte, mib)
+		for i := range b {
+			b[i] = make([]byte, 1<<20)
+		}
+		runtime.GC()
+		return b
+	}
+	runtime.GC()
+	kept := &keptHeaps{heaps: map[string]uint64{}}
+
+	// The first start: a model of 100 MiB, a first run holding 60 MiB
+	// more.
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &memoryLimit{log: quiet, kept: kept}
+	m.configure(ctx, "auto")
+	model := hold(100)
+	m.modelLive(ctx)
+	run := hold(60)
+	m.check(time.Now())
+	runtime.KeepAlive(run)
+	run = nil
+	m.afterRun(false)
+	m.idle(ctx)
+	runtime.KeepAlive(model)
+	model = nil
+	cancel()
+	if got := kept.heaps[modelAtRest]; got < 100<<20 || got > 115<<20 {
+		t.Errorf("kept resting model %d MiB, want about 100", got>>20)
+	}
+	if got := kept.heaps[firstRunPeak]; got < 160<<20 || got > 175<<20 {
+		t.Errorf("kept first run's peak %d MiB, want about 160", got>>20)
+	}
+
+	// The next start, little live yet: the limit is where the model
+	// rested, then where the first run peaked.
+	runtime.GC()
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	m = &memoryLimit{log: quiet, kept: kept}
+	m.configure(ctx, "auto")
+	m.check(time.Now())
+	if got, want := limit(), autoLimit(kept.heaps[modelAtRest]); got != want {
+		t.Errorf("restoring the model: limit %d MiB, want %d (the kept resting heap's)", got>>20, want>>20)
+	}
+	m.modelLive(ctx)
+	if got, want := limit(), firstLimit(kept.heaps[firstRunPeak]); got != want {
+		t.Errorf("first run: limit %d MiB, want %d (the kept first run's)", got>>20, want>>20)
+	}
+	m.afterRun(false)
+	m.idle(ctx)
+	if got := limit(); got != autoFloor {
+		t.Errorf("after the first run with little live: limit %d MiB, want the floor", got>>20)
+	}
+	cancel()
+
+	// A store that fails: followed as on a first start.
+	kept.err = errors.New("disk I/O error")
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	m = &memoryLimit{log: quiet, kept: kept}
+	m.configure(ctx, "auto")
+	m.check(time.Now())
+	if got := limit(); got != autoFloor {
+		t.Errorf("store failing, little live: limit %d MiB, want the floor", got>>20)
+	}
+	m.modelLive(ctx)
+	if got := limit(); got != autoFloor {
+		t.Errorf("store failing, first run: limit %d MiB, want the floor", got>>20)
 	}
 }
