@@ -10,7 +10,6 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/collabsync/collabsync/internal/directory"
-	"github.com/collabsync/collabsync/internal/gallop"
 	"github.com/collabsync/collabsync/internal/parallel"
 )
 
@@ -196,7 +195,9 @@ func Resolve(entries Entries) *directory.Snapshot {
 // The live model keeps it while no user entry changes, so a membership
 // change does not pay for 100k users again. It is never modified.
 type userPart struct {
-	users    []*directory.User
+	users []*directory.User
+	// keys are the users' uid keys, which searches for a uid go by.
+	keys     directory.UIDKeys
 	problems []directory.Problem
 	// uidByDN maps normalized user DNs to uids (users, sorted by uid,
 	// are searched for a uid).
@@ -210,7 +211,7 @@ type userPart struct {
 // for the next call (at 1M users a new map of 100k collaborations each
 // change was a fifth of the model's time).
 func resolveWith(entries Entries, users *userPart, cache *collabCache) *directory.Snapshot {
-	r := &resolver{snap: &directory.Snapshot{Users: users.users}, users: users, cache: cache}
+	r := &resolver{snap: &directory.Snapshot{Users: users.users, UIDKeys: users.keys}, users: users, cache: cache}
 	if r.cache == nil {
 		r.cache = &collabCache{}
 	}
@@ -358,7 +359,7 @@ func (p *userPart) allKnown(values []string) bool {
 			return false
 		}
 		var ok bool
-		if from, ok = gallop.Search(p.users, v, from, directory.CompareUID); !ok {
+		if from, ok = p.keys.SearchFrom(p.users, v, from); !ok {
 			return false
 		}
 	}
@@ -370,7 +371,7 @@ func (p *userPart) uidOf(v string) (string, bool) {
 		uid, ok := p.uidByDN[normalizeDN(v)]
 		return uid, ok
 	}
-	_, ok := slices.BinarySearchFunc(p.users, v, directory.CompareUID)
+	_, ok := p.keys.Search(p.users, v)
 	return v, ok
 }
 
@@ -410,7 +411,7 @@ func resolveUsers(entries, disabled map[string]*Mapped) *userPart {
 		}
 		p.users = append(p.users, user)
 	}
-	sortUsers(p.users)
+	p.keys = directory.SortUsers(p.users)
 	// Validators can only be resolved once every user is known.
 	byDN := make(map[string]int, len(validated))
 	for _, v := range validated {
@@ -433,11 +434,6 @@ func resolveUsers(entries, disabled map[string]*Mapped) *userPart {
 		p.users[byDN[v.dn]] = &c
 	}
 	return p
-}
-
-func sortUsers(users []*directory.User) {
-	s := directory.Snapshot{Users: users}
-	s.Sort()
 }
 
 // collaborations resolves members and contacts (from the collaborations'

@@ -129,6 +129,7 @@ func testModelSnapshotIsResolve(t *testing.T, membership string) {
 		if want := Resolve(m.entries); !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: the model's snapshot differs from resolving its entries:\n got %+v\nwant %+v", i, got, want)
 		}
+		checkUIDKeys(t, got)
 		if n, max := len(m.collabs.m), len(m.entries[StreamCollaborations]); n > max {
 			t.Fatalf("step %d: %d collaborations cached of %d entries", i, n, max)
 		}
@@ -233,6 +234,7 @@ func TestResolveValidators(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("validators %v, want %v", got, want)
 	}
+	checkUIDKeys(t, snap)
 	if len(snap.Problems) != 2 {
 		t.Errorf("problems: %v", snap.Problems)
 	}
@@ -400,5 +402,14 @@ func TestResolveOnEveryCore(t *testing.T) {
 	}
 	if !reflect.DeepEqual(every, one) {
 		t.Error("resolved on every core, the snapshot differs from one resolved on one")
+	}
+}
+
+// checkUIDKeys requires a snapshot's uid keys, which the rules search its
+// users by, to be those of its users in their order.
+func checkUIDKeys(t *testing.T, snap *directory.Snapshot) {
+	t.Helper()
+	if want := directory.SortUsers(slices.Clone(snap.Users)); !slices.Equal(snap.UIDKeys, want) {
+		t.Fatalf("the snapshot's uid keys %x are not its users' %x", snap.UIDKeys, want)
 	}
 }

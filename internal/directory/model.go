@@ -167,6 +167,9 @@ type Snapshot struct {
 	// between runs): a snapshot and the states evaluated from it share
 	// them and never modify them.
 	Users []*User
+	// UIDKeys are the Users' uid keys in their order, when the source
+	// sorted them with SortUsers (nil: none; the rules make their own).
+	UIDKeys UIDKeys
 	// Collaborations are shared the same way: the live model's resolved
 	// collaborations, which the states point to (a copy of every
 	// collaboration per change was 19 MB at 100k collaborations).
@@ -182,10 +185,12 @@ func (s *Snapshot) Sort() {
 	// order is total. A sorted list is not touched: the live model keeps
 	// its lists sorted between snapshots (sorting 100k collaborations
 	// anyway was a tenth of a change's time at 100k users).
-	sortIfNot(s.Users, func(i, j int) bool {
+	if sortIfNot(s.Users, func(i, j int) bool {
 		a, b := s.Users[i], s.Users[j]
 		return a.UID < b.UID || a.UID == b.UID && a.DN < b.DN
-	})
+	}) {
+		s.UIDKeys = nil // of another order
+	}
 	s.SortSharedUsers()
 }
 
@@ -214,9 +219,11 @@ func (s *Snapshot) SortSharedUsers() {
 }
 
 // sortIfNot sorts a list that is not sorted already (the check compares
-// neighbours by index, copying no entry).
-func sortIfNot(list any, less func(i, j int) bool) {
-	if !sort.SliceIsSorted(list, less) {
-		sort.Slice(list, less)
+// neighbours by index, copying no entry), and says whether it did.
+func sortIfNot(list any, less func(i, j int) bool) (sorted bool) {
+	if sort.SliceIsSorted(list, less) {
+		return false
 	}
+	sort.Slice(list, less)
+	return true
 }

@@ -332,3 +332,31 @@ func TestWholeEvaluationOnEveryCore(t *testing.T) {
 		t.Fatal(diff)
 	}
 }
+
+// TestEvaluationWithSnapshotKeys: the rules find members through the uid
+// keys a source gives with its snapshot as through their own, with uids
+// sharing their first eight bytes and one uid on two entries.
+func TestEvaluationWithSnapshotKeys(t *testing.T) {
+	snap := directorytest.Heavy(5_000, 500)
+	users := slices.Clone(snap.Users)
+	for i, uid := range []string{"external_member_1", "external_member_2", "external_member_1", "external_"} {
+		u := *users[i]
+		u.UID, u.DN, u.UIDNumber = uid, fmt.Sprintf("uid=%s,ou=x%d,dc=example,dc=org", uid, i), uint32(900_000+i)
+		users = append(users, &u)
+	}
+	snap.Users = users
+	for i, c := range snap.Collaborations {
+		if i%2 == 0 {
+			c.Members = append(slices.Clone(c.Members), "external_member_1", "external_member_3", "external_", "external")
+		}
+	}
+	snap.Sort()
+	p := directory.Policy{Now: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC), ReviewGrace: 30 * 24 * time.Hour}
+	own := directory.Evaluate(snap, p, nil)
+	keyed := *snap
+	keyed.Users = slices.Clone(snap.Users)
+	keyed.UIDKeys = directory.SortUsers(keyed.Users)
+	if diff := compareStates(directory.Evaluate(&keyed, p, nil), own); diff != "" {
+		t.Fatal(diff)
+	}
+}

@@ -568,9 +568,9 @@ func (e *evaluation) users(snap *Snapshot) {
 	// Of two entries with one uid, members and contacts naming it mean
 	// the one not left out (the incumbent of rule 7).
 	e.st.users = newUIDIndex(snap.Users, func(i int) bool { return !e.excluded(snap.Users[i].DN) })
-	e.st.users.listUIDs()
+	e.st.users.useKeys(snap.UIDKeys)
 	e.memberships(len(snap.Users))
-	e.st.users.uids = nil
+	e.st.users.keys = nil
 	e.st.Users = make([]UserState, 0, len(snap.Users))
 	for i, u := range snap.Users {
 		e.st.Users = append(e.st.Users, e.user(i, u))
