@@ -92,6 +92,7 @@ func (c *Client) connect(ctx context.Context, uri string) (*Connection, error) {
 		return nil, fmt.Errorf("ldap %s: dial: %w", uri, tlsHint(err))
 	}
 	conn := newConnection(nc)
+	conn.uri = uri
 	if err := c.secureAndBind(ctx, conn, u.Scheme, u.Hostname()); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("ldap %s: %w", uri, err)

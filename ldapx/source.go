@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -40,14 +41,17 @@ func (s *Source) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
 	return Resolve(entries), nil
 }
 
-// Entries reads the whole directory as mapped entries, keyed by DN.
+// Entries reads the whole directory as mapped entries, keyed by DN. The
+// users are read on one connection and the other streams beside them on
+// a second, to the same server (a paged search per connection: OpenLDAP
+// keeps one paging state per connection).
 func (s *Source) Entries(ctx context.Context) (Entries, error) {
 	conn, err := s.client.Connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Close()
-	return s.read(ctx, conn)
+	return s.read(ctx, conn, func(ctx context.Context) (Conn, error) { return s.client.connect(ctx, conn.uri) })
 }
 
 // readOrder is the order a full read takes the streams in (and names them
@@ -67,31 +71,89 @@ func StreamOrder() []StreamName {
 	return out
 }
 
-func (s *Source) read(ctx context.Context, conn Conn) (Entries, error) {
+// read reads every configured stream: the users on conn, the others on
+// a connection from another, beside them (nil: on conn, after them). Any
+// stream's failure fails the read and stops the other connection's: the
+// error named is the first stream's, in readOrder, that failed on its own.
+func (s *Source) read(ctx context.Context, conn Conn, another func(context.Context) (Conn, error)) (Entries, error) {
 	searches := streams(s.cfg)
-	entries := Entries{}
-	for _, r := range readOrder {
-		search, ok := searches[r.stream]
-		if !ok {
-			continue
+	var first, beside []int // of readOrder
+	for i, r := range readOrder {
+		switch _, ok := searches[r.stream]; {
+		case !ok:
+		case r.stream == StreamUsers || another == nil:
+			first = append(first, i)
+		default:
+			beside = append(beside, i)
 		}
-		byKey := map[string]*Mapped{}
-		err := Stream(ctx, conn, searchRequest(search, s.em.attributes(r.stream)), uint32(s.cfg.PageSize), func(e *ldap.Entry) error {
-			if err := completeRanges(ctx, conn, e); err != nil {
-				return err
+	}
+	read := make([]map[string]*Mapped, len(readOrder))
+	errs := make([]error, len(readOrder))
+	stop, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readAll := func(conn Conn, order []int) {
+		for _, i := range order {
+			r := readOrder[i]
+			if read[i], errs[i] = s.readStream(stop, conn, r.stream, searches[r.stream]); errs[i] != nil {
+				errs[i] = fmt.Errorf("read %s: %w", r.what, errs[i])
+				cancel()
+				return
 			}
-			byKey[e.DN] = s.em.mapEntry(r.stream, e)
-			return nil
+		}
+	}
+	var wg sync.WaitGroup
+	if len(beside) > 0 {
+		wg.Go(func() {
+			c, err := another(stop)
+			if err != nil {
+				errs[beside[0]] = fmt.Errorf("read %s: %w", readOrder[beside[0]].what, err)
+				cancel()
+				return
+			}
+			defer c.Close()
+			readAll(c, beside)
 		})
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", r.what, err)
+	}
+	readAll(conn, first)
+	wg.Wait()
+	var failed error
+	for _, err := range errs {
+		if err != nil && (failed == nil || errors.Is(failed, context.Canceled) && !errors.Is(err, context.Canceled)) {
+			failed = err
 		}
-		if len(byKey) == 0 && mustMatch(r.stream) {
-			return nil, fmt.Errorf("read %s: %w", r.what, noEntries(search))
+	}
+	if failed == nil {
+		failed = ctx.Err() // never a partial read
+	}
+	if failed != nil {
+		return nil, failed
+	}
+	entries := Entries{}
+	for i, byKey := range read {
+		if byKey != nil {
+			entries[readOrder[i].stream] = byKey
 		}
-		entries[r.stream] = byKey
 	}
 	return entries, nil
+}
+
+// readStream reads one stream's entries, mapped, by DN.
+func (s *Source) readStream(ctx context.Context, conn Conn, stream StreamName, search Search) (map[string]*Mapped, error) {
+	byKey := map[string]*Mapped{}
+	err := Stream(ctx, conn, searchRequest(search, s.em.attributes(stream)), uint32(s.cfg.PageSize), func(e *ldap.Entry) error {
+		if err := completeRanges(ctx, conn, e); err != nil {
+			return err
+		}
+		byKey[e.DN] = s.em.mapEntry(stream, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(byKey) == 0 && mustMatch(stream) {
+		return nil, noEntries(search)
+	}
+	return byKey, nil
 }
 
 // Count connects and counts each configured search's entries (no

@@ -3,10 +3,12 @@ package ldapx
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -115,7 +117,7 @@ func TestSnapshotFailsWhole(t *testing.T) {
 	cfg.PageSize = 1
 	cfg.Users.Search = Search{BaseDN: "dc=x", Filter: "(uid=*)"}
 	s := &Source{mapper: NewMapper(cfg), em: newEntryMapper(cfg), cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	snap, err := s.read(context.Background(), f)
+	snap, err := s.read(context.Background(), f, nil)
 	if snap != nil || !errors.Is(err, netErr) {
 		t.Fatalf("snapshot %v, err %v: want nil and the error", snap, err)
 	}
@@ -133,4 +135,74 @@ func TestCriticalPagingEncoding(t *testing.T) {
 	if c, ok := dec.(*ldap.ControlPaging); !ok || c.PagingSize != 500 {
 		t.Errorf("decodes to %#v", dec)
 	}
+}
+
+// stuckConn answers every search with nothing until the search's context
+// ends, then with its error.
+type stuckConn struct{}
+
+type stuckResponse struct {
+	ctx context.Context
+	err error
+}
+
+func (r *stuckResponse) Next() bool               { <-r.ctx.Done(); r.err = r.ctx.Err(); return false }
+func (r *stuckResponse) Entry() *ldap.Entry       { return nil }
+func (r *stuckResponse) Referral() string         { return "" }
+func (r *stuckResponse) Controls() []ldap.Control { return nil }
+func (r *stuckResponse) Err() error               { return r.err }
+func (stuckConn) Close() error                    { return nil }
+func (stuckConn) SearchAsync(ctx context.Context, _ *ldap.SearchRequest, _ int) ldap.Response {
+	return &stuckResponse{ctx: ctx}
+}
+
+// TestReadBesideFailsWhole: the streams read on the second connection
+// fail the whole read, naming the stream, and stop the users' read; so
+// does a second connection that cannot be made; an ended context fails
+// it too, never returning what was read.
+func TestReadBesideFailsWhole(t *testing.T) {
+	cfg := testLDAPConfig()
+	cfg.PageSize = 1
+	s := &Source{mapper: NewMapper(cfg), em: newEntryMapper(cfg), cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	refused := errors.New("connection refused")
+	groupsFail := errors.New("groups unreadable")
+	for _, tc := range []struct {
+		name    string
+		another func(context.Context) (Conn, error)
+		want    error
+	}{
+		{"a stream fails", func(context.Context) (Conn, error) {
+			return &fakeConn{pages: [][]*ldap.Entry{nil}, failPage: 0, failErr: groupsFail}, nil
+		}, groupsFail},
+		{"no second connection", func(context.Context) (Conn, error) { return nil, refused }, refused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				entries, err := s.read(context.Background(), stuckConn{}, tc.another)
+				if entries != nil {
+					err = fmt.Errorf("entries %v returned with %w", entries, err)
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, tc.want) || !strings.HasPrefix(err.Error(), "read collaborations: ") {
+					t.Errorf("err = %v, want %v named for the collaborations", err, tc.want)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the users' read went on after the collaborations' failed")
+			}
+		})
+	}
+	t.Run("context ends", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		users := []*ldap.Entry{ldap.NewEntry("uid=alice,dc=x", map[string][]string{"uid": {"alice"}, "uidNumber": {"1000"}, "gidNumber": {"1000"}})}
+		entries, err := s.read(ctx, &fakeConn{pages: [][]*ldap.Entry{users}, failPage: -1},
+			func(context.Context) (Conn, error) { return stuckConn{}, nil })
+		if entries != nil || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("entries %v, err %v: want none and the deadline", entries, err)
+		}
+	})
 }

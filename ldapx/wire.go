@@ -27,7 +27,9 @@ import (
 // EXTERNAL binds, searches (paged, syncrepl) and abandon. It writes
 // nothing to the directory.
 type Connection struct {
-	nc     net.Conn
+	nc net.Conn
+	// uri is the URI the connection was made to (Client.connect).
+	uri    string
 	reader messageReader
 	nextID atomic.Int32
 
