@@ -72,9 +72,10 @@ func StreamOrder() []StreamName {
 }
 
 // read reads every configured stream: the users on conn, the others on
-// a connection from another, beside them (nil: on conn, after them). Any
-// stream's failure fails the read and stops the other connection's: the
-// error named is the first stream's, in readOrder, that failed on its own.
+// a connection from another, beside them (nil, or no connection made: on
+// conn, after them). Any stream's failure fails the read and stops the
+// other connection's: the error named is the first stream's, in
+// readOrder, that failed on its own.
 func (s *Source) read(ctx context.Context, conn Conn, another func(context.Context) (Conn, error)) (Entries, error) {
 	searches := streams(s.cfg)
 	var first, beside []int // of readOrder
@@ -102,12 +103,12 @@ func (s *Source) read(ctx context.Context, conn Conn, another func(context.Conte
 		}
 	}
 	var wg sync.WaitGroup
+	var alone error // why there is no second connection
 	if len(beside) > 0 {
 		wg.Go(func() {
 			c, err := another(stop)
 			if err != nil {
-				errs[beside[0]] = fmt.Errorf("read %s: %w", readOrder[beside[0]].what, err)
-				cancel()
+				alone = err
 				return
 			}
 			defer c.Close()
@@ -116,6 +117,11 @@ func (s *Source) read(ctx context.Context, conn Conn, another func(context.Conte
 	}
 	readAll(conn, first)
 	wg.Wait()
+	if alone != nil && stop.Err() == nil {
+		// A server that takes one connection at a time still gets read.
+		s.log.Info("no second LDAP connection; the other searches follow the users' on the first", "err", alone)
+		readAll(conn, beside)
+	}
 	var failed error
 	for _, err := range errs {
 		if err != nil && (failed == nil || errors.Is(failed, context.Canceled) && !errors.Is(err, context.Canceled)) {
@@ -129,10 +135,11 @@ func (s *Source) read(ctx context.Context, conn Conn, another func(context.Conte
 		return nil, failed
 	}
 	entries := Entries{}
-	for i, byKey := range read {
-		if byKey != nil {
-			entries[readOrder[i].stream] = byKey
+	for _, i := range append(first, beside...) {
+		if read[i] == nil { // not expected: never a partial read
+			return nil, fmt.Errorf("read %s: not read", readOrder[i].what)
 		}
+		entries[readOrder[i].stream] = read[i]
 	}
 	return entries, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,14 +158,14 @@ func (stuckConn) SearchAsync(ctx context.Context, _ *ldap.SearchRequest, _ int) 
 }
 
 // TestReadBesideFailsWhole: the streams read on the second connection
-// fail the whole read, naming the stream, and stop the users' read; so
-// does a second connection that cannot be made; an ended context fails
-// it too, never returning what was read.
+// fail the whole read, naming the stream, and stop the users' read; an
+// ended context fails it too, never returning what was read. Without a
+// second connection the other streams are read on the first, after the
+// users.
 func TestReadBesideFailsWhole(t *testing.T) {
 	cfg := testLDAPConfig()
 	cfg.PageSize = 1
 	s := &Source{mapper: NewMapper(cfg), em: newEntryMapper(cfg), cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	refused := errors.New("connection refused")
 	groupsFail := errors.New("groups unreadable")
 	for _, tc := range []struct {
 		name    string
@@ -174,7 +175,6 @@ func TestReadBesideFailsWhole(t *testing.T) {
 		{"a stream fails", func(context.Context) (Conn, error) {
 			return &fakeConn{pages: [][]*ldap.Entry{nil}, failPage: 0, failErr: groupsFail}, nil
 		}, groupsFail},
-		{"no second connection", func(context.Context) (Conn, error) { return nil, refused }, refused},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			done := make(chan error, 1)
@@ -195,6 +195,24 @@ func TestReadBesideFailsWhole(t *testing.T) {
 			}
 		})
 	}
+	t.Run("no second connection", func(t *testing.T) {
+		users := []*ldap.Entry{ldap.NewEntry("uid=alice,dc=x", map[string][]string{"uid": {"alice"}, "uidNumber": {"1000"}, "gidNumber": {"1000"}})}
+		first := &fakeConn{pages: [][]*ldap.Entry{users}, failPage: -1}
+		entries, err := s.read(context.Background(), first, func(context.Context) (Conn, error) { return nil, errors.New("too many connections") })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries[StreamUsers]) != 1 || entries[StreamCollaborations] == nil {
+			t.Errorf("entries %v: want the users and the collaborations", entries)
+		}
+		var bases []string
+		for _, r := range first.requests {
+			bases = append(bases, r.BaseDN)
+		}
+		if want := []string{cfg.Users.Search.BaseDN, cfg.Collaborations.Search.BaseDN}; !slices.Equal(bases, want) {
+			t.Errorf("searched %q on the first connection, want %q", bases, want)
+		}
+	})
 	t.Run("context ends", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
