@@ -92,10 +92,10 @@ func (s *Source) read(ctx context.Context, conn Conn, another func(context.Conte
 	errs := make([]error, len(readOrder))
 	stop, cancel := context.WithCancel(ctx)
 	defer cancel()
-	readAll := func(conn Conn, order []int) {
+	readAll := func(c Conn, order []int) {
 		for _, i := range order {
 			r := readOrder[i]
-			if read[i], errs[i] = s.readStream(stop, conn, r.stream, searches[r.stream]); errs[i] != nil {
+			if read[i], errs[i] = s.readStream(stop, c, r.stream, searches[r.stream]); errs[i] != nil {
 				errs[i] = fmt.Errorf("read %s: %w", r.what, errs[i])
 				cancel()
 				return

@@ -106,7 +106,7 @@ const (
 // ends).
 func (m *memoryLimit) configure(ctx context.Context, setting string) {
 	var before, first int64
-	if setting == config.MemoryLimitAuto && m.kept != nil {
+	if setting == config.MemoryLimitAuto && m.kept != nil && os.Getenv("GOMEMLIMIT") == "" {
 		resting, err := m.kept.PeakLive(ctx, modelAtRest)
 		if err == nil {
 			var peak uint64
