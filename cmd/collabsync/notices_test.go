@@ -71,20 +71,40 @@ func TestServeNoticesThroughPostfix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := map[string]int{}
+	// A SIGKILL between the relay's acceptance of a mail and the
+	// ledger's write sends that one mail again after the restart, with
+	// the same Message-ID (the target's contract: at least once, and
+	// only the mail under way twice). The kill usually comes after that
+	// write (the mails go 400 ms apart, and Postfix delivers after it
+	// accepts), not always: on a loaded machine new3's came twice.
+	seen, ids := map[string]int{}, map[string]map[string]bool{}
 	for _, m := range ms {
 		seen[m.To]++
+		if ids[m.To] == nil {
+			ids[m.To] = map[string]bool{}
+		}
+		ids[m.To][m.MessageID] = true
+		if m.MessageID == "" {
+			t.Errorf("mail to %s has no Message-ID", m.To)
+		}
 		if !strings.Contains(m.Subject, "Demo Centre: your account new") || !strings.Contains(m.Body, "in lsst") {
 			t.Errorf("mail to %s: %q\n%s", m.To, m.Subject, m.Body)
 		}
 	}
+	twice := 0
 	for i := 1; i <= joiners; i++ {
-		if to := fmt.Sprintf("new%d@lpnhe.example.org", i); seen[to] != 1 {
-			t.Errorf("%s got %d mails, want 1", to, seen[to])
+		to := fmt.Sprintf("new%d@lpnhe.example.org", i)
+		switch {
+		case seen[to] == 1:
+		case seen[to] == 2 && len(ids[to]) == 1:
+			twice++
+			t.Logf("%s got the mail under way at the kill twice, with one Message-ID", to)
+		default:
+			t.Errorf("%s got %d mails (%d Message-IDs), want 1", to, seen[to], len(ids[to]))
 		}
 	}
-	if len(ms) != joiners {
-		t.Errorf("%d mails delivered (%d before the kill), want %d", len(ms), len(sentBefore), joiners)
+	if twice > 1 || len(ms) != joiners+twice {
+		t.Errorf("%d mails delivered (%d before the kill, %d twice), want %d and at most one twice", len(ms), len(sentBefore), twice, joiners)
 	}
 	t.Logf("%d of %d mails sent before the SIGKILL, the rest after the restart", len(sentBefore), joiners)
 
@@ -108,8 +128,8 @@ func TestServeNoticesThroughPostfix(t *testing.T) {
 	})
 	time.Sleep(time.Second)
 	ms, _ = pf.Mails()
-	if len(ms) != joiners+1 || ms[joiners].To != "late@lpnhe.example.org" {
-		t.Errorf("after the relay came back: %d mails, the last to %s; want %d, the last to late@", len(ms), ms[len(ms)-1].To, joiners+1)
+	if len(ms) != joiners+twice+1 || ms[len(ms)-1].To != "late@lpnhe.example.org" {
+		t.Errorf("after the relay came back: %d mails, the last to %s; want %d, the last to late@", len(ms), ms[len(ms)-1].To, joiners+twice+1)
 	}
 	d.stop(t)
 }
