@@ -106,21 +106,8 @@ const (
 // ends).
 func (m *memoryLimit) configure(ctx context.Context, setting string) {
 	var before, first int64
-	if setting == config.MemoryLimitAuto && m.kept != nil && os.Getenv("GOMEMLIMIT") == "" {
-		resting, err := m.kept.PeakLive(ctx, modelAtRest)
-		if err == nil {
-			var peak uint64
-			peak, err = m.kept.PeakLive(ctx, firstRunPeak)
-			if peak > 0 {
-				first = firstLimit(peak)
-			}
-		}
-		if err != nil {
-			m.log.Warn("the last start's heap is not known; the memory limit follows the heap until the first run is over", "err", err)
-		}
-		if resting > 0 {
-			before = autoLimit(resting)
-		}
+	if setting == config.MemoryLimitAuto && os.Getenv("GOMEMLIMIT") == "" {
+		before, first = m.keptLimits(ctx)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -140,6 +127,31 @@ func (m *memoryLimit) configure(ctx context.Context, setting string) {
 		n, _ := config.ParseSize(setting) // validated
 		debug.SetMemoryLimit(n)
 	}
+}
+
+// keptLimits are the least limits the kept heaps give until the model is
+// complete (before) and during the first run (first); 0 where none is
+// kept.
+func (m *memoryLimit) keptLimits(ctx context.Context) (before, first int64) {
+	if m.kept == nil {
+		return 0, 0
+	}
+	resting, err := m.kept.PeakLive(ctx, modelAtRest)
+	var peak uint64
+	if err == nil {
+		peak, err = m.kept.PeakLive(ctx, firstRunPeak)
+	}
+	if err != nil {
+		m.log.Warn("the last start's heap is not known; the memory limit follows the heap until the first run is over", "err", err)
+		return 0, 0
+	}
+	if resting > 0 {
+		before = autoLimit(resting)
+	}
+	if peak > 0 {
+		first = firstLimit(peak)
+	}
+	return before, first
 }
 
 // afterRun asks for a measurement of the resting heap after the first run
