@@ -409,7 +409,7 @@ func TestResolveOnEveryCore(t *testing.T) {
 // users by, to be those of its users in their order.
 func checkUIDKeys(t *testing.T, snap *directory.Snapshot) {
 	t.Helper()
-	if want := directory.SortUsers(slices.Clone(snap.Users)); !slices.Equal(snap.UIDKeys, want) {
+	if want := directory.SortUsers(slices.Clone(snap.Users)); !snap.UIDKeys.Equal(want) {
 		t.Fatalf("the snapshot's uid keys %x are not its users' %x", snap.UIDKeys, want)
 	}
 }

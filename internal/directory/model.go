@@ -168,7 +168,7 @@ type Snapshot struct {
 	// them and never modify them.
 	Users []*User
 	// UIDKeys are the Users' uid keys in their order, when the source
-	// sorted them with SortUsers (nil: none; the rules make their own).
+	// sorted them with SortUsers (none: the rules make their own).
 	UIDKeys UIDKeys
 	// Collaborations are shared the same way: the live model's resolved
 	// collaborations, which the states point to (a copy of every
@@ -189,7 +189,7 @@ func (s *Snapshot) Sort() {
 		a, b := s.Users[i], s.Users[j]
 		return a.UID < b.UID || a.UID == b.UID && a.DN < b.DN
 	}) {
-		s.UIDKeys = nil // of another order
+		s.UIDKeys = UIDKeys{} // of another order
 	}
 	s.SortSharedUsers()
 }

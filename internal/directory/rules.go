@@ -570,7 +570,7 @@ func (e *evaluation) users(snap *Snapshot) {
 	e.st.users = newUIDIndex(snap.Users, func(i int) bool { return !e.excluded(snap.Users[i].DN) })
 	e.st.users.useKeys(snap.UIDKeys)
 	e.memberships(len(snap.Users))
-	e.st.users.keys = nil
+	e.st.users.keys = UIDKeys{}
 	e.st.Users = make([]UserState, 0, len(snap.Users))
 	for i, u := range snap.Users {
 		e.st.Users = append(e.st.Users, e.user(i, u))

@@ -157,13 +157,10 @@ func CompareUID(u *User, uid string) int { return strings.Compare(u.UID, uid) }
 func (x *uidIndex) useKeys(given UIDKeys) {
 	switch {
 	case x.all != nil:
-	case len(given) == len(x.users):
+	case given.Len() == len(x.users):
 		x.keys = given
 	default:
-		x.keys = make(UIDKeys, len(x.users))
-		for i, u := range x.users {
-			x.keys[i] = uidKey(u.UID)
-		}
+		x.keys = KeysOf(x.users)
 	}
 }
 
@@ -175,7 +172,7 @@ func (x *uidIndex) find(uid string) (int, bool) {
 	if i, ok := x.dups[uid]; ok {
 		return i, true
 	}
-	if x.keys != nil {
+	if x.keys.Len() > 0 {
 		return x.keys.Search(x.users, uid)
 	}
 	return slices.BinarySearchFunc(x.users, uid, CompareUID)
@@ -193,7 +190,7 @@ func (x *uidIndex) findFrom(uid string, from int) (i int, found bool, next int) 
 		return i, ok, 0
 	}
 	var ok bool
-	if x.keys != nil {
+	if x.keys.Len() > 0 {
 		next, ok = x.keys.SearchFrom(x.users, uid, from)
 	} else {
 		next, ok = gallop.Search(x.users, uid, from, CompareUID)

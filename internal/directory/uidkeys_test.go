@@ -23,8 +23,11 @@ func checkUIDKeys(t *testing.T, uids, probes []string) {
 		t.Fatalf("SortUsers(%q): order differs from Snapshot.Sort", uids)
 	}
 	for i, u := range users {
-		if keys[i] != uidKey(u.UID) {
-			t.Fatalf("SortUsers(%q): key %d is %x, want %x", uids, i, keys[i], uidKey(u.UID))
+		if keys.keys[i] != uidKey(u.UID) {
+			t.Fatalf("SortUsers(%q): key %d is %x, want %x", uids, i, keys.keys[i], uidKey(u.UID))
+		}
+		if partial := keys.partial[i/64]&(1<<(i%64)) != 0; partial == wholeKey(u.UID) {
+			t.Fatalf("SortUsers(%q): user %d (%q) marked partial: %v", uids, i, u.UID, partial)
 		}
 	}
 	for _, p := range append(slices.Clone(uids), probes...) {
@@ -56,6 +59,8 @@ func TestUIDKeys(t *testing.T) {
 		{"repeated", []string{"u1", "u1", "u2", "longer_than_8", "longer_than_8", "longer_than_9"},
 			[]string{"u0", "u3", "longer_than_7", "longer_than"}},
 		{"empty uid", []string{"", "", "x"}, []string{"\x00", "w"}},
+		{"eight bytes", []string{"abcdefghi", "abcdefgh_", "abcdefgi", "abcdefg", "abcdefgi"},
+			[]string{"abcdefgh", "abcdefg", "abcdefgi", "abcdefgj", "abcdefgh\x00"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkUIDKeys(t, tc.uids, tc.probes) })
 	}
@@ -73,7 +78,8 @@ func TestUIDKeysRandom(t *testing.T) {
 		return b.String()
 	}
 	for range 300 {
-		uids := make([]string, r.IntN(40))
+		// Up to three words of the partial keys' bit set.
+		uids := make([]string, r.IntN(150))
 		for i := range uids {
 			uids[i] = word()
 		}
