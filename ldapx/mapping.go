@@ -49,16 +49,28 @@ func (m *Mapper) ProductionAttributes() []string {
 	return nonEmpty(a.Name, a.UIDNumber, a.GIDNumber, a.Home, a.Shell, a.Collaboration, a.Managers)
 }
 
-// namePattern is what a Unix user or group name may look like: portable
-// characters, not all digits (that would read as a number), at most 32 bytes.
-var namePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
 
 // listName is what a collaboration may name a list: a mail local part,
 // alone or with its domain (docs: csListName).
 var listName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}(@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)?$`)
 
-// validName reports whether s can be a Unix user or group name.
-func validName(s string) bool { return namePattern.MatchString(s) }
+// validName reports whether s can be a Unix user or group name: portable
+// characters, not all digits (that would read as a number), at most 32
+// bytes; ^[A-Za-z_][A-Za-z0-9_.-]{0,31}$ without a regular expression
+// (which was 2 % of plan's CPU at 100k users).
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 32 || !nameStart(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !nameStart(c) && !('0' <= c && c <= '9') && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func nameStart(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' }
 
 // rawUser is a user whose validator is not resolved to a uid yet: its
 // ValidatedBy is the entry's value, a DN or a uid (resolving makes a copy

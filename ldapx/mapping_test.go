@@ -2,6 +2,7 @@ package ldapx
 
 import (
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -134,11 +135,27 @@ func TestNormalizeDN(t *testing.T) {
 
 // FuzzMapUser: arbitrary attribute values never panic the mapper, and an
 // accepted user is safe to write into a passwd line.
+// namePattern is what validName checks, as a regular expression.
+var namePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,31}$`)
+
+// TestValidName: validName against namePattern at its edges.
+func TestValidName(t *testing.T) {
+	for _, s := range []string{"", "a", "_", "1", "12345", "-a", ".a", "a-b.c_d9", "A", "Z_", "z", "a b", "a:b", "é", "a\x00",
+		strings.Repeat("a", 32), strings.Repeat("a", 33), "a" + strings.Repeat("9", 31), "@", "[", "`", "{", "/", "0a"} {
+		if got, want := validName(s), namePattern.MatchString(s); got != want {
+			t.Errorf("validName(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
 func FuzzMapUser(f *testing.F) {
 	f.Add("uid=alice,dc=x", "alice", "10001", "20001", "Alice", "/home/alice", "/bin/bash")
 	f.Add("cn=\\,,dc=x", "a b", "-1", "", "x:y", "rel", "")
 	m := NewMapper(testLDAPConfig())
 	f.Fuzz(func(t *testing.T, dn, uid, uidn, gidn, cn, home, shell string) {
+		if got, want := validName(uid), namePattern.MatchString(uid); got != want {
+			t.Errorf("validName(%q) = %v, the pattern says %v", uid, got, want)
+		}
 		e := ldap.NewEntry(dn, map[string][]string{"uid": {uid}, "uidNumber": {uidn}, "gidNumber": {gidn}, "cn": {cn}, "homeDirectory": {home}, "loginShell": {shell}})
 		u, err := m.User(e)
 		if err != nil {
