@@ -379,7 +379,7 @@ func (p *userPart) uidOf(v string) (string, bool) {
 // A user whose key the disabled users hold (the same entry: keys are
 // entryUUIDs in a live model, DNs in a full read) is suspended.
 func resolveUsers(entries, disabled map[string]*Mapped) *userPart {
-	p := &userPart{users: make([]*directory.User, 0, len(entries)), uidByDN: map[string]string{}}
+	p := &userPart{users: make([]*directory.User, 0, len(entries))}
 	type pending struct {
 		dn, validator string // DN or uid
 	}
@@ -391,6 +391,11 @@ func resolveUsers(entries, disabled map[string]*Mapped) *userPart {
 		}
 		u := e.User
 		if e.NormDN != "" {
+			if p.uidByDN == nil {
+				// Of its size at once: grown user by user, it was rehashed
+				// on the way.
+				p.uidByDN = make(map[string]string, len(entries))
+			}
 			p.uidByDN[e.NormDN] = u.UID
 		}
 		if u.ValidatedBy != "" {
