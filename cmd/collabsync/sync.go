@@ -73,6 +73,8 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		a.errorf(fmt.Errorf("state store: %w", err))
 		return exitFailure, false
 	}
+	// The rules' history is read beside the directory.
+	defer wiring.ReadHistoryAhead(ctx, st, a.log)()
 	eng := wiring.NewEngine(cfg, a.log, st, ldapx.NewSource(cfg.LDAP, a.log), nil)
 	// serve runs each target on its own: a target it is applying is
 	// waited for, the others are not.
