@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/go-ldap/ldap/v3"
@@ -257,13 +256,21 @@ func (c *collabCache) inOrder(entries map[string]*Mapped) []*Mapped {
 			return out
 		}
 	}
-	keys := make([]string, 0, len(entries))
-	for k := range entries {
-		keys = append(keys, k)
+	// Sorted with their keys: a sort of the keys looked both entries up
+	// at each compare.
+	type keyed struct {
+		key string
+		e   *Mapped
 	}
-	sort.Slice(keys, func(i, j int) bool { return entries[keys[i]].DN < entries[keys[j]].DN })
-	for _, k := range keys {
-		out = append(out, entries[k])
+	byDN := make([]keyed, 0, len(entries))
+	for k, e := range entries {
+		byDN = append(byDN, keyed{k, e})
+	}
+	slices.SortFunc(byDN, func(a, b keyed) int { return strings.Compare(a.e.DN, b.e.DN) })
+	keys := make([]string, len(byDN))
+	for i, k := range byDN {
+		keys[i] = k.key
+		out = append(out, k.e)
 	}
 	c.order = keys
 	return out

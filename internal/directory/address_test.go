@@ -28,6 +28,8 @@ func TestValidAddress(t *testing.T) {
 		{"a..b@example.org", false},
 		{"a@-example.org", false},
 		{"a@example..org", false},
+		{"a@.example.org", false},
+		{"a@example.org-", false},
 		{"a@example.org.", false},
 		{"a@", false},
 		{"spy%evil.org@lpnhe.example.org", false}, // the %-hack: relayed to evil.org
