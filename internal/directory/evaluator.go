@@ -395,16 +395,10 @@ func (ev *Evaluator) incremental(snap *Snapshot, p Policy, prev History) (*State
 	// evaluated again, merged with what they found now.
 	found := problemViolations(snap.Problems, st.Violations)
 	sortViolations(found)
-	kept := make([]Violation, 0, len(last.Violations))
-	for _, v := range last.Violations {
-		if v.Kind == KindMalformedEntry || v.Kind == KindUnknownReference ||
-			slices.Contains(reDN[v.Subject], v.Kind) || v.Kind == KindPrimaryGroup && pgDN[v.Subject] {
-			continue
-		}
-		v.Since = time.Time{}
-		kept = append(kept, v)
-	}
-	st.Violations = mergeViolations(kept, found)
+	st.Violations = mergeViolations(last.Violations, found, func(v *Violation) bool {
+		return v.Kind == KindMalformedEntry || v.Kind == KindUnknownReference ||
+			slices.Contains(reDN[v.Subject], v.Kind) || v.Kind == KindPrimaryGroup && pgDN[v.Subject]
+	})
 
 	limit := len(snap.Users)/8 + 64
 	if ev.patchLimit > 0 {
@@ -503,18 +497,25 @@ func nextExpiry(users []*User, now time.Time) time.Time {
 	return time.Unix(next, 0)
 }
 
-// mergeViolations merges two lists in violation order; a and b hold no
-// violation of the same kind and subject.
-func mergeViolations(a, b []Violation) []Violation {
-	out := make([]Violation, 0, len(a)+len(b))
-	for len(a) > 0 && len(b) > 0 {
-		if violationLess(&b[0], &a[0]) {
-			out, b = append(out, b[0]), b[1:]
-		} else {
-			out, a = append(out, a[0]), a[1:]
+// mergeViolations merges the last run's violations but those left out
+// (and their Since, which the store fills in) with those found, both in
+// violation order and without violations in common, into one new list: a
+// list of the kept ones merged into another was two copies of every
+// violation a change (23 MB at 1M users, 100k violations).
+func mergeViolations(last, found []Violation, leftOut func(*Violation) bool) []Violation {
+	out := make([]Violation, 0, len(last)+len(found))
+	for i := range last {
+		if leftOut(&last[i]) {
+			continue
 		}
+		v := last[i]
+		v.Since = time.Time{}
+		for len(found) > 0 && violationLess(&found[0], &v) {
+			out, found = append(out, found[0]), found[1:]
+		}
+		out = append(out, v)
 	}
-	return append(append(out, a...), b...)
+	return append(out, found...)
 }
 
 // union returns a and b's values, sorted and without repeats.
