@@ -21,6 +21,10 @@ type cache struct {
 	statusKnown  bool
 	violations   map[violationKey]storedViolation
 	violationGen int64
+	// recorded is the list RecordViolations last recorded, in strict
+	// (kind, subject) order, dated: what violations holds, as a list. Nil
+	// whenever violations is.
+	recorded []directory.Violation
 }
 
 type queryer interface {
