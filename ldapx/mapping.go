@@ -49,7 +49,6 @@ func (m *Mapper) ProductionAttributes() []string {
 	return nonEmpty(a.Name, a.UIDNumber, a.GIDNumber, a.Home, a.Shell, a.Collaboration, a.Managers)
 }
 
-
 // listName is what a collaboration may name a list: a mail local part,
 // alone or with its domain (docs: csListName).
 var listName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}(@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)?$`)

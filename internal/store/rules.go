@@ -208,7 +208,9 @@ func (sv storedViolation) says(v directory.Violation) bool {
 // order, as a state holds them, are walked beside the list recorded last
 // (againstRecorded), else looked up in the cached ones, and no map of
 // them is made: at 1M users with 100k standing violations, two new maps
-// a run were a tenth of a change's time.
+// a run were a tenth of a change's time. The store keeps vs until the
+// next call: the caller does not change it (a state's violations, which
+// nothing changes but their Since, filled in here).
 func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, now time.Time) error {
 	s.cache.mu.Lock()
 	defer s.cache.mu.Unlock()
