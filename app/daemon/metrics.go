@@ -435,7 +435,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.objects, prometheus.GaugeValue, float64(n), k.a, k.b)
 	}
 	violations := map[key]int{}
-	for _, v := range st.Violations {
+	for i := range st.Violations {
+		// Not a copy of each: the store dates a state's violations in
+		// place (their Since) after the state is made.
+		v := &st.Violations[i]
 		violations[key{string(v.Kind), string(v.Severity)}]++
 	}
 	for k, n := range violations {

@@ -292,17 +292,26 @@ func againstRecorded(rec, vs []directory.Violation, now time.Time) (written []in
 			if r.Severity != vs[i].Severity || r.Name != vs[i].Name || r.Reason != vs[i].Reason || r.Action != vs[i].Action {
 				written = append(written, i)
 			}
-			vs[i].Since = r.Since
+			date(&vs[i], r.Since)
 			j++
 			continue
 		}
 		written = append(written, i)
-		vs[i].Since = time.Unix(0, now.UnixNano()).UTC()
+		date(&vs[i], time.Unix(0, now.UnixNano()).UTC())
 	}
 	for ; j < len(rec); j++ {
 		gone = append(gone, keyOf(rec[j]))
 	}
 	return written, gone, true
+}
+
+// date sets v's Since, only if it differs: a list that two states share
+// (the rules keep the last run's when a change leaves it as it was) is
+// dated already, and is read meanwhile through the older state.
+func date(v *directory.Violation, since time.Time) {
+	if v.Since != since {
+		v.Since = since
+	}
 }
 
 // againstStored dates vs and finds what to write and what is gone by
@@ -326,7 +335,7 @@ func againstStored(stored map[violationKey]storedViolation, vs []directory.Viola
 		if !ok || !sv.says(v) {
 			written = append(written, i)
 		}
-		vs[i].Since = time.Unix(0, sv.first).UTC()
+		date(&vs[i], time.Unix(0, sv.first).UTC())
 	}
 	if !inOrder || found != len(stored) {
 		current := make(map[violationKey]bool, len(vs))
@@ -481,9 +490,9 @@ func (s *Store) ViolationsSince(ctx context.Context, vs []directory.Violation, n
 	}
 	for i := range vs {
 		if sv, ok := stored[keyOf(vs[i])]; ok {
-			vs[i].Since = time.Unix(0, sv.first).UTC()
+			date(&vs[i], time.Unix(0, sv.first).UTC())
 		} else {
-			vs[i].Since = now.UTC()
+			date(&vs[i], now.UTC())
 		}
 	}
 	return nil
