@@ -198,6 +198,11 @@ type storedViolation struct {
 	severity, name, reason, action string
 }
 
+// wordsOf is what v says, as its row keeps it (first unset).
+func wordsOf(v directory.Violation) storedViolation {
+	return storedViolation{severity: string(v.Severity), name: v.Name, reason: v.Reason, action: string(v.Action)}
+}
+
 func (sv storedViolation) says(v directory.Violation) bool {
 	return sv.severity == string(v.Severity) && sv.name == v.Name && sv.reason == v.Reason && sv.action == string(v.Action)
 }
@@ -240,8 +245,9 @@ func (s *Store) RecordViolations(ctx context.Context, vs []directory.Violation, 
 				j++
 			}
 		}
-		v := vs[j]
-		return storedViolation{first: vs[i].Since.UnixNano(), severity: string(v.Severity), name: v.Name, reason: v.Reason, action: string(v.Action)}
+		sv := wordsOf(vs[j])
+		sv.first = vs[i].Since.UnixNano()
+		return sv
 	}
 	if err := s.writeViolations(ctx, stored, vs, written, gone, record, now); err != nil {
 		return err
@@ -288,11 +294,10 @@ func againstRecorded(rec, vs []directory.Violation, now time.Time) (written []in
 			gone = append(gone, keyOf(rec[j]))
 		}
 		if j < len(rec) && keyOf(rec[j]) == k {
-			r := rec[j]
-			if r.Severity != vs[i].Severity || r.Name != vs[i].Name || r.Reason != vs[i].Reason || r.Action != vs[i].Action {
+			if !wordsOf(rec[j]).says(vs[i]) {
 				written = append(written, i)
 			}
-			date(&vs[i], r.Since)
+			date(&vs[i], rec[j].Since)
 			j++
 			continue
 		}
