@@ -503,7 +503,13 @@ func nextExpiry(users []*User, now time.Time) time.Time {
 // list of the kept ones merged into another was two copies of every
 // violation a change (23 MB at 1M users, 100k violations).
 func mergeViolations(last, found []Violation, leftOut func(*Violation) bool) []Violation {
-	if sameAsLeftOut(last, found, leftOut) {
+	var dropped []int // of last, in order: few, the subjects evaluated again
+	for i := range last {
+		if leftOut(&last[i]) {
+			dropped = append(dropped, i)
+		}
+	}
+	if sameAsDropped(last, dropped, found) {
 		// The subjects evaluated again found what they had: the list is
 		// the last run's (at 1M users a copy of 100k violations was 12 MB
 		// of garbage a change). Its Since, if the store filled them in,
@@ -512,7 +518,8 @@ func mergeViolations(last, found []Violation, leftOut func(*Violation) bool) []V
 	}
 	out := make([]Violation, 0, len(last)+len(found))
 	for i := range last {
-		if leftOut(&last[i]) {
+		if len(dropped) > 0 && dropped[0] == i {
+			dropped = dropped[1:]
 			continue
 		}
 		v := last[i]
@@ -525,25 +532,20 @@ func mergeViolations(last, found []Violation, leftOut func(*Violation) bool) []V
 	return append(out, found...)
 }
 
-// sameAsLeftOut reports whether the violations of last left out are, in
-// order, found (but for their Since).
-func sameAsLeftOut(last, found []Violation, leftOut func(*Violation) bool) bool {
-	n := 0
-	for i := range last {
-		if !leftOut(&last[i]) {
-			continue
-		}
-		if n == len(found) {
-			return false
-		}
+// sameAsDropped reports whether the violations of last at dropped are,
+// in order, found (but for their Since).
+func sameAsDropped(last []Violation, dropped []int, found []Violation) bool {
+	if len(dropped) != len(found) {
+		return false
+	}
+	for n, i := range dropped {
 		v, f := last[i], found[n]
 		v.Since, f.Since = time.Time{}, time.Time{}
 		if v != f {
 			return false
 		}
-		n++
 	}
-	return n == len(found)
+	return true
 }
 
 // union returns a and b's values, sorted and without repeats.
