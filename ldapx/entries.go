@@ -149,6 +149,40 @@ func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
 	return out
 }
 
+// transientStream says whether a stream's entries may be mapped from
+// transient entries (Connection.SearchMapped) with mapTransient: users and
+// disabled users, 100k entries of 100k. The other streams' mappings keep
+// most of their entry (member lists) and take an entry of their own.
+func transientStream(s StreamName) bool { return s == StreamUsers || s == StreamDisabled }
+
+// mapTransient maps an entry of a transient stream, whose strings are
+// valid only during the call, to a mapping that holds none of them: a
+// user's strings are packed apart (mapEntry) and its opt-outs copied; a
+// disabled user, and an entry that is a Problem, is its DN.
+func (em *entryMapper) mapTransient(s StreamName, e *ldap.Entry) *Mapped {
+	m := em.mapEntry(s, e)
+	m.Problem = strings.Clone(m.Problem)
+	if m.User == nil {
+		m.DN = strings.Clone(m.DN)
+		return m
+	}
+	if u := m.User; len(u.OptOuts) > 0 {
+		u.OptOuts = cloneStrings(u.OptOuts)
+	}
+	return m
+}
+
+// cloneStrings copies a list of strings into two allocations.
+func cloneStrings(in []string) []string {
+	out := slices.Clone(in)
+	ptrs := make([]*string, len(out))
+	for i := range out {
+		ptrs[i] = &out[i]
+	}
+	pack(ptrs...)
+	return out
+}
+
 // pack moves strings into one allocation. Apart, each is rounded up to
 // its allocation size class; together a model's user takes ≈25 bytes less.
 func pack(fields ...*string) {

@@ -230,55 +230,100 @@ func messageID(b []byte) (int64, error) {
 // whatever its size. The copy is never written to: ByteValues are
 // read-only, as they share the strings' memory.
 func decodeEntry(body []byte) (*ldap.Entry, error) {
-	// A first pass checks the shape and counts, so the second allocates
-	// every slice at its size.
-	dn, rest, err := expect(body, tagOctetString, "entry DN")
+	nAttrs, nValues, err := entryShape(body)
 	if err != nil {
 		return nil, err
+	}
+	own := make([]byte, len(body))
+	copy(own, body)
+	s := entryScratch{attrs: make([]*ldap.EntryAttribute, nAttrs), held: make([]ldap.EntryAttribute, nAttrs),
+		values: make([]string, nValues), bytes: make([][]byte, nValues)}
+	e := &ldap.Entry{}
+	s.fill(e, own)
+	return e, nil
+}
+
+// entryScratch is the room a transient entry is decoded in, kept from
+// one entry to the next.
+type entryScratch struct {
+	e      ldap.Entry
+	attrs  []*ldap.EntryAttribute
+	held   []ldap.EntryAttribute
+	values []string
+	bytes  [][]byte
+}
+
+// transient decodes body as decodeEntry does, without copying it: the
+// entry, its names and values are valid until body or the scratch is
+// used again. A caller keeps what it needs of it by copying.
+func (s *entryScratch) transient(body []byte) (*ldap.Entry, error) {
+	nAttrs, nValues, err := entryShape(body)
+	if err != nil {
+		return nil, err
+	}
+	if cap(s.attrs) < nAttrs {
+		s.attrs, s.held = make([]*ldap.EntryAttribute, nAttrs), make([]ldap.EntryAttribute, nAttrs)
+	}
+	if cap(s.values) < nValues {
+		s.values, s.bytes = make([]string, nValues), make([][]byte, nValues)
+	}
+	s.attrs, s.held = s.attrs[:nAttrs], s.held[:nAttrs]
+	s.values, s.bytes = s.values[:nValues], s.bytes[:nValues]
+	s.e = ldap.Entry{}
+	s.fill(&s.e, body)
+	return &s.e, nil
+}
+
+// entryShape checks an entry's shape and counts its attributes and
+// values, so that fill has every slice at its size.
+func entryShape(body []byte) (nAttrs, nValues int, err error) {
+	dn, rest, err := expect(body, tagOctetString, "entry DN")
+	if err != nil {
+		return 0, 0, err
 	}
 	attrs, rest, err := expect(rest, tagSequence, "entry attributes")
 	if err != nil {
-		return nil, err
+		return 0, 0, err
 	}
 	if len(rest) > 0 {
-		return nil, malformed("entry %q: %d octets after its attributes", dn, len(rest))
+		return 0, 0, malformed("entry %q: %d octets after its attributes", dn, len(rest))
 	}
-	nAttrs, nValues := 0, 0
 	for a := attrs; len(a) > 0; {
 		var attr []byte
 		if attr, a, err = expect(a, tagSequence, "attribute"); err != nil {
-			return nil, fmt.Errorf("entry %q: %w", dn, err)
+			return 0, 0, fmt.Errorf("entry %q: %w", dn, err)
 		}
 		name, r, err := expect(attr, tagOctetString, "attribute type")
 		if err != nil {
-			return nil, fmt.Errorf("entry %q: %w", dn, err)
+			return 0, 0, fmt.Errorf("entry %q: %w", dn, err)
 		}
 		vals, r, err := expect(r, tagSet, "attribute values")
 		if err != nil {
-			return nil, fmt.Errorf("entry %q: attribute %q: %w", dn, name, err)
+			return 0, 0, fmt.Errorf("entry %q: attribute %q: %w", dn, name, err)
 		}
 		if len(r) > 0 {
-			return nil, malformed("entry %q: attribute %q: %d octets after its values", dn, name, len(r))
+			return 0, 0, malformed("entry %q: attribute %q: %d octets after its values", dn, name, len(r))
 		}
 		for len(vals) > 0 {
 			if _, vals, err = expect(vals, tagOctetString, "value"); err != nil {
-				return nil, fmt.Errorf("entry %q: attribute %q: %w", dn, name, err)
+				return 0, 0, fmt.Errorf("entry %q: attribute %q: %w", dn, name, err)
 			}
 			nValues++
 		}
 		nAttrs++
 	}
+	return nAttrs, nValues, nil
+}
 
-	own := make([]byte, len(body))
-	copy(own, body)
-	// The same walk over the copy cannot fail.
-	dnb, rest, _ := expect(own, tagOctetString, "")
-	attrs, _, _ = expect(rest, tagSequence, "")
-	e := &ldap.Entry{DN: view(dnb), Attributes: make([]*ldap.EntryAttribute, nAttrs)}
-	held := make([]ldap.EntryAttribute, nAttrs)
-	values := make([]string, nValues)
-	bytes := make([][]byte, nValues)
-	for i := range nAttrs {
+// fill decodes body, whose shape entryShape checked, into e, with the
+// scratch's slices (of the sizes entryShape counted) as its attributes
+// and values: the same walk, which cannot fail.
+func (s *entryScratch) fill(e *ldap.Entry, body []byte) {
+	dnb, rest, _ := expect(body, tagOctetString, "")
+	attrs, _, _ := expect(rest, tagSequence, "")
+	e.DN, e.Attributes = view(dnb), s.attrs
+	values, bytes := s.values, s.bytes
+	for i := range s.attrs {
 		attr, r, _ := expect(attrs, tagSequence, "")
 		attrs = r
 		name, r2, _ := expect(attr, tagOctetString, "")
@@ -290,11 +335,10 @@ func decodeEntry(body []byte) (*ldap.Entry, error) {
 			values[n] = view(value)
 			bytes[n] = value[:len(value):len(value)]
 		}
-		held[i] = ldap.EntryAttribute{Name: view(name), Values: values[:n:n], ByteValues: bytes[:n:n]}
+		s.held[i] = ldap.EntryAttribute{Name: view(name), Values: values[:n:n], ByteValues: bytes[:n:n]}
 		values, bytes = values[n:], bytes[n:]
-		e.Attributes[i] = &held[i]
+		s.attrs[i] = &s.held[i]
 	}
-	return e, nil
 }
 
 // view is b as a string without a copy; b is never written to again.

@@ -186,7 +186,8 @@ func TestLeanDecoderAgreesWithGoLDAP(t *testing.T) {
 // accepts what go-ldap refuses and never reads it differently. It is
 // stricter than go-ldap on encodings no server sends (a value tagged as
 // another string type, values outside a SET, trailing elements), which it
-// refuses; FuzzLeanEntryEncoded covers every well-formed entry.
+// refuses; FuzzLeanEntryEncoded covers every well-formed entry. The
+// transient decoding (SearchMapped's) reads every entry as decodeEntry.
 func FuzzLeanEntry(f *testing.F) {
 	f.Add(entryOp("uid=alice", []string{"uid", "alice"}, []string{"cn", "A", "B"})[2:], []byte(nil))
 	f.Add(entryOp("cn=x")[2:], syncState)
@@ -205,7 +206,11 @@ func FuzzLeanEntry(f *testing.F) {
 	}
 	f.Add([]byte{0x04, 0x00, 0x30, 0x80, 0x00, 0x00}, []byte(nil))
 	f.Add([]byte{0x04, 0x81, 0x01, 'x', 0x30, 0x00}, []byte(nil))
+	// The entry decoded transiently too, in a scratch that held others.
+	var scratch entryScratch
+	scratch.transient(entryOp("cn=y", []string{"a", "1", "2", "3"}, []string{"b", "4"})[2:])
 	f.Fuzz(func(t *testing.T, body, controls []byte) {
+		sameTransient(t, &scratch, body)
 		msg := append(elem(tagSearchResultEntry, body), controls...)
 		if _, err := ber.DecodePacketErr(elem(tagSequence, []byte{tagInteger, 1, 1}, msg)); err != nil {
 			// Not BER: go-ldap's reader ends the connection (and its

@@ -19,11 +19,34 @@ import (
 // without one means the result was cut short (go-ldap ends a search on a
 // closing connection without an error).
 func Stream(ctx context.Context, conn Conn, req *ldap.SearchRequest, pageSize uint32, fn func(*ldap.Entry) error) error {
+	return StreamMapped(ctx, conn, req, pageSize, nil, func(e *ldap.Entry, _ any) error { return fn(e) })
+}
+
+// entryMapping is a connection that maps entries as it reads them
+// (Connection.SearchMapped).
+type entryMapping interface {
+	SearchMapped(ctx context.Context, req *ldap.SearchRequest, bufferSize int, mapEntry func(*ldap.Entry) any) MappedResponse
+}
+
+// MappedResponse is a search's Response whose entries may come mapped.
+type MappedResponse interface {
+	ldap.Response
+	// Mapped is what the search's mapEntry made of the current message's
+	// entry; nil when Entry is the entry, or the message is no entry.
+	Mapped() any
+}
+
+// StreamMapped is Stream for a caller that maps each entry with mapEntry
+// (nil: none): on a connection that maps as it reads, fn gets what
+// mapEntry made of an entry, or the entry (mapped nil) when it was not
+// mapped (it has ranged attributes, or the connection cannot); fn maps
+// that one itself. mapEntry follows SearchMapped's rules.
+func StreamMapped(ctx context.Context, conn Conn, req *ldap.SearchRequest, pageSize uint32, mapEntry func(*ldap.Entry) any, fn func(e *ldap.Entry, mapped any) error) error {
 	paging := &criticalPaging{ControlPaging: ldap.ControlPaging{PagingSize: pageSize}}
 	page := *req
 	page.Controls = append(append([]ldap.Control(nil), req.Controls...), paging)
 	for {
-		cookie, err := streamPage(ctx, conn, &page, fn)
+		cookie, err := streamPage(ctx, conn, &page, mapEntry, fn)
 		if errors.Is(err, errCutShort) && missingBase(ctx, conn, req.BaseDN) {
 			// 389-ds answers a paged search under a base that does not
 			// exist with a bare success.
@@ -40,15 +63,22 @@ func Stream(ctx context.Context, conn Conn, req *ldap.SearchRequest, pageSize ui
 }
 
 // streamPage returns the cookie for the next page, empty after the last.
-func streamPage(ctx context.Context, conn Conn, req *ldap.SearchRequest, fn func(*ldap.Entry) error) ([]byte, error) {
+func streamPage(ctx context.Context, conn Conn, req *ldap.SearchRequest, mapEntry func(*ldap.Entry) any, fn func(*ldap.Entry, any) error) ([]byte, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	resp := conn.SearchAsync(ctx, req, 64)
+	var resp ldap.Response
+	mapped := func() any { return nil }
+	if m, ok := conn.(entryMapping); ok && mapEntry != nil {
+		r := m.SearchMapped(ctx, req, 64, mapEntry)
+		resp, mapped = r, r.Mapped
+	} else {
+		resp = conn.SearchAsync(ctx, req, 64)
+	}
 	var cookie []byte
 	sawDone := false
 	for resp.Next() {
-		if e := resp.Entry(); e != nil {
-			if err := fn(e); err != nil {
+		if e, m := resp.Entry(), mapped(); e != nil || m != nil {
+			if err := fn(e, m); err != nil {
 				return nil, err
 			}
 			continue

@@ -144,13 +144,22 @@ func (s *Source) read(ctx context.Context, conn Conn, another func(context.Conte
 	return entries, nil
 }
 
-// readStream reads one stream's entries, mapped, by DN. They are gathered
-// in a list and put in a map of their number at the end: a map grown
-// entry by entry was rehashed on the way (at 1M users a tenth of the
-// read's CPU, on its critical path).
+// readStream reads one stream's entries, mapped, by DN. A user is mapped
+// as the connection reads it, from the receive buffer (mapTransient). The
+// entries are gathered in a list and put in a map of their number at the
+// end: a map grown entry by entry was rehashed on the way (at 1M users a
+// tenth of the read's CPU, on its critical path).
 func (s *Source) readStream(ctx context.Context, conn Conn, stream StreamName, search Search) (map[string]*Mapped, error) {
 	var read []*Mapped
-	err := Stream(ctx, conn, searchRequest(search, s.em.attributes(stream)), uint32(s.cfg.PageSize), func(e *ldap.Entry) error {
+	var onRead func(*ldap.Entry) any
+	if transientStream(stream) {
+		onRead = func(e *ldap.Entry) any { return s.em.mapTransient(stream, e) }
+	}
+	err := StreamMapped(ctx, conn, searchRequest(search, s.em.attributes(stream)), uint32(s.cfg.PageSize), onRead, func(e *ldap.Entry, mapped any) error {
+		if mapped != nil {
+			read = append(read, mapped.(*Mapped))
+			return nil
+		}
 		if err := completeRanges(ctx, conn, e); err != nil {
 			return err
 		}

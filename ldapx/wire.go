@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,10 @@ type Connection struct {
 
 	wmu sync.Mutex // one message written at a time
 
+	// scratch is where the reader decodes the entries of a search that
+	// maps them as they come (SearchMapped).
+	scratch entryScratch
+
 	mu  sync.Mutex
 	ops map[int64]*operation
 	// failed is why reading stopped.
@@ -44,7 +49,10 @@ type Connection struct {
 	closeOnce sync.Once
 }
 
-var _ Conn = (*Connection)(nil)
+var (
+	_ Conn         = (*Connection)(nil)
+	_ entryMapping = (*Connection)(nil)
+)
 
 // operation is a search in progress: the reader hands it its messages.
 type operation struct {
@@ -55,13 +63,18 @@ type operation struct {
 	// messages instead of waiting for room.
 	gone     chan struct{}
 	goneOnce sync.Once
+	// mapEntry, if set, maps each entry as the reader decodes it
+	// (SearchMapped).
+	mapEntry func(*ldap.Entry) any
 }
 
 func (op *operation) quit() { op.goneOnce.Do(func() { close(op.gone) }) }
 
 // searchResult is one message of a search, decoded.
 type searchResult struct {
-	entry    *ldap.Entry
+	entry *ldap.Entry
+	// mapped is what the search's mapEntry made of an entry.
+	mapped   any
 	referral string
 	controls []ldap.Control
 	err      error
@@ -207,7 +220,10 @@ func (c *Connection) send(id int32, op *ber.Packet, controls []ldap.Control) err
 // they arrive, at most bufferSize ahead of the caller. Ending ctx abandons
 // the search and ends the Response without an error (as go-ldap's).
 func (c *Connection) SearchAsync(ctx context.Context, req *ldap.SearchRequest, bufferSize int) ldap.Response {
-	r := &response{ctx: ctx, c: c}
+	return c.search(ctx, req, bufferSize, nil)
+}
+
+func (c *Connection) search(ctx context.Context, req *ldap.SearchRequest, bufferSize int, mapEntry func(*ldap.Entry) any) *response {
 	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "Search Request")
 	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, req.BaseDN, "Base DN"))
 	op.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, uint64(req.Scope), "Scope"))
@@ -217,8 +233,7 @@ func (c *Connection) SearchAsync(ctx context.Context, req *ldap.SearchRequest, b
 	op.AppendChild(ber.NewBoolean(ber.ClassUniversal, ber.TypePrimitive, ber.TagBoolean, req.TypesOnly, "Types Only"))
 	filter, err := ldap.CompileFilter(req.Filter)
 	if err != nil {
-		r.err, r.ended = err, true
-		return r
+		return &response{ctx: ctx, c: c, err: err, ended: true}
 	}
 	op.AppendChild(filter)
 	attrs := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "Attributes")
@@ -226,14 +241,28 @@ func (c *Connection) SearchAsync(ctx context.Context, req *ldap.SearchRequest, b
 		attrs.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, a, "Attribute"))
 	}
 	op.AppendChild(attrs)
-	return c.request(ctx, op, req.Controls, bufferSize)
+	return c.request(ctx, op, req.Controls, bufferSize, mapEntry)
+}
+
+// SearchMapped is SearchAsync with each entry mapped by mapEntry as it
+// is read, before the next message is: the entry it is given is valid
+// only during the call (its strings are the receive buffer's), so what
+// mapEntry returns must copy every string it keeps. The Response's Entry
+// is nil for a mapped entry and Mapped returns what mapEntry made; an
+// entry with a ranged attribute (Active Directory's member;range=0-1499)
+// is not mapped but returned whole, for the caller to complete.
+//
+// At 100k users the entries' copies and structures were two fifths of
+// what a full read allocated, all of it garbage once mapped.
+func (c *Connection) SearchMapped(ctx context.Context, req *ldap.SearchRequest, bufferSize int, mapEntry func(*ldap.Entry) any) MappedResponse {
+	return c.search(ctx, req, bufferSize, mapEntry)
 }
 
 // request sends an operation whose answers come to a response.
-func (c *Connection) request(ctx context.Context, op *ber.Packet, controls []ldap.Control, bufferSize int) *response {
+func (c *Connection) request(ctx context.Context, op *ber.Packet, controls []ldap.Control, bufferSize int, mapEntry func(*ldap.Entry) any) *response {
 	r := &response{ctx: ctx, c: c}
 	r.id = int64(c.nextID.Add(1))
-	r.op = &operation{results: make(chan searchResult, max(bufferSize, 1)), stop: ctx.Done(), gone: make(chan struct{})}
+	r.op = &operation{results: make(chan searchResult, max(bufferSize, 1)), stop: ctx.Done(), gone: make(chan struct{}), mapEntry: mapEntry}
 	c.mu.Lock()
 	if c.failed != nil {
 		c.mu.Unlock()
@@ -254,7 +283,7 @@ func (c *Connection) request(ctx context.Context, op *ber.Packet, controls []lda
 func (c *Connection) WhoAmI(ctx context.Context) (string, error) {
 	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationExtendedRequest, nil, "Who Am I")
 	op.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 0, "1.3.6.1.4.1.4203.1.11.3", "Who Am I"))
-	r := c.request(ctx, op, nil, 1)
+	r := c.request(ctx, op, nil, 1, nil)
 	for r.Next() {
 	}
 	if r.err != nil {
@@ -313,7 +342,12 @@ func (c *Connection) read() {
 		if op == nil {
 			continue // abandoned, or not ours
 		}
-		res := decodeResult(m)
+		var res searchResult
+		if op.mapEntry != nil && m.op.tag == tagSearchResultEntry && m.controls == nil {
+			res = c.mapEntry(m, op.mapEntry)
+		} else {
+			res = decodeResult(m)
+		}
 		if res.done {
 			c.forget(m.id)
 		}
@@ -342,6 +376,21 @@ func (c *Connection) read() {
 		close(op.results)
 	}
 	c.Close()
+}
+
+// mapEntry decodes an entry in the scratch and maps it, unless it has
+// a ranged attribute (then it is decoded whole, for the caller).
+func (c *Connection) mapEntry(m message, mapEntry func(*ldap.Entry) any) searchResult {
+	e, err := c.scratch.transient(m.op.body)
+	if err != nil {
+		return searchResult{err: ldap.NewError(ldap.ErrorNetwork, err)}
+	}
+	for _, a := range e.Attributes {
+		if strings.Contains(a.Name, ";range=") {
+			return decodeResult(m)
+		}
+	}
+	return searchResult{mapped: mapEntry(e)}
 }
 
 // unsolicited is the reason an unsolicited notification gives.
@@ -532,6 +581,7 @@ type response struct {
 }
 
 func (r *response) Entry() *ldap.Entry       { return r.cur.entry }
+func (r *response) Mapped() any              { return r.cur.mapped }
 func (r *response) Referral() string         { return r.cur.referral }
 func (r *response) Controls() []ldap.Control { return r.cur.controls }
 func (r *response) Err() error               { return r.err }
