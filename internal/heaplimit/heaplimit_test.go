@@ -12,7 +12,7 @@ func TestFor(t *testing.T) {
 	for _, tt := range []struct {
 		peak uint64
 		want int64
-	}{{0, Floor}, {10 << 20, Floor}, {100 << 20, 125 << 20}, {1 << 30, 1<<30 + 1<<28}} {
+	}{{0, Floor}, {20 << 20, Floor}, {40 << 20, 72 << 20}, {58 << 20, 90 << 20}, {128 << 20, 160 << 20}, {400 << 20, 500 << 20}, {1 << 30, 1<<30 + 1<<28}} {
 		if got := For(tt.peak); got != tt.want {
 			t.Errorf("For(%d) = %d, want %d", tt.peak, got, tt.want)
 		}
