@@ -63,6 +63,9 @@ func BenchmarkEvaluateHeavy(b *testing.B) {
 	}{{"100k", 100_000, 10_000}, {"1M", 1_000_000, 100_000}} {
 		b.Run(size.name, func(b *testing.B) {
 			snap := directorytest.Heavy(size.users, size.collabs)
+			// With uid keys, as every snapshot read from a directory.
+			snap.Sort()
+			snap.UIDKeys = directory.KeysOf(snap.Users)
 			p := benchPolicy()
 			b.ResetTimer()
 			for range b.N {

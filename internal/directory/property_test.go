@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"runtime"
@@ -365,4 +366,52 @@ func TestEvaluationWithSnapshotKeys(t *testing.T) {
 	if diff := compareStates(directory.Evaluate(&keyed, p, nil), own); diff != "" {
 		t.Fatal(diff)
 	}
+}
+
+// TestUniquenessWithSnapshotKeys: with uid keys, only the users whose
+// name folds to another go in the names' map and the rest are found by
+// key; names clash as when every name is in the map: names that differ
+// only in case, one uid on two entries, long uids of one key, users named
+// as collaborations and production accounts, and a history of who was
+// provisioned (the incumbents keep their names).
+func TestUniquenessWithSnapshotKeys(t *testing.T) {
+	pool := []string{"alice", "Alice", "ALICE", "bob", "bob", "external_member_1", "external_member_2", "External_member_1",
+		"external_", "c01", "C01", "robot", "root", "zed"}
+	p := directorytest.Policy(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	for seed := range uint64(300) {
+		r := rand.New(rand.NewPCG(seed, 1))
+		snap := &directory.Snapshot{}
+		prev := directory.Previous{}
+		for i := range 1 + r.IntN(12) {
+			uid := pool[r.IntN(len(pool))]
+			u := &directory.User{UID: uid, DN: fmt.Sprintf("uid=%s,ou=p%d,dc=x", uid, i), UIDNumber: uint32(1000 + r.IntN(20)), GIDNumber: 100}
+			snap.Users = append(snap.Users, u)
+			if r.IntN(3) == 0 {
+				prev[directory.SubjectKey(directory.SubjectUser, uid)] = directory.Provisioned{Status: directory.StatusActive, DN: u.DN, ID: int64(u.UIDNumber)}
+			}
+		}
+		for i := range r.IntN(4) {
+			name := pool[r.IntN(len(pool))]
+			snap.Collaborations = append(snap.Collaborations, &directory.Collaboration{Name: name, DN: fmt.Sprintf("cn=%s,ou=g%d,dc=x", name, i), GIDNumber: uint32(5000 + i)})
+		}
+		for i := range r.IntN(3) {
+			name := pool[r.IntN(len(pool))]
+			snap.ProductionAccounts = append(snap.ProductionAccounts, directory.ProductionAccount{Name: name, DN: fmt.Sprintf("uid=%s,ou=r%d,dc=x", name, i), UIDNumber: uint32(3000 + i), GIDNumber: 100})
+		}
+		snap.Sort()
+		want := directory.Evaluate(snap, p, prev)
+		keyed := *snap
+		keyed.UIDKeys = directory.KeysOf(snap.Users)
+		if diff := compareStates(directory.Evaluate(&keyed, p, prev), want); diff != "" {
+			t.Fatalf("seed %d, users %v: %s", seed, uidsOf(snap.Users), diff)
+		}
+	}
+}
+
+func uidsOf(users []*directory.User) []string {
+	out := make([]string, len(users))
+	for i, u := range users {
+		out[i] = u.UID
+	}
+	return out
 }
