@@ -55,7 +55,15 @@ func Policy(cfg *config.Config, now time.Time) (directory.Policy, error) {
 
 // Evaluate applies the rules, with the stored history, to a snapshot.
 func Evaluate(ctx context.Context, cfg *config.Config, st *store.Store, snap *directory.Snapshot) (*directory.State, error) {
-	return NewRules(cfg, st).Evaluate(ctx, snap, true)
+	return onceRules(cfg, st).Evaluate(ctx, snap, true)
+}
+
+// onceRules are the rules of a one-shot command, which evaluates once
+// (directory.Evaluator's Once).
+func onceRules(cfg *config.Config, st *store.Store) *Rules {
+	r := NewRules(cfg, st)
+	r.ev.Once = true
+	return r
 }
 
 // Rules evaluates the account rules, with the stored history, for an
@@ -230,9 +238,11 @@ func Schemas() []store.Schema {
 // NewEngine wires a source (the one-shot commands read the directory
 // with ldapx.NewSource, the daemon gives its live model), the rules with
 // their stored history, and the configured targets. calls, when not nil,
-// counts each target's calls to its downstream system by result.
+// counts each target's calls to its downstream system by result. The
+// rules are a one-shot command's, which evaluates once: the daemon sets
+// its own (NewRules).
 func NewEngine(cfg *config.Config, log *slog.Logger, st *store.Store, src engine.Source, calls func(target, result string)) *engine.Engine {
-	e := &engine.Engine{Source: src, Evaluate: NewRules(cfg, st).Evaluate, Log: log}
+	e := &engine.Engine{Source: src, Evaluate: onceRules(cfg, st).Evaluate, Log: log}
 	schedules := Schedules(cfg)
 	for _, t := range cfg.Targets {
 		env := engine.Env{Log: log.With("target", t.Name)}.Filled()

@@ -415,3 +415,32 @@ func uidsOf(users []*directory.User) []string {
 	}
 	return out
 }
+
+// TestEvaluatorOnce: an Evaluator that evaluates once keeps the history
+// it was given, and gives the state, the violations and the status
+// difference an Evaluator that lets the history go gives.
+func TestEvaluatorOnce(t *testing.T) {
+	for seed := range uint64(20) {
+		w := directorytest.NewWorld(seed)
+		first := directory.Evaluate(w.Snap, w.Pol, nil)
+		for range 10 {
+			w.Step()
+		}
+		hist := pack(directory.PreviousOf(first.History()))
+		var letGo directory.Evaluator
+		once := directory.Evaluator{Once: true}
+		want := letGo.Evaluate(w.Snap, w.Pol, hist)
+		got := once.Evaluate(w.Snap, w.Pol, hist)
+		if diff := compareStates(got, want); diff != "" {
+			t.Fatalf("seed %d: %s", seed, diff)
+		}
+		if got.Against() != directory.History(hist) {
+			t.Fatalf("seed %d: the history given is not what the state was evaluated against", seed)
+		}
+		gotChanged, gotGone := got.StatusChanges()
+		wantChanged, wantGone := want.StatusChanges()
+		if !reflect.DeepEqual(gotChanged, wantChanged) || !slices.Equal(gotGone, wantGone) {
+			t.Fatalf("seed %d: status changes %v %v, want %v %v", seed, gotChanged, gotGone, wantChanged, wantGone)
+		}
+	}
+}
