@@ -24,20 +24,23 @@ func TestMaintenanceWindow(t *testing.T) {
 	// target is not read at all: it may be down).
 	begin := time.Now().Add(3 * time.Second).UTC().Truncate(time.Second)
 	end := begin.Add(5 * time.Second)
-	cal := writeFile(t, filepath.Join(t.TempDir(), "downtimes.ics"), strings.ReplaceAll(`BEGIN:VCALENDAR
+	// The weekly event three days from now: at a fixed hour it was the
+	// window in force when the test ran in it (Mondays 06:00-06:30 UTC).
+	weekly := time.Now().UTC().Add(72 * time.Hour).Truncate(time.Hour)
+	cal := writeFile(t, filepath.Join(t.TempDir(), "downtimes.ics"), strings.ReplaceAll(fmt.Sprintf(`BEGIN:VCALENDAR
 VERSION:2.0
 PRODID:-//centre//downtimes//EN
 BEGIN:VEVENT
 UID:weekly@centre
 DTSTAMP:20261101T000000Z
-DTSTART:20261102T060000Z
-DTEND:20261102T063000Z
-RRULE:FREQ=WEEKLY;BYDAY=MO
+DTSTART:%s
+DTEND:%s
+RRULE:FREQ=WEEKLY;BYDAY=%s
 SUMMARY:weekly patching of the login nodes
 CATEGORIES:login
 END:VEVENT
 END:VCALENDAR
-`, "\n", "\r\n"))
+`, weekly.Format("20060102T150405Z"), weekly.Add(30*time.Minute).Format("20060102T150405Z"), strings.ToUpper(weekly.Weekday().String()[:2])), "\n", "\r\n"))
 	data, err := os.ReadFile(e.config)
 	if err != nil {
 		t.Fatal(err)
