@@ -413,3 +413,50 @@ func checkUIDKeys(t *testing.T, snap *directory.Snapshot) {
 		t.Fatalf("the snapshot's uid keys %x are not its users' %x", snap.UIDKeys, want)
 	}
 }
+
+// TestResolveUsersInOrder: a full read's users resolved in the order
+// they were read give the snapshot resolving the map gives, whatever
+// that order; a list that is not the map's values once each (a DN read
+// twice) goes by the map.
+func TestResolveUsersInOrder(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(7, 8))
+	for round := range 300 {
+		n := 1 + rnd.IntN(40)
+		entries, disabled := map[string]*Mapped{}, map[string]*Mapped{}
+		var read []*Mapped
+		for i := range n {
+			uid := fmt.Sprintf("u%d", rnd.IntN(2*n))
+			dn := fmt.Sprintf("uid=%s,ou=P%d,dc=x", uid, i)
+			m := &Mapped{DN: dn, NormDN: strings.ToLower(dn)}
+			if rnd.IntN(8) == 0 {
+				m.Problem = "uidNumber is missing"
+			} else {
+				u := directory.User{DN: dn, UID: uid, UIDNumber: uint32(1000 + i), Mail: uid + "@example.org"}
+				switch rnd.IntN(6) {
+				case 0:
+					u.Mail = "not an address"
+				case 1:
+					u.ValidatedBy = fmt.Sprintf("u%d", rnd.IntN(2*n))
+				case 2:
+					u.ValidatedBy = fmt.Sprintf("uid=u%d,ou=P%d,dc=x", rnd.IntN(2*n), rnd.IntN(n))
+				}
+				m.User = &rawUser{User: u}
+			}
+			if rnd.IntN(5) == 0 {
+				disabled[dn] = &Mapped{DN: dn}
+			}
+			entries[dn] = m
+			read = append(read, m)
+		}
+		rnd.Shuffle(len(read), func(i, j int) { read[i], read[j] = read[j], read[i] })
+		if round%5 == 0 {
+			read = append(read, read[0]) // a DN read twice
+		}
+		all := Entries{StreamUsers: entries, StreamDisabled: disabled}
+		want := Resolve(all)
+		got := resolveWith(all, resolveUsersInOrder(entries, read, disabled), nil)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d: in the order read:\n%+v\nby the map:\n%+v", round, got, want)
+		}
+	}
+}

@@ -34,11 +34,11 @@ func NewSource(cfg Config, log *slog.Logger) *Source {
 // whole snapshot, so a half-read directory is never mistaken for a
 // shrunken one.
 func (s *Source) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
-	entries, err := s.Entries(ctx)
+	entries, users, err := s.readAll(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return Resolve(entries), nil
+	return resolveWith(entries, resolveUsersInOrder(entries[StreamUsers], users, entries[StreamDisabled]), nil), nil
 }
 
 // Entries reads the whole directory as mapped entries, keyed by DN. The
@@ -46,9 +46,15 @@ func (s *Source) Snapshot(ctx context.Context) (*directory.Snapshot, error) {
 // a second, to the same server (a paged search per connection: OpenLDAP
 // keeps one paging state per connection).
 func (s *Source) Entries(ctx context.Context) (Entries, error) {
+	entries, _, err := s.readAll(ctx)
+	return entries, err
+}
+
+// readAll is Entries, with the users' entries in the order they were read.
+func (s *Source) readAll(ctx context.Context) (Entries, []*Mapped, error) {
 	conn, err := s.client.Connect(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer conn.Close()
 	return s.read(ctx, conn, func(ctx context.Context) (Conn, error) { return s.client.connect(ctx, conn.uri) })
@@ -75,8 +81,9 @@ func StreamOrder() []StreamName {
 // a connection from another, beside them (nil, or no connection made: on
 // conn, after them). Any stream's failure fails the read and stops the
 // other connection's: the error named is the first stream's, in
-// readOrder, that failed on its own.
-func (s *Source) read(ctx context.Context, conn Conn, another func(context.Context) (Conn, error)) (Entries, error) {
+// readOrder, that failed on its own. users are the users' entries in the
+// order they were read.
+func (s *Source) read(ctx context.Context, conn Conn, another func(context.Context) (Conn, error)) (_ Entries, users []*Mapped, _ error) {
 	searches := streams(s.cfg)
 	var first, beside []int // of readOrder
 	for i, r := range readOrder {
@@ -89,13 +96,14 @@ func (s *Source) read(ctx context.Context, conn Conn, another func(context.Conte
 		}
 	}
 	read := make([]map[string]*Mapped, len(readOrder))
+	lists := make([][]*Mapped, len(readOrder))
 	errs := make([]error, len(readOrder))
 	stop, cancel := context.WithCancel(ctx)
 	defer cancel()
 	readAll := func(c Conn, order []int) {
 		for _, i := range order {
 			r := readOrder[i]
-			if read[i], errs[i] = s.readStream(stop, c, r.stream, searches[r.stream]); errs[i] != nil {
+			if read[i], lists[i], errs[i] = s.readStream(stop, c, r.stream, searches[r.stream]); errs[i] != nil {
 				errs[i] = fmt.Errorf("read %s: %w", r.what, errs[i])
 				cancel()
 				return
@@ -132,24 +140,28 @@ func (s *Source) read(ctx context.Context, conn Conn, another func(context.Conte
 		failed = ctx.Err() // never a partial read
 	}
 	if failed != nil {
-		return nil, failed
+		return nil, nil, failed
 	}
 	entries := Entries{}
 	for _, i := range append(first, beside...) {
 		if read[i] == nil { // not expected: never a partial read
-			return nil, fmt.Errorf("read %s: not read", readOrder[i].what)
+			return nil, nil, fmt.Errorf("read %s: not read", readOrder[i].what)
 		}
 		entries[readOrder[i].stream] = read[i]
+		if readOrder[i].stream == StreamUsers {
+			users = lists[i]
+		}
 	}
-	return entries, nil
+	return entries, users, nil
 }
 
-// readStream reads one stream's entries, mapped, by DN. A user is mapped
-// as the connection reads it, from the receive buffer (mapTransient). The
-// entries are gathered in a list and put in a map of their number at the
-// end: a map grown entry by entry was rehashed on the way (at 1M users a
-// tenth of the read's CPU, on its critical path).
-func (s *Source) readStream(ctx context.Context, conn Conn, stream StreamName, search Search) (map[string]*Mapped, error) {
+// readStream reads one stream's entries, mapped, by DN and in the order
+// they were read. A user is mapped as the connection reads it, from the
+// receive buffer (mapTransient). The entries are gathered in a list and
+// put in a map of their number at the end: a map grown entry by entry was
+// rehashed on the way (at 1M users a tenth of the read's CPU, on its
+// critical path).
+func (s *Source) readStream(ctx context.Context, conn Conn, stream StreamName, search Search) (_ map[string]*Mapped, inOrder []*Mapped, _ error) {
 	var read []*Mapped
 	var onRead func(*ldap.Entry) any
 	if transientStream(stream) {
@@ -167,16 +179,16 @@ func (s *Source) readStream(ctx context.Context, conn Conn, stream StreamName, s
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(read) == 0 && mustMatch(stream) {
-		return nil, noEntries(search)
+		return nil, nil, noEntries(search)
 	}
 	byKey := make(map[string]*Mapped, len(read))
 	for _, m := range read {
 		byKey[m.DN] = m // mapEntry keeps the entry's DN; a DN read twice is its last
 	}
-	return byKey, nil
+	return byKey, read, nil
 }
 
 // Count connects and counts each configured search's entries (no

@@ -118,7 +118,7 @@ func TestSnapshotFailsWhole(t *testing.T) {
 	cfg.PageSize = 1
 	cfg.Users.Search = Search{BaseDN: "dc=x", Filter: "(uid=*)"}
 	s := &Source{mapper: NewMapper(cfg), em: newEntryMapper(cfg), cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	snap, err := s.read(context.Background(), f, nil)
+	snap, _, err := s.read(context.Background(), f, nil)
 	if snap != nil || !errors.Is(err, netErr) {
 		t.Fatalf("snapshot %v, err %v: want nil and the error", snap, err)
 	}
@@ -179,7 +179,7 @@ func TestReadBesideFailsWhole(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			done := make(chan error, 1)
 			go func() {
-				entries, err := s.read(context.Background(), stuckConn{}, tc.another)
+				entries, _, err := s.read(context.Background(), stuckConn{}, tc.another)
 				if entries != nil {
 					err = fmt.Errorf("entries %v returned with %w", entries, err)
 				}
@@ -198,7 +198,7 @@ func TestReadBesideFailsWhole(t *testing.T) {
 	t.Run("no second connection", func(t *testing.T) {
 		users := []*ldap.Entry{ldap.NewEntry("uid=alice,dc=x", map[string][]string{"uid": {"alice"}, "uidNumber": {"1000"}, "gidNumber": {"1000"}})}
 		first := &fakeConn{pages: [][]*ldap.Entry{users}, failPage: -1}
-		entries, err := s.read(context.Background(), first, func(context.Context) (Conn, error) { return nil, errors.New("too many connections") })
+		entries, _, err := s.read(context.Background(), first, func(context.Context) (Conn, error) { return nil, errors.New("too many connections") })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +217,7 @@ func TestReadBesideFailsWhole(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		users := []*ldap.Entry{ldap.NewEntry("uid=alice,dc=x", map[string][]string{"uid": {"alice"}, "uidNumber": {"1000"}, "gidNumber": {"1000"}})}
-		entries, err := s.read(ctx, &fakeConn{pages: [][]*ldap.Entry{users}, failPage: -1},
+		entries, _, err := s.read(ctx, &fakeConn{pages: [][]*ldap.Entry{users}, failPage: -1},
 			func(context.Context) (Conn, error) { return stuckConn{}, nil })
 		if entries != nil || !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("entries %v, err %v: want none and the deadline", entries, err)
