@@ -153,8 +153,9 @@ func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
 
 // transientStream says whether a stream's entries may be mapped from
 // transient entries (Connection.SearchMapped) with mapTransient: users and
-// disabled users, 100k entries of 100k. The other streams' mappings keep
-// most of their entry (member lists) and take an entry of their own.
+// disabled users (at 100k users, 100k entries of 110k). The other
+// streams' mappings keep most of their entry (member lists) and take an
+// entry of their own.
 func transientStream(s StreamName) bool { return s == StreamUsers || s == StreamDisabled }
 
 // mapTransient maps an entry of a transient stream, whose strings are
@@ -444,6 +445,7 @@ func resolveUsersInOrder(entries map[string]*Mapped, read []*Mapped, disabled ma
 	}, len(read), disabled)
 }
 
+// resolveUsersFrom is resolveUsers over the n entries entries yields.
 func resolveUsersFrom(entries iter.Seq2[string, *Mapped], n int, disabled map[string]*Mapped) *userPart {
 	p := &userPart{users: make([]*directory.User, 0, n)}
 	type pending struct {

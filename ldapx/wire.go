@@ -223,6 +223,7 @@ func (c *Connection) SearchAsync(ctx context.Context, req *ldap.SearchRequest, b
 	return c.search(ctx, req, bufferSize, nil)
 }
 
+// search sends a search request; mapEntry is SearchMapped's (nil: none).
 func (c *Connection) search(ctx context.Context, req *ldap.SearchRequest, bufferSize int, mapEntry func(*ldap.Entry) any) *response {
 	op := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationSearchRequest, nil, "Search Request")
 	op.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, req.BaseDN, "Base DN"))
@@ -344,7 +345,7 @@ func (c *Connection) read() {
 		}
 		var res searchResult
 		if op.mapEntry != nil && m.op.tag == tagSearchResultEntry && m.controls == nil {
-			res = c.mapEntry(m, op.mapEntry)
+			res = c.decodeMapped(m, op.mapEntry)
 		} else {
 			res = decodeResult(m)
 		}
@@ -378,9 +379,9 @@ func (c *Connection) read() {
 	c.Close()
 }
 
-// mapEntry decodes an entry in the scratch and maps it, unless it has
-// a ranged attribute (then it is decoded whole, for the caller).
-func (c *Connection) mapEntry(m message, mapEntry func(*ldap.Entry) any) searchResult {
+// decodeMapped decodes an entry in the scratch and maps it, unless it
+// has a ranged attribute (then it is decoded whole, for the caller).
+func (c *Connection) decodeMapped(m message, mapEntry func(*ldap.Entry) any) searchResult {
 	e, err := c.scratch.transient(m.op.body)
 	if err != nil {
 		return searchResult{err: ldap.NewError(ldap.ErrorNetwork, err)}
