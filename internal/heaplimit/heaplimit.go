@@ -7,9 +7,9 @@
 // same state directory usually needs what it needed the last time (the
 // directory does not change size between runs), so a limit of a quarter
 // more than last time's peak live heap, and at least Headroom more, holds
-// its memory close to what it uses. The limit is soft: a run that needs more grows past it, with the
-// collector working harder (Go caps that at half the CPU), and its peak
-// is remembered for the next one.
+// its memory close to what it uses. The limit is soft: a run that needs
+// more grows past it, with the collector working harder (Go caps that at
+// half the CPU), and its peak is remembered for the next one.
 package heaplimit
 
 import (
