@@ -129,6 +129,10 @@ func (em *entryMapper) mapEntry(s StreamName, e *ldap.Entry) *Mapped {
 				out.NormDN = normalizeDN(e.DN)
 			}
 			pack(&u.DN, &u.UID, &u.Name, &u.Mail, &u.Home, &u.Shell, &u.Affiliation, &u.ValidatedBy, &u.PrivateGroup, &out.NormDN)
+			if len(u.OptOuts) > 0 {
+				// The entry's own values would keep the whole entry.
+				u.OptOuts = cloneStrings(u.OptOuts)
+			}
 			out.DN = u.DN
 		}
 	case StreamCollaborations:
@@ -160,17 +164,13 @@ func transientStream(s StreamName) bool { return s == StreamUsers || s == Stream
 
 // mapTransient maps an entry of a transient stream, whose strings are
 // valid only during the call, to a mapping that holds none of them: a
-// user's strings are packed apart (mapEntry) and its opt-outs copied; a
-// disabled user, and an entry that is a Problem, is its DN.
+// user's strings are copied apart already (mapEntry); a disabled user,
+// and an entry that is a Problem, is its DN.
 func (em *entryMapper) mapTransient(s StreamName, e *ldap.Entry) *Mapped {
 	m := em.mapEntry(s, e)
 	m.Problem = strings.Clone(m.Problem)
 	if m.User == nil {
 		m.DN = strings.Clone(m.DN)
-		return m
-	}
-	if u := m.User; len(u.OptOuts) > 0 {
-		u.OptOuts = cloneStrings(u.OptOuts)
 	}
 	return m
 }
