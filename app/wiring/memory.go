@@ -13,12 +13,12 @@ import (
 
 // OneShotMemory gives a one-shot command the heap limit serve.memory_limit
 // asks for: auto, a quarter more than the peak live heap of the command's
-// last run on this state (none on a first run); off, none; a size, that
-// size. GOMEMLIMIT, when set, is Go's and wins. The returned function
+// last run on this state (none on a first run), raised as this run holds
+// more (heaplimit.StartFrom); off, none; a size, that size. GOMEMLIMIT, when set, is Go's and wins. The returned function
 // records this run's peak for the next one; a failure to read or record
 // it costs only the limit, and is logged.
 func OneShotMemory(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger, command string) (end func(context.Context)) {
-	var limit int64
+	var w *heaplimit.Watch
 	switch setting := cfg.Serve.MemoryLimit; {
 	case os.Getenv("GOMEMLIMIT") != "", setting == config.MemoryLimitOff:
 	case setting == config.MemoryLimitAuto:
@@ -27,13 +27,16 @@ func OneShotMemory(ctx context.Context, cfg *config.Config, st *store.Store, log
 			log.Warn("no memory limit for this run", "err", err)
 		}
 		if peak > 0 {
-			limit = heaplimit.For(peak)
-			log.Debug("memory limit from the last run's peak", "command", command, "peak_MiB", peak>>20, "limit_MiB", limit>>20)
+			w = heaplimit.StartFrom(peak)
+			log.Debug("memory limit from the last run's peak", "command", command, "peak_MiB", peak>>20, "limit_MiB", heaplimit.For(peak)>>20)
 		}
 	default:
-		limit, _ = config.ParseSize(setting) // validated
+		limit, _ := config.ParseSize(setting) // validated
+		w = heaplimit.Start(limit)
 	}
-	w := heaplimit.Start(limit)
+	if w == nil {
+		w = heaplimit.Start(0)
+	}
 	return func(ctx context.Context) {
 		peak := w.Stop()
 		if err := st.SavePeakLive(ctx, command, peak, time.Now()); err != nil {

@@ -44,6 +44,9 @@ type Watch struct {
 
 	mu   sync.Mutex
 	peak uint64
+	// basis is the live heap the limit was made for, by For (0: a limit
+	// given, kept as it is).
+	basis uint64
 }
 
 // Start sets the soft limit (when limit > 0) and begins watching.
@@ -51,7 +54,23 @@ func Start(limit int64) *Watch {
 	if limit > 0 {
 		debug.SetMemoryLimit(limit)
 	}
-	w := &Watch{every: 50 * time.Millisecond, stop: make(chan struct{}), done: make(chan struct{})}
+	return start(0)
+}
+
+// StartFrom sets the limit for a run whose last peak live heap was peak
+// (For) and begins watching; as this run's live heap grows past peak the
+// limit is raised with it, For's room above the most the run has held.
+// A run that needs more than the last one did (a sync after a dry run
+// that read no history, a directory grown) would otherwise collect
+// without end below its own data, at half the CPU: at 1M users a sync
+// after a plan took 9.8 s and 12.2 s of CPU instead of 8.4 s and 8.9.
+func StartFrom(peak uint64) *Watch {
+	debug.SetMemoryLimit(For(peak))
+	return start(max(peak, 1))
+}
+
+func start(basis uint64) *Watch {
+	w := &Watch{every: 50 * time.Millisecond, stop: make(chan struct{}), done: make(chan struct{}), basis: basis}
 	go w.run()
 	return w
 }
@@ -76,9 +95,14 @@ func (w *Watch) sample() {
 	if s[0].Value.Kind() != runtimemetrics.KindUint64 {
 		return
 	}
+	live := s[0].Value.Uint64()
 	w.mu.Lock()
-	w.peak = max(w.peak, s[0].Value.Uint64())
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	w.peak = max(w.peak, live)
+	if w.basis > 0 && live > w.basis {
+		w.basis = live
+		debug.SetMemoryLimit(For(live))
+	}
 }
 
 // Stop ends the watch and returns the largest live heap seen.

@@ -47,3 +47,36 @@ func TestWatchSeesThePeak(t *testing.T) {
 		t.Errorf("Start(0) set the limit to %d", got)
 	}
 }
+
+// TestStartFromFollowsTheRun: a run that holds more than its last peak
+// has its limit raised with what it holds; a limit given stays.
+func TestStartFromFollowsTheRun(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	hold := func(w *Watch) {
+		held := make([][]byte, 96)
+		for i := range held {
+			held[i] = make([]byte, 1<<20)
+		}
+		runtime.GC()
+		time.Sleep(3 * w.every)
+		runtime.KeepAlive(held)
+	}
+
+	w := StartFrom(8 << 20)
+	if got := debug.SetMemoryLimit(-1); got != Floor {
+		t.Errorf("limit %d MiB before the run holds more, want For's floor", got>>20)
+	}
+	hold(w)
+	peak := w.Stop()
+	if got := debug.SetMemoryLimit(-1); got < For(96<<20) || got != For(peak) {
+		t.Errorf("limit %d MiB with %d MiB held at the peak, want For of it (%d MiB)", got>>20, peak>>20, For(peak)>>20)
+	}
+
+	w = Start(64 << 20)
+	hold(w)
+	w.Stop()
+	if got := debug.SetMemoryLimit(-1); got != 64<<20 {
+		t.Errorf("a limit given became %d MiB", got>>20)
+	}
+}
