@@ -53,9 +53,10 @@ func Policy(cfg *config.Config, now time.Time) (directory.Policy, error) {
 	}, nil
 }
 
-// Evaluate applies the rules, with the stored history, to a snapshot.
+// Evaluate applies the rules, with the stored history, to a snapshot,
+// for a command that records no statuses.
 func Evaluate(ctx context.Context, cfg *config.Config, st *store.Store, snap *directory.Snapshot) (*directory.State, error) {
-	return onceRules(cfg, st).Evaluate(ctx, snap, true)
+	return DryRunRules(cfg, st).Evaluate(ctx, snap, true)
 }
 
 // onceRules are the rules of a one-shot command, which evaluates once
@@ -63,6 +64,16 @@ func Evaluate(ctx context.Context, cfg *config.Config, st *store.Store, snap *di
 func onceRules(cfg *config.Config, st *store.Store) *Rules {
 	r := NewRules(cfg, st)
 	r.ev.Once = true
+	return r
+}
+
+// DryRunRules are the rules of a one-shot command that records no
+// statuses (a dry run, a report): they look up the history of the few
+// subjects they ask after (store.StatusLookup) instead of reading it
+// whole, which only a run that saves the statuses needs.
+func DryRunRules(cfg *config.Config, st *store.Store) *Rules {
+	r := onceRules(cfg, st)
+	r.lookup = true
 	return r
 }
 
@@ -87,6 +98,9 @@ type Rules struct {
 	// subject let go: 213 MB at 1M users); nil after a save.
 	read    directory.History
 	readGen int64
+	// lookup: the history is looked up subject by subject, not read
+	// whole (DryRunRules).
+	lookup bool
 }
 
 // NewRules returns the rules of a configuration and state store.
@@ -152,8 +166,12 @@ func (r *Rules) Evaluate(ctx context.Context, snap *directory.Snapshot, full boo
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var prev directory.History
+	var lookup *store.StatusLookup
 	read := false
 	switch {
+	case r.lookup:
+		lookup = r.st.StatusLookup(ctx)
+		prev = lookup
 	case r.saved != nil && r.savedGen >= 0 && r.savedGen == gen:
 		prev = r.saved.History()
 	case r.read != nil && r.readGen == gen:
@@ -174,6 +192,13 @@ func (r *Rules) Evaluate(ctx context.Context, snap *directory.Snapshot, full boo
 	}
 	before := r.ev.Stats()
 	state := r.ev.Evaluate(snap, pol, prev)
+	if lookup != nil {
+		if err := lookup.Err(); err != nil {
+			// What it answered is not the history: nothing is decided.
+			r.ev.Reset()
+			return nil, err
+		}
+	}
 	if read {
 		r.read, r.readGen = state.Against(), gen
 		r.st.ForgetStatuses()

@@ -109,8 +109,17 @@ func TestRulesSaveByDifference(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := state.Statuses(), directory.Evaluate(snap, pol, history).Statuses(); !maps.Equal(got, want) {
+		want := directory.Evaluate(snap, pol, history).Statuses()
+		if got := state.Statuses(); !maps.Equal(got, want) {
 			t.Fatalf("step %d: evaluated %v, against the stored statuses %v", step, got, want)
+		}
+		// A dry run looks up the history it needs.
+		dry, err := DryRunRules(cfg, other).Evaluate(ctx, snap, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := dry.Statuses(); !maps.Equal(got, want) {
+			t.Fatalf("step %d: a dry run evaluated %v, against the stored statuses %v", step, got, want)
 		}
 		if step%7 == 3 || step%7 == 4 || step == 30 {
 			// No target took the state (nothing saved): the next run's
@@ -135,5 +144,32 @@ func TestRulesSaveByDifference(t *testing.T) {
 	}
 	if s := r.ev.Stats(); s.Incremental < 50 {
 		t.Errorf("%d incremental runs of 60", s.Incremental)
+	}
+}
+
+// TestDryRunRulesFailWithoutTheHistory: a dry run whose lookup of the
+// history fails (here: the table gone) fails, rather than deciding a
+// clash as if nobody held the number.
+func TestDryRunRulesFailWithoutTheHistory(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "collabsync.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cfg := &config.Config{}
+	cfg.Rules.UIDRange, cfg.Rules.GIDRange = config.IDRange{Min: 1000, Max: 60000}, config.IDRange{Min: 1000, Max: 60000}
+	cfg.Rules.ProductionLabel = ".*"
+	snap := &directory.Snapshot{Users: []*directory.User{
+		{DN: "uid=a,dc=x", UID: "a", UIDNumber: 2000, GIDNumber: 3000},
+		{DN: "uid=b,dc=x", UID: "b", UIDNumber: 2000, GIDNumber: 3000}}}
+	if _, err := DryRunRules(cfg, st).Evaluate(ctx, snap, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.DB.ExecContext(ctx, "DROP TABLE subject_status"); err != nil {
+		t.Fatal(err)
+	}
+	if state, err := DryRunRules(cfg, st).Evaluate(ctx, snap, true); err == nil {
+		t.Fatalf("evaluated without the history: %v", state.Statuses())
 	}
 }

@@ -67,15 +67,25 @@ func (a *app) reconcile(ctx context.Context, opts engine.Options, format string)
 		return exitFailure, false
 	}
 	defer done()
-	defer wiring.OneShotMemory(ctx, cfg, st, a.log, "reconcile")(ctx)
+	// A dry run reads no history: its peak is not a run's that saves.
+	memory := "reconcile"
+	if opts.DryRun {
+		memory = "plan"
+	}
+	defer wiring.OneShotMemory(ctx, cfg, st, a.log, memory)(ctx)
 	var err error
 	if opts.Approved, err = st.Approvals(ctx); err != nil {
 		a.errorf(fmt.Errorf("state store: %w", err))
 		return exitFailure, false
 	}
-	// The rules' history is read beside the directory.
-	defer wiring.ReadHistoryAhead(ctx, st, a.log)()
 	eng := wiring.NewEngine(cfg, a.log, st, ldapx.NewSource(cfg.LDAP, a.log), nil)
+	if opts.DryRun {
+		// It saves no statuses: the rules look up the few they need.
+		eng.Evaluate = wiring.DryRunRules(cfg, st).Evaluate
+	} else {
+		// The rules' history is read beside the directory.
+		defer wiring.ReadHistoryAhead(ctx, st, a.log)()
+	}
 	// serve runs each target on its own: a target it is applying is
 	// waited for, the others are not.
 	eng.TargetLock = wiring.TargetLock(cfg, "collabsync sync", a.lockWait)
