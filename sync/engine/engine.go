@@ -498,6 +498,12 @@ func (e *Engine) plan(t Target, state *directory.State, cur known, desired []Rec
 			return nil, false, fmt.Errorf("desired state: %w", err)
 		}
 	}
+	if cur.recs.are(desired) {
+		// A Comparer found holding its desired records: no change, and
+		// no pass over them to find none (at 1M users seven passes of
+		// 1.1M compares, 0.15 s of plan's wall time).
+		return newPlan(name, cur.recs.Len(), nil, cur.recs), false, nil
+	}
 	p, err = NewPlan(name, cur.recs.Slice(), desired)
 	return p, false, err
 }

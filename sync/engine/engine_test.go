@@ -328,3 +328,24 @@ func TestRunComparesBeforeReading(t *testing.T) {
 		t.Errorf("held %v after %d comparisons, want 3 records after 4", tg.held, tg.compared)
 	}
 }
+
+// TestComparerHoldingItsDesiredRecords: a Comparer found holding its
+// desired records gets a plan of no change without a pass over them; a
+// desired state with a key twice is refused all the same, held or not.
+func TestComparerHoldingItsDesiredRecords(t *testing.T) {
+	ctx := context.Background()
+	tg := &comparingTarget{fakeTarget: &fakeTarget{name: "t", held: []Record{{"user", "a", "A"}, {"user", "b", "B"}}}}
+	e := newEngine(fakeSource{snap: users("a", "b")})
+	e.Targets = []GuardedTarget{{Target: tg}}
+	_, results, err := e.Run(ctx, Options{DryRun: true})
+	if err != nil || len(results[0].Plan.Changes) != 0 || results[0].Plan.Desired.Len() != 2 || tg.reads != 0 {
+		t.Fatalf("held: err %v, plan %+v, read %d times", err, results[0].Plan, tg.reads)
+	}
+
+	tg = &comparingTarget{fakeTarget: &fakeTarget{name: "t", held: []Record{{"user", "a", "A"}, {"user", "a", "A"}}}}
+	e = newEngine(fakeSource{snap: users("a", "a")})
+	e.Targets = []GuardedTarget{{Target: tg}}
+	if _, results, err := e.Run(ctx, Options{DryRun: true}); err == nil || !strings.Contains(err.Error(), `"a" twice`) {
+		t.Fatalf("a key desired twice, held: err %v, plan %+v", err, results[0].Plan)
+	}
+}

@@ -87,6 +87,12 @@ func (r Records) Slice() []Record {
 	return out
 }
 
+// are reports whether recs is r's own sorted list, holding no key twice
+// (r made by RecordsOf(recs) and not patched).
+func (r Records) are(recs []Record) bool {
+	return len(recs) > 0 && len(r.over) == 0 && !r.dups && len(r.base) == len(recs) && &r.base[0] == &recs[0]
+}
+
 // MarshalJSON writes the records as a list.
 func (r Records) MarshalJSON() ([]byte, error) { return json.Marshal(r.Slice()) }
 
