@@ -457,6 +457,15 @@ func (s *Store) violationsLocked(ctx context.Context) (map[violationKey]storedVi
 	return out, nil
 }
 
+// ReadViolations reads the stored violations into the store's cache,
+// kept while no process writes them (wiring.ReadViolationsAhead).
+func (s *Store) ReadViolations(ctx context.Context) error {
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	_, err := s.violationsLocked(ctx)
+	return err
+}
+
 // Violations returns the violations the last recording run found, sorted
 // by kind and subject: what `violations --stored` lists without reading
 // the directory.
