@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -115,6 +116,8 @@ type loopFixture struct {
 	settled  int
 	done     map[string]int
 	idle     int
+	// plans are the reported results' plans, in order.
+	plans []*Plan
 }
 
 func startLoop(t *testing.T, debounce time.Duration, targets ...Target) *loopFixture {
@@ -131,6 +134,7 @@ func startLoop(t *testing.T, debounce time.Duration, targets ...Target) *loopFix
 		Done: func(_ context.Context, r TargetReport) {
 			f.mu.Lock()
 			f.done[r.Result.Target]++
+			f.plans = append(f.plans, r.Result.Plan)
 			f.mu.Unlock()
 		},
 		Settled: func(context.Context, *directory.State) {
@@ -371,5 +375,33 @@ func TestLoopLeadingEdgeDebounce(t *testing.T) {
 	}
 	if runs != 1 {
 		t.Errorf("the burst of 10 changes took %d runs, want 1", runs)
+	}
+}
+
+// TestLoopReportsAnAppliedPlanByItsCounts: the report of an applied plan
+// keeps its counts and digest, not its changes (at 1M users a first run's
+// 83 MB, live while the history was recorded).
+func TestLoopReportsAnAppliedPlanByItsCounts(t *testing.T) {
+	c := &chanTarget{name: "nss", applied: make(chan []Record, 4)}
+	f := startLoop(t, time.Millisecond, c)
+	f.src.set(users("a", "b", "c"))
+	f.triggers <- Trigger{Reason: "start"}
+	waitApplied(t, c, 3, 2*time.Second)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		f.mu.Lock()
+		plans := slices.Clone(f.plans)
+		f.mu.Unlock()
+		if len(plans) > 0 {
+			p := plans[0]
+			if add, mod, del := p.Counts(); p.Changes != nil || add != 3 || mod != 0 || del != 0 || p.Digest == "" || p.Desired.Len() != 3 {
+				t.Fatalf("reported plan: %d changes kept, counts %d/%d/%d, digest %q, %d desired", len(p.Changes), add, mod, del, p.Digest, p.Desired.Len())
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no report")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

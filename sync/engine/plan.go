@@ -56,6 +56,8 @@ type Plan struct {
 	// Notes are what the target says of its state that is no change
 	// (members it keeps that are not its own); not part of the digest.
 	Notes []string `json:"notes,omitempty"`
+	// counted holds the counts of a Summary's changes, let go.
+	counted *[3]int
 }
 
 // digest is the first 16 hex digits of the SHA-256 of the target's name
@@ -79,6 +81,9 @@ func digest(target string, changes []Change) string {
 
 // Counts returns the number of adds, modifies and deletes.
 func (p *Plan) Counts() (add, modify, del int) {
+	if p.counted != nil {
+		return p.counted[0], p.counted[1], p.counted[2]
+	}
 	for _, c := range p.Changes {
 		switch c.Op {
 		case OpAdd:
@@ -90,6 +95,16 @@ func (p *Plan) Counts() (add, modify, del int) {
 		}
 	}
 	return add, modify, del
+}
+
+// Summary is the plan without its changes, their counts kept: what the
+// report of an applied plan needs, without every change (a first run's
+// at 1M users: 1.1M changes, 83 MB).
+func (p *Plan) Summary() *Plan {
+	s := *p
+	add, modify, del := p.Counts()
+	s.Changes, s.counted = nil, &[3]int{add, modify, del}
+	return &s
 }
 
 // Diff compares current with desired records. It is pure: the same inputs
