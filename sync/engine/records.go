@@ -30,15 +30,28 @@ type patched struct {
 // RecordsOf makes Records of a list, in any order (a sorted list is
 // used as it is, never copied).
 func RecordsOf(recs []Record) Records {
-	recs = sorted(recs)
-	r := Records{base: recs, n: len(recs)}
+	inOrder, dups := scan(recs)
+	if !inOrder {
+		recs = sorted(recs)
+		_, dups = scan(recs)
+	}
+	return Records{base: recs, n: len(recs), dups: dups}
+}
+
+// scan reports, in one pass, whether recs are in (kind, key) order, and
+// whether one key comes twice in a row (in order, twice at all). At 1M
+// users a pass over nss's 1.1M records is ≈50 ms, each record's key a
+// cache miss.
+func scan(recs []Record) (inOrder, dups bool) {
 	for i := 1; i < len(recs); i++ {
-		if compareRecords(recs[i-1], recs[i]) == 0 {
-			r.dups = true
-			break
+		switch c := compareRecords(recs[i-1], recs[i]); {
+		case c > 0:
+			return false, dups
+		case c == 0:
+			dups = true
 		}
 	}
-	return r
+	return true, dups
 }
 
 // Len is the number of records.

@@ -120,3 +120,28 @@ func TestRecordsOf(t *testing.T) {
 		break // an iterator going on after this panics
 	}
 }
+
+func TestScan(t *testing.T) {
+	a, b, c := Record{"group", "a", "1"}, Record{"group", "b", "1"}, Record{"passwd", "a", "1"}
+	for _, tt := range []struct {
+		recs          []Record
+		inOrder, dups bool
+	}{
+		{nil, true, false},
+		{[]Record{a, b, c}, true, false},
+		{[]Record{a, a, b, c, c}, true, true},
+		{[]Record{b, a}, false, false},
+		{[]Record{a, a, c, b}, false, true}, // out of order: dups as far as seen
+	} {
+		if inOrder, dups := scan(tt.recs); inOrder != tt.inOrder || dups && !tt.dups || tt.inOrder && dups != tt.dups {
+			t.Errorf("scan(%v) = %v, %v; want %v, %v", tt.recs, inOrder, dups, tt.inOrder, tt.dups)
+		}
+	}
+	// Out of order with a key twice apart: found once sorted.
+	if r := RecordsOf([]Record{a, c, a}); !r.dups || !slices.Equal(r.Slice(), []Record{a, a, c}) {
+		t.Errorf("RecordsOf(a, c, a) = %v, dups %v", r.Slice(), r.dups)
+	}
+	if _, err := Diff(nil, []Record{a, c, a}); err == nil {
+		t.Error("Diff of a key desired twice, apart: no error")
+	}
+}
