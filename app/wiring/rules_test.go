@@ -153,14 +153,7 @@ func TestRulesSaveByDifference(t *testing.T) {
 // clash as if nobody held the number.
 func TestDryRunRulesFailWithoutTheHistory(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "collabsync.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	cfg := &config.Config{}
-	cfg.Rules.UIDRange, cfg.Rules.GIDRange = config.IDRange{Min: 1000, Max: 60000}, config.IDRange{Min: 1000, Max: 60000}
-	cfg.Rules.ProductionLabel = ".*"
+	st, cfg := rulesStore(t)
 	snap := &directory.Snapshot{Users: []*directory.User{
 		{DN: "uid=a,dc=x", UID: "a", UIDNumber: 2000, GIDNumber: 3000},
 		{DN: "uid=b,dc=x", UID: "b", UIDNumber: 2000, GIDNumber: 3000}}}
@@ -180,14 +173,7 @@ func TestDryRunRulesFailWithoutTheHistory(t *testing.T) {
 // twice, returns.
 func TestViolationsAhead(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "collabsync.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	cfg := &config.Config{}
-	cfg.Rules.UIDRange, cfg.Rules.GIDRange = config.IDRange{Min: 1000, Max: 60000}, config.IDRange{Min: 1000, Max: 60000}
-	cfg.Rules.ProductionLabel = ".*"
+	st, cfg := rulesStore(t)
 	snap := &directory.Snapshot{Collaborations: []*directory.Collaboration{{DN: "cn=c,dc=x", Name: "c", GIDNumber: 3000}}}
 	first := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	recorded, err := DryRunRules(cfg, st).Evaluate(ctx, snap, true)
@@ -212,4 +198,19 @@ func TestViolationsAhead(t *testing.T) {
 	if len(state.Violations) != 1 || !state.Violations[0].Since.Equal(first) {
 		t.Errorf("violations %+v, want one first seen %v", state.Violations, first)
 	}
+}
+
+// rulesStore is a state store and the configuration of the rules' tests
+// (a uid and gid range, any production label).
+func rulesStore(t *testing.T) (*store.Store, *config.Config) {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "collabsync.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := &config.Config{}
+	cfg.Rules.UIDRange, cfg.Rules.GIDRange = config.IDRange{Min: 1000, Max: 60000}, config.IDRange{Min: 1000, Max: 60000}
+	cfg.Rules.ProductionLabel = ".*"
+	return st, cfg
 }

@@ -28,14 +28,7 @@ func TestWatchSeesThePeak(t *testing.T) {
 	if got := debug.SetMemoryLimit(-1); got != 200<<20 {
 		t.Errorf("limit %d", got)
 	}
-	held := make([][]byte, 64)
-	for i := range held {
-		held[i] = make([]byte, 1<<20)
-	}
-	runtime.GC()
-	time.Sleep(3 * w.every)
-	runtime.KeepAlive(held)
-	held = nil
+	hold(w, 64)
 	runtime.GC()
 	if peak := w.Stop(); peak < 64<<20 {
 		t.Errorf("peak %d MiB, want at least the 64 MiB held", peak>>20)
@@ -53,30 +46,31 @@ func TestWatchSeesThePeak(t *testing.T) {
 func TestStartFromFollowsTheRun(t *testing.T) {
 	orig := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
-	hold := func(w *Watch) {
-		held := make([][]byte, 96)
-		for i := range held {
-			held[i] = make([]byte, 1<<20)
-		}
-		runtime.GC()
-		time.Sleep(3 * w.every)
-		runtime.KeepAlive(held)
-	}
-
 	w := StartFrom(8 << 20)
 	if got := debug.SetMemoryLimit(-1); got != Floor {
 		t.Errorf("limit %d MiB before the run holds more, want For's floor", got>>20)
 	}
-	hold(w)
+	hold(w, 96)
 	peak := w.Stop()
 	if got := debug.SetMemoryLimit(-1); got < For(96<<20) || got != For(peak) {
 		t.Errorf("limit %d MiB with %d MiB held at the peak, want For of it (%d MiB)", got>>20, peak>>20, For(peak)>>20)
 	}
 
 	w = Start(64 << 20)
-	hold(w)
+	hold(w, 96)
 	w.Stop()
 	if got := debug.SetMemoryLimit(-1); got != 64<<20 {
 		t.Errorf("a limit given became %d MiB", got>>20)
 	}
+}
+
+// hold keeps mib MiB live across a collection for three of w's samples.
+func hold(w *Watch, mib int) {
+	held := make([][]byte, mib)
+	for i := range held {
+		held[i] = make([]byte, 1<<20)
+	}
+	runtime.GC()
+	time.Sleep(3 * w.every)
+	runtime.KeepAlive(held)
 }

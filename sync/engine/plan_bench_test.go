@@ -13,11 +13,7 @@ import (
 //	go test -run '^$' -bench DiffFirstRun -benchmem ./sync/engine/
 func BenchmarkDiffFirstRun(b *testing.B) {
 	const n = 1_100_000
-	desired := make([]Record, n)
-	for i := range desired {
-		key := fmt.Sprintf("u%07d", i)
-		desired[i] = Record{Kind: "passwd", Key: key, Value: key + ":x:1000:1000::/home/" + key + ":/bin/bash"}
-	}
+	desired := passwdRecords(n)
 	for _, bm := range []struct {
 		name    string
 		current []Record
@@ -40,14 +36,20 @@ func BenchmarkDiffFirstRun(b *testing.B) {
 //	go test -run '^$' -bench RecordsOf -benchmem ./sync/engine/
 func BenchmarkRecordsOf(b *testing.B) {
 	const n = 1_100_000
-	recs := make([]Record, n)
-	for i := range recs {
-		key := fmt.Sprintf("u%07d", i)
-		recs[i] = Record{Kind: "passwd", Key: key, Value: key + ":x:1000:1000::/home/" + key + ":/bin/bash"}
-	}
+	recs := passwdRecords(n)
 	for range b.N {
 		if r := RecordsOf(recs); r.dups || r.Len() != n {
 			b.Fatal("not the records")
 		}
 	}
+}
+
+// passwdRecords are n passwd records in order, as nss desires them.
+func passwdRecords(n int) []Record {
+	recs := make([]Record, n)
+	for i := range recs {
+		key := fmt.Sprintf("u%07d", i)
+		recs[i] = Record{Kind: "passwd", Key: key, Value: key + ":x:1000:1000::/home/" + key + ":/bin/bash"}
+	}
+	return recs
 }
