@@ -14,9 +14,10 @@ import (
 // OneShotMemory gives a one-shot command the heap limit serve.memory_limit
 // asks for: auto, a quarter more than the peak live heap of the command's
 // last run on this state (none on a first run), raised as this run holds
-// more (heaplimit.StartFrom); off, none; a size, that size. GOMEMLIMIT, when set, is Go's and wins. The returned function
-// records this run's peak for the next one; a failure to read or record
-// it costs only the limit, and is logged.
+// more (heaplimit.StartFrom); off, none; a size, that size. GOMEMLIMIT,
+// when set, is Go's and wins. The returned function records this run's
+// peak for the next one; a failure to read or record it costs only the
+// limit, and is logged.
 func OneShotMemory(ctx context.Context, cfg *config.Config, st *store.Store, log *slog.Logger, command string) (end func(context.Context)) {
 	var w *heaplimit.Watch
 	switch setting := cfg.Serve.MemoryLimit; {

@@ -458,7 +458,7 @@ func (s *Store) violationsLocked(ctx context.Context) (map[violationKey]storedVi
 }
 
 // ReadViolations reads the stored violations into the store's cache,
-// kept while no process writes them (wiring.ReadViolationsAhead).
+// kept while no process writes them (wiring.ViolationsAhead).
 func (s *Store) ReadViolations(ctx context.Context) error {
 	s.cache.mu.Lock()
 	defer s.cache.mu.Unlock()
