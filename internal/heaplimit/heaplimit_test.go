@@ -2,6 +2,7 @@ package heaplimit
 
 import (
 	"math"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"testing"
@@ -46,12 +47,24 @@ func TestWatchSeesThePeak(t *testing.T) {
 func TestStartFromFollowsTheRun(t *testing.T) {
 	orig := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	gogc := func() int {
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p
+	}
+	before := gogc()
 	w := StartFrom(8 << 20)
 	if got := debug.SetMemoryLimit(-1); got != Floor {
 		t.Errorf("limit %d MiB before the run holds more, want For's floor", got>>20)
 	}
+	if got := gogc(); os.Getenv("GOGC") == "" && got != -1 {
+		t.Errorf("GOGC %d under a limit made for the run, want off (-1)", got)
+	}
 	hold(w, 96)
 	peak := w.Stop()
+	if got := gogc(); got != before {
+		t.Errorf("GOGC %d after Stop, want %d as before", got, before)
+	}
 	if got := debug.SetMemoryLimit(-1); got < For(96<<20) || got != For(peak) {
 		t.Errorf("limit %d MiB with %d MiB held at the peak, want For of it (%d MiB)", got>>20, peak>>20, For(peak)>>20)
 	}
