@@ -53,8 +53,8 @@ type Watch struct {
 	// basis is the live heap the limit was made for, by For (0: a limit
 	// given, kept as it is).
 	basis uint64
-	// gcPercent is GOGC as it was before StartFrom turned it off (0: not
-	// turned off).
+	// gcOff: StartFrom turned GOGC off; gcPercent is what it was.
+	gcOff     bool
 	gcPercent int
 }
 
@@ -77,13 +77,13 @@ func Start(limit int64) *Watch {
 // Unless GOGC is set, the collector then runs by the limit alone until
 // Stop: at 1M users plan collected 13 times as its heap grew, 0.85 s of
 // CPU, 0.6 s of it during the directory's read; by the limit alone plan
-// took 7.06-7.31 s instead of 7.29-7.87 (CPU 7.0-7.3 s instead of
-// 7.5-8.6) at the same peak RSS. At 100k, within the noise.
+// took 7.27-7.50 s instead of 7.45-8.04 (CPU 7.3-7.7 s instead of
+// 7.7-9.0) at the same peak RSS. At 100k, within the noise.
 func StartFrom(peak uint64) *Watch {
 	debug.SetMemoryLimit(For(peak))
 	w := start(max(peak, 1))
 	if os.Getenv("GOGC") == "" {
-		w.gcPercent = debug.SetGCPercent(-1)
+		w.gcOff, w.gcPercent = true, debug.SetGCPercent(-1)
 	}
 	return w
 }
@@ -129,7 +129,7 @@ func (w *Watch) sample() {
 func (w *Watch) Stop() uint64 {
 	close(w.stop)
 	<-w.done
-	if w.gcPercent != 0 {
+	if w.gcOff {
 		debug.SetGCPercent(w.gcPercent)
 	}
 	w.sample()
