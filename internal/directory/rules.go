@@ -2,6 +2,7 @@ package directory
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"sort"
@@ -363,14 +364,24 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		n += len(snap.Users)
 	}
 	names := newClashes[string, ref](n)
-	uids := newClashes[uint32, ref](len(snap.Users) + len(snap.ProductionAccounts))
-	gids := newClashes[uint32, ref](len(snap.Collaborations))
 	for i, u := range snap.Users {
 		if name := fold(u.UID); !keyed || name != u.UID {
 			names.add(name, ref{refUser, int32(i)})
 		}
-		uids.add(u.UIDNumber, ref{refUser, int32(i)})
 	}
+	uids := numberClashes(func(yield func(uint32, ref)) {
+		for i, u := range snap.Users {
+			yield(u.UIDNumber, ref{refUser, int32(i)})
+		}
+		for i, pa := range snap.ProductionAccounts {
+			yield(pa.UIDNumber, ref{refProduction, int32(i)})
+		}
+	})
+	gids := numberClashes(func(yield func(uint32, ref)) {
+		for i, c := range snap.Collaborations {
+			yield(c.GIDNumber, ref{refCollaboration, int32(i)})
+		}
+	})
 	collabNames := make(map[string]bool, len(snap.Collaborations))
 	for _, c := range snap.Collaborations {
 		collabNames[c.Name] = true
@@ -382,11 +393,9 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		if !own {
 			names.add(fold(pa.Name), ref{refProduction, int32(i)})
 		}
-		uids.add(pa.UIDNumber, ref{refProduction, int32(i)})
 	}
 	for i, c := range snap.Collaborations {
 		names.add(fold(c.Name), ref{refCollaboration, int32(i)})
-		gids.add(c.GIDNumber, ref{refCollaboration, int32(i)})
 	}
 	if keyed {
 		// The users left out of the map: under each name the map holds,
@@ -437,10 +446,10 @@ func (e *evaluation) checkUnique(snap *Snapshot) {
 		}
 		e.clashes = append(e.clashes, clashGroup{KindDuplicateName, what, subs})
 	}
-	for n, group := range uids.clashes {
+	for n, group := range uids {
 		e.clashes = append(e.clashes, clashGroup{KindDuplicateID, fmt.Sprintf("uidNumber %d", n), subjects(group, true)})
 	}
-	for n, group := range gids.clashes {
+	for n, group := range gids {
 		e.clashes = append(e.clashes, clashGroup{KindDuplicateID, fmt.Sprintf("gidNumber %d", n), subjects(group, true)})
 	}
 	for _, g := range e.clashes {
@@ -507,6 +516,52 @@ func (e *evaluation) report(verdicts map[string]*verdict, g clashGroup) {
 // and users, Mailman lists, mail aliases): names are unique, and reserved,
 // whatever their case.
 func fold(name string) string { return strings.ToLower(name) }
+
+// numberClashes groups the values each yields under a number held more
+// than once, in the order yielded; nil when every number is held once.
+// each is walked two or three times. The numbers are marked in a bit set
+// over their span (at 1M users a map of every uid number was a sixth of
+// the rules' time); a map holds only the numbers held twice, or every
+// number when they are too sparse for the bits.
+func numberClashes[V any](each func(yield func(uint32, V))) map[uint32][]V {
+	lo, hi, count := uint32(math.MaxUint32), uint32(0), 0
+	each(func(n uint32, _ V) { lo, hi, count = min(lo, n), max(hi, n), count+1 })
+	var twice map[uint32]bool
+	mark := func(n uint32, seen bool) {
+		if seen {
+			if twice == nil {
+				twice = map[uint32]bool{}
+			}
+			twice[n] = true
+		}
+	}
+	// At most 64 bits a number (8 bytes, the map's least) and 8 KB.
+	if span := uint64(hi-lo) + 1; count > 0 && span <= 64*uint64(count)+1<<16 {
+		bits := make([]uint64, (span+63)/64)
+		each(func(n uint32, _ V) {
+			w, b := (n-lo)/64, uint64(1)<<((n-lo)%64)
+			mark(n, bits[w]&b != 0)
+			bits[w] |= b
+		})
+	} else {
+		seen := make(map[uint32]struct{}, count)
+		each(func(n uint32, _ V) {
+			_, held := seen[n]
+			mark(n, held)
+			seen[n] = struct{}{}
+		})
+	}
+	if twice == nil {
+		return nil
+	}
+	out := make(map[uint32][]V, len(twice))
+	each(func(n uint32, v V) {
+		if twice[n] {
+			out[n] = append(out[n], v)
+		}
+	})
+	return out
+}
 
 // clashes finds keys held by more than one value.
 type clashes[K comparable, V any] struct {

@@ -796,3 +796,35 @@ func TestNamesIgnoreCase(t *testing.T) {
 		t.Error("a name differing only in case was provisioned")
 	}
 }
+
+// TestNumberClashes: the numbers held twice, with their holders in order,
+// by the bit set (dense numbers) and by the map (sparse ones), at the ends
+// of the uint32 range too.
+func TestNumberClashes(t *testing.T) {
+	const top = ^uint32(0)
+	for _, tc := range []struct {
+		name string
+		nums []uint32
+		want map[uint32][]int
+	}{
+		{"none", nil, nil},
+		{"one", []uint32{0}, nil},
+		{"distinct dense", []uint32{1000, 1001, 1003, 1002}, nil},
+		{"twice dense", []uint32{1000, 1001, 1000, 1002, 1001, 1000}, map[uint32][]int{1000: {0, 2, 5}, 1001: {1, 4}}},
+		{"zero and 27", []uint32{27, 0, 27, 0}, map[uint32][]int{0: {1, 3}, 27: {0, 2}}},
+		{"distinct sparse", []uint32{0, top, 1 << 31}, nil},
+		{"twice sparse", []uint32{top, 0, 1 << 31, top, 5}, map[uint32][]int{top: {0, 3}}},
+		{"top twice dense", []uint32{top - 1, top, top}, map[uint32][]int{top: {1, 2}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := numberClashes(func(yield func(uint32, int)) {
+				for i, n := range tc.nums {
+					yield(n, i)
+				}
+			})
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("numberClashes(%v) = %v, want %v", tc.nums, got, tc.want)
+			}
+		})
+	}
+}
