@@ -170,10 +170,11 @@ func newEvaluation(snap *Snapshot, p Policy, prev History) *evaluation {
 	}
 	e := &evaluation{p: &p, prev: prev, st: &State{basis: prev}, fixed: map[string]*verdict{}, rules: map[string]*verdict{}}
 	e.st.Violations = problemViolations(snap.Problems, nil)
+	ahead := lookAhead(snap)
 	e.reserved(snap)
 	e.checkUnique(snap)
 	e.collaborations(snap)
-	e.users(snap)
+	e.users(snap, ahead)
 	e.production(snap)
 	for ci := range e.st.Collaborations {
 		e.activeMembers(ci, e.memberIdx[ci])
@@ -667,12 +668,24 @@ func (e *evaluation) review(c Collaboration) Status {
 // users applies rules 1 (one administrative collaboration), 2 (active only
 // in an active collaboration) and 4 (institutional e-mail, validation of
 // external users).
-func (e *evaluation) users(snap *Snapshot) {
+// Its members are those ahead found (lookAhead), unless some uid is held
+// twice.
+func (e *evaluation) users(snap *Snapshot, ahead func() [][]int32) {
 	// Of two entries with one uid, members and contacts naming it mean
 	// the one not left out (the incumbent of rule 7).
 	e.st.users = newUIDIndex(snap.Users, func(i int) bool { return !e.excluded(snap.Users[i].DN) })
 	e.st.users.useKeys(snap.UIDKeys)
-	e.memberships(len(snap.Users))
+	var found [][]int32
+	if ahead != nil {
+		found = ahead()
+	}
+	if found != nil && len(e.st.users.dups) == 0 && e.st.users.all == nil {
+		// Every uid once: the one ahead found is the one it means.
+		e.memberIdx = found
+		e.memberOf = invert(e.memberIdx, len(snap.Users))
+	} else {
+		e.memberships(len(snap.Users))
+	}
 	e.st.users.keys = UIDKeys{}
 	e.st.Users = make([]UserState, 0, len(snap.Users))
 	for i, u := range snap.Users {
@@ -748,13 +761,41 @@ func (e *evaluation) memberships(users int) {
 	e.memberOf = invert(e.memberIdx, users)
 }
 
+// lookAhead finds every collaboration's members among the users, beside
+// the rules that come before the users' (reserved names and numbers, rule
+// 7, the collaborations'): the lookups need nothing but the users, which
+// no rule changes. At 1M users they were 0.4 s of CPU on two cores after
+// those rules' 0.5 s on one. Of two users with one uid it takes the first:
+// the rules' own index may mean the other (users checks). It returns a
+// wait for the member indexes, nil for users without their uid keys (the
+// rules then make their keys and find the members themselves).
+func lookAhead(snap *Snapshot) func() [][]int32 {
+	if len(snap.Users) == 0 || snap.UIDKeys.Len() != len(snap.Users) {
+		return nil
+	}
+	done := make(chan [][]int32, 1)
+	go func() {
+		x := newUIDIndex(snap.Users, func(int) bool { return true })
+		x.useKeys(snap.UIDKeys)
+		idx := make([][]int32, len(snap.Collaborations))
+		parallel.For(len(snap.Collaborations), 256, func(ci int) {
+			idx[ci] = membersIn(&x, snap.Collaborations[ci].Members)
+		})
+		done <- idx
+	}()
+	return func() [][]int32 { return <-done }
+}
+
 // members finds the users of a member list.
-func (e *evaluation) members(uids []string) []int32 {
+func (e *evaluation) members(uids []string) []int32 { return membersIn(&e.st.users, uids) }
+
+// membersIn finds the users of a member list in x.
+func membersIn(x *uidIndex, uids []string) []int32 {
 	idx := make([]int32, 0, len(uids))
 	// Members in uid order (as the model keeps them) are found by
 	// galloping from the last one when they are more than √users:
 	// cheaper than a search of every user each, not for a handful.
-	gallop := len(uids)*len(uids) > len(e.st.users.users)
+	gallop := len(uids)*len(uids) > len(x.users)
 	from, prev := 0, ""
 	for _, uid := range uids {
 		var (
@@ -766,9 +807,9 @@ func (e *evaluation) members(uids []string) []int32 {
 				from = 0 // out of order: from the start
 			}
 			prev = uid
-			i, ok, from = e.st.users.findFrom(uid, from)
+			i, ok, from = x.findFrom(uid, from)
 		} else {
-			i, ok = e.st.users.find(uid)
+			i, ok = x.find(uid)
 		}
 		if ok {
 			idx = append(idx, int32(i))
