@@ -226,37 +226,6 @@ func ReadHistoryAhead(ctx context.Context, st *store.Store, log *slog.Logger) (w
 	})
 }
 
-// ViolationsAhead is the Evaluate of an engine whose run dates its
-// violations from the stored ones (store.ViolationsSince, a dry run's):
-// as the rules begin, the stored violations are read on another goroutine,
-// as ReadHistoryAhead reads the history, beside the rules and the
-// targets' plans. At 1M users 100k rows read after the run took 0.2 s;
-// read beside the directory's read, whose two cores are busy, they made
-// that read as much longer.
-type ViolationsAhead struct {
-	Rules *Rules
-	Store *store.Store
-	Log   *slog.Logger
-
-	once sync.Once
-	wait func()
-}
-
-// Evaluate is the rules' Evaluate, the read begun with the first call.
-func (v *ViolationsAhead) Evaluate(ctx context.Context, snap *directory.Snapshot, full bool) (*directory.State, error) {
-	v.once.Do(func() { v.wait = readAhead(ctx, v.Log, "the stored violations", v.Store.ReadViolations) })
-	return v.Rules.Evaluate(ctx, snap, full)
-}
-
-// Wait stops the read if it is still under way and waits for it (none
-// begins after it): call it before the store is closed.
-func (v *ViolationsAhead) Wait() {
-	v.once.Do(func() {})
-	if v.wait != nil {
-		v.wait()
-	}
-}
-
 func readAhead(ctx context.Context, log *slog.Logger, what string, read func(context.Context) error) (wait func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -402,10 +371,10 @@ func guard(g config.Guard) engine.Guard {
 
 // RecordHistory stores what a one-shot run decided: RecordRead,
 // RecordResults and, when every target took the state, SaveStatuses. A
-// dry run only reads the violations' dates.
+// dry run records nothing.
 func RecordHistory(ctx context.Context, st *store.Store, state *directory.State, results []engine.Result, runErr error, dryRun bool) error {
 	if dryRun {
-		return st.ViolationsSince(ctx, state.Violations, time.Now())
+		return nil
 	}
 	if err := RecordRead(ctx, st, state); err != nil {
 		return err

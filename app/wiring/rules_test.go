@@ -3,7 +3,6 @@ package wiring
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"path/filepath"
@@ -165,38 +164,6 @@ func TestDryRunRulesFailWithoutTheHistory(t *testing.T) {
 	}
 	if state, err := DryRunRules(cfg, st).Evaluate(ctx, snap, true); err == nil {
 		t.Fatalf("evaluated without the history: %v", state.Statuses())
-	}
-}
-
-// TestViolationsAhead: the rules wrapped evaluate as they do, the stored
-// violations read beside them date the run's; Wait before any run, or
-// twice, returns.
-func TestViolationsAhead(t *testing.T) {
-	ctx := context.Background()
-	st, cfg := rulesStore(t)
-	snap := &directory.Snapshot{Collaborations: []*directory.Collaboration{{DN: "cn=c,dc=x", Name: "c", GIDNumber: 3000}}}
-	first := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	recorded, err := DryRunRules(cfg, st).Evaluate(ctx, snap, true)
-	if err != nil || len(recorded.Violations) != 1 {
-		t.Fatalf("%v, %v", recorded, err)
-	}
-	if err := st.RecordViolations(ctx, recorded.Violations, first); err != nil {
-		t.Fatal(err)
-	}
-
-	(&ViolationsAhead{Rules: DryRunRules(cfg, st), Store: st}).Wait()
-	v := &ViolationsAhead{Rules: DryRunRules(cfg, st), Store: st, Log: slog.New(slog.DiscardHandler)}
-	state, err := v.Evaluate(ctx, snap, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.ViolationsSince(ctx, state.Violations, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	v.Wait()
-	v.Wait()
-	if len(state.Violations) != 1 || !state.Violations[0].Since.Equal(first) {
-		t.Errorf("violations %+v, want one first seen %v", state.Violations, first)
 	}
 }
 

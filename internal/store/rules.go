@@ -457,15 +457,6 @@ func (s *Store) violationsLocked(ctx context.Context) (map[violationKey]storedVi
 	return out, nil
 }
 
-// ReadViolations reads the stored violations into the store's cache,
-// kept while no process writes them (wiring.ViolationsAhead).
-func (s *Store) ReadViolations(ctx context.Context) error {
-	s.cache.mu.Lock()
-	defer s.cache.mu.Unlock()
-	_, err := s.violationsLocked(ctx)
-	return err
-}
-
 // Violations returns the violations the last recording run found, sorted
 // by kind and subject: what `violations --stored` lists without reading
 // the directory.
@@ -489,25 +480,4 @@ func (s *Store) Violations(ctx context.Context) ([]directory.Violation, error) {
 		return strings.Compare(a.Subject, b.Subject)
 	})
 	return out, nil
-}
-
-// ViolationsSince fills Since from the store without recording anything,
-// for read-only commands; unseen violations get now. The stored ones are
-// read once, as RecordViolations reads them (and kept while no process
-// writes them): at 1M users a query per violation was 100k queries.
-func (s *Store) ViolationsSince(ctx context.Context, vs []directory.Violation, now time.Time) error {
-	s.cache.mu.Lock()
-	defer s.cache.mu.Unlock()
-	stored, err := s.violationsLocked(ctx)
-	if err != nil {
-		return err
-	}
-	for i := range vs {
-		if sv, ok := stored[keyOf(vs[i])]; ok {
-			date(&vs[i], time.Unix(0, sv.first).UTC())
-		} else {
-			date(&vs[i], now.UTC())
-		}
-	}
-	return nil
 }
