@@ -676,7 +676,7 @@ func (e *evaluation) review(c Collaboration) Status {
 func (e *evaluation) users(snap *Snapshot, ahead func() [][]int32) {
 	// Of two entries with one uid, members and contacts naming it mean
 	// the one not left out (the incumbent of rule 7).
-	e.st.users = newUIDIndex(snap.Users, func(i int) bool { return !e.excluded(snap.Users[i].DN) })
+	e.st.users = newUIDIndex(snap.Users, snap.UIDKeys, func(i int) bool { return !e.excluded(snap.Users[i].DN) })
 	e.st.users.useKeys(snap.UIDKeys)
 	var found [][]int32
 	if ahead != nil {
@@ -778,7 +778,7 @@ func lookAhead(snap *Snapshot) func() [][]int32 {
 	}
 	done := make(chan [][]int32, 1)
 	go func() {
-		x := newUIDIndex(snap.Users, func(int) bool { return true })
+		x := newUIDIndex(snap.Users, snap.UIDKeys, func(int) bool { return true })
 		x.useKeys(snap.UIDKeys)
 		idx := make([][]int32, len(snap.Collaborations))
 		parallel.For(len(snap.Collaborations), 256, func(ci int) {

@@ -604,7 +604,8 @@ func TestStatusChangesIsADiff(t *testing.T) {
 }
 
 // TestUIDIndex: sorted and unsorted users find the same index; of several
-// entries with one uid, the first kept one, else the last.
+// entries with one uid, the first kept one, else the last; sorted users
+// the same with their uid keys (uids of one key compared).
 func TestUIDIndex(t *testing.T) {
 	for _, c := range []struct {
 		uids     []string
@@ -618,15 +619,23 @@ func TestUIDIndex(t *testing.T) {
 		{[]string{"c", "b", "a", "b"}, map[int]bool{1: true}, map[string]int{"a": 2, "b": 3, "c": 0, "z": -1}},
 		{[]string{"c", "b", "a", "b"}, nil, map[string]int{"b": 1}},
 		{nil, nil, map[string]int{"a": -1}},
+		{[]string{"longname1", "longname1", "longname2"}, map[int]bool{0: true}, map[string]int{"longname1": 1, "longname2": 2}},
+		{[]string{"longname1", "longname2", "longname2", "x"}, nil, map[string]int{"longname1": 0, "longname2": 1, "x": 3}},
 	} {
-		x := newUIDIndex(usersOf(c.uids), func(i int) bool { return !c.excluded[i] })
-		for uid, want := range c.want {
-			i, ok := x.find(uid)
-			if !ok {
-				i = -1
-			}
-			if i != want {
-				t.Errorf("%v without %v: %q at %d, want %d", c.uids, c.excluded, uid, i, want)
+		users := usersOf(c.uids)
+		indexes := map[string]uidIndex{"without keys": newUIDIndex(users, UIDKeys{}, func(i int) bool { return !c.excluded[i] })}
+		if slices.IsSorted(c.uids) {
+			indexes["with keys"] = newUIDIndex(users, KeysOf(users), func(i int) bool { return !c.excluded[i] })
+		}
+		for how, x := range indexes {
+			for uid, want := range c.want {
+				i, ok := x.find(uid)
+				if !ok {
+					i = -1
+				}
+				if i != want {
+					t.Errorf("%v without %v, %s: %q at %d, want %d", c.uids, c.excluded, how, uid, i, want)
+				}
 			}
 		}
 	}
@@ -659,7 +668,7 @@ func TestUIDIndexFindFrom(t *testing.T) {
 		for i := range uids {
 			excluded[i] = rng.IntN(4) == 0
 		}
-		x := newUIDIndex(usersOf(uids), func(i int) bool { return !excluded[i] })
+		x := newUIDIndex(usersOf(uids), UIDKeys{}, func(i int) bool { return !excluded[i] })
 		var list []string
 		for range rng.IntN(3 * (n + 1)) {
 			list = append(list, uid(rng.IntN(2*n+2)))
