@@ -84,96 +84,140 @@ func (t *Target) Name() string { return t.InstanceName }
 // active production account, a group line per provisioned collaboration
 // listing its active members. Records come in (kind, key) order, as the
 // engine diffs them without sorting. A line the last desired state had
-// is that state's string; the new lines share one allocation, so a change
-// costs the records' slice and its own lines, not the files' content.
+// is that state's string; the new lines share one allocation per file,
+// so a change costs the records' slice and its own lines, not the files'
+// content. The two files' lines are made side by side, each into its
+// part of the records (at 1M users, 0.38 s on one core).
 func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
-	recs := make([]engine.Record, 0, len(state.Users)+len(state.ProductionAccounts)+len(state.Collaborations))
-	// buf holds the line being made; fresh the new lines one after
-	// another; added, for each new line, its record and where it lies in
-	// fresh (whose strings are made once it has stopped growing).
-	var fresh, buf []byte
-	type span struct{ rec, start, end int }
-	var added []span
-	last := t.last
-	if len(last) == 0 {
-		// A first run: every line is new, in a buffer of the files' size
-		// that neither grows nor is copied to fit (at 100k users both were
-		// half of the records' time).
-		fresh = make([]byte, 0, t.firstSize(cap(recs)))
-		added = make([]span, 0, cap(recs))
-	}
-	add := func(kind, key string, write func()) {
-		buf = buf[:0]
-		write()
-		for len(last) > 0 && (last[0].Kind < kind || last[0].Kind == kind && last[0].Key < key) {
-			last = last[1:]
-		}
-		if len(last) > 0 && last[0].Kind == kind && last[0].Key == key && last[0].Value == string(buf) {
-			recs = append(recs, last[0])
-			last = last[1:]
-			return
-		}
-		added = append(added, span{len(recs), len(fresh), len(fresh) + len(buf)})
-		fresh = append(fresh, buf...)
-		recs = append(recs, engine.Record{Kind: kind, Key: key})
-	}
-	group := func(name string, gid uint32, members []string) {
-		add(KindGroup, name, func() { buf = groupLine(buf, name, gid, members) })
-	}
 	// Collaborations (sorted by name) and users' private groups (sorted
 	// by user, most often their name too), merged by name.
 	private := privateGroups(state.Users)
+	groups := len(private)
 	for _, c := range state.Collaborations {
-		if !c.Provisioned {
-			continue
+		if c.Provisioned {
+			groups++
 		}
-		for len(private) > 0 && private[0].PrivateGroup < c.Name {
-			group(private[0].PrivateGroup, private[0].GIDNumber, nil)
-			private = private[1:]
+	}
+	recs := make([]engine.Record, groups, groups+len(state.Users)+len(state.ProductionAccounts))
+	lastGroups, lastPasswd := splitKinds(t.last)
+	g := t.lines(KindGroup, recs[:0:groups], lastGroups, groups)
+	p := t.lines(KindPasswd, recs[groups:groups], lastPasswd, cap(recs)-groups)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, c := range state.Collaborations {
+			if !c.Provisioned {
+				continue
+			}
+			for len(private) > 0 && private[0].PrivateGroup < c.Name {
+				u := &private[0]
+				g.add(u.PrivateGroup, func(b []byte) []byte { return groupLine(b, u.PrivateGroup, u.GIDNumber, nil) })
+				private = private[1:]
+			}
+			g.add(c.Name, func(b []byte) []byte { return groupLine(b, c.Name, c.GIDNumber, c.ActiveMembers) })
 		}
-		group(c.Name, c.GIDNumber, c.ActiveMembers)
-	}
-	for _, u := range private {
-		group(u.PrivateGroup, u.GIDNumber, nil)
-	}
+		for i := range private {
+			u := &private[i]
+			g.add(u.PrivateGroup, func(b []byte) []byte { return groupLine(b, u.PrivateGroup, u.GIDNumber, nil) })
+		}
+		g.finish()
+	}()
 	// Users and production accounts, each sorted by name, merged.
 	users, prods := state.Users, state.ProductionAccounts
 	for len(users) > 0 || len(prods) > 0 {
 		if len(prods) == 0 || len(users) > 0 && users[0].UID <= prods[0].Name {
 			if u := &users[0]; u.Status == directory.StatusActive {
-				add(KindPasswd, u.UID, func() { buf = userLine(buf, u) })
+				p.add(u.UID, func(b []byte) []byte { return userLine(b, u) })
 			}
 			users = users[1:]
 			continue
 		}
-		if p := &prods[0]; p.Active {
-			add(KindPasswd, p.Name, func() { buf = productionLine(buf, p) })
+		if pa := &prods[0]; pa.Active {
+			p.add(pa.Name, func(b []byte) []byte { return productionLine(b, pa) })
 		}
 		prods = prods[1:]
 	}
-	if cap(fresh) > len(fresh)+len(fresh)/16 {
-		fresh = append(make([]byte, 0, len(fresh)), fresh...) // kept as the known state: not a byte more
-	}
-	// The new values share fresh, which nothing writes again: a string
-	// over it rather than a copy, as strings.Builder does.
-	all := unsafe.String(unsafe.SliceData(fresh), len(fresh))
-	for _, a := range added {
-		recs[a.rec].Value = all[a.start:a.end]
-	}
+	p.finish()
+	<-done
+	// Each file's records were made in its part of recs, which holds as
+	// many as there can be.
+	recs = recs[:groups+len(p.recs)]
 	t.last = recs
 	return recs, nil
 }
 
-// firstSize is the room a first run's n lines are made in: the size of
-// the files, which a target in sync holds to the byte (with a newline a
-// line more); 80 bytes a line when they are empty or missing, and at
-// most 1 KiB a line.
-func (t *Target) firstSize(n int) int {
+// splitKinds splits records in (kind, key) order into the group file's
+// and the passwd file's.
+func splitKinds(recs []engine.Record) (group, passwd []engine.Record) {
+	i, _ := slices.BinarySearchFunc(recs, KindPasswd, func(r engine.Record, kind string) int { return strings.Compare(r.Kind, kind) })
+	return recs[:i], recs[i:]
+}
+
+// fileLines makes one file's records in key order, reusing the lines of
+// the last desired state's records of the file that stay the same.
+type fileLines struct {
+	kind string
+	recs []engine.Record
+	last []engine.Record
+	// buf holds the line being made; fresh the new lines one after
+	// another; added, for each new line, its record and where it lies in
+	// fresh (whose strings are made once it has stopped growing).
+	buf, fresh []byte
+	added      []span
+}
+
+type span struct{ rec, start, end int }
+
+// lines starts a file's records in recs (empty, with room for n).
+func (t *Target) lines(kind string, recs, last []engine.Record, n int) *fileLines {
+	l := &fileLines{kind: kind, recs: recs, last: last}
+	if len(last) == 0 {
+		// A first run: every line is new, in a buffer of the file's size
+		// that neither grows nor is copied to fit (at 100k users both were
+		// half of the records' time).
+		l.fresh = make([]byte, 0, t.firstSize(kind, n))
+		l.added = make([]span, 0, n)
+	}
+	return l
+}
+
+// add makes key's record, its line written by write.
+func (l *fileLines) add(key string, write func([]byte) []byte) {
+	l.buf = write(l.buf[:0])
+	for len(l.last) > 0 && l.last[0].Key < key {
+		l.last = l.last[1:]
+	}
+	if len(l.last) > 0 && l.last[0].Key == key && l.last[0].Value == string(l.buf) {
+		l.recs = append(l.recs, l.last[0])
+		l.last = l.last[1:]
+		return
+	}
+	l.added = append(l.added, span{len(l.recs), len(l.fresh), len(l.fresh) + len(l.buf)})
+	l.fresh = append(l.fresh, l.buf...)
+	l.recs = append(l.recs, engine.Record{Kind: l.kind, Key: key})
+}
+
+// finish gives the new records their lines.
+func (l *fileLines) finish() {
+	if cap(l.fresh) > len(l.fresh)+len(l.fresh)/16 {
+		l.fresh = append(make([]byte, 0, len(l.fresh)), l.fresh...) // kept as the known state: not a byte more
+	}
+	// The new values share fresh, which nothing writes again: a string
+	// over it rather than a copy, as strings.Builder does.
+	all := unsafe.String(unsafe.SliceData(l.fresh), len(l.fresh))
+	for _, a := range l.added {
+		l.recs[a.rec].Value = all[a.start:a.end]
+	}
+}
+
+// firstSize is the room a first run's n lines of a file are made in: the
+// file's size, which a target in sync holds to the byte (with a newline a
+// line more); 80 bytes a line when it is empty or missing, and at most
+// 1 KiB a line.
+func (t *Target) firstSize(kind string, n int) int {
 	size := 0
-	for _, kind := range []string{KindPasswd, KindGroup} {
-		if fi, err := os.Stat(filepath.Join(t.Dir, kind)); err == nil && fi.Mode().IsRegular() {
-			size += int(min(fi.Size(), 1<<40))
-		}
+	if fi, err := os.Stat(filepath.Join(t.Dir, kind)); err == nil && fi.Mode().IsRegular() {
+		size = int(min(fi.Size(), 1<<40))
 	}
 	if size == 0 {
 		return 80 * n
