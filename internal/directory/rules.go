@@ -539,7 +539,8 @@ func numberClashes[V any](each func(yield func(uint32, V))) map[uint32][]V {
 			twice[n] = true
 		}
 	}
-	// At most 64 bits a number (8 bytes, the map's least) and 8 KB.
+	// Bits when they cost at most 64 a number (8 bytes, less than a map
+	// entry), or 8 KB in all.
 	if span := uint64(hi-lo) + 1; count > 0 && span <= 64*uint64(count)+1<<16 {
 		bits := make([]uint64, (span+63)/64)
 		each(func(n uint32, _ V) {
@@ -670,9 +671,9 @@ func (e *evaluation) review(c Collaboration) Status {
 
 // users applies rules 1 (one administrative collaboration), 2 (active only
 // in an active collaboration) and 4 (institutional e-mail, validation of
-// external users).
-// Its members are those ahead found (lookAhead), unless some uid is held
-// twice.
+// external users). The collaborations' members are those ahead found
+// (lookAhead), unless a uid is held twice: then the rules' own index
+// decides which entry each member means.
 func (e *evaluation) users(snap *Snapshot, ahead func() [][]int32) {
 	// Of two entries with one uid, members and contacts naming it mean
 	// the one not left out (the incumbent of rule 7).

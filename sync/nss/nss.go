@@ -87,7 +87,7 @@ func (t *Target) Name() string { return t.InstanceName }
 // is that state's string; the new lines share one allocation per file,
 // so a change costs the records' slice and its own lines, not the files'
 // content. The two files' lines are made side by side, each into its
-// part of the records (at 1M users, 0.38 s on one core).
+// part of the records (at 1M users 0.14 s; 0.18 s on one core).
 func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	// Collaborations (sorted by name) and users' private groups (sorted
 	// by user, most often their name too), merged by name.
