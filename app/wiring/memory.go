@@ -32,6 +32,10 @@ func OneShotMemory(ctx context.Context, cfg *config.Config, st *store.Store, log
 			break
 		}
 		w = heaplimit.StartFrom(peak)
+		if peak == 0 {
+			log.Debug("memory limit for a first run, raised with its live heap", "command", command, "limit_MiB", heaplimit.For(0)>>20)
+			break
+		}
 		log.Debug("memory limit from the last run's peak", "command", command, "peak_MiB", peak>>20, "limit_MiB", heaplimit.For(peak)>>20)
 	default:
 		limit, _ := config.ParseSize(setting) // validated

@@ -125,7 +125,10 @@ func (w *Watch) sample() {
 }
 
 // Stop ends the watch (GOGC as it was) and returns the largest live heap
-// seen.
+// seen. When no collection has measured one (a run that stayed under its
+// limit with the collector off), it returns the heap's objects, garbage
+// included: the most the run can have held. Zero would leave the next
+// run without a peak to start from.
 func (w *Watch) Stop() uint64 {
 	close(w.stop)
 	<-w.done
@@ -135,5 +138,11 @@ func (w *Watch) Stop() uint64 {
 	w.sample()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.peak == 0 {
+		s := []runtimemetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		if runtimemetrics.Read(s); s[0].Value.Kind() == runtimemetrics.KindUint64 {
+			w.peak = s[0].Value.Uint64()
+		}
+	}
 	return w.peak
 }
