@@ -11,8 +11,9 @@ import (
 )
 
 // TestOneShotMemoryLimit: plan and sync --once size Go's memory limit from
-// the peak live heap of their last run on the state (none on a first
-// run), and leave it to GOMEMLIMIT when that is set.
+// the peak live heap of their last run on the state (a first run from
+// nothing, raised with its live heap), and leave it to GOMEMLIMIT when
+// that is set.
 func TestOneShotMemoryLimit(t *testing.T) {
 	e := newLargeSyncEnv(t, 5000, 500)
 	line := regexp.MustCompile(`memory limit from the last run's peak.* peak_MiB=(\d+) limit_MiB=(\d+)`)
