@@ -779,8 +779,9 @@ func lookAhead(snap *Snapshot) func() [][]int32 {
 	}
 	done := make(chan [][]int32, 1)
 	go func() {
-		x := newUIDIndex(snap.Users, snap.UIDKeys, func(int) bool { return true })
-		x.useKeys(snap.UIDKeys)
+		// The users by their keys alone: a uid held twice is found at
+		// its first entry, and users then finds the members again.
+		x := uidIndex{users: snap.Users, keys: snap.UIDKeys}
 		idx := make([][]int32, len(snap.Collaborations))
 		parallel.For(len(snap.Collaborations), 256, func(ci int) {
 			idx[ci] = membersIn(&x, snap.Collaborations[ci].Members)

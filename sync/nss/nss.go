@@ -105,20 +105,21 @@ func (t *Target) Desired(state *directory.State) ([]engine.Record, error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		group := func(name string, gid uint32, members []string) {
+			g.add(name, func(b []byte) []byte { return groupLine(b, name, gid, members) })
+		}
 		for _, c := range state.Collaborations {
 			if !c.Provisioned {
 				continue
 			}
 			for len(private) > 0 && private[0].PrivateGroup < c.Name {
-				u := &private[0]
-				g.add(u.PrivateGroup, func(b []byte) []byte { return groupLine(b, u.PrivateGroup, u.GIDNumber, nil) })
+				group(private[0].PrivateGroup, private[0].GIDNumber, nil)
 				private = private[1:]
 			}
-			g.add(c.Name, func(b []byte) []byte { return groupLine(b, c.Name, c.GIDNumber, c.ActiveMembers) })
+			group(c.Name, c.GIDNumber, c.ActiveMembers)
 		}
-		for i := range private {
-			u := &private[i]
-			g.add(u.PrivateGroup, func(b []byte) []byte { return groupLine(b, u.PrivateGroup, u.GIDNumber, nil) })
+		for _, u := range private {
+			group(u.PrivateGroup, u.GIDNumber, nil)
 		}
 		g.finish()
 	}()
