@@ -89,6 +89,10 @@ type Loop struct {
 	// for as long as it is slow. Called again at every report and every
 	// second while so; it must not block for long.
 	Idle func()
+	// Busy, if set, is called when a run begins, before the directory is
+	// read: a measurement Idle started that is still under way would
+	// count the run's data as the resting memory. It must not block.
+	Busy func()
 	// Heartbeat, if set, is called at least every second while the loop
 	// is idle and after every run: a stuck loop stops beating (the
 	// systemd watchdog listens). A target's run never holds it up.
@@ -408,6 +412,9 @@ func (l *Loop) due(lr *loopRun, now time.Time) map[string]bool {
 // reconcile or RetryAll).
 func (l *Loop) runOnce(ctx context.Context, lr *loopRun, t run) {
 	start := time.Now()
+	if l.Busy != nil {
+		l.Busy()
+	}
 	fail := func(report RunReport, msg string) {
 		lr.sourceFailures++
 		wait := l.SourceBackoff(lr.sourceFailures)

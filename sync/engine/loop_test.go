@@ -15,8 +15,9 @@ import (
 
 // liveSource serves whatever snapshot was last set.
 type liveSource struct {
-	mu   sync.Mutex
-	snap *directory.Snapshot
+	mu    sync.Mutex
+	snap  *directory.Snapshot
+	reads int
 }
 
 func (s *liveSource) set(snap *directory.Snapshot) {
@@ -28,6 +29,7 @@ func (s *liveSource) set(snap *directory.Snapshot) {
 func (s *liveSource) Snapshot(context.Context) (*directory.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reads++
 	return s.snap, nil
 }
 
@@ -116,6 +118,8 @@ type loopFixture struct {
 	settled  int
 	done     map[string]int
 	idle     int
+	// busyAt is how many reads the source had seen at each Busy.
+	busyAt []int
 	// plans are the reported results' plans, in order.
 	plans []*Plan
 }
@@ -145,6 +149,14 @@ func startLoop(t *testing.T, debounce time.Duration, targets ...Target) *loopFix
 		Idle: func() {
 			f.mu.Lock()
 			f.idle++
+			f.mu.Unlock()
+		},
+		Busy: func() {
+			f.src.mu.Lock()
+			reads := f.src.reads
+			f.src.mu.Unlock()
+			f.mu.Lock()
+			f.busyAt = append(f.busyAt, reads)
 			f.mu.Unlock()
 		},
 	}
@@ -299,6 +311,28 @@ func waitIdle(t *testing.T, f *loopFixture, idles func(*loopFixture) int, within
 			t.Fatalf("no Idle within %v of the run's end", within)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLoopBusyBeforeEachRead: Busy comes at the start of every run,
+// before the directory is read (the daemon drops a resting measurement
+// that a run overlaps).
+func TestLoopBusyBeforeEachRead(t *testing.T) {
+	nss := &chanTarget{name: "nss", applied: make(chan []Record, 64)}
+	f := startLoop(t, 10*time.Millisecond, nss)
+	f.triggers <- Trigger{Reason: "start"}
+	waitApplied(t, nss, 1, 2*time.Second)
+	names := []string{"a"}
+	for i := range 3 {
+		names = append(names, string(rune('b'+i)))
+		f.src.set(users(names...))
+		f.triggers <- Trigger{Reason: "directory change"}
+		waitApplied(t, nss, len(names), time.Second)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if want := []int{0, 1, 2, 3}; !slices.Equal(f.busyAt, want) {
+		t.Errorf("reads seen at each Busy: %v, want %v (one Busy before each of the 4 runs' reads)", f.busyAt, want)
 	}
 }
 
