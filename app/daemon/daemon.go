@@ -300,7 +300,8 @@ func (s *server) service(stop, run context.Context, cfg *config.Config) {
 				s.log.Error("state store", "err", err)
 			}
 		},
-		Idle:      func() { s.mem.idle(stop) },
+		Idle:      func() { s.mem.idle(stop, time.Now()) },
+		Busy:      s.mem.busy,
 		Heartbeat: s.beat,
 		Lock:      func(ctx context.Context) (func(), error) { return s.lock(ctx, cfg, "serve (reconcile)") },
 		Approvals: s.store.Approvals,

@@ -57,13 +57,13 @@ func TestMemoryLimit(t *testing.T) {
 	if got := limit(); got < 140<<20 {
 		t.Errorf("measured before the loop let the run go: limit %d MiB", got>>20)
 	}
-	m.idle(ctx)
+	idleAfterRun(ctx, m)
 	if got := limit(); got != autoFloor {
 		t.Errorf("auto after the first run with little live: limit %d MiB, want the floor %d MiB", got>>20, autoFloor>>20)
 	}
 	// Later runs do not measure again; a full reconcile does.
 	m.afterRun(false)
-	m.idle(ctx)
+	idleAfterRun(ctx, m)
 	m.afterRun(false)
 	if m.pending {
 		t.Error("a second run measures again")
@@ -72,7 +72,7 @@ func TestMemoryLimit(t *testing.T) {
 	if !m.pending {
 		t.Error("a full reconcile does not measure")
 	}
-	m.idle(ctx)
+	idleAfterRun(ctx, m)
 
 	// follow's own checks, on the clock, stop: the checks below are on
 	// a test clock.
@@ -127,7 +127,7 @@ func TestMemoryLimit(t *testing.T) {
 	if got := closeFor(highFor); got < 108<<20 || got > 115<<20 {
 		t.Errorf("live heap of 100 MiB close to a limit of 105 MiB for %v while a measurement is due: limit %d MiB, want about 110", highFor, got>>20)
 	}
-	m.idle(ctx)
+	idleAfterRun(ctx, m)
 	runtime.KeepAlive(held)
 	// Far under the limit: unchanged.
 	held = nil
@@ -148,13 +148,136 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("leading: check set the limit to %d MiB during the first run", got>>20)
 	}
 	m.afterRun(false)
-	m.idle(ctx)
+	idleAfterRun(ctx, m)
 	if got := limit(); got != autoFloor {
 		t.Errorf("after the first run as leader: limit %d MiB, want the floor", got>>20)
 	}
 	m.configure(ctx, "off")
 	if m.check(now) {
 		t.Error("check goes on after the limit was turned off")
+	}
+}
+
+// idleAfterRun: the loop idle after a run; it waits for the measurement
+// idle starts, if any.
+func idleAfterRun(ctx context.Context, m *memoryLimit) {
+	if done := m.idle(ctx, time.Now()); done != nil {
+		<-done
+	}
+}
+
+// TestMemoryLimitRestsOffTheLoop: the resting measurement a run asked for
+// is taken when the loop is next idle, on a goroutine of its own (the
+// loop's call returns while it is under way: a change coming meanwhile
+// does not wait for a collection of the whole heap). One that a run
+// overlapped sets the limit and is taken again once the loop has been
+// idle for restQuiet, not at every idle moment.
+func TestMemoryLimitRestsOffTheLoop(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(orig) })
+	limit := func() int64 { return debug.SetMemoryLimit(-1) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := &memoryLimit{log: slog.New(slog.NewTextHandler(io.Discard, nil)), collect: func() (uint64, bool) { return 100 << 20, true }}
+	m.configure(ctx, "auto")
+	m.modelLive(ctx)
+	if got, want := limit(), autoLimit(100<<20); got != want {
+		t.Fatalf("model live: limit %d MiB, want %d", got>>20, want>>20)
+	}
+	// The measurements from here on find what rest says, once released.
+	entered, release, rest := make(chan struct{}, 4), make(chan struct{}), uint64(0)
+	t.Cleanup(func() { close(release) })
+	m.collect = func() (uint64, bool) {
+		entered <- struct{}{}
+		<-release
+		return rest, true
+	}
+	// measure calls idle as the loop does; it fails if idle does not
+	// return while its measurement is under way.
+	measure := func(now time.Time) <-chan struct{} {
+		t.Helper()
+		started := make(chan (<-chan struct{}), 1)
+		go func() { started <- m.idle(ctx, now) }()
+		select {
+		case done := <-started:
+			if done == nil {
+				t.Fatal("idle started no measurement")
+			}
+			<-entered
+			return done
+		case <-time.After(2 * time.Second):
+			t.Fatal("idle did not return while its measurement was under way: the loop would wait for it")
+			return nil
+		}
+	}
+
+	m.busy()
+	m.afterRun(false) // the first run
+	t0 := time.Now()
+	done := measure(t0)
+	if again := m.idle(ctx, t0.Add(restQuiet)); again != nil {
+		t.Fatal("a second measurement started beside the first")
+	}
+	// A change's run begins during it: the limit is set, and the
+	// measurement is due again.
+	m.busy()
+	rest = 60 << 20
+	release <- struct{}{}
+	<-done
+	if got, want := limit(), autoLimit(60<<20); got != want {
+		t.Errorf("after a measurement a run overlapped: limit %d MiB, want %d", got>>20, want>>20)
+	}
+	if !m.pending {
+		t.Error("a measurement a run overlapped is no longer due")
+	}
+	// Taken again after restQuiet of idleness, not before.
+	t1 := time.Now()
+	for _, d := range []time.Duration{0, restQuiet / 2} {
+		if done := m.idle(ctx, t1.Add(d)); done != nil {
+			t.Fatalf("measured again after the loop was idle for %v", d)
+		}
+	}
+	done = measure(t1.Add(restQuiet))
+	rest = 50 << 20
+	release <- struct{}{}
+	<-done
+	if got, want := limit(), autoLimit(50<<20); got != want {
+		t.Errorf("after the loop was idle for %v: limit %d MiB, want %d", restQuiet, got>>20, want>>20)
+	}
+	if m.pending {
+		t.Error("measured, still due")
+	}
+	// A full reconcile's measurement: at once again.
+	m.busy()
+	m.afterRun(true)
+	done = measure(time.Now())
+	release <- struct{}{}
+	<-done
+}
+
+// TestCollectLiveLeavesOutWhatARunAllocates: the resting heap is what
+// was live before the measurement, not what a run beside it allocated.
+func TestCollectLiveLeavesOutWhatARunAllocates(t *testing.T) {
+	runtime.GC()
+	base, ok := collectLive(runtime.GC)
+	if !ok {
+		t.Fatal("no live heap measured")
+	}
+	held := make([][]byte, 100)
+	for i := range held {
+		held[i] = make([]byte, 1<<20)
+	}
+	var run [][]byte
+	got, _ := collectLive(func() {
+		for range 200 { // a run's data, live when the collection ends
+			run = append(run, make([]byte, 1<<20))
+		}
+		runtime.GC()
+	})
+	runtime.KeepAlive(held)
+	runtime.KeepAlive(run)
+	if lo, hi := base+95<<20, base+115<<20; got < lo || got > hi {
+		t.Errorf("resting heap %d MiB with 100 MiB held before the measurement and 200 MiB allocated during it, want about %d", got>>20, (base+100<<20)>>20)
 	}
 }
 
@@ -209,7 +332,13 @@ func TestMemoryLimitKeptAcrossStarts(t *testing.T) {
 	runtime.KeepAlive(run)
 	run = nil
 	m.afterRun(false)
-	m.idle(ctx)
+	// Kept as soon as the loop is idle after the first run, before the
+	// resting measurement ends: serve may stop during it.
+	done := m.idle(ctx, time.Now())
+	if got := kept.heaps[firstRunPeak]; got < 160<<20 || got > 175<<20 {
+		t.Errorf("kept first run's peak %d MiB as soon as the loop was idle, want about 160", got>>20)
+	}
+	<-done
 	runtime.KeepAlive(model)
 	model = nil
 	cancel()
@@ -236,7 +365,7 @@ func TestMemoryLimitKeptAcrossStarts(t *testing.T) {
 		t.Errorf("first run: limit %d MiB, want %d (the kept first run's)", got>>20, want>>20)
 	}
 	m.afterRun(false)
-	m.idle(ctx)
+	idleAfterRun(ctx, m)
 	if got := limit(); got != autoFloor {
 		t.Errorf("after the first run with little live: limit %d MiB, want the floor", got>>20)
 	}
