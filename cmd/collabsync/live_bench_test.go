@@ -104,6 +104,7 @@ func BenchmarkServeLive100k(b *testing.B) {
 			}
 		}
 		lat = append(lat, time.Since(start).Seconds()*1000)
+		b.Logf("change %d (add %s to %s): %.1f ms", n, gendir.UID(n+1), gendir.Collab(n), lat[n])
 	}
 
 	conn := e.server.RootConn(b)
