@@ -185,6 +185,19 @@ func (f *loopFixture) counts() (settled int, done map[string]int) {
 	return f.settled, done
 }
 
+// addUsers makes n directory changes after the first run (users a, b,
+// ...), each adding a user, and waits for c to apply each.
+func addUsers(t *testing.T, f *loopFixture, c *chanTarget, n int) {
+	t.Helper()
+	names := []string{"a"}
+	for i := range n {
+		names = append(names, string(rune('b'+i)))
+		f.src.set(users(names...))
+		f.triggers <- Trigger{Reason: "directory change"}
+		waitApplied(t, c, len(names), time.Second)
+	}
+}
+
 // waitApplied waits for c to apply users named like want.
 func waitApplied(t *testing.T, c *chanTarget, want int, limit time.Duration) {
 	t.Helper()
@@ -211,13 +224,7 @@ func TestLoopTargetsDoNotWait(t *testing.T) {
 	f := startLoop(t, 10*time.Millisecond, hung, fast)
 	f.triggers <- Trigger{Reason: "start"}
 	waitApplied(t, fast, 1, 2*time.Second)
-	names := []string{"a"}
-	for i := range 20 {
-		names = append(names, string(rune('b'+i)))
-		f.src.set(users(names...))
-		f.triggers <- Trigger{Reason: "directory change"}
-		waitApplied(t, fast, len(names), time.Second)
-	}
+	addUsers(t, f, fast, 20)
 	for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
 		settled, done := f.counts()
 		if settled == 0 && done["hook"] == 0 && done["nss"] == 21 {
@@ -315,20 +322,14 @@ func waitIdle(t *testing.T, f *loopFixture, idles func(*loopFixture) int, within
 }
 
 // TestLoopBusyBeforeEachRead: Busy comes at the start of every run,
-// before the directory is read (the daemon drops a resting measurement
-// that a run overlaps).
+// before the directory is read (the daemon measures its resting memory
+// again when a run overlapped the measurement).
 func TestLoopBusyBeforeEachRead(t *testing.T) {
 	nss := &chanTarget{name: "nss", applied: make(chan []Record, 64)}
 	f := startLoop(t, 10*time.Millisecond, nss)
 	f.triggers <- Trigger{Reason: "start"}
 	waitApplied(t, nss, 1, 2*time.Second)
-	names := []string{"a"}
-	for i := range 3 {
-		names = append(names, string(rune('b'+i)))
-		f.src.set(users(names...))
-		f.triggers <- Trigger{Reason: "directory change"}
-		waitApplied(t, nss, len(names), time.Second)
-	}
+	addUsers(t, f, nss, 3)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if want := []int{0, 1, 2, 3}; !slices.Equal(f.busyAt, want) {
