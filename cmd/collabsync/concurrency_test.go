@@ -114,6 +114,13 @@ func TestPausedSyncNeverOverwritesNewer(t *testing.T) {
 	for round, frac := range []float64{0.15, 0.4, 0.65} {
 		shell := fmt.Sprintf("/bin/shell%d", round)
 		a := startCollabsync(t, e.config, "sync", "--once")
+		// Paused a fraction of a run after it took the lock, not after
+		// it started: in a loaded fresh-clone CI the pause fell outside
+		// the locked part in 2 of 3 rounds, none of which had ended.
+		lockFile := filepath.Join(filepath.Dir(e.outDir), "state", "collabsync.lock")
+		for deadline := time.Now().Add(10 * time.Second); !holdsFlock(a.cmd.Process.Pid, lockFile) && time.Now().Before(deadline); {
+			time.Sleep(2 * time.Millisecond)
+		}
 		time.Sleep(time.Duration(frac * float64(clean)))
 		a.cmd.Process.Signal(syscall.SIGSTOP)
 		// Stopped (T), or ended before the signal came (Z: a loaded
@@ -135,7 +142,7 @@ func TestPausedSyncNeverOverwritesNewer(t *testing.T) {
 
 		// Runs vary; whether the paused sync holds the lock (it has not
 		// released it yet) is read from the kernel, not guessed.
-		holds := holdsFlock(a.cmd.Process.Pid, filepath.Join(filepath.Dir(e.outDir), "state", "collabsync.lock"))
+		holds := holdsFlock(a.cmd.Process.Pid, lockFile)
 		if holds {
 			held++
 			r := collabsync(t, e.config, "-lock-wait", "300ms", "sync", "--once")
